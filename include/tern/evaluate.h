@@ -1,0 +1,44 @@
+// Classification accuracy and model summaries: what `tern eval` and `tern inspect` print.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "tern/data.h"
+#include "tern/executor.h"
+#include "tern/graph.h"
+
+namespace tern {
+
+struct EvalOptions {
+  int64_t batch = 100;
+  int64_t limit = 0;  // 0: every image
+};
+
+struct EvalResult {
+  double top1 = 0, top5 = 0;  // percent
+  int64_t images = 0;
+  double seconds = 0;  // inference only (batches prepared outside the clock)
+  double images_per_s = 0;
+};
+
+// Runs the model over the dataset (first input, first output = class scores [N, classes]).
+EvalResult evaluate_classifier(Executor& executor, const Dataset& data, const Normalization& norm,
+                               const EvalOptions& options = {});
+
+struct LayerSummary {
+  std::string name;
+  std::string op;  // "Conv+Relu" when an activation was fused
+  Shape output;    // at batch 1
+  int64_t parameters = 0;
+  int64_t macs = 0;  // multiply-accumulates per image
+};
+
+struct ModelSummary {
+  std::vector<LayerSummary> layers;
+  int64_t parameters = 0, macs = 0;
+};
+
+ModelSummary summarize(const Graph& graph);
+
+}  // namespace tern

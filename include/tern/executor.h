@@ -1,0 +1,45 @@
+// The FP32 executor: runs a graph on NCHW batches on both cores. It is the correctness reference of
+// every quantized and integer path, and the "before" of every speed figure.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tern/graph.h"
+#include "tern/tensor.h"
+#include "tern/thread_pool.h"
+
+namespace tern {
+
+struct ExecutorOptions {
+  ThreadPool* pool = nullptr;  // null: ThreadPool::global()
+};
+
+class Executor {
+ public:
+  // Copies the graph and prepares it once (packs constant weights for the fast kernels).
+  explicit Executor(Graph graph, ExecutorOptions options = {});
+  ~Executor();
+  Executor(Executor&&) noexcept;
+  Executor& operator=(Executor&&) noexcept;
+
+  const Graph& graph() const;
+
+  // Runs the graph; inputs in graph-input order. Throws Error naming the input when a shape or
+  // type does not fit the model.
+  std::vector<Tensor> run(std::span<const Tensor> inputs);
+  Tensor run(const Tensor& input);  // single input, single output
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Runs one node on given inputs, without preparation (the path constant folding uses, and the
+// path for weights that are not constants). `batch` is what kSymbolicBatch stands for.
+std::vector<Tensor> evaluate_node(const Node& node, std::span<const Tensor* const> inputs, int64_t batch,
+                                  ThreadPool* pool, const std::string& source = {});
+
+}  // namespace tern

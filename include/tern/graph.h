@@ -1,0 +1,201 @@
+// tern's graph IR: a small, typed, topologically ordered graph of nodes and values.
+//
+// Every tensor is a Value (a graph input, a constant such as a weight, or a node output); every
+// operation is a Node whose attributes are a typed struct chosen by its OpType. Shapes are inferred
+// at import; a dimension unknown until run time (the dynamic batch) is kDynamicDim. The importer,
+// the graph passes, the executor, the quantizer and the trainers all read this one structure.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "tern/tensor.h"
+
+namespace tern {
+
+using ValueId = int32_t;
+inline constexpr ValueId kNoValue = -1;  // an omitted optional input
+
+// In folded int64 shape tensors (e.g. Reshape's target computed by Shape/Gather/Concat), the
+// dynamic batch dimension of the graph input; the executor substitutes the actual batch size.
+inline constexpr int64_t kSymbolicBatch = INT64_MIN;
+
+enum class OpType {
+  kConv,
+  kBatchNormalization,
+  kRelu,
+  kClip,
+  kLeakyRelu,
+  kSigmoid,
+  kTanh,
+  kMaxPool,
+  kAveragePool,
+  kGlobalAveragePool,
+  kGlobalMaxPool,
+  kReduceMean,
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kConcat,
+  kGemm,
+  kMatMul,
+  kFlatten,
+  kReshape,
+  kTranspose,
+  kSoftmax,
+  kIdentity,  // Dropout in inference mode imports as Identity
+  kConstant,
+  kShape,
+  kGather,
+  kUnsqueeze,
+  kSqueeze,
+  kCast,
+  kPad,
+};
+
+std::string to_string(OpType op);
+
+// ONNX auto_pad; resolved into explicit pads by shape inference once spatial sizes are known.
+enum class AutoPad { kNotSet, kSameUpper, kSameLower, kValid };
+
+struct ConvAttrs {
+  AutoPad auto_pad = AutoPad::kNotSet;
+  std::vector<int64_t> kernel;     // spatial kernel size (from the weight shape when absent)
+  std::vector<int64_t> strides;    // one per spatial axis
+  std::vector<int64_t> pads;       // begin... then end... (ONNX order)
+  std::vector<int64_t> dilations;  // one per spatial axis
+  int64_t group = 1;
+  // Fused by passes: the activation that follows (a Relu or Clip the Conv alone feeds).
+  float clamp_lo = -std::numeric_limits<float>::infinity();
+  float clamp_hi = std::numeric_limits<float>::infinity();
+};
+
+struct PoolAttrs {
+  AutoPad auto_pad = AutoPad::kNotSet;
+  std::vector<int64_t> kernel, strides, pads, dilations;
+  bool ceil_mode = false;
+  bool count_include_pad = false;  // AveragePool only
+};
+
+struct GemmAttrs {
+  float alpha = 1.0f, beta = 1.0f;
+  bool trans_a = false, trans_b = false;
+  float clamp_lo = -std::numeric_limits<float>::infinity();  // fused activation, as ConvAttrs
+  float clamp_hi = std::numeric_limits<float>::infinity();
+};
+
+struct BatchNormAttrs {
+  float epsilon = 1e-5f;
+};
+
+struct ClipAttrs {
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+};
+
+struct LeakyReluAttrs {
+  float alpha = 0.01f;
+};
+
+// Concat, Flatten, Softmax, Gather: one axis (normalized to be non-negative at import when the
+// rank is known).
+struct AxisAttrs {
+  int64_t axis = 0;
+  // Softmax before opset 13: coerce the input to 2-D at `axis` and normalize over the trailing block.
+  bool coerce_2d = false;
+};
+
+struct ReduceAttrs {
+  std::vector<int64_t> axes;  // empty: all axes
+  bool keepdims = true;
+};
+
+// Unsqueeze / Squeeze (axes from the attribute or a constant input).
+struct AxesAttrs {
+  std::vector<int64_t> axes;
+};
+
+struct TransposeAttrs {
+  std::vector<int64_t> perm;  // empty: reverse
+};
+
+struct ReshapeAttrs {
+  bool allow_zero = false;
+};
+
+struct ShapeAttrs {
+  int64_t start = 0;
+  int64_t end = std::numeric_limits<int64_t>::max();
+};
+
+struct CastAttrs {
+  DataType to = DataType::kFloat32;
+};
+
+struct PadAttrs {
+  std::vector<int64_t> pads;  // begin... then end...
+  float value = 0.0f;
+};
+
+using NodeAttrs = std::variant<std::monostate, ConvAttrs, PoolAttrs, GemmAttrs, BatchNormAttrs, ClipAttrs,
+                               LeakyReluAttrs, AxisAttrs, ReduceAttrs, AxesAttrs, TransposeAttrs, ReshapeAttrs,
+                               CastAttrs, PadAttrs, ShapeAttrs>;
+
+struct Value {
+  std::string name;
+  DataType dtype = DataType::kFloat32;
+  Shape shape;                      // may hold kDynamicDim
+  bool shape_known = false;         // false: rank unknown
+  std::optional<Tensor> constant;   // set for weights and folded constants
+};
+
+struct Node {
+  std::string name;                 // unique; the importer names unnamed nodes "<op>_<index>"
+  OpType op = OpType::kIdentity;
+  std::vector<ValueId> inputs;      // kNoValue for omitted optional inputs
+  std::vector<ValueId> outputs;
+  NodeAttrs attrs;
+
+  template <typename T>
+  const T& attr() const { return std::get<T>(attrs); }
+  template <typename T>
+  T& attr() { return std::get<T>(attrs); }
+};
+
+class Graph {
+ public:
+  std::vector<Value> values;
+  std::vector<Node> nodes;  // topological order
+  std::vector<ValueId> inputs;
+  std::vector<ValueId> outputs;
+  std::map<std::string, std::string> metadata;  // ONNX metadata_props
+  int64_t opset = 0;
+  std::string source;  // where it came from (a file path), for error messages
+
+  ValueId add_value(Value value);
+  ValueId add_constant(std::string name, Tensor tensor);
+  const Value& value(ValueId id) const { return values.at(static_cast<size_t>(id)); }
+  Value& value(ValueId id) { return values.at(static_cast<size_t>(id)); }
+  bool is_constant(ValueId id) const { return id != kNoValue && value(id).constant.has_value(); }
+  const Tensor& constant(ValueId id) const { return *value(id).constant; }
+
+  // Index of the node producing each value (-1 for inputs and constants), and consumer counts
+  // (graph outputs count as a consumer).
+  std::vector<int> producers() const;
+  std::vector<int> consumer_counts() const;
+
+  // Checks the structure: ids in range, each value produced at most once, inputs defined before
+  // use, outputs reachable. Throws Error naming the source and the offending node.
+  void validate() const;
+
+  // Drops constants and values no node or output references; renumbers ids.
+  void compact();
+};
+
+}  // namespace tern

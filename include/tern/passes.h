@@ -1,0 +1,28 @@
+// Graph passes over the IR. optimize() runs the default pipeline that import_onnx applies.
+#pragma once
+
+#include "tern/graph.h"
+
+namespace tern {
+
+// Evaluates every node whose inputs are all constants and replaces it by its outputs; also folds
+// Shape of a tensor whose dims are static except a dynamic batch (recorded as kSymbolicBatch), so
+// the Shape/Gather/Unsqueeze/Concat sub-graphs PyTorch emits for x.view(x.size(0), -1) vanish.
+// Turns Clip's constant min/max inputs into attributes, and infers the shapes of the nodes it
+// keeps (import runs it first for that reason). Returns the number of nodes folded.
+int fold_constants(Graph& graph);
+
+// Folds a BatchNormalization into the Conv or Gemm feeding it (when that op has constant weights
+// and no other consumer): W' = W * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta.
+int fold_batchnorm(Graph& graph);
+
+// Removes Identity nodes (Dropout imports as Identity), rewiring their consumers.
+int drop_identities(Graph& graph);
+
+// Folds a Relu or constant Clip that alone consumes a Conv/Gemm output into that node's clamp.
+int fuse_activations(Graph& graph);
+
+// The default pipeline: fold constants, fold BatchNorm, drop identities, fuse activations, compact.
+void optimize(Graph& graph);
+
+}  // namespace tern

@@ -1,0 +1,49 @@
+// A small persistent thread pool. parallel_for splits [0, count) into one contiguous chunk per
+// thread; the calling thread runs chunk 0, so a pool of T threads owns T-1 workers and never
+// oversubscribes the machine. Nested parallel_for calls run serially on the caller.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tern {
+
+class ThreadPool {
+ public:
+  // threads <= 0: TERN_THREADS from the environment if set, else the hardware's thread count.
+  explicit ThreadPool(int threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Calls fn(begin, end) on disjoint chunks covering [0, count); at most size() chunks, none
+  // smaller than min_chunk items (except the last). Returns when every chunk is done; rethrows the
+  // first exception a chunk threw.
+  void parallel_for(int64_t count, const std::function<void(int64_t, int64_t)>& fn, int64_t min_chunk = 1);
+
+  // The process-wide pool the executor uses by default.
+  static ThreadPool& global();
+
+ private:
+  void worker_loop(int index);
+
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_;  // one parallel_for at a time when several threads share a pool
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
+  int64_t job_count_ = 0;
+  int job_chunks_ = 0;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+}  // namespace tern

@@ -1,0 +1,125 @@
+#include "tern/tensor.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#include "tern/error.h"
+
+namespace tern {
+
+size_t element_size(DataType type) {
+  switch (type) {
+    case DataType::kFloat32: return 4;
+    case DataType::kUInt8: return 1;
+    case DataType::kInt8: return 1;
+    case DataType::kInt32: return 4;
+    case DataType::kInt64: return 8;
+    case DataType::kBool: return 1;
+    case DataType::kUndefined: break;
+  }
+  throw Error("internal: element size of undefined data type");
+}
+
+std::string to_string(DataType type) {
+  switch (type) {
+    case DataType::kFloat32: return "float32";
+    case DataType::kUInt8: return "uint8";
+    case DataType::kInt8: return "int8";
+    case DataType::kInt32: return "int32";
+    case DataType::kInt64: return "int64";
+    case DataType::kBool: return "bool";
+    case DataType::kUndefined: break;
+  }
+  return "undefined";
+}
+
+int64_t element_count(const Shape& shape) {
+  int64_t count = 1;
+  for (int64_t d : shape) {
+    check(d >= 0, "shape " + to_string(shape) + " has a dynamic or negative dimension");
+    check(d == 0 || count <= std::numeric_limits<int64_t>::max() / d, "shape " + to_string(shape) + " is too large");
+    count *= d;
+  }
+  return count;
+}
+
+bool is_static(const Shape& shape) {
+  for (int64_t d : shape)
+    if (d < 0) return false;
+  return true;
+}
+
+std::string to_string(const Shape& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ",";
+    s += shape[i] < 0 ? std::string("?") : std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
+std::shared_ptr<std::byte> allocate_aligned(size_t bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  if (rounded == 0) rounded = 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
+  return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
+}
+
+Tensor::Tensor(DataType type, Shape shape) : dtype_(type), shape_(std::move(shape)) {
+  size_ = element_count(shape_);
+  check(size_ <= (int64_t{1} << 40) / static_cast<int64_t>(element_size(type)),
+        "tensor of shape " + to_string(shape_) + " is too large");
+  buffer_ = allocate_aligned(bytes());
+  std::memset(buffer_.get(), 0, bytes());
+}
+
+Tensor Tensor::from_floats(Shape shape, std::span<const float> values) {
+  Tensor t(DataType::kFloat32, std::move(shape));
+  check(static_cast<int64_t>(values.size()) == t.size(), "tensor of shape " + to_string(t.shape()) + " given " +
+                                                              std::to_string(values.size()) + " values");
+  std::memcpy(t.raw(), values.data(), t.bytes());
+  return t;
+}
+
+Tensor Tensor::from_int64s(Shape shape, std::span<const int64_t> values) {
+  Tensor t(DataType::kInt64, std::move(shape));
+  check(static_cast<int64_t>(values.size()) == t.size(), "tensor of shape " + to_string(t.shape()) + " given " +
+                                                              std::to_string(values.size()) + " values");
+  std::memcpy(t.raw(), values.data(), t.bytes());
+  return t;
+}
+
+std::span<const float> Tensor::floats() const {
+  check(dtype_ == DataType::kFloat32, "expected a float32 tensor, got " + to_string(dtype_));
+  return {data<float>(), static_cast<size_t>(size_)};
+}
+
+std::span<float> Tensor::floats() {
+  check(dtype_ == DataType::kFloat32, "expected a float32 tensor, got " + to_string(dtype_));
+  return {data<float>(), static_cast<size_t>(size_)};
+}
+
+std::span<const int64_t> Tensor::int64s() const {
+  check(dtype_ == DataType::kInt64, "expected an int64 tensor, got " + to_string(dtype_));
+  return {data<int64_t>(), static_cast<size_t>(size_)};
+}
+
+Tensor Tensor::reshaped(Shape shape) const {
+  check(element_count(shape) == size_, "cannot reshape " + to_string(shape_) + " to " + to_string(shape));
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = *this;
+  if (buffer_) {
+    t.buffer_ = allocate_aligned(bytes());
+    std::memcpy(t.buffer_.get(), buffer_.get(), bytes());
+  }
+  return t;
+}
+
+}  // namespace tern

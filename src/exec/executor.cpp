@@ -1,0 +1,122 @@
+#include "tern/executor.h"
+
+#include <optional>
+
+#include "exec/fp32_ops.h"
+#include "graph/shape_inference.h"
+#include "tern/error.h"
+
+namespace tern {
+
+namespace {
+std::string node_who(const std::string& source, const Node& node) {
+  return (source.empty() ? "" : source + ": ") + "node '" + node.name + "' (" + to_string(node.op) + ")";
+}
+}  // namespace
+
+struct Executor::Impl {
+  Graph graph;
+  ThreadPool* pool;
+  std::vector<std::optional<kernels::PackedConvWeights>> packed_conv;  // per node
+  std::vector<int> uses;                                              // consumers per value
+
+  Impl(Graph g, ExecutorOptions options) : graph(std::move(g)), pool(options.pool ? options.pool : &ThreadPool::global()) {
+    graph.validate();
+    uses = graph.consumer_counts();
+    packed_conv.resize(graph.nodes.size());
+    for (size_t i = 0; i < graph.nodes.size(); ++i) {
+      const Node& node = graph.nodes[i];
+      if (node.op != OpType::kConv || !graph.is_constant(node.inputs[1])) continue;
+      const Value& x = graph.value(node.inputs[0]);
+      const Tensor& w = graph.constant(node.inputs[1]);
+      if (!x.shape_known || (x.shape.size() != 3 && x.shape.size() != 4) || w.dtype() != DataType::kFloat32) continue;
+      Shape x_shape = x.shape;  // packing ignores batch and spatial size; give dynamic dims a placeholder
+      for (int64_t& d : x_shape)
+        if (d < 0) d = 1;
+      packed_conv[i].emplace(ops::conv_shape(node.attr<ConvAttrs>(), x_shape, w.shape()), w.data<float>());
+    }
+  }
+
+  void check_input(const Value& expected, const Tensor& given) const {
+    std::string who = (graph.source.empty() ? "" : graph.source + ": ") + "input '" + expected.name + "'";
+    check(given.dtype() == expected.dtype, who + ": expected " + to_string(expected.dtype) + " data, got " +
+                                               to_string(given.dtype()));
+    if (!expected.shape_known) return;
+    bool fits = given.rank() == static_cast<int64_t>(expected.shape.size());
+    for (size_t d = 0; fits && d < expected.shape.size(); ++d)
+      fits = expected.shape[d] < 0 || expected.shape[d] == given.dim(static_cast<int64_t>(d));
+    check(fits, who + ": shape " + to_string(given.shape()) + " does not fit the model's " + to_string(expected.shape));
+  }
+
+  std::vector<Tensor> run(std::span<const Tensor> inputs) {
+    check(inputs.size() == graph.inputs.size(), (graph.source.empty() ? std::string("model") : graph.source) +
+                                                    ": expects " + std::to_string(graph.inputs.size()) +
+                                                    " input(s), got " + std::to_string(inputs.size()));
+    std::vector<Tensor> values(graph.values.size());
+    std::vector<int> remaining = uses;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      check_input(graph.value(graph.inputs[i]), inputs[i]);
+      values[static_cast<size_t>(graph.inputs[i])] = inputs[i];
+    }
+    int64_t batch = !inputs.empty() && inputs[0].rank() > 0 ? inputs[0].dim(0) : 1;
+    InferenceContext ictx{batch, &graph.source};
+    auto get = [&](ValueId id) -> const Tensor* {
+      if (id == kNoValue) return nullptr;
+      if (graph.is_constant(id)) return &graph.constant(id);
+      return &values[static_cast<size_t>(id)];
+    };
+    for (size_t n = 0; n < graph.nodes.size(); ++n) {
+      Node& node = graph.nodes[n];
+      std::vector<const Tensor*> in;
+      std::vector<Shape> shapes;
+      for (ValueId id : node.inputs) {
+        const Tensor* t = get(id);
+        in.push_back(t);
+        shapes.push_back(t ? t->shape() : Shape{});
+      }
+      std::vector<Shape> out_shapes = infer_output_shapes(node, shapes, in, ictx);
+      ops::OpContext ctx{node, node_who(graph.source, node), batch, pool};
+      std::vector<Tensor> out;
+      if (packed_conv[n] && in[0]->rank() == static_cast<int64_t>(graph.value(node.inputs[0]).shape.size()))
+        out.push_back(ops::conv_packed(ctx, *in[0], *packed_conv[n], in.size() > 2 ? in[2] : nullptr, out_shapes[0]));
+      else
+        out = ops::run(ctx, in, out_shapes);
+      for (size_t i = 0; i < node.outputs.size() && i < out.size(); ++i)
+        values[static_cast<size_t>(node.outputs[i])] = std::move(out[i]);
+      for (ValueId id : node.inputs)  // free activations after their last use
+        if (id != kNoValue && --remaining[static_cast<size_t>(id)] == 0 && !graph.is_constant(id))
+          values[static_cast<size_t>(id)] = Tensor();
+    }
+    std::vector<Tensor> outputs;
+    for (ValueId id : graph.outputs) outputs.push_back(*get(id));
+    return outputs;
+  }
+};
+
+Executor::Executor(Graph graph, ExecutorOptions options) : impl_(std::make_unique<Impl>(std::move(graph), options)) {}
+Executor::~Executor() = default;
+Executor::Executor(Executor&&) noexcept = default;
+Executor& Executor::operator=(Executor&&) noexcept = default;
+
+const Graph& Executor::graph() const { return impl_->graph; }
+
+std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) { return impl_->run(inputs); }
+
+Tensor Executor::run(const Tensor& input) {
+  std::vector<Tensor> out = impl_->run(std::span<const Tensor>(&input, 1));
+  check(out.size() == 1, "model has " + std::to_string(out.size()) + " outputs; use the multi-output run()");
+  return out[0];
+}
+
+std::vector<Tensor> evaluate_node(const Node& node, std::span<const Tensor* const> inputs, int64_t batch,
+                                  ThreadPool* pool, const std::string& source) {
+  Node copy = node;
+  std::vector<Shape> shapes;
+  for (const Tensor* t : inputs) shapes.push_back(t ? t->shape() : Shape{});
+  InferenceContext ictx{batch, &source};
+  std::vector<Shape> out_shapes = infer_output_shapes(copy, shapes, inputs, ictx);
+  ops::OpContext ctx{copy, node_who(source, copy), batch, pool};
+  return ops::run(ctx, inputs, out_shapes);
+}
+
+}  // namespace tern

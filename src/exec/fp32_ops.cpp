@@ -1,0 +1,571 @@
+#include "exec/fp32_ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "graph/shape_inference.h"
+#include "kernels/fp32/sgemm.h"
+#include "tern/error.h"
+
+namespace tern::ops {
+
+namespace {
+
+using kernels::MatrixView;
+
+// Row-major strides of a shape.
+std::vector<int64_t> strides_of(const Shape& shape) {
+  std::vector<int64_t> s(shape.size(), 1);
+  for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];
+  return s;
+}
+
+// Strides that read `in` broadcast to `out` (0 along broadcast axes).
+std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
+  std::vector<int64_t> s(out.size(), 0);
+  std::vector<int64_t> own = strides_of(in);
+  size_t offset = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) s[offset + i] = in[i] == 1 ? 0 : own[i];
+  return s;
+}
+
+void require_float(const OpContext& ctx, const Tensor& t, const char* what) {
+  check(t.dtype() == DataType::kFloat32, ctx.who + ": " + what + " must be float32, got " + to_string(t.dtype()));
+}
+
+template <typename F>
+Tensor unary(const OpContext& ctx, const Tensor& x, F f) {
+  require_float(ctx, x, "input");
+  Tensor y(DataType::kFloat32, x.shape());
+  const float* in = x.data<float>();
+  float* out = y.data<float>();
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) out[i] = f(in[i]);
+  };
+  if (ctx.pool) ctx.pool->parallel_for(x.size(), body, 1 << 14);
+  else body(0, x.size());
+  return y;
+}
+
+template <typename T, typename F>
+void binary_typed(const Tensor& a, const Tensor& b, Tensor& y, F f) {
+  const Shape& out = y.shape();
+  const T* pa = a.data<T>();
+  const T* pb = b.data<T>();
+  T* py = y.data<T>();
+  if (a.shape() == out && b.shape() == out) {
+    for (int64_t i = 0; i < y.size(); ++i) py[i] = f(pa[i], pb[i]);
+    return;
+  }
+  if (b.size() == 1 && a.shape() == out) {
+    for (int64_t i = 0; i < y.size(); ++i) py[i] = f(pa[i], pb[0]);
+    return;
+  }
+  std::vector<int64_t> sa = broadcast_strides(a.shape(), out), sb = broadcast_strides(b.shape(), out);
+  size_t rank = out.size();
+  if (rank == 0) {
+    py[0] = f(pa[0], pb[0]);
+    return;
+  }
+  std::vector<int64_t> index(rank, 0);
+  int64_t inner = out[rank - 1], ia = 0, ib = 0;
+  for (int64_t done = 0; done < y.size(); done += inner) {
+    ia = ib = 0;
+    for (size_t d = 0; d + 1 < rank; ++d) {
+      ia += index[d] * sa[d];
+      ib += index[d] * sb[d];
+    }
+    for (int64_t j = 0; j < inner; ++j) py[done + j] = f(pa[ia + j * sa[rank - 1]], pb[ib + j * sb[rank - 1]]);
+    for (size_t d = rank - 1; d-- > 0;) {
+      if (++index[d] < out[d]) break;
+      index[d] = 0;
+    }
+  }
+}
+
+Tensor binary(const OpContext& ctx, const Tensor& a, const Tensor& b, const Shape& out_shape) {
+  check(a.dtype() == b.dtype(), ctx.who + ": inputs have different types " + to_string(a.dtype()) + " and " +
+                                    to_string(b.dtype()));
+  Tensor y(a.dtype(), out_shape);
+  OpType op = ctx.node.op;
+  if (a.dtype() == DataType::kFloat32) {
+    switch (op) {
+      case OpType::kAdd: binary_typed<float>(a, b, y, [](float p, float q) { return p + q; }); break;
+      case OpType::kSub: binary_typed<float>(a, b, y, [](float p, float q) { return p - q; }); break;
+      case OpType::kMul: binary_typed<float>(a, b, y, [](float p, float q) { return p * q; }); break;
+      default: binary_typed<float>(a, b, y, [](float p, float q) { return p / q; }); break;
+    }
+  } else if (a.dtype() == DataType::kInt64) {
+    bool zero_division = false;
+    switch (op) {
+      case OpType::kAdd: binary_typed<int64_t>(a, b, y, [](int64_t p, int64_t q) { return p + q; }); break;
+      case OpType::kSub: binary_typed<int64_t>(a, b, y, [](int64_t p, int64_t q) { return p - q; }); break;
+      case OpType::kMul: binary_typed<int64_t>(a, b, y, [](int64_t p, int64_t q) { return p * q; }); break;
+      default:
+        binary_typed<int64_t>(a, b, y, [&](int64_t p, int64_t q) {
+          if (q == 0) {
+            zero_division = true;
+            return int64_t{0};
+          }
+          return p / q;
+        });
+    }
+    check(!zero_division, ctx.who + ": integer division by zero");
+  } else {
+    throw Error(ctx.who + ": unsupported data type " + to_string(a.dtype()));
+  }
+  return y;
+}
+
+Tensor gemm(const OpContext& ctx, std::span<const Tensor* const> in, const Shape& out_shape) {
+  const auto& a = ctx.node.attr<GemmAttrs>();
+  const Tensor& A = *in[0];
+  const Tensor& B = *in[1];
+  require_float(ctx, A, "A");
+  require_float(ctx, B, "B");
+  int64_t M = out_shape[0], N = out_shape[1], K = a.trans_a ? A.dim(0) : A.dim(1);
+  MatrixView va{A.data<float>(), a.trans_a ? 1 : K, a.trans_a ? M : 1};
+  MatrixView vb{B.data<float>(), a.trans_b ? 1 : N, a.trans_b ? K : 1};
+  Tensor Y(DataType::kFloat32, out_shape);
+  kernels::GemmEpilogue epi;
+  const Tensor* C = in.size() > 2 ? in[2] : nullptr;
+  bool simple = a.alpha == 1.0f && (!C || a.beta == 1.0f);
+  if (simple && C && C->size() == N && C->shape().back() == N && N != 1) {
+    epi.bias = C->data<float>();
+    epi.bias_kind = kernels::BiasKind::kPerColumn;
+  } else if (simple && C && C->rank() == 2 && C->dim(0) == M && C->dim(1) == 1 && M != 1) {
+    epi.bias = C->data<float>();
+    epi.bias_kind = kernels::BiasKind::kPerRow;
+  } else if (C || !simple) {
+    // General alpha, beta and broadcast C: product first, then combine.
+    kernels::sgemm(M, N, K, va, vb, Y.data<float>(), N, epi, ctx.pool);
+    float* y = Y.data<float>();
+    std::vector<int64_t> sc = C ? broadcast_strides(C->shape(), out_shape) : std::vector<int64_t>{0, 0};
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        float v = a.alpha * y[i * N + j];
+        if (C) v += a.beta * C->data<float>()[i * sc[0] + j * sc[1]];
+        y[i * N + j] = std::clamp(v, a.clamp_lo, a.clamp_hi);
+      }
+    return Y;
+  }
+  epi.clamp_lo = a.clamp_lo;
+  epi.clamp_hi = a.clamp_hi;
+  kernels::sgemm(M, N, K, va, vb, Y.data<float>(), N, epi, ctx.pool);
+  return Y;
+}
+
+Tensor matmul(const OpContext& ctx, const Tensor& A, const Tensor& B, const Shape& out_shape) {
+  require_float(ctx, A, "A");
+  require_float(ctx, B, "B");
+  Shape a = A.shape(), b = B.shape();
+  if (a.size() == 1) a.insert(a.begin(), 1);
+  if (b.size() == 1) b.push_back(1);
+  int64_t M = a[a.size() - 2], K = a.back(), N = b.back();
+  Shape batch(out_shape.begin(), out_shape.end() - static_cast<int64_t>((A.rank() > 1) + (B.rank() > 1)));
+  Shape a_batch(a.begin(), a.end() - 2), b_batch(b.begin(), b.end() - 2);
+  std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
+  Tensor Y(DataType::kFloat32, out_shape);
+  int64_t count = batch.empty() ? 1 : element_count(batch);
+  std::vector<int64_t> index(batch.size(), 0);
+  for (int64_t n = 0; n < count; ++n) {
+    int64_t oa = 0, ob = 0;
+    for (size_t d = 0; d < batch.size(); ++d) {
+      oa += index[d] * sa[d];
+      ob += index[d] * sb[d];
+    }
+    kernels::sgemm(M, N, K, MatrixView{A.data<float>() + oa * M * K, K, 1}, MatrixView{B.data<float>() + ob * K * N, N, 1},
+                   Y.data<float>() + n * M * N, N, {}, ctx.pool);
+    for (size_t d = batch.size(); d-- > 0;) {
+      if (++index[d] < batch[d]) break;
+      index[d] = 0;
+    }
+  }
+  return Y;
+}
+
+Tensor batchnorm(const OpContext& ctx, std::span<const Tensor* const> in) {
+  const Tensor& x = *in[0];
+  require_float(ctx, x, "input");
+  float eps = ctx.node.attr<BatchNormAttrs>().epsilon;
+  int64_t N = x.dim(0), C = x.dim(1), inner = x.size() / std::max<int64_t>(1, N * C);
+  Tensor y(DataType::kFloat32, x.shape());
+  for (int64_t c = 0; c < C; ++c) {
+    float s = in[1]->data<float>()[c] / std::sqrt(in[4]->data<float>()[c] + eps);
+    float t = in[2]->data<float>()[c] - in[3]->data<float>()[c] * s;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* p = x.data<float>() + (n * C + c) * inner;
+      float* q = y.data<float>() + (n * C + c) * inner;
+      for (int64_t i = 0; i < inner; ++i) q[i] = p[i] * s + t;
+    }
+  }
+  return y;
+}
+
+// Sliding-window pooling over 1-3 spatial axes (generic index arithmetic; pooling is a small part
+// of every CNN's time).
+Tensor pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<PoolAttrs>();
+  bool is_max = ctx.node.op == OpType::kMaxPool;
+  size_t spatial = static_cast<size_t>(x.rank() - 2);
+  check(spatial >= 1 && spatial <= 3, ctx.who + ": only 1-D to 3-D pooling is supported");
+  Shape in_sp(x.shape().begin() + 2, x.shape().end()), out_sp(out_shape.begin() + 2, out_shape.end());
+  int64_t in_plane = element_count(in_sp), out_plane = element_count(out_sp);
+  int64_t planes = x.dim(0) * x.dim(1);
+  Tensor y(DataType::kFloat32, out_shape);
+  // Pad to 3 spatial axes so one loop nest serves all ranks.
+  int64_t ih[3] = {1, 1, 1}, oh[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1}, d[3] = {1, 1, 1}, pb[3] = {0, 0, 0},
+          pe[3] = {0, 0, 0};
+  for (size_t i = 0; i < spatial; ++i) {
+    size_t j = 3 - spatial + i;
+    ih[j] = in_sp[i];
+    oh[j] = out_sp[i];
+    k[j] = a.kernel[i];
+    s[j] = a.strides[i];
+    d[j] = a.dilations[i];
+    pb[j] = a.pads[i];
+    pe[j] = a.pads[i + spatial];
+  }
+  auto body = [&](int64_t begin, int64_t end) {
+    for (int64_t p = begin; p < end; ++p) {
+      const float* src = x.data<float>() + p * in_plane;
+      float* dst = y.data<float>() + p * out_plane;
+      for (int64_t o0 = 0; o0 < oh[0]; ++o0)
+        for (int64_t o1 = 0; o1 < oh[1]; ++o1)
+          for (int64_t o2 = 0; o2 < oh[2]; ++o2) {
+            float acc = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+            int64_t count = 0, padded_count = 1;
+            int64_t start[3] = {o0 * s[0] - pb[0], o1 * s[1] - pb[1], o2 * s[2] - pb[2]};
+            for (int j = 0; j < 3; ++j) {
+              // Window cells inside input + padding (count_include_pad counts padding, not the
+              // ceil_mode overhang beyond it).
+              int64_t hi = std::min(start[j] + (k[j] - 1) * d[j], ih[j] + pe[j] - 1);
+              padded_count *= (hi - start[j]) / d[j] + 1;
+            }
+            for (int64_t k0 = 0; k0 < k[0]; ++k0) {
+              int64_t i0 = start[0] + k0 * d[0];
+              if (i0 < 0 || i0 >= ih[0]) continue;
+              for (int64_t k1 = 0; k1 < k[1]; ++k1) {
+                int64_t i1 = start[1] + k1 * d[1];
+                if (i1 < 0 || i1 >= ih[1]) continue;
+                for (int64_t k2 = 0; k2 < k[2]; ++k2) {
+                  int64_t i2 = start[2] + k2 * d[2];
+                  if (i2 < 0 || i2 >= ih[2]) continue;
+                  float v = src[(i0 * ih[1] + i1) * ih[2] + i2];
+                  acc = is_max ? std::max(acc, v) : acc + v;
+                  ++count;
+                }
+              }
+            }
+            if (!is_max) acc = count ? acc / static_cast<float>(a.count_include_pad ? padded_count : count) : 0.0f;
+            dst[(o0 * oh[1] + o1) * oh[2] + o2] = acc;
+          }
+    }
+  };
+  if (ctx.pool) ctx.pool->parallel_for(planes, body);
+  else body(0, planes);
+  return y;
+}
+
+Tensor global_pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
+  require_float(ctx, x, "input");
+  bool is_max = ctx.node.op == OpType::kGlobalMaxPool;
+  int64_t planes = x.dim(0) * x.dim(1), inner = x.size() / std::max<int64_t>(1, planes);
+  Tensor y(DataType::kFloat32, out_shape);
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* src = x.data<float>() + p * inner;
+    float acc = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+    for (int64_t i = 0; i < inner; ++i) acc = is_max ? std::max(acc, src[i]) : acc + src[i];
+    y.data<float>()[p] = is_max ? acc : acc / static_cast<float>(inner);
+  }
+  return y;
+}
+
+Tensor reduce_mean(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<ReduceAttrs>();
+  size_t rank = static_cast<size_t>(x.rank());
+  std::vector<bool> reduce(rank, a.axes.empty());
+  for (int64_t axis : a.axes) reduce[static_cast<size_t>(axis)] = true;
+  // Output index space = input dims with reduced axes set to 1.
+  Shape kept = x.shape();
+  int64_t reduced_count = 1;
+  for (size_t i = 0; i < rank; ++i)
+    if (reduce[i]) {
+      reduced_count *= kept[i];
+      kept[i] = 1;
+    }
+  Tensor y(DataType::kFloat32, out_shape);
+  std::vector<double> acc(static_cast<size_t>(element_count(kept)), 0.0);
+  std::vector<int64_t> ks = strides_of(kept);
+  std::vector<int64_t> index(rank, 0);
+  const float* src = x.data<float>();
+  for (int64_t i = 0; i < x.size(); ++i) {
+    int64_t o = 0;
+    for (size_t d = 0; d < rank; ++d) o += reduce[d] ? 0 : index[d] * ks[d];
+    acc[static_cast<size_t>(o)] += src[i];
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < x.dim(static_cast<int64_t>(d))) break;
+      index[d] = 0;
+    }
+  }
+  for (size_t i = 0; i < acc.size(); ++i)
+    y.data<float>()[i] = reduced_count ? static_cast<float>(acc[i] / static_cast<double>(reduced_count)) : NAN;
+  return y;
+}
+
+Tensor concat(const OpContext& ctx, std::span<const Tensor* const> in, const Shape& out_shape) {
+  int64_t axis = ctx.node.attr<AxisAttrs>().axis;
+  DataType type = in[0]->dtype();
+  size_t es = element_size(type);
+  Tensor y(type, out_shape);
+  int64_t outer = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= out_shape[static_cast<size_t>(d)];
+  int64_t out_block = y.size() / std::max<int64_t>(1, outer);
+  int64_t offset = 0;
+  for (const Tensor* t : in) {
+    check(t->dtype() == type, ctx.who + ": inputs have different types");
+    int64_t block = t->size() / std::max<int64_t>(1, outer);
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(y.raw() + (o * out_block + offset) * es, t->raw() + o * block * es, static_cast<size_t>(block) * es);
+    offset += block;
+  }
+  return y;
+}
+
+Tensor transpose(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
+  const auto& perm = ctx.node.attr<TransposeAttrs>().perm;
+  size_t rank = static_cast<size_t>(x.rank()), es = element_size(x.dtype());
+  Tensor y(x.dtype(), out_shape);
+  std::vector<int64_t> in_strides = strides_of(x.shape()), s(rank);
+  for (size_t i = 0; i < rank; ++i) s[i] = in_strides[static_cast<size_t>(perm[i])];
+  std::vector<int64_t> index(rank, 0);
+  for (int64_t o = 0; o < y.size(); ++o) {
+    int64_t src = 0;
+    for (size_t d = 0; d < rank; ++d) src += index[d] * s[d];
+    std::memcpy(y.raw() + o * static_cast<int64_t>(es), x.raw() + src * static_cast<int64_t>(es), es);
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < out_shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  return y;
+}
+
+Tensor softmax(const OpContext& ctx, const Tensor& x) {
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<AxisAttrs>();
+  int64_t outer = 1, n = 1, inner = 1;
+  for (int64_t d = 0; d < x.rank(); ++d) {
+    int64_t dim = x.dim(d);
+    if (d < a.axis) outer *= dim;
+    else if (d == a.axis || a.coerce_2d) n *= dim;
+    else inner *= dim;
+  }
+  Tensor y(DataType::kFloat32, x.shape());
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float* src = x.data<float>() + o * n * inner + i;
+      float* dst = y.data<float>() + o * n * inner + i;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) m = std::max(m, src[j * inner]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; ++j) sum += dst[j * inner] = std::exp(src[j * inner] - m);
+      for (int64_t j = 0; j < n; ++j) dst[j * inner] /= sum;
+    }
+  return y;
+}
+
+Tensor gather(const OpContext& ctx, const Tensor& data, const Tensor& indices, const Shape& out_shape) {
+  int64_t axis = ctx.node.attr<AxisAttrs>().axis;
+  size_t es = element_size(data.dtype());
+  int64_t outer = 1, inner = 1, dim = data.dim(axis);
+  for (int64_t d = 0; d < data.rank(); ++d) {
+    if (d < axis) outer *= data.dim(d);
+    else if (d > axis) inner *= data.dim(d);
+  }
+  check(indices.dtype() == DataType::kInt64 || indices.dtype() == DataType::kInt32,
+        ctx.who + ": indices must be int64 or int32");
+  Tensor y(data.dtype(), out_shape);
+  int64_t count = indices.size();
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t idx = indices.dtype() == DataType::kInt64 ? indices.data<int64_t>()[i] : indices.data<int32_t>()[i];
+      check(idx >= -dim && idx < dim, ctx.who + ": index " + std::to_string(idx) + " out of range for dimension " +
+                                          std::to_string(dim));
+      if (idx < 0) idx += dim;
+      std::memcpy(y.raw() + ((o * count + i) * inner) * static_cast<int64_t>(es),
+                  data.raw() + ((o * dim + idx) * inner) * static_cast<int64_t>(es), static_cast<size_t>(inner) * es);
+    }
+  return y;
+}
+
+template <typename From>
+void cast_from(const Tensor& x, Tensor& y) {
+  const From* src = x.data<From>();
+  int64_t n = x.size();
+  switch (y.dtype()) {
+    case DataType::kFloat32: for (int64_t i = 0; i < n; ++i) y.data<float>()[i] = static_cast<float>(src[i]); break;
+    case DataType::kInt64: for (int64_t i = 0; i < n; ++i) y.data<int64_t>()[i] = static_cast<int64_t>(src[i]); break;
+    case DataType::kInt32: for (int64_t i = 0; i < n; ++i) y.data<int32_t>()[i] = static_cast<int32_t>(src[i]); break;
+    case DataType::kInt8: for (int64_t i = 0; i < n; ++i) y.data<int8_t>()[i] = static_cast<int8_t>(src[i]); break;
+    case DataType::kUInt8: for (int64_t i = 0; i < n; ++i) y.data<uint8_t>()[i] = static_cast<uint8_t>(src[i]); break;
+    case DataType::kBool: for (int64_t i = 0; i < n; ++i) y.data<uint8_t>()[i] = src[i] != From(0); break;
+    case DataType::kUndefined: break;
+  }
+}
+
+Tensor cast(const OpContext& ctx, const Tensor& x) {
+  Tensor y(ctx.node.attr<CastAttrs>().to, x.shape());
+  switch (x.dtype()) {
+    case DataType::kFloat32: cast_from<float>(x, y); break;
+    case DataType::kInt64: cast_from<int64_t>(x, y); break;
+    case DataType::kInt32: cast_from<int32_t>(x, y); break;
+    case DataType::kInt8: cast_from<int8_t>(x, y); break;
+    case DataType::kUInt8:
+    case DataType::kBool: cast_from<uint8_t>(x, y); break;
+    case DataType::kUndefined: throw Error(ctx.who + ": undefined input type");
+  }
+  return y;
+}
+
+Tensor pad(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<PadAttrs>();
+  size_t rank = static_cast<size_t>(x.rank());
+  Tensor y(DataType::kFloat32, out_shape);
+  std::fill(y.data<float>(), y.data<float>() + y.size(), a.value);
+  std::vector<int64_t> ys = strides_of(out_shape), index(rank, 0);
+  for (int64_t i = 0; i < x.size(); ++i) {
+    int64_t o = 0;
+    bool inside = true;
+    for (size_t d = 0; d < rank; ++d) {
+      int64_t p = index[d] + a.pads[d];
+      inside &= p >= 0 && p < out_shape[d];
+      o += p * ys[d];
+    }
+    if (inside) y.data<float>()[o] = x.data<float>()[i];
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < x.dim(static_cast<int64_t>(d))) break;
+      index[d] = 0;
+    }
+  }
+  return y;
+}
+
+Tensor shape_of(const OpContext& ctx, const Tensor& x) {
+  auto [begin, end] = shape_slice(ctx.node.attr<ShapeAttrs>(), x.rank());
+  std::vector<int64_t> dims(x.shape().begin() + begin, x.shape().begin() + end);
+  return Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims);
+}
+
+Tensor clip(const OpContext& ctx, std::span<const Tensor* const> in) {
+  const auto& a = ctx.node.attr<ClipAttrs>();
+  float lo = a.lo, hi = a.hi;
+  auto scalar = [&](size_t i, float fallback) {
+    if (i >= in.size() || !in[i]) return fallback;
+    check(in[i]->dtype() == DataType::kFloat32 && in[i]->size() == 1, ctx.who + ": min/max must be float scalars");
+    return in[i]->data<float>()[0];
+  };
+  lo = scalar(1, lo);
+  hi = scalar(2, hi);
+  return unary(ctx, *in[0], [lo, hi](float v) { return std::min(std::max(v, lo), hi); });
+}
+
+}  // namespace
+
+kernels::Conv2dShape conv_shape(const ConvAttrs& a, const Shape& x, const Shape& w) {
+  kernels::Conv2dShape s;
+  bool one_d = x.size() == 3;
+  s.batch = x[0];
+  s.in_channels = x[1];
+  s.in_h = one_d ? 1 : x[2];
+  s.in_w = one_d ? x[2] : x[3];
+  s.out_channels = w[0];
+  s.kernel_h = one_d ? 1 : a.kernel[0];
+  s.kernel_w = one_d ? a.kernel[0] : a.kernel[1];
+  s.stride_h = one_d ? 1 : a.strides[0];
+  s.stride_w = one_d ? a.strides[0] : a.strides[1];
+  s.dilation_h = one_d ? 1 : a.dilations[0];
+  s.dilation_w = one_d ? a.dilations[0] : a.dilations[1];
+  if (one_d) {
+    s.pad_left = a.pads[0];
+    s.pad_right = a.pads[1];
+  } else {
+    s.pad_top = a.pads[0];
+    s.pad_left = a.pads[1];
+    s.pad_bottom = a.pads[2];
+    s.pad_right = a.pads[3];
+  }
+  s.groups = a.group;
+  return s;
+}
+
+Tensor conv_packed(const OpContext& ctx, const Tensor& input, const kernels::PackedConvWeights& weights,
+                   const Tensor* bias, const Shape& out_shape) {
+  require_float(ctx, input, "input");
+  const auto& a = ctx.node.attr<ConvAttrs>();
+  kernels::Conv2dShape s = weights.shape();
+  bool one_d = input.rank() == 3;
+  s.batch = input.dim(0);
+  s.in_h = one_d ? 1 : input.dim(2);
+  s.in_w = one_d ? input.dim(2) : input.dim(3);
+  Tensor y(DataType::kFloat32, out_shape);
+  kernels::conv2d(s, input.data<float>(), weights, bias ? bias->data<float>() : nullptr, y.data<float>(),
+                  {a.clamp_lo, a.clamp_hi}, ctx.pool);
+  return y;
+}
+
+std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out_shapes) {
+  const Node& node = ctx.node;
+  const Shape& out = out_shapes[0];
+  switch (node.op) {
+    case OpType::kConv: {
+      check(in[0]->rank() == 3 || in[0]->rank() == 4, ctx.who + ": only 1-D and 2-D convolutions are supported");
+      require_float(ctx, *in[1], "weights");
+      kernels::PackedConvWeights packed(conv_shape(node.attr<ConvAttrs>(), in[0]->shape(), in[1]->shape()),
+                                        in[1]->data<float>());
+      const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+      return {conv_packed(ctx, *in[0], packed, bias, out)};
+    }
+    case OpType::kBatchNormalization: return {batchnorm(ctx, in)};
+    case OpType::kRelu: return {unary(ctx, *in[0], [](float v) { return v > 0.0f ? v : 0.0f; })};
+    case OpType::kClip: return {clip(ctx, in)};
+    case OpType::kLeakyRelu: {
+      float alpha = node.attr<LeakyReluAttrs>().alpha;
+      return {unary(ctx, *in[0], [alpha](float v) { return v >= 0.0f ? v : v * alpha; })};
+    }
+    case OpType::kSigmoid: return {unary(ctx, *in[0], [](float v) { return 1.0f / (1.0f + std::exp(-v)); })};
+    case OpType::kTanh: return {unary(ctx, *in[0], [](float v) { return std::tanh(v); })};
+    case OpType::kMaxPool:
+    case OpType::kAveragePool: return {pool(ctx, *in[0], out)};
+    case OpType::kGlobalAveragePool:
+    case OpType::kGlobalMaxPool: return {global_pool(ctx, *in[0], out)};
+    case OpType::kReduceMean: return {reduce_mean(ctx, *in[0], out)};
+    case OpType::kAdd:
+    case OpType::kSub:
+    case OpType::kMul:
+    case OpType::kDiv: return {binary(ctx, *in[0], *in[1], out)};
+    case OpType::kConcat: return {concat(ctx, in, out)};
+    case OpType::kGemm: return {gemm(ctx, in, out)};
+    case OpType::kMatMul: return {matmul(ctx, *in[0], *in[1], out)};
+    case OpType::kFlatten:
+    case OpType::kReshape:
+    case OpType::kSqueeze:
+    case OpType::kUnsqueeze:
+    case OpType::kIdentity: return {in[0]->reshaped(out)};
+    case OpType::kTranspose: return {transpose(ctx, *in[0], out)};
+    case OpType::kSoftmax: return {softmax(ctx, *in[0])};
+    case OpType::kShape: return {shape_of(ctx, *in[0])};
+    case OpType::kGather: return {gather(ctx, *in[0], *in[1], out)};
+    case OpType::kCast: return {cast(ctx, *in[0])};
+    case OpType::kPad: return {pad(ctx, *in[0], out)};
+    case OpType::kConstant: break;
+  }
+  throw Error(ctx.who + ": operator has no implementation");
+}
+
+}  // namespace tern::ops

@@ -1,0 +1,135 @@
+#include "tern/graph.h"
+
+#include <set>
+
+#include "tern/error.h"
+
+namespace tern {
+
+std::string to_string(OpType op) {
+  switch (op) {
+    case OpType::kConv: return "Conv";
+    case OpType::kBatchNormalization: return "BatchNormalization";
+    case OpType::kRelu: return "Relu";
+    case OpType::kClip: return "Clip";
+    case OpType::kLeakyRelu: return "LeakyRelu";
+    case OpType::kSigmoid: return "Sigmoid";
+    case OpType::kTanh: return "Tanh";
+    case OpType::kMaxPool: return "MaxPool";
+    case OpType::kAveragePool: return "AveragePool";
+    case OpType::kGlobalAveragePool: return "GlobalAveragePool";
+    case OpType::kGlobalMaxPool: return "GlobalMaxPool";
+    case OpType::kReduceMean: return "ReduceMean";
+    case OpType::kAdd: return "Add";
+    case OpType::kSub: return "Sub";
+    case OpType::kMul: return "Mul";
+    case OpType::kDiv: return "Div";
+    case OpType::kConcat: return "Concat";
+    case OpType::kGemm: return "Gemm";
+    case OpType::kMatMul: return "MatMul";
+    case OpType::kFlatten: return "Flatten";
+    case OpType::kReshape: return "Reshape";
+    case OpType::kTranspose: return "Transpose";
+    case OpType::kSoftmax: return "Softmax";
+    case OpType::kIdentity: return "Identity";
+    case OpType::kConstant: return "Constant";
+    case OpType::kShape: return "Shape";
+    case OpType::kGather: return "Gather";
+    case OpType::kUnsqueeze: return "Unsqueeze";
+    case OpType::kSqueeze: return "Squeeze";
+    case OpType::kCast: return "Cast";
+    case OpType::kPad: return "Pad";
+  }
+  return "?";
+}
+
+ValueId Graph::add_value(Value value) {
+  values.push_back(std::move(value));
+  return static_cast<ValueId>(values.size() - 1);
+}
+
+ValueId Graph::add_constant(std::string name, Tensor tensor) {
+  Value v;
+  v.name = std::move(name);
+  v.dtype = tensor.dtype();
+  v.shape = tensor.shape();
+  v.shape_known = true;
+  v.constant = std::move(tensor);
+  return add_value(std::move(v));
+}
+
+std::vector<int> Graph::producers() const {
+  std::vector<int> producer(values.size(), -1);
+  for (size_t n = 0; n < nodes.size(); ++n)
+    for (ValueId id : nodes[n].outputs) producer.at(static_cast<size_t>(id)) = static_cast<int>(n);
+  return producer;
+}
+
+std::vector<int> Graph::consumer_counts() const {
+  std::vector<int> count(values.size(), 0);
+  for (const Node& node : nodes)
+    for (ValueId id : node.inputs)
+      if (id != kNoValue) ++count.at(static_cast<size_t>(id));
+  for (ValueId id : outputs) ++count.at(static_cast<size_t>(id));
+  return count;
+}
+
+void Graph::validate() const {
+  std::string prefix = source.empty() ? std::string() : source + ": ";
+  auto in_range = [&](ValueId id) { return id >= 0 && static_cast<size_t>(id) < values.size(); };
+  std::vector<bool> defined(values.size(), false);
+  for (size_t i = 0; i < values.size(); ++i)
+    if (values[i].constant) defined[i] = true;
+  for (ValueId id : inputs) {
+    check(in_range(id), prefix + "graph input id out of range");
+    defined[static_cast<size_t>(id)] = true;
+  }
+  std::set<std::string> node_names;
+  for (const Node& node : nodes) {
+    std::string who = prefix + "node '" + node.name + "' (" + to_string(node.op) + ")";
+    check(node_names.insert(node.name).second, who + ": duplicate node name");
+    for (ValueId id : node.inputs) {
+      if (id == kNoValue) continue;
+      check(in_range(id), who + ": input id out of range");
+      check(defined[static_cast<size_t>(id)], who + ": input '" + values[static_cast<size_t>(id)].name +
+                                                  "' is used before it is produced (graph not in topological order?)");
+    }
+    for (ValueId id : node.outputs) {
+      check(in_range(id), who + ": output id out of range");
+      check(!defined[static_cast<size_t>(id)], who + ": output '" + values[static_cast<size_t>(id)].name +
+                                                   "' is produced twice");
+      defined[static_cast<size_t>(id)] = true;
+    }
+  }
+  for (ValueId id : outputs) {
+    check(in_range(id), prefix + "graph output id out of range");
+    check(defined[static_cast<size_t>(id)], prefix + "graph output '" + values[static_cast<size_t>(id)].name +
+                                                "' is never produced");
+  }
+}
+
+void Graph::compact() {
+  std::vector<int> uses = consumer_counts();
+  for (ValueId id : inputs) ++uses[static_cast<size_t>(id)];
+  for (const Node& node : nodes)
+    for (ValueId id : node.outputs) ++uses[static_cast<size_t>(id)];
+  std::vector<ValueId> remap(values.size(), kNoValue);
+  std::vector<Value> kept;
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (uses[i] == 0) continue;
+    remap[i] = static_cast<ValueId>(kept.size());
+    kept.push_back(std::move(values[i]));
+  }
+  values = std::move(kept);
+  auto fix = [&](ValueId& id) {
+    if (id != kNoValue) id = remap[static_cast<size_t>(id)];
+  };
+  for (Node& node : nodes) {
+    for (ValueId& id : node.inputs) fix(id);
+    for (ValueId& id : node.outputs) fix(id);
+  }
+  for (ValueId& id : inputs) fix(id);
+  for (ValueId& id : outputs) fix(id);
+}
+
+}  // namespace tern

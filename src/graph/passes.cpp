@@ -1,0 +1,263 @@
+#include "tern/passes.h"
+
+#include <cmath>
+
+#include "graph/shape_inference.h"
+#include "tern/error.h"
+#include "tern/executor.h"
+
+namespace tern {
+
+namespace {
+
+std::string who(const Graph& g, const Node& n) {
+  return (g.source.empty() ? "" : g.source + ": ") + "node '" + n.name + "' (" + to_string(n.op) + ")";
+}
+
+bool contains_symbolic_batch(const Tensor& t) {
+  if (t.dtype() != DataType::kInt64) return false;
+  for (int64_t v : t.int64s())
+    if (v == kSymbolicBatch) return true;
+  return false;
+}
+
+bool is_shape_arithmetic(OpType op) {
+  return op == OpType::kAdd || op == OpType::kSub || op == OpType::kMul || op == OpType::kDiv || op == OpType::kCast ||
+         op == OpType::kReduceMean;
+}
+
+// Shape(x) as a constant, when x's dims are static except a dynamic leading batch.
+std::optional<Tensor> fold_shape(const Graph& graph, const Node& node) {
+  const Value& x = graph.value(node.inputs[0]);
+  if (!x.shape_known) return std::nullopt;
+  auto [begin, end] = shape_slice(node.attr<ShapeAttrs>(), static_cast<int64_t>(x.shape.size()));
+  std::vector<int64_t> dims;
+  for (int64_t i = begin; i < end; ++i) {
+    int64_t d = x.shape[static_cast<size_t>(i)];
+    if (d < 0 && i != 0) return std::nullopt;
+    dims.push_back(d < 0 ? kSymbolicBatch : d);
+  }
+  return Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims);
+}
+
+// Replaces every use of `from` (node inputs and graph outputs) by `to`.
+void replace_uses(Graph& graph, ValueId from, ValueId to) {
+  for (Node& n : graph.nodes)
+    for (ValueId& id : n.inputs)
+      if (id == from) id = to;
+  for (ValueId& id : graph.outputs)
+    if (id == from) id = to;
+}
+
+bool is_graph_output(const Graph& graph, ValueId id) {
+  return std::find(graph.outputs.begin(), graph.outputs.end(), id) != graph.outputs.end();
+}
+
+}  // namespace
+
+int fold_constants(Graph& graph) {
+  int folded = 0;
+  std::vector<Node> kept;
+  for (Node& node : graph.nodes) {
+    if (node.op == OpType::kClip && node.inputs.size() > 1) {
+      auto& a = node.attr<ClipAttrs>();
+      bool all_constant = true;
+      for (size_t i = 1; i < node.inputs.size(); ++i)
+        all_constant &= node.inputs[i] == kNoValue || graph.is_constant(node.inputs[i]);
+      if (all_constant) {
+        for (size_t i = 1; i < node.inputs.size(); ++i) {
+          if (node.inputs[i] == kNoValue) continue;
+          const Tensor& t = graph.constant(node.inputs[i]);
+          check(t.dtype() == DataType::kFloat32 && t.size() == 1, who(graph, node) + ": min/max must be float scalars");
+          (i == 1 ? a.lo : a.hi) = t.data<float>()[0];
+        }
+        node.inputs.resize(1);
+      }
+    }
+    std::optional<Tensor> shape_value;
+    if (node.op == OpType::kShape) shape_value = fold_shape(graph, node);
+    bool all_constant = !node.inputs.empty();
+    std::vector<const Tensor*> inputs;
+    for (ValueId id : node.inputs) {
+      if (id == kNoValue) {
+        inputs.push_back(nullptr);
+        continue;
+      }
+      all_constant &= graph.is_constant(id);
+      inputs.push_back(graph.is_constant(id) ? &graph.constant(id) : nullptr);
+    }
+    if (!shape_value && !all_constant) {
+      infer_node_shapes(graph, node);
+      kept.push_back(std::move(node));
+      continue;
+    }
+    std::vector<Tensor> outputs;
+    if (shape_value) {
+      outputs.push_back(std::move(*shape_value));
+    } else {
+      if (is_shape_arithmetic(node.op))
+        for (const Tensor* t : inputs)
+          check(!t || !contains_symbolic_batch(*t),
+                who(graph, node) + ": arithmetic on the dynamic batch size is not supported; export with a fixed batch");
+      outputs = evaluate_node(node, inputs, kDynamicDim, nullptr, graph.source);
+    }
+    for (size_t i = 0; i < node.outputs.size() && i < outputs.size(); ++i) {
+      Value& v = graph.value(node.outputs[i]);
+      v.shape = outputs[i].shape();
+      v.shape_known = true;
+      v.dtype = outputs[i].dtype();
+      v.constant = std::move(outputs[i]);
+    }
+    ++folded;
+  }
+  graph.nodes = std::move(kept);
+  return folded;
+}
+
+int fold_batchnorm(Graph& graph) {
+  int folded = 0;
+  std::vector<int> producer = graph.producers();
+  std::vector<int> consumers = graph.consumer_counts();
+  std::vector<bool> removed(graph.nodes.size(), false);
+  for (size_t bn_index = 0; bn_index < graph.nodes.size(); ++bn_index) {
+    Node& bn = graph.nodes[bn_index];
+    if (bn.op != OpType::kBatchNormalization) continue;
+    bool params_constant = true;
+    for (size_t i = 1; i < 5; ++i) params_constant &= graph.is_constant(bn.inputs[i]);
+    int p = producer[static_cast<size_t>(bn.inputs[0])];
+    if (!params_constant || p < 0 || consumers[static_cast<size_t>(bn.inputs[0])] != 1 ||
+        is_graph_output(graph, bn.inputs[0]))
+      continue;
+    Node& op = graph.nodes[static_cast<size_t>(p)];
+    if (op.op != OpType::kConv && op.op != OpType::kGemm) continue;
+    if (!graph.is_constant(op.inputs[1])) continue;
+    if (op.inputs.size() > 2 && op.inputs[2] != kNoValue && !graph.is_constant(op.inputs[2])) continue;
+
+    const float* gamma = graph.constant(bn.inputs[1]).data<float>();
+    const float* beta = graph.constant(bn.inputs[2]).data<float>();
+    const float* mean = graph.constant(bn.inputs[3]).data<float>();
+    const float* var = graph.constant(bn.inputs[4]).data<float>();
+    float eps = bn.attr<BatchNormAttrs>().epsilon;
+    int64_t channels = graph.constant(bn.inputs[1]).size();
+
+    Tensor w = graph.constant(op.inputs[1]).clone();
+    std::vector<float> bias(static_cast<size_t>(channels), 0.0f);
+    if (op.op == OpType::kConv) {
+      check(w.dim(0) == channels, who(graph, bn) + ": channel count differs from the Conv's");
+      if (op.inputs.size() > 2 && op.inputs[2] != kNoValue) {
+        const Tensor& b = graph.constant(op.inputs[2]);
+        std::copy(b.data<float>(), b.data<float>() + channels, bias.begin());
+      }
+      int64_t per_channel = w.size() / channels;
+      for (int64_t c = 0; c < channels; ++c) {
+        float s = gamma[c] / std::sqrt(var[c] + eps);
+        for (int64_t k = 0; k < per_channel; ++k) w.data<float>()[c * per_channel + k] *= s;
+        bias[static_cast<size_t>(c)] = (bias[static_cast<size_t>(c)] - mean[c]) * s + beta[c];
+      }
+    } else {
+      auto& a = op.attr<GemmAttrs>();
+      int64_t n = a.trans_b ? w.dim(0) : w.dim(1);
+      if (n != channels) continue;
+      if (op.inputs.size() > 2 && op.inputs[2] != kNoValue) {
+        const Tensor& c = graph.constant(op.inputs[2]);
+        if (c.size() == 1) std::fill(bias.begin(), bias.end(), c.data<float>()[0] * a.beta);
+        else if (c.size() == channels && c.shape().back() == channels)
+          for (int64_t j = 0; j < channels; ++j) bias[static_cast<size_t>(j)] = c.data<float>()[j] * a.beta;
+        else continue;  // a per-row C cannot be folded
+      }
+      for (int64_t j = 0; j < channels; ++j) {
+        float s = gamma[j] / std::sqrt(var[j] + eps);
+        int64_t k_dim = a.trans_b ? w.dim(1) : w.dim(0);
+        for (int64_t k = 0; k < k_dim; ++k) {
+          float& wk = a.trans_b ? w.data<float>()[j * k_dim + k] : w.data<float>()[k * channels + j];
+          wk *= s * a.alpha;
+        }
+        bias[static_cast<size_t>(j)] = (bias[static_cast<size_t>(j)] - mean[j]) * s + beta[j];
+      }
+      a.alpha = 1.0f;
+      a.beta = 1.0f;
+    }
+    op.inputs.resize(3);
+    op.inputs[1] = graph.add_constant(op.name + ".weight_bn_folded", std::move(w));
+    op.inputs[2] = graph.add_constant(op.name + ".bias_bn_folded", Tensor::from_floats({channels}, bias));
+    graph.value(op.outputs[0]).name = graph.value(bn.outputs[0]).name;
+    replace_uses(graph, bn.outputs[0], op.outputs[0]);
+    removed[bn_index] = true;
+    ++folded;
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < graph.nodes.size(); ++i)
+    if (!removed[i]) kept.push_back(std::move(graph.nodes[i]));
+  graph.nodes = std::move(kept);
+  return folded;
+}
+
+int drop_identities(Graph& graph) {
+  int dropped = 0;
+  std::vector<int> producer = graph.producers();
+  std::vector<Node> kept;
+  for (Node& node : graph.nodes) {
+    if (node.op != OpType::kIdentity) {
+      kept.push_back(std::move(node));
+      continue;
+    }
+    ValueId in = node.inputs[0], out = node.outputs[0];
+    bool in_is_graph_input = std::find(graph.inputs.begin(), graph.inputs.end(), in) != graph.inputs.end();
+    if (is_graph_output(graph, out) && (in_is_graph_input || graph.is_constant(in) || is_graph_output(graph, in))) {
+      kept.push_back(std::move(node));  // the output must keep its own name and identity
+      continue;
+    }
+    if (is_graph_output(graph, out)) graph.value(in).name = graph.value(out).name;
+    replace_uses(graph, out, in);
+    ++dropped;
+  }
+  graph.nodes = std::move(kept);
+  return dropped;
+}
+
+int fuse_activations(Graph& graph) {
+  int fused = 0;
+  std::vector<int> producer = graph.producers();
+  std::vector<int> consumers = graph.consumer_counts();
+  std::vector<bool> removed(graph.nodes.size(), false);
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    Node& act = graph.nodes[i];
+    if (act.op != OpType::kRelu && !(act.op == OpType::kClip && act.inputs.size() == 1)) continue;
+    ValueId x = act.inputs[0];
+    int p = producer[static_cast<size_t>(x)];
+    if (p < 0 || consumers[static_cast<size_t>(x)] != 1 || is_graph_output(graph, x)) continue;
+    Node& op = graph.nodes[static_cast<size_t>(p)];
+    float lo = act.op == OpType::kRelu ? 0.0f : act.attr<ClipAttrs>().lo;
+    float hi = act.op == OpType::kRelu ? std::numeric_limits<float>::infinity() : act.attr<ClipAttrs>().hi;
+    if (op.op == OpType::kConv) {
+      auto& a = op.attr<ConvAttrs>();
+      a.clamp_lo = std::max(a.clamp_lo, lo);
+      a.clamp_hi = std::min(a.clamp_hi, hi);
+    } else if (op.op == OpType::kGemm) {
+      auto& a = op.attr<GemmAttrs>();
+      a.clamp_lo = std::max(a.clamp_lo, lo);
+      a.clamp_hi = std::min(a.clamp_hi, hi);
+    } else {
+      continue;
+    }
+    op.outputs[0] = act.outputs[0];
+    removed[i] = true;
+    ++fused;
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < graph.nodes.size(); ++i)
+    if (!removed[i]) kept.push_back(std::move(graph.nodes[i]));
+  graph.nodes = std::move(kept);
+  return fused;
+}
+
+void optimize(Graph& graph) {
+  fold_constants(graph);
+  fold_batchnorm(graph);
+  drop_identities(graph);
+  fuse_activations(graph);
+  graph.compact();
+  graph.validate();
+}
+
+}  // namespace tern

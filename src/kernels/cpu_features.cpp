@@ -1,0 +1,73 @@
+#include "kernels/cpu_features.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+
+#include "tern/error.h"
+
+namespace tern::kernels {
+
+namespace {
+
+Isa detect() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
+    return Isa::kAvx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+  return Isa::kScalar;
+}
+
+Isa clamp_to_cpu(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()) ? isa : detected_isa(); }
+
+Isa from_environment() {
+  const char* env = std::getenv("TERN_ISA");
+  if (env == nullptr || *env == '\0') return detected_isa();
+  return clamp_to_cpu(parse_isa(env));
+}
+
+// -1: no override; else the Isa's value. Atomic because pool threads read it while tests set it.
+std::atomic<int> isa_override{-1};
+
+}  // namespace
+
+Isa detected_isa() {
+  static const Isa isa = detect();
+  return isa;
+}
+
+Isa active_isa() {
+  int forced = isa_override.load(std::memory_order_relaxed);
+  if (forced >= 0) return static_cast<Isa>(forced);
+  static const Isa from_env = from_environment();  // a throw leaves it unset, so it is retried
+  return from_env;
+}
+
+void set_isa_override(std::optional<Isa> isa) {
+  isa_override.store(isa ? static_cast<int>(clamp_to_cpu(*isa)) : -1, std::memory_order_relaxed);
+}
+
+bool isa_supported(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
+
+Isa parse_isa(std::string_view value) {
+  if (value == "scalar") return Isa::kScalar;
+  if (value == "avx2") return Isa::kAvx2;
+  if (value == "avx512") return Isa::kAvx512;
+  throw Error("TERN_ISA='" + std::string(value) + "' is not one of scalar, avx2, avx512");
+}
+
+const char* to_string(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar:
+      return "scalar";
+    case Isa::kAvx2:
+      return "avx2";
+    case Isa::kAvx512:
+      return "avx512";
+  }
+  return "unknown";
+}
+
+}  // namespace tern::kernels

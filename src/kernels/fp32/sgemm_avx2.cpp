@@ -1,0 +1,78 @@
+// AVX2 sgemm micro-kernel: 6 rows x 16 columns (12 ymm accumulators), tails by row count
+// templates and maskload/maskstore. Compiled with -mavx2 -mfma; reached only through
+// gemm_kernels(Isa::kAvx2). Keep std:: templates out of this file (see sgemm_avx512.cpp).
+#include <immintrin.h>
+
+#include "kernels/fp32/sgemm_internal.h"
+
+namespace tern::kernels::detail {
+
+namespace {
+
+constexpr int kMr = 6, kNr = 16;
+
+inline __m256i column_mask(int left) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <int R, int V>
+void tile(const TileArgs& t) {
+  __m256 acc[R][V];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  }
+  const float* a = t.a;
+  const float* b = t.b;
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < t.kc; ++k, a += kMr, b += kNr) {
+    __m256 bv[V];
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) bv[v] = _mm256_load_ps(b + 8 * v);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256 ar = _mm256_broadcast_ss(a + r);
+#pragma GCC unroll 2
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
+    }
+  }
+
+  __m256i mask[V];
+#pragma GCC unroll 2
+  for (int v = 0; v < V; ++v) mask[v] = column_mask(t.cols - 8 * v);
+  const bool finalize = t.finalize;
+  __m256 col_bias[V];
+#pragma GCC unroll 2
+  for (int v = 0; v < V; ++v) {
+    col_bias[v] = finalize && t.col_bias ? _mm256_maskload_ps(t.col_bias + 8 * v, mask[v]) : _mm256_setzero_ps();
+  }
+  const __m256 lo = _mm256_set1_ps(t.lo), hi = _mm256_set1_ps(t.hi);
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r) {
+    float* c = t.c + r * t.ldc;
+    const __m256 row_bias = finalize && t.row_bias ? _mm256_set1_ps(t.row_bias[r]) : _mm256_setzero_ps();
+#pragma GCC unroll 2
+    for (int v = 0; v < V; ++v) {
+      __m256 x = acc[r][v];
+      if (t.load_c) x = _mm256_add_ps(_mm256_maskload_ps(c + 8 * v, mask[v]), x);
+      if (finalize) {
+        x = _mm256_add_ps(_mm256_add_ps(x, row_bias), col_bias[v]);
+        x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));  // operand order keeps NaN, like the reference
+      }
+      _mm256_maskstore_ps(c + 8 * v, mask[v], x);
+    }
+  }
+}
+
+template <int R>
+constexpr UkernelFn kByCols[2] = {tile<R, 1>, tile<R, 2>};
+
+constexpr const UkernelFn* kByRows[kMr] = {kByCols<1>, kByCols<2>, kByCols<3>,
+                                           kByCols<4>, kByCols<5>, kByCols<6>};
+
+}  // namespace
+
+void sgemm_ukernel_6x16__avx2(const TileArgs& t) { kByRows[t.rows - 1][t.cols > 8 ? 1 : 0](t); }
+
+}  // namespace tern::kernels::detail
