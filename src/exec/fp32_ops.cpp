@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "graph/shape_inference.h"
 #include "kernels/fp32/sgemm.h"
@@ -85,36 +86,39 @@ void binary_typed(const Tensor& a, const Tensor& b, Tensor& y, F f) {
   }
 }
 
+template <typename T>
+void binary_arith(const OpContext& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
+  switch (ctx.node.op) {
+    case OpType::kAdd: binary_typed<T>(a, b, y, [](T p, T q) { return static_cast<T>(p + q); }); break;
+    case OpType::kSub: binary_typed<T>(a, b, y, [](T p, T q) { return static_cast<T>(p - q); }); break;
+    case OpType::kMul: binary_typed<T>(a, b, y, [](T p, T q) { return static_cast<T>(p * q); }); break;
+    default: {
+      bool zero_division = false;
+      binary_typed<T>(a, b, y, [&](T p, T q) {
+        if constexpr (std::is_integral_v<T>) {
+          if (q == 0) {
+            zero_division = true;
+            return T(0);
+          }
+        }
+        return static_cast<T>(p / q);
+      });
+      check(!zero_division, ctx.who + ": integer division by zero");
+    }
+  }
+}
+
 Tensor binary(const OpContext& ctx, const Tensor& a, const Tensor& b, const Shape& out_shape) {
   check(a.dtype() == b.dtype(), ctx.who + ": inputs have different types " + to_string(a.dtype()) + " and " +
                                     to_string(b.dtype()));
   Tensor y(a.dtype(), out_shape);
-  OpType op = ctx.node.op;
-  if (a.dtype() == DataType::kFloat32) {
-    switch (op) {
-      case OpType::kAdd: binary_typed<float>(a, b, y, [](float p, float q) { return p + q; }); break;
-      case OpType::kSub: binary_typed<float>(a, b, y, [](float p, float q) { return p - q; }); break;
-      case OpType::kMul: binary_typed<float>(a, b, y, [](float p, float q) { return p * q; }); break;
-      default: binary_typed<float>(a, b, y, [](float p, float q) { return p / q; }); break;
-    }
-  } else if (a.dtype() == DataType::kInt64) {
-    bool zero_division = false;
-    switch (op) {
-      case OpType::kAdd: binary_typed<int64_t>(a, b, y, [](int64_t p, int64_t q) { return p + q; }); break;
-      case OpType::kSub: binary_typed<int64_t>(a, b, y, [](int64_t p, int64_t q) { return p - q; }); break;
-      case OpType::kMul: binary_typed<int64_t>(a, b, y, [](int64_t p, int64_t q) { return p * q; }); break;
-      default:
-        binary_typed<int64_t>(a, b, y, [&](int64_t p, int64_t q) {
-          if (q == 0) {
-            zero_division = true;
-            return int64_t{0};
-          }
-          return p / q;
-        });
-    }
-    check(!zero_division, ctx.who + ": integer division by zero");
-  } else {
-    throw Error(ctx.who + ": unsupported data type " + to_string(a.dtype()));
+  switch (a.dtype()) {
+    case DataType::kFloat32: binary_arith<float>(ctx, a, b, y); break;
+    case DataType::kInt64: binary_arith<int64_t>(ctx, a, b, y); break;
+    case DataType::kInt32: binary_arith<int32_t>(ctx, a, b, y); break;
+    case DataType::kInt8: binary_arith<int8_t>(ctx, a, b, y); break;
+    case DataType::kUInt8: binary_arith<uint8_t>(ctx, a, b, y); break;
+    default: throw Error(ctx.who + ": unsupported data type " + to_string(a.dtype()));
   }
   return y;
 }
@@ -206,8 +210,8 @@ Tensor batchnorm(const OpContext& ctx, std::span<const Tensor* const> in) {
 
 // Sliding-window pooling over 1-3 spatial axes (generic index arithmetic; pooling is a small part
 // of every CNN's time).
+template <typename T>
 Tensor pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
-  require_float(ctx, x, "input");
   const auto& a = ctx.node.attr<PoolAttrs>();
   bool is_max = ctx.node.op == OpType::kMaxPool;
   size_t spatial = static_cast<size_t>(x.rank() - 2);
@@ -215,7 +219,7 @@ Tensor pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
   Shape in_sp(x.shape().begin() + 2, x.shape().end()), out_sp(out_shape.begin() + 2, out_shape.end());
   int64_t in_plane = element_count(in_sp), out_plane = element_count(out_sp);
   int64_t planes = x.dim(0) * x.dim(1);
-  Tensor y(DataType::kFloat32, out_shape);
+  Tensor y(x.dtype(), out_shape);
   // Pad to 3 spatial axes so one loop nest serves all ranks.
   int64_t ih[3] = {1, 1, 1}, oh[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1}, d[3] = {1, 1, 1}, pb[3] = {0, 0, 0},
           pe[3] = {0, 0, 0};
@@ -231,12 +235,12 @@ Tensor pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
   }
   auto body = [&](int64_t begin, int64_t end) {
     for (int64_t p = begin; p < end; ++p) {
-      const float* src = x.data<float>() + p * in_plane;
-      float* dst = y.data<float>() + p * out_plane;
+      const T* src = x.data<T>() + p * in_plane;
+      T* dst = y.data<T>() + p * out_plane;
       for (int64_t o0 = 0; o0 < oh[0]; ++o0)
         for (int64_t o1 = 0; o1 < oh[1]; ++o1)
           for (int64_t o2 = 0; o2 < oh[2]; ++o2) {
-            float acc = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+            float acc = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;  // exact for 8-bit T
             int64_t count = 0, padded_count = 1;
             int64_t start[3] = {o0 * s[0] - pb[0], o1 * s[1] - pb[1], o2 * s[2] - pb[2]};
             for (int j = 0; j < 3; ++j) {
@@ -254,14 +258,14 @@ Tensor pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
                 for (int64_t k2 = 0; k2 < k[2]; ++k2) {
                   int64_t i2 = start[2] + k2 * d[2];
                   if (i2 < 0 || i2 >= ih[2]) continue;
-                  float v = src[(i0 * ih[1] + i1) * ih[2] + i2];
+                  float v = static_cast<float>(src[(i0 * ih[1] + i1) * ih[2] + i2]);
                   acc = is_max ? std::max(acc, v) : acc + v;
                   ++count;
                 }
               }
             }
             if (!is_max) acc = count ? acc / static_cast<float>(a.count_include_pad ? padded_count : count) : 0.0f;
-            dst[(o0 * oh[1] + o1) * oh[2] + o2] = acc;
+            dst[(o0 * oh[1] + o1) * oh[2] + o2] = static_cast<T>(acc);
           }
     }
   };
@@ -432,9 +436,15 @@ Tensor cast(const OpContext& ctx, const Tensor& x) {
   return y;
 }
 
-Tensor pad(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
+Tensor pad(const OpContext& ctx, std::span<const Tensor* const> in, const Shape& out_shape) {
+  const Tensor& x = *in[0];
   require_float(ctx, x, "input");
-  const auto& a = ctx.node.attr<PadAttrs>();
+  PadAttrs a = ctx.node.attr<PadAttrs>();
+  if (in.size() > 1) a.pads.assign(in[1]->data<int64_t>(), in[1]->data<int64_t>() + in[1]->size());
+  if (in.size() > 2 && in[2]) {
+    require_float(ctx, *in[2], "constant_value");
+    a.value = in[2]->data<float>()[0];
+  }
   size_t rank = static_cast<size_t>(x.rank());
   Tensor y(DataType::kFloat32, out_shape);
   std::fill(y.data<float>(), y.data<float>() + y.size(), a.value);
@@ -462,17 +472,37 @@ Tensor shape_of(const OpContext& ctx, const Tensor& x) {
   return Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims);
 }
 
-Tensor clip(const OpContext& ctx, std::span<const Tensor* const> in) {
+template <typename T>
+Tensor clip_typed(const OpContext& ctx, std::span<const Tensor* const> in) {
   const auto& a = ctx.node.attr<ClipAttrs>();
-  float lo = a.lo, hi = a.hi;
-  auto scalar = [&](size_t i, float fallback) {
-    if (i >= in.size() || !in[i]) return fallback;
-    check(in[i]->dtype() == DataType::kFloat32 && in[i]->size() == 1, ctx.who + ": min/max must be float scalars");
-    return in[i]->data<float>()[0];
+  auto bound = [&](size_t i, float fallback, T limit) -> T {
+    if (i < in.size() && in[i]) {
+      check(in[i]->dtype() == in[0]->dtype() && in[i]->size() == 1, ctx.who + ": min/max must be scalars of the input's type");
+      return in[i]->data<T>()[0];
+    }
+    if constexpr (std::is_floating_point_v<T>) return static_cast<T>(fallback);
+    return std::isinf(fallback) ? limit : static_cast<T>(fallback);
   };
-  lo = scalar(1, lo);
-  hi = scalar(2, hi);
-  return unary(ctx, *in[0], [lo, hi](float v) { return std::min(std::max(v, lo), hi); });
+  T lo = bound(1, a.lo, std::numeric_limits<T>::lowest()), hi = bound(2, a.hi, std::numeric_limits<T>::max());
+  const Tensor& x = *in[0];
+  Tensor y(x.dtype(), x.shape());
+  for (int64_t i = 0; i < x.size(); ++i) y.data<T>()[i] = std::min(std::max(x.data<T>()[i], lo), hi);
+  return y;
+}
+
+Tensor clip(const OpContext& ctx, std::span<const Tensor* const> in) {
+  switch (in[0]->dtype()) {
+    case DataType::kFloat32: {
+      const auto& a = ctx.node.attr<ClipAttrs>();
+      if (in.size() == 1) return unary(ctx, *in[0], [lo = a.lo, hi = a.hi](float v) { return std::min(std::max(v, lo), hi); });
+      return clip_typed<float>(ctx, in);
+    }
+    case DataType::kInt8: return clip_typed<int8_t>(ctx, in);
+    case DataType::kUInt8: return clip_typed<uint8_t>(ctx, in);
+    case DataType::kInt32: return clip_typed<int32_t>(ctx, in);
+    case DataType::kInt64: return clip_typed<int64_t>(ctx, in);
+    default: throw Error(ctx.who + ": unsupported data type " + to_string(in[0]->dtype()));
+  }
 }
 
 }  // namespace
@@ -541,7 +571,11 @@ std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in,
     case OpType::kSigmoid: return {unary(ctx, *in[0], [](float v) { return 1.0f / (1.0f + std::exp(-v)); })};
     case OpType::kTanh: return {unary(ctx, *in[0], [](float v) { return std::tanh(v); })};
     case OpType::kMaxPool:
-    case OpType::kAveragePool: return {pool(ctx, *in[0], out)};
+    case OpType::kAveragePool:
+      if (in[0]->dtype() == DataType::kFloat32) return {pool<float>(ctx, *in[0], out)};
+      check(node.op == OpType::kMaxPool && (in[0]->dtype() == DataType::kUInt8 || in[0]->dtype() == DataType::kInt8),
+            ctx.who + ": unsupported data type " + to_string(in[0]->dtype()));
+      return {in[0]->dtype() == DataType::kUInt8 ? pool<uint8_t>(ctx, *in[0], out) : pool<int8_t>(ctx, *in[0], out)};
     case OpType::kGlobalAveragePool:
     case OpType::kGlobalMaxPool: return {global_pool(ctx, *in[0], out)};
     case OpType::kReduceMean: return {reduce_mean(ctx, *in[0], out)};
@@ -555,14 +589,19 @@ std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in,
     case OpType::kFlatten:
     case OpType::kReshape:
     case OpType::kSqueeze:
-    case OpType::kUnsqueeze:
-    case OpType::kIdentity: return {in[0]->reshaped(out)};
+    case OpType::kUnsqueeze: return {in[0]->reshaped(out)};
+    case OpType::kIdentity: {
+      if (node.outputs.size() == 1) return {*in[0]};
+      Tensor mask(DataType::kBool, out);  // inference-mode Dropout keeps everything
+      std::fill(mask.data<uint8_t>(), mask.data<uint8_t>() + mask.size(), uint8_t{1});
+      return {*in[0], mask};
+    }
     case OpType::kTranspose: return {transpose(ctx, *in[0], out)};
     case OpType::kSoftmax: return {softmax(ctx, *in[0])};
     case OpType::kShape: return {shape_of(ctx, *in[0])};
     case OpType::kGather: return {gather(ctx, *in[0], *in[1], out)};
     case OpType::kCast: return {cast(ctx, *in[0])};
-    case OpType::kPad: return {pad(ctx, *in[0], out)};
+    case OpType::kPad: return {pad(ctx, in, out)};
     case OpType::kConstant: break;
   }
   throw Error(ctx.who + ": operator has no implementation");

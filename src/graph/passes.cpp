@@ -197,7 +197,7 @@ int drop_identities(Graph& graph) {
   std::vector<int> producer = graph.producers();
   std::vector<Node> kept;
   for (Node& node : graph.nodes) {
-    if (node.op != OpType::kIdentity) {
+    if (node.op != OpType::kIdentity || node.outputs.size() != 1) {
       kept.push_back(std::move(node));
       continue;
     }

@@ -202,7 +202,25 @@ Shape infer_reshape(const Node& node, std::span<const Shape> in, std::span<const
   return out;
 }
 
+std::vector<int64_t> int_values(std::span<const Tensor* const> values, size_t i, const std::string& who,
+                                const char* what) {
+  check(i < values.size() && values[i] != nullptr, who + ": input '" + what + "' must be known");
+  const Tensor& t = *values[i];
+  check(t.dtype() == DataType::kInt64 && t.rank() <= 1, who + ": input '" + what + "' must be a 1-D int64 tensor");
+  return {t.data<int64_t>(), t.data<int64_t>() + t.size()};
+}
+
 }  // namespace
+
+bool shape_depends_on_value(const Node& node, size_t input_index) {
+  switch (node.op) {
+    case OpType::kReshape:
+    case OpType::kUnsqueeze:
+    case OpType::kSqueeze:
+    case OpType::kPad: return input_index == 1;
+    default: return false;
+  }
+}
 
 std::pair<int64_t, int64_t> shape_slice(const ShapeAttrs& attrs, int64_t rank) {
   auto clamp = [rank](int64_t i) { return std::clamp<int64_t>(i < 0 ? i + rank : i, 0, rank); };
@@ -257,9 +275,10 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
     case OpType::kLeakyRelu:
     case OpType::kSigmoid:
     case OpType::kTanh:
-    case OpType::kIdentity:
     case OpType::kCast:
       return {x};
+    case OpType::kIdentity:
+      return node.outputs.size() == 2 ? std::vector<Shape>{x, x} : std::vector<Shape>{x};  // Dropout's mask
     case OpType::kSoftmax: {
       auto& a = node.attr<AxisAttrs>();
       a.axis = normalize_axis(a.axis, static_cast<int64_t>(x.size()), who);
@@ -378,7 +397,8 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
       return {out};
     }
     case OpType::kUnsqueeze: {
-      auto& a = node.attr<AxesAttrs>();
+      AxesAttrs a = node.attr<AxesAttrs>();
+      if (in.size() > 1) a.axes = int_values(values, 1, who, "axes");
       int64_t rank = static_cast<int64_t>(x.size() + a.axes.size());
       std::vector<bool> inserted(static_cast<size_t>(rank), false);
       for (auto& axis : a.axes) {
@@ -392,7 +412,8 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
       return {out};
     }
     case OpType::kSqueeze: {
-      auto& a = node.attr<AxesAttrs>();
+      AxesAttrs a = node.attr<AxesAttrs>();
+      if (in.size() > 1) a.axes = int_values(values, 1, who, "axes");
       int64_t rank = static_cast<int64_t>(x.size());
       std::vector<bool> drop(x.size(), false);
       if (a.axes.empty()) {
@@ -413,7 +434,8 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
       return {out};
     }
     case OpType::kPad: {
-      const auto& a = node.attr<PadAttrs>();
+      PadAttrs a = node.attr<PadAttrs>();
+      if (in.size() > 1) a.pads = int_values(values, 1, who, "pads");
       check(a.pads.size() == 2 * x.size(), who + ": pads has " + std::to_string(a.pads.size()) + " entries for rank " +
                                                std::to_string(x.size()));
       Shape out = x;
@@ -430,9 +452,10 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
   throw Error(who + ": no shape inference for this operator");
 }
 
-DataType infer_output_type(const Node& node, std::span<const DataType> input_types, size_t) {
+DataType infer_output_type(const Node& node, std::span<const DataType> input_types, size_t output_index) {
   switch (node.op) {
     case OpType::kShape: return DataType::kInt64;
+    case OpType::kIdentity: return output_index == 1 ? DataType::kBool : input_types[0];
     case OpType::kCast: return node.attr<CastAttrs>().to;
     default: return input_types.empty() ? DataType::kFloat32 : input_types[0];
   }
@@ -449,6 +472,7 @@ void infer_node_shapes(Graph& graph, Node& node) {
     std::vector<Shape> shapes;
     std::vector<const Tensor*> values;
     std::vector<DataType> types;
+    bool unknown = false;
     for (ValueId id : node.inputs) {
       if (id == kNoValue) {
         shapes.emplace_back();
@@ -457,10 +481,18 @@ void infer_node_shapes(Graph& graph, Node& node) {
         continue;
       }
       const Value& v = graph.value(id);
-      check(v.shape_known, where(node, ctx) + ": input '" + v.name + "' has an unknown shape");
+      if (!v.shape_known || (shape_depends_on_value(node, shapes.size()) && !v.constant)) unknown = true;
       shapes.push_back(v.shape);
       values.push_back(v.constant ? &*v.constant : nullptr);
       types.push_back(v.dtype);
+    }
+    if (unknown) {  // known only at run time, when the executor infers again with real inputs
+      for (size_t i = 0; i < node.outputs.size(); ++i) {
+        Value& v = graph.value(node.outputs[i]);
+        v.shape_known = false;
+        v.dtype = infer_output_type(node, types, i);
+      }
+      return;
     }
     std::vector<Shape> out = infer_output_shapes(node, shapes, values, ctx);
     for (size_t i = 0; i < node.outputs.size() && i < out.size(); ++i) {

@@ -32,6 +32,9 @@ void infer_node_shapes(Graph& graph, Node& node);
 // Normalizes a possibly negative axis for a tensor of `rank` dims; throws naming `what` if out of range.
 int64_t normalize_axis(int64_t axis, int64_t rank, const std::string& what);
 
+// True when output shapes depend on the content of input `input_index` (Reshape's target, ...).
+bool shape_depends_on_value(const Node& node, size_t input_index);
+
 // The [begin, end) range of dims a Shape node reports for an input of `rank` dims.
 std::pair<int64_t, int64_t> shape_slice(const ShapeAttrs& attrs, int64_t rank);
 

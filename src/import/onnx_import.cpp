@@ -20,7 +20,7 @@ namespace tern {
 
 namespace {
 
-constexpr int64_t kMinOpset = 7;
+constexpr int64_t kMinOpset = 1;
 constexpr int64_t kMaxOpset = 18;
 
 std::string read_file(const std::string& path) {
@@ -352,6 +352,8 @@ class Importer {
       node.attrs = a;
     } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
       need_inputs(2, 2);
+      // Before opset 7, broadcast=1 with an axis aligned B at that axis; numpy rules cover axis-free use.
+      check(opset >= 7 || !attrs.has("axis"), who + ": legacy broadcast with an axis attribute is not supported");
       node.op = op == "Add" ? OpType::kAdd : op == "Sub" ? OpType::kSub : op == "Mul" ? OpType::kMul : OpType::kDiv;
     } else if (op == "Concat") {
       need_inputs(1, 1u << 20);
@@ -376,6 +378,12 @@ class Importer {
       node.op = OpType::kFlatten;
       node.attrs = AxisAttrs{attrs.get_int("axis", 1)};
     } else if (op == "Reshape") {
+      if (opset < 5) {  // the target was an attribute
+        need_inputs(1, 1);
+        std::vector<int64_t> target = attrs.get_ints("shape");
+        node.inputs.push_back(graph_.add_constant(node.name + ".shape",
+                                                  Tensor::from_int64s({static_cast<int64_t>(target.size())}, target)));
+      }
       need_inputs(2, 2);
       node.op = OpType::kReshape;
       node.attrs = ReshapeAttrs{attrs.get_int("allowzero", 0) != 0};
@@ -395,10 +403,9 @@ class Importer {
         check(training->size() == 1 && training->raw()[0] == std::byte{0}, who + ": training_mode=true is not supported");
       }
       check(attrs.get_int("is_test", 1) != 0 || opset >= 7, who + ": training-mode Dropout is not supported");
-      check(proto.output_size() < 2 || proto.output(1).empty(), who + ": the mask output is not supported");
       max_outputs = 2;
       node.inputs.resize(1);
-      node.op = OpType::kIdentity;
+      node.op = OpType::kIdentity;  // inference: output = input, mask = all true
     } else if (op == "Identity") {
       need_inputs(1, 1);
       node.op = OpType::kIdentity;
@@ -417,13 +424,15 @@ class Importer {
       AxesAttrs a;
       if (opset >= 13) {
         need_inputs(op == "Unsqueeze" ? 2 : 1, 2);
-        if (node.inputs.size() > 1) a.axes = constant_ints(node, 1, who, "axes");
-        node.inputs.resize(1);
+        if (node.inputs.size() > 1 && constant_input(node, 1)) {  // else read at run time
+          a.axes = constant_ints(node, 1, who, "axes");
+          node.inputs.resize(1);
+        }
       } else {
         need_inputs(1, 1);
         a.axes = attrs.get_ints("axes");
       }
-      check(op == "Squeeze" || !a.axes.empty(), who + ": axes must not be empty");
+      check(op == "Squeeze" || !a.axes.empty() || node.inputs.size() > 1, who + ": axes must not be empty");
       node.op = op == "Unsqueeze" ? OpType::kUnsqueeze : OpType::kSqueeze;
       node.attrs = a;
     } else if (op == "Cast") {
@@ -436,14 +445,15 @@ class Importer {
       check(mode == "constant", who + ": pad mode '" + mode + "' is not supported (only constant)");
       if (opset >= 11) {
         need_inputs(2, 3);
-        a.pads = constant_ints(node, 1, who, "pads");
-        if (node.inputs.size() > 2) {
-          const Tensor* v = constant_input(node, 2);
-          check(v != nullptr && v->dtype() == DataType::kFloat32 && v->size() == 1,
-                who + ": constant_value must be a constant float scalar");
-          a.value = v->data<float>()[0];
+        const Tensor* v = node.inputs.size() > 2 ? constant_input(node, 2) : nullptr;
+        if (constant_input(node, 1) && (node.inputs.size() < 3 || v)) {  // else read at run time
+          a.pads = constant_ints(node, 1, who, "pads");
+          if (v) {
+            check(v->dtype() == DataType::kFloat32 && v->size() == 1, who + ": constant_value must be a float scalar");
+            a.value = v->data<float>()[0];
+          }
+          node.inputs.resize(1);
         }
-        node.inputs.resize(1);
       } else {
         need_inputs(1, 1);
         a.pads = attrs.get_ints("pads");
@@ -458,9 +468,13 @@ class Importer {
     check(proto.output_size() >= 1 && !proto.output(0).empty(), who + ": has no output");
     check(static_cast<size_t>(proto.output_size()) <= max_outputs || node.op == OpType::kIdentity,
           who + ": expects " + std::to_string(max_outputs) + " output(s), got " + std::to_string(proto.output_size()));
-    Value out;
-    out.name = proto.output(0);
-    node.outputs.push_back(define(proto.output(0), graph_.add_value(out)));
+    size_t outputs = node.op == OpType::kIdentity ? std::min<size_t>(static_cast<size_t>(proto.output_size()), max_outputs) : 1;
+    for (size_t i = 0; i < outputs; ++i) {
+      if (proto.output(static_cast<int>(i)).empty()) break;
+      Value out;
+      out.name = proto.output(static_cast<int>(i));
+      node.outputs.push_back(define(out.name, graph_.add_value(out)));
+    }
     graph_.nodes.push_back(std::move(node));
   }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -42,11 +43,12 @@ Conv2dShape with_pads(Conv2dShape s, int64_t top, int64_t left, int64_t bottom, 
 }
 
 std::string describe(const Conv2dShape& s) {
-  auto n = [](int64_t v) { return std::to_string(v); };
-  return "b" + n(s.batch) + " " + n(s.in_channels) + "x" + n(s.in_h) + "x" + n(s.in_w) + " -> " + n(s.out_channels) +
-         " k" + n(s.kernel_h) + "x" + n(s.kernel_w) + " s" + n(s.stride_h) + "x" + n(s.stride_w) + " p" +
-         n(s.pad_top) + "," + n(s.pad_left) + "," + n(s.pad_bottom) + "," + n(s.pad_right) + " d" + n(s.dilation_h) +
-         " g" + n(s.groups);
+  std::ostringstream out;
+  out << "b" << s.batch << " " << s.in_channels << "x" << s.in_h << "x" << s.in_w << " -> " << s.out_channels << " k"
+      << s.kernel_h << "x" << s.kernel_w << " s" << s.stride_h << "x" << s.stride_w << " p" << s.pad_top << ","
+      << s.pad_left << "," << s.pad_bottom << "," << s.pad_right << " d" << s.dilation_h << "x" << s.dilation_w
+      << " g" << s.groups;
+  return out.str();
 }
 
 // Runs conv2d on shape s (with and without bias, with and without ReLU6, on a null pool and

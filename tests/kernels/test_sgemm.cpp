@@ -80,7 +80,7 @@ struct GemmData {
       for (int64_t j = 0; j < ldc; ++j) {
         const int64_t at = i * ldc + j;
         if (j >= c.N) {
-          if (got[at] != c_init[at]) ++bad, first = first.empty() ? "wrote past N at row " + std::to_string(i) : first;
+          if (got[at] != c_init[at] && bad++ == 0) first = "wrote past N in row " + std::to_string(i);
           continue;
         }
         double mag = 0;
@@ -89,12 +89,9 @@ struct GemmData {
         if (c.bias_kind == BiasKind::kPerRow) mag += std::fabs(bias[i]);
         if (c.bias_kind == BiasKind::kPerColumn) mag += std::fabs(bias[j]);
         const double tol = 1e-5 * mag + 1e-6;
-        if (!(std::fabs(double(got[at]) - want[at]) <= tol)) {
-          if (first.empty()) {
-            first = "(" + std::to_string(i) + "," + std::to_string(j) + "): got " + std::to_string(got[at]) +
-                    " want " + std::to_string(want[at]);
-          }
-          ++bad;
+        if (!(std::fabs(double(got[at]) - want[at]) <= tol) && bad++ == 0) {
+          first = "(" + std::to_string(i) + "," + std::to_string(j) + "): got " + std::to_string(got[at]) + " want " +
+                  std::to_string(want[at]);
         }
       }
     }
