@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Command-line behaviour on good and bad input: one clear line on stderr, a non-zero exit, and no
+# partial output file. Usage: cli_test.sh TERN_BINARY MODEL.onnx
+set -u
+tern=$1
+model=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# expect_error EXIT_CODE NEEDLE -- command...: exits with EXIT_CODE, prints one stderr line containing NEEDLE.
+expect_error() {
+  local want=$1 needle=$2
+  shift 3
+  "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$work/err")
+  if [ "$rc" -ne "$want" ]; then fail "'$*' exited $rc, want $want ($(cat "$work/err"))"; return; fi
+  if [ "$lines" -ne 1 ]; then fail "'$*' printed $lines stderr lines: $(cat "$work/err")"; return; fi
+  if ! grep -qF -- "$needle" "$work/err"; then fail "'$*' stderr lacks '$needle': $(cat "$work/err")"; return; fi
+  if grep -qiE 'terminate|abort|segmentation|core dumped' "$work/err"; then fail "'$*' crashed"; fi
+}
+
+head -c 2000 "$model" >"$work/truncated.onnx"
+echo "not a model" >"$work/text.onnx"
+: >"$work/empty.onnx"
+
+expect_error 1 "/no/such/model.onnx" -- "$tern" inspect /no/such/model.onnx
+expect_error 1 "text.onnx" -- "$tern" inspect "$work/text.onnx"
+expect_error 1 "empty.onnx" -- "$tern" eval "$work/empty.onnx" --data fashion-mnist
+expect_error 1 "truncated.onnx" -- "$tern" eval "$work/truncated.onnx" --data fashion-mnist --limit 10
+expect_error 2 "--frobnicate" -- "$tern" eval "$model" --data fashion-mnist --frobnicate
+expect_error 2 "--limit" -- "$tern" eval "$model" --data fashion-mnist --limit -3
+expect_error 2 "--batch" -- "$tern" eval "$model" --data fashion-mnist --batch lots
+expect_error 2 "unknown command" -- "$tern" quantise "$model"
+expect_error 2 "--data" -- "$tern" eval "$model"
+expect_error 1 "/no/such/dir" -- "$tern" eval "$model" --data /no/such/dir
+expect_error 2 "--labels" -- "$tern" eval "$model" --data "$work/x.npy"
+
+# Data whose shape does not fit the model, through eval and run.
+printf '\x93NUMPY\x01\x00' >"$work/bad.npy"
+expect_error 1 "bad.npy" -- "$tern" run "$model" --input "$work/bad.npy" --output "$work/y.npy"
+[ -e "$work/y.npy" ] && fail "run left an output file after a bad input"
+
+"$tern" run "$model" --input /dev/null --output "$work/y.npy" >/dev/null 2>&1 && fail "run accepted /dev/null"
+[ -e "$work/y.npy" ] && fail "run left an output file after a bad input"
+
+# A good run: write a [2,1,28,28] float32 .npy by hand (header + zeros).
+python3 - "$work" <<'PY'
+import struct, sys
+def npy(path, descr, shape, payload):
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, ",".join(map(str, shape)) + ("," if len(shape) == 1 else ""))
+    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload)
+d = sys.argv[1]
+npy(d + "/x.npy", "<f4", (2, 1, 28, 28), b"\0" * (2 * 28 * 28 * 4))
+npy(d + "/wrong.npy", "<f4", (2, 3, 32, 32), b"\0" * (2 * 3 * 32 * 32 * 4))
+npy(d + "/labels.npy", "<i8", (2,), struct.pack("<2q", 3, 4))
+npy(d + "/labels3.npy", "<i8", (3,), struct.pack("<3q", 3, 4, 5))
+PY
+"$tern" run "$model" --input "$work/x.npy" --output "$work/y.npy" || fail "run on a good input failed"
+[ -s "$work/y.npy" ] || fail "run wrote no output"
+expect_error 1 "wrong.npy" -- "$tern" run "$model" --input "$work/wrong.npy" --output "$work/z.npy"
+[ -e "$work/z.npy" ] && fail "run left an output file after a shape mismatch"
+expect_error 1 "wrong.npy" -- "$tern" eval "$model" --data "$work/wrong.npy" --labels "$work/labels.npy"
+expect_error 1 "labels3.npy" -- "$tern" eval "$model" --data "$work/x.npy" --labels "$work/labels3.npy"
+
+# JSON output parses and carries the documented keys.
+"$tern" eval "$model" --data "$work/x.npy" --labels "$work/labels.npy" --json >"$work/eval.json" || fail "eval --json failed"
+python3 -c "
+import json, sys
+j = json.load(open('$work/eval.json'))
+missing = [k for k in ('top1', 'top5', 'images', 'images_per_s') if k not in j]
+sys.exit('missing keys %s' % missing if missing else 0)
+" || fail "eval --json output"
+"$tern" inspect "$model" --json | python3 -c "import json,sys; j=json.load(sys.stdin); assert j['macs'] > 0 and j['layers']" \
+  || fail "inspect --json output"
+
+if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
+echo "all CLI checks passed"

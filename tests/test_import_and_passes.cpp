@@ -1,0 +1,275 @@
+// ONNX import, shape inference and graph passes on small models built in the test.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "onnx_builder.h"
+#include "tern/error.h"
+#include "tern/executor.h"
+#include "tern/onnx_import.h"
+#include "tern/passes.h"
+
+namespace tern::testing {
+namespace {
+
+using B = OnnxBuilder;
+
+bool has_op(const Graph& g, OpType op) {
+  return std::any_of(g.nodes.begin(), g.nodes.end(), [op](const Node& n) { return n.op == op; });
+}
+
+Tensor random_tensor(Shape shape, uint32_t seed) {
+  Tensor t(DataType::kFloat32, shape);
+  auto v = random_floats(static_cast<size_t>(t.size()), seed);
+  std::copy(v.begin(), v.end(), t.data<float>());
+  return t;
+}
+
+float max_abs_diff(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  float m = 0;
+  for (int64_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(a.data<float>()[i] - b.data<float>()[i]));
+  return m;
+}
+
+// Conv -> BatchNorm -> Relu -> Dropout -> x.view(x.size(0), -1) -> Gemm, as PyTorch exports it
+// with training-mode BatchNorm kept (do_constant_folding=False).
+B conv_bn_model() {
+  B b;
+  b.input("x", {-1, 3, 6, 5});
+  b.floats("w", {4, 3, 3, 3}, random_floats(4 * 27, 1));
+  b.floats("gamma", {4}, {1.5f, 0.5f, -1.0f, 2.0f});
+  b.floats("beta", {4}, {0.1f, -0.2f, 0.3f, 0.0f});
+  b.floats("mean", {4}, {0.05f, -0.1f, 0.2f, 0.0f});
+  b.floats("var", {4}, {0.9f, 1.1f, 0.5f, 2.0f});
+  b.floats("fc_w", {2, 4 * 3 * 3}, random_floats(72, 2));
+  b.floats("fc_b", {2}, {0.5f, -0.5f});
+  b.ints("zero", {1}, {0});
+  b.ints("minus_one", {1}, {-1});
+  auto& conv = b.node("Conv", {"x", "w"}, {"c"}, "conv");
+  B::attr(conv, "strides", std::vector<int64_t>{2, 2});
+  B::attr(conv, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("BatchNormalization", {"c", "gamma", "beta", "mean", "var"}, {"bn"}, "bn");
+  b.node("Relu", {"bn"}, {"r"}, "relu");
+  b.node("Dropout", {"r"}, {"d"}, "dropout");
+  b.node("Shape", {"d"}, {"shape"}, "shape");
+  b.node("Gather", {"shape", "zero"}, {"batch"}, "gather");  // Gather of a 1-D index keeps rank 1
+  b.node("Concat", {"batch", "minus_one"}, {"target"}, "concat").add_attribute()->CopyFrom([] {
+    onnx::AttributeProto a;
+    a.set_name("axis");
+    a.set_type(onnx::AttributeProto::INT);
+    a.set_i(0);
+    return a;
+  }());
+  b.node("Reshape", {"d", "target"}, {"flat"}, "reshape");
+  auto& fc = b.node("Gemm", {"flat", "fc_w", "fc_b"}, {"y"}, "fc");
+  B::attr(fc, "transB", int64_t{1});
+  b.output("y");
+  return b;
+}
+
+TEST(Import, FoldsShapeSubgraphBatchNormDropoutAndRelu) {
+  B b = conv_bn_model();
+  Graph plain = import_onnx_bytes(b.bytes(), "conv_bn", {.optimize = false});
+  Graph opt = import_onnx_bytes(b.bytes(), "conv_bn");
+  EXPECT_TRUE(has_op(plain, OpType::kBatchNormalization));
+  EXPECT_FALSE(has_op(opt, OpType::kBatchNormalization));
+  EXPECT_FALSE(has_op(opt, OpType::kRelu));
+  EXPECT_FALSE(has_op(opt, OpType::kIdentity));
+  EXPECT_FALSE(has_op(opt, OpType::kShape));
+  EXPECT_FALSE(has_op(opt, OpType::kGather));
+  ASSERT_EQ(opt.nodes.size(), 3u);  // Conv(+Relu), Reshape, Gemm
+  EXPECT_EQ(opt.nodes[0].attr<ConvAttrs>().clamp_lo, 0.0f);
+  const Value& flat = opt.value(opt.nodes[1].outputs[0]);
+  EXPECT_EQ(flat.shape, (Shape{kDynamicDim, 36}));
+  EXPECT_EQ(opt.value(opt.outputs[0]).shape, (Shape{kDynamicDim, 2}));
+
+  // The optimized graph computes what the unoptimized one does, at several batch sizes.
+  Executor reference(plain), fast(opt);
+  for (int64_t batch : {1, 3, 8}) {
+    Tensor x = random_tensor({batch, 3, 6, 5}, static_cast<uint32_t>(batch));
+    Tensor a = reference.run(x), c = fast.run(x);
+    EXPECT_EQ(c.shape(), (Shape{batch, 2}));
+    EXPECT_LT(max_abs_diff(a, c), 1e-5f);
+  }
+}
+
+TEST(Import, UnsupportedOperatorNamesOpAndNode) {
+  B b;
+  b.input("x", {1, 4});
+  b.node("Relu", {"x"}, {"r"}, "first");
+  b.node("Erf", {"r"}, {"y"}, "the_erf_node");
+  b.output("y");
+  try {
+    import_onnx_bytes(b.bytes(), "model.onnx");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("model.onnx"), std::string::npos) << m;
+    EXPECT_NE(m.find("Erf"), std::string::npos) << m;
+    EXPECT_NE(m.find("the_erf_node"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << "one line: " << m;
+  }
+}
+
+TEST(Import, EveryTruncationAndByteFlipIsACleanError) {
+  std::string bytes = conv_bn_model().bytes();
+  int errors = 0;
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    try {
+      Graph g = import_onnx_bytes(std::string_view(bytes.data(), n), "truncated.onnx");
+      Executor e(g);  // a prefix that still parses must still be a consistent graph
+    } catch (const Error&) {
+      ++errors;
+    }
+  }
+  EXPECT_GT(errors, static_cast<int>(bytes.size()) * 9 / 10);
+  uint32_t seed = 7;
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string corrupt = bytes;
+    for (int k = 0; k < 3; ++k) {
+      seed = seed * 1664525u + 1013904223u;
+      corrupt[(seed >> 8) % corrupt.size()] ^= static_cast<char>(1 + (seed & 0x7f));
+    }
+    try {
+      Graph g = import_onnx_bytes(corrupt, "flipped.onnx");
+      Executor e(g);
+      e.run(random_tensor({2, 3, 6, 5}, 3));
+    } catch (const Error&) {
+    }
+  }
+}
+
+TEST(Import, NotOnnxAndEmptyInputsAreErrors) {
+  EXPECT_THROW(import_onnx_bytes("", "empty.onnx"), Error);
+  EXPECT_THROW(import_onnx_bytes("this is plain text, not a protobuf", "text.onnx"), Error);
+  EXPECT_THROW(import_onnx("/nonexistent/model.onnx"), Error);
+  B b;  // a model with no nodes
+  b.input("x", {1});
+  b.output("x");
+  EXPECT_THROW(import_onnx_bytes(b.bytes(), "no_nodes.onnx"), Error);
+}
+
+TEST(Import, SortsNodesTopologically) {
+  B b;
+  b.input("x", {2, 3});
+  b.node("Sigmoid", {"r"}, {"y"}, "second");  // listed before its producer
+  b.node("Relu", {"x"}, {"r"}, "first");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "unsorted");
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_EQ(g.nodes[0].name, "first");
+}
+
+TEST(Import, CycleIsAnError) {
+  B b;
+  b.input("x", {2});
+  b.node("Add", {"x", "b"}, {"a"}, "n1");
+  b.node("Relu", {"a"}, {"b"}, "n2");
+  b.output("b");
+  EXPECT_THROW(import_onnx_bytes(b.bytes(), "cycle"), Error);
+}
+
+TEST(Import, MetadataAndDynamicBatch) {
+  B b;
+  b.input("x", {-1, 1, 4, 4});
+  b.node("GlobalAveragePool", {"x"}, {"y"});
+  b.output("y");
+  b.metadata("tern.mean", "0.5");
+  Graph g = import_onnx_bytes(b.bytes(), "meta");
+  EXPECT_EQ(g.metadata.at("tern.mean"), "0.5");
+  EXPECT_EQ(g.value(g.inputs[0]).shape, (Shape{kDynamicDim, 1, 4, 4}));
+  EXPECT_EQ(g.value(g.outputs[0]).shape, (Shape{kDynamicDim, 1, 1, 1}));
+}
+
+TEST(ShapeInference, ConvShapeMismatchNamesTheNode) {
+  B b;
+  b.input("x", {1, 3, 8, 8});
+  b.floats("w", {4, 2, 3, 3}, std::vector<float>(72, 0.1f));  // expects 2 input channels
+  b.node("Conv", {"x", "w"}, {"y"}, "bad_conv");
+  b.output("y");
+  try {
+    import_onnx_bytes(b.bytes(), "m.onnx");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad_conv"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ShapeInference, AutoPadSameUpperAndCeilModePooling) {
+  B b;
+  b.input("x", {1, 2, 7, 7});
+  b.floats("w", {2, 2, 3, 3}, random_floats(36, 4));
+  auto& conv = b.node("Conv", {"x", "w"}, {"c"}, "conv");
+  B::attr(conv, "strides", std::vector<int64_t>{2, 2});
+  auto* a = conv.add_attribute();
+  a->set_name("auto_pad");
+  a->set_type(onnx::AttributeProto::STRING);
+  a->set_s("SAME_UPPER");
+  auto& pool = b.node("MaxPool", {"c"}, {"y"}, "pool");
+  B::attr(pool, "kernel_shape", std::vector<int64_t>{2, 2});
+  B::attr(pool, "strides", std::vector<int64_t>{2, 2});
+  B::attr(pool, "ceil_mode", int64_t{1});
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "pads");
+  EXPECT_EQ(g.value(g.nodes[0].outputs[0]).shape, (Shape{1, 2, 4, 4}));  // ceil(7/2)
+  EXPECT_EQ(g.nodes[0].attr<ConvAttrs>().pads, (std::vector<int64_t>{1, 1, 1, 1}));
+  EXPECT_EQ(g.value(g.outputs[0]).shape, (Shape{1, 2, 2, 2}));
+}
+
+TEST(Executor, WrongInputShapeNamesTheInput) {
+  B b = conv_bn_model();
+  Executor e(import_onnx_bytes(b.bytes(), "m.onnx"));
+  try {
+    e.run(random_tensor({1, 3, 7, 5}, 1));
+    FAIL();
+  } catch (const Error& err) {
+    std::string m = err.what();
+    EXPECT_NE(m.find("input 'x'"), std::string::npos) << m;
+    EXPECT_NE(m.find("[1,3,7,5]"), std::string::npos) << m;
+  }
+  Tensor ints(DataType::kInt64, {1, 3, 6, 5});
+  EXPECT_THROW(e.run(ints), Error);
+}
+
+TEST(Passes, BatchNormFoldsIntoGemm) {
+  B b;
+  b.input("x", {-1, 5});
+  b.floats("w", {5, 3}, random_floats(15, 9));
+  b.floats("c", {3}, {0.1f, 0.2f, 0.3f});
+  b.floats("gamma", {3}, {1.0f, 2.0f, 0.5f});
+  b.floats("beta", {3}, {0.0f, 1.0f, -1.0f});
+  b.floats("mean", {3}, {0.5f, 0.0f, -0.5f});
+  b.floats("var", {3}, {1.0f, 4.0f, 0.25f});
+  auto& g = b.node("Gemm", {"x", "w", "c"}, {"g"}, "gemm");
+  B::attr(g, "alpha", 0.5f);
+  b.node("BatchNormalization", {"g", "gamma", "beta", "mean", "var"}, {"y"}, "bn");
+  b.output("y");
+  Graph plain = import_onnx_bytes(b.bytes(), "gemm_bn", {.optimize = false});
+  Graph opt = import_onnx_bytes(b.bytes(), "gemm_bn");
+  EXPECT_FALSE(has_op(opt, OpType::kBatchNormalization));
+  Executor r(plain), f(opt);
+  Tensor x = random_tensor({4, 5}, 11);
+  EXPECT_LT(max_abs_diff(r.run(x), f.run(x)), 1e-5f);
+}
+
+TEST(Passes, ArithmeticOnTheDynamicBatchIsAClearError) {
+  B b;
+  b.input("x", {-1, 4});
+  b.ints("idx", {1}, {0});
+  b.ints("two", {1}, {2});
+  b.node("Shape", {"x"}, {"s"});
+  b.node("Gather", {"s", "idx"}, {"n"});
+  b.node("Mul", {"n", "two"}, {"y"});
+  b.output("y");
+  try {
+    import_onnx_bytes(b.bytes(), "dyn");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("dynamic batch"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace tern::testing
