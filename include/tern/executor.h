@@ -15,6 +15,15 @@ namespace tern {
 
 struct ExecutorOptions {
   ThreadPool* pool = nullptr;  // null: ThreadPool::global()
+  bool profile = false;        // accumulate wall time per node (see Executor::profile)
+};
+
+// Time spent in one node over all runs since the executor was made (profile mode).
+struct NodeProfile {
+  std::string name;
+  std::string op;
+  double seconds = 0;
+  int64_t runs = 0;
 };
 
 class Executor {
@@ -31,6 +40,9 @@ class Executor {
   // type does not fit the model.
   std::vector<Tensor> run(std::span<const Tensor> inputs);
   Tensor run(const Tensor& input);  // single input, single output
+
+  // Per-node wall time, in graph order; empty unless ExecutorOptions::profile.
+  std::vector<NodeProfile> profile() const;
 
  private:
   struct Impl;

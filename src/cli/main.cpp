@@ -37,8 +37,8 @@ commands:
       runs the model on an .npy input batch (already normalized) and writes the first output.
   inspect MODEL [--json]
       layers, output shapes, parameters and multiply-accumulates per layer, totals.
-  bench MODEL [--batch B] [--seconds S] [--json]
-      end-to-end images/s on random inputs.
+  bench MODEL [--batch B] [--seconds S] [--json] [--profile]
+      end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
   version
 )";
 
@@ -251,7 +251,7 @@ int cmd_inspect(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
-  Args args("bench", argc, argv, 2, {"batch", "seconds"}, {"json"});
+  Args args("bench", argc, argv, 2, {"batch", "seconds"}, {"json", "profile"});
   std::string model = args.model("bench");
   int64_t batch = args.get_int("batch", 1, 1, 1 << 16);
   double seconds = args.get_double("seconds", 2.0, 0.01, 3600);
@@ -269,7 +269,9 @@ int cmd_bench(int argc, char** argv) {
     state = state * 1664525u + 1013904223u;
     v = static_cast<float>(state >> 8) / static_cast<float>(1 << 24) * 2.0f - 1.0f;
   }
-  tern::Executor executor(std::move(graph));
+  tern::ExecutorOptions exec_options;
+  exec_options.profile = args.flag("profile");
+  tern::Executor executor(std::move(graph), exec_options);
   executor.run(x);  // warm-up: first-touch allocations, caches
   std::vector<double> times;
   auto start = std::chrono::steady_clock::now();
@@ -280,6 +282,16 @@ int cmd_bench(int argc, char** argv) {
     auto t1 = std::chrono::steady_clock::now();
     times.push_back(std::chrono::duration<double>(t1 - t0).count());
     elapsed = std::chrono::duration<double>(t1 - start).count();
+  }
+  if (args.flag("profile")) {
+    auto nodes = executor.profile();
+    double total = 0;
+    for (const auto& n : nodes) total += n.seconds;
+    std::sort(nodes.begin(), nodes.end(), [](const auto& a, const auto& b) { return a.seconds > b.seconds; });
+    std::fprintf(stderr, "%-40s %-18s %10s %7s\n", "node", "op", "ms/run", "share");
+    for (const auto& n : nodes)
+      std::fprintf(stderr, "%-40s %-18s %10.3f %6.1f%%\n", n.name.c_str(), n.op.c_str(),
+                   1e3 * n.seconds / static_cast<double>(std::max<int64_t>(1, n.runs)), 100.0 * n.seconds / total);
   }
   std::sort(times.begin(), times.end());
   double median = times[times.size() / 2];

@@ -1,5 +1,6 @@
 #include "tern/executor.h"
 
+#include <chrono>
 #include <optional>
 
 #include "exec/fp32_ops.h"
@@ -19,9 +20,14 @@ struct Executor::Impl {
   ThreadPool* pool;
   std::vector<std::optional<kernels::PackedConvWeights>> packed_conv;  // per node
   std::vector<int> uses;                                              // consumers per value
+  bool profiling;
+  std::vector<double> node_seconds;
+  int64_t runs = 0;
 
-  Impl(Graph g, ExecutorOptions options) : graph(std::move(g)), pool(options.pool ? options.pool : &ThreadPool::global()) {
+  Impl(Graph g, ExecutorOptions options)
+      : graph(std::move(g)), pool(options.pool ? options.pool : &ThreadPool::global()), profiling(options.profile) {
     graph.validate();
+    node_seconds.assign(graph.nodes.size(), 0.0);
     uses = graph.consumer_counts();
     packed_conv.resize(graph.nodes.size());
     for (size_t i = 0; i < graph.nodes.size(); ++i) {
@@ -76,11 +82,13 @@ struct Executor::Impl {
       }
       std::vector<Shape> out_shapes = infer_output_shapes(node, shapes, in, ictx);
       ops::OpContext ctx{node, node_who(graph.source, node), batch, pool};
+      auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       std::vector<Tensor> out;
       if (packed_conv[n] && in[0]->rank() == static_cast<int64_t>(graph.value(node.inputs[0]).shape.size()))
         out.push_back(ops::conv_packed(ctx, *in[0], *packed_conv[n], in.size() > 2 ? in[2] : nullptr, out_shapes[0]));
       else
         out = ops::run(ctx, in, out_shapes);
+      if (profiling) node_seconds[n] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       for (size_t i = 0; i < node.outputs.size() && i < out.size(); ++i)
         values[static_cast<size_t>(node.outputs[i])] = std::move(out[i]);
       for (ValueId id : node.inputs)  // free activations after their last use
@@ -89,6 +97,7 @@ struct Executor::Impl {
     }
     std::vector<Tensor> outputs;
     for (ValueId id : graph.outputs) outputs.push_back(*get(id));
+    ++runs;
     return outputs;
   }
 };
@@ -99,6 +108,14 @@ Executor::Executor(Executor&&) noexcept = default;
 Executor& Executor::operator=(Executor&&) noexcept = default;
 
 const Graph& Executor::graph() const { return impl_->graph; }
+
+std::vector<NodeProfile> Executor::profile() const {
+  std::vector<NodeProfile> out;
+  if (!impl_->profiling) return out;
+  for (size_t i = 0; i < impl_->graph.nodes.size(); ++i)
+    out.push_back({impl_->graph.nodes[i].name, to_string(impl_->graph.nodes[i].op), impl_->node_seconds[i], impl_->runs});
+  return out;
+}
 
 std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) { return impl_->run(inputs); }
 

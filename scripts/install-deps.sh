@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what tern needs from Debian's archive. Idempotent and fast: apt runs only when a
+# package is missing. Usage: scripts/install-deps.sh [runtime|all]   (default: all)
+#   runtime: build the library and CLI, run the bundled model on Fashion-MNIST
+#   all:     also the test suite (GoogleTest, ONNX node tests) and benchmarks (Google Benchmark, oneDNN)
+set -euo pipefail
+
+runtime=(build-essential cmake pkg-config libonnx-dev libprotobuf-dev protobuf-compiler zlib1g-dev
+         nlohmann-json3-dev dataset-fashion-mnist)
+extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev libonnx-testdata python3)
+
+case "${1:-all}" in
+  runtime) wanted=("${runtime[@]}") ;;
+  all) wanted=("${runtime[@]}" "${extra[@]}") ;;
+  *) echo "install-deps.sh: unknown set '$1' (expected runtime or all)" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps.sh: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps.sh: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo=sudo
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
