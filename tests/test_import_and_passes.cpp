@@ -254,6 +254,44 @@ TEST(Passes, BatchNormFoldsIntoGemm) {
   EXPECT_LT(max_abs_diff(r.run(x), f.run(x)), 1e-5f);
 }
 
+// The executor's prepared Gemm (weights packed once, alpha/beta folded) against the unprepared op.
+TEST(Executor, PreparedGemmMatchesReference) {
+  struct Case {
+    bool trans_b;
+    float alpha, beta;
+    std::vector<int64_t> bias_dims;  // empty: no bias
+  };
+  for (const Case& c : {Case{true, 1.0f, 1.0f, {7}}, Case{false, 0.5f, 2.0f, {1, 7}}, Case{true, 1.0f, 1.0f, {}},
+                        Case{false, 1.0f, 0.25f, {1}}, Case{true, -1.5f, 1.0f, {7}}}) {
+    B b;
+    b.input("x", {-1, 9});
+    std::vector<int64_t> w_dims = c.trans_b ? std::vector<int64_t>{7, 9} : std::vector<int64_t>{9, 7};
+    b.floats("w", w_dims, random_floats(63, 3));
+    std::vector<std::string> inputs = {"x", "w"};
+    if (!c.bias_dims.empty()) {
+      int64_t n = 1;
+      for (int64_t d : c.bias_dims) n *= d;
+      b.floats("c", c.bias_dims, random_floats(static_cast<size_t>(n), 4));
+      inputs.push_back("c");
+    }
+    auto& g = b.node("Gemm", inputs, {"g"}, "gemm");
+    B::attr(g, "transB", int64_t{c.trans_b});
+    B::attr(g, "alpha", c.alpha);
+    B::attr(g, "beta", c.beta);
+    b.node("Relu", {"g"}, {"y"}, "relu");
+    b.output("y");
+    Graph graph = import_onnx_bytes(b.bytes(), "gemm");
+    Executor prepared(graph);
+    for (int64_t batch : {1, 5}) {
+      Tensor x = random_tensor({batch, 9}, static_cast<uint32_t>(batch + 10));
+      std::vector<const Tensor*> in;
+      for (ValueId id : graph.nodes[0].inputs) in.push_back(id == graph.inputs[0] ? &x : &graph.constant(id));
+      Tensor want = evaluate_node(graph.nodes[0], in, batch, nullptr)[0];
+      EXPECT_LT(max_abs_diff(prepared.run(x), want), 1e-5f) << "trans_b " << c.trans_b << " alpha " << c.alpha;
+    }
+  }
+}
+
 TEST(Passes, ArithmeticOnTheDynamicBatchIsAClearError) {
   B b;
   b.input("x", {-1, 4});

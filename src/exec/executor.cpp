@@ -19,6 +19,7 @@ struct Executor::Impl {
   Graph graph;
   ThreadPool* pool;
   std::vector<std::optional<kernels::PackedConvWeights>> packed_conv;  // per node
+  std::vector<std::optional<ops::PackedGemm>> packed_gemm;             // per node
   std::vector<int> uses;                                              // consumers per value
   bool profiling;
   std::vector<double> node_seconds;
@@ -30,8 +31,10 @@ struct Executor::Impl {
     node_seconds.assign(graph.nodes.size(), 0.0);
     uses = graph.consumer_counts();
     packed_conv.resize(graph.nodes.size());
+    packed_gemm.resize(graph.nodes.size());
     for (size_t i = 0; i < graph.nodes.size(); ++i) {
       const Node& node = graph.nodes[i];
+      if (node.op == OpType::kGemm) packed_gemm[i] = ops::pack_gemm(node, graph);
       if (node.op != OpType::kConv || !graph.is_constant(node.inputs[1])) continue;
       const Value& x = graph.value(node.inputs[0]);
       const Tensor& w = graph.constant(node.inputs[1]);
@@ -86,6 +89,8 @@ struct Executor::Impl {
       std::vector<Tensor> out;
       if (packed_conv[n] && in[0]->rank() == static_cast<int64_t>(graph.value(node.inputs[0]).shape.size()))
         out.push_back(ops::conv_packed(ctx, *in[0], *packed_conv[n], in.size() > 2 ? in[2] : nullptr, out_shapes[0]));
+      else if (packed_gemm[n])
+        out.push_back(ops::gemm_packed(ctx, *in[0], *packed_gemm[n], out_shapes[0]));
       else
         out = ops::run(ctx, in, out_shapes);
       if (profiling) node_seconds[n] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -549,6 +549,54 @@ Tensor conv_packed(const OpContext& ctx, const Tensor& input, const kernels::Pac
   return y;
 }
 
+std::optional<PackedGemm> pack_gemm(const Node& node, const Graph& graph) {
+  const auto& a = node.attr<GemmAttrs>();
+  if (a.trans_a || !graph.is_constant(node.inputs[1])) return std::nullopt;
+  const Tensor& w = graph.constant(node.inputs[1]);
+  if (w.dtype() != DataType::kFloat32 || w.rank() != 2) return std::nullopt;
+  int64_t n = a.trans_b ? w.dim(0) : w.dim(1), k = a.trans_b ? w.dim(1) : w.dim(0);
+  PackedGemm p;
+  if (node.inputs.size() > 2 && node.inputs[2] != kNoValue) {
+    if (!graph.is_constant(node.inputs[2])) return std::nullopt;
+    const Tensor& c = graph.constant(node.inputs[2]);
+    if (c.dtype() != DataType::kFloat32) return std::nullopt;
+    bool per_column = c.size() == n && c.rank() >= 1 && c.shape().back() == n;
+    if (!per_column && c.size() != 1) return std::nullopt;
+    p.bias.resize(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) p.bias[static_cast<size_t>(j)] = a.beta * c.data<float>()[per_column ? j : 0];
+  }
+  std::vector<float> scaled;
+  const float* data = w.data<float>();
+  if (a.alpha != 1.0f) {
+    scaled.assign(data, data + w.size());
+    for (float& v : scaled) v *= a.alpha;
+    data = scaled.data();
+  }
+  p.weights = kernels::PackedMatrixA(n, k, a.trans_b ? MatrixView{data, k, 1} : MatrixView{data, 1, n});
+  return p;
+}
+
+Tensor gemm_packed(const OpContext& ctx, const Tensor& x, const PackedGemm& packed, const Shape& out_shape) {
+  require_float(ctx, x, "A");
+  const auto& a = ctx.node.attr<GemmAttrs>();
+  int64_t m = out_shape[0], n = out_shape[1], k = packed.weights.depth();
+  kernels::GemmEpilogue epi;
+  epi.bias = packed.bias.empty() ? nullptr : packed.bias.data();
+  epi.bias_kind = packed.bias.empty() ? kernels::BiasKind::kNone : kernels::BiasKind::kPerRow;
+  epi.clamp_lo = a.clamp_lo;
+  epi.clamp_hi = a.clamp_hi;
+  Tensor y(DataType::kFloat32, out_shape);
+  if (m == 1) {  // [N, 1] and [1, N] share a layout
+    kernels::sgemm_packed(packed.weights, 1, MatrixView{x.data<float>(), 1, k}, y.data<float>(), 1, epi, ctx.pool);
+    return y;
+  }
+  Tensor z(DataType::kFloat32, {n, m});
+  kernels::sgemm_packed(packed.weights, m, MatrixView{x.data<float>(), 1, k}, z.data<float>(), m, epi, ctx.pool);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) y.data<float>()[i * n + j] = z.data<float>()[j * m + i];
+  return y;
+}
+
 std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out_shapes) {
   const Node& node = ctx.node;
   const Shape& out = out_shapes[0];

@@ -3,6 +3,7 @@
 // path for; constant folding calls them through evaluate_node.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -26,6 +27,16 @@ kernels::Conv2dShape conv_shape(const ConvAttrs& attrs, const Shape& input, cons
 // Conv with already packed weights (the executor's prepared path).
 Tensor conv_packed(const OpContext& ctx, const Tensor& input, const kernels::PackedConvWeights& weights,
                    const Tensor* bias, const Shape& out_shape);
+
+// Gemm weights prepared once: Y = X * W' + bias computed as (W' * X^T)^T so the constant weights are
+// the packed operand (alpha folded in, beta folded into the bias).
+struct PackedGemm {
+  kernels::PackedMatrixA weights;  // [N, K]
+  std::vector<float> bias;         // N entries, or empty
+};
+// Null when the node does not fit (non-constant weights, transA, a bias that is not per column).
+std::optional<PackedGemm> pack_gemm(const Node& node, const Graph& graph);
+Tensor gemm_packed(const OpContext& ctx, const Tensor& x, const PackedGemm& packed, const Shape& out_shape);
 
 std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> inputs, std::span<const Shape> out_shapes);
 
