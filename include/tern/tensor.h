@@ -38,6 +38,8 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(DataType type, Shape shape);  // zero-filled
+  // For outputs the caller overwrites completely: skips the zero fill (a full pass over memory).
+  static Tensor uninitialized(DataType type, Shape shape);
 
   static Tensor from_floats(Shape shape, std::span<const float> values);
   static Tensor from_int64s(Shape shape, std::span<const int64_t> values);

@@ -67,11 +67,18 @@ std::shared_ptr<std::byte> allocate_aligned(size_t bytes) {
   return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
 }
 
-Tensor::Tensor(DataType type, Shape shape) : dtype_(type), shape_(std::move(shape)) {
-  size_ = element_count(shape_);
-  check(size_ <= (int64_t{1} << 40) / static_cast<int64_t>(element_size(type)),
-        "tensor of shape " + to_string(shape_) + " is too large");
-  buffer_ = allocate_aligned(bytes());
+Tensor Tensor::uninitialized(DataType type, Shape shape) {
+  Tensor t;
+  t.dtype_ = type;
+  t.shape_ = std::move(shape);
+  t.size_ = element_count(t.shape_);
+  check(t.size_ <= (int64_t{1} << 40) / static_cast<int64_t>(element_size(type)),
+        "tensor of shape " + to_string(t.shape_) + " is too large");
+  t.buffer_ = allocate_aligned(t.bytes());
+  return t;
+}
+
+Tensor::Tensor(DataType type, Shape shape) : Tensor(uninitialized(type, std::move(shape))) {
   std::memset(buffer_.get(), 0, bytes());
 }
 

@@ -39,7 +39,7 @@ void require_float(const OpContext& ctx, const Tensor& t, const char* what) {
 template <typename F>
 Tensor unary(const OpContext& ctx, const Tensor& x, F f) {
   require_float(ctx, x, "input");
-  Tensor y(DataType::kFloat32, x.shape());
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
   const float* in = x.data<float>();
   float* out = y.data<float>();
   auto body = [&](int64_t b, int64_t e) {
@@ -111,7 +111,7 @@ void binary_arith(const OpContext& ctx, const Tensor& a, const Tensor& b, Tensor
 Tensor binary(const OpContext& ctx, const Tensor& a, const Tensor& b, const Shape& out_shape) {
   check(a.dtype() == b.dtype(), ctx.who + ": inputs have different types " + to_string(a.dtype()) + " and " +
                                     to_string(b.dtype()));
-  Tensor y(a.dtype(), out_shape);
+  Tensor y = Tensor::uninitialized(a.dtype(), out_shape);
   switch (a.dtype()) {
     case DataType::kFloat32: binary_arith<float>(ctx, a, b, y); break;
     case DataType::kInt64: binary_arith<int64_t>(ctx, a, b, y); break;
@@ -132,7 +132,7 @@ Tensor gemm(const OpContext& ctx, std::span<const Tensor* const> in, const Shape
   int64_t M = out_shape[0], N = out_shape[1], K = a.trans_a ? A.dim(0) : A.dim(1);
   MatrixView va{A.data<float>(), a.trans_a ? 1 : K, a.trans_a ? M : 1};
   MatrixView vb{B.data<float>(), a.trans_b ? 1 : N, a.trans_b ? K : 1};
-  Tensor Y(DataType::kFloat32, out_shape);
+  Tensor Y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   kernels::GemmEpilogue epi;
   const Tensor* C = in.size() > 2 ? in[2] : nullptr;
   bool simple = a.alpha == 1.0f && (!C || a.beta == 1.0f);
@@ -171,7 +171,7 @@ Tensor matmul(const OpContext& ctx, const Tensor& A, const Tensor& B, const Shap
   Shape batch(out_shape.begin(), out_shape.end() - static_cast<int64_t>((A.rank() > 1) + (B.rank() > 1)));
   Shape a_batch(a.begin(), a.end() - 2), b_batch(b.begin(), b.end() - 2);
   std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
-  Tensor Y(DataType::kFloat32, out_shape);
+  Tensor Y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   int64_t count = batch.empty() ? 1 : element_count(batch);
   std::vector<int64_t> index(batch.size(), 0);
   for (int64_t n = 0; n < count; ++n) {
@@ -195,7 +195,7 @@ Tensor batchnorm(const OpContext& ctx, std::span<const Tensor* const> in) {
   require_float(ctx, x, "input");
   float eps = ctx.node.attr<BatchNormAttrs>().epsilon;
   int64_t N = x.dim(0), C = x.dim(1), inner = x.size() / std::max<int64_t>(1, N * C);
-  Tensor y(DataType::kFloat32, x.shape());
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
   for (int64_t c = 0; c < C; ++c) {
     float s = in[1]->data<float>()[c] / std::sqrt(in[4]->data<float>()[c] + eps);
     float t = in[2]->data<float>()[c] - in[3]->data<float>()[c] * s;
@@ -219,7 +219,7 @@ Tensor pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
   Shape in_sp(x.shape().begin() + 2, x.shape().end()), out_sp(out_shape.begin() + 2, out_shape.end());
   int64_t in_plane = element_count(in_sp), out_plane = element_count(out_sp);
   int64_t planes = x.dim(0) * x.dim(1);
-  Tensor y(x.dtype(), out_shape);
+  Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
   // Pad to 3 spatial axes so one loop nest serves all ranks.
   int64_t ih[3] = {1, 1, 1}, oh[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1}, d[3] = {1, 1, 1}, pb[3] = {0, 0, 0},
           pe[3] = {0, 0, 0};
@@ -278,7 +278,7 @@ Tensor global_pool(const OpContext& ctx, const Tensor& x, const Shape& out_shape
   require_float(ctx, x, "input");
   bool is_max = ctx.node.op == OpType::kGlobalMaxPool;
   int64_t planes = x.dim(0) * x.dim(1), inner = x.size() / std::max<int64_t>(1, planes);
-  Tensor y(DataType::kFloat32, out_shape);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   for (int64_t p = 0; p < planes; ++p) {
     const float* src = x.data<float>() + p * inner;
     float acc = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
@@ -302,7 +302,7 @@ Tensor reduce_mean(const OpContext& ctx, const Tensor& x, const Shape& out_shape
       reduced_count *= kept[i];
       kept[i] = 1;
     }
-  Tensor y(DataType::kFloat32, out_shape);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   std::vector<double> acc(static_cast<size_t>(element_count(kept)), 0.0);
   std::vector<int64_t> ks = strides_of(kept);
   std::vector<int64_t> index(rank, 0);
@@ -325,7 +325,7 @@ Tensor concat(const OpContext& ctx, std::span<const Tensor* const> in, const Sha
   int64_t axis = ctx.node.attr<AxisAttrs>().axis;
   DataType type = in[0]->dtype();
   size_t es = element_size(type);
-  Tensor y(type, out_shape);
+  Tensor y = Tensor::uninitialized(type, out_shape);
   int64_t outer = 1;
   for (int64_t d = 0; d < axis; ++d) outer *= out_shape[static_cast<size_t>(d)];
   int64_t out_block = y.size() / std::max<int64_t>(1, outer);
@@ -343,7 +343,7 @@ Tensor concat(const OpContext& ctx, std::span<const Tensor* const> in, const Sha
 Tensor transpose(const OpContext& ctx, const Tensor& x, const Shape& out_shape) {
   const auto& perm = ctx.node.attr<TransposeAttrs>().perm;
   size_t rank = static_cast<size_t>(x.rank()), es = element_size(x.dtype());
-  Tensor y(x.dtype(), out_shape);
+  Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
   std::vector<int64_t> in_strides = strides_of(x.shape()), s(rank);
   for (size_t i = 0; i < rank; ++i) s[i] = in_strides[static_cast<size_t>(perm[i])];
   std::vector<int64_t> index(rank, 0);
@@ -369,7 +369,7 @@ Tensor softmax(const OpContext& ctx, const Tensor& x) {
     else if (d == a.axis || a.coerce_2d) n *= dim;
     else inner *= dim;
   }
-  Tensor y(DataType::kFloat32, x.shape());
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t i = 0; i < inner; ++i) {
       const float* src = x.data<float>() + o * n * inner + i;
@@ -393,7 +393,7 @@ Tensor gather(const OpContext& ctx, const Tensor& data, const Tensor& indices, c
   }
   check(indices.dtype() == DataType::kInt64 || indices.dtype() == DataType::kInt32,
         ctx.who + ": indices must be int64 or int32");
-  Tensor y(data.dtype(), out_shape);
+  Tensor y = Tensor::uninitialized(data.dtype(), out_shape);
   int64_t count = indices.size();
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t i = 0; i < count; ++i) {
@@ -423,7 +423,7 @@ void cast_from(const Tensor& x, Tensor& y) {
 }
 
 Tensor cast(const OpContext& ctx, const Tensor& x) {
-  Tensor y(ctx.node.attr<CastAttrs>().to, x.shape());
+  Tensor y = Tensor::uninitialized(ctx.node.attr<CastAttrs>().to, x.shape());
   switch (x.dtype()) {
     case DataType::kFloat32: cast_from<float>(x, y); break;
     case DataType::kInt64: cast_from<int64_t>(x, y); break;
@@ -446,7 +446,7 @@ Tensor pad(const OpContext& ctx, std::span<const Tensor* const> in, const Shape&
     a.value = in[2]->data<float>()[0];
   }
   size_t rank = static_cast<size_t>(x.rank());
-  Tensor y(DataType::kFloat32, out_shape);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   std::fill(y.data<float>(), y.data<float>() + y.size(), a.value);
   std::vector<int64_t> ys = strides_of(out_shape), index(rank, 0);
   for (int64_t i = 0; i < x.size(); ++i) {
@@ -485,7 +485,7 @@ Tensor clip_typed(const OpContext& ctx, std::span<const Tensor* const> in) {
   };
   T lo = bound(1, a.lo, std::numeric_limits<T>::lowest()), hi = bound(2, a.hi, std::numeric_limits<T>::max());
   const Tensor& x = *in[0];
-  Tensor y(x.dtype(), x.shape());
+  Tensor y = Tensor::uninitialized(x.dtype(), x.shape());
   for (int64_t i = 0; i < x.size(); ++i) y.data<T>()[i] = std::min(std::max(x.data<T>()[i], lo), hi);
   return y;
 }
@@ -543,7 +543,7 @@ Tensor conv_packed(const OpContext& ctx, const Tensor& input, const kernels::Pac
   s.batch = input.dim(0);
   s.in_h = one_d ? 1 : input.dim(2);
   s.in_w = one_d ? input.dim(2) : input.dim(3);
-  Tensor y(DataType::kFloat32, out_shape);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   kernels::conv2d(s, input.data<float>(), weights, bias ? bias->data<float>() : nullptr, y.data<float>(),
                   {a.clamp_lo, a.clamp_hi}, ctx.pool);
   return y;
@@ -585,12 +585,12 @@ Tensor gemm_packed(const OpContext& ctx, const Tensor& x, const PackedGemm& pack
   epi.bias_kind = packed.bias.empty() ? kernels::BiasKind::kNone : kernels::BiasKind::kPerRow;
   epi.clamp_lo = a.clamp_lo;
   epi.clamp_hi = a.clamp_hi;
-  Tensor y(DataType::kFloat32, out_shape);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   if (m == 1) {  // [N, 1] and [1, N] share a layout
     kernels::sgemm_packed(packed.weights, 1, MatrixView{x.data<float>(), 1, k}, y.data<float>(), 1, epi, ctx.pool);
     return y;
   }
-  Tensor z(DataType::kFloat32, {n, m});
+  Tensor z = Tensor::uninitialized(DataType::kFloat32, {n, m});
   kernels::sgemm_packed(packed.weights, m, MatrixView{x.data<float>(), 1, k}, z.data<float>(), m, epi, ctx.pool);
   for (int64_t i = 0; i < m; ++i)
     for (int64_t j = 0; j < n; ++j) y.data<float>()[i * n + j] = z.data<float>()[j * m + i];
