@@ -51,13 +51,17 @@ Tensor unary(const OpContext& ctx, const Tensor& x, F f) {
 }
 
 template <typename T, typename F>
-void binary_typed(const Tensor& a, const Tensor& b, Tensor& y, F f) {
+void binary_typed(const Tensor& a, const Tensor& b, Tensor& y, F f, ThreadPool* pool = nullptr) {
   const Shape& out = y.shape();
   const T* pa = a.data<T>();
   const T* pb = b.data<T>();
   T* py = y.data<T>();
-  if (a.shape() == out && b.shape() == out) {
-    for (int64_t i = 0; i < y.size(); ++i) py[i] = f(pa[i], pb[i]);
+  if (a.shape() == out && b.shape() == out) {  // the residual Add of every ResNet: worth both cores
+    auto body = [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) py[i] = f(pa[i], pb[i]);
+    };
+    if (pool) pool->parallel_for(y.size(), body, 1 << 14);
+    else body(0, y.size());
     return;
   }
   if (b.size() == 1 && a.shape() == out) {
@@ -89,7 +93,7 @@ void binary_typed(const Tensor& a, const Tensor& b, Tensor& y, F f) {
 template <typename T>
 void binary_arith(const OpContext& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
   switch (ctx.node.op) {
-    case OpType::kAdd: binary_typed<T>(a, b, y, [](T p, T q) { return static_cast<T>(p + q); }); break;
+    case OpType::kAdd: binary_typed<T>(a, b, y, [](T p, T q) { return static_cast<T>(p + q); }, ctx.pool); break;
     case OpType::kSub: binary_typed<T>(a, b, y, [](T p, T q) { return static_cast<T>(p - q); }); break;
     case OpType::kMul: binary_typed<T>(a, b, y, [](T p, T q) { return static_cast<T>(p * q); }); break;
     default: {
