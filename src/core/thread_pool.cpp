@@ -1,13 +1,25 @@
 #include "tern/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define TERN_PAUSE() _mm_pause()
+#else
+#define TERN_PAUSE() ((void)0)
+#endif
 
 namespace tern {
 
 namespace {
 thread_local bool in_parallel_region = false;
+
+// Long enough to cover the gap between consecutive layers, short enough not to steal a core from
+// other processes when the pool is idle.
+constexpr auto kSpin = std::chrono::microseconds(200);
 
 int default_thread_count() {
   if (const char* env = std::getenv("TERN_THREADS")) {
@@ -21,6 +33,17 @@ void chunk_bounds(int64_t count, int chunks, int index, int64_t* begin, int64_t*
   int64_t base = count / chunks, extra = count % chunks;
   *begin = index * base + std::min<int64_t>(index, extra);
   *end = *begin + base + (index < extra ? 1 : 0);
+}
+
+// Spins until pred() or the spin budget is spent; returns pred().
+template <typename Pred>
+bool spin_until(Pred pred) {
+  auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (pred()) return true;
+    TERN_PAUSE();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) return pred();
+  }
 }
 }  // namespace
 
@@ -43,36 +66,37 @@ ThreadPool& ThreadPool::global() {
   return pool;
 }
 
+void ThreadPool::run_chunk(int index) {
+  if (index >= job_chunks_) return;
+  int64_t begin, end;
+  chunk_bounds(job_count_, job_chunks_, index, &begin, &end);
+  in_parallel_region = true;
+  try {
+    (*job_)(begin, end);
+  } catch (...) {
+    std::lock_guard lock(error_mutex_);
+    if (!error_) error_ = std::current_exception();
+  }
+  in_parallel_region = false;
+}
+
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int64_t, int64_t)>* job;
-    int64_t count;
-    int chunks;
-    {
+    auto has_work = [&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+    if (!spin_until(has_work)) {
+      sleepers_.fetch_add(1);
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
-      count = job_count_;
-      chunks = job_chunks_;
+      wake_.wait(lock, has_work);
+      lock.unlock();
+      sleepers_.fetch_sub(1);
     }
-    if (index < chunks) {
-      int64_t begin, end;
-      chunk_bounds(count, chunks, index, &begin, &end);
-      in_parallel_region = true;
-      try {
-        (*job)(begin, end);
-      } catch (...) {
-        std::lock_guard lock(mutex_);
-        if (!error_) error_ = std::current_exception();
-      }
-      in_parallel_region = false;
-    }
-    {
-      std::lock_guard lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+    if (stop_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
+    run_chunk(index);
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard lock(mutex_);  // the caller may be asleep in done_.wait
+      done_.notify_one();
     }
   }
 }
@@ -86,31 +110,29 @@ void ThreadPool::parallel_for(int64_t count, const std::function<void(int64_t, i
     return;
   }
   std::lock_guard run_lock(run_mutex_);
+  job_ = &fn;
+  job_count_ = count;
+  job_chunks_ = chunks;
+  error_ = nullptr;
+  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
-    std::lock_guard lock(mutex_);
-    job_ = &fn;
-    job_count_ = count;
-    job_chunks_ = chunks;
-    pending_ = static_cast<int>(workers_.size());
+    std::lock_guard lock(mutex_);  // pairs with a worker about to sleep: no lost wake-up
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+  }
+  if (sleepers_.load() > 0) wake_.notify_all();
+  run_chunk(0);
+  auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(finished)) {
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, finished);
+  }
+  std::exception_ptr error;
+  {
+    std::lock_guard lock(error_mutex_);
+    error = error_;
     error_ = nullptr;
-    ++generation_;
   }
-  wake_.notify_all();
-  std::exception_ptr caller_error;
-  int64_t begin, end;
-  chunk_bounds(count, chunks, 0, &begin, &end);
-  in_parallel_region = true;
-  try {
-    fn(begin, end);
-  } catch (...) {
-    caller_error = std::current_exception();
-  }
-  in_parallel_region = false;
-  std::unique_lock lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
-  std::exception_ptr error = caller_error ? caller_error : error_;
   job_ = nullptr;
-  lock.unlock();
   if (error) std::rethrow_exception(error);
 }
 

@@ -1,3 +1,4 @@
+// CPU feature detection (once, via libgcc's cpuid wrappers) and the TERN_ISA / override choice.
 #include "kernels/cpu_features.h"
 
 #include <atomic>
@@ -10,14 +11,16 @@ namespace tern::kernels {
 
 namespace {
 
-Isa detect() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma")) {
-    return Isa::kAvx512;
-  }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
-  return Isa::kScalar;
+CpuFeatures detect() {
+  __builtin_cpu_init();  // also checks that the OS saves the ymm/zmm state
+  CpuFeatures f;
+  f.avx2 = __builtin_cpu_supports("avx2");
+  f.fma = __builtin_cpu_supports("fma");
+  f.avx512f = __builtin_cpu_supports("avx512f");
+  f.avx512bw = __builtin_cpu_supports("avx512bw");
+  f.avx512vl = __builtin_cpu_supports("avx512vl");
+  f.avx512dq = __builtin_cpu_supports("avx512dq");
+  return f;
 }
 
 Isa clamp_to_cpu(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()) ? isa : detected_isa(); }
@@ -33,8 +36,17 @@ std::atomic<int> isa_override{-1};
 
 }  // namespace
 
+const CpuFeatures& cpu_features() {
+  static const CpuFeatures features = detect();
+  return features;
+}
+
 Isa detected_isa() {
-  static const Isa isa = detect();
+  static const Isa isa = [] {
+    const CpuFeatures& f = cpu_features();
+    if (!f.avx2 || !f.fma) return Isa::kScalar;
+    return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq ? Isa::kAvx512 : Isa::kAvx2;
+  }();
   return isa;
 }
 

@@ -7,10 +7,17 @@
 
 namespace tern::kernels {
 
-// Ordered from least to most capable: an ISA implies every ISA before it.
+// What the CPU (and OS) support, detected once. New kernel families add their flags here.
+struct CpuFeatures {
+  bool avx2 = false, fma = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+};
+const CpuFeatures& cpu_features();
+
+// FP32 kernel ISA, ordered from least to most capable: an ISA implies every ISA before it.
 enum class Isa { kScalar, kAvx2, kAvx512 };
 
-// The best ISA this CPU supports (kAvx2 needs avx2+fma; kAvx512 needs avx512f/bw/vl/dq).
+// The best ISA this CPU supports (kAvx2 needs avx2+fma; kAvx512 also avx512f/bw/vl/dq).
 Isa detected_isa();
 
 // The ISA kernels should use: the override if set, else TERN_ISA=scalar|avx2|avx512 from the
@@ -22,7 +29,6 @@ Isa active_isa();
 // TERN_ISA / detection.
 void set_isa_override(std::optional<Isa> isa);
 
-constexpr int kIsaCount = 3;
 bool isa_supported(Isa isa);  // isa <= detected_isa()
 
 const char* to_string(Isa isa);

@@ -4,11 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu_features.h"
+
+namespace tern::kernels {
+// Readable ISA names in gtest messages.
+inline void PrintTo(Isa isa, std::ostream* os) { *os << to_string(isa); }
+}  // namespace tern::kernels
 
 namespace tern::kernels::testing {
 

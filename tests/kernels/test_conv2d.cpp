@@ -156,7 +156,27 @@ TEST_P(Conv2dTest, Depthwise) {
   check(with_pads(make(4, 6, 7, 4, 1, 3, 1, 0, 4), 0, 1, 0, 1));  // 1x3
   check(make(6, 1, 1, 6, 3, 3, 1, 1, 6));
   check(make(6, 40, 37, 6, 3, 3, 1, 1, 6));  // rows longer than one vector step
+  check(make(6, 40, 37, 6, 3, 3, 2, 1, 6));
   check(make(6, 4, 4, 6, 3, 3, 1, 1, 6));
+  check(make(6, 4, 4, 6, 3, 3, 2, 1, 6));
+  for (auto [sh, sw] : {std::pair{1, 2}, {2, 1}, {3, 3}}) {
+    Conv2dShape s = make(5, 13, 21, 5, 3, 3, 1, 1, 5);
+    s.stride_h = sh;
+    s.stride_w = sw;
+    check(s);
+    check(with_pads(s, 0, 0, 1, 1));
+  }
+}
+
+TEST_P(Conv2dTest, LargeEnoughToSplitOverThreads) {
+  // Several MFLOP each, so that every path really runs split over the pool's threads.
+  check(make(32, 28, 28, 32, 3, 3, 1, 1));     // shifted windows
+  check(make(24, 28, 28, 40, 3, 3, 2, 1));     // shifted windows, stride 2, M not a panel multiple
+  check(make(64, 28, 28, 64, 1, 1, 1, 0));     // pointwise
+  check(make(64, 12, 12, 64, 7, 7, 1, 0));     // im2col fallback (junk columns would double the work)
+  check(make(32, 20, 20, 64, 3, 3, 1, 1, 2));  // grouped
+  check(make(256, 40, 40, 256, 3, 3, 1, 1, 256));  // depthwise
+  check(make(256, 40, 40, 256, 3, 3, 2, 1, 256));
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, Conv2dTest, ::testing::ValuesIn(testing::all_isas()), testing::isa_name);

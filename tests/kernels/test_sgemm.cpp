@@ -209,8 +209,9 @@ TEST_P(SgemmTest, PackedEqualsUnpacked) {
 
 TEST_P(SgemmTest, TwoThreadsMatchOne) {
   ThreadPool pool(2);
-  for (auto [m, n, k] : {std::tuple{64, 784, 576}, {16, 784, 144}, {64, 49, 576}, {256, 16, 64}, {7, 1000, 33},
-                         {300, 3, 257}, {1, 2048, 64}}) {
+  // All above the split threshold: N-split, M-split (narrow N), both tails, packed and in-place B.
+  for (auto [m, n, k] : {std::tuple{64, 784, 576}, {16, 784, 144}, {64, 49, 576}, {256, 16, 512}, {7, 1000, 300},
+                         {300, 3, 2570}, {1, 20000, 100}}) {
     GemmCase c{m, n, k};
     c.bias_kind = BiasKind::kPerColumn;
     c.accumulate = true;

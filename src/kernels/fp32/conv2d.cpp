@@ -1,9 +1,11 @@
-// conv2d: packed weights, the im2col B packer that feeds the sgemm driver panel by panel (no
-// whole-image im2col buffer), the depthwise hand-off, and the plain-loop reference.
+// conv2d: packed weights, the three ways B reaches the sgemm driver (the input itself for 1x1,
+// shifted windows over a padded copy, im2col panels as the fallback), the depthwise hand-off, and
+// the plain-loop reference.
 #include "kernels/fp32/conv2d.h"
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "kernels/fp32/depthwise_conv2d.h"
@@ -98,6 +100,81 @@ class Im2colPacker final : public detail::PanelPacker {
   int64_t k_;
 };
 
+// The padded input of one group, split into stride phases: phase (ph, pw) of channel c holds padded
+// pixel (r * stride_h + ph, q * stride_w + pw) at [r][q], with row pitch wq. Computing the output
+// on a grid of pitch wq (columns ow >= out_w are junk, dropped afterwards), every tap (c, kh, kw)
+// is then one fixed offset: B's row k is a contiguous run of this buffer, read in place with no
+// im2col copy at all. Costs (wq - out_w) / out_w extra columns.
+struct ShiftedWindows {
+  int64_t hq = 0, wq = 0, plane = 0, channel_floats = 0, buffer_floats = 0;
+  std::vector<int> phase_slot;  // -1 for phases no tap reads
+  std::vector<int64_t> offsets;  // per B row k
+
+  ShiftedWindows(const Conv2dShape& s, int nr) {
+    const int64_t sh = s.stride_h, sw = s.stride_w;
+    hq = ceil_div(s.in_h + s.pad_top + s.pad_bottom, sh);
+    wq = ceil_div(s.in_w + s.pad_left + s.pad_right, sw);
+    plane = hq * wq;
+    phase_slot.assign(sh * sw, -1);
+    int used = 0;
+    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+      for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+        int& slot = phase_slot[(kh * s.dilation_h % sh) * sw + kw * s.dilation_w % sw];
+        if (slot < 0) slot = used++;
+      }
+    }
+    channel_floats = used * plane;
+    buffer_floats = s.in_channels / s.groups * channel_floats + wq + nr;  // slack: see build()
+    for (int64_t c = 0; c < s.in_channels / s.groups; ++c) {
+      for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+        for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+          const int64_t dy = kh * s.dilation_h, dx = kw * s.dilation_w;
+          offsets.push_back(c * channel_floats + phase_slot[(dy % sh) * sw + dx % sw] * plane + dy / sh * wq + dx / sw);
+        }
+      }
+    }
+  }
+
+  int64_t columns(const Conv2dShape& s) const { return s.out_h() * wq; }
+
+  void build(const Conv2dShape& s, const float* image, float* dst) const {
+    const int64_t sh = s.stride_h, sw = s.stride_w;
+    for (int64_t c = 0; c < s.in_channels / s.groups; ++c) {
+      const float* in = image + c * s.in_h * s.in_w;
+      for (int64_t ph = 0; ph < sh; ++ph) {
+        for (int64_t pw = 0; pw < sw; ++pw) {
+          const int slot = phase_slot[ph * sw + pw];
+          if (slot < 0) continue;
+          float* out = dst + c * channel_floats + slot * plane;
+          const int64_t x0 = pw - s.pad_left;  // input column of plane column 0
+          const int64_t q_lo = std::clamp<int64_t>(ceil_div(-x0, sw), 0, wq);
+          const int64_t q_hi = std::clamp<int64_t>(ceil_div(s.in_w - x0, sw), q_lo, wq);
+          for (int64_t r = 0; r < hq; ++r) {
+            float* row = out + r * wq;
+            const int64_t y = r * sh + ph - s.pad_top;
+            if (y < 0 || y >= s.in_h) {
+              std::fill(row, row + wq, 0.0f);
+              continue;
+            }
+            const float* src = in + y * s.in_w + x0;
+            std::fill(row, row + q_lo, 0.0f);
+            if (sw == 1) {
+              std::copy(src + q_lo, src + q_hi, row + q_lo);
+            } else {
+              for (int64_t q = q_lo; q < q_hi; ++q) row[q] = src[q * sw];
+            }
+            std::fill(row + q_hi, row + wq, 0.0f);
+          }
+        }
+      }
+    }
+    // The last tap's run ends up to wq - out_w past the buffer, and kernels read whole vectors up
+    // to the panel end: zeros there keep junk columns finite.
+    const int64_t used = s.in_channels / s.groups * channel_floats;
+    std::fill(dst + used, dst + buffer_floats, 0.0f);
+  }
+};
+
 }  // namespace
 
 PackedConvWeights::PackedConvWeights(const Conv2dShape& shape, const float* weights) : shape_(shape) {
@@ -163,36 +240,76 @@ void conv2d(const Conv2dShape& s, const float* input, const PackedConvWeights& w
   }
 
   const int64_t groups = s.groups, cin_g = s.in_channels / groups, cout_g = s.out_channels / groups;
-  const int64_t k = cin_g * s.kernel_h * s.kernel_w, spatial = s.out_h() * s.out_w();
-  const bool pointwise = is_pointwise(s);
-  auto run_unit = [&](int64_t u, ThreadPool* inner_pool) {  // u = image * groups + group
-    const int64_t b = u / groups, g = u % groups;
+  const int64_t k = cin_g * s.kernel_h * s.kernel_w, out_w = s.out_w(), spatial = s.out_h() * out_w;
+  const Isa isa = weights.per_group_.front().isa();
+  const detail::GemmKernels& ks = detail::gemm_kernels(isa);
+
+  // How B is fed: the input itself (1x1), shifted windows (unless junk columns would cost over
+  // half the work), or im2col panels.
+  enum class Path { kPointwise, kShifted, kIm2col } path = Path::kIm2col;
+  std::optional<ShiftedWindows> windows;
+  if (is_pointwise(s)) {
+    path = Path::kPointwise;
+  } else {
+    windows.emplace(s, ks.nr);
+    if (2 * windows->columns(s) <= 3 * spatial) path = Path::kShifted;
+  }
+  const int64_t columns = path == Path::kShifted ? windows->columns(s) : spatial;
+
+  // Threads split (image, group) gemms; where those are too few to go round, each is also split
+  // into row ranges of M. Every unit builds its own B (planes are cheap next to the gemm), so a
+  // thread never reads what another core just wrote.
+  const int threads = pool ? pool->size() : 1;
+  const int64_t gemms = s.batch * groups, m_panels = (cout_g + ks.mr - 1) / ks.mr;
+  const bool parallel = detail::worth_parallel(pool, 2.0 * gemms * cout_g * columns * k);
+  const bool whole_gemms = gemms >= 2 * threads || gemms % threads == 0;
+  const int64_t m_parts = parallel && !whole_gemms ? std::min<int64_t>(threads, m_panels) : 1;
+
+  auto run_unit = [&](int64_t u) {  // u = (image * groups + group) * m_parts + part
+    const int64_t b = u / m_parts / groups, g = u / m_parts % groups, part = u % m_parts;
+    const int64_t m_begin = part * m_panels / m_parts * ks.mr;
+    const int64_t rows = std::min(cout_g, (part + 1) * m_panels / m_parts * ks.mr) - m_begin;
     const float* image = input + (b * s.in_channels + g * cin_g) * s.in_h * s.in_w;
-    float* out = output + (b * s.out_channels + g * cout_g) * spatial;
+    float* out = output + (b * s.out_channels + g * cout_g + m_begin) * spatial;
     GemmEpilogue ep;
-    ep.bias = bias ? bias + g * cout_g : nullptr;
+    ep.bias = bias ? bias + g * cout_g + m_begin : nullptr;
     ep.bias_kind = bias ? BiasKind::kPerRow : BiasKind::kNone;
     ep.clamp_lo = epilogue.clamp_lo;
     ep.clamp_hi = epilogue.clamp_hi;
-    const PackedMatrixA& a = weights.per_group_[g];
-    const detail::GemmKernels& ks = detail::gemm_kernels(a.isa());
-    if (pointwise) {
-      detail::gemm_driver(ks, cout_g, spatial, k, a.panels(), detail::ViewPacker(k, MatrixView{image, spatial, 1}),
-                          out, spatial, ep, inner_pool);
-    } else {
-      detail::gemm_driver(ks, cout_g, spatial, k, a.panels(), Im2colPacker(s, image), out, spatial, ep, inner_pool);
+    const float* a = weights.per_group_[g].panels() + m_begin * k;  // m_begin is a multiple of mr
+    detail::BSource bsrc;
+    if (path == Path::kPointwise) {
+      bsrc.data = image;
+      bsrc.stride = spatial;
+      return detail::gemm_driver(ks, rows, spatial, k, a, bsrc, out, spatial, ep, nullptr);
+    }
+    if (path == Path::kIm2col) {
+      const Im2colPacker packer(s, image);
+      bsrc.packer = &packer;
+      return detail::gemm_driver(ks, rows, spatial, k, a, bsrc, out, spatial, ep, nullptr);
+    }
+    float* planes = detail::thread_scratch(detail::ScratchSlot::kConvInput, windows->buffer_floats);
+    windows->build(s, image, planes);
+    bsrc.data = planes;
+    bsrc.offsets = windows->offsets.data();
+    bsrc.readable_to_panel_end = true;
+    if (windows->wq == out_w) {  // no junk columns: write the output directly
+      return detail::gemm_driver(ks, rows, spatial, k, a, bsrc, out, spatial, ep, nullptr);
+    }
+    float* wide = detail::thread_scratch(detail::ScratchSlot::kConvOutput, rows * columns);
+    detail::gemm_driver(ks, rows, columns, k, a, bsrc, wide, columns, ep, nullptr);
+    for (int64_t row = 0; row < rows * s.out_h(); ++row) {
+      std::copy(wide + row * windows->wq, wide + row * windows->wq + out_w, out + row * out_w);
     }
   };
 
-  // Enough independent (image, group) gemms: one per thread at a time. Otherwise split each gemm.
-  const int64_t units = s.batch * groups;
-  const int threads = pool ? pool->size() : 1;
-  if (threads > 1 && (units >= 2 * threads || units % threads == 0)) {
+  const int64_t units = gemms * m_parts;
+  if (parallel && units > 1) {
     pool->parallel_for(units, [&](int64_t begin, int64_t end) {
-      for (int64_t u = begin; u < end; ++u) run_unit(u, nullptr);
+      for (int64_t u = begin; u < end; ++u) run_unit(u);
     });
   } else {
-    for (int64_t u = 0; u < units; ++u) run_unit(u, pool);
+    for (int64_t u = 0; u < units; ++u) run_unit(u);
   }
 }
 

@@ -1,9 +1,9 @@
-// Direct depthwise convolution: pad/phase-split each channel plane into per-thread scratch, then
-// run the ISA's 1-D row kernel once per output row. The portable row kernel is its scalar twin.
+// Direct depthwise convolution driver: per channel, point each (output row, kernel row) at its
+// input row (or a zero row for padding) and hand the channel to the ISA's kernel. The portable
+// kernel here is the scalar twin of depthwise_conv2d_avx2.cpp / _avx512.cpp.
 #include "kernels/fp32/depthwise_conv2d.h"
 
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "kernels/fp32/sgemm_internal.h"
@@ -12,116 +12,117 @@ namespace tern::kernels::detail {
 
 namespace {
 
-constexpr int64_t kMinParallelTaps = 64 * 1024;  // below this a worker's wake-up dominates
-
 int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
-DepthwiseRowFn row_kernel(Isa isa) {
+DepthwiseFn channel_kernel(Isa isa) {
   switch (isa) {
     case Isa::kAvx512:
-      return depthwise_row__avx512;
+      return depthwise_channel__avx512;
     case Isa::kAvx2:
-      return depthwise_row__avx2;
+      return depthwise_channel__avx2;
     case Isa::kScalar:
       break;
   }
-  return depthwise_row__generic;
+  return depthwise_channel__generic;
 }
-
-// Phase (ph, pw) holds padded pixel (r * sh + ph, q * sw + pw) at [r][q], so a strided tap reads a
-// contiguous run. Stride 1 has one phase: the padded plane itself.
-struct PhasePlanes {
-  int64_t sh, sw, pad_top, pad_left, hq, wq;
-
-  int64_t plane_size() const { return hq * wq; }
-
-  void build(const float* in, int64_t h, int64_t w, float* out) const {
-    for (int64_t ph = 0; ph < sh; ++ph) {
-      for (int64_t pw = 0; pw < sw; ++pw) {
-        float* plane = out + (ph * sw + pw) * plane_size();
-        const int64_t x0 = pw - pad_left;  // input column of plane column 0
-        const int64_t q_lo = std::clamp<int64_t>(ceil_div(-x0, sw), 0, wq);
-        const int64_t q_hi = std::clamp<int64_t>(ceil_div(w - x0, sw), q_lo, wq);
-        for (int64_t r = 0; r < hq; ++r) {
-          float* row = plane + r * wq;
-          const int64_t y = r * sh + ph - pad_top;
-          if (y < 0 || y >= h) {
-            std::fill(row, row + wq, 0.0f);
-            continue;
-          }
-          const float* src = in + y * w + x0;
-          std::fill(row, row + q_lo, 0.0f);
-          if (sw == 1) {
-            std::memcpy(row + q_lo, src + q_lo, (q_hi - q_lo) * sizeof(float));
-          } else {
-            for (int64_t q = q_lo; q < q_hi; ++q) row[q] = src[q * sw];
-          }
-          std::fill(row + q_hi, row + wq, 0.0f);
-        }
-      }
-    }
-  }
-};
 
 }  // namespace
 
-void depthwise_row__generic(const float* src, const int64_t* offsets, const float* weights, int taps, int64_t count,
-                            float bias, float lo, float hi, float* out) {
-  for (int64_t i = 0; i < count; ++i) out[i] = bias;
-  for (int t = 0; t < taps; ++t) {
-    const float* s = src + offsets[t];
-    const float w = weights[t];
-    for (int64_t i = 0; i < count; ++i) out[i] += w * s[i];
-  }
-  for (int64_t i = 0; i < count; ++i) {
-    float v = out[i] < lo ? lo : out[i];  // NaN stays NaN
-    out[i] = v > hi ? hi : v;
+void depthwise_channel__generic(const DepthwiseChannel& c) {
+  for (int64_t oh = 0; oh < c.out_h; ++oh) {
+    float* out = c.out + oh * c.out_w;
+    std::fill(out, out + c.out_w, c.bias);
+    for (int i = 0; i < c.kernel_h; ++i) {
+      for (int j = 0; j < c.kernel_w; ++j) {
+        const float w = c.weights[i * c.kernel_w + j];
+        const float* src = depthwise_row(c, oh * c.stride_h - c.pad_top + i * c.dilation_h) + c.col_offset[j];
+        for (int64_t ow = c.col_lo[j]; ow < c.col_hi[j]; ++ow) out[ow] += w * src[ow];
+      }
+    }
+    for (int64_t ow = 0; ow < c.out_w; ++ow) {
+      const float v = out[ow] < c.lo ? c.lo : out[ow];  // NaN stays NaN
+      out[ow] = v > c.hi ? c.hi : v;
+    }
   }
 }
 
 void depthwise_conv2d(const Conv2dShape& s, const float* input, const float* weights, const float* bias,
                       float* output, const Conv2dEpilogue& epilogue, ThreadPool* pool) {
-  const int64_t channels = s.in_channels, h = s.in_h, w = s.in_w;
-  const int64_t out_h = s.out_h(), out_w = s.out_w();
-  const int taps = static_cast<int>(s.kernel_h * s.kernel_w);
-  // Unpadded stride-1 planes are read in place; everything else goes through phase planes.
-  const bool in_place = s.stride_h == 1 && s.stride_w == 1 && s.pad_top == 0 && s.pad_left == 0 &&
-                        s.pad_bottom == 0 && s.pad_right == 0;
-  PhasePlanes planes{s.stride_h,
-                     s.stride_w,
-                     s.pad_top,
-                     s.pad_left,
-                     ceil_div(h + s.pad_top + s.pad_bottom, s.stride_h),
-                     in_place ? w : ceil_div(w + s.pad_left + s.pad_right, s.stride_w)};
-  std::vector<int64_t> offsets(taps);
-  for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-    for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
-      const int64_t dy = kh * s.dilation_h, dx = kw * s.dilation_w;
-      const int64_t phase = (dy % s.stride_h) * s.stride_w + dx % s.stride_w;
-      offsets[kh * s.kernel_w + kw] = phase * planes.plane_size() + (dy / s.stride_h) * planes.wq + dx / s.stride_w;
+  const int64_t channels = s.in_channels, h = s.in_h, w = s.in_w, out_h = s.out_h(), out_w = s.out_w();
+  const int64_t kh = s.kernel_h, kw = s.kernel_w, sw = s.stride_w;
+  // stride_w 1 reads input rows in place, padding columns masked; so do the SIMD kernels for 3x3
+  // stride 2. Otherwise each row is first copied into sw column phases with the padding built in
+  // (phase p holds padded columns q * sw + p), so that a tap is again a contiguous run.
+  const Isa isa = active_isa();
+  const bool in_place = sw == 1 || (isa != Isa::kScalar && depthwise_in_place_stride2(s));
+  const int64_t wq = in_place ? w : ceil_div(w + s.pad_left + s.pad_right, sw);  // phase row length
+  const int64_t row_floats = in_place ? w : sw * wq;
+  std::vector<int64_t> col_offset(kw), col_lo(kw), col_hi(kw);
+  for (int64_t j = 0; j < kw; ++j) {
+    const int64_t dx = j * s.dilation_w;
+    if (in_place) {  // input column of output ow is ow * sw + dx - pad_left
+      col_offset[j] = dx - s.pad_left;
+      col_lo[j] = std::clamp<int64_t>(ceil_div(s.pad_left - dx, sw), 0, out_w);
+      col_hi[j] = std::clamp<int64_t>(ceil_div(w + s.pad_left - dx, sw), col_lo[j], out_w);
+    } else {
+      col_offset[j] = dx % sw * wq + dx / sw;
+      col_lo[j] = 0;
+      col_hi[j] = out_w;
     }
   }
-  const DepthwiseRowFn row_fn = row_kernel(active_isa());
+  std::vector<int64_t> q_lo(sw), q_hi(sw);  // phase p's columns that fall inside the input row
+  for (int64_t p = 0; p < sw; ++p) {
+    q_lo[p] = std::clamp<int64_t>(ceil_div(s.pad_left - p, sw), 0, wq);
+    q_hi[p] = std::clamp<int64_t>(ceil_div(w + s.pad_left - p, sw), q_lo[p], wq);
+  }
+  const DepthwiseFn kernel = channel_kernel(isa);
 
   auto run = [&](int64_t u_begin, int64_t u_end) {
-    float* scratch =
-        in_place ? nullptr : thread_scratch(ScratchSlot::kConv, s.stride_h * s.stride_w * planes.plane_size());
+    // Scratch: [zero row][phase rows of the channel, when not in place]
+    float* scratch = thread_scratch(ScratchSlot::kConvInput, row_floats * (in_place ? 1 : 1 + h));
+    std::fill(scratch, scratch + row_floats, 0.0f);
+    const float* zeros = scratch;
+    float* phased = scratch + row_floats;
+    DepthwiseChannel c;
+    c.zeros = zeros;
+    c.pitch = row_floats;
+    c.in_h = h;
+    c.in_w = w;
+    c.stride_h = s.stride_h;
+    c.stride_w = in_place ? sw : 1;
+    c.pad_top = s.pad_top;
+    c.dilation_h = s.dilation_h;
+    c.col_offset = col_offset.data();
+    c.col_lo = col_lo.data();
+    c.col_hi = col_hi.data();
+    c.kernel_h = static_cast<int>(kh);
+    c.kernel_w = static_cast<int>(kw);
+    c.out_h = out_h;
+    c.out_w = out_w;
+    c.lo = epilogue.clamp_lo;
+    c.hi = epilogue.clamp_hi;
     for (int64_t u = u_begin; u < u_end; ++u) {  // u = image * channels + channel
-      const int64_t c = u % channels;
-      const float* src = input + u * h * w;
+      const float* in = input + u * h * w;
       if (!in_place) {
-        planes.build(src, h, w, scratch);
-        src = scratch;
+        for (int64_t y = 0; y < h; ++y) {
+          for (int64_t p = 0; p < sw; ++p) {
+            float* dst = phased + (y * sw + p) * wq;
+            const float* src = in + y * w + p - s.pad_left;  // src[q * sw] is phase column q
+            std::fill(dst, dst + q_lo[p], 0.0f);
+            for (int64_t q = q_lo[p]; q < q_hi[p]; ++q) dst[q] = src[q * sw];
+            std::fill(dst + q_hi[p], dst + wq, 0.0f);
+          }
+        }
       }
-      float* out = output + u * out_h * out_w;
-      for (int64_t oh = 0; oh < out_h; ++oh) {
-        row_fn(src + oh * planes.wq, offsets.data(), weights + c * taps, taps, out_w, bias ? bias[c] : 0.0f,
-               epilogue.clamp_lo, epilogue.clamp_hi, out + oh * out_w);
-      }
+      c.base = in_place ? in : phased;
+      c.weights = weights + (u % channels) * kh * kw;
+      c.bias = bias ? bias[u % channels] : 0.0f;
+      c.out = output + u * out_h * out_w;
+      kernel(c);
     }
   };
   const int64_t units = s.batch * channels;
-  if (pool != nullptr && pool->size() > 1 && units * out_h * out_w * taps >= kMinParallelTaps) {
+  if (worth_parallel(pool, 2.0 * units * out_h * out_w * kh * kw)) {
     pool->parallel_for(units, run);
   } else {
     run(0, units);

@@ -18,7 +18,10 @@ namespace {
 
 constexpr int64_t kMaxKc = 256;  // B slice of kc x nr stays in L1 while it meets every A panel
 constexpr int64_t kPackBudgetFloats = 128 * 1024;  // packed B per thread per pass: 512 KiB, in L2
-constexpr int64_t kMinParallelFlops = 64 * 1024;   // below this, waking a worker costs more than it saves
+// Below this much work (~15 us on one core) splitting is not worth a worker's wake-up. That
+// assumes a pool whose hand-off costs a few microseconds; a futex-only pool on a busy VM can take
+// 20-100 us, which makes splitting batch-1 layers of this size a loss.
+constexpr double kMinParallelFlops = 2e6;
 
 struct AlignedDeleter {
   void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
@@ -41,8 +44,14 @@ void generic_tile(const TileArgs& t) {
   constexpr int kMr = 4, kNr = 8;
   float acc[R][kNr] = {};
   const float* a = t.a;
-  const float* b = t.b;
-  for (int64_t k = 0; k < t.kc; ++k, a += kMr, b += kNr) {
+  const bool partial_b = t.b_masked && t.cols < kNr;
+  for (int64_t k = 0; k < t.kc; ++k, a += kMr) {
+    const float* b = t.b + (t.b_offsets ? t.b_offsets[k] : k * t.b_stride);
+    float row[kNr] = {};
+    if (partial_b) {
+      for (int j = 0; j < t.cols; ++j) row[j] = b[j];
+      b = row;
+    }
     for (int r = 0; r < R; ++r) {
       for (int j = 0; j < kNr; ++j) acc[r][j] += a[r] * b[j];
     }
@@ -138,38 +147,50 @@ void epilogue_only(int64_t M, int64_t N, float* C, int64_t ldc, const GemmEpilog
 
 }  // namespace
 
-void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const float* a_panels,
-                 const PanelPacker& packer, float* C, int64_t ldc, const GemmEpilogue& ep, ThreadPool* pool) {
+bool worth_parallel(ThreadPool* pool, double flops) {
+  return pool != nullptr && pool->size() > 1 && flops >= kMinParallelFlops;
+}
+
+void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const float* a_panels, const BSource& bsrc,
+                 float* C, int64_t ldc, const GemmEpilogue& ep, ThreadPool* pool) {
   if (M == 0 || N == 0) return;
   if (K == 0) return epilogue_only(M, N, C, ldc, ep);
   const int mr = ks.mr, nr = ks.nr;
   const int64_t m_panels = (M + mr - 1) / mr, n_panels = (N + nr - 1) / nr;
   const int64_t k_blocks = (K + kMaxKc - 1) / kMaxKc;
   const int64_t kc_max = (K + k_blocks - 1) / k_blocks;  // even blocks: 257 -> 129 + 128, not 256 + 1
-  const int64_t group_panels = std::max<int64_t>(1, kPackBudgetFloats / (K * nr));
+  const int64_t group_panels = bsrc.packer ? std::max<int64_t>(1, kPackBudgetFloats / (K * nr)) : n_panels;
 
   // Work unit = one (n panel, m panel) tile over all of K, n-major so that a thread's range is a
   // run of whole B panels (split M only where N alone cannot feed every thread).
   auto run = [&](int64_t u_begin, int64_t u_end) {
     const int64_t np_first = u_begin / m_panels, np_last = (u_end - 1) / m_panels;
-    float* packed = thread_scratch(ScratchSlot::kGemmB,
-                                   std::min(group_panels, np_last - np_first + 1) * K * nr);
+    float* packed = bsrc.packer ? thread_scratch(ScratchSlot::kGemmB,
+                                                 std::min(group_panels, np_last - np_first + 1) * K * nr)
+                                : nullptr;
     TileArgs t;
     t.ldc = ldc;
     t.lo = ep.clamp_lo;
     t.hi = ep.clamp_hi;
+    t.b_masked = !bsrc.packer && !bsrc.readable_to_panel_end;
+    t.b_stride = bsrc.packer ? nr : bsrc.stride;
     for (int64_t g0 = np_first; g0 <= np_last; g0 += group_panels) {
       const int64_t g1 = std::min(np_last + 1, g0 + group_panels);
-      packer.pack(g0 * nr, std::min(N, g1 * nr) - g0 * nr, nr, packed);
+      if (bsrc.packer) bsrc.packer->pack(g0 * nr, std::min(N, g1 * nr) - g0 * nr, nr, packed);
       for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
         t.kc = std::min(kc_max, K - k0);
         t.load_c = ep.accumulate || k0 > 0;
         t.finalize = k0 + t.kc == K;
+        t.b_offsets = bsrc.offsets ? bsrc.offsets + k0 : nullptr;
         for (int64_t np = g0; np < g1; ++np) {
           const int64_t n0 = np * nr;
           const int64_t mp_begin = np == np_first ? u_begin % m_panels : 0;
           const int64_t mp_end = np == np_last ? (u_end - 1) % m_panels + 1 : m_panels;
-          t.b = packed + (np - g0) * K * nr + k0 * nr;
+          if (bsrc.packer) {
+            t.b = packed + (np - g0) * K * nr + k0 * nr;
+          } else {
+            t.b = bsrc.data + n0 + (bsrc.offsets ? 0 : k0 * bsrc.stride);
+          }
           t.cols = static_cast<int>(std::min<int64_t>(nr, N - n0));
           t.col_bias = ep.bias_kind == BiasKind::kPerColumn ? ep.bias + n0 : nullptr;
           for (int64_t mp = mp_begin; mp < mp_end; ++mp) {
@@ -186,7 +207,7 @@ void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const f
   };
 
   const int64_t units = m_panels * n_panels;
-  if (pool != nullptr && pool->size() > 1 && units > 1 && 2 * M * N * K >= kMinParallelFlops) {
+  if (units > 1 && worth_parallel(pool, 2.0 * M * N * K)) {
     pool->parallel_for(units, run);
   } else {
     run(0, units);
@@ -196,6 +217,10 @@ void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const f
 }  // namespace detail
 
 namespace {
+
+// Row-major B up to this size is read in place rather than packed: it stays in L2 while the A
+// panels sweep over it, and rows far apart in memory would cost TLB misses beyond that.
+constexpr int64_t kInPlaceMaxFloats = 256 * 1024;
 
 void check_view(const char* name, MatrixView v, int64_t rows, int64_t cols) {
   if (rows > 0 && cols > 0) check(v.data != nullptr, std::string("sgemm: ") + name + " is null");
@@ -219,10 +244,13 @@ PackedMatrixA::PackedMatrixA(int64_t rows, int64_t depth, MatrixView a) : rows_(
   float* out = buffer.get();
   for (int64_t p = 0; p < panels; ++p) {
     const int rows_here = static_cast<int>(std::min<int64_t>(mr, rows - p * mr));
-    for (int64_t k = 0; k < depth; ++k) {
-      float* dst = out + (p * depth + k) * mr;
-      for (int r = 0; r < rows_here; ++r) dst[r] = a.data[(p * mr + r) * a.row_stride + k * a.col_stride];
-      for (int r = rows_here; r < mr; ++r) dst[r] = 0.0f;
+    float* panel = out + p * depth * mr;
+    for (int r = 0; r < rows_here; ++r) {  // walk each row of A along its (usually contiguous) depth
+      const float* src = a.data + (p * mr + r) * a.row_stride;
+      for (int64_t k = 0; k < depth; ++k) panel[k * mr + r] = src[k * a.col_stride];
+    }
+    for (int r = rows_here; r < mr; ++r) {
+      for (int64_t k = 0; k < depth; ++k) panel[k * mr + r] = 0.0f;
     }
   }
   panels_ = std::shared_ptr<float>(buffer.release(), detail::AlignedDeleter());
@@ -261,8 +289,15 @@ void sgemm_packed(const PackedMatrixA& A, int64_t N, MatrixView B, float* C, int
   check_view("B", B, K, N);
   check(M == 0 || N == 0 || C != nullptr, "sgemm: C is null");
   check_epilogue(epilogue);
-  detail::gemm_driver(detail::gemm_kernels(A.isa()), M, N, K, A.panels(), detail::ViewPacker(K, B), C, ldc,
-                      epilogue, pool);
+  const detail::ViewPacker packer(K, B);
+  detail::BSource bsrc;
+  if (B.col_stride == 1 && K * N <= kInPlaceMaxFloats) {
+    bsrc.data = B.data;
+    bsrc.stride = B.row_stride;
+  } else {
+    bsrc.packer = &packer;
+  }
+  detail::gemm_driver(detail::gemm_kernels(A.isa()), M, N, K, A.panels(), bsrc, C, ldc, epilogue, pool);
 }
 
 }  // namespace tern::kernels

@@ -9,14 +9,22 @@ namespace tern::kernels::detail {
 
 namespace {
 
-constexpr int kMr = 6, kNr = 16;
+constexpr int kMr = 6;  // x 16 columns: two ymm per row
 
 inline __m256i column_mask(int left) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-template <int R, int V>
+// B row k at b + offsets[k] (kTable) or b + k * stride; kMaskTail loads only the tile's columns.
+enum BMode { kStrided, kStridedMaskTail, kTable, kTableMaskTail };
+
+template <int R, int V, int kMode>
 void tile(const TileArgs& t) {
+  constexpr bool kMaskTail = kMode == kStridedMaskTail || kMode == kTableMaskTail;
+  constexpr bool kUseTable = kMode == kTable || kMode == kTableMaskTail;
+  __m256i mask[V];
+#pragma GCC unroll 2
+  for (int v = 0; v < V; ++v) mask[v] = column_mask(t.cols - 8 * v);
   __m256 acc[R][V];
 #pragma GCC unroll 6
   for (int r = 0; r < R; ++r) {
@@ -25,11 +33,16 @@ void tile(const TileArgs& t) {
   }
   const float* a = t.a;
   const float* b = t.b;
+  const int64_t* offsets = t.b_offsets;
+  const int64_t stride = t.b_stride;
 #pragma GCC unroll 2
-  for (int64_t k = 0; k < t.kc; ++k, a += kMr, b += kNr) {
+  for (int64_t k = 0; k < t.kc; ++k, a += kMr) {
+    const float* bk = kUseTable ? b + offsets[k] : b + k * stride;
     __m256 bv[V];
 #pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) bv[v] = _mm256_load_ps(b + 8 * v);
+    for (int v = 0; v < V; ++v) {
+      bv[v] = kMaskTail && v == V - 1 ? _mm256_maskload_ps(bk + 8 * v, mask[v]) : _mm256_loadu_ps(bk + 8 * v);
+    }
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
       const __m256 ar = _mm256_broadcast_ss(a + r);
@@ -38,9 +51,6 @@ void tile(const TileArgs& t) {
     }
   }
 
-  __m256i mask[V];
-#pragma GCC unroll 2
-  for (int v = 0; v < V; ++v) mask[v] = column_mask(t.cols - 8 * v);
   const bool finalize = t.finalize;
   __m256 col_bias[V];
 #pragma GCC unroll 2
@@ -65,14 +75,21 @@ void tile(const TileArgs& t) {
   }
 }
 
+// [rows - 1][vectors - 1][mode]
+template <int R, int V>
+constexpr UkernelFn kByMode[4] = {tile<R, V, kStrided>, tile<R, V, kStridedMaskTail>, tile<R, V, kTable>,
+                                  tile<R, V, kTableMaskTail>};
 template <int R>
-constexpr UkernelFn kByCols[2] = {tile<R, 1>, tile<R, 2>};
-
-constexpr const UkernelFn* kByRows[kMr] = {kByCols<1>, kByCols<2>, kByCols<3>,
-                                           kByCols<4>, kByCols<5>, kByCols<6>};
+constexpr const UkernelFn* kByCols[2] = {kByMode<R, 1>, kByMode<R, 2>};
+constexpr const UkernelFn* const* kByRows[kMr] = {kByCols<1>, kByCols<2>, kByCols<3>,
+                                                  kByCols<4>, kByCols<5>, kByCols<6>};
 
 }  // namespace
 
-void sgemm_ukernel_6x16__avx2(const TileArgs& t) { kByRows[t.rows - 1][t.cols > 8 ? 1 : 0](t); }
+void sgemm_ukernel_6x16__avx2(const TileArgs& t) {
+  const int vectors = t.cols > 8 ? 2 : 1;
+  const int mode = (t.b_offsets ? kTable : kStrided) + (t.b_masked && t.cols < 8 * vectors ? 1 : 0);
+  kByRows[t.rows - 1][vectors - 1][mode](t);
+}
 
 }  // namespace tern::kernels::detail

@@ -10,7 +10,7 @@ namespace tern::kernels::detail {
 
 namespace {
 
-constexpr int kMr = 8, kNr = 32;
+constexpr int kMr = 8;  // x 32 columns: two zmm per row
 
 // Clamp keeping NaN (operand order as in the reference). The masked forms dodge GCC 12's false
 // -Wmaybe-uninitialized in _mm512_max_ps/_mm512_min_ps (GCC PR 105593).
@@ -19,8 +19,19 @@ inline __m512 clamp_ps(__m512 x, __m512 lo, __m512 hi) {
   return _mm512_mask_min_ps(x, 0xFFFF, hi, x);
 }
 
-template <int R, int V>
+// B row k at b + offsets[k] (kTable) or b + k * stride; kMaskTail loads only the tile's columns.
+enum BMode { kStrided, kStridedMaskTail, kTable, kTableMaskTail };
+
+template <int R, int V, int kMode>
 void tile(const TileArgs& t) {
+  constexpr bool kMaskTail = kMode == kStridedMaskTail || kMode == kTableMaskTail;
+  constexpr bool kUseTable = kMode == kTable || kMode == kTableMaskTail;
+  __mmask16 mask[V];
+#pragma GCC unroll 2
+  for (int v = 0; v < V; ++v) {
+    const int left = t.cols - 16 * v;
+    mask[v] = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
+  }
   __m512 acc[R][V];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
@@ -29,11 +40,16 @@ void tile(const TileArgs& t) {
   }
   const float* a = t.a;
   const float* b = t.b;
+  const int64_t* offsets = t.b_offsets;
+  const int64_t stride = t.b_stride;
 #pragma GCC unroll 2
-  for (int64_t k = 0; k < t.kc; ++k, a += kMr, b += kNr) {
+  for (int64_t k = 0; k < t.kc; ++k, a += kMr) {
+    const float* bk = kUseTable ? b + offsets[k] : b + k * stride;
     __m512 bv[V];
 #pragma GCC unroll 2
-    for (int v = 0; v < V; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+    for (int v = 0; v < V; ++v) {
+      bv[v] = kMaskTail && v == V - 1 ? _mm512_maskz_loadu_ps(mask[v], bk + 16 * v) : _mm512_loadu_ps(bk + 16 * v);
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m512 ar = _mm512_set1_ps(a[r]);
@@ -42,12 +58,6 @@ void tile(const TileArgs& t) {
     }
   }
 
-  __mmask16 mask[V];
-#pragma GCC unroll 2
-  for (int v = 0; v < V; ++v) {
-    const int left = t.cols - 16 * v;
-    mask[v] = left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1);
-  }
   __m512 col_bias[V];
   const bool finalize = t.finalize;
 #pragma GCC unroll 2
@@ -63,23 +73,27 @@ void tile(const TileArgs& t) {
     for (int v = 0; v < V; ++v) {
       __m512 x = acc[r][v];
       if (t.load_c) x = _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], c + 16 * v), x);
-      if (finalize) {
-        x = _mm512_add_ps(_mm512_add_ps(x, row_bias), col_bias[v]);
-        x = clamp_ps(x, lo, hi);
-      }
+      if (finalize) x = clamp_ps(_mm512_add_ps(_mm512_add_ps(x, row_bias), col_bias[v]), lo, hi);
       _mm512_mask_storeu_ps(c + 16 * v, mask[v], x);
     }
   }
 }
 
+// [rows - 1][vectors - 1][mode]
+template <int R, int V>
+constexpr UkernelFn kByMode[4] = {tile<R, V, kStrided>, tile<R, V, kStridedMaskTail>, tile<R, V, kTable>,
+                                  tile<R, V, kTableMaskTail>};
 template <int R>
-constexpr UkernelFn kByCols[2] = {tile<R, 1>, tile<R, 2>};
-
-constexpr const UkernelFn* kByRows[kMr] = {kByCols<1>, kByCols<2>, kByCols<3>, kByCols<4>,
-                                           kByCols<5>, kByCols<6>, kByCols<7>, kByCols<8>};
+constexpr const UkernelFn* kByCols[2] = {kByMode<R, 1>, kByMode<R, 2>};
+constexpr const UkernelFn* const* kByRows[kMr] = {kByCols<1>, kByCols<2>, kByCols<3>, kByCols<4>,
+                                                  kByCols<5>, kByCols<6>, kByCols<7>, kByCols<8>};
 
 }  // namespace
 
-void sgemm_ukernel_8x32__avx512(const TileArgs& t) { kByRows[t.rows - 1][t.cols > 16 ? 1 : 0](t); }
+void sgemm_ukernel_8x32__avx512(const TileArgs& t) {
+  const int vectors = t.cols > 16 ? 2 : 1;
+  const int mode = (t.b_offsets ? kTable : kStrided) + (t.b_masked && t.cols < 16 * vectors ? 1 : 0);
+  kByRows[t.rows - 1][vectors - 1][mode](t);
+}
 
 }  // namespace tern::kernels::detail
