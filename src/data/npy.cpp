@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/file_io.h"
 #include "tern/data.h"
 #include "tern/error.h"
 
@@ -26,11 +27,7 @@ std::string dict_value(const std::string& header, const std::string& key) {
 }  // namespace
 
 Tensor read_npy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), path + ": cannot open file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  std::string b = ss.str();
+  std::string b = read_whole_file(path);
   check(b.size() >= 10 && std::memcmp(b.data(), "\x93NUMPY", 6) == 0, path + ": not a .npy file (bad magic)");
   int major = static_cast<unsigned char>(b[6]);
   size_t header_len, offset;
@@ -118,27 +115,10 @@ void write_npy(const std::string& path, const Tensor& tensor) {
   size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    check(out.good(), path + ": cannot write file");
-    out.write("\x93NUMPY\x01\x00", 8);
-    uint16_t len = static_cast<uint16_t>(header.size());
-    char le[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
-    out.write(le, 2);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    out.write(reinterpret_cast<const char*>(tensor.raw()), static_cast<std::streamsize>(tensor.bytes()));
-    out.flush();
-    if (!out.good()) {
-      out.close();
-      std::remove(tmp.c_str());
-      throw Error(path + ": write failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot move the finished file into place");
-  }
+  uint16_t len = static_cast<uint16_t>(header.size());
+  const char prefix[10] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
+  write_file_atomically(path, {{prefix, 10}, {header.data(), header.size()},
+                               {reinterpret_cast<const char*>(tensor.raw()), tensor.bytes()}});
 }
 
 }  // namespace tern

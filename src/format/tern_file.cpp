@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "core/file_io.h"
 #include "tern/error.h"
 
 namespace tern {
@@ -77,22 +78,7 @@ std::vector<std::byte> serialize_tern_file(const std::vector<std::pair<SectionTy
 
 void write_tern_file(const std::string& path, const std::vector<std::pair<SectionType, std::vector<std::byte>>>& sections) {
   std::vector<std::byte> bytes = serialize_tern_file(sections);
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    check(out.good(), path + ": cannot write file");
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out.good()) {
-      out.close();
-      std::remove(tmp.c_str());
-      throw Error(path + ": write failed (disk full?)");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot move the finished file into place");
-  }
+  write_file_atomically(path, {{reinterpret_cast<const char*>(bytes.data()), bytes.size()}});
 }
 
 TernFile TernFile::open(const std::string& path) {

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/file_io.h"
 #include "graph/shape_inference.h"
 #include "tern/error.h"
 #include "tern/passes.h"
@@ -22,15 +23,6 @@ namespace {
 
 constexpr int64_t kMinOpset = 1;
 constexpr int64_t kMaxOpset = 18;
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), path + ": cannot open file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  check(!in.bad(), path + ": read error");
-  return ss.str();
-}
 
 DataType convert_type(int32_t onnx_type, const std::string& who) {
   switch (onnx_type) {
@@ -499,12 +491,12 @@ Graph import_onnx_bytes(std::string_view bytes, const std::string& source_name, 
 }
 
 Graph import_onnx(const std::string& path, const ImportOptions& options) {
-  std::string bytes = read_file(path);
+  std::string bytes = read_whole_file(path);
   return import_onnx_bytes(bytes, path, options);
 }
 
 Tensor read_onnx_tensor(const std::string& path) {
-  std::string bytes = read_file(path);
+  std::string bytes = read_whole_file(path);
   onnx::TensorProto proto;
   check(proto.ParseFromString(bytes), path + ": not a serialized ONNX tensor");
   return tensor_from_proto(proto, path);
