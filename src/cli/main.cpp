@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu_features.h"
 #include "tern/data.h"
 #include "tern/error.h"
 #include "tern/evaluate.h"
@@ -184,7 +185,8 @@ int cmd_eval(int argc, char** argv) {
     nlohmann::json j = {{"model", model}, {"data", data.name},           {"engine", "fp32"},
                         {"top1", r.top1}, {"top5", r.top5},              {"images", r.images},
                         {"seconds", r.seconds}, {"images_per_s", r.images_per_s}, {"batch", options.batch},
-                        {"threads", tern::ThreadPool::global().size()}};
+                        {"threads", tern::ThreadPool::global().size()},
+                        {"isa", tern::kernels::to_string(tern::kernels::active_isa())}};
     std::cout << j.dump() << "\n";
   } else {
     std::printf("model       %s (fp32)\n", model.c_str());
@@ -192,8 +194,9 @@ int cmd_eval(int argc, char** argv) {
     std::printf("input       %s\n", norm.describe().c_str());
     std::printf("top-1       %.2f %%\n", r.top1);
     std::printf("top-5       %.2f %%\n", r.top5);
-    std::printf("throughput  %.0f images/s (batch %lld, %d threads)\n", r.images_per_s,
-                static_cast<long long>(options.batch), tern::ThreadPool::global().size());
+    std::printf("throughput  %.0f images/s (batch %lld, %d threads, %s kernels)\n", r.images_per_s,
+                static_cast<long long>(options.batch), tern::ThreadPool::global().size(),
+                tern::kernels::to_string(tern::kernels::active_isa()));
   }
   return 0;
 }
@@ -299,13 +302,14 @@ int cmd_bench(int argc, char** argv) {
   if (args.flag("json")) {
     std::cout << nlohmann::json{{"model", model}, {"engine", "fp32"}, {"batch", batch}, {"runs", times.size()},
                                 {"median_ms", median * 1e3}, {"min_ms", times.front() * 1e3},
-                                {"images_per_s", ips}, {"threads", tern::ThreadPool::global().size()}}
+                                {"images_per_s", ips}, {"threads", tern::ThreadPool::global().size()},
+                                {"isa", tern::kernels::to_string(tern::kernels::active_isa())}}
                      .dump()
               << "\n";
   } else {
-    std::printf("%s fp32 batch %lld: median %.3f ms (min %.3f), %.0f images/s, %zu runs, %d threads\n", model.c_str(),
-                static_cast<long long>(batch), median * 1e3, times.front() * 1e3, ips, times.size(),
-                tern::ThreadPool::global().size());
+    std::printf("%s fp32 batch %lld: median %.3f ms (min %.3f), %.0f images/s, %zu runs, %d threads, %s kernels\n",
+                model.c_str(), static_cast<long long>(batch), median * 1e3, times.front() * 1e3, ips, times.size(),
+                tern::ThreadPool::global().size(), tern::kernels::to_string(tern::kernels::active_isa()));
   }
   return 0;
 }
