@@ -2,6 +2,7 @@
 // Fashion-MNIST test set agrees with the PyTorch figure in the card within 0.05 pp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +20,8 @@ namespace fs = std::filesystem;
 
 std::vector<std::string> bundled_models() {
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(std::string(TERN_SOURCE_DIR) + "/models"))
+  std::error_code ec;  // a missing folder lists nothing; ResNet20MeetsTheAccuracyTarget then fails
+  for (const auto& e : fs::directory_iterator(std::string(TERN_SOURCE_DIR) + "/models", ec))
     if (e.path().extension() == ".onnx") names.push_back(e.path().stem().string());
   std::sort(names.begin(), names.end());
   return names;
