@@ -1,0 +1,75 @@
+// Quantizing one layer's weights: how the weights are cut into groups that share a scale, and the
+// per-layer result (codes, scales, zero fraction, multiplications per output).
+//
+// Weights are seen in the canonical layout [out][in][taps]: a Conv's W[K][C/g][R][S] has
+// out = K, in = C/g, taps = R*S; a Gemm's W[N][K] (transB) has taps = 1.
+//
+// Groups (FGQ's "N consecutive weights along the input-channel axis"):
+//   kInputChannels: group = W[o][c0 .. c0+N-1][t] for each (o, channel block, tap). When N does not
+//                   divide `in`, the last block of each filter is smaller (in % N channels): no
+//                   weight is padded or shared across filters.
+//   kKernelTaps:    for depthwise convolutions (in == 1), where there is no channel axis to group:
+//                   group = W[o][0][t0 .. t0+N-1], the last block again smaller (taps % N).
+//   kWholeFilter:   N = "channel": group = the whole filter W[o][*][*] (one scale per output).
+//   kFilterClusters: cluster-based ternarization: N consecutive filters W[o0 .. o0+N-1][*][*]
+//                   share one scale (the last cluster smaller).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tern/quantizers.h"
+
+namespace tern::quant {
+
+// Stored in .tern files: append only.
+enum class WeightFormat : uint8_t { kFloat32 = 0, kTernary = 1, kBinary = 2, kInt = 3 };
+enum class TernaryMethod : uint8_t { kFgq = 0, kFgqAsymmetric = 1, kTwn = 2, kTnt = 3, kCluster = 4 };
+enum class GroupAxis : uint8_t { kInputChannels = 0, kKernelTaps = 1, kWholeFilter = 2, kFilterClusters = 3 };
+
+inline constexpr int64_t kWholeFilter = 0;  // group_size meaning "channel" (the whole filter)
+
+struct WeightGrouping {
+  int64_t out = 0, in = 0, taps = 0;
+  GroupAxis axis = GroupAxis::kInputChannels;
+  int64_t size = 1;  // N (channels, taps or filters per group); unused for kWholeFilter
+
+  // The grouping FGQ uses for a layer: along input channels, along taps when in == 1 (depthwise),
+  // whole filters for group_size == kWholeFilter; cluster => filter clusters.
+  static WeightGrouping for_layer(int64_t out, int64_t in, int64_t taps, int64_t group_size, bool cluster);
+
+  int64_t groups_per_filter() const;  // groups touching one output's filter (clusters: 1)
+  int64_t count() const;              // total groups in the layer
+  int64_t group_of(int64_t o, int64_t c, int64_t t) const;
+  // Multiplications per output value when each group's partial sum is scaled once (FGQ's count).
+  int64_t multiplies_per_output() const { return groups_per_filter(); }
+  std::string describe() const;  // "N=4 along input channels", "whole filter", ...
+};
+
+struct WeightQuantConfig {
+  WeightFormat format = WeightFormat::kTernary;
+  TernaryMethod method = TernaryMethod::kFgq;
+  int bits = 2;                // kInt: 2..8; ternary 2; binary 1
+  int64_t group_size = 4;      // N, or kWholeFilter; for kInt: 0 = per output channel, -1 = per tensor
+};
+
+struct QuantizedWeights {
+  WeightGrouping grouping;
+  WeightFormat format = WeightFormat::kTernary;
+  int bits = 2;
+  std::vector<int8_t> codes;  // canonical [out][in][taps] order, as the FP32 weights
+  std::vector<GroupScales> scales;  // one per group
+  double zero_fraction = 0;   // share of zero codes
+  double sqnr_db = 0;         // 10 log10(||W||^2 / ||W - Q(W)||^2); +inf when exact
+
+  float dequantized(int64_t o, int64_t c, int64_t t) const;
+  std::vector<float> dequantize() const;  // canonical order
+};
+
+// Quantizes weights in canonical layout [out][in][taps]. Throws Error on a bad configuration
+// (group size < 0 for ternary, bits out of range, an empty layer).
+QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
+                                  const WeightQuantConfig& config);
+
+}  // namespace tern::quant

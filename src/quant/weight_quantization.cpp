@@ -1,0 +1,136 @@
+#include "tern/weight_quantization.h"
+
+#include <cmath>
+
+#include "tern/error.h"
+
+namespace tern::quant {
+
+namespace {
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+WeightGrouping WeightGrouping::for_layer(int64_t out, int64_t in, int64_t taps, int64_t group_size, bool cluster) {
+  check(out >= 1 && in >= 1 && taps >= 1, "weight quantization: empty layer");
+  WeightGrouping g{out, in, taps, GroupAxis::kInputChannels, group_size};
+  if (cluster) {
+    check(group_size >= 1, "cluster ternarization needs a cluster size >= 1");
+    g.axis = GroupAxis::kFilterClusters;
+  } else if (group_size == kWholeFilter) {
+    g.axis = GroupAxis::kWholeFilter;
+  } else {
+    check(group_size >= 1, "group size must be >= 1 or 'channel', got " + std::to_string(group_size));
+    if (in == 1 && taps > 1) g.axis = GroupAxis::kKernelTaps;
+  }
+  return g;
+}
+
+int64_t WeightGrouping::groups_per_filter() const {
+  switch (axis) {
+    case GroupAxis::kInputChannels: return ceil_div(in, size) * taps;
+    case GroupAxis::kKernelTaps: return ceil_div(taps, size);
+    case GroupAxis::kWholeFilter:
+    case GroupAxis::kFilterClusters: return 1;
+  }
+  return 1;
+}
+
+int64_t WeightGrouping::count() const {
+  return axis == GroupAxis::kFilterClusters ? ceil_div(out, size) : out * groups_per_filter();
+}
+
+int64_t WeightGrouping::group_of(int64_t o, int64_t c, int64_t t) const {
+  switch (axis) {
+    case GroupAxis::kInputChannels: return (o * ceil_div(in, size) + c / size) * taps + t;
+    case GroupAxis::kKernelTaps: return o * ceil_div(taps, size) + t / size;
+    case GroupAxis::kWholeFilter: return o;
+    case GroupAxis::kFilterClusters: return o / size;
+  }
+  return 0;
+}
+
+std::string WeightGrouping::describe() const {
+  switch (axis) {
+    case GroupAxis::kInputChannels: return "N=" + std::to_string(size) + " input channels";
+    case GroupAxis::kKernelTaps: return "N=" + std::to_string(size) + " kernel taps";
+    case GroupAxis::kWholeFilter: return "whole filter";
+    case GroupAxis::kFilterClusters: return std::to_string(size) + "-filter clusters";
+  }
+  return "?";
+}
+
+float QuantizedWeights::dequantized(int64_t o, int64_t c, int64_t t) const {
+  int8_t q = codes[static_cast<size_t>((o * grouping.in + c) * grouping.taps + t)];
+  const GroupScales& s = scales[static_cast<size_t>(grouping.group_of(o, c, t))];
+  return q > 0 ? q * s.positive : q * s.negative;
+}
+
+std::vector<float> QuantizedWeights::dequantize() const {
+  std::vector<float> w(codes.size());
+  for (int64_t o = 0; o < grouping.out; ++o)
+    for (int64_t c = 0; c < grouping.in; ++c)
+      for (int64_t t = 0; t < grouping.taps; ++t)
+        w[static_cast<size_t>((o * grouping.in + c) * grouping.taps + t)] = dequantized(o, c, t);
+  return w;
+}
+
+QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
+                                  const WeightQuantConfig& config) {
+  check(static_cast<int64_t>(weights.size()) == out * in * taps, "weight quantization: weights do not match the layer shape");
+  check(config.format != WeightFormat::kFloat32, "weight quantization: nothing to do for float32 weights");
+  QuantizedWeights q;
+  q.format = config.format;
+  q.bits = config.format == WeightFormat::kTernary ? 2 : config.format == WeightFormat::kBinary ? 1 : config.bits;
+  if (config.format == WeightFormat::kInt) {
+    check(config.bits >= 2 && config.bits <= 8, "integer weights need 2 to 8 bits, got " + std::to_string(config.bits));
+    if (config.group_size == -1) q.grouping = WeightGrouping{out, in, taps, GroupAxis::kFilterClusters, out};  // one tensor-wide scale
+    else q.grouping = WeightGrouping::for_layer(out, in, taps, config.group_size, false);
+  } else {
+    q.grouping = WeightGrouping::for_layer(out, in, taps, config.group_size,
+                                           config.format == WeightFormat::kTernary && config.method == TernaryMethod::kCluster);
+  }
+  // Gather each group's weights (groups are not contiguous in the canonical layout), quantize, scatter.
+  const WeightGrouping& g = q.grouping;
+  int64_t n_groups = g.count();
+  std::vector<std::vector<int64_t>> members(static_cast<size_t>(n_groups));
+  for (int64_t o = 0; o < out; ++o)
+    for (int64_t c = 0; c < in; ++c)
+      for (int64_t t = 0; t < taps; ++t) members[static_cast<size_t>(g.group_of(o, c, t))].push_back((o * in + c) * taps + t);
+  q.codes.assign(weights.size(), 0);
+  q.scales.resize(static_cast<size_t>(n_groups));
+  std::vector<float> w;
+  std::vector<int8_t> codes;
+  for (int64_t gi = 0; gi < n_groups; ++gi) {
+    const auto& idx = members[static_cast<size_t>(gi)];
+    w.resize(idx.size());
+    codes.resize(idx.size());
+    for (size_t i = 0; i < idx.size(); ++i) w[i] = weights[static_cast<size_t>(idx[i])];
+    GroupScales s;
+    if (config.format == WeightFormat::kBinary) s = binarize(w, codes);
+    else if (config.format == WeightFormat::kInt) s = quantize_symmetric(w, config.bits, codes);
+    else {
+      switch (config.method) {
+        case TernaryMethod::kFgq:
+        case TernaryMethod::kCluster: s = ternarize_l2(w, codes); break;
+        case TernaryMethod::kFgqAsymmetric: s = ternarize_l2_asymmetric(w, codes); break;
+        case TernaryMethod::kTwn: s = ternarize_twn(w, codes); break;
+        case TernaryMethod::kTnt: s = ternarize_tnt(w, codes); break;
+      }
+    }
+    q.scales[static_cast<size_t>(gi)] = s;
+    for (size_t i = 0; i < idx.size(); ++i) q.codes[static_cast<size_t>(idx[i])] = codes[i];
+  }
+  int64_t zeros = 0;
+  for (int8_t c : q.codes) zeros += c == 0;
+  q.zero_fraction = static_cast<double>(zeros) / static_cast<double>(q.codes.size());
+  std::vector<float> r = q.dequantize();
+  double signal = 0, noise = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    signal += static_cast<double>(weights[i]) * weights[i];
+    noise += (static_cast<double>(weights[i]) - r[i]) * (static_cast<double>(weights[i]) - r[i]);
+  }
+  q.sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
+  return q;
+}
+
+}  // namespace tern::quant
