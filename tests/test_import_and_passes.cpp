@@ -292,6 +292,28 @@ TEST(Executor, PreparedGemmMatchesReference) {
   }
 }
 
+TEST(Passes, MatMulAndUntransposedGemmBecomeCanonicalGemm) {
+  B b;
+  b.input("x", {-1, 6});
+  b.floats("w1", {6, 5}, random_floats(30, 12));
+  b.floats("w2", {5, 3}, random_floats(15, 13));
+  b.floats("c2", {3}, {1, 2, 3});
+  b.node("MatMul", {"x", "w1"}, {"h"}, "matmul");
+  b.node("Gemm", {"h", "w2", "c2"}, {"y"}, "gemm");
+  b.output("y");
+  Graph plain = import_onnx_bytes(b.bytes(), "mm", {.optimize = false});
+  Graph opt = import_onnx_bytes(b.bytes(), "mm");
+  ASSERT_EQ(opt.nodes.size(), 2u);
+  for (const Node& n : opt.nodes) {
+    ASSERT_EQ(n.op, OpType::kGemm);
+    EXPECT_TRUE(n.attr<GemmAttrs>().trans_b);
+  }
+  EXPECT_EQ(opt.constant(opt.nodes[0].inputs[1]).shape(), (Shape{5, 6}));
+  Executor r(plain), f(opt);
+  Tensor x = random_tensor({3, 6}, 14);
+  EXPECT_LT(max_abs_diff(r.run(x), f.run(x)), 1e-5f);
+}
+
 TEST(Passes, ArithmeticOnTheDynamicBatchIsAClearError) {
   B b;
   b.input("x", {-1, 4});

@@ -16,13 +16,19 @@ int fold_constants(Graph& graph);
 // and no other consumer): W' = W * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta.
 int fold_batchnorm(Graph& graph);
 
+// Puts every fully connected layer in one form: a 2-D MatMul with constant weights becomes a Gemm,
+// and a Gemm's constant weights are stored [out, in] (transB = 1), so quantizers and kernels see
+// weights as [out][in] like a Conv's. Returns the number of nodes changed.
+int canonicalize_gemm(Graph& graph);
+
 // Removes Identity nodes (Dropout imports as Identity), rewiring their consumers.
 int drop_identities(Graph& graph);
 
 // Folds a Relu or constant Clip that alone consumes a Conv/Gemm output into that node's clamp.
 int fuse_activations(Graph& graph);
 
-// The default pipeline: fold constants, fold BatchNorm, drop identities, fuse activations, compact.
+// The default pipeline: fold constants, canonicalize Gemm, fold BatchNorm, drop identities, fuse
+// activations, compact.
 void optimize(Graph& graph);
 
 }  // namespace tern

@@ -192,6 +192,31 @@ int fold_batchnorm(Graph& graph) {
   return folded;
 }
 
+int canonicalize_gemm(Graph& graph) {
+  int changed = 0;
+  for (Node& node : graph.nodes) {
+    bool matmul = node.op == OpType::kMatMul;
+    if ((!matmul && node.op != OpType::kGemm) || !graph.is_constant(node.inputs[1])) continue;
+    const Tensor& w = graph.constant(node.inputs[1]);
+    const Value& x = graph.value(node.inputs[0]);
+    if (w.dtype() != DataType::kFloat32 || w.rank() != 2) continue;
+    if (matmul && !(x.shape_known && x.shape.size() == 2)) continue;
+    if (!matmul && node.attr<GemmAttrs>().trans_b) continue;
+    int64_t k = w.dim(0), n = w.dim(1);
+    Tensor t = Tensor::uninitialized(DataType::kFloat32, {n, k});
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < n; ++j) t.data<float>()[j * k + i] = w.data<float>()[i * n + j];
+    node.inputs[1] = graph.add_constant(node.name + ".weight_transposed", std::move(t));
+    if (matmul) {
+      node.op = OpType::kGemm;
+      node.attrs = GemmAttrs{};
+    }
+    node.attr<GemmAttrs>().trans_b = true;
+    ++changed;
+  }
+  return changed;
+}
+
 int drop_identities(Graph& graph) {
   int dropped = 0;
   std::vector<int> producer = graph.producers();
@@ -253,6 +278,7 @@ int fuse_activations(Graph& graph) {
 
 void optimize(Graph& graph) {
   fold_constants(graph);
+  canonicalize_gemm(graph);
   fold_batchnorm(graph);
   drop_identities(graph);
   fuse_activations(graph);
