@@ -57,6 +57,8 @@ enum class OpType {
   kSqueeze,
   kCast,
   kPad,
+  kSlice,
+  kHardSigmoid,  // also HardSwish: x * HardSigmoid(x), with AffineAttrs::multiply_input
 };
 
 std::string to_string(OpType op);
@@ -134,6 +136,16 @@ struct ShapeAttrs {
   int64_t end = std::numeric_limits<int64_t>::max();
 };
 
+struct SliceAttrs {
+  std::vector<int64_t> starts, ends, axes, steps;  // axes/steps default to all / 1
+};
+
+// HardSigmoid: clamp(alpha * x + beta, 0, 1); HardSwish: x * that, with alpha 1/6, beta 1/2.
+struct AffineAttrs {
+  float alpha = 0.2f, beta = 0.5f;
+  bool multiply_input = false;
+};
+
 struct CastAttrs {
   DataType to = DataType::kFloat32;
 };
@@ -145,7 +157,7 @@ struct PadAttrs {
 
 using NodeAttrs = std::variant<std::monostate, ConvAttrs, PoolAttrs, GemmAttrs, BatchNormAttrs, ClipAttrs,
                                LeakyReluAttrs, AxisAttrs, ReduceAttrs, AxesAttrs, TransposeAttrs, ReshapeAttrs,
-                               CastAttrs, PadAttrs, ShapeAttrs>;
+                               CastAttrs, PadAttrs, ShapeAttrs, SliceAttrs, AffineAttrs>;
 
 struct Value {
   std::string name;

@@ -470,6 +470,34 @@ Tensor pad(const OpContext& ctx, std::span<const Tensor* const> in, const Shape&
   return y;
 }
 
+Tensor slice(const OpContext& ctx, std::span<const Tensor* const> in, const Shape& out_shape) {
+  const Tensor& x = *in[0];
+  SliceAttrs a = ctx.node.attr<SliceAttrs>();
+  auto ints = [&](size_t i) {
+    return i < in.size() && in[i] ? std::vector<int64_t>(in[i]->data<int64_t>(), in[i]->data<int64_t>() + in[i]->size())
+                                   : std::vector<int64_t>{};
+  };
+  if (in.size() > 1) a = {ints(1), ints(2), ints(3), ints(4)};
+  size_t rank = static_cast<size_t>(x.rank()), es = element_size(x.dtype());
+  std::vector<int64_t> start(rank, 0), step(rank, 1);
+  for (const auto& r : slice_ranges(a, x.shape(), ctx.who)) {
+    start[static_cast<size_t>(r.axis)] = r.start;
+    step[static_cast<size_t>(r.axis)] = r.step;
+  }
+  std::vector<int64_t> in_strides = strides_of(x.shape()), index(rank, 0);
+  Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
+  for (int64_t o = 0; o < y.size(); ++o) {
+    int64_t src = 0;
+    for (size_t d = 0; d < rank; ++d) src += (start[d] + index[d] * step[d]) * in_strides[d];
+    std::memcpy(y.raw() + o * static_cast<int64_t>(es), x.raw() + src * static_cast<int64_t>(es), es);
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < out_shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  return y;
+}
+
 Tensor shape_of(const OpContext& ctx, const Tensor& x) {
   auto [begin, end] = shape_slice(ctx.node.attr<ShapeAttrs>(), x.rank());
   std::vector<int64_t> dims(x.shape().begin() + begin, x.shape().begin() + end);
@@ -654,6 +682,14 @@ std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in,
     case OpType::kGather: return {gather(ctx, *in[0], *in[1], out)};
     case OpType::kCast: return {cast(ctx, *in[0])};
     case OpType::kPad: return {pad(ctx, in, out)};
+    case OpType::kSlice: return {slice(ctx, in, out)};
+    case OpType::kHardSigmoid: {
+      const auto& a = node.attr<AffineAttrs>();
+      return {unary(ctx, *in[0], [a](float v) {
+        float h = std::min(std::max(a.alpha * v + a.beta, 0.0f), 1.0f);
+        return a.multiply_input ? v * h : h;
+      })};
+    }
     case OpType::kConstant: break;
   }
   throw Error(ctx.who + ": operator has no implementation");

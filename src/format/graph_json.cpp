@@ -17,7 +17,7 @@ using json = nlohmann::json;
 const std::vector<std::pair<OpType, std::string>>& op_names() {
   static const std::vector<std::pair<OpType, std::string>> names = [] {
     std::vector<std::pair<OpType, std::string>> v;
-    for (int i = static_cast<int>(OpType::kConv); i <= static_cast<int>(OpType::kPad); ++i)
+    for (int i = static_cast<int>(OpType::kConv); i <= static_cast<int>(OpType::kHardSigmoid); ++i)
       v.emplace_back(static_cast<OpType>(i), to_string(static_cast<OpType>(i)));
     return v;
   }();
@@ -65,6 +65,10 @@ json attrs_to_json(const NodeAttrs& attrs) {
         else if constexpr (std::is_same_v<T, CastAttrs>) return {{"kind", "cast"}, {"to", static_cast<int>(a.to)}};
         else if constexpr (std::is_same_v<T, PadAttrs>) return {{"kind", "pad"}, {"pads", a.pads}, {"value", a.value}};
         else if constexpr (std::is_same_v<T, ShapeAttrs>) return {{"kind", "shape"}, {"start", a.start}, {"end", a.end}};
+        else if constexpr (std::is_same_v<T, SliceAttrs>)
+          return {{"kind", "slice"}, {"starts", a.starts}, {"ends", a.ends}, {"axes", a.axes}, {"steps", a.steps}};
+        else if constexpr (std::is_same_v<T, AffineAttrs>)
+          return {{"kind", "affine"}, {"alpha", a.alpha}, {"beta", a.beta}, {"multiply_input", a.multiply_input}};
       },
       attrs);
 }
@@ -135,6 +139,11 @@ NodeAttrs attrs_from_json(const json& j) {
   if (kind == "cast") return CastAttrs{dtype_from(j.at("to"))};
   if (kind == "pad") return PadAttrs{j.at("pads").get<std::vector<int64_t>>(), j.at("value").get<float>()};
   if (kind == "shape") return ShapeAttrs{j.at("start").get<int64_t>(), j.at("end").get<int64_t>()};
+  if (kind == "slice")
+    return SliceAttrs{j.at("starts").get<std::vector<int64_t>>(), j.at("ends").get<std::vector<int64_t>>(),
+                      j.at("axes").get<std::vector<int64_t>>(), j.at("steps").get<std::vector<int64_t>>()};
+  if (kind == "affine")
+    return AffineAttrs{j.at("alpha").get<float>(), j.at("beta").get<float>(), j.at("multiply_input").get<bool>()};
   throw Error("unknown attribute kind '" + kind + "'");
 }
 
@@ -160,6 +169,8 @@ size_t expected_attrs(OpType op) {
     case OpType::kCast: return 12;
     case OpType::kPad: return 13;
     case OpType::kShape: return 14;
+    case OpType::kSlice: return 15;
+    case OpType::kHardSigmoid: return 16;
     default: return 0;
   }
 }

@@ -39,6 +39,8 @@ std::string to_string(OpType op) {
     case OpType::kSqueeze: return "Squeeze";
     case OpType::kCast: return "Cast";
     case OpType::kPad: return "Pad";
+    case OpType::kSlice: return "Slice";
+    case OpType::kHardSigmoid: return "HardSigmoid";
   }
   return "?";
 }

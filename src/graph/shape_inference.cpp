@@ -212,8 +212,45 @@ std::vector<int64_t> int_values(std::span<const Tensor* const> values, size_t i,
 
 }  // namespace
 
+std::vector<SliceRange> slice_ranges(const SliceAttrs& a, const Shape& x, const std::string& who) {
+  size_t n = a.starts.size();
+  check(a.ends.size() == n && (a.axes.empty() || a.axes.size() == n) && (a.steps.empty() || a.steps.size() == n),
+        who + ": starts, ends, axes and steps differ in length");
+  int64_t rank = static_cast<int64_t>(x.size());
+  std::vector<SliceRange> ranges;
+  std::vector<bool> seen(x.size(), false);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t axis = normalize_axis(a.axes.empty() ? static_cast<int64_t>(i) : a.axes[i], rank, who);
+    check(!seen[static_cast<size_t>(axis)], who + ": repeated axis");
+    seen[static_cast<size_t>(axis)] = true;
+    int64_t step = a.steps.empty() ? 1 : a.steps[i];
+    check(step != 0, who + ": step must not be 0");
+    int64_t d = x[static_cast<size_t>(axis)];
+    check(d >= 0, who + ": cannot slice a dynamic dimension");
+    // Clamp as ONNX specifies, saturating so INT64_MIN/MAX sentinels cannot overflow.
+    auto resolve = [d](int64_t v, int64_t lo, int64_t hi) {
+      if (v < 0) v = v < -d ? -1 - d : v;  // keeps v + d >= -1
+      if (v < 0) v += d;
+      return std::clamp(v, lo, hi);
+    };
+    int64_t start, end, length;
+    if (step > 0) {
+      start = resolve(a.starts[i], 0, d);
+      end = resolve(a.ends[i], 0, d);
+      length = end > start ? (end - start + step - 1) / step : 0;
+    } else {
+      start = resolve(a.starts[i], 0, d - 1);
+      end = resolve(a.ends[i], -1, d - 1);
+      length = start > end ? (start - end - step - 1) / -step : 0;
+    }
+    ranges.push_back({axis, start, step, length});
+  }
+  return ranges;
+}
+
 bool shape_depends_on_value(const Node& node, size_t input_index) {
   switch (node.op) {
+    case OpType::kSlice: return input_index >= 1;
     case OpType::kReshape:
     case OpType::kUnsqueeze:
     case OpType::kSqueeze:
@@ -276,7 +313,20 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
     case OpType::kSigmoid:
     case OpType::kTanh:
     case OpType::kCast:
+    case OpType::kHardSigmoid:
       return {x};
+    case OpType::kSlice: {
+      SliceAttrs a = node.attr<SliceAttrs>();
+      if (in.size() > 1) {
+        a.starts = int_values(values, 1, who, "starts");
+        a.ends = int_values(values, 2, who, "ends");
+        a.axes = in.size() > 3 && !in[3].empty() ? int_values(values, 3, who, "axes") : std::vector<int64_t>{};
+        a.steps = in.size() > 4 && !in[4].empty() ? int_values(values, 4, who, "steps") : std::vector<int64_t>{};
+      }
+      Shape out = x;
+      for (const auto& r : slice_ranges(a, x, who)) out[static_cast<size_t>(r.axis)] = r.length;
+      return {out};
+    }
     case OpType::kIdentity:
       return node.outputs.size() == 2 ? std::vector<Shape>{x, x} : std::vector<Shape>{x};  // Dropout's mask
     case OpType::kSoftmax: {

@@ -32,6 +32,13 @@ void infer_node_shapes(Graph& graph, Node& node);
 // Normalizes a possibly negative axis for a tensor of `rank` dims; throws naming `what` if out of range.
 int64_t normalize_axis(int64_t axis, int64_t rank, const std::string& what);
 
+// One sliced axis: elements start, start+step, ... (length of them).
+struct SliceRange {
+  int64_t axis, start, step, length;
+};
+// Resolves a Slice's starts/ends/axes/steps against input shape `x` (ONNX clamping rules).
+std::vector<SliceRange> slice_ranges(const SliceAttrs& attrs, const Shape& x, const std::string& who);
+
 // True when output shapes depend on the content of input `input_index` (Reshape's target, ...).
 bool shape_depends_on_value(const Node& node, size_t input_index);
 

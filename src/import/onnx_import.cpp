@@ -431,6 +431,35 @@ class Importer {
       need_inputs(1, 1);
       node.op = OpType::kCast;
       node.attrs = CastAttrs{convert_type(static_cast<int32_t>(attrs.get_int("to", 1)), who)};
+    } else if (op == "Slice") {
+      SliceAttrs a;
+      if (opset < 10) {
+        need_inputs(1, 1);
+        a.starts = attrs.get_ints("starts");
+        a.ends = attrs.get_ints("ends");
+        a.axes = attrs.get_ints("axes");
+      } else {
+        need_inputs(3, 5);
+        bool all_constant = true;
+        for (size_t i = 1; i < node.inputs.size(); ++i)
+          all_constant &= node.inputs[i] == kNoValue || constant_input(node, i) != nullptr;
+        if (all_constant) {  // else read at run time
+          a.starts = constant_ints(node, 1, who, "starts");
+          a.ends = constant_ints(node, 2, who, "ends");
+          if (node.inputs.size() > 3 && node.inputs[3] != kNoValue) a.axes = constant_ints(node, 3, who, "axes");
+          if (node.inputs.size() > 4 && node.inputs[4] != kNoValue) a.steps = constant_ints(node, 4, who, "steps");
+          node.inputs.resize(1);
+        }
+      }
+      node.op = OpType::kSlice;
+      node.attrs = a;
+    } else if (op == "HardSigmoid" || op == "HardSwish") {
+      need_inputs(1, 1);
+      AffineAttrs a;
+      if (op == "HardSwish") a = {1.0f / 6.0f, 0.5f, true};
+      else a = {attrs.get_float("alpha", 0.2f), attrs.get_float("beta", 0.5f), false};
+      node.op = OpType::kHardSigmoid;
+      node.attrs = a;
     } else if (op == "Pad") {
       PadAttrs a;
       std::string mode = attrs.get_string("mode", "constant");
@@ -507,7 +536,7 @@ const std::vector<std::string>& supported_onnx_operators() {
       "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout",
       "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Identity", "LeakyRelu", "MatMul",
       "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Softmax", "Squeeze", "Sub",
-      "Tanh", "Transpose", "Unsqueeze"};
+      "Tanh", "Transpose", "Unsqueeze", "Slice", "HardSigmoid", "HardSwish"};
   return ops;
 }
 
