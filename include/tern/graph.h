@@ -59,6 +59,10 @@ enum class OpType {
   kPad,
   kSlice,
   kHardSigmoid,  // also HardSwish: x * HardSigmoid(x), with AffineAttrs::multiply_input
+  kSqrt,
+  kErf,
+  kPow,
+  kLayerNormalization,
 };
 
 std::string to_string(OpType op);
@@ -93,6 +97,12 @@ struct GemmAttrs {
 };
 
 struct BatchNormAttrs {
+  float epsilon = 1e-5f;
+};
+
+// LayerNormalization: normalize over axes [axis, rank).
+struct LayerNormAttrs {
+  int64_t axis = -1;
   float epsilon = 1e-5f;
 };
 
@@ -157,7 +167,7 @@ struct PadAttrs {
 
 using NodeAttrs = std::variant<std::monostate, ConvAttrs, PoolAttrs, GemmAttrs, BatchNormAttrs, ClipAttrs,
                                LeakyReluAttrs, AxisAttrs, ReduceAttrs, AxesAttrs, TransposeAttrs, ReshapeAttrs,
-                               CastAttrs, PadAttrs, ShapeAttrs, SliceAttrs, AffineAttrs>;
+                               CastAttrs, PadAttrs, ShapeAttrs, SliceAttrs, AffineAttrs, LayerNormAttrs>;
 
 struct Value {
   std::string name;

@@ -426,8 +426,8 @@ void cast_from(const Tensor& x, Tensor& y) {
   }
 }
 
-Tensor cast(const OpContext& ctx, const Tensor& x) {
-  Tensor y = Tensor::uninitialized(ctx.node.attr<CastAttrs>().to, x.shape());
+Tensor cast_to(const OpContext& ctx, const Tensor& x, DataType to) {
+  Tensor y = Tensor::uninitialized(to, x.shape());
   switch (x.dtype()) {
     case DataType::kFloat32: cast_from<float>(x, y); break;
     case DataType::kInt64: cast_from<int64_t>(x, y); break;
@@ -496,6 +496,52 @@ Tensor slice(const OpContext& ctx, std::span<const Tensor* const> in, const Shap
     }
   }
   return y;
+}
+
+std::vector<Tensor> layer_norm(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out_shapes) {
+  const Tensor& x = *in[0];
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<LayerNormAttrs>();
+  int64_t inner = 1;
+  for (int64_t d = a.axis; d < x.rank(); ++d) inner *= x.dim(d);
+  int64_t outer = inner ? x.size() / inner : 0;
+  Shape norm_shape(x.shape().begin() + a.axis, x.shape().end());
+  const Tensor* scale = in[1];
+  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+  std::vector<int64_t> ss = broadcast_strides(scale->shape(), norm_shape);
+  std::vector<int64_t> bs = bias ? broadcast_strides(bias->shape(), norm_shape) : std::vector<int64_t>{};
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
+  Tensor means = Tensor::uninitialized(DataType::kFloat32, out_shapes[1]);
+  Tensor inv_stds = Tensor::uninitialized(DataType::kFloat32, out_shapes[2]);
+  for (int64_t o = 0; o < outer; ++o) {
+    const float* src = x.data<float>() + o * inner;
+    float* dst = y.data<float>() + o * inner;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < inner; ++i) mean += src[i];
+    mean /= static_cast<double>(inner);
+    for (int64_t i = 0; i < inner; ++i) var += (src[i] - mean) * (src[i] - mean);
+    var /= static_cast<double>(inner);
+    float inv = static_cast<float>(1.0 / std::sqrt(var + a.epsilon));
+    means.data<float>()[o] = static_cast<float>(mean);
+    inv_stds.data<float>()[o] = inv;
+    std::vector<int64_t> index(norm_shape.size(), 0);
+    for (int64_t i = 0; i < inner; ++i) {
+      int64_t si = 0, bi = 0;
+      for (size_t d = 0; d < index.size(); ++d) {
+        si += index[d] * ss[d];
+        if (bias) bi += index[d] * bs[d];
+      }
+      float v = (src[i] - static_cast<float>(mean)) * inv * scale->data<float>()[si];
+      dst[i] = bias ? v + bias->data<float>()[bi] : v;
+      for (size_t d = index.size(); d-- > 0;) {
+        if (++index[d] < norm_shape[d]) break;
+        index[d] = 0;
+      }
+    }
+  }
+  std::vector<Tensor> out = {y, means, inv_stds};
+  out.resize(ctx.node.outputs.size());
+  return out;
 }
 
 Tensor shape_of(const OpContext& ctx, const Tensor& x) {
@@ -680,9 +726,26 @@ std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in,
     case OpType::kSoftmax: return {softmax(ctx, *in[0])};
     case OpType::kShape: return {shape_of(ctx, *in[0])};
     case OpType::kGather: return {gather(ctx, *in[0], *in[1], out)};
-    case OpType::kCast: return {cast(ctx, *in[0])};
+    case OpType::kCast: return {cast_to(ctx, *in[0], node.attr<CastAttrs>().to)};
     case OpType::kPad: return {pad(ctx, in, out)};
     case OpType::kSlice: return {slice(ctx, in, out)};
+    case OpType::kSqrt: return {unary(ctx, *in[0], [](float v) { return std::sqrt(v); })};
+    case OpType::kErf: return {unary(ctx, *in[0], [](float v) { return std::erf(v); })};
+    case OpType::kPow: {
+      if (in[0]->dtype() == DataType::kFloat32 && in[1]->dtype() == DataType::kFloat32) {
+        Tensor y = Tensor::uninitialized(DataType::kFloat32, out);
+        binary_typed<float>(*in[0], *in[1], y, [](float p, float q) { return q == 2.0f ? p * p : std::pow(p, q); });
+        return {y};
+      }
+      // Mixed types (ONNX allows any numeric pair; the result has the base's type): via double.
+      Tensor base = cast_to(ctx, *in[0], DataType::kFloat32), exponent = cast_to(ctx, *in[1], DataType::kFloat32);
+      Tensor y = Tensor::uninitialized(DataType::kFloat32, out);
+      binary_typed<float>(base, exponent, y, [](float p, float q) {
+        return static_cast<float>(std::pow(static_cast<double>(p), static_cast<double>(q)));
+      });
+      return {in[0]->dtype() == DataType::kFloat32 ? y : cast_to(ctx, y, in[0]->dtype())};
+    }
+    case OpType::kLayerNormalization: return layer_norm(ctx, in, out_shapes);
     case OpType::kHardSigmoid: {
       const auto& a = node.attr<AffineAttrs>();
       return {unary(ctx, *in[0], [a](float v) {

@@ -17,7 +17,7 @@ using json = nlohmann::json;
 const std::vector<std::pair<OpType, std::string>>& op_names() {
   static const std::vector<std::pair<OpType, std::string>> names = [] {
     std::vector<std::pair<OpType, std::string>> v;
-    for (int i = static_cast<int>(OpType::kConv); i <= static_cast<int>(OpType::kHardSigmoid); ++i)
+    for (int i = static_cast<int>(OpType::kConv); i <= static_cast<int>(OpType::kLayerNormalization); ++i)
       v.emplace_back(static_cast<OpType>(i), to_string(static_cast<OpType>(i)));
     return v;
   }();
@@ -67,6 +67,8 @@ json attrs_to_json(const NodeAttrs& attrs) {
         else if constexpr (std::is_same_v<T, ShapeAttrs>) return {{"kind", "shape"}, {"start", a.start}, {"end", a.end}};
         else if constexpr (std::is_same_v<T, SliceAttrs>)
           return {{"kind", "slice"}, {"starts", a.starts}, {"ends", a.ends}, {"axes", a.axes}, {"steps", a.steps}};
+        else if constexpr (std::is_same_v<T, LayerNormAttrs>)
+          return {{"kind", "layer_norm"}, {"axis", a.axis}, {"epsilon", a.epsilon}};
         else if constexpr (std::is_same_v<T, AffineAttrs>)
           return {{"kind", "affine"}, {"alpha", a.alpha}, {"beta", a.beta}, {"multiply_input", a.multiply_input}};
       },
@@ -142,6 +144,7 @@ NodeAttrs attrs_from_json(const json& j) {
   if (kind == "slice")
     return SliceAttrs{j.at("starts").get<std::vector<int64_t>>(), j.at("ends").get<std::vector<int64_t>>(),
                       j.at("axes").get<std::vector<int64_t>>(), j.at("steps").get<std::vector<int64_t>>()};
+  if (kind == "layer_norm") return LayerNormAttrs{j.at("axis").get<int64_t>(), j.at("epsilon").get<float>()};
   if (kind == "affine")
     return AffineAttrs{j.at("alpha").get<float>(), j.at("beta").get<float>(), j.at("multiply_input").get<bool>()};
   throw Error("unknown attribute kind '" + kind + "'");
@@ -171,6 +174,7 @@ size_t expected_attrs(OpType op) {
     case OpType::kShape: return 14;
     case OpType::kSlice: return 15;
     case OpType::kHardSigmoid: return 16;
+    case OpType::kLayerNormalization: return 17;
     default: return 0;
   }
 }

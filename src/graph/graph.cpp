@@ -41,6 +41,10 @@ std::string to_string(OpType op) {
     case OpType::kPad: return "Pad";
     case OpType::kSlice: return "Slice";
     case OpType::kHardSigmoid: return "HardSigmoid";
+    case OpType::kSqrt: return "Sqrt";
+    case OpType::kErf: return "Erf";
+    case OpType::kPow: return "Pow";
+    case OpType::kLayerNormalization: return "LayerNormalization";
   }
   return "?";
 }

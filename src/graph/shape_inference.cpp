@@ -314,7 +314,20 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
     case OpType::kTanh:
     case OpType::kCast:
     case OpType::kHardSigmoid:
+    case OpType::kSqrt:
+    case OpType::kErf:
       return {x};
+    case OpType::kPow:
+      require_inputs(2);
+      return {broadcast_shapes(in[0], in[1], who)};
+    case OpType::kLayerNormalization: {
+      require_inputs(2);
+      auto& a = node.attr<LayerNormAttrs>();
+      a.axis = normalize_axis(a.axis, static_cast<int64_t>(x.size()), who);
+      Shape stats = x;  // Mean and InvStdDev keep the leading dims, 1 elsewhere
+      std::fill(stats.begin() + a.axis, stats.end(), 1);
+      return {x, stats, stats};
+    }
     case OpType::kSlice: {
       SliceAttrs a = node.attr<SliceAttrs>();
       if (in.size() > 1) {

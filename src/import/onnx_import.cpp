@@ -307,9 +307,19 @@ class Importer {
       max_outputs = 5;
       node.op = OpType::kBatchNormalization;
       node.attrs = BatchNormAttrs{attrs.get_float("epsilon", 1e-5f)};
-    } else if (op == "Relu" || op == "Sigmoid" || op == "Tanh") {
+    } else if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "Sqrt" || op == "Erf") {
       need_inputs(1, 1);
-      node.op = op == "Relu" ? OpType::kRelu : op == "Sigmoid" ? OpType::kSigmoid : OpType::kTanh;
+      node.op = op == "Relu" ? OpType::kRelu : op == "Sigmoid" ? OpType::kSigmoid : op == "Tanh" ? OpType::kTanh
+                : op == "Sqrt" ? OpType::kSqrt : OpType::kErf;
+    } else if (op == "Pow") {
+      need_inputs(2, 2);
+      node.op = OpType::kPow;
+    } else if (op == "LayerNormalization") {
+      need_inputs(2, 3);
+      check(attrs.get_int("stash_type", 1) == 1, who + ": only float32 stash_type is supported");
+      max_outputs = 3;
+      node.op = OpType::kLayerNormalization;
+      node.attrs = LayerNormAttrs{attrs.get_int("axis", -1), attrs.get_float("epsilon", 1e-5f)};
     } else if (op == "LeakyRelu") {
       need_inputs(1, 1);
       node.op = OpType::kLeakyRelu;
@@ -487,9 +497,10 @@ class Importer {
     }
 
     check(proto.output_size() >= 1 && !proto.output(0).empty(), who + ": has no output");
-    check(static_cast<size_t>(proto.output_size()) <= max_outputs || node.op == OpType::kIdentity,
+    check(static_cast<size_t>(proto.output_size()) <= max_outputs,
           who + ": expects " + std::to_string(max_outputs) + " output(s), got " + std::to_string(proto.output_size()));
-    size_t outputs = node.op == OpType::kIdentity ? std::min<size_t>(static_cast<size_t>(proto.output_size()), max_outputs) : 1;
+    bool multi_output = node.op == OpType::kIdentity || node.op == OpType::kLayerNormalization;
+    size_t outputs = multi_output ? std::min<size_t>(static_cast<size_t>(proto.output_size()), max_outputs) : 1;
     for (size_t i = 0; i < outputs; ++i) {
       if (proto.output(static_cast<int>(i)).empty()) break;
       Value out;
@@ -536,7 +547,7 @@ const std::vector<std::string>& supported_onnx_operators() {
       "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout",
       "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Identity", "LeakyRelu", "MatMul",
       "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Softmax", "Squeeze", "Sub",
-      "Tanh", "Transpose", "Unsqueeze", "Slice", "HardSigmoid", "HardSwish"};
+      "Tanh", "Transpose", "Unsqueeze", "Slice", "HardSigmoid", "HardSwish", "Sqrt", "Erf", "Pow", "LayerNormalization"};
   return ops;
 }
 
