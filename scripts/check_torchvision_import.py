@@ -23,7 +23,7 @@ import torchvision
 ARCHITECTURES = [
     # (name, input size)
     ("resnet18", 64), ("resnet50", 64), ("resnext50_32x4d", 64), ("wide_resnet50_2", 64),
-    ("vgg11_bn", 64), ("alexnet", 224), ("squeezenet1_1", 64), ("densenet121", 64),
+    ("vgg11_bn", 224), ("alexnet", 224), ("squeezenet1_1", 64), ("densenet121", 64),
     ("googlenet", 64), ("inception_v3", 299), ("mobilenet_v2", 64), ("mobilenet_v3_small", 64),
     ("mnasnet1_0", 64), ("shufflenet_v2_x1_0", 64), ("efficientnet_b0", 64), ("regnet_y_400mf", 64),
     ("convnext_tiny", 64),
