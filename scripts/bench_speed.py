@@ -3,7 +3,7 @@
 
     /usr/bin/python3 scripts/bench_speed.py
 
-Builds build/bench/bench_end_to_end (tern FP32 and oneDNN FP32 on the same imported graph,
+Builds build/all/bench/bench_end_to_end (tern FP32 and oneDNN FP32 on the same imported graph,
 interleaved in one process, outputs cross-checked), runs it, then runs bench/bench_pytorch.py
 (PyTorch eager and frozen TorchScript on the same architectures), and writes the Markdown report.
 With --rounds N the two programs alternate N times and each figure is the median over rounds.
@@ -196,7 +196,7 @@ def main():
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per timed repetition")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="alternate the C++ and PyTorch programs this many times")
-    ap.add_argument("--build-dir", default=os.path.join(REPO, "build"))
+    ap.add_argument("--build-dir", default=os.path.join(REPO, "build", "all"))
     ap.add_argument("--no-build", action="store_true", help="use the existing bench_end_to_end binary")
     ap.add_argument("--out", default=os.path.join(REPO, "docs", "results", "speed.md"))
     args = ap.parse_args()
