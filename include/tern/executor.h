@@ -26,6 +26,8 @@ struct NodeProfile {
   int64_t runs = 0;
 };
 
+// One Executor runs one batch at a time (run() is not reentrant); use one per calling thread. The
+// kernels inside a run use the thread pool.
 class Executor {
  public:
   // Copies the graph and prepares it once (packs constant weights for the fast kernels).
