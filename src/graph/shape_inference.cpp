@@ -294,7 +294,7 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
   auto require_inputs = [&](size_t n) {
     check(in.size() >= n, who + ": expects at least " + std::to_string(n) + " inputs, got " + std::to_string(in.size()));
   };
-  require_inputs(node.op == OpType::kConcat ? 1 : 1);
+  require_inputs(1);
   const Shape& x = in[0];
   switch (node.op) {
     case OpType::kConv:
