@@ -8,7 +8,7 @@
 set -euo pipefail
 
 runtime=(build-essential cmake pkg-config libonnx-dev libprotobuf-dev protobuf-compiler zlib1g-dev
-         nlohmann-json3-dev dataset-fashion-mnist)
+         nlohmann-json3-dev libssl-dev dataset-fashion-mnist)
 extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3)
 # ocl-icd-opencl-dev: Debian's oneDNN CMake config requires OpenCL, without declaring it.
 

@@ -47,7 +47,9 @@ TEST(OnnxNodeTestCoverage, EverySupportedOperatorTestIsListed) {
   for (const std::string& name : all) {
     bool all_supported = true;
     for (const auto& op : node_test_operators(std::string(kOnnxNodeTestDir) + "/" + name)) all_supported &= ops.count(op) != 0;
-    if (all_supported) EXPECT_TRUE(listed.count(name)) << name << " uses only supported operators but is not listed";
+    if (all_supported) {
+      EXPECT_TRUE(listed.count(name)) << name << " uses only supported operators but is not listed";
+    }
   }
 }
 

@@ -102,7 +102,9 @@ TEST(QuantizeWeights, SmallerGroupsNeverIncreaseTheError) {
   double previous = -1;
   for (int64_t n : {kWholeFilter, int64_t{32}, int64_t{16}, int64_t{8}, int64_t{4}, int64_t{2}, int64_t{1}}) {
     QuantizedWeights q = quantize_weights(w, 16, 32, 9, {WeightFormat::kTernary, TernaryMethod::kFgq, 2, n});
-    if (previous >= 0) EXPECT_GE(q.sqnr_db, previous - 1e-9) << "N=" << n;
+    if (previous >= 0) {
+      EXPECT_GE(q.sqnr_db, previous - 1e-9) << "N=" << n;
+    }
     previous = q.sqnr_db;
   }
 }

@@ -63,6 +63,7 @@ enum class OpType {
   kErf,
   kPow,
   kLayerNormalization,
+  kFakeQuantize,  // tern's own: quantize to integer codes and back (simulated quantized inference)
 };
 
 std::string to_string(OpType op);
@@ -165,9 +166,22 @@ struct PadAttrs {
   float value = 0.0f;
 };
 
+// FakeQuantize: y = scale * clamp(round(x / scale), qmin, qmax), rounding half away from zero;
+// qmin = 0, qmax = 2^bits - 1 unsigned; qmin = -qmax, qmax = 2^(bits-1) - 1 signed. A dynamic one
+// picks the scale per image (per index of axis 0) from that image's max |x| (unsigned: max x):
+// T / qmax, or the power of two 2^ceil(log2(T / qmax)); an all-zero image stays zero.
+struct FakeQuantAttrs {
+  int bits = 8;
+  bool is_unsigned = false;
+  bool dynamic = false;
+  bool power_of_two = false;  // dynamic only (a static scale is stored as chosen)
+  float scale = 1.0f;         // static only
+};
+
 using NodeAttrs = std::variant<std::monostate, ConvAttrs, PoolAttrs, GemmAttrs, BatchNormAttrs, ClipAttrs,
                                LeakyReluAttrs, AxisAttrs, ReduceAttrs, AxesAttrs, TransposeAttrs, ReshapeAttrs,
-                               CastAttrs, PadAttrs, ShapeAttrs, SliceAttrs, AffineAttrs, LayerNormAttrs>;
+                               CastAttrs, PadAttrs, ShapeAttrs, SliceAttrs, AffineAttrs, LayerNormAttrs,
+                               FakeQuantAttrs>;
 
 struct Value {
   std::string name;

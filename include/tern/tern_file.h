@@ -41,6 +41,8 @@ enum class SectionType : uint32_t {
   kGraph = 1,       // the graph IR as JSON (UTF-8), tensors referenced by index into kTensors
   kTensors = 2,     // tensor payloads, each 64-byte aligned; the table of contents is in kGraph
   kProvenance = 3,  // JSON: source model and its SHA-256, options, tern version
+  kQuantization = 4,  // JSON: per quantized layer, its codes, scales, bias and activation parameters
+                      // (payloads in kTensors); see quantized_model.h
 };
 
 struct TernSection {

@@ -67,6 +67,10 @@ struct QuantizedWeights {
   std::vector<float> dequantize() const;  // canonical order
 };
 
+// The grouping quantize_weights uses for a layer and configuration (int: -1 = one scale per
+// tensor, 0 = per output channel, N = per group). Throws Error for a bad group size or bit count.
+WeightGrouping grouping_for(int64_t out, int64_t in, int64_t taps, const WeightQuantConfig& config);
+
 // Quantizes weights in canonical layout [out][in][taps]. Throws Error on a bad configuration
 // (group size < 0 for ternary, bits out of range, an empty layer).
 QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,

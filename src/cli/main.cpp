@@ -5,19 +5,27 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <cmath>
+#include <fstream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "core/file_io.h"
 #include "kernels/cpu_features.h"
+#include "tern/batchnorm_ranges.h"
 #include "tern/data.h"
 #include "tern/error.h"
 #include "tern/evaluate.h"
 #include "tern/executor.h"
+#include "tern/model_io.h"
 #include "tern/onnx_import.h"
+#include "tern/passes.h"
+#include "tern/quantized_model.h"
 
 namespace {
 
@@ -29,11 +37,24 @@ constexpr int kExitUsage = 2;
 
 const char* kUsage = R"(usage: tern <command> [options]
 
+MODEL is an ONNX file or a .tern file (FP32, or quantized by 'tern quantize': run as an exact
+simulation of its quantized values).
+
 commands:
+  quantize IN.onnx -o OUT.tern [--weights ternary|binary|int2..int8|float32] [--method fgq|fgq-asym|twn|tnt|cluster]
+             [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2]
+             [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
+             [--data SPEC] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
+             [--eval] [--json]
+      post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
+      on the first 512 training images of --data (default fashion-mnist) at the 99.99th
+      percentile; first and last layers int8 (--all-layers quantizes them like the rest).
+      --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
+      statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
   eval MODEL --data SPEC [--labels Y.npy] [--split test|train] [--limit N] [--batch B] [--json]
              [--scale S] [--mean M[,M..]] [--std S[,S..]]
       top-1/top-5 accuracy and images/s. SPEC: fashion-mnist (Debian's copy), an IDX directory,
-      or an .npy image array together with --labels.
+      or an .npy image array together with --labels. A quantized model adds its per-layer table.
   run MODEL --input X.npy --output Y.npy [--batch B]
       runs the model on an .npy input batch (already normalized) and writes the first output.
   inspect MODEL [--json]
@@ -54,6 +75,7 @@ class Args {
        const std::set<std::string>& flags) {
     for (int i = first; i < argc; ++i) {
       std::string a = argv[i];
+      if (a == "-o") a = "--output";
       if (a.rfind("--", 0) == 0) {
         std::string name = a.substr(2), value;
         size_t eq = name.find('=');
@@ -170,26 +192,145 @@ std::string json_shape(const tern::Shape& s) {
   return j.dump();
 }
 
+// Any model file: ONNX (imported and optimized), a .tern FP32 graph, or a quantized .tern (its
+// simulation graph; `quantized` keeps the layer records for the report).
+struct LoadedModel {
+  tern::Graph graph;
+  std::optional<tern::quant::QuantizedModel> quantized;
+  int64_t file_bytes = 0;
+  const char* engine() const { return quantized ? "simulated" : "fp32"; }
+};
+
+LoadedModel load_model(const std::string& path) {
+  LoadedModel m;
+  if (tern::is_tern_file(path)) {
+    tern::TernFile file = tern::TernFile::open(path);
+    if (tern::quant::is_quantized(file)) {
+      m.quantized = tern::quant::load_quantized_model(file);
+      m.graph = tern::quant::simulation_graph(*m.quantized);
+    } else {
+      m.graph = tern::load_graph(file);
+    }
+  } else {
+    m.graph = tern::import_onnx(path);
+  }
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  m.file_bytes = f ? static_cast<int64_t>(f.tellg()) : 0;
+  return m;
+}
+
+std::string db_text(const std::optional<double>& db) {
+  if (!db) return "-";
+  if (std::isinf(*db)) return "exact";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f", *db);
+  return buf;
+}
+
+nlohmann::json db_json(const std::optional<double>& db) {
+  if (!db) return nullptr;
+  if (std::isinf(*db)) return "inf";
+  return *db;
+}
+
+nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t file_bytes) {
+  using namespace tern::quant;
+  ModelSize size = model_size(q);
+  nlohmann::json layers = nlohmann::json::array();
+  for (const LayerPlan& p : q.plan) {
+    const QuantizedLayer* l = q.find(p.node);
+    nlohmann::json j = {{"name", p.node}, {"reason", l ? l->reason : p.reason}};
+    if (!l) {
+      j["weights"] = "float32";
+      layers.push_back(j);
+      continue;
+    }
+    j["weights"] = describe_weights(*l);
+    j["bits"] = l->terms[0].bits;
+    j["group_size"] = l->config.group_size;
+    j["grouping"] = l->terms[0].grouping.describe();
+    j["terms"] = l->terms.size();
+    j["zero_fraction"] = l->zero_fraction();
+    j["weight_sqnr_db"] = db_json(l->weight_sqnr_db);
+    j["output_sqnr_db"] = db_json(l->output_sqnr_db);
+    j["macs"] = l->macs_per_image();
+    j["multiplies"] = l->multiplies_per_image();
+    j["bytes"] = layer_bytes(*l);
+    if (l->input)
+      j["activation"] = {{"bits", l->input->bits},       {"unsigned", l->input->is_unsigned},
+                         {"dynamic", l->input->dynamic}, {"power_of_two", l->input->power_of_two},
+                         {"scale", l->input->scale},     {"threshold", l->input->threshold},
+                         {"source", l->input->source}};
+    else
+      j["activation"] = nullptr;
+    layers.push_back(j);
+  }
+  nlohmann::json j = {{"size_bytes", size.quantized},
+                      {"fp32_bytes", size.fp32},
+                      {"int8_bytes", size.int8},
+                      {"ratio_to_fp32", static_cast<double>(size.fp32) / static_cast<double>(size.quantized)},
+                      {"ratio_to_int8", static_cast<double>(size.int8) / static_cast<double>(size.quantized)},
+                      {"macs", size.macs_per_image},
+                      {"multiplies", size.multiplies_per_image},
+                      {"mults_eliminated", size.mults_eliminated()},
+                      {"layers", layers}};
+  if (file_bytes) j["file_bytes"] = file_bytes;
+  return j;
+}
+
+void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes) {
+  using namespace tern::quant;
+  std::printf("%-34s %-24s %6s %7s %-30s %7s %11s %9s\n", "layer", "weights", "zero%", "W SQNR", "input", "out SQNR",
+              "mults/img", "bytes");
+  for (const LayerPlan& p : q.plan) {
+    const QuantizedLayer* l = q.find(p.node);
+    if (!l) {
+      std::printf("%-34s %-24s   (%s)\n", p.node.c_str(), "float32", p.reason.c_str());
+      continue;
+    }
+    std::string act = l->input ? describe_activation(*l->input) : "float32";
+    std::printf("%-34s %-24s %6.1f %7s %-30s %7s %11lld %9lld\n", l->node.c_str(), describe_weights(*l).c_str(),
+                100.0 * l->zero_fraction(), db_text(l->weight_sqnr_db).c_str(), act.c_str(),
+                db_text(l->output_sqnr_db).c_str(), static_cast<long long>(l->multiplies_per_image()),
+                static_cast<long long>(layer_bytes(*l)));
+  }
+  ModelSize size = model_size(q);
+  std::printf("size        %lld bytes of weights, scales and biases: %.2fx smaller than FP32 (%lld), %.2fx than int8 (%lld)\n",
+              static_cast<long long>(size.quantized), static_cast<double>(size.fp32) / static_cast<double>(size.quantized),
+              static_cast<long long>(size.fp32), static_cast<double>(size.int8) / static_cast<double>(size.quantized),
+              static_cast<long long>(size.int8));
+  if (file_bytes) std::printf("file        %lld bytes (with the graph and provenance)\n", static_cast<long long>(file_bytes));
+  std::printf("multiplies  %.1f %% eliminated (%lld of %lld per image left; one per group of N)\n",
+              100.0 * size.mults_eliminated(), static_cast<long long>(size.multiplies_per_image),
+              static_cast<long long>(size.macs_per_image));
+}
+
 int cmd_eval(int argc, char** argv) {
   Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std"}, {"json"});
   std::string model = args.model("eval");
   tern::EvalOptions options;
   options.limit = args.get_int("limit", 0, 0, int64_t{1} << 40);
   options.batch = args.get_int("batch", 100, 1, 1 << 16);
-  tern::Graph graph = tern::import_onnx(model);
-  tern::Normalization norm = normalization(args, graph);
+  LoadedModel loaded = load_model(model);
+  tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
-  tern::Executor executor(std::move(graph));
+  const char* engine = loaded.engine();
+  tern::Executor executor(std::move(loaded.graph));
   tern::EvalResult r = tern::evaluate_classifier(executor, data, norm, options);
   if (args.flag("json")) {
-    nlohmann::json j = {{"model", model}, {"data", data.name},           {"engine", "fp32"},
+    nlohmann::json j = {{"model", model}, {"data", data.name},           {"engine", engine},
                         {"top1", r.top1}, {"top5", r.top5},              {"images", r.images},
                         {"seconds", r.seconds}, {"images_per_s", r.images_per_s}, {"batch", options.batch},
                         {"threads", tern::ThreadPool::global().size()},
                         {"isa", tern::kernels::to_string(tern::kernels::active_isa())}};
+    if (loaded.quantized) j.update(quant_report_json(*loaded.quantized, loaded.file_bytes));
     std::cout << j.dump() << "\n";
   } else {
-    std::printf("model       %s (fp32)\n", model.c_str());
+    if (loaded.quantized) {
+      print_quant_report(*loaded.quantized, loaded.file_bytes);
+      std::printf("\n");
+    }
+    std::printf("model       %s (%s)\n", model.c_str(), engine);
     std::printf("data        %s, %lld images\n", data.name.c_str(), static_cast<long long>(r.images));
     std::printf("input       %s\n", norm.describe().c_str());
     std::printf("top-1       %.2f %%\n", r.top1);
@@ -201,11 +342,156 @@ int cmd_eval(int argc, char** argv) {
   return 0;
 }
 
+int cmd_quantize(int argc, char** argv) {
+  namespace q = tern::quant;
+  Args args("quantize", argc, argv, 2,
+            {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
+             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std"},
+            {"all-layers", "eval", "json"});
+  std::string in_path = args.model("quantize");
+  if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
+  std::string out_path = args.get("output");
+
+  // Every option is checked before any work, so a bad one never leaves a file behind.
+  q::QuantizeOptions options;
+  q::WeightQuantConfig& w = options.plan.weights;
+  try {
+    q::parse_weight_spec(args.get("weights", "ternary"), w, "--weights");
+    if (args.has("method")) {
+      check(w.format == q::WeightFormat::kTernary, "--method applies to ternary weights only");
+      w.method = q::parse_ternary_method(args.get("method"), "--method");
+    }
+    std::string group = args.get("group", w.format == q::WeightFormat::kInt ? "channel" : "4");
+    if (group == "tensor") {
+      check(w.format == q::WeightFormat::kInt, "--group tensor applies to int weights only");
+      w.group_size = -1;
+    } else {
+      w.group_size = q::parse_group_size(group, "--group");
+    }
+    check(!(w.method == q::TernaryMethod::kCluster && w.group_size == q::kWholeFilter),
+          "--method cluster needs --group N (filters per cluster)");
+  } catch (const Error& e) {
+    throw UsageError(e.what());
+  }
+  std::string acts = args.get("acts", "8");
+  if (acts == "8" || acts == "4") options.plan.activation_bits = std::stoi(acts);
+  else if (acts == "float" || acts == "float32") options.plan.activation_bits = 0;
+  else throw UsageError("--acts: expected 8, 4 or float, got '" + acts + "'");
+  std::string act_scale = args.get("act-scale", "real");
+  if (act_scale != "real" && act_scale != "pow2") throw UsageError("--act-scale: expected real or pow2, got '" + act_scale + "'");
+  options.power_of_two = act_scale == "pow2";
+  options.plan.first_last_8bit = !args.flag("all-layers");
+  if (args.has("data-free")) {
+    std::string mode = args.get("data-free");
+    if (mode != "dynamic" && mode != "batchnorm")
+      throw UsageError("--data-free: expected dynamic or batchnorm, got '" + mode + "'");
+    for (const char* o : {"calibration", "percentile", "calib-images"})
+      if (args.has(o)) throw UsageError(std::string("--") + o + " does not apply with --data-free");
+    options.activation_mode = q::parse_activation_mode(mode);
+  }
+  try {
+    options.calibration = q::parse_calibration_method(args.get("calibration", "percentile"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("--calibration: ") + e.what());
+  }
+  if (args.has("percentile") && options.calibration != q::CalibrationMethod::kPercentile)
+    throw UsageError("--percentile goes with --calibration percentile");
+  options.percentile = args.get_double("percentile", 99.99, 1e-9, 100);
+  int64_t calib_images = args.get_int("calib-images", 512, 1, 1 << 20);
+  options.batch = args.get_int("batch", 64, 1, 1 << 16);
+  if (args.has("config")) {
+    options.config_json = tern::read_whole_file(args.get("config"));
+    options.config_name = args.get("config");
+  }
+  if (out_path.empty()) throw UsageError("-o: empty path");
+
+  // Import. BatchNorm statistics must be read before the passes fold BatchNorm into the convolutions.
+  std::string bytes = tern::read_whole_file(in_path);
+  tern::ImportOptions import_options;
+  import_options.optimize = options.activation_mode != q::ActivationMode::kBatchNorm;
+  tern::Graph graph = tern::import_onnx_bytes(bytes, in_path, import_options);
+  tern::Normalization norm = normalization(args, graph);
+  float lo = INFINITY, hi = -INFINITY;  // the exact input range: pixels 0..255 normalized
+  for (size_t c = 0; c < std::max(norm.mean.size(), norm.std.size()); ++c) {
+    float mean = norm.mean[std::min(c, norm.mean.size() - 1)], sd = norm.std[std::min(c, norm.std.size() - 1)];
+    lo = std::min(lo, static_cast<float>((0.0 * norm.scale - mean) / sd));
+    hi = std::max(hi, static_cast<float>((255.0 * norm.scale - mean) / sd));
+  }
+  options.input_non_negative = lo >= 0.0f;
+  if (options.activation_mode == q::ActivationMode::kBatchNorm) {
+    for (const auto& [name, r] : q::batchnorm_ranges(graph, std::make_pair(lo, hi)))
+      options.static_thresholds[name] = {r.threshold, r.source};
+    tern::optimize(graph);
+  }
+
+  // Calibration images: the first N of the training split (never test images).
+  std::optional<tern::Tensor> calibration;
+  bool want_images = options.activation_mode == q::ActivationMode::kCalibrated || args.has("data");
+  tern::Dataset train;
+  if (want_images) {
+    std::string spec = args.get("data", "fashion-mnist");
+    bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
+    if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
+    train = npy ? tern::load_npy_dataset(spec, args.get("labels")) : tern::load_idx_dataset(spec, "train");
+    check(train.size() > 0, spec + ": no images");
+    check(graph.inputs.size() == 1, in_path + ": quantize supports single-input models");
+    calibration = tern::make_batch(train, 0, std::min<int64_t>(calib_images, train.size()), norm,
+                                   graph.value(graph.inputs[0]).shape);
+  }
+  q::QuantizedModel model = q::quantize_model(graph, options, calibration ? &*calibration : nullptr);
+
+  nlohmann::json prov = nlohmann::json::parse(model.provenance_json);
+  prov["source"] = in_path;
+  prov["source_sha256"] = tern::sha256_hex(bytes);
+  std::string command;
+  for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
+  prov["command"] = command;
+  if (calibration) prov["calibration_data"] = train.name + " (train split, first " + std::to_string(calibration->dim(0)) + ")";
+  model.provenance_json = prov.dump();
+  q::save_quantized_model(out_path, model);
+
+  int64_t file_bytes = 0;
+  if (std::ifstream f(out_path, std::ios::binary | std::ios::ate); f) file_bytes = static_cast<int64_t>(f.tellg());
+  nlohmann::json report = quant_report_json(model, file_bytes);
+  report["model"] = out_path;
+  report["source"] = in_path;
+  if (!args.flag("json")) {
+    std::printf("quantized   %s -> %s\n\n", in_path.c_str(), out_path.c_str());
+    print_quant_report(model, file_bytes);
+  }
+  if (args.flag("eval")) {
+    std::string spec = args.get("data", "fashion-mnist");
+    bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
+    tern::Dataset test = npy ? tern::load_npy_dataset(spec, args.get("labels")) : tern::load_idx_dataset(spec, "test");
+    tern::EvalOptions eval_options;
+    tern::Executor reference(graph);
+    tern::Executor simulated(q::simulation_graph(model));
+    tern::EvalResult a = tern::evaluate_classifier(reference, test, norm, eval_options);
+    tern::EvalResult b = tern::evaluate_classifier(simulated, test, norm, eval_options);
+    report["fp32_top1"] = a.top1;
+    report["top1"] = b.top1;
+    report["top1_drop_pp"] = a.top1 - b.top1;
+    report["eval_data"] = test.name;
+    report["eval_images"] = b.images;
+    if (!args.flag("json")) {
+      tern::quant::ModelSize size = tern::quant::model_size(model);
+      std::printf("\n%-12s %8s %14s %12s %14s\n", "", "top-1 %", "size (bytes)", "vs FP32", "mults left");
+      std::printf("%-12s %8.2f %14lld %11.2fx %13.1f%%\n", "FP32", a.top1, static_cast<long long>(size.fp32), 1.0, 100.0);
+      std::printf("%-12s %8.2f %14lld %11.2fx %13.1f%%\n", "quantized", b.top1, static_cast<long long>(size.quantized),
+                  static_cast<double>(size.fp32) / static_cast<double>(size.quantized), 100.0 * (1 - size.mults_eliminated()));
+      std::printf("top-1 change %+.2f pp on %lld %s test images\n", b.top1 - a.top1, static_cast<long long>(b.images),
+                  test.name.c_str());
+    }
+  }
+  if (args.flag("json")) std::cout << report.dump() << "\n";
+  return 0;
+}
+
 int cmd_run(int argc, char** argv) {
   Args args("run", argc, argv, 2, {"input", "output"}, {});
   std::string model = args.model("run");
   if (!args.has("input") || !args.has("output")) throw UsageError("'tern run' needs --input X.npy and --output Y.npy");
-  tern::Graph graph = tern::import_onnx(model);
+  tern::Graph graph = load_model(model).graph;
   tern::Tensor x = tern::read_npy(args.get("input"));
   tern::Executor executor(std::move(graph));
   tern::Tensor y;
@@ -221,7 +507,7 @@ int cmd_run(int argc, char** argv) {
 int cmd_inspect(int argc, char** argv) {
   Args args("inspect", argc, argv, 2, {}, {"json"});
   std::string model = args.model("inspect");
-  tern::Graph graph = tern::import_onnx(model);
+  tern::Graph graph = load_model(model).graph;
   tern::ModelSummary s = tern::summarize(graph);
   if (args.flag("json")) {
     nlohmann::json layers = nlohmann::json::array();
@@ -258,7 +544,9 @@ int cmd_bench(int argc, char** argv) {
   std::string model = args.model("bench");
   int64_t batch = args.get_int("batch", 1, 1, 1 << 16);
   double seconds = args.get_double("seconds", 2.0, 0.01, 3600);
-  tern::Graph graph = tern::import_onnx(model);
+  LoadedModel loaded = load_model(model);
+  const char* engine = loaded.engine();
+  tern::Graph graph = std::move(loaded.graph);
   check(graph.inputs.size() == 1, model + ": bench supports single-input models");
   tern::Shape shape = graph.value(graph.inputs[0]).shape;
   check(!shape.empty(), model + ": input has no shape");
@@ -300,15 +588,15 @@ int cmd_bench(int argc, char** argv) {
   double median = times[times.size() / 2];
   double ips = static_cast<double>(batch) / median;
   if (args.flag("json")) {
-    std::cout << nlohmann::json{{"model", model}, {"engine", "fp32"}, {"batch", batch}, {"runs", times.size()},
+    std::cout << nlohmann::json{{"model", model}, {"engine", engine}, {"batch", batch}, {"runs", times.size()},
                                 {"median_ms", median * 1e3}, {"min_ms", times.front() * 1e3},
                                 {"images_per_s", ips}, {"threads", tern::ThreadPool::global().size()},
                                 {"isa", tern::kernels::to_string(tern::kernels::active_isa())}}
                      .dump()
               << "\n";
   } else {
-    std::printf("%s fp32 batch %lld: median %.3f ms (min %.3f), %.0f images/s, %zu runs, %d threads, %s kernels\n",
-                model.c_str(), static_cast<long long>(batch), median * 1e3, times.front() * 1e3, ips, times.size(),
+    std::printf("%s %s batch %lld: median %.3f ms (min %.3f), %.0f images/s, %zu runs, %d threads, %s kernels\n",
+                model.c_str(), engine, static_cast<long long>(batch), median * 1e3, times.front() * 1e3, ips, times.size(),
                 tern::ThreadPool::global().size(), tern::kernels::to_string(tern::kernels::active_isa()));
   }
   return 0;
@@ -323,6 +611,7 @@ int main(int argc, char** argv) {
   }
   std::string command = argv[1];
   try {
+    if (command == "quantize") return cmd_quantize(argc, argv);
     if (command == "eval") return cmd_eval(argc, argv);
     if (command == "run") return cmd_run(argc, argv);
     if (command == "inspect") return cmd_inspect(argc, argv);

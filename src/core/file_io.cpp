@@ -1,5 +1,7 @@
 #include "core/file_io.h"
 
+#include <openssl/sha.h>
+
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -34,6 +36,18 @@ void write_file_atomically(const std::string& path, std::initializer_list<std::s
     std::remove(tmp.c_str());
     throw Error(path + ": cannot move the finished file into place");
   }
+}
+
+std::string sha256_hex(std::string_view bytes) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(bytes.data()), bytes.size(), digest);
+  static const char* hex = "0123456789abcdef";
+  std::string s;
+  for (unsigned char c : digest) {
+    s += hex[c >> 4];
+    s += hex[c & 15];
+  }
+  return s;
 }
 
 }  // namespace tern

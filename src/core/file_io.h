@@ -3,6 +3,7 @@
 
 #include <span>
 #include <string>
+#include <string_view>
 
 namespace tern {
 
@@ -12,5 +13,8 @@ std::string read_whole_file(const std::string& path);
 // Writes the parts, in order, to PATH.tmp, then renames it over PATH: a failure (disk full, missing
 // directory) leaves neither a partial PATH nor the temporary behind.
 void write_file_atomically(const std::string& path, std::initializer_list<std::span<const char>> parts);
+
+// SHA-256 of the bytes, as 64 lowercase hex digits (provenance of quantized models).
+std::string sha256_hex(std::string_view bytes);
 
 }  // namespace tern

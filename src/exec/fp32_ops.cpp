@@ -8,6 +8,7 @@
 
 #include "graph/shape_inference.h"
 #include "kernels/fp32/sgemm.h"
+#include "tern/calibration.h"
 #include "tern/error.h"
 
 namespace tern::ops {
@@ -47,6 +48,41 @@ Tensor unary(const OpContext& ctx, const Tensor& x, F f) {
   };
   if (ctx.pool) ctx.pool->parallel_for(x.size(), body, 1 << 14);
   else body(0, x.size());
+  return y;
+}
+
+// FakeQuantize (graph.h): the same codes as quant::quantize_activation (x / scale in float, clamp,
+// round half away from zero), times the scale. NaN stays NaN.
+Tensor fake_quantize(const OpContext& ctx, const Tensor& x, const FakeQuantAttrs& a) {
+  require_float(ctx, x, "input");
+  const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
+  const float hi = static_cast<float>(qmax), lo = a.is_unsigned ? 0.0f : -hi;
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
+  const int64_t images = x.rank() > 0 ? x.dim(0) : 1;
+  const int64_t per_image = images > 0 ? x.size() / images : 0;
+  for (int64_t n = 0; n < images; ++n) {
+    const float* in = x.data<float>() + n * per_image;
+    float* out = y.data<float>() + n * per_image;
+    float scale = a.scale;
+    if (a.dynamic) {
+      float t = 0.0f;
+      for (int64_t i = 0; i < per_image; ++i) t = std::max(t, a.is_unsigned ? in[i] : std::fabs(in[i]));
+      check(std::isfinite(t), ctx.who + ": image " + std::to_string(n) + " holds an infinite value");
+      if (t == 0.0f) {  // nothing above zero: every code is 0
+        for (int64_t i = 0; i < per_image; ++i) out[i] = std::isnan(in[i]) ? in[i] : 0.0f;
+        continue;
+      }
+      scale = a.power_of_two ? quant::power_of_two_scale(t, qmax) : t / hi;
+    }
+    auto body = [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        float v = in[i] / scale;
+        out[i] = std::isnan(v) ? v : std::round(std::clamp(v, lo, hi)) * scale;
+      }
+    };
+    if (ctx.pool) ctx.pool->parallel_for(per_image, body, 1 << 14);
+    else body(0, per_image);
+  }
   return y;
 }
 
@@ -753,6 +789,7 @@ std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in,
         return a.multiply_input ? v * h : h;
       })};
     }
+    case OpType::kFakeQuantize: return {fake_quantize(ctx, *in[0], node.attr<FakeQuantAttrs>())};
     case OpType::kConstant: break;
   }
   throw Error(ctx.who + ": operator has no implementation");

@@ -3,7 +3,9 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
+#include "format/graph_json.h"
 #include "graph/shape_inference.h"
 #include "tern/error.h"
 #include "tern/model_io.h"
@@ -72,6 +74,9 @@ json attrs_to_json(const NodeAttrs& attrs) {
           return {{"kind", "layer_norm"}, {"axis", a.axis}, {"epsilon", a.epsilon}};
         else if constexpr (std::is_same_v<T, AffineAttrs>)
           return {{"kind", "affine"}, {"alpha", a.alpha}, {"beta", a.beta}, {"multiply_input", a.multiply_input}};
+        else if constexpr (std::is_same_v<T, FakeQuantAttrs>)
+          return {{"kind", "fake_quant"}, {"bits", a.bits}, {"is_unsigned", a.is_unsigned}, {"dynamic", a.dynamic},
+                  {"power_of_two", a.power_of_two}, {"scale", a.scale}};
       },
       attrs);
 }
@@ -148,6 +153,13 @@ NodeAttrs attrs_from_json(const json& j) {
   if (kind == "layer_norm") return LayerNormAttrs{j.at("axis").get<int64_t>(), j.at("epsilon").get<float>()};
   if (kind == "affine")
     return AffineAttrs{j.at("alpha").get<float>(), j.at("beta").get<float>(), j.at("multiply_input").get<bool>()};
+  if (kind == "fake_quant") {
+    FakeQuantAttrs a{j.at("bits").get<int>(), j.at("is_unsigned").get<bool>(), j.at("dynamic").get<bool>(),
+                     j.at("power_of_two").get<bool>(), j.at("scale").get<float>()};
+    check(a.bits >= 2 && a.bits <= 8, "fake_quant bits must be in [2, 8]");
+    check(a.dynamic || (std::isfinite(a.scale) && a.scale > 0), "fake_quant scale must be positive and finite");
+    return a;
+  }
   throw Error("unknown attribute kind '" + kind + "'");
 }
 
@@ -176,9 +188,14 @@ size_t expected_attrs(OpType op) {
     case OpType::kSlice: return 15;
     case OpType::kHardSigmoid: return 16;
     case OpType::kLayerNormalization: return 17;
+    case OpType::kFakeQuantize: return 18;
     default: return 0;
   }
 }
+
+}  // namespace
+
+namespace format {
 
 std::vector<std::byte> to_bytes(const std::string& s) {
   std::vector<std::byte> b(s.size());
@@ -186,19 +203,29 @@ std::vector<std::byte> to_bytes(const std::string& s) {
   return b;
 }
 
-}  // namespace
+uint64_t append_aligned(std::vector<std::byte>& payload, const void* data, size_t bytes) {
+  size_t offset = (payload.size() + kTernAlignment - 1) / kTernAlignment * kTernAlignment;
+  payload.resize(offset + bytes);
+  if (bytes) std::memcpy(payload.data() + offset, data, bytes);
+  return offset;
+}
 
-std::vector<std::pair<SectionType, std::vector<std::byte>>> graph_sections(const Graph& graph,
-                                                                           const std::string& provenance_json) {
+std::span<const std::byte> payload_range(std::span<const std::byte> payload, const json& ref, const std::string& what) {
+  uint64_t offset = ref.at("offset").get<uint64_t>(), bytes = ref.at("bytes").get<uint64_t>();
+  check(offset % kTernAlignment == 0 && offset <= payload.size() && bytes <= payload.size() - offset,
+        what + " lies outside the tensor section");
+  return payload.subspan(offset, bytes);
+}
+
+json graph_to_json(const Graph& graph, std::vector<std::byte>& payload, const std::set<std::string>& external) {
   json values = json::array(), tensors = json::array(), nodes = json::array();
-  std::vector<std::byte> payload;
   for (const Value& v : graph.values) {
     json jv = {{"name", v.name}, {"dtype", static_cast<int>(v.dtype)}, {"shape", v.shape}, {"shape_known", v.shape_known}};
-    if (v.constant) {
+    if (v.constant && external.count(v.name)) {
+      jv["external"] = true;
+    } else if (v.constant) {
       const Tensor& t = *v.constant;
-      size_t offset = (payload.size() + kTernAlignment - 1) / kTernAlignment * kTernAlignment;
-      payload.resize(offset + t.bytes());
-      if (t.bytes()) std::memcpy(payload.data() + offset, t.raw(), t.bytes());
+      uint64_t offset = append_aligned(payload, t.raw(), t.bytes());
       jv["tensor"] = tensors.size();
       tensors.push_back({{"dtype", static_cast<int>(t.dtype())}, {"shape", t.shape()}, {"offset", offset}, {"bytes", t.bytes()}});
     }
@@ -207,9 +234,99 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> graph_sections(const
   for (const Node& n : graph.nodes)
     nodes.push_back({{"name", n.name}, {"op", to_string(n.op)}, {"inputs", n.inputs}, {"outputs", n.outputs},
                      {"attrs", attrs_to_json(n.attrs)}});
-  json g = {{"source", graph.source}, {"opset", graph.opset},   {"metadata", graph.metadata},
-            {"inputs", graph.inputs}, {"outputs", graph.outputs}, {"values", values},
-            {"tensors", tensors},     {"nodes", nodes}};
+  return {{"source", graph.source}, {"opset", graph.opset},   {"metadata", graph.metadata},
+          {"inputs", graph.inputs}, {"outputs", graph.outputs}, {"values", values},
+          {"tensors", tensors},     {"nodes", nodes}};
+}
+
+json parse_json_section(std::span<const std::byte> text, const std::string& what) {
+  try {
+    return json::parse(reinterpret_cast<const char*>(text.data()), reinterpret_cast<const char*>(text.data()) + text.size());
+  } catch (const json::exception& e) {
+    throw Error("malformed " + what + " section (" + std::string(e.what()) + ")");
+  }
+}
+
+Graph graph_from_json(const json& j, std::span<const std::byte> payload, const std::string& n, std::set<ValueId>& external) {
+  Graph g;
+  g.source = n;
+  g.opset = j.at("opset").get<int64_t>();
+  g.metadata = j.at("metadata").get<std::map<std::string, std::string>>();
+  const json& tensors = j.at("tensors");
+  std::vector<bool> tensor_used(tensors.size(), false);
+  for (const json& jv : j.at("values")) {
+    Value v;
+    v.name = jv.at("name").get<std::string>();
+    v.dtype = dtype_from(jv.at("dtype"));
+    v.shape = jv.at("shape").get<Shape>();
+    v.shape_known = jv.at("shape_known").get<bool>();
+    check(v.shape.size() <= 16, "value '" + v.name + "' has rank > 16");
+    for (int64_t d : v.shape)
+      check(d >= kDynamicDim && d < (int64_t{1} << 31), "value '" + v.name + "' has an invalid dimension");
+    if (jv.contains("external")) {
+      check(jv.at("external").get<bool>() && !jv.contains("tensor"), "value '" + v.name + "' is both external and stored");
+      check(v.shape_known, "external value '" + v.name + "' needs a known shape");
+      for (int64_t d : v.shape) check(d >= 0, "external value '" + v.name + "' has a dynamic dimension");
+      external.insert(static_cast<ValueId>(g.values.size()));
+    }
+    if (jv.contains("tensor")) {
+      size_t ti = jv.at("tensor").get<size_t>();
+      check(ti < tensors.size() && !tensor_used[ti], "value '" + v.name + "' refers to a bad tensor index");
+      tensor_used[ti] = true;
+      const json& jt = tensors[ti];
+      DataType dt = dtype_from(jt.at("dtype"));
+      Shape shape = jt.at("shape").get<Shape>();
+      for (int64_t d : shape) check(d >= 0 && d < (int64_t{1} << 40), "tensor of value '" + v.name + "' has a bad shape");
+      check(shape.size() <= 16, "tensor of value '" + v.name + "' has rank > 16");
+      double expected = static_cast<double>(element_size(dt));
+      for (int64_t d : shape) expected *= static_cast<double>(d);
+      check(static_cast<double>(jt.at("bytes").get<uint64_t>()) == expected,
+            "tensor of value '" + v.name + "' has the wrong byte count");
+      std::span<const std::byte> bytes = payload_range(payload, jt, "tensor of value '" + v.name + "'");
+      Tensor t(dt, shape);
+      if (!bytes.empty()) std::memcpy(t.raw(), bytes.data(), bytes.size());
+      v.constant = std::move(t);
+    }
+    g.values.push_back(std::move(v));
+  }
+  auto id_ok = [&](int64_t id, bool optional) {
+    return (optional && id == kNoValue) || (id >= 0 && static_cast<size_t>(id) < g.values.size());
+  };
+  for (const json& jn : j.at("nodes")) {
+    Node node;
+    node.name = jn.at("name").get<std::string>();
+    node.op = op_from_name(jn.at("op").get<std::string>());
+    check(node.op != OpType::kConstant, "node '" + node.name + "': Constant nodes are stored as values");
+    for (int64_t id : jn.at("inputs").get<std::vector<int64_t>>()) {
+      check(id_ok(id, true), "node '" + node.name + "' has a bad input id");
+      node.inputs.push_back(static_cast<ValueId>(id));
+    }
+    for (int64_t id : jn.at("outputs").get<std::vector<int64_t>>()) {
+      check(id_ok(id, false), "node '" + node.name + "' has a bad output id");
+      node.outputs.push_back(static_cast<ValueId>(id));
+    }
+    check(!node.outputs.empty(), "node '" + node.name + "' has no outputs");
+    node.attrs = attrs_from_json(jn.at("attrs"));
+    check(node.attrs.index() == expected_attrs(node.op), "node '" + node.name + "' has attributes of the wrong kind");
+    g.nodes.push_back(std::move(node));
+  }
+  for (int64_t id : j.at("inputs").get<std::vector<int64_t>>()) {
+    check(id_ok(id, false), "bad graph input id");
+    g.inputs.push_back(static_cast<ValueId>(id));
+  }
+  for (int64_t id : j.at("outputs").get<std::vector<int64_t>>()) {
+    check(id_ok(id, false), "bad graph output id");
+    g.outputs.push_back(static_cast<ValueId>(id));
+  }
+  return g;
+}
+
+void finish_graph(Graph& g) {
+  g.validate();
+  infer_shapes(g);  // shapes are re-derived, not trusted: a graph that does not type-check is rejected
+}
+
+json parse_provenance(const std::string& provenance_json) {
   json provenance;
   try {
     provenance = json::parse(provenance_json);
@@ -217,9 +334,19 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> graph_sections(const
     throw Error("provenance is not valid JSON");
   }
   check(provenance.is_object(), "provenance must be a JSON object");
-  return {{SectionType::kGraph, to_bytes(g.dump())},
+  return provenance;
+}
+
+}  // namespace format
+
+std::vector<std::pair<SectionType, std::vector<std::byte>>> graph_sections(const Graph& graph,
+                                                                           const std::string& provenance_json) {
+  std::vector<std::byte> payload;
+  json g = format::graph_to_json(graph, payload, {});
+  json provenance = format::parse_provenance(provenance_json);
+  return {{SectionType::kGraph, format::to_bytes(g.dump())},
           {SectionType::kTensors, std::move(payload)},
-          {SectionType::kProvenance, to_bytes(provenance.dump())}};
+          {SectionType::kProvenance, format::to_bytes(provenance.dump())}};
 }
 
 void save_graph(const std::string& path, const Graph& graph, const std::string& provenance_json) {
@@ -228,83 +355,19 @@ void save_graph(const std::string& path, const Graph& graph, const std::string& 
 
 Graph load_graph(const TernFile& file) {
   const std::string& n = file.name();
-  std::span<const std::byte> text = file.section(SectionType::kGraph);
-  std::span<const std::byte> payload = file.section(SectionType::kTensors);
   Graph g;
   try {
-    json j = json::parse(reinterpret_cast<const char*>(text.data()), reinterpret_cast<const char*>(text.data()) + text.size());
-    g.source = n;
-    g.opset = j.at("opset").get<int64_t>();
-    g.metadata = j.at("metadata").get<std::map<std::string, std::string>>();
-    const json& tensors = j.at("tensors");
-    std::vector<bool> tensor_used(tensors.size(), false);
-    for (const json& jv : j.at("values")) {
-      Value v;
-      v.name = jv.at("name").get<std::string>();
-      v.dtype = dtype_from(jv.at("dtype"));
-      v.shape = jv.at("shape").get<Shape>();
-      v.shape_known = jv.at("shape_known").get<bool>();
-      check(v.shape.size() <= 16, "value '" + v.name + "' has rank > 16");
-      for (int64_t d : v.shape)
-        check(d >= kDynamicDim && d < (int64_t{1} << 31), "value '" + v.name + "' has an invalid dimension");
-      if (jv.contains("tensor")) {
-        size_t ti = jv.at("tensor").get<size_t>();
-        check(ti < tensors.size() && !tensor_used[ti], "value '" + v.name + "' refers to a bad tensor index");
-        tensor_used[ti] = true;
-        const json& jt = tensors[ti];
-        DataType dt = dtype_from(jt.at("dtype"));
-        Shape shape = jt.at("shape").get<Shape>();
-        for (int64_t d : shape) check(d >= 0 && d < (int64_t{1} << 40), "tensor of value '" + v.name + "' has a bad shape");
-        check(shape.size() <= 16, "tensor of value '" + v.name + "' has rank > 16");
-        uint64_t offset = jt.at("offset").get<uint64_t>(), bytes = jt.at("bytes").get<uint64_t>();
-        double expected = static_cast<double>(element_size(dt));
-        for (int64_t d : shape) expected *= static_cast<double>(d);
-        check(static_cast<double>(bytes) == expected, "tensor of value '" + v.name + "' has the wrong byte count");
-        check(offset % kTernAlignment == 0 && offset <= payload.size() && bytes <= payload.size() - offset,
-              "tensor of value '" + v.name + "' lies outside the tensor section");
-        Tensor t(dt, shape);
-        if (bytes) std::memcpy(t.raw(), payload.data() + offset, bytes);
-        v.constant = std::move(t);
-      }
-      g.values.push_back(std::move(v));
-    }
-    auto id_ok = [&](int64_t id, bool optional) {
-      return (optional && id == kNoValue) || (id >= 0 && static_cast<size_t>(id) < g.values.size());
-    };
-    for (const json& jn : j.at("nodes")) {
-      Node node;
-      node.name = jn.at("name").get<std::string>();
-      node.op = op_from_name(jn.at("op").get<std::string>());
-      check(node.op != OpType::kConstant, "node '" + node.name + "': Constant nodes are stored as values");
-      for (int64_t id : jn.at("inputs").get<std::vector<int64_t>>()) {
-        check(id_ok(id, true), "node '" + node.name + "' has a bad input id");
-        node.inputs.push_back(static_cast<ValueId>(id));
-      }
-      for (int64_t id : jn.at("outputs").get<std::vector<int64_t>>()) {
-        check(id_ok(id, false), "node '" + node.name + "' has a bad output id");
-        node.outputs.push_back(static_cast<ValueId>(id));
-      }
-      check(!node.outputs.empty(), "node '" + node.name + "' has no outputs");
-      node.attrs = attrs_from_json(jn.at("attrs"));
-      check(node.attrs.index() == expected_attrs(node.op), "node '" + node.name + "' has attributes of the wrong kind");
-      g.nodes.push_back(std::move(node));
-    }
-    for (int64_t id : j.at("inputs").get<std::vector<int64_t>>()) {
-      check(id_ok(id, false), "bad graph input id");
-      g.inputs.push_back(static_cast<ValueId>(id));
-    }
-    for (int64_t id : j.at("outputs").get<std::vector<int64_t>>()) {
-      check(id_ok(id, false), "bad graph output id");
-      g.outputs.push_back(static_cast<ValueId>(id));
-    }
+    json j = format::parse_json_section(file.section(SectionType::kGraph), "graph");
+    std::set<ValueId> external;
+    g = format::graph_from_json(j, file.section(SectionType::kTensors), n, external);
+    check(external.empty(), "the graph has quantized layers; load it as a quantized model");
   } catch (const json::exception& e) {
     throw Error(n + ": malformed graph section (" + std::string(e.what()) + ")");
   } catch (const Error& e) {
     std::string m = e.what();
     throw Error(m.rfind(n, 0) == 0 ? m : n + ": " + m);
   }
-  g.validate();
-  infer_shapes(g);  // shapes are re-derived, not trusted: a graph that does not type-check is rejected
+  format::finish_graph(g);
   return g;
 }
 

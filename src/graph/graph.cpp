@@ -45,6 +45,7 @@ std::string to_string(OpType op) {
     case OpType::kErf: return "Erf";
     case OpType::kPow: return "Pow";
     case OpType::kLayerNormalization: return "LayerNormalization";
+    case OpType::kFakeQuantize: return "FakeQuantize";
   }
   return "?";
 }

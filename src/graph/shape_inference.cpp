@@ -316,6 +316,7 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
     case OpType::kHardSigmoid:
     case OpType::kSqrt:
     case OpType::kErf:
+    case OpType::kFakeQuantize:
       return {x};
     case OpType::kPow:
       require_inputs(2);

@@ -74,6 +74,19 @@ std::vector<float> QuantizedWeights::dequantize() const {
   return w;
 }
 
+WeightGrouping grouping_for(int64_t out, int64_t in, int64_t taps, const WeightQuantConfig& config) {
+  if (config.format == WeightFormat::kInt) {
+    check(config.bits >= 2 && config.bits <= 8, "integer weights need 2 to 8 bits, got " + std::to_string(config.bits));
+    if (config.group_size == -1) {  // one tensor-wide scale: a single cluster of all filters
+      check(out >= 1 && in >= 1 && taps >= 1, "weight quantization: empty layer");
+      return WeightGrouping{out, in, taps, GroupAxis::kFilterClusters, out};
+    }
+    return WeightGrouping::for_layer(out, in, taps, config.group_size, false);
+  }
+  return WeightGrouping::for_layer(out, in, taps, config.group_size,
+                                   config.format == WeightFormat::kTernary && config.method == TernaryMethod::kCluster);
+}
+
 QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
                                   const WeightQuantConfig& config) {
   check(static_cast<int64_t>(weights.size()) == out * in * taps, "weight quantization: weights do not match the layer shape");
@@ -81,14 +94,7 @@ QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out
   QuantizedWeights q;
   q.format = config.format;
   q.bits = config.format == WeightFormat::kTernary ? 2 : config.format == WeightFormat::kBinary ? 1 : config.bits;
-  if (config.format == WeightFormat::kInt) {
-    check(config.bits >= 2 && config.bits <= 8, "integer weights need 2 to 8 bits, got " + std::to_string(config.bits));
-    if (config.group_size == -1) q.grouping = WeightGrouping{out, in, taps, GroupAxis::kFilterClusters, out};  // one tensor-wide scale
-    else q.grouping = WeightGrouping::for_layer(out, in, taps, config.group_size, false);
-  } else {
-    q.grouping = WeightGrouping::for_layer(out, in, taps, config.group_size,
-                                           config.format == WeightFormat::kTernary && config.method == TernaryMethod::kCluster);
-  }
+  q.grouping = grouping_for(out, in, taps, config);
   // Gather each group's weights (groups are not contiguous in the canonical layout), quantize, scatter.
   const WeightGrouping& g = q.grouping;
   int64_t n_groups = g.count();

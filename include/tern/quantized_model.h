@@ -1,0 +1,152 @@
+// A post-training-quantized model: the FP32 graph plus, for every quantized Conv/Gemm, its weight
+// codes and group scales, its int32 bias and how its input activations become integer codes.
+//
+// quantize_model() makes one from an FP32 graph (plan, weights, activation calibration);
+// simulation_graph() turns it back into an ordinary graph the FP32 executor runs with exact
+// quantized values: weights are the dequantized codes (alpha_g * q), biases the int32 values times
+// their scale, and a FakeQuantize node rounds every quantized layer's input to its integer grid.
+// Only the accumulation is float instead of integer. save_quantized_model() / load_quantized_model()
+// store it in a .tern file with codes packed at 1, 2, 4 or 8 bits (see docs/tern-format.md).
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tern/calibration.h"
+#include "tern/graph.h"
+#include "tern/quant_plan.h"
+#include "tern/tensor.h"
+#include "tern/tern_file.h"
+#include "tern/thread_pool.h"
+#include "tern/weight_quantization.h"
+
+namespace tern::quant {
+
+// How activation scales are chosen.
+enum class ActivationMode {
+  kCalibrated,  // from calibration images (histograms, see calibration.h)
+  kDynamic,     // data-free: per image at run time from its max |x| (dynamic fixed point)
+  kBatchNorm,   // data-free: from BatchNorm statistics where the model has them, else dynamic
+};
+
+// How one quantized layer's input activations become integer codes.
+struct ActivationQuant {
+  int bits = 8;               // 2..8
+  bool is_unsigned = false;   // [0, 2^b - 1] (the input is provably >= 0, e.g. after a ReLU)
+  bool power_of_two = false;  // dynamic fixed point: the scale is a power of two
+  bool dynamic = false;       // scale chosen per image at run time; scale/threshold unused
+  float scale = 0.0f;         // static: x ~= code * scale
+  float threshold = 0.0f;     // the clipping point the scale was derived from
+  std::string source;         // how: "percentile 99.99", "minmax", "batchnorm", "input range", "dynamic"
+};
+
+// One quantized Conv/Gemm layer. Weights are in the canonical layout of weight_quantization.h.
+struct QuantizedLayer {
+  std::string node;          // the Conv/Gemm node
+  std::string weight_value;  // its weight input (materialized as dequantized FP32 in the graph)
+  std::string bias_value;    // its bias input, or "" when it has none
+  WeightQuantConfig config;
+  // The weight expansion W ~= sum_j terms[j]; one term for plain quantization (the residual
+  // expansion adds terms). Every term shares the grouping of terms[0].
+  std::vector<QuantizedWeights> terms;
+  std::optional<ActivationQuant> input;  // nullopt: the input stays float32
+  // int32 bias at bias_scale[o] = input scale * reference weight scale of filter o (static
+  // activation scales only; with dynamic ones the bias stays float32 in the graph).
+  std::vector<int32_t> bias;
+  std::vector<float> bias_scale;
+  std::string reason;        // why this precision ("default", "first layer (int8)", "config: ...")
+
+  // Measured when quantized (stored for the report).
+  double weight_sqnr_db = 0;                 // of the whole expansion against the FP32 weights
+  std::optional<double> output_sqnr_db;      // layer output, simulated vs FP32, on the calibration batch
+  int64_t out = 0, in = 0, taps = 0;         // canonical weight dims
+  int64_t outputs_per_image = 0;             // output values per image (out * spatial)
+
+  int64_t macs_per_image() const { return outputs_per_image * in * taps; }
+  // Multiplications left per image: one per group per term (two for asymmetric ternary) for
+  // ternary/binary codes, every MAC for integer and float weights (FGQ's count).
+  int64_t multiplies_per_image() const;
+  double zero_fraction() const;  // of the base term's codes
+};
+
+struct QuantizedModel {
+  Graph graph;  // FP32 graph; quantized layers' weights and biases hold their dequantized values
+  std::vector<QuantizedLayer> layers;        // quantized layers, in graph order
+  std::vector<LayerPlan> plan;               // every Conv/Gemm, quantized or kept float
+  std::string provenance_json = "{}";
+
+  const QuantizedLayer* find(const std::string& node) const;
+};
+
+struct QuantizeOptions {
+  PlanOptions plan;
+  std::optional<std::string> config_json;  // precision plan (quant_plan.h)
+  std::string config_name = "config";
+  ActivationMode activation_mode = ActivationMode::kCalibrated;
+  CalibrationMethod calibration = CalibrationMethod::kPercentile;
+  double percentile = 99.99;
+  bool power_of_two = false;      // power-of-two activation scales (dynamic fixed point)
+  int histogram_bins = 2048;
+  int64_t batch = 64;             // images per calibration run
+  bool input_non_negative = false;  // the graph input is >= 0 (unsigned codes for the first layer)
+  // kBatchNorm: data-free thresholds by value name, with where each came from (see
+  // batchnorm_ranges.h); layer inputs not listed get dynamic scales.
+  std::map<std::string, std::pair<float, std::string>> static_thresholds;
+};
+
+// Quantizes a (passes-optimized) FP32 graph. `calibration` holds normalized images [n, ...] for
+// kCalibrated (and for the per-layer output SQNR in any mode); it may be null for the data-free
+// modes. Throws Error for a bad plan or options, or calibration data that does not fit the model.
+QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options, const Tensor* calibration,
+                              ThreadPool* pool = nullptr);
+
+// The executable simulation of the quantized model (see the file comment).
+Graph simulation_graph(const QuantizedModel& model);
+
+// Per-layer output SQNR (dB) of the simulated model against the FP32 `reference` graph on `images`,
+// indexed like model.layers (nullopt where the reference output is all zero).
+std::vector<std::optional<double>> output_sqnr(const QuantizedModel& model, const Graph& reference,
+                                               const Tensor& images, int64_t batch = 64, ThreadPool* pool = nullptr);
+
+// Stored sizes, in bytes, of everything needed to run the model: packed codes, scales, biases and
+// every float constant left in the graph. fp32 and int8 are the same graph with every Conv/Gemm
+// at float32, and at int8 per output channel (the usual 8-bit baseline).
+struct ModelSize {
+  int64_t quantized = 0, fp32 = 0, int8 = 0;
+  int64_t macs_per_image = 0;        // Conv/Gemm multiply-accumulates
+  int64_t multiplies_per_image = 0;  // left after quantization (FGQ's count)
+  double mults_eliminated() const {
+    return macs_per_image ? 1.0 - static_cast<double>(multiplies_per_image) / static_cast<double>(macs_per_image) : 0.0;
+  }
+};
+ModelSize model_size(const QuantizedModel& model);
+// Stored bytes of one layer's weights (codes, scales) and bias.
+int64_t layer_bytes(const QuantizedLayer& layer);
+
+// Bits each stored code takes: 1 (binary), 2 (ternary, int2), 4 (int3, int4) or 8 (int5 .. int8).
+int code_field_bits(WeightFormat format, int bits);
+// Codes packed little-endian: code i in bits [(i % k) * w, (i % k + 1) * w) of byte i / k, with
+// w = code_field_bits and k = 8 / w, as w-bit two's complement (binary: 1 = +1, 0 = -1).
+std::vector<uint8_t> pack_codes(const std::vector<int8_t>& codes, WeightFormat format, int bits);
+// Throws Error (naming `what`) for a code the format cannot hold (e.g. 0b10 in a ternary field).
+std::vector<int8_t> unpack_codes(const uint8_t* packed, size_t packed_bytes, int64_t count, WeightFormat format,
+                                 int bits, const std::string& what);
+
+// .tern storage: the graph (quantized weights and int32 biases stored once, packed, not as FP32),
+// a kQuantization section describing every layer, and provenance. Atomic write.
+void save_quantized_model(const std::string& path, const QuantizedModel& model);
+std::vector<std::byte> serialize_quantized_model(const QuantizedModel& model);
+// Validates everything (see tern_file.h and model_io.h) and rebuilds the dequantized weights.
+QuantizedModel load_quantized_model(const TernFile& file);
+QuantizedModel load_quantized_model(const std::string& path);
+bool is_quantized(const TernFile& file);
+
+// Text and names used by the CLI and reports.
+std::string describe_weights(const QuantizedLayer& layer);  // "ternary fgq N=4", "int8 per-channel", ...
+std::string describe_activation(const ActivationQuant& a);  // "u8 2^-5 (percentile 99.99)", ...
+const char* activation_mode_name(ActivationMode mode);
+ActivationMode parse_activation_mode(const std::string& name);  // calibrated | dynamic | batchnorm
+
+}  // namespace tern::quant

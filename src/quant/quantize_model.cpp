@@ -1,0 +1,635 @@
+// Post-training quantization of a whole graph: plan -> weights -> activation scales -> int32 biases,
+// and the simulation graph that runs the result on the FP32 executor.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <tuple>
+
+#include "tern/error.h"
+#include "tern/executor.h"
+#include "tern/quantized_model.h"
+
+namespace tern::quant {
+
+namespace {
+
+const char* method_name(TernaryMethod m) {
+  switch (m) {
+    case TernaryMethod::kFgq: return "fgq";
+    case TernaryMethod::kFgqAsymmetric: return "fgq-asym";
+    case TernaryMethod::kTwn: return "twn";
+    case TernaryMethod::kTnt: return "tnt";
+    case TernaryMethod::kCluster: return "cluster";
+  }
+  return "?";
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Is the value provably >= 0? (Decides unsigned activation codes.) Structural, so it holds for
+// every input, not just the calibration images.
+class NonNegative {
+ public:
+  NonNegative(const Graph& g, bool input_non_negative)
+      : g_(g), producer_(g.producers()), input_non_negative_(input_non_negative) {}
+
+  bool operator()(ValueId id) {
+    if (auto it = memo_.find(id); it != memo_.end()) return it->second;
+    bool r = compute(id);
+    memo_[id] = r;
+    return r;
+  }
+
+ private:
+  bool compute(ValueId id) {
+    if (g_.is_constant(id)) {
+      const Tensor& t = g_.constant(id);
+      if (t.dtype() != DataType::kFloat32) return false;
+      const float* p = t.data<float>();
+      return std::all_of(p, p + t.size(), [](float v) { return v >= 0.0f; });
+    }
+    int p = producer_[static_cast<size_t>(id)];
+    if (p < 0) return input_non_negative_ && std::find(g_.inputs.begin(), g_.inputs.end(), id) != g_.inputs.end();
+    const Node& n = g_.nodes[static_cast<size_t>(p)];
+    auto all_inputs = [&] {
+      for (ValueId in : n.inputs)
+        if (in != kNoValue && !(*this)(in)) return false;
+      return true;
+    };
+    switch (n.op) {
+      case OpType::kConv: return n.attr<ConvAttrs>().clamp_lo >= 0.0f;
+      case OpType::kGemm: return n.attr<GemmAttrs>().clamp_lo >= 0.0f;
+      case OpType::kRelu:
+      case OpType::kSigmoid:
+      case OpType::kSoftmax:
+      case OpType::kSqrt: return true;
+      case OpType::kClip: return n.attr<ClipAttrs>().lo >= 0.0f || (*this)(n.inputs[0]);
+      case OpType::kHardSigmoid: return !n.attr<AffineAttrs>().multiply_input;
+      case OpType::kPad: return n.attr<PadAttrs>().value >= 0.0f && (*this)(n.inputs[0]);
+      case OpType::kMaxPool:
+      case OpType::kAveragePool:
+      case OpType::kGlobalAveragePool:
+      case OpType::kGlobalMaxPool:
+      case OpType::kReduceMean:
+      case OpType::kFlatten:
+      case OpType::kReshape:
+      case OpType::kSqueeze:
+      case OpType::kUnsqueeze:
+      case OpType::kTranspose:
+      case OpType::kSlice:
+      case OpType::kIdentity:
+      case OpType::kGather:
+      case OpType::kFakeQuantize: return (*this)(n.inputs[0]);
+      case OpType::kAdd:
+      case OpType::kMul:
+      case OpType::kConcat: return all_inputs();
+      default: return false;
+    }
+  }
+
+  const Graph& g_;
+  std::vector<int> producer_;
+  bool input_non_negative_;
+  std::map<ValueId, bool> memo_;
+};
+
+ValueId find_value(const Graph& g, const std::string& name) {
+  for (size_t i = 0; i < g.values.size(); ++i)
+    if (g.values[i].name == name) return static_cast<ValueId>(i);
+  return kNoValue;
+}
+
+// Output values per image: the product of the output's dimensions after the batch.
+int64_t outputs_per_image(const Graph& g, const Node& n) {
+  const Value& y = g.value(n.outputs[0]);
+  check(y.shape_known && !y.shape.empty(), g.source + ": node '" + n.name + "' has an unknown output shape");
+  int64_t count = 1;
+  for (size_t d = 1; d < y.shape.size(); ++d) {
+    check(y.shape[d] >= 0, g.source + ": node '" + n.name + "' has a dynamic non-batch output dimension");
+    count *= y.shape[d];
+  }
+  return count;
+}
+
+// Gives the node a private copy of constant input `slot` when another node shares it, so that
+// replacing it with quantized values changes only this layer.
+void make_private(Graph& g, Node& n, size_t slot, const std::vector<int>& consumers) {
+  ValueId id = n.inputs[slot];
+  if (consumers[static_cast<size_t>(id)] <= 1) return;
+  n.inputs[slot] = g.add_constant(g.value(id).name + "/" + n.name, g.constant(id).clone());
+}
+
+// Canonical weights [out][in][taps] of a Conv (ONNX layout already) or a Gemm. A Gemm is first
+// rewritten to y = x W^T + b with alpha and beta folded in, so its weights are [out][in].
+struct CanonicalLayer {
+  int64_t out = 0, in = 0, taps = 0;
+  bool ok = false;
+  std::string why_not;
+};
+
+CanonicalLayer canonicalize(Graph& g, Node& n, const std::vector<int>& consumers) {
+  CanonicalLayer c;
+  if (n.inputs.size() < 2 || !g.is_constant(n.inputs[1])) {
+    c.why_not = "weights are not constant";
+    return c;
+  }
+  if (g.constant(n.inputs[1]).dtype() != DataType::kFloat32) {
+    c.why_not = "weights are not float32";
+    return c;
+  }
+  bool has_bias = n.inputs.size() > 2 && n.inputs[2] != kNoValue;
+  if (has_bias && !g.is_constant(n.inputs[2])) {
+    c.why_not = "bias is not constant";
+    return c;
+  }
+  make_private(g, n, 1, consumers);
+  if (has_bias) make_private(g, n, 2, consumers);
+  const Tensor& w = g.constant(n.inputs[1]);
+  if (n.op == OpType::kConv) {
+    c.out = w.dim(0);
+    c.in = w.dim(1);
+    c.taps = w.size() / std::max<int64_t>(1, c.out * c.in);
+  } else {
+    auto& a = n.attr<GemmAttrs>();
+    if (a.trans_a || w.rank() != 2) {
+      c.why_not = "Gemm with transposed input";
+      return c;
+    }
+    Tensor wc = g.constant(n.inputs[1]).clone();
+    if (!a.trans_b) {  // [in][out] -> [out][in]
+      Tensor t(DataType::kFloat32, {wc.dim(1), wc.dim(0)});
+      for (int64_t i = 0; i < wc.dim(0); ++i)
+        for (int64_t o = 0; o < wc.dim(1); ++o) t.data<float>()[o * wc.dim(0) + i] = wc.data<float>()[i * wc.dim(1) + o];
+      wc = t;
+      a.trans_b = true;
+    }
+    if (a.alpha != 1.0f) {
+      for (float& v : wc.floats()) v *= a.alpha;
+      a.alpha = 1.0f;
+    }
+    *g.value(n.inputs[1]).constant = wc;
+    g.value(n.inputs[1]).shape = wc.shape();
+    if (has_bias) {
+      Tensor b = g.constant(n.inputs[2]).clone();
+      if (a.beta != 1.0f) {
+        for (float& v : b.floats()) v *= a.beta;
+        a.beta = 1.0f;
+      }
+      *g.value(n.inputs[2]).constant = b;
+    }
+    c.out = wc.dim(0);
+    c.in = wc.dim(1);
+    c.taps = 1;
+  }
+  c.ok = c.out > 0 && c.in > 0 && c.taps > 0;
+  if (!c.ok) c.why_not = "empty weights";
+  return c;
+}
+
+// Copies images [begin, begin + count) of a batch tensor.
+Tensor slice_images(const Tensor& images, int64_t begin, int64_t count) {
+  Shape s = images.shape();
+  s[0] = count;
+  Tensor t = Tensor::uninitialized(DataType::kFloat32, s);
+  int64_t per = images.size() / std::max<int64_t>(1, images.dim(0));
+  std::memcpy(t.raw(), images.data<float>() + begin * per, static_cast<size_t>(count * per) * sizeof(float));
+  return t;
+}
+
+// Runs `graph` over `images` in batches and hands the values `ids` of each batch to `visit`.
+template <typename Visit>
+void for_each_batch(const Graph& graph, const std::vector<ValueId>& ids, const Tensor& images, int64_t batch,
+                    ThreadPool* pool, Visit visit) {
+  Graph g = graph;
+  g.outputs = ids;
+  ExecutorOptions options;
+  options.pool = pool;
+  Executor exec(std::move(g), options);
+  for (int64_t b = 0; b < images.dim(0); b += batch) {
+    Tensor x = slice_images(images, b, std::min(batch, images.dim(0) - b));
+    std::vector<Tensor> out = exec.run(std::span<const Tensor>(&x, 1));
+    visit(out);
+  }
+}
+
+// The largest scale of the groups holding filter o's weights (the bias's reference weight scale).
+float filter_reference_scale(const QuantizedWeights& q, int64_t o) {
+  const WeightGrouping& g = q.grouping;
+  int64_t first, last;
+  if (g.axis == GroupAxis::kFilterClusters) first = last = o / g.size;
+  else {
+    first = o * g.groups_per_filter();
+    last = first + g.groups_per_filter() - 1;
+  }
+  float s = 0.0f;
+  for (int64_t i = first; i <= last; ++i)
+    s = std::max({s, q.scales[static_cast<size_t>(i)].positive, q.scales[static_cast<size_t>(i)].negative});
+  return s;
+}
+
+ActivationQuant from_range(const ActivationRange& r, const std::string& source) {
+  ActivationQuant a;
+  a.bits = r.bits;
+  a.is_unsigned = r.is_unsigned;
+  a.power_of_two = r.power_of_two;
+  a.scale = r.scale;
+  a.threshold = r.threshold;
+  a.source = source;
+  return a;
+}
+
+ActivationQuant from_threshold(float threshold, int bits, bool is_unsigned, bool power_of_two, const std::string& source) {
+  check(std::isfinite(threshold) && threshold > 0, "activation threshold must be positive and finite (" + source + ")");
+  int32_t qmax = activation_qmax(bits, is_unsigned);
+  ActivationQuant a;
+  a.bits = bits;
+  a.is_unsigned = is_unsigned;
+  a.power_of_two = power_of_two;
+  a.threshold = threshold;
+  a.scale = power_of_two ? power_of_two_scale(threshold, qmax) : threshold / static_cast<float>(qmax);
+  a.source = source;
+  return a;
+}
+
+}  // namespace
+
+int64_t QuantizedLayer::multiplies_per_image() const {
+  bool sign_codes = config.format == WeightFormat::kTernary || config.format == WeightFormat::kBinary ||
+                    (config.format == WeightFormat::kInt && config.bits == 2);
+  if (!sign_codes || terms.empty()) return macs_per_image();
+  int64_t per_group = config.format == WeightFormat::kTernary && config.method == TernaryMethod::kFgqAsymmetric ? 2 : 1;
+  return std::min(macs_per_image(), outputs_per_image * terms[0].grouping.multiplies_per_output() * per_group *
+                                        static_cast<int64_t>(terms.size()));
+}
+
+double QuantizedLayer::zero_fraction() const { return terms.empty() ? 0.0 : terms[0].zero_fraction; }
+
+const QuantizedLayer* QuantizedModel::find(const std::string& node) const {
+  for (const QuantizedLayer& l : layers)
+    if (l.node == node) return &l;
+  return nullptr;
+}
+
+QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options, const Tensor* calibration,
+                              ThreadPool* pool) {
+  const std::string& src = graph.source;
+  check(options.batch >= 1, "quantize: calibration batch must be >= 1");
+  check(options.activation_mode != ActivationMode::kCalibrated || calibration,
+        src + ": calibrated activation scales need calibration images (or choose a data-free mode)");
+  if (calibration) {
+    check(calibration->dtype() == DataType::kFloat32 && calibration->rank() >= 1 && calibration->dim(0) > 0,
+          src + ": calibration images must be a non-empty float32 batch");
+    check(graph.inputs.size() == 1, src + ": calibration supports single-input models");
+  }
+  QuantizedModel m;
+  m.graph = graph;
+  m.plan = make_plan(graph, options.plan, options.config_json, options.config_name);
+  Graph& g = m.graph;
+  std::vector<int> consumers = g.consumer_counts();
+  NonNegative non_negative(graph, options.input_non_negative);
+
+  // Weights.
+  std::map<std::string, size_t> node_index;
+  for (size_t i = 0; i < g.nodes.size(); ++i) node_index[g.nodes[i].name] = i;
+  for (LayerPlan& p : m.plan) {
+    if (p.weights.format == WeightFormat::kFloat32) continue;
+    Node& n = g.nodes[node_index.at(p.node)];
+    CanonicalLayer c = canonicalize(g, n, consumers);
+    if (!c.ok) {
+      p.weights.format = WeightFormat::kFloat32;
+      p.reason = "kept float32: " + c.why_not;
+      continue;
+    }
+    QuantizedLayer l;
+    l.node = n.name;
+    l.config = p.weights;
+    l.reason = p.reason;
+    l.out = c.out;
+    l.in = c.in;
+    l.taps = c.taps;
+    l.outputs_per_image = outputs_per_image(g, n);
+    // Constants share storage with the caller's graph: replace them, never write into them.
+    Tensor w = g.constant(n.inputs[1]).clone();
+    std::vector<float> weights(w.data<float>(), w.data<float>() + w.size());
+    try {
+      l.terms.push_back(quantize_weights(weights, c.out, c.in, c.taps, p.weights));
+    } catch (const Error& e) {
+      throw Error(src + ": layer '" + n.name + "': " + e.what());
+    }
+    l.weight_sqnr_db = l.terms[0].sqnr_db;
+    std::vector<float> deq = l.terms[0].dequantize();
+    std::copy(deq.begin(), deq.end(), w.data<float>());
+    *g.value(n.inputs[1]).constant = w;
+    l.weight_value = g.value(n.inputs[1]).name;
+    if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && g.constant(n.inputs[2]).size() == c.out)
+      l.bias_value = g.value(n.inputs[2]).name;
+    if (p.activation_bits > 0) {
+      ActivationQuant a;
+      a.bits = p.activation_bits;
+      a.is_unsigned = non_negative(n.inputs[0]);
+      a.power_of_two = options.power_of_two;
+      l.input = a;
+    }
+    m.layers.push_back(std::move(l));
+  }
+  // Values whose names collide would make the file ambiguous; imported graphs never have them.
+  std::set<std::string> names;
+  for (const Value& v : g.values) check(names.insert(v.name).second, src + ": duplicate value name '" + v.name + "'");
+
+  // Activation scales.
+  std::map<ValueId, ActivationHistogram> histograms;
+  auto input_of = [&](const QuantizedLayer& l) { return g.nodes[node_index.at(l.node)].inputs[0]; };
+  if (options.activation_mode == ActivationMode::kCalibrated) {
+    for (const QuantizedLayer& l : m.layers)
+      if (l.input) histograms.try_emplace(input_of(l), options.histogram_bins);
+    std::vector<ValueId> ids;
+    for (auto& [id, h] : histograms) ids.push_back(id);
+    try {
+      for_each_batch(graph, ids, *calibration, options.batch, pool, [&](std::vector<Tensor>& values) {
+        for (size_t i = 0; i < ids.size(); ++i) histograms.at(ids[i]).add(values[i].floats());
+      });
+    } catch (const Error& e) {
+      throw Error(std::string("calibration: ") + e.what());
+    }
+  }
+  for (QuantizedLayer& l : m.layers) {
+    if (!l.input) continue;
+    ActivationQuant& a = *l.input;
+    ValueId in = input_of(l);
+    const std::string& in_name = g.value(in).name;
+    switch (options.activation_mode) {
+      case ActivationMode::kCalibrated: {
+        std::string how = calibration_method_name(options.calibration);
+        if (options.calibration == CalibrationMethod::kPercentile) {
+          char buf[32];
+          std::snprintf(buf, sizeof buf, " %g", options.percentile);
+          how += buf;
+        }
+        a = from_range(calibrate(histograms.at(in), options.calibration, a.bits, a.is_unsigned, a.power_of_two,
+                                 options.percentile),
+                       how);
+        break;
+      }
+      case ActivationMode::kBatchNorm:
+        if (auto it = options.static_thresholds.find(in_name); it != options.static_thresholds.end()) {
+          a = from_threshold(it->second.first, a.bits, a.is_unsigned, a.power_of_two, it->second.second);
+          break;
+        }
+        [[fallthrough]];
+      case ActivationMode::kDynamic:
+        a.dynamic = true;
+        a.source = "dynamic";
+        break;
+    }
+  }
+
+  // int32 biases at input scale x reference weight scale.
+  for (QuantizedLayer& l : m.layers) {
+    if (l.bias_value.empty() || !l.input || l.input->dynamic) continue;
+    Node& n = g.nodes[node_index.at(l.node)];
+    Tensor b = g.constant(n.inputs[2]).clone();
+    *g.value(n.inputs[2]).constant = b;  // shares b's storage: the writes below land in the graph
+    l.bias.resize(static_cast<size_t>(l.out));
+    l.bias_scale.resize(static_cast<size_t>(l.out));
+    for (int64_t o = 0; o < l.out; ++o) {
+      float ref = filter_reference_scale(l.terms[0], o);
+      float s = l.input->scale * (ref > 0.0f ? ref : 1.0f);
+      double q = std::round(static_cast<double>(b.data<float>()[o]) / s);
+      q = std::clamp(q, -2147483647.0, 2147483647.0);  // a bias 2^31 steps large saturates like int32
+      l.bias[static_cast<size_t>(o)] = static_cast<int32_t>(q);
+      l.bias_scale[static_cast<size_t>(o)] = s;
+      b.data<float>()[o] = static_cast<float>(l.bias[static_cast<size_t>(o)] * static_cast<double>(s));
+    }
+  }
+
+  if (calibration) {
+    std::vector<std::optional<double>> sqnr = output_sqnr(m, graph, *calibration, options.batch, pool);
+    for (size_t i = 0; i < m.layers.size(); ++i) m.layers[i].output_sqnr_db = sqnr[i];
+  }
+
+  QuantizedLayer defaults;
+  defaults.config = options.plan.weights;
+  nlohmann::json prov = {
+      {"tern_version", TERN_VERSION},
+      {"activations",
+       {{"mode", activation_mode_name(options.activation_mode)},
+        {"calibration", calibration_method_name(options.calibration)},
+        {"percentile", options.percentile},
+        {"power_of_two", options.power_of_two},
+        {"calibration_images", calibration ? calibration->dim(0) : 0}}},
+      {"defaults",
+       {{"weights", describe_weights(defaults)},
+        {"activation_bits", options.plan.activation_bits},
+        {"first_last_8bit", options.plan.first_last_8bit}}}};
+  if (options.config_json) prov["config"] = *options.config_json;
+  m.provenance_json = prov.dump();
+  return m;
+}
+
+Graph simulation_graph(const QuantizedModel& model) {
+  Graph g = model.graph;
+  std::map<std::string, const QuantizedLayer*> by_node;
+  for (const QuantizedLayer& l : model.layers) by_node[l.node] = &l;
+  std::set<std::string> names;
+  for (const Value& v : g.values) names.insert(v.name);
+  std::map<std::tuple<ValueId, int, bool, bool, bool, float>, ValueId> made;
+  std::vector<Node> nodes;
+  nodes.reserve(g.nodes.size() * 2);
+  for (Node& n : g.nodes) {
+    auto it = by_node.find(n.name);
+    if (it != by_node.end() && it->second->input) {
+      const ActivationQuant& a = *it->second->input;
+      FakeQuantAttrs fq{a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale};
+      ValueId x = n.inputs[0];
+      auto key = std::make_tuple(x, fq.bits, fq.is_unsigned, fq.dynamic, fq.power_of_two, fq.scale);
+      auto done = made.find(key);
+      if (done == made.end()) {
+        Value v = g.value(x);
+        v.constant.reset();
+        std::string base = v.name + "/quantized";
+        v.name = base;
+        for (int k = 2; names.count(v.name); ++k) v.name = base + std::to_string(k);
+        names.insert(v.name);
+        ValueId id = g.add_value(std::move(v));
+        Node q;
+        q.name = n.name + "/input_quant";
+        q.op = OpType::kFakeQuantize;
+        q.inputs = {x};
+        q.outputs = {id};
+        q.attrs = fq;
+        nodes.push_back(std::move(q));
+        done = made.emplace(key, id).first;
+      }
+      n.inputs[0] = done->second;
+    }
+    nodes.push_back(std::move(n));
+  }
+  g.nodes = std::move(nodes);
+  return g;
+}
+
+std::vector<std::optional<double>> output_sqnr(const QuantizedModel& model, const Graph& reference,
+                                               const Tensor& images, int64_t batch, ThreadPool* pool) {
+  Graph sim = simulation_graph(model);
+  std::vector<ValueId> ref_ids, sim_ids;
+  for (const QuantizedLayer& l : model.layers) {
+    const Node* n = nullptr;
+    for (const Node& x : sim.nodes)
+      if (x.name == l.node) n = &x;
+    check(n != nullptr, "output SQNR: layer '" + l.node + "' is not in the graph");
+    const std::string& y = sim.value(n->outputs[0]).name;
+    ValueId r = find_value(reference, y);
+    check(r != kNoValue, "output SQNR: the reference graph has no value '" + y + "'");
+    ref_ids.push_back(r);
+    sim_ids.push_back(n->outputs[0]);
+  }
+  std::vector<std::vector<Tensor>> ref_out;
+  for_each_batch(reference, ref_ids, images, batch, pool, [&](std::vector<Tensor>& v) { ref_out.push_back(std::move(v)); });
+  std::vector<double> signal(model.layers.size(), 0.0), noise(model.layers.size(), 0.0);
+  size_t b = 0;
+  for_each_batch(sim, sim_ids, images, batch, pool, [&](std::vector<Tensor>& v) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      const float* r = ref_out[b][i].data<float>();
+      const float* q = v[i].data<float>();
+      for (int64_t k = 0; k < v[i].size(); ++k) {
+        signal[i] += static_cast<double>(r[k]) * r[k];
+        noise[i] += (static_cast<double>(r[k]) - q[k]) * (static_cast<double>(r[k]) - q[k]);
+      }
+    }
+    ref_out[b++].clear();
+  });
+  std::vector<std::optional<double>> db(model.layers.size());
+  for (size_t i = 0; i < db.size(); ++i)
+    if (signal[i] > 0) db[i] = noise[i] > 0 ? 10.0 * std::log10(signal[i] / noise[i]) : INFINITY;
+  return db;
+}
+
+int code_field_bits(WeightFormat format, int bits) {
+  switch (format) {
+    case WeightFormat::kBinary: return 1;
+    case WeightFormat::kTernary: return 2;
+    case WeightFormat::kInt: return bits <= 2 ? 2 : bits <= 4 ? 4 : 8;
+    case WeightFormat::kFloat32: break;
+  }
+  throw Error("float32 weights have no integer codes");
+}
+
+std::vector<uint8_t> pack_codes(const std::vector<int8_t>& codes, WeightFormat format, int bits) {
+  const int w = code_field_bits(format, bits), per_byte = 8 / w;
+  const unsigned mask = (1u << w) - 1u;
+  std::vector<uint8_t> packed(static_cast<size_t>(ceil_div(static_cast<int64_t>(codes.size()), per_byte)), 0);
+  for (size_t i = 0; i < codes.size(); ++i) {
+    unsigned field = format == WeightFormat::kBinary ? (codes[i] > 0 ? 1u : 0u) : static_cast<unsigned>(codes[i]) & mask;
+    packed[i / per_byte] |= static_cast<uint8_t>(field << ((i % per_byte) * w));
+  }
+  return packed;
+}
+
+std::vector<int8_t> unpack_codes(const uint8_t* packed, size_t packed_bytes, int64_t count, WeightFormat format,
+                                 int bits, const std::string& what) {
+  const int w = code_field_bits(format, bits), per_byte = 8 / w;
+  check(count >= 0 && packed_bytes == static_cast<size_t>(ceil_div(count, per_byte)),
+        what + ": packed codes have the wrong length");
+  const unsigned mask = (1u << w) - 1u;
+  const int lo = format == WeightFormat::kTernary ? -1 : format == WeightFormat::kBinary ? -1 : -((1 << (bits - 1)) - 1);
+  const int hi = -lo;
+  std::vector<int8_t> codes(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    unsigned field = (packed[i / per_byte] >> ((i % per_byte) * w)) & mask;
+    int v = format == WeightFormat::kBinary ? (field ? 1 : -1)
+                                            : static_cast<int>(field) - ((field >> (w - 1)) ? (1 << w) : 0);
+    check(v >= lo && v <= hi, what + ": code " + std::to_string(v) + " at index " + std::to_string(i) +
+                                  " is outside the format's range");
+    codes[static_cast<size_t>(i)] = static_cast<int8_t>(v);
+  }
+  // Bits after the last code must be zero: a stray bit means corruption, not a code.
+  if (count % per_byte) check((packed[packed_bytes - 1] >> ((count % per_byte) * w)) == 0, what + ": non-zero padding bits");
+  return codes;
+}
+
+int64_t layer_bytes(const QuantizedLayer& l) {
+  int64_t bytes = 0;
+  for (const QuantizedWeights& t : l.terms) {
+    int w = code_field_bits(t.format, t.bits);
+    int spg = l.config.format == WeightFormat::kTernary && l.config.method == TernaryMethod::kFgqAsymmetric ? 2 : 1;
+    bytes += ceil_div(static_cast<int64_t>(t.codes.size()) * w, 8) + t.grouping.count() * spg * 4;
+  }
+  if (!l.bias_value.empty()) bytes += l.out * 4;  // int32, or float32 with dynamic activation scales
+  return bytes;
+}
+
+ModelSize model_size(const QuantizedModel& m) {
+  ModelSize s;
+  std::set<std::string> owned;
+  for (const QuantizedLayer& l : m.layers) {
+    s.quantized += layer_bytes(l);
+    owned.insert(l.weight_value);
+    if (!l.bias_value.empty()) owned.insert(l.bias_value);
+  }
+  for (const Value& v : m.graph.values)
+    if (v.constant) {
+      s.fp32 += v.constant->bytes();
+      if (!owned.count(v.name)) s.quantized += v.constant->bytes();
+    }
+  s.int8 = s.fp32;
+  for (const Node& n : m.graph.nodes) {
+    if ((n.op != OpType::kConv && n.op != OpType::kGemm) || !m.graph.is_constant(n.inputs[1])) continue;
+    const Tensor& w = m.graph.constant(n.inputs[1]);
+    int64_t out = n.op == OpType::kConv || n.attr<GemmAttrs>().trans_b ? w.dim(0) : w.dim(w.rank() - 1);
+    s.int8 += w.size() + out * 4 - static_cast<int64_t>(w.bytes());
+    int64_t macs = outputs_per_image(m.graph, n) * (w.size() / std::max<int64_t>(1, out));
+    s.macs_per_image += macs;
+    const QuantizedLayer* l = m.find(n.name);
+    s.multiplies_per_image += l ? l->multiplies_per_image() : macs;
+  }
+  return s;
+}
+
+std::string describe_weights(const QuantizedLayer& l) {
+  const WeightQuantConfig& c = l.config;
+  auto group = [&]() -> std::string {
+    if (c.group_size == kWholeFilter) return "per-channel";
+    if (c.format == WeightFormat::kInt && c.group_size == -1) return "per-tensor";
+    if (c.format == WeightFormat::kTernary && c.method == TernaryMethod::kCluster) return "N=" + std::to_string(c.group_size) + " filters";
+    return "N=" + std::to_string(c.group_size);
+  };
+  std::string terms = l.terms.size() > 1 ? " x" + std::to_string(l.terms.size()) : "";
+  switch (c.format) {
+    case WeightFormat::kFloat32: return "float32";
+    case WeightFormat::kTernary:
+      return std::string("ternary ") + method_name(c.method) + " " + group() + terms;
+    case WeightFormat::kBinary: return "binary " + group() + terms;
+    case WeightFormat::kInt: return "int" + std::to_string(c.bits) + " " + group() + terms;
+  }
+  return "?";
+}
+
+std::string describe_activation(const ActivationQuant& a) {
+  std::string s = std::string(a.is_unsigned ? "u" : "s") + std::to_string(a.bits);
+  if (a.dynamic) return s + (a.power_of_two ? " dynamic 2^k" : " dynamic");
+  char buf[64];
+  if (a.power_of_two) std::snprintf(buf, sizeof buf, " 2^%d", static_cast<int>(std::lround(std::log2(a.scale))));
+  else std::snprintf(buf, sizeof buf, " %.3g", a.scale);
+  return s + buf + " (" + a.source + ")";
+}
+
+const char* activation_mode_name(ActivationMode mode) {
+  switch (mode) {
+    case ActivationMode::kCalibrated: return "calibrated";
+    case ActivationMode::kDynamic: return "dynamic";
+    case ActivationMode::kBatchNorm: return "batchnorm";
+  }
+  return "?";
+}
+
+ActivationMode parse_activation_mode(const std::string& name) {
+  if (name == "calibrated") return ActivationMode::kCalibrated;
+  if (name == "dynamic") return ActivationMode::kDynamic;
+  if (name == "batchnorm") return ActivationMode::kBatchNorm;
+  throw Error("unknown activation mode '" + name + "' (calibrated, dynamic, batchnorm)");
+}
+
+}  // namespace tern::quant
