@@ -88,6 +88,10 @@ struct QuantizeOptions {
   CalibrationMethod calibration = CalibrationMethod::kPercentile;
   double percentile = 99.99;
   bool power_of_two = false;      // power-of-two activation scales (dynamic fixed point)
+  // Output-aware rounding (output_aware.h) from the calibration images' input covariances; plain
+  // per-group quantization of the weights alone when false or without images.
+  bool output_aware = false;
+  double damping = 0.01;
   int histogram_bins = 2048;
   int64_t batch = 64;             // images per calibration run
   bool input_non_negative = false;  // the graph input is >= 0 (unsigned codes for the first layer)

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,9 @@ struct QuantizedWeights {
   float dequantized(int64_t o, int64_t c, int64_t t) const;
   std::vector<float> dequantize() const;  // canonical order
 };
+
+// One group's codes and scales with the configured format and method.
+GroupScales quantize_group(std::span<const float> w, std::span<int8_t> codes, const WeightQuantConfig& config);
 
 // The grouping quantize_weights uses for a layer and configuration (int: -1 = one scale per
 // tensor, 0 = per output channel, N = per group). Throws Error for a bad group size or bit count.

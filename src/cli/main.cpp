@@ -346,7 +346,7 @@ int cmd_quantize(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("quantize", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
-             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std"},
+             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding"},
             {"all-layers", "eval", "json"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -381,6 +381,10 @@ int cmd_quantize(int argc, char** argv) {
   if (act_scale != "real" && act_scale != "pow2") throw UsageError("--act-scale: expected real or pow2, got '" + act_scale + "'");
   options.power_of_two = act_scale == "pow2";
   options.plan.first_last_8bit = !args.flag("all-layers");
+  std::string rounding = args.get("rounding", "output");
+  if (rounding != "output" && rounding != "weight")
+    throw UsageError("--rounding: expected output or weight, got '" + rounding + "'");
+  options.output_aware = rounding == "output";
   if (args.has("data-free")) {
     std::string mode = args.get("data-free");
     if (mode != "dynamic" && mode != "batchnorm")

@@ -10,6 +10,7 @@
 
 #include "tern/error.h"
 #include "tern/executor.h"
+#include "tern/output_aware.h"
 #include "tern/quantized_model.h"
 
 namespace tern::quant {
@@ -291,7 +292,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
   std::vector<int> consumers = g.consumer_counts();
   NonNegative non_negative(graph, options.input_non_negative);
 
-  // Weights.
+  // The layers to quantize, with weights in canonical form.
   std::map<std::string, size_t> node_index;
   for (size_t i = 0; i < g.nodes.size(); ++i) node_index[g.nodes[i].name] = i;
   for (LayerPlan& p : m.plan) {
@@ -311,18 +312,6 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     l.in = c.in;
     l.taps = c.taps;
     l.outputs_per_image = outputs_per_image(g, n);
-    // Constants share storage with the caller's graph: replace them, never write into them.
-    Tensor w = g.constant(n.inputs[1]).clone();
-    std::vector<float> weights(w.data<float>(), w.data<float>() + w.size());
-    try {
-      l.terms.push_back(quantize_weights(weights, c.out, c.in, c.taps, p.weights));
-    } catch (const Error& e) {
-      throw Error(src + ": layer '" + n.name + "': " + e.what());
-    }
-    l.weight_sqnr_db = l.terms[0].sqnr_db;
-    std::vector<float> deq = l.terms[0].dequantize();
-    std::copy(deq.begin(), deq.end(), w.data<float>());
-    *g.value(n.inputs[1]).constant = w;
     l.weight_value = g.value(n.inputs[1]).name;
     if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && g.constant(n.inputs[2]).size() == c.out)
       l.bias_value = g.value(n.inputs[2]).name;
@@ -339,22 +328,63 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
   std::set<std::string> names;
   for (const Value& v : g.values) check(names.insert(v.name).second, src + ": duplicate value name '" + v.name + "'");
 
-  // Activation scales.
+  // One pass of the FP32 graph over the calibration images: activation histograms (calibrated
+  // scales) and input covariances (output-aware rounding).
   std::map<ValueId, ActivationHistogram> histograms;
+  std::vector<std::optional<InputCovariance>> covariances(m.layers.size());
   auto input_of = [&](const QuantizedLayer& l) { return g.nodes[node_index.at(l.node)].inputs[0]; };
-  if (options.activation_mode == ActivationMode::kCalibrated) {
-    for (const QuantizedLayer& l : m.layers)
-      if (l.input) histograms.try_emplace(input_of(l), options.histogram_bins);
+  if (calibration) {
+    if (options.activation_mode == ActivationMode::kCalibrated)
+      for (const QuantizedLayer& l : m.layers)
+        if (l.input) histograms.try_emplace(input_of(l), options.histogram_bins);
+    if (options.output_aware)
+      for (size_t i = 0; i < m.layers.size(); ++i) {
+        const QuantizedLayer& l = m.layers[i];
+        const Node& n = g.nodes[node_index.at(l.node)];
+        if (n.op == OpType::kGemm || n.attr<ConvAttrs>().kernel.size() == 2) covariances[i].emplace(g, n, l.in, l.taps);
+      }
     std::vector<ValueId> ids;
     for (auto& [id, h] : histograms) ids.push_back(id);
-    try {
-      for_each_batch(graph, ids, *calibration, options.batch, pool, [&](std::vector<Tensor>& values) {
-        for (size_t i = 0; i < ids.size(); ++i) histograms.at(ids[i]).add(values[i].floats());
-      });
-    } catch (const Error& e) {
-      throw Error(std::string("calibration: ") + e.what());
+    for (size_t i = 0; i < m.layers.size(); ++i)
+      if (covariances[i]) ids.push_back(input_of(m.layers[i]));
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    if (!ids.empty()) {
+      try {
+        for_each_batch(graph, ids, *calibration, options.batch, pool, [&](std::vector<Tensor>& values) {
+          for (size_t k = 0; k < ids.size(); ++k) {
+            if (auto it = histograms.find(ids[k]); it != histograms.end()) it->second.add(values[k].floats());
+            for (size_t i = 0; i < m.layers.size(); ++i)
+              if (covariances[i] && input_of(m.layers[i]) == ids[k]) covariances[i]->add(values[k], pool);
+          }
+        });
+      } catch (const Error& e) {
+        throw Error(std::string("calibration: ") + e.what());
+      }
     }
   }
+
+  // Weights.
+  for (size_t i = 0; i < m.layers.size(); ++i) {
+    QuantizedLayer& l = m.layers[i];
+    Node& n = g.nodes[node_index.at(l.node)];
+    // Constants share storage with the caller's graph: replace them, never write into them.
+    Tensor w = g.constant(n.inputs[1]).clone();
+    std::vector<float> weights(w.data<float>(), w.data<float>() + w.size());
+    try {
+      l.terms.push_back(covariances[i] ? quantize_weights_output_aware(weights, l.out, l.in, l.taps, l.config,
+                                                                       *covariances[i], options.damping)
+                                       : quantize_weights(weights, l.out, l.in, l.taps, l.config));
+    } catch (const Error& e) {
+      throw Error(src + ": layer '" + n.name + "': " + e.what());
+    }
+    l.weight_sqnr_db = l.terms[0].sqnr_db;
+    std::vector<float> deq = l.terms[0].dequantize();
+    std::copy(deq.begin(), deq.end(), w.data<float>());
+    *g.value(n.inputs[1]).constant = w;
+  }
+
+  // Activation scales.
   for (QuantizedLayer& l : m.layers) {
     if (!l.input) continue;
     ActivationQuant& a = *l.input;
@@ -419,6 +449,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
         {"calibration", calibration_method_name(options.calibration)},
         {"percentile", options.percentile},
         {"power_of_two", options.power_of_two},
+        {"output_aware", options.output_aware && calibration != nullptr},
         {"calibration_images", calibration ? calibration->dim(0) : 0}}},
       {"defaults",
        {{"weights", describe_weights(defaults)},

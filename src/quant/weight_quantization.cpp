@@ -74,6 +74,24 @@ std::vector<float> QuantizedWeights::dequantize() const {
   return w;
 }
 
+GroupScales quantize_group(std::span<const float> w, std::span<int8_t> codes, const WeightQuantConfig& config) {
+  switch (config.format) {
+    case WeightFormat::kBinary: return binarize(w, codes);
+    case WeightFormat::kInt: return quantize_symmetric(w, config.bits, codes);
+    case WeightFormat::kTernary:
+      switch (config.method) {
+        case TernaryMethod::kFgq:
+        case TernaryMethod::kCluster: return ternarize_l2(w, codes);
+        case TernaryMethod::kFgqAsymmetric: return ternarize_l2_asymmetric(w, codes);
+        case TernaryMethod::kTwn: return ternarize_twn(w, codes);
+        case TernaryMethod::kTnt: return ternarize_tnt(w, codes);
+      }
+      break;
+    case WeightFormat::kFloat32: break;
+  }
+  throw Error("weight quantization: nothing to do for float32 weights");
+}
+
 WeightGrouping grouping_for(int64_t out, int64_t in, int64_t taps, const WeightQuantConfig& config) {
   if (config.format == WeightFormat::kInt) {
     check(config.bits >= 2 && config.bits <= 8, "integer weights need 2 to 8 bits, got " + std::to_string(config.bits));
@@ -111,18 +129,7 @@ QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out
     w.resize(idx.size());
     codes.resize(idx.size());
     for (size_t i = 0; i < idx.size(); ++i) w[i] = weights[static_cast<size_t>(idx[i])];
-    GroupScales s;
-    if (config.format == WeightFormat::kBinary) s = binarize(w, codes);
-    else if (config.format == WeightFormat::kInt) s = quantize_symmetric(w, config.bits, codes);
-    else {
-      switch (config.method) {
-        case TernaryMethod::kFgq:
-        case TernaryMethod::kCluster: s = ternarize_l2(w, codes); break;
-        case TernaryMethod::kFgqAsymmetric: s = ternarize_l2_asymmetric(w, codes); break;
-        case TernaryMethod::kTwn: s = ternarize_twn(w, codes); break;
-        case TernaryMethod::kTnt: s = ternarize_tnt(w, codes); break;
-      }
-    }
+    GroupScales s = quantize_group(w, codes, config);
     q.scales[static_cast<size_t>(gi)] = s;
     for (size_t i = 0; i < idx.size(); ++i) q.codes[static_cast<size_t>(idx[i])] = codes[i];
   }
