@@ -44,6 +44,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -57,6 +58,7 @@ GROUPS = ("1", "2", "4", "8", "16", "32", "64", "channel")
 TERNARY_METHODS = ("fgq", "twn", "tnt", "cluster")
 QUICK_GROUPS = ("4", "channel")
 QUICK_METHODS = ("fgq", "twn")
+PLOT_ORDER = TERNARY_METHODS + ("binary", "int4", "int8")
 METHOD_COLORS = {"fgq": "tab:blue", "twn": "tab:orange", "tnt": "tab:green", "cluster": "tab:red",
                  "binary": "tab:purple", "int4": "tab:brown", "int8": "tab:gray"}
 
@@ -131,20 +133,21 @@ def tern_text(tern, *args):
 
 
 def quantize_defaults(help_text):
-    """The 'Defaults: ...' sentence(s) of the quantize command in `tern --help`."""
+    """The description of the quantize command in `tern --help` (its defaults: calibration,
+    rounding, group scales, first/last layers), as one paragraph."""
     lines = help_text.splitlines()
     for i, line in enumerate(lines):
-        if "Defaults:" in line:
-            text = line[line.index("Defaults:"):].strip()
+        if line.startswith("  quantize "):
+            text = []
             for more in lines[i + 1:]:
-                more = more.strip()
-                if not more or more.startswith("--") or ":" in more.split(" ")[0]:
-                    break
-                text += " " + more
-                if more.endswith("."):
-                    break
-            return text
-    return "unknown (no 'Defaults:' in tern --help)"
+                if re.match(r"^  \S", more) or not more.strip():
+                    break  # next command
+                if more.strip().startswith("["):
+                    continue  # usage continuation
+                text.append(more.strip())
+            if text:
+                return " ".join(text)
+    return "unknown (no quantize entry in tern --help)"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,7 +369,9 @@ def drop_of(r, fp32):
     return fp32 - r["top1"]
 
 
-def make_plots(model, rows, fp32_row, out_dir):
+def make_plots(model, rows, fp32_row, out_dir, tol):
+    """Two figures per model (top-1 vs multiplications eliminated, top-1 vs size on a log axis),
+    each with the full range on the left and a zoom on [FP32 - 10 pp, FP32 + 1 pp] on the right."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -374,7 +379,7 @@ def make_plots(model, rows, fp32_row, out_dir):
     except ImportError:
         log("matplotlib not available (run with /usr/bin/python3): no plots")
         return []
-    ok = [r for r in rows if r["status"] == "ok" and r["kind"] == "quantized"]
+    ok = [r for r in rows if r["status"] == "ok" and r["kind"] == "quantized" and r.get("top1") is not None]
     if not ok:
         return []
     fp32 = fp32_row.get("top1") if fp32_row and fp32_row.get("status") == "ok" else None
@@ -384,34 +389,42 @@ def make_plots(model, rows, fp32_row, out_dir):
         series.setdefault(series_key(r), []).append(r)
     files = []
     for kind, xlabel in (("mults", "multiplications eliminated (%)"), ("size", "model size (bytes, log scale)")):
-        fig, ax = plt.subplots(figsize=(9, 6))
-        for (name, acts), members in sorted(series.items()):
-            members.sort(key=lambda r: group_index(r["group"]))
-            xs = [100 * r["mults_eliminated"] if kind == "mults" else r["size_bytes"] for r in members]
-            ys = [r["top1"] for r in members]
-            style = "-" if acts == "8" else "--"
-            marker = "o" if acts == "8" else "s"
-            ax.plot(xs, ys, style, marker=marker, color=METHOD_COLORS.get(name, "black"), label=f"{name} A{acts}",
-                    markersize=5, linewidth=1.2, alpha=0.9)
-            for x, y, r in zip(xs, ys, members):
-                ax.annotate("ch" if r["group"] == "channel" else r["group"], (x, y), textcoords="offset points",
-                            xytext=(3, 3), fontsize=7, color=METHOD_COLORS.get(name, "black"))
-        if fp32 is not None:
-            ax.axhline(fp32, color="black", linewidth=0.8, label=f"FP32 ({fp32:.2f})")
-            ax.axhline(fp32 - 1.5, color="black", linewidth=0.8, linestyle=":", label="FP32 − 1.5 pp")
-            if kind == "size" and fp32_bytes:
-                ax.plot([fp32_bytes], [fp32], "k*", markersize=10)
-        if kind == "size":
-            ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("top-1 (%)")
-        ax.set_title(f"{model}: PTQ top-1 vs {'multiplications eliminated' if kind == 'mults' else 'size'} "
-                     f"(labels: N; ch = per channel)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, ncol=2, loc="best")
+        panels = 2 if fp32 is not None else 1
+        fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 6), squeeze=False)
+        for pi, ax in enumerate(axes[0]):
+            for (name, acts), members in sorted(series.items(), key=lambda kv: (PLOT_ORDER.index(kv[0][0]) if kv[0][0] in
+                                                                                   PLOT_ORDER else 99, kv[0][1] != "8")):
+                members.sort(key=lambda r: group_index(r["group"]))
+                xs = [100 * (r.get("mults_eliminated") or 0) if kind == "mults" else r.get("size_bytes") or 1
+                      for r in members]
+                ys = [r["top1"] for r in members]
+                color = METHOD_COLORS.get(name, "black")
+                ax.plot(xs, ys, "-" if acts == "8" else "--", marker="o" if acts == "8" else "s", color=color,
+                        label=f"{name} A{acts}", markersize=5, linewidth=1.2, alpha=0.9)
+                for x, y, r in zip(xs, ys, members):
+                    ax.annotate("ch" if r["group"] == "channel" else r["group"], (x, y), textcoords="offset points",
+                                xytext=(3, 3), fontsize=7, color=color)
+            if fp32 is not None:
+                ax.axhline(fp32, color="black", linewidth=0.8, label=f"FP32 ({fp32:.2f})")
+                ax.axhline(fp32 - tol, color="black", linewidth=0.8, linestyle=":", label=f"FP32 − {tol:g} pp")
+                if kind == "size" and fp32_bytes:
+                    ax.plot([fp32_bytes], [fp32], "k*", markersize=10)
+            if kind == "size":
+                ax.set_xscale("log")
+            if pi == 1:
+                ax.set_ylim(fp32 - 10, fp32 + 1)
+                ax.set_title("zoom: within 10 pp of FP32")
+            else:
+                ax.set_title("all configurations")
+                ax.legend(fontsize=8, ncol=2, loc="best")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("top-1 (%)")
+            ax.grid(True, which="both", alpha=0.3)
+        fig.suptitle(f"{model}: PTQ top-1 vs {'multiplications eliminated' if kind == 'mults' else 'size'} "
+                     f"(point labels: N; ch = per channel; cluster: filters per cluster)")
         fig.tight_layout()
         fname = f"ptq_{model}_top1_vs_{kind}.png"
-        fig.savefig(os.path.join(out_dir, fname), dpi=110)
+        fig.savefig(os.path.join(out_dir, fname), dpi=100)
         plt.close(fig)
         files.append(fname)
     return files
@@ -424,7 +437,7 @@ def findings(model, rows, fp32, tol):
         return ["No successful quantized runs."]
     images = max((r.get("images") or 0) for r in ok)
     if images:
-        p = sum(r["top1"] for r in ok) / len(ok) / 100
+        p = (fp32 if fp32 is not None else max(r["top1"] for r in ok)) / 100
         se = 100 * math.sqrt(max(p * (1 - p), 1e-9) / images)
         out.append(f"Evaluated on {images:,} test images: one image is {100 / images:.3g} pp, and the binomial "
                    f"standard error of a top-1 near {100 * p:.1f}% is about {se:.2f} pp, so differences below "
@@ -551,6 +564,10 @@ def render(rows, out_dir, tol, render_cmd, source_note):
               first.get("study_cmd", "?"), "```", ""]
     if render_cmd:
         lines += ["Re-rendered from ptq.json with:", "", "```", render_cmd, "```", ""]
+    resumed = sum(1 for r in rows if r.get("resumed"))
+    if resumed:
+        lines += [f"{resumed} of {len(rows)} rows were reused (`--resume`) from an earlier run with the same "
+                  "commands; each row's own commands and finish time are in `ptq.json`.", ""]
     if limit:
         lines += [f"**Smoke run: evaluated on the first {limit} test images only, not the full test set.**", ""]
     lines += ["| | |", "|---|---|",
@@ -558,8 +575,9 @@ def render(rows, out_dir, tol, render_cmd, source_note):
               f"| date | {dates[0] if dates else '?'} – {dates[-1] if dates else '?'} |",
               f"| CPU | {first.get('cpu', '?')} |",
               f"| data | {first.get('data', '?')} test split" + (f", first {limit} images" if limit else ", all images") + " |",
-              f"| quantize defaults | {first.get('quantize_defaults', '?')} |",
               f"| extra quantize options | {('`' + shlex.join(extra) + '`') if extra else 'none (tern defaults)'} |",
+              "", "Calibration and other quantize defaults, from `tern --help` of the binary used:", "",
+              "> " + first.get("quantize_defaults", "?"),
               "", "Each row ran (commands per row in `ptq.json`):", "", "```",
               "tern quantize models/M.onnx -o TMP.tern --weights W [--method M] --group N --acts A --json"
               + (" " + shlex.join(extra) if extra else ""),
@@ -606,7 +624,7 @@ def render(rows, out_dir, tol, render_cmd, source_note):
                          f"{fmt_int(r.get('size_bytes'))} | {r.get('ratio_to_fp32') or 0:.2f} | "
                          f"{r.get('ratio_to_int8') or 0:.2f} | {100 * (r.get('mults_eliminated') or 0):.1f}% |")
         lines.append("")
-        plots = make_plots(model, mrows, fp32_row, out_dir)
+        plots = make_plots(model, mrows, fp32_row, out_dir, tol)
         for p in plots:
             lines += [f"![{p}]({p})", ""]
         lines += [f"### Findings ({model})", ""]

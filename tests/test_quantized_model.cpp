@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -243,6 +245,31 @@ bool bit_identical(const Tensor& a, const Tensor& b) {
   return a.dtype() == b.dtype() && a.shape() == b.shape() && std::memcmp(a.raw(), b.raw(), a.bytes()) == 0;
 }
 
+// Byte equality of two .tern files; on a difference, says which section and where.
+::testing::AssertionResult same_bytes(const std::vector<std::byte>& a, const std::vector<std::byte>& b) {
+  if (a == b) return ::testing::AssertionSuccess();
+  auto r = ::testing::AssertionFailure();
+  r << "files differ (" << a.size() << " vs " << b.size() << " bytes)";
+  try {
+    TernFile fa = TernFile::from_bytes(a, "a"), fb = TernFile::from_bytes(b, "b");
+    for (size_t i = 0; i < std::min(fa.sections().size(), fb.sections().size()); ++i) {
+      auto x = fa.sections()[i].bytes, y = fb.sections()[i].bytes;
+      size_t k = 0;
+      while (k < x.size() && k < y.size() && x[k] == y[k]) ++k;
+      if (k == x.size() && k == y.size()) continue;
+      r << "; section type " << static_cast<int>(fa.sections()[i].type) << " differs at byte " << k;
+      if (fa.sections()[i].type != SectionType::kTensors) {
+        size_t from = k > 60 ? k - 60 : 0;
+        r << ": '" << std::string(reinterpret_cast<const char*>(x.data()) + from, std::min<size_t>(120, x.size() - from))
+          << "' vs '" << std::string(reinterpret_cast<const char*>(y.data()) + from, std::min<size_t>(120, y.size() - from)) << "'";
+      }
+    }
+  } catch (const Error& e) {
+    r << " (" << e.what() << ")";
+  }
+  return r;
+}
+
 void expect_same_layers(const q::QuantizedModel& a, const q::QuantizedModel& b, const std::string& what) {
   ASSERT_EQ(a.layers.size(), b.layers.size()) << what;
   for (size_t i = 0; i < a.layers.size(); ++i) {
@@ -273,10 +300,12 @@ void expect_same_layers(const q::QuantizedModel& a, const q::QuantizedModel& b, 
       EXPECT_EQ(s.grouping.size, t.grouping.size) << who;
       EXPECT_EQ(s.grouping.count(), t.grouping.count()) << who;
       ASSERT_EQ(s.scales.size(), t.scales.size()) << who;
-      for (size_t g = 0; g < s.scales.size(); ++g) {
-        EXPECT_EQ(s.scales[g].positive, t.scales[g].positive) << who << " group " << g;
-        EXPECT_EQ(s.scales[g].negative, t.scales[g].negative) << who << " group " << g;
-      }
+      size_t bad = 0, first_bad = 0;
+      for (size_t g = s.scales.size(); g-- > 0;)
+        if (s.scales[g].positive != t.scales[g].positive || s.scales[g].negative != t.scales[g].negative) ++bad, first_bad = g;
+      EXPECT_EQ(bad, 0u) << who << ": " << bad << " of " << s.scales.size() << " groups have other scales, first group "
+                         << first_bad << ": +" << s.scales[first_bad].positive << "/-" << s.scales[first_bad].negative
+                         << " became +" << t.scales[first_bad].positive << "/-" << t.scales[first_bad].negative;
       EXPECT_EQ(s.zero_fraction, t.zero_fraction) << who;
     }
     EXPECT_EQ(x.bias, y.bias) << who;
@@ -302,9 +331,11 @@ void expect_same_layers(const q::QuantizedModel& a, const q::QuantizedModel& b, 
   }
 }
 
-TEST(QuantizedModelFile, RoundTripIsExactForEveryConfig) {
+// quantize -> serialize -> load: the same layers (codes, scales, biases, activation parameters), the
+// same graph constants, bit-identical simulated outputs, and a byte-identical re-save.
+void check_round_trip(const Config& c) {
   Tensor x = random_images(5, 202, 2.5f);
-  for (const Config& c : configs()) {
+  {
     SCOPED_TRACE(c.name);
     q::QuantizedModel m = quantize(c);
     ASSERT_FALSE(m.layers.empty());
@@ -322,7 +353,9 @@ TEST(QuantizedModelFile, RoundTripIsExactForEveryConfig) {
       const Value& v = loaded.graph.values[i];
       EXPECT_EQ(u.name, v.name);
       ASSERT_EQ(u.constant.has_value(), v.constant.has_value()) << u.name;
-      if (u.constant) EXPECT_TRUE(bit_identical(*u.constant, *v.constant)) << u.name;
+      if (u.constant) {
+        EXPECT_TRUE(bit_identical(*u.constant, *v.constant)) << u.name;
+      }
     }
 
     // The simulations agree bit for bit.
@@ -332,8 +365,12 @@ TEST(QuantizedModelFile, RoundTripIsExactForEveryConfig) {
     EXPECT_EQ(a.shape(), (Shape{5, 10}));
     for (float v : a.floats()) EXPECT_TRUE(std::isfinite(v));
 
-    // Writing what was read gives the very same bytes.
-    EXPECT_EQ(q::serialize_quantized_model(loaded), bytes);
+    // Writing what was read gives the very same bytes (the graph's source, which names the file
+    // it was read from, aside).
+    EXPECT_EQ(loaded.graph.source, "round.tern");
+    q::QuantizedModel resave = loaded;
+    resave.graph.source = m.graph.source;
+    EXPECT_TRUE(same_bytes(q::serialize_quantized_model(resave), bytes));
 
     // Sizes and counts survive the round trip.
     q::ModelSize s = q::model_size(m), t = q::model_size(loaded);
@@ -343,6 +380,30 @@ TEST(QuantizedModelFile, RoundTripIsExactForEveryConfig) {
     EXPECT_EQ(s.macs_per_image, t.macs_per_image);
     EXPECT_EQ(s.multiplies_per_image, t.multiplies_per_image);
   }
+}
+
+bool is_tnt(const Config& c) {
+  return c.options.plan.weights.format == q::WeightFormat::kTernary && c.options.plan.weights.method == q::TernaryMethod::kTnt;
+}
+
+TEST(QuantizedModelFile, RoundTripIsExactForEveryConfig) {
+  for (const Config& c : configs())
+    if (!is_tnt(c)) check_round_trip(c);
+}
+
+// KNOWN BUG (this test fails): TNT ternarization (quant/weight_quantizers.cpp, ternarize_tnt) gives
+// every group separate positive and negative scales (the means of the kept positive and negative
+// magnitudes), but the .tern writer (format/quantized_io.cpp, scales_per_group) stores two scales
+// per group only for fgq-asym. A TNT model's negative scales are dropped on save and
+// load_quantized_model sets negative = positive, so the loaded model's weights and outputs differ
+// from the model that was quantized (and evaluated by 'tern quantize --eval'). layer_bytes and
+// QuantizedLayer::multiplies_per_image (quant/quantize_model.cpp) make the same one-scale-per-group
+// assumption for TNT.
+TEST(QuantizedModelFile, TntRoundTripKeepsNegativeScales) {
+  int tested = 0;
+  for (const Config& c : configs())
+    if (is_tnt(c)) check_round_trip(c), ++tested;
+  EXPECT_EQ(tested, 1);
 }
 
 TEST(QuantizedModelFile, SaveAndLoadThroughTheFileSystem) {
@@ -372,12 +433,13 @@ TEST(QuantizedModelFile, LoadGraphOnAQuantizedFileIsAClearError) {
   for (const Config& c : {configs()[0], configs().back()}) {
     std::vector<std::byte> bytes = q::serialize_quantized_model(quantize(c));
     try {
-      load_graph(TernFile::from_bytes(bytes, "quantized.tern"));
+      load_graph(TernFile::from_bytes(bytes, "q-model.tern"));
       ADD_FAILURE() << c.name << ": load_graph accepted a quantized file";
     } catch (const Error& e) {
       std::string msg = e.what();
-      EXPECT_NE(msg.find("quantized.tern"), std::string::npos) << msg;
-      EXPECT_NE(msg.find("quantized"), msg.rfind("quantized.tern")) << "the message should say why: " << msg;
+      EXPECT_NE(msg.find("q-model.tern"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("quantized"), std::string::npos) << "the message should say why: " << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
     }
   }
 }
@@ -442,10 +504,9 @@ void check_conv2_by_hand(const Config& c) {
   ASSERT_EQ(r[1].shape(), (Shape{3, 8, 5, 5}));
   const float s = a.scale, hi = static_cast<float>((1 << a.bits) - 1);
   std::vector<float> xq(static_cast<size_t>(r[0].size()));
-  int64_t clipped = 0, nonzero = 0;
+  int64_t nonzero = 0;
   for (int64_t i = 0; i < r[0].size(); ++i) {
     float v = r[0].data<float>()[i] / s;
-    clipped += v > hi;
     xq[static_cast<size_t>(i)] = std::round(std::clamp(v, 0.0f, hi)) * s;  // std::round: half away from zero
     nonzero += xq[static_cast<size_t>(i)] != 0.0f;
   }
@@ -474,7 +535,6 @@ void check_conv2_by_hand(const Config& c) {
         }
     }
   EXPECT_EQ(checked, 3 * 8 * 25);
-  (void)clipped;
 }
 
 TEST(Simulation, MatchesAHandComputedConvolution) {
@@ -649,11 +709,34 @@ int64_t constant_bytes(const Graph& g) {
   return n;
 }
 
+// Bytes the file stores for a layer's group scales (the quantization JSON says which layout), after
+// checking that it is one of the two layouts computed by hand: float32 per group (groups * spg * 4)
+// or two-level (a u8 per group and a float32 step per filter: groups * spg + out * 4).
+int64_t stored_scale_bytes(const q::QuantizedModel& m, const std::string& node, int64_t groups, int64_t out, int spg = 1) {
+  std::vector<std::byte> bytes = q::serialize_quantized_model(m);
+  TernFile f = TernFile::from_bytes(bytes, "sizes.tern");
+  std::span<const std::byte> text = f.section(SectionType::kQuantization);
+  json jq = json::parse(std::string(reinterpret_cast<const char*>(text.data()), text.size()));
+  for (const json& l : jq.at("layers")) {
+    if (l.at("node") != node) continue;
+    const json& t = l.at("terms").at(0);
+    if (t.contains("scales")) {
+      EXPECT_EQ(t["scales"]["bytes"].get<int64_t>(), groups * spg * 4) << node;
+      return groups * spg * 4;
+    }
+    EXPECT_EQ(t.at("scale_units").at("bytes").get<int64_t>(), groups * spg) << node;
+    EXPECT_EQ(t.at("filter_steps").at("bytes").get<int64_t>(), out * 4) << node;
+    return groups * spg + out * 4;
+  }
+  ADD_FAILURE() << "no layer " << node;
+  return 0;
+}
+
 TEST(Accounting, LayerAndModelBytesByHand) {
   q::QuantizedModel m = quantize(configs()[0]);
-  // Ternary with bias: ceil(count * 2 / 8) + groups * 4 + out * 4.
-  EXPECT_EQ(q::layer_bytes(*m.find("conv2")), (432 * 2 + 7) / 8 + 8 * 18 * 4 + 8 * 4);
-  EXPECT_EQ(q::layer_bytes(*m.find("conv3")), 1152 * 2 / 8 + 16 * 18 * 4 + 16 * 4);
+  // Ternary with bias: ceil(count * 2 / 8) + scales + out * 4, the scales groups * 4 as float32.
+  EXPECT_EQ(q::layer_bytes(*m.find("conv2")), (432 * 2 + 7) / 8 + stored_scale_bytes(m, "conv2", 8 * 18, 8) + 8 * 4);
+  EXPECT_EQ(q::layer_bytes(*m.find("conv3")), 1152 * 2 / 8 + stored_scale_bytes(m, "conv3", 16 * 18, 16) + 16 * 4);
   // int8 per output channel: a byte per weight, a scale per filter, the bias.
   EXPECT_EQ(q::layer_bytes(*m.find("conv1")), 162 + 6 * 4 + 6 * 4);
   EXPECT_EQ(q::layer_bytes(*m.find("fc")), 160 + 10 * 4 + 10 * 4);
@@ -669,13 +752,13 @@ TEST(Accounting, LayerAndModelBytesByHand) {
 
   // Asymmetric ternary stores two scales per group.
   q::QuantizedModel asym = quantize(configs()[4]);
-  EXPECT_EQ(q::layer_bytes(*asym.find("conv2")), 108 + 8 * 18 * 2 * 4 + 8 * 4);
+  EXPECT_EQ(q::layer_bytes(*asym.find("conv2")), 108 + stored_scale_bytes(asym, "conv2", 8 * 18, 8, 2) + 8 * 4);
   // Binary: a bit per weight.
   q::QuantizedModel bin = quantize(configs()[7]);
-  EXPECT_EQ(q::layer_bytes(*bin.find("conv2")), 432 / 8 + 8 * 18 * 4 + 8 * 4);
+  EXPECT_EQ(q::layer_bytes(*bin.find("conv2")), 432 / 8 + stored_scale_bytes(bin, "conv2", 8 * 18, 8) + 8 * 4);
   // int4 in groups of 2 channels: a nibble per weight, ceil(6/2) * 9 groups per filter.
   q::QuantizedModel i4 = quantize(configs()[8]);
-  EXPECT_EQ(q::layer_bytes(*i4.find("conv2")), 432 / 2 + 8 * 27 * 4 + 8 * 4);
+  EXPECT_EQ(q::layer_bytes(*i4.find("conv2")), 432 / 2 + stored_scale_bytes(i4, "conv2", 8 * 27, 8) + 8 * 4);
   // int8 per tensor: one scale.
   q::QuantizedModel i8 = quantize(configs()[9]);
   EXPECT_EQ(q::layer_bytes(*i8.find("conv3")), 1152 + 4 + 16 * 4);
@@ -686,6 +769,30 @@ TEST(Accounting, LayerAndModelBytesByHand) {
   for (const q::QuantizedLayer& l : cfg.layers) quantized_layers += q::layer_bytes(l);
   EXPECT_EQ(cs.quantized, quantized_layers + (432 + 8) * 4);
   EXPECT_EQ(cs.fp32, kFp32Bytes);
+}
+
+// layer_bytes is what the file stores for the layer: codes, scales (either layout) and the bias
+// (int32 in the tensor section, or float32 in the graph with dynamic activations).
+TEST(Accounting, LayerBytesAreWhatTheFileStores) {
+  for (const Config& c : configs()) {
+    SCOPED_TRACE(c.name);
+    q::QuantizedModel m = quantize(c);
+    std::vector<std::byte> bytes = q::serialize_quantized_model(m);
+    TernFile f = TernFile::from_bytes(bytes, "sizes.tern");
+    std::span<const std::byte> text = f.section(SectionType::kQuantization);
+    json jq = json::parse(std::string(reinterpret_cast<const char*>(text.data()), text.size()));
+    ASSERT_EQ(jq.at("layers").size(), m.layers.size());
+    for (size_t i = 0; i < m.layers.size(); ++i) {
+      const json& l = jq["layers"][i];
+      int64_t stored = 0;
+      for (const json& t : l.at("terms"))
+        for (const char* k : {"codes", "scales", "scale_units", "filter_steps"})
+          if (t.contains(k)) stored += t[k].at("bytes").get<int64_t>();
+      if (l.contains("bias")) stored += l["bias"].at("bytes").get<int64_t>();
+      else if (!m.layers[i].bias_value.empty()) stored += m.layers[i].out * 4;
+      EXPECT_EQ(q::layer_bytes(m.layers[i]), stored) << m.layers[i].node;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -785,12 +892,18 @@ Corruption quant_edit(const std::string& name, std::function<void(json& layer, j
           }};
 }
 
-// Overwrites bytes of the tensor section at a blob of conv2's entry.
+// Group scales are stored either as float32 per group ("scales") or two-level, a u8 per group
+// ("scale_units") times a float32 step per filter ("filter_steps"). The float blob and the per-group
+// blob of a term, whichever the file has.
+std::string float_scale_key(const json& term) { return term.contains("scales") ? "scales" : "filter_steps"; }
+std::string group_scale_key(const json& term) { return term.contains("scales") ? "scales" : "scale_units"; }
+
+// Overwrites bytes of the tensor section at a blob of conv2's entry ("scales": its float scales).
 Corruption payload_edit(const std::string& name, const std::string& blob, size_t at, std::vector<uint8_t> new_bytes) {
   return {name, [=](Sections& s) {
             json jq = section_json(s, SectionType::kQuantization);
             json& l = jq["layers"][ternary_layer(jq)];
-            const json& ref = blob == "codes" || blob == "scales" ? l["terms"][0][blob] : l[blob];
+            const json& ref = blob == "codes" ? l["terms"][0][blob] : blob == "scales" ? l["terms"][0][float_scale_key(l["terms"][0])] : l[blob];
             size_t offset = ref.at("offset").get<size_t>() + at;
             std::vector<std::byte>& p = section(s, SectionType::kTensors);
             for (size_t k = 0; k < new_bytes.size(); ++k) p.at(offset + k) = static_cast<std::byte>(new_bytes[k]);
@@ -822,7 +935,7 @@ std::vector<Corruption> corruptions() {
   // Dimensions.
   c.push_back(quant_edit("out 9", [](json& l, json&) { l["out"] = 9; }));
   c.push_back(quant_edit("in 0", [](json& l, json&) { l["in"] = 0; }));
-  c.push_back(quant_edit("in 3, taps 18 (same count, other shape)", [](json& l, json&) { l["in"] = 3, l["taps"] = 18; }));
+  c.push_back(quant_edit("in 2, taps 27 (same count, group count differs)", [](json& l, json&) { l["in"] = 2, l["taps"] = 27; }));
   c.push_back(quant_edit("huge out", [](json& l, json&) { l["out"] = int64_t{1} << 40; }));
   c.push_back(quant_edit("negative taps", [](json& l, json&) { l["taps"] = -9; }));
   c.push_back(quant_edit("outputs per image 0", [](json& l, json&) { l["outputs_per_image"] = 0; }));
@@ -836,10 +949,25 @@ std::vector<Corruption> corruptions() {
   }));
   c.push_back(quant_edit("codes length huge", [](json& l, json&) { l["terms"][0]["codes"]["bytes"] = ~uint64_t{0}; }));
   c.push_back(quant_edit("codes offset negative", [](json& l, json&) { l["terms"][0]["codes"]["offset"] = -64; }));
-  c.push_back(quant_edit("scales length one float short", [](json& l, json&) {
-    l["terms"][0]["scales"]["bytes"] = l["terms"][0]["scales"]["bytes"].get<uint64_t>() - 4;
+  c.push_back(quant_edit("group scales one entry short", [](json& l, json&) {
+    json& t = l["terms"][0];
+    std::string k = group_scale_key(t);
+    t[k]["bytes"] = t[k]["bytes"].get<uint64_t>() - (k == "scales" ? 4 : 1);
   }));
-  c.push_back(quant_edit("scales offset past the end", [](json& l, json&) { l["terms"][0]["scales"]["offset"] = uint64_t{1} << 62; }));
+  c.push_back(quant_edit("float scales one short", [](json& l, json&) {
+    json& t = l["terms"][0];
+    std::string k = float_scale_key(t);
+    t[k]["bytes"] = t[k]["bytes"].get<uint64_t>() - 4;
+  }));
+  c.push_back(quant_edit("group scales offset past the end", [](json& l, json&) {
+    l["terms"][0][group_scale_key(l["terms"][0])]["offset"] = uint64_t{1} << 62;
+  }));
+  c.push_back(quant_edit("float scales missing", [](json& l, json&) { l["terms"][0].erase(float_scale_key(l["terms"][0])); }));
+  c.push_back(quant_edit("both scale layouts", [](json& l, json&) {
+    json& t = l["terms"][0];
+    if (t.contains("scales")) t["filter_steps"] = t["scales"], t["scale_units"] = t["codes"];
+    else t["scales"] = t["filter_steps"];
+  }));
   c.push_back(quant_edit("bias offset misaligned", [](json& l, json&) { l["bias"]["offset"] = l["bias"]["offset"].get<uint64_t>() + 4; }));
   c.push_back(quant_edit("bias length wrong", [](json& l, json&) { l["bias"]["bytes"] = 4; }));
   c.push_back(quant_edit("no terms", [](json& l, json&) { l["terms"] = json::array(); }));
@@ -933,6 +1061,33 @@ std::vector<Corruption> corruptions() {
   return c;
 }
 
+// KNOWN GAP (these are accepted; see the test below).
+std::vector<Corruption> dimension_corruptions() {
+  std::vector<Corruption> c;
+  c.push_back(quant_edit("in 3, taps 18 (same count, other shape)", [](json& l, json&) { l["in"] = 3, l["taps"] = 18; }));
+  c.push_back(quant_edit("outputs per image not the node's output size", [](json& l, json&) { l["outputs_per_image"] = 8 * 25 + 1; }));
+  c.push_back(quant_edit("outputs per image 10^9", [](json& l, json&) { l["outputs_per_image"] = int64_t{1000000000}; }));
+  return c;
+}
+
+void expect_clear_error(const Corruption& c, const std::vector<std::byte>& original) {
+  Sections s = sections_of(original);
+  c.edit(s);
+  std::vector<std::byte> bad = serialize_tern_file(s);
+  ASSERT_NE(bad, original) << c.name << ": the edit changed nothing";
+  try {
+    load(bad, "corrupt-model.tern");
+    ADD_FAILURE() << c.name << ": accepted";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (std::getenv("TERN_TEST_VERBOSE")) std::printf("%-60s %s\n", c.name.c_str(), msg.c_str());
+    EXPECT_NE(msg.find("corrupt-model.tern"), std::string::npos) << c.name << ": " << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << c.name << ": one line: " << msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << c.name << ": not a tern::Error: " << e.what();
+  }
+}
+
 TEST(HostileFiles, UneditedSectionsReserializeToTheSameBytes) {
   std::vector<std::byte> bytes = small_quantized_file();
   Sections s = sections_of(bytes);
@@ -946,22 +1101,36 @@ TEST(HostileFiles, UneditedSectionsReserializeToTheSameBytes) {
 
 TEST(HostileFiles, SemanticCorruptionWithValidChecksumsIsAClearError) {
   std::vector<std::byte> bytes = small_quantized_file();
-  for (const Corruption& c : corruptions()) {
-    Sections s = sections_of(bytes);
-    c.edit(s);
-    std::vector<std::byte> bad = serialize_tern_file(s);
-    ASSERT_NE(bad, bytes) << c.name << ": the edit changed nothing";
-    try {
-      load(bad, "corrupt-model.tern");
-      ADD_FAILURE() << c.name << ": accepted";
-    } catch (const Error& e) {
-      std::string msg = e.what();
-      EXPECT_NE(msg.find("corrupt-model.tern"), std::string::npos) << c.name << ": " << msg;
-      EXPECT_EQ(msg.find('\n'), std::string::npos) << c.name << ": one line: " << msg;
-    } catch (const std::exception& e) {
-      ADD_FAILURE() << c.name << ": not a tern::Error: " << e.what();
+  for (const Corruption& c : corruptions()) expect_clear_error(c, bytes);
+}
+
+// The scale corruptions again on a file whose conv2 has one group per filter, so its scales are
+// stored as plain float32 (the other file's fine groups may use the two-level layout).
+TEST(HostileFiles, ScaleCorruptionInEitherLayoutIsAClearError) {
+  Config whole = configs()[5];
+  ASSERT_EQ(whole.options.plan.weights.group_size, q::kWholeFilter);
+  std::vector<std::byte> bytes = q::serialize_quantized_model(quantize(whole));
+  int n = 0;
+  for (const Corruption& c : corruptions())
+    if (c.name.find("scale") != std::string::npos && c.name.find("activation") == std::string::npos &&
+        c.name.find("bias") == std::string::npos && c.name.find("power") == std::string::npos) {
+      expect_clear_error(c, bytes);
+      ++n;
     }
-  }
+  EXPECT_GE(n, 8);
+}
+
+// KNOWN GAP (this test fails): load_quantized_model (format/quantized_io.cpp) checks a layer's
+// stored "out", "in", "taps" only through out == W.shape[0] and out * in * taps == W.size(), and
+// "outputs_per_image" only against a range. It does not check in == W.shape[1] and taps == the
+// product of the remaining dimensions (weight_quantization.h's canonical layout), nor
+// outputs_per_image against the node's inferred output shape. So a file saying in = 3, taps = 18
+// for conv2's [8,6,3,3] weights loads without error with another grouping (other dequantized
+// weights, other multiplication counts), and a wrong outputs_per_image makes model_size() report
+// multiplications that do not match the graph (mults_eliminated can leave [0, 1]).
+TEST(HostileFiles, LayerDimensionsMustMatchTheGraph) {
+  std::vector<std::byte> bytes = small_quantized_file();
+  for (const Corruption& c : dimension_corruptions()) expect_clear_error(c, bytes);
 }
 
 }  // namespace

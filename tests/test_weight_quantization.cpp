@@ -68,8 +68,11 @@ TEST(Grouping, MultiplicationsEliminatedOnAHandComputedLayer) {
 TEST(QuantizeWeights, GroupsAreQuantizedIndependentlyWithTheExactOptimum) {
   const int64_t out = 3, in = 5, taps = 4;
   std::vector<float> w = tern::testing::random_floats(static_cast<size_t>(out * in * taps), 21);
-  QuantizedWeights q = quantize_weights(w, out, in, taps, {WeightFormat::kTernary, TernaryMethod::kFgq, 2, 2});
+  WeightQuantConfig exact{WeightFormat::kTernary, TernaryMethod::kFgq, 2, 2};
+  exact.float_scales = true;  // the per-group optimum itself, without rounding scales to 8 bits
+  QuantizedWeights q = quantize_weights(w, out, in, taps, exact);
   ASSERT_EQ(q.scales.size(), static_cast<size_t>(q.grouping.count()));
+  EXPECT_TRUE(q.filter_steps.empty());
   // Re-derive one group by hand: filter 1, channels {2,3}, tap 1.
   std::vector<float> group = {w[(1 * in + 2) * taps + 1], w[(1 * in + 3) * taps + 1]};
   std::vector<int8_t> codes(2);
@@ -79,6 +82,34 @@ TEST(QuantizeWeights, GroupsAreQuantizedIndependentlyWithTheExactOptimum) {
   EXPECT_EQ(q.codes[(1 * in + 2) * taps + 1], codes[0]);
   EXPECT_EQ(q.codes[(1 * in + 3) * taps + 1], codes[1]);
   EXPECT_FLOAT_EQ(q.dequantized(1, 3, 1), codes[1] * s.positive);
+}
+
+TEST(QuantizeWeights, TwoLevelScalesAreEightBitMultiplesOfAFilterStep) {
+  const int64_t out = 4, in = 16, taps = 9;
+  std::vector<float> w = tern::testing::random_floats(static_cast<size_t>(out * in * taps), 5);
+  WeightQuantConfig config{WeightFormat::kTernary, TernaryMethod::kFgq, 2, 4};
+  QuantizedWeights q = quantize_weights(w, out, in, taps, config);
+  config.float_scales = true;
+  QuantizedWeights exact = quantize_weights(w, out, in, taps, config);
+  ASSERT_EQ(q.filter_steps.size(), static_cast<size_t>(out));
+  const int64_t per_filter = q.grouping.groups_per_filter();
+  for (int64_t o = 0; o < out; ++o) {
+    float step = q.filter_steps[static_cast<size_t>(o)], top = 0;
+    for (int64_t g = o * per_filter; g < (o + 1) * per_filter; ++g) {
+      const GroupScales& s = q.scales[static_cast<size_t>(g)];
+      const GroupScales& e = exact.scales[static_cast<size_t>(g)];
+      top = std::max(top, e.positive);
+      float u = std::round(s.positive / step);
+      EXPECT_TRUE(u >= 0 && u <= 255 && u * step == s.positive) << "group " << g;
+      EXPECT_LE(std::fabs(s.positive - e.positive), 0.5f * step * 1.0001f) << "group " << g;
+    }
+    EXPECT_FLOAT_EQ(step, top / 255.0f);
+  }
+  // Per-channel groups (one per filter) keep float scales: nothing to gain.
+  config = {WeightFormat::kInt, TernaryMethod::kFgq, 8, 0};
+  EXPECT_TRUE(quantize_weights(w, out, in, taps, config).filter_steps.empty());
+  // The rounding costs little: within 0.5 dB of the exact optimum here.
+  EXPECT_GT(q.sqnr_db, exact.sqnr_db - 0.5);
 }
 
 TEST(QuantizeWeights, ZeroFractionAndSqnr) {

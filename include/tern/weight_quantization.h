@@ -53,6 +53,7 @@ struct WeightQuantConfig {
   TernaryMethod method = TernaryMethod::kFgq;
   int bits = 2;                // kInt: 2..8; ternary 2; binary 1
   int64_t group_size = 4;      // N, or kWholeFilter; for kInt: 0 = per output channel, -1 = per tensor
+  bool float_scales = false;   // keep every group scale as float32 (see QuantizedWeights::filter_steps)
 };
 
 struct QuantizedWeights {
@@ -63,13 +64,35 @@ struct QuantizedWeights {
   std::vector<GroupScales> scales;  // one per group
   double zero_fraction = 0;   // share of zero codes
   double sqnr_db = 0;         // 10 log10(||W||^2 / ||W - Q(W)||^2); +inf when exact
+  // Two-level scales, used when a filter has several groups (fine-grained groups along channels or
+  // taps) unless config.float_scales: every group scale is u * filter_steps[o] with u an 8-bit
+  // integer (0..255) and one float32 step per output filter. Storage drops from 32 to 8 bits per
+  // group (N=4 ternary: 2 + 8/4 = 4 bits per weight instead of 10) and the group multiply becomes
+  // an integer one; the step is max scale / 255, so a scale moves by at most step / 2. Empty: the
+  // scales are plain float32.
+  std::vector<float> filter_steps;
 
   float dequantized(int64_t o, int64_t c, int64_t t) const;
   std::vector<float> dequantize() const;  // canonical order
 };
 
+// Scales each group stores: 2 for methods with separate positive and negative scales (asymmetric
+// FGQ, TNT), else 1.
+int scales_per_group(const WeightQuantConfig& config);
+
 // One group's codes and scales with the configured format and method.
 GroupScales quantize_group(std::span<const float> w, std::span<int8_t> codes, const WeightQuantConfig& config);
+
+// Whether a layer with this grouping and configuration stores two-level scales.
+bool uses_filter_steps(const WeightGrouping& grouping, const WeightQuantConfig& config);
+// Rounds every group scale of q to u * step (see filter_steps); a group whose scale rounds to 0
+// gets all-zero codes. Then refreshes zero_fraction and sqnr_db against `weights`.
+void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights);
+// u * step with u = round(scale / step) clamped to [0, 255]; 0 when step is 0. The one rounding of
+// group scales (quantizer, output-aware rounding, file loader all use it).
+float round_to_step(float scale, float step);
+// zero_fraction and sqnr_db of q against the FP32 weights.
+void measure(QuantizedWeights& q, const std::vector<float>& weights);
 
 // The grouping quantize_weights uses for a layer and configuration (int: -1 = one scale per
 // tensor, 0 = per output channel, N = per group). Throws Error for a bad group size or bit count.

@@ -45,10 +45,15 @@ commands:
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2]
              [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
              [--data SPEC] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
-             [--eval] [--json]
+             [--rounding output|weight] [--group-scales u8|f32] [--eval] [--json]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default fashion-mnist) at the 99.99th
       percentile; first and last layers int8 (--all-layers quantizes them like the rest).
+      --rounding output (default with images): codes chosen to minimize each layer's output error
+      on the calibration images (GPTQ-style error feedback), keeping the method's group scales;
+      weight: each group alone minimizes its weight error (the papers' post-training methods).
+      --group-scales u8 (default): fine-grained group scales as 8-bit multiples of one float32 step
+      per filter; f32: every group scale float32.
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
   eval MODEL --data SPEC [--labels Y.npy] [--split test|train] [--limit N] [--batch B] [--json]
@@ -127,8 +132,10 @@ class Args {
       if (used == v.size() && x >= lo && x <= hi) return x;
     } catch (const std::logic_error&) {
     }
-    throw UsageError("--" + n + ": expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                     "], got '" + v + "'");
+    char range[96];  // a tiny positive lower bound means "above zero"
+    if (lo > 0 && lo < 1e-6) std::snprintf(range, sizeof range, "(0, %g]", hi);
+    else std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
+    throw UsageError("--" + n + ": expected a number in " + std::string(range) + ", got '" + v + "'");
   }
   const std::vector<std::string>& positional() const { return positional_; }
   std::string model(const std::string& command) const {
@@ -346,7 +353,7 @@ int cmd_quantize(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("quantize", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
-             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding"},
+             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales"},
             {"all-layers", "eval", "json"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -385,6 +392,10 @@ int cmd_quantize(int argc, char** argv) {
   if (rounding != "output" && rounding != "weight")
     throw UsageError("--rounding: expected output or weight, got '" + rounding + "'");
   options.output_aware = rounding == "output";
+  std::string group_scales = args.get("group-scales", "u8");
+  if (group_scales != "u8" && group_scales != "f32")
+    throw UsageError("--group-scales: expected u8 or f32, got '" + group_scales + "'");
+  options.plan.weights.float_scales = group_scales == "f32";
   if (args.has("data-free")) {
     std::string mode = args.get("data-free");
     if (mode != "dynamic" && mode != "batchnorm")

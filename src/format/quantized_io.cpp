@@ -33,10 +33,6 @@ json blob(std::vector<std::byte>& payload, const void* data, size_t bytes) {
   return {{"offset", format::append_aligned(payload, data, bytes)}, {"bytes", bytes}};
 }
 
-int scales_per_group(const WeightQuantConfig& c) {
-  return c.format == WeightFormat::kTernary && c.method == TernaryMethod::kFgqAsymmetric ? 2 : 1;
-}
-
 json activation_json(const ActivationQuant& a) {
   return {{"bits", a.bits},           {"is_unsigned", a.is_unsigned}, {"power_of_two", a.power_of_two},
           {"dynamic", a.dynamic},     {"scale", a.scale},             {"threshold", a.threshold},
@@ -67,6 +63,7 @@ json plan_json(const LayerPlan& p) {
           {"method", static_cast<int>(p.weights.method)},
           {"bits", p.weights.bits},
           {"group_size", p.weights.group_size},
+          {"float_scales", p.weights.float_scales},
           {"activation_bits", p.activation_bits},
           {"reason", p.reason}};
 }
@@ -80,6 +77,7 @@ WeightQuantConfig config_from(const json& j) {
   c.method = static_cast<TernaryMethod>(method);
   c.bits = j.at("bits").get<int>();
   c.group_size = j.at("group_size").get<int64_t>();
+  c.float_scales = j.contains("float_scales") && j.at("float_scales").get<bool>();
   int expected_bits = c.format == WeightFormat::kTernary ? 2 : c.format == WeightFormat::kBinary ? 1 : c.format == WeightFormat::kFloat32 ? 32 : c.bits;
   check(c.bits == expected_bits && (c.format != WeightFormat::kInt || (c.bits >= 2 && c.bits <= 8)),
         "weight bits do not fit the format");
@@ -113,14 +111,32 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
     json terms = json::array();
     for (const QuantizedWeights& t : l.terms) {
       std::vector<uint8_t> packed = pack_codes(t.codes, t.format, t.bits);
-      std::vector<float> scales;
-      for (const GroupScales& s : t.scales) {
-        scales.push_back(s.positive);
-        if (scales_per_group(l.config) == 2) scales.push_back(s.negative);
+      json jt = {{"codes", blob(payload, packed.data(), packed.size())}, {"sqnr_db", db_to_json(t.sqnr_db)}};
+      check(t.filter_steps.empty() == !uses_filter_steps(t.grouping, l.config),
+            "layer '" + l.node + "': scale layout does not match its configuration");
+      if (t.filter_steps.empty()) {
+        std::vector<float> scales;
+        for (const GroupScales& s : t.scales) {
+          scales.push_back(s.positive);
+          if (scales_per_group(l.config) == 2) scales.push_back(s.negative);
+        }
+        jt["scales"] = blob(payload, scales.data(), scales.size() * sizeof(float));
+      } else {  // two-level: u8 per group, one float32 step per filter
+        std::vector<uint8_t> units;
+        const int64_t per_filter = t.grouping.groups_per_filter();
+        for (size_t gi = 0; gi < t.scales.size(); ++gi) {
+          float step = t.filter_steps[gi / static_cast<size_t>(per_filter)];
+          for (int k = 0; k < scales_per_group(l.config); ++k) {
+            float v = k == 0 ? t.scales[gi].positive : t.scales[gi].negative;
+            float u = step > 0 ? std::round(v / step) : 0.0f;
+            check(u >= 0 && u <= 255 && u * step == v, "layer '" + l.node + "': a group scale is not a multiple of its step");
+            units.push_back(static_cast<uint8_t>(u));
+          }
+        }
+        jt["scale_units"] = blob(payload, units.data(), units.size());
+        jt["filter_steps"] = blob(payload, t.filter_steps.data(), t.filter_steps.size() * sizeof(float));
       }
-      terms.push_back({{"codes", blob(payload, packed.data(), packed.size())},
-                       {"scales", blob(payload, scales.data(), scales.size() * sizeof(float))},
-                       {"sqnr_db", db_to_json(t.sqnr_db)}});
+      terms.push_back(jt);
     }
     json jl = {{"node", l.node},
                {"weight_value", l.weight_value},
@@ -129,6 +145,7 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
                {"method", static_cast<int>(l.config.method)},
                {"bits", l.config.bits},
                {"group_size", l.config.group_size},
+               {"float_scales", l.config.float_scales},
                {"out", l.out},
                {"in", l.in},
                {"taps", l.taps},
@@ -219,6 +236,9 @@ QuantizedModel load_quantized_model(const TernFile& file) {
       for (int64_t d : wv.shape) count *= d;
       check(wv.dtype == DataType::kFloat32 && wv.shape.size() >= 2 && wv.shape[0] == l.out && count == l.out * l.in * l.taps,
             who + ": weight shape " + to_string(wv.shape) + " does not match the stored codes");
+      int64_t taps = 1;
+      for (size_t d = 2; d < wv.shape.size(); ++d) taps *= wv.shape[d];
+      check(wv.shape[1] == l.in && taps == l.taps, who + ": in/taps do not match the weight shape " + to_string(wv.shape));
       if (node.op == OpType::kGemm) {
         const auto& a = node.attr<GemmAttrs>();
         check(a.trans_b && !a.trans_a && a.alpha == 1.0f && wv.shape.size() == 2, who + ": Gemm is not in canonical form");
@@ -239,9 +259,21 @@ QuantizedModel load_quantized_model(const TernFile& file) {
         std::span<const std::byte> codes = format::payload_range(payload, jt[k].at("codes"), what + " codes");
         q.codes = unpack_codes(reinterpret_cast<const uint8_t*>(codes.data()), codes.size(), count, q.format, q.bits, what);
         int spg = scales_per_group(l.config);
-        std::vector<float> s = read_array<float>(payload, jt[k].at("scales"),
-                                                 static_cast<size_t>(grouping.count() * spg), what + " scales");
-        for (float v : s) check(std::isfinite(v) && v >= 0.0f, what + ": scales must be finite and >= 0");
+        std::vector<float> s;
+        if (uses_filter_steps(grouping, l.config)) {
+          check(!jt[k].contains("scales"), what + ": float scales where two-level scales belong");
+          q.filter_steps = read_array<float>(payload, jt[k].at("filter_steps"), static_cast<size_t>(l.out), what + " filter steps");
+          for (float v : q.filter_steps) check(std::isfinite(v) && v >= 0.0f, what + ": filter steps must be finite and >= 0");
+          std::vector<uint8_t> units = read_array<uint8_t>(payload, jt[k].at("scale_units"),
+                                                           static_cast<size_t>(grouping.count() * spg), what + " scale units");
+          const int64_t per_filter = grouping.groups_per_filter();
+          for (size_t i = 0; i < units.size(); ++i)
+            s.push_back(static_cast<float>(units[i]) * q.filter_steps[i / static_cast<size_t>(spg * per_filter)]);
+        } else {
+          check(!jt[k].contains("filter_steps"), what + ": two-level scales where float scales belong");
+          s = read_array<float>(payload, jt[k].at("scales"), static_cast<size_t>(grouping.count() * spg), what + " scales");
+          for (float v : s) check(std::isfinite(v) && v >= 0.0f, what + ": scales must be finite and >= 0");
+        }
         for (int64_t gi = 0; gi < grouping.count(); ++gi) {
           float pos = s[static_cast<size_t>(gi * spg)];
           q.scales.push_back({pos, spg == 2 ? s[static_cast<size_t>(gi * spg + 1)] : pos, 0.0f});
@@ -300,6 +332,15 @@ QuantizedModel load_quantized_model(const TernFile& file) {
   }
   try {
     format::finish_graph(m.graph);
+    for (const QuantizedLayer& l : m.layers)  // now that shapes are inferred: the stored count must agree
+      for (const Node& node : m.graph.nodes)
+        if (node.name == l.node) {
+          const Value& y = m.graph.value(node.outputs[0]);
+          int64_t count = 1;
+          for (size_t d = 1; d < y.shape.size(); ++d) count *= y.shape[d];
+          check(y.shape_known && count == l.outputs_per_image,
+                "layer '" + l.node + "': outputs_per_image does not match the graph");
+        }
   } catch (const Error& e) {
     std::string msg = e.what();
     throw Error(msg.rfind(n, 0) == 0 ? msg : n + ": " + msg);

@@ -191,6 +191,9 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
   for (int64_t o = 0; o < out; ++o)
     for (int64_t k = 0; k < d; ++k) members[static_cast<size_t>(grouping.group_of(o, k / taps, k % taps))].push_back(o * d + k);
 
+  // Two-level scales: each filter's step comes from plain quantization of the original weights, and
+  // every scale is rounded to it as soon as it is chosen, so the error feedback sees the rounding.
+  if (uses_filter_steps(grouping, config)) q.filter_steps = quantize_weights(weights, out, in, taps, config).filter_steps;
   std::vector<double> current(weights.begin(), weights.end());
   q.codes.assign(weights.size(), 0);
   q.scales.assign(static_cast<size_t>(grouping.count()), GroupScales{});
@@ -213,7 +216,12 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
           group_w.resize(idx.size());
           group_codes.resize(idx.size());
           for (size_t k = 0; k < idx.size(); ++k) group_w[k] = static_cast<float>(current[static_cast<size_t>(idx[k])]);
-          q.scales[static_cast<size_t>(gi)] = quantize_group(group_w, group_codes, config);
+          GroupScales gs = quantize_group(group_w, group_codes, config);
+          if (!q.filter_steps.empty()) {
+            gs.positive = round_to_step(gs.positive, q.filter_steps[static_cast<size_t>(o)]);
+            gs.negative = round_to_step(gs.negative, q.filter_steps[static_cast<size_t>(o)]);
+          }
+          q.scales[static_cast<size_t>(gi)] = gs;
           scale_set[static_cast<size_t>(gi)] = true;
         }
         double* row = current.data() + o * d;
@@ -225,16 +233,7 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
       }
     }
   }
-  int64_t zeros = 0;
-  for (int8_t c : q.codes) zeros += c == 0;
-  q.zero_fraction = static_cast<double>(zeros) / static_cast<double>(q.codes.size());
-  std::vector<float> r = q.dequantize();
-  double signal = 0, noise = 0;
-  for (size_t i = 0; i < weights.size(); ++i) {
-    signal += static_cast<double>(weights[i]) * weights[i];
-    noise += (static_cast<double>(weights[i]) - r[i]) * (static_cast<double>(weights[i]) - r[i]);
-  }
-  q.sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
+  measure(q, weights);
   return q;
 }
 

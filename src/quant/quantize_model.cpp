@@ -261,7 +261,7 @@ int64_t QuantizedLayer::multiplies_per_image() const {
   bool sign_codes = config.format == WeightFormat::kTernary || config.format == WeightFormat::kBinary ||
                     (config.format == WeightFormat::kInt && config.bits == 2);
   if (!sign_codes || terms.empty()) return macs_per_image();
-  int64_t per_group = config.format == WeightFormat::kTernary && config.method == TernaryMethod::kFgqAsymmetric ? 2 : 1;
+  int64_t per_group = scales_per_group(config);
   return std::min(macs_per_image(), outputs_per_image * terms[0].grouping.multiplies_per_output() * per_group *
                                         static_cast<int64_t>(terms.size()));
 }
@@ -585,8 +585,10 @@ int64_t layer_bytes(const QuantizedLayer& l) {
   int64_t bytes = 0;
   for (const QuantizedWeights& t : l.terms) {
     int w = code_field_bits(t.format, t.bits);
-    int spg = l.config.format == WeightFormat::kTernary && l.config.method == TernaryMethod::kFgqAsymmetric ? 2 : 1;
-    bytes += ceil_div(static_cast<int64_t>(t.codes.size()) * w, 8) + t.grouping.count() * spg * 4;
+    int spg = scales_per_group(l.config);
+    bytes += ceil_div(static_cast<int64_t>(t.codes.size()) * w, 8);
+    bytes += t.filter_steps.empty() ? t.grouping.count() * spg * 4  // float32 scales
+                                    : t.grouping.count() * spg + static_cast<int64_t>(t.filter_steps.size()) * 4;
   }
   if (!l.bias_value.empty()) bytes += l.out * 4;  // int32, or float32 with dynamic activation scales
   return bytes;

@@ -1,5 +1,6 @@
 #include "tern/weight_quantization.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "tern/error.h"
@@ -133,9 +134,28 @@ QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out
     q.scales[static_cast<size_t>(gi)] = s;
     for (size_t i = 0; i < idx.size(); ++i) q.codes[static_cast<size_t>(idx[i])] = codes[i];
   }
+  if (uses_filter_steps(q.grouping, config)) round_group_scales(q, weights);
+  else measure(q, weights);
+  return q;
+}
+
+int scales_per_group(const WeightQuantConfig& c) {
+  return c.format == WeightFormat::kTernary &&
+                 (c.method == TernaryMethod::kFgqAsymmetric || c.method == TernaryMethod::kTnt)
+             ? 2
+             : 1;
+}
+
+bool uses_filter_steps(const WeightGrouping& grouping, const WeightQuantConfig& config) {
+  return !config.float_scales && config.format != WeightFormat::kFloat32 &&
+         (grouping.axis == GroupAxis::kInputChannels || grouping.axis == GroupAxis::kKernelTaps) &&
+         grouping.groups_per_filter() > 1;
+}
+
+void measure(QuantizedWeights& q, const std::vector<float>& weights) {
   int64_t zeros = 0;
   for (int8_t c : q.codes) zeros += c == 0;
-  q.zero_fraction = static_cast<double>(zeros) / static_cast<double>(q.codes.size());
+  q.zero_fraction = q.codes.empty() ? 0.0 : static_cast<double>(zeros) / static_cast<double>(q.codes.size());
   std::vector<float> r = q.dequantize();
   double signal = 0, noise = 0;
   for (size_t i = 0; i < weights.size(); ++i) {
@@ -143,7 +163,40 @@ QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out
     noise += (static_cast<double>(weights[i]) - r[i]) * (static_cast<double>(weights[i]) - r[i]);
   }
   q.sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
-  return q;
+}
+
+void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights) {
+  const WeightGrouping& g = q.grouping;
+  const int64_t per_filter = g.groups_per_filter();
+  q.filter_steps.assign(static_cast<size_t>(g.out), 0.0f);
+  for (int64_t o = 0; o < g.out; ++o) {
+    float top = 0.0f;
+    for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i)
+      top = std::max({top, q.scales[static_cast<size_t>(i)].positive, q.scales[static_cast<size_t>(i)].negative});
+    float step = top / 255.0f;
+    q.filter_steps[static_cast<size_t>(o)] = step;
+    for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i) {
+      GroupScales& s = q.scales[static_cast<size_t>(i)];
+      s.positive = round_to_step(s.positive, step);
+      s.negative = round_to_step(s.negative, step);
+    }
+  }
+  // A scale that rounded to zero leaves codes that mean nothing: make them zeros (binary has no
+  // zero code; its level is zero anyway).
+  for (int64_t o = 0; q.format != WeightFormat::kBinary && o < g.out; ++o)
+    for (int64_t c = 0; c < g.in; ++c)
+      for (int64_t t = 0; t < g.taps; ++t) {
+        int8_t& code = q.codes[static_cast<size_t>((o * g.in + c) * g.taps + t)];
+        const GroupScales& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
+        if ((code > 0 && s.positive == 0.0f) || (code < 0 && s.negative == 0.0f)) code = 0;
+      }
+  measure(q, weights);
+}
+
+float round_to_step(float scale, float step) {
+  if (!(step > 0.0f)) return 0.0f;
+  float u = std::min(255.0f, std::round(scale / step));
+  return u * step;
 }
 
 }  // namespace tern::quant

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# 'tern quantize' on good and bad options: every bad option exits non-zero with one "tern: " line on
+# stderr and leaves no output file; a good run's file evaluates and inspects, and a truncated copy of
+# it is a clean error. Usage: cli_quantize_test.sh TERN_BINARY MODEL.onnx
+set -u
+tern=$1
+model=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# check_stderr CMD_TEXT [NEEDLE]: exactly one line, starting with "tern: ", no crash, containing NEEDLE.
+check_stderr() {
+  local what=$1 needle=${2:-}
+  local lines
+  lines=$(wc -l <"$work/err")
+  if [ "$lines" -ne 1 ]; then fail "'$what' printed $lines stderr lines: $(cat "$work/err")"; return 1; fi
+  if [ "$(head -c 6 "$work/err")" != "tern: " ]; then
+    fail "'$what' stderr does not start with 'tern: ': $(cat "$work/err")"
+    return 1
+  fi
+  if [ -n "$needle" ] && ! grep -qF -- "$needle" "$work/err"; then
+    fail "'$what' stderr lacks '$needle': $(cat "$work/err")"
+    return 1
+  fi
+  if grep -qiE 'terminate|abort|segmentation|core dumped|internal error' "$work/err"; then fail "'$what' crashed: $(cat "$work/err")"; return 1; fi
+  return 0
+}
+
+# bad_quantize NEEDLE OUT -- extra options...: quantize MODEL to OUT with the options; it must fail
+# with exit 1 or 2, one "tern: " line naming NEEDLE, and no OUT (nor a temporary beside it).
+bad_quantize() {
+  local needle=$1 out=$2
+  shift 3
+  rm -f "$out"
+  "$tern" quantize "$@" -o "$out" >"$work/out" 2>"$work/err"
+  local rc=$?
+  local what="tern quantize $* -o $out"
+  if [ "$rc" -ne 1 ] && [ "$rc" -ne 2 ]; then fail "'$what' exited $rc, want 1 or 2 ($(cat "$work/err"))"; fi
+  check_stderr "$what" "$needle"
+  if [ -e "$out" ]; then fail "'$what' left an output file"; fi
+  if compgen -G "$out.*" >/dev/null || compgen -G "$(dirname "$out")/.$(basename "$out")*" >/dev/null; then
+    fail "'$what' left a temporary file: $(ls "$out".* "$(dirname "$out")"/.* 2>/dev/null)"
+  fi
+}
+
+out=$work/out.tern
+head -c 1000 "$model" >"$work/truncated.onnx"
+echo '{"layers": [{"name": "nope", "weights": "int8"}]}' >"$work/nope.json"
+echo '{"layers": [' >"$work/broken.json"
+
+bad_quantize "--group" "$out" -- "$model" --group 0
+bad_quantize "--group" "$out" -- "$model" --group -4
+bad_quantize "--group" "$out" -- "$model" --group four
+bad_quantize "--group tensor" "$out" -- "$model" --group tensor
+bad_quantize "--group tensor" "$out" -- "$model" --weights ternary --group tensor
+bad_quantize "--acts" "$out" -- "$model" --acts 1
+bad_quantize "--acts" "$out" -- "$model" --acts 3
+bad_quantize "--weights" "$out" -- "$model" --weights int9
+bad_quantize "--weights" "$out" -- "$model" --weights int1
+bad_quantize "--method" "$out" -- "$model" --method foo
+bad_quantize "--method" "$out" -- "$model" --weights int8 --method fgq
+bad_quantize "cluster" "$out" -- "$model" --method cluster --group channel
+bad_quantize "nope" "$out" -- "$model" --data-free dynamic --config "$work/nope.json"
+bad_quantize "broken.json" "$out" -- "$model" --data-free dynamic --config "$work/broken.json"
+bad_quantize "/no/such/config.json" "$out" -- "$model" --data-free dynamic --config /no/such/config.json
+bad_quantize "--percentile" "$out" -- "$model" --percentile 0
+bad_quantize "--percentile" "$out" -- "$model" --percentile 101
+bad_quantize "--percentile" "$out" -- "$model" --percentile nan
+bad_quantize "--percentile" "$out" -- "$model" --calibration mse --percentile 99
+bad_quantize "--calib-images" "$out" -- "$model" --calib-images 0
+bad_quantize "--calib-images" "$out" -- "$model" --calib-images -5
+bad_quantize "--calibration" "$out" -- "$model" --calibration foo
+bad_quantize "--data-free" "$out" -- "$model" --data-free foo
+bad_quantize "--calibration" "$out" -- "$model" --data-free dynamic --calibration mse
+bad_quantize "--act-scale" "$out" -- "$model" --act-scale log
+bad_quantize "--batch" "$out" -- "$model" --batch 0
+bad_quantize "--frobnicate" "$out" -- "$model" --frobnicate
+bad_quantize "/no/such/model.onnx" "$out" -- /no/such/model.onnx --data-free dynamic --weights int8
+bad_quantize "truncated.onnx" "$out" -- "$work/truncated.onnx" --data-free dynamic --weights int8
+bad_quantize "/no/such/data" "$out" -- "$model" --data /no/such/data
+# An output directory that does not exist: fails when writing, and leaves nothing.
+bad_quantize "/nonexistent/dir/x.tern" /nonexistent/dir/x.tern -- "$model" --data-free dynamic --weights int8
+# No -o at all.
+"$tern" quantize "$model" --data-free dynamic >"$work/out" 2>"$work/err"
+rc=$?
+[ "$rc" -eq 2 ] || fail "quantize without -o exited $rc, want 2"
+check_stderr "quantize without -o" "-o"
+# None of the options tern quantize takes requires a power of two (--act-scale pow2 chooses
+# power-of-two scales itself), so there is no non-power-of-two case to test.
+
+# A good, quick run: data-free dynamic activations and int8 weights need no calibration.
+good=$work/good.tern
+if ! "$tern" quantize "$model" -o "$good" --data-free dynamic --weights int8 >"$work/out" 2>"$work/err"; then
+  fail "a valid quantize failed: $(cat "$work/err")"
+fi
+[ -s "$good" ] || fail "a valid quantize wrote no file"
+ls "$work" | grep -vqE '^(good\.tern|out|err|truncated\.onnx|nope\.json|broken\.json)$' && fail "stray files: $(ls "$work")"
+
+if [ -s "$good" ]; then
+  if "$tern" eval "$good" --data fashion-mnist --limit 200 --json >"$work/eval.json" 2>"$work/err"; then
+    python3 - "$work/eval.json" "$(stat -c %s "$good")" <<'PY' || fail "eval --json output of the quantized model"
+import json, sys
+j = json.load(open(sys.argv[1]))
+missing = [k for k in ("size_bytes", "mults_eliminated", "layers", "top1") if k not in j]
+if missing:
+    sys.exit("missing keys %s" % missing)
+if not (isinstance(j["mults_eliminated"], (int, float)) and 0 <= j["mults_eliminated"] <= 1):
+    sys.exit("mults_eliminated %r not in [0, 1]" % j["mults_eliminated"])
+if not isinstance(j["layers"], list) or not j["layers"]:
+    sys.exit("layers is not a non-empty array")
+if not (isinstance(j["size_bytes"], int) and j["size_bytes"] > 0):
+    sys.exit("size_bytes %r" % j["size_bytes"])
+if not (0 <= j["top1"] <= 100):
+    sys.exit("top1 %r" % j["top1"])
+if j["top1"] < 50:
+    sys.exit("int8 top1 %r is implausibly low for resnet20 on fashion-mnist" % j["top1"])
+PY
+  else
+    fail "eval of the quantized model failed: $(cat "$work/err")"
+  fi
+  "$tern" inspect "$good" >"$work/inspect.txt" 2>"$work/err" || fail "inspect of the quantized model failed: $(cat "$work/err")"
+  [ -s "$work/inspect.txt" ] || fail "inspect printed nothing"
+
+  head -c 5000 "$good" >"$work/cut.tern"
+  "$tern" eval "$work/cut.tern" --data fashion-mnist --limit 10 >"$work/out" 2>"$work/err"
+  rc=$?
+  [ "$rc" -eq 1 ] || fail "eval of a truncated quantized model exited $rc, want 1"
+  check_stderr "eval cut.tern" "cut.tern"
+  "$tern" inspect "$work/cut.tern" >"$work/out" 2>"$work/err"
+  rc=$?
+  [ "$rc" -eq 1 ] || fail "inspect of a truncated quantized model exited $rc, want 1"
+  check_stderr "inspect cut.tern" "cut.tern"
+fi
+
+if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
+echo "all quantize CLI checks passed"
