@@ -56,9 +56,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODELS = ("resnet20", "vgg_small", "mobilenetv2_small")
 GROUPS = ("1", "2", "4", "8", "16", "32", "64", "channel")
 TERNARY_METHODS = ("fgq", "twn", "tnt", "cluster")
+# The same methods with `--rounding weight`: each group alone minimizes its weight error, as in the
+# papers, instead of tern's default output-aware rounding. Rows name them "fgq@weight" etc.
+WEIGHT_ROUNDING_METHODS = ("fgq@weight", "twn@weight", "tnt@weight")
+ALL_TERNARY = TERNARY_METHODS + WEIGHT_ROUNDING_METHODS
 QUICK_GROUPS = ("4", "channel")
 QUICK_METHODS = ("fgq", "twn")
-PLOT_ORDER = TERNARY_METHODS + ("binary", "int4", "int8")
+PLOT_ORDER = ALL_TERNARY + ("binary", "int4", "int8")
 METHOD_COLORS = {"fgq": "tab:blue", "twn": "tab:orange", "tnt": "tab:green", "cluster": "tab:red",
                  "binary": "tab:purple", "int4": "tab:brown", "int8": "tab:gray"}
 
@@ -166,6 +170,9 @@ def study_grid(quick):
                     continue  # no per-channel cluster: tern needs N filters per cluster
                 grid.append(dict(weights="ternary", method=method, group=group, acts=acts))
     if not quick:
+        for method in WEIGHT_ROUNDING_METHODS:
+            for group in GROUPS:
+                grid.append(dict(weights="ternary", method=method, group=group, acts="8"))
         grid += [dict(weights="binary", method=None, group="4", acts="8"),
                  dict(weights="binary", method=None, group="channel", acts="8"),
                  dict(weights="int4", method=None, group="32", acts="8"),
@@ -185,7 +192,8 @@ def config_name(model, cfg):
 def quantize_cmd(tern, model_path, out_path, cfg, extra):
     cmd = [rel(tern), "quantize", rel(model_path), "-o", out_path, "--weights", cfg["weights"]]
     if cfg["method"]:
-        cmd += ["--method", cfg["method"]]
+        method, _, rounding = cfg["method"].partition("@")
+        cmd += ["--method", method] + (["--rounding", rounding] if rounding else [])
     cmd += ["--group", cfg["group"], "--acts", cfg["acts"], "--json"]
     return cmd + list(extra)
 
@@ -398,8 +406,9 @@ def make_plots(model, rows, fp32_row, out_dir, tol):
                 xs = [100 * (r.get("mults_eliminated") or 0) if kind == "mults" else r.get("size_bytes") or 1
                       for r in members]
                 ys = [r["top1"] for r in members]
-                color = METHOD_COLORS.get(name, "black")
-                ax.plot(xs, ys, "-" if acts == "8" else "--", marker="o" if acts == "8" else "s", color=color,
+                color = METHOD_COLORS.get(name.split("@")[0], "black")
+                style = ":" if "@" in name else "-" if acts == "8" else "--"
+                ax.plot(xs, ys, style, marker="^" if "@" in name else "o" if acts == "8" else "s", color=color,
                         label=f"{name} A{acts}", markersize=5, linewidth=1.2, alpha=0.9)
                 for x, y, r in zip(xs, ys, members):
                     ax.annotate("ch" if r["group"] == "channel" else r["group"], (x, y), textcoords="offset points",
@@ -446,18 +455,18 @@ def findings(model, rows, fp32, tol):
 
     # FGQ vs TWN and TNT at the same N and acts.
     compared, violations = 0, []
-    for acts in ("8", "4"):
+    for acts, suffix in (("8", ""), ("4", ""), ("8", "@weight")):
         for g in GROUPS:
-            f = by.get(("ternary", "fgq", g, acts))
+            f = by.get(("ternary", "fgq" + suffix, g, acts))
             if not f:
                 continue
-            for other in ("twn", "tnt"):
+            for other in ("twn" + suffix, "tnt" + suffix):
                 o = by.get(("ternary", other, g, acts))
                 if not o:
                     continue
                 compared += 1
                 if o["top1"] > f["top1"]:
-                    violations.append(f"N={g} A{acts}: {other.upper()} {o['top1']:.2f} > FGQ {f['top1']:.2f} "
+                    violations.append(f"N={g} A{acts}: {other.upper()} {o['top1']:.2f} > FGQ{suffix.upper()} {f['top1']:.2f} "
                                       f"(+{o['top1'] - f['top1']:.2f} pp)")
     if compared:
         text = f"**FGQ ≥ TWN and TNT** at the same N and activation width in {compared - len(violations)} of " \
@@ -490,7 +499,7 @@ def findings(model, rows, fp32, tol):
 
         # Largest N within the tolerance, per ternary method and acts.
         parts = []
-        for method in TERNARY_METHODS:
+        for method in ALL_TERNARY:
             for acts in ("8", "4"):
                 members = sorted([r for r in ok if r["weights"] == "ternary" and r["method"] == method and r["acts"] == acts],
                                  key=lambda r: group_index(r["group"]))
@@ -588,7 +597,10 @@ def render(rows, out_dir, tol, render_cmd, source_note):
               "has no per-channel cluster mode). *drop* is FP32 top-1 minus quantized top-1 in percentage points "
               "(positive = worse). *ratio* columns are size reductions (higher = smaller). *mults eliminated* is "
               "the share of the model's multiplications replaced by additions. First and last layers stay int8 "
-              "unless the extra options say otherwise.", ""]
+              "unless the extra options say otherwise. Methods without a suffix use tern's default output-aware "
+              "rounding (codes chosen to minimize each layer's output error on the calibration images, group scales "
+              "still chosen by the method); `@weight` rows use `--rounding weight`, the papers' plain post-training "
+              "method (each group minimizes its own weight error).", ""]
     for model in models:
         mrows = [r for r in rows if r["model"] == model]
         fp32_row = next((r for r in mrows if r["kind"] == "fp32"), None)
@@ -610,7 +622,7 @@ def render(rows, out_dir, tol, render_cmd, source_note):
 
         def order(r):
             wi = ("ternary", "binary", "int4", "int8").index(r["weights"]) if r["weights"] in ("ternary", "binary", "int4", "int8") else 9
-            mi = TERNARY_METHODS.index(r["method"]) if r["method"] in TERNARY_METHODS else 0
+            mi = ALL_TERNARY.index(r["method"]) if r["method"] in ALL_TERNARY else 0
             return (wi, mi, r["acts"] != "8", group_index(r["group"]))
         for r in sorted(q, key=order):
             method = r["method"] or "–"
