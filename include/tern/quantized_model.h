@@ -92,9 +92,16 @@ struct QuantizeOptions {
   // per-group quantization of the weights alone when false or without images.
   bool output_aware = false;
   double damping = 0.01;
+  // Layers with more inputs per output (in * taps) keep per-group rounding: H takes (in*taps)^2
+  // doubles and its inverse O((in*taps)^3) time (2048: 32 MB, a few seconds).
+  int64_t output_aware_max_inputs = 2048;
   int histogram_bins = 2048;
   int64_t batch = 64;             // images per calibration run
   bool input_non_negative = false;  // the graph input is >= 0 (unsigned codes for the first layer)
+  // The exact max |x| of the graph input when known (pixels 0..255 through the normalization).
+  // Layers reading the graph input then use it in every mode but dynamic: clipping a known, bounded
+  // input gains nothing, and histogram methods misjudge an image's spike at the background value.
+  std::optional<float> input_threshold;
   // kBatchNorm: data-free thresholds by value name, with where each came from (see
   // batchnorm_ranges.h); layer inputs not listed get dynamic scales.
   std::map<std::string, std::pair<float, std::string>> static_thresholds;

@@ -287,16 +287,18 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
 
 void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes) {
   using namespace tern::quant;
-  std::printf("%-34s %-24s %6s %7s %-30s %7s %11s %9s\n", "layer", "weights", "zero%", "W SQNR", "input", "out SQNR",
-              "mults/img", "bytes");
+  int width = 5;
+  for (const LayerPlan& p : q.plan) width = std::max(width, static_cast<int>(p.node.size()));
+  std::printf("%-*s %-24s %6s %7s %-30s %8s %11s %9s\n", width, "layer", "weights", "zero%", "W SQNR", "input",
+              "out SQNR", "mults/img", "bytes");
   for (const LayerPlan& p : q.plan) {
     const QuantizedLayer* l = q.find(p.node);
     if (!l) {
-      std::printf("%-34s %-24s   (%s)\n", p.node.c_str(), "float32", p.reason.c_str());
+      std::printf("%-*s %-24s   (%s)\n", width, p.node.c_str(), "float32", p.reason.c_str());
       continue;
     }
     std::string act = l->input ? describe_activation(*l->input) : "float32";
-    std::printf("%-34s %-24s %6.1f %7s %-30s %7s %11lld %9lld\n", l->node.c_str(), describe_weights(*l).c_str(),
+    std::printf("%-*s %-24s %6.1f %7s %-30s %8s %11lld %9lld\n", width, l->node.c_str(), describe_weights(*l).c_str(),
                 100.0 * l->zero_fraction(), db_text(l->weight_sqnr_db).c_str(), act.c_str(),
                 db_text(l->output_sqnr_db).c_str(), static_cast<long long>(l->multiplies_per_image()),
                 static_cast<long long>(layer_bytes(*l)));
@@ -433,6 +435,7 @@ int cmd_quantize(int argc, char** argv) {
     hi = std::max(hi, static_cast<float>((255.0 * norm.scale - mean) / sd));
   }
   options.input_non_negative = lo >= 0.0f;
+  options.input_threshold = options.input_non_negative ? hi : std::max(-lo, hi);
   if (options.activation_mode == q::ActivationMode::kBatchNorm) {
     for (const auto& [name, r] : q::batchnorm_ranges(graph, std::make_pair(lo, hi)))
       options.static_thresholds[name] = {r.threshold, r.source};

@@ -341,7 +341,10 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
       for (size_t i = 0; i < m.layers.size(); ++i) {
         const QuantizedLayer& l = m.layers[i];
         const Node& n = g.nodes[node_index.at(l.node)];
-        if (n.op == OpType::kGemm || n.attr<ConvAttrs>().kernel.size() == 2) covariances[i].emplace(g, n, l.in, l.taps);
+        bool fits = l.in * l.taps <= options.output_aware_max_inputs;  // H is (in*taps)^2, inverted in O(n^3)
+        if (!fits) m.layers[i].reason += "; per-group rounding (input dimension above the output-aware limit)";
+        if (fits && (n.op == OpType::kGemm || n.attr<ConvAttrs>().kernel.size() == 2))
+          covariances[i].emplace(g, n, l.in, l.taps);
       }
     std::vector<ValueId> ids;
     for (auto& [id, h] : histograms) ids.push_back(id);
@@ -392,6 +395,11 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     const std::string& in_name = g.value(in).name;
     switch (options.activation_mode) {
       case ActivationMode::kCalibrated: {
+        bool reads_input = std::find(g.inputs.begin(), g.inputs.end(), in) != g.inputs.end();
+        if (reads_input && options.input_threshold) {  // known exactly: nothing to estimate
+          a = from_threshold(*options.input_threshold, a.bits, a.is_unsigned, a.power_of_two, "input range");
+          break;
+        }
         std::string how = calibration_method_name(options.calibration);
         if (options.calibration == CalibrationMethod::kPercentile) {
           char buf[32];
