@@ -31,7 +31,9 @@ Options:
   --tolerance PP           accuracy budget for the findings, in points of top-1 (default 1.5)
   --from-json [FILE]       re-render ptq.md and the plots from ptq.json (default OUT/ptq.json)
                            without running anything
-  --resume                 reuse matching finished rows of OUT/ptq.json
+  --resume                 reuse matching finished rows of OUT/ptq.json (and keep the rows of
+                           models not in this run)
+  --no-weight-rounding     skip the `--rounding weight` rows (the papers' plain per-group rounding)
   --nice N                 raise the process niceness to at least N (default 10)
   --timeout S              seconds allowed per tern invocation (default 1800)
 
@@ -55,15 +57,15 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MODELS = ("resnet20", "vgg_small", "mobilenetv2_small")
 GROUPS = ("1", "2", "4", "8", "16", "32", "64", "channel")
-TERNARY_METHODS = ("fgq", "twn", "tnt", "cluster")
+TERNARY_METHODS = ("fgq", "fgq-asym", "twn", "tnt", "cluster")
 # The same methods with `--rounding weight`: each group alone minimizes its weight error, as in the
 # papers, instead of tern's default output-aware rounding. Rows name them "fgq@weight" etc.
-WEIGHT_ROUNDING_METHODS = ("fgq@weight", "twn@weight", "tnt@weight")
+WEIGHT_ROUNDING_METHODS = ("fgq@weight", "fgq-asym@weight", "twn@weight", "tnt@weight")
 ALL_TERNARY = TERNARY_METHODS + WEIGHT_ROUNDING_METHODS
 QUICK_GROUPS = ("4", "channel")
 QUICK_METHODS = ("fgq", "twn")
 PLOT_ORDER = ALL_TERNARY + ("binary", "int4", "int8")
-METHOD_COLORS = {"fgq": "tab:blue", "twn": "tab:orange", "tnt": "tab:green", "cluster": "tab:red",
+METHOD_COLORS = {"fgq": "tab:blue", "fgq-asym": "tab:cyan", "twn": "tab:orange", "tnt": "tab:green", "cluster": "tab:red",
                  "binary": "tab:purple", "int4": "tab:brown", "int8": "tab:gray"}
 
 
@@ -157,7 +159,7 @@ def quantize_defaults(help_text):
 # ----------------------------------------------------------------------------------------------
 # Grid
 
-def study_grid(quick):
+def study_grid(quick, weight_rounding=True):
     """List of configs: dict(weights, method, group, acts)."""
     grid = []
     groups = QUICK_GROUPS if quick else GROUPS
@@ -169,7 +171,7 @@ def study_grid(quick):
                 if method == "cluster" and group == "channel":
                     continue  # no per-channel cluster: tern needs N filters per cluster
                 grid.append(dict(weights="ternary", method=method, group=group, acts=acts))
-    if not quick:
+    if not quick and weight_rounding:
         for method in WEIGHT_ROUNDING_METHODS:
             for group in GROUPS:
                 grid.append(dict(weights="ternary", method=method, group=group, acts="8"))
@@ -276,11 +278,14 @@ def resolve_model(name):
 
 def run_study(args, extra, study_cmd):
     json_path = os.path.join(args.out, "ptq.json")
-    previous = {}
+    previous, kept = {}, []
+    names = [resolve_model(m)[0] for m in args.models]
     if args.resume and os.path.exists(json_path):
         with open(json_path) as f:
             for r in json.load(f):
-                if r.get("status") == "ok":
+                if r.get("model") not in names:
+                    kept.append(r)  # another model's rows: kept as they are
+                elif r.get("status") == "ok":
                     previous[row_key(r)] = r
         log(f"--resume: {len(previous)} finished rows in {rel(json_path)}")
     common = dict(data=args.data, limit=args.limit, extra_args=list(extra), study_cmd=study_cmd,
@@ -290,9 +295,9 @@ def run_study(args, extra, study_cmd):
     for name, path in models:
         if not os.path.exists(path):
             sys.exit(f"ptq_study: no model {path}")
-    grid = study_grid(args.quick)
+    grid = study_grid(args.quick, not args.no_weight_rounding)
     total = len(models) * (len(grid) + 1)
-    rows, lock, done = [], threading.Lock(), [0]
+    rows, lock, done = list(kept), threading.Lock(), [0]
     started = time.monotonic()
 
     def finish(row):
@@ -331,6 +336,8 @@ def run_study(args, extra, study_cmd):
              enumerate([(m, None) for m, _ in models] + [(m, cfg) for m, _ in models for cfg in grid])}
 
     def sort_key(r):
+        if r["model"] not in names:
+            return -1
         cfg = None if r["kind"] == "fp32" else {k: r[k] for k in ("weights", "method", "group", "acts")}
         return order.get((r["model"], json.dumps(cfg, sort_keys=True)), len(order))
     rows.sort(key=sort_key)
@@ -453,25 +460,42 @@ def findings(model, rows, fp32, tol):
                    f"~{2 * se:.2f} pp are within noise.")
     by = {(r["weights"], r["method"], r["group"], r["acts"]): r for r in ok}
 
-    # FGQ vs TWN and TNT at the same N and acts.
+    # Like against like: symmetric methods (one scale per group: FGQ vs TWN) and two-scale methods
+    # (separate positive and negative scales: asymmetric FGQ vs TNT), at the same N and activations;
+    # then FGQ against TNT at equal cost (TNT's second scale doubles the multiplies and scale bytes of
+    # a group, so TNT at 2N costs what FGQ costs at N).
+    pairs = (("fgq", "twn"), ("fgq-asym", "tnt"))
+    compared, violations = 0, []
+    for acts, suffix in (("8", ""), ("4", ""), ("8", "@weight")):
+        for g in GROUPS:
+            for mine, other in pairs:
+                f = by.get(("ternary", mine + suffix, g, acts))
+                o = by.get(("ternary", other + suffix, g, acts))
+                if not f or not o:
+                    continue
+                compared += 1
+                if o["top1"] > f["top1"]:
+                    violations.append(f"N={g} A{acts}: {(other + suffix).upper()} {o['top1']:.2f} > "
+                                      f"{(mine + suffix).upper()} {f['top1']:.2f} (+{o['top1'] - f['top1']:.2f} pp)")
+    if compared:
+        text = (f"**FGQ ≥ TWN (one scale per group) and asymmetric FGQ ≥ TNT (two scales per group)** at the "
+                  f"same N and activation width in {compared - len(violations)} of {compared} comparisons")
+        out.append(text + (": exceptions — " + "; ".join(violations) + "." if violations else " (no exceptions)."))
     compared, violations = 0, []
     for acts, suffix in (("8", ""), ("4", ""), ("8", "@weight")):
         for g in GROUPS:
             f = by.get(("ternary", "fgq" + suffix, g, acts))
             if not f:
                 continue
-            for other in ("twn" + suffix, "tnt" + suffix):
-                o = by.get(("ternary", other, g, acts))
-                if not o:
-                    continue
+            for o in [r for (w, m, gg, a), r in by.items() if w == "ternary" and m == "tnt" + suffix and a == acts
+                      and r.get("size_bytes") == f.get("size_bytes") and r.get("mults_eliminated") == f.get("mults_eliminated")]:
                 compared += 1
                 if o["top1"] > f["top1"]:
-                    violations.append(f"N={g} A{acts}: {other.upper()} {o['top1']:.2f} > FGQ{suffix.upper()} {f['top1']:.2f} "
-                                      f"(+{o['top1'] - f['top1']:.2f} pp)")
+                    violations.append(f"A{acts}{suffix}: TNT N={o['group']} {o['top1']:.2f} > FGQ N={g} {f['top1']:.2f}")
     if compared:
-        text = f"**FGQ ≥ TWN and TNT** at the same N and activation width in {compared - len(violations)} of " \
-               f"{compared} comparisons"
-        out.append(text + (": violations — " + "; ".join(violations) + "." if violations else " (no violations)."))
+        out.append(f"**FGQ ≥ TNT at equal size and multiplications** (FGQ at N vs TNT at 2N) in "
+                   f"{compared - len(violations)} of {compared} comparisons"
+                   + (": exceptions — " + "; ".join(violations) + "." if violations else " (no exceptions)."))
 
     # Best configuration within the tolerance.
     if fp32 is not None:
@@ -664,6 +688,8 @@ def main():
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-weight-rounding", action="store_true",
+                   help="skip the --rounding weight rows (the papers' plain per-group rounding)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--tolerance", type=float, default=1.5)
     p.add_argument("--from-json", nargs="?", const="", default=None, metavar="FILE")

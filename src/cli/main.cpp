@@ -63,7 +63,8 @@ commands:
   run MODEL --input X.npy --output Y.npy [--batch B]
       runs the model on an .npy input batch (already normalized) and writes the first output.
   inspect MODEL [--json]
-      layers, output shapes, parameters and multiply-accumulates per layer, totals.
+      layers, output shapes, parameters and multiply-accumulates per layer, totals; for a quantized
+      model also its per-layer quantization table and sizes (JSON: "quantization").
   bench MODEL [--batch B] [--seconds S] [--json] [--profile]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
   version
@@ -525,7 +526,8 @@ int cmd_run(int argc, char** argv) {
 int cmd_inspect(int argc, char** argv) {
   Args args("inspect", argc, argv, 2, {}, {"json"});
   std::string model = args.model("inspect");
-  tern::Graph graph = load_model(model).graph;
+  LoadedModel loaded = load_model(model);
+  const tern::Graph& graph = loaded.graph;
   tern::ModelSummary s = tern::summarize(graph);
   if (args.flag("json")) {
     nlohmann::json layers = nlohmann::json::array();
@@ -535,10 +537,10 @@ int cmd_inspect(int argc, char** argv) {
     nlohmann::json inputs = nlohmann::json::array();
     for (tern::ValueId id : graph.inputs)
       inputs.push_back({{"name", graph.value(id).name}, {"shape", graph.value(id).shape}});
-    std::cout << nlohmann::json{{"model", model}, {"opset", graph.opset}, {"inputs", inputs}, {"layers", layers},
-                                {"parameters", s.parameters}, {"macs", s.macs}}
-                     .dump()
-              << "\n";
+    nlohmann::json j = {{"model", model},   {"opset", graph.opset},        {"inputs", inputs},
+                        {"layers", layers}, {"parameters", s.parameters}, {"macs", s.macs}};
+    if (loaded.quantized) j["quantization"] = quant_report_json(*loaded.quantized, loaded.file_bytes);
+    std::cout << j.dump() << "\n";
     return 0;
   }
   std::printf("model   %s (opset %lld)\n", model.c_str(), static_cast<long long>(graph.opset));
@@ -554,6 +556,10 @@ int cmd_inspect(int argc, char** argv) {
   }
   std::printf("%-36s %-22s %-18s %12lld %14lld\n", "total", "", "", static_cast<long long>(s.parameters),
               static_cast<long long>(s.macs));
+  if (loaded.quantized) {
+    std::printf("\n");
+    print_quant_report(*loaded.quantized, loaded.file_bytes);
+  }
   return 0;
 }
 
