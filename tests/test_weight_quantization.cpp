@@ -1,6 +1,7 @@
 // Layer-level weight quantization: grouping geometry, multiplication counts, zero fraction, SQNR.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
@@ -110,6 +111,34 @@ TEST(QuantizeWeights, TwoLevelScalesAreEightBitMultiplesOfAFilterStep) {
   EXPECT_TRUE(quantize_weights(w, out, in, taps, config).filter_steps.empty());
   // The rounding costs little: within 0.5 dB of the exact optimum here.
   EXPECT_GT(q.sqnr_db, exact.sqnr_db - 0.5);
+}
+
+TEST(ResidualExpansion, ErrorStrictlyFallsWithEveryNonZeroTerm) {
+  const int64_t out = 6, in = 10, taps = 9;
+  for (uint32_t seed : {1u, 2u, 3u}) {
+    std::vector<float> w = tern::testing::random_floats(static_cast<size_t>(out * in * taps), seed);
+    for (WeightQuantConfig config : {WeightQuantConfig{WeightFormat::kTernary, TernaryMethod::kFgq, 2, 4},
+                                     WeightQuantConfig{WeightFormat::kTernary, TernaryMethod::kFgq, 2, kWholeFilter},
+                                     WeightQuantConfig{WeightFormat::kTernary, TernaryMethod::kFgqAsymmetric, 2, 8}}) {
+      QuantizedWeights first = quantize_weights(w, out, in, taps, config);
+      std::vector<QuantizedWeights> terms = expand_residual(w, out, in, taps, config, first, 6);
+      ASSERT_GE(terms.size(), 3u) << "seed " << seed;
+      EXPECT_EQ(terms[0].codes, first.codes);
+      double previous = expansion_error(w, {terms[0]});
+      for (size_t k = 1; k < terms.size(); ++k) {
+        EXPECT_EQ(terms[k].grouping.describe(), first.grouping.describe());
+        EXPECT_TRUE(std::any_of(terms[k].codes.begin(), terms[k].codes.end(), [](int8_t c) { return c != 0; }));
+        double e = expansion_error(w, std::vector<QuantizedWeights>(terms.begin(), terms.begin() + static_cast<long>(k) + 1));
+        EXPECT_LT(e, previous) << "term " << k << " seed " << seed;
+        previous = e;
+      }
+    }
+  }
+  // An exactly ternary weight tensor needs one term: the residual is zero.
+  std::vector<float> exact(36);
+  for (size_t i = 0; i < exact.size(); ++i) exact[i] = static_cast<float>(static_cast<int>(i % 3) - 1) * 0.5f;
+  WeightQuantConfig whole{WeightFormat::kTernary, TernaryMethod::kFgq, 2, kWholeFilter};
+  EXPECT_EQ(expand_residual(exact, 4, 9, 1, whole, quantize_weights(exact, 4, 9, 1, whole), 4).size(), 1u);
 }
 
 TEST(QuantizeWeights, ZeroFractionAndSqnr) {

@@ -83,6 +83,16 @@ int scales_per_group(const WeightQuantConfig& config);
 // One group's codes and scales with the configured format and method.
 GroupScales quantize_group(std::span<const float> w, std::span<int8_t> codes, const WeightQuantConfig& config);
 
+// Residual expansion (ternary residual networks, arXiv 1707.04679): W ~= sum_j terms[j], where
+// terms[0] = `first` (a quantization of W) and each further term quantizes what the terms so far
+// leave: terms[j] = Q(W - sum_{i<j} terms[i]), with the same configuration and grouping. Each term
+// is the per-group optimum for its residual, so the error never grows; the expansion stops early
+// when a term comes out all zero (the error can no longer fall). At most max_terms terms.
+std::vector<QuantizedWeights> expand_residual(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
+                                              const WeightQuantConfig& config, QuantizedWeights first, int max_terms);
+// ||W - sum of the terms' dequantized weights||^2.
+double expansion_error(const std::vector<float>& weights, const std::vector<QuantizedWeights>& terms);
+
 // Whether a layer with this grouping and configuration stores two-level scales.
 bool uses_filter_steps(const WeightGrouping& grouping, const WeightQuantConfig& config);
 // Rounds every group scale of q to u * step (see filter_steps); a group whose scale rounds to 0

@@ -146,6 +146,34 @@ int scales_per_group(const WeightQuantConfig& c) {
              : 1;
 }
 
+std::vector<QuantizedWeights> expand_residual(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
+                                              const WeightQuantConfig& config, QuantizedWeights first, int max_terms) {
+  check(max_terms >= 1, "residual expansion needs at least one term");
+  std::vector<QuantizedWeights> terms;
+  terms.push_back(std::move(first));
+  std::vector<float> residual = weights;
+  for (int j = 1; j < max_terms; ++j) {
+    std::vector<float> last = terms.back().dequantize();
+    for (size_t i = 0; i < residual.size(); ++i) residual[i] -= last[i];
+    QuantizedWeights next = quantize_weights(residual, out, in, taps, config);
+    if (std::all_of(next.codes.begin(), next.codes.end(), [](int8_t c) { return c == 0; })) break;
+    measure(next, weights);  // report each term's SQNR against W, not against its residual
+    terms.push_back(std::move(next));
+  }
+  return terms;
+}
+
+double expansion_error(const std::vector<float>& weights, const std::vector<QuantizedWeights>& terms) {
+  std::vector<double> sum(weights.size(), 0.0);
+  for (const QuantizedWeights& t : terms) {
+    std::vector<float> d = t.dequantize();
+    for (size_t i = 0; i < sum.size(); ++i) sum[i] += d[i];
+  }
+  double e = 0;
+  for (size_t i = 0; i < sum.size(); ++i) e += (weights[i] - sum[i]) * (weights[i] - sum[i]);
+  return e;
+}
+
 bool uses_filter_steps(const WeightGrouping& grouping, const WeightQuantConfig& config) {
   return !config.float_scales && config.format != WeightFormat::kFloat32 &&
          (grouping.axis == GroupAxis::kInputChannels || grouping.axis == GroupAxis::kKernelTaps) &&
