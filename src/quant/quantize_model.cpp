@@ -525,21 +525,28 @@ std::vector<std::optional<double>> output_sqnr(const QuantizedModel& model, cons
     ref_ids.push_back(r);
     sim_ids.push_back(n->outputs[0]);
   }
-  std::vector<std::vector<Tensor>> ref_out;
-  for_each_batch(reference, ref_ids, images, batch, pool, [&](std::vector<Tensor>& v) { ref_out.push_back(std::move(v)); });
+  // Both graphs run batch by batch in lockstep, so no batch's outputs outlive it.
+  auto executor = [&](Graph g, const std::vector<ValueId>& ids) {
+    g.outputs = ids;
+    ExecutorOptions options;
+    options.pool = pool;
+    return Executor(std::move(g), options);
+  };
+  Executor ref_exec = executor(reference, ref_ids), sim_exec = executor(sim, sim_ids);
   std::vector<double> signal(model.layers.size(), 0.0), noise(model.layers.size(), 0.0);
-  size_t b = 0;
-  for_each_batch(sim, sim_ids, images, batch, pool, [&](std::vector<Tensor>& v) {
+  for (int64_t b = 0; b < images.dim(0); b += batch) {
+    Tensor x = slice_images(images, b, std::min(batch, images.dim(0) - b));
+    std::vector<Tensor> r = ref_exec.run(std::span<const Tensor>(&x, 1));
+    std::vector<Tensor> v = sim_exec.run(std::span<const Tensor>(&x, 1));
     for (size_t i = 0; i < v.size(); ++i) {
-      const float* r = ref_out[b][i].data<float>();
-      const float* q = v[i].data<float>();
+      const float* pr = r[i].data<float>();
+      const float* pq = v[i].data<float>();
       for (int64_t k = 0; k < v[i].size(); ++k) {
-        signal[i] += static_cast<double>(r[k]) * r[k];
-        noise[i] += (static_cast<double>(r[k]) - q[k]) * (static_cast<double>(r[k]) - q[k]);
+        signal[i] += static_cast<double>(pr[k]) * pr[k];
+        noise[i] += (static_cast<double>(pr[k]) - pq[k]) * (static_cast<double>(pr[k]) - pq[k]);
       }
     }
-    ref_out[b++].clear();
-  });
+  }
   std::vector<std::optional<double>> db(model.layers.size());
   for (size_t i = 0; i < db.size(); ++i)
     if (signal[i] > 0) db[i] = noise[i] > 0 ? 10.0 * std::log10(signal[i] / noise[i]) : INFINITY;
