@@ -5,7 +5,7 @@
 //   {
 //     "weights": "ternary",        // ternary | binary | int2 .. int8 | float32
 //     "method": "fgq",             // fgq | fgq-asym | twn | tnt | cluster (ternary only)
-//     "group_size": 4,             // N, or "channel" for whole filters
+//     "group_size": 4,             // N, "channel" for whole filters, "tensor" (int weights only)
 //     "activation_bits": 8,        // 4 | 8 (the bits of the layer's input activations)
 //     "first_last_8bit": true,     // keep the first and last layers at int8 weights (the default)
 //     "layers": [                  // applied in order; later entries win
@@ -44,7 +44,8 @@ struct PlanOptions {
 // Parses "ternary", "binary", "int4", "float32" ... into format and bits; Error naming `what` otherwise.
 void parse_weight_spec(const std::string& spec, WeightQuantConfig& config, const std::string& what);
 TernaryMethod parse_ternary_method(const std::string& name, const std::string& what);
-int64_t parse_group_size(const std::string& text, const std::string& what);  // "channel" -> kWholeFilter
+// "channel" -> kWholeFilter, "tensor" -> -1 (int weights: one scale per tensor), else N >= 1.
+int64_t parse_group_size(const std::string& text, const std::string& what);
 
 // The plan for every Conv and Gemm of the graph, from options and an optional JSON config (text).
 // Throws Error ("CONFIG: problem") for malformed JSON, unknown keys or values, bad combinations,

@@ -372,12 +372,8 @@ int cmd_quantize(int argc, char** argv) {
       w.method = q::parse_ternary_method(args.get("method"), "--method");
     }
     std::string group = args.get("group", w.format == q::WeightFormat::kInt ? "channel" : "4");
-    if (group == "tensor") {
-      check(w.format == q::WeightFormat::kInt, "--group tensor applies to int weights only");
-      w.group_size = -1;
-    } else {
-      w.group_size = q::parse_group_size(group, "--group");
-    }
+    check(group != "tensor" || w.format == q::WeightFormat::kInt, "--group tensor applies to int weights only");
+    w.group_size = q::parse_group_size(group, "--group");
     check(!(w.method == q::TernaryMethod::kCluster && w.group_size == q::kWholeFilter),
           "--method cluster needs --group N (filters per cluster)");
   } catch (const Error& e) {

@@ -16,7 +16,7 @@ void validate(const LayerPlan& p, const std::string& who) {
   check(p.activation_bits == 0 || (p.activation_bits >= 2 && p.activation_bits <= 8),
         who + ": activation bits must be 2 to 8 (tern uses 4 or 8), got " + std::to_string(p.activation_bits));
   if (w.format == WeightFormat::kTernary || w.format == WeightFormat::kBinary)
-    check(w.group_size >= 0, who + ": group size must be >= 1 or 'channel'");
+    check(w.group_size >= 0, who + ": group size must be >= 1 or 'channel' ('tensor' is for int weights)");
   if (w.format == WeightFormat::kTernary && w.method == TernaryMethod::kCluster)
     check(w.group_size >= 1, who + ": cluster ternarization needs a cluster size >= 1");
   if (w.format == WeightFormat::kInt)
@@ -68,6 +68,7 @@ TernaryMethod parse_ternary_method(const std::string& name, const std::string& w
 
 int64_t parse_group_size(const std::string& text, const std::string& what) {
   if (text == "channel") return kWholeFilter;
+  if (text == "tensor") return -1;  // integer weights only (validate() rejects it for the others)
   try {
     size_t used = 0;
     long long n = std::stoll(text, &used);
