@@ -305,6 +305,14 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
                 static_cast<long long>(layer_bytes(*l)));
   }
   ModelSize size = model_size(q);
+  nlohmann::json prov = nlohmann::json::parse(q.provenance_json, nullptr, false);
+  if (prov.is_object() && prov.contains("activations") && prov["activations"].is_object()) {
+    const nlohmann::json& a = prov["activations"];
+    bool aware = a.value("output_aware", false);
+    std::printf("rounding    %s\n", aware ? ("output-aware, on " + std::to_string(a.value("calibration_images", 0)) +
+                                             " calibration images").c_str()
+                                          : "per group (each group minimizes its own weight error)");
+  }
   std::printf("size        %lld bytes of weights, scales and biases: %.2fx smaller than FP32 (%lld), %.2fx than int8 (%lld)\n",
               static_cast<long long>(size.quantized), static_cast<double>(size.fp32) / static_cast<double>(size.quantized),
               static_cast<long long>(size.fp32), static_cast<double>(size.int8) / static_cast<double>(size.quantized),
