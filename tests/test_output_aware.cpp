@@ -10,6 +10,7 @@
 #include "tern/output_aware.h"
 #include "tern/passes.h"
 #include "tern/quantized_model.h"
+#include "tern/tern_file.h"
 
 namespace tern::testing {
 namespace {
@@ -188,6 +189,57 @@ TEST(Calibration, TheModelInputUsesItsKnownRange) {
   EXPECT_EQ(m.layers[1].input->source, "entropy");          // inner layers are calibrated
   options.input_threshold.reset();
   EXPECT_EQ(q::quantize_model(g, options, &images).layers[0].input->source, "entropy");
+}
+
+TEST(ResidualTerms, StoredSummedCountedAndRoundTripped) {
+  OnnxBuilder b;
+  b.input("x", {-1, 8, 5, 5});
+  b.floats("w1", {8, 8, 3, 3}, random_floats(576, 41));
+  b.floats("b1", {8}, random_floats(8, 42));
+  b.floats("w2", {4, 8, 3, 3}, random_floats(288, 43));
+  auto& c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r"}, "relu");
+  b.node("Conv", {"r", "w2"}, {"y"}, "conv2");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "res.onnx");
+  Tensor images = Tensor::from_floats({8, 8, 5, 5}, random_floats(8 * 200, 44));
+  q::QuantizeOptions options;
+  options.plan.first_last_8bit = false;
+  options.output_aware = true;
+  q::QuantizedModel one = q::quantize_model(g, options, &images);
+  options.residual_terms = 3;
+  q::QuantizedModel three = q::quantize_model(g, options, &images);
+  for (size_t i = 0; i < three.layers.size(); ++i) {
+    const q::QuantizedLayer& l = three.layers[i];
+    ASSERT_GE(l.terms.size(), 2u);
+    EXPECT_EQ(l.terms[0].codes, one.layers[i].terms[0].codes);  // the first term is the plain quantization
+    EXPECT_GT(l.weight_sqnr_db, one.layers[i].weight_sqnr_db);
+    EXPECT_EQ(l.multiplies_per_image(), one.layers[i].multiplies_per_image() * static_cast<int64_t>(l.terms.size()));
+    // The graph holds the sum of the terms.
+    std::vector<float> sum(l.terms[0].codes.size(), 0.0f);
+    for (const q::QuantizedWeights& t : l.terms) {
+      std::vector<float> d = t.dequantize();
+      for (size_t k = 0; k < sum.size(); ++k) sum[k] += d[k];
+    }
+    for (const Node& n : three.graph.nodes)
+      if (n.name == l.node) {
+        const Tensor& w = three.graph.constant(n.inputs[1]);
+        for (size_t k = 0; k < sum.size(); ++k) ASSERT_EQ(w.data<float>()[k], sum[k]);
+      }
+  }
+  EXPECT_GT(q::model_size(three).quantized, q::model_size(one).quantized);
+  q::QuantizedModel back = q::load_quantized_model(TernFile::from_bytes(q::serialize_quantized_model(three), "res.tern"));
+  ASSERT_EQ(back.layers.size(), three.layers.size());
+  for (size_t i = 0; i < back.layers.size(); ++i) {
+    ASSERT_EQ(back.layers[i].terms.size(), three.layers[i].terms.size());
+    for (size_t t = 0; t < back.layers[i].terms.size(); ++t) {
+      EXPECT_EQ(back.layers[i].terms[t].codes, three.layers[i].terms[t].codes);
+      EXPECT_EQ(back.layers[i].terms[t].filter_steps, three.layers[i].terms[t].filter_steps);
+    }
+  }
+  back.graph.source = three.graph.source;  // the loader names the graph after the file it read
+  EXPECT_EQ(q::serialize_quantized_model(back), q::serialize_quantized_model(three));
 }
 
 }  // namespace

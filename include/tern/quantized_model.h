@@ -95,6 +95,10 @@ struct QuantizeOptions {
   // Layers with more inputs per output (in * taps) keep per-group rounding: H takes (in*taps)^2
   // doubles and its inverse O((in*taps)^3) time (2048: 32 MB, a few seconds).
   int64_t output_aware_max_inputs = 2048;
+  // Ternary layers: weights as a residual expansion of up to this many ternary terms (1: plain).
+  // Every ternary layer gets the same depth; budgeted, sensitivity-driven allocation and run-time
+  // levels are the next step (issue 4).
+  int residual_terms = 1;
   int histogram_bins = 2048;
   int64_t batch = 64;             // images per calibration run
   bool input_non_negative = false;  // the graph input is >= 0 (unsigned codes for the first layer)

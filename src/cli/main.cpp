@@ -45,7 +45,7 @@ commands:
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2]
              [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
              [--data SPEC] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
-             [--rounding output|weight] [--group-scales u8|f32] [--eval] [--json]
+             [--rounding output|weight] [--group-scales u8|f32] [--residual-terms K] [--eval] [--json]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default fashion-mnist) at the 99.99th
       percentile; first and last layers int8 (--all-layers quantizes them like the rest).
@@ -53,7 +53,8 @@ commands:
       on the calibration images (GPTQ-style error feedback), keeping the method's group scales;
       weight: each group alone minimizes its weight error (the papers' post-training methods).
       --group-scales u8 (default): fine-grained group scales as 8-bit multiples of one float32 step
-      per filter; f32: every group scale float32.
+      per filter; f32: every group scale float32. --residual-terms K: ternary weights as a sum of up
+      to K ternary terms (each quantizes what the previous ones left).
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
   eval MODEL --data SPEC [--labels Y.npy] [--split test|train] [--limit N] [--batch B] [--json]
@@ -364,7 +365,7 @@ int cmd_quantize(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("quantize", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
-             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales"},
+             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales", "residual-terms"},
             {"all-layers", "eval", "json"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -403,6 +404,7 @@ int cmd_quantize(int argc, char** argv) {
   if (group_scales != "u8" && group_scales != "f32")
     throw UsageError("--group-scales: expected u8 or f32, got '" + group_scales + "'");
   options.plan.weights.float_scales = group_scales == "f32";
+  options.residual_terms = static_cast<int>(args.get_int("residual-terms", 1, 1, 8));
   if (args.has("data-free")) {
     std::string mode = args.get("data-free");
     if (mode != "dynamic" && mode != "batchnorm")

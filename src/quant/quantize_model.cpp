@@ -375,14 +375,26 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     Tensor w = g.constant(n.inputs[1]).clone();
     std::vector<float> weights(w.data<float>(), w.data<float>() + w.size());
     try {
-      l.terms.push_back(covariances[i] ? quantize_weights_output_aware(weights, l.out, l.in, l.taps, l.config,
-                                                                       *covariances[i], options.damping)
-                                       : quantize_weights(weights, l.out, l.in, l.taps, l.config));
+      QuantizedWeights first = covariances[i] ? quantize_weights_output_aware(weights, l.out, l.in, l.taps, l.config,
+                                                                              *covariances[i], options.damping)
+                                              : quantize_weights(weights, l.out, l.in, l.taps, l.config);
+      bool residual = l.config.format == WeightFormat::kTernary && options.residual_terms > 1;
+      l.terms = residual ? expand_residual(weights, l.out, l.in, l.taps, l.config, std::move(first), options.residual_terms)
+                         : std::vector<QuantizedWeights>{std::move(first)};
     } catch (const Error& e) {
       throw Error(src + ": layer '" + n.name + "': " + e.what());
     }
-    l.weight_sqnr_db = l.terms[0].sqnr_db;
-    std::vector<float> deq = l.terms[0].dequantize();
+    std::vector<float> deq(weights.size(), 0.0f);
+    for (const QuantizedWeights& t : l.terms) {
+      std::vector<float> d = t.dequantize();
+      for (size_t k = 0; k < deq.size(); ++k) deq[k] += d[k];
+    }
+    double signal = 0, noise = 0;
+    for (size_t k = 0; k < deq.size(); ++k) {
+      signal += static_cast<double>(weights[k]) * weights[k];
+      noise += (static_cast<double>(weights[k]) - deq[k]) * (static_cast<double>(weights[k]) - deq[k]);
+    }
+    l.weight_sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
     std::copy(deq.begin(), deq.end(), w.data<float>());
     *g.value(n.inputs[1]).constant = w;
   }
