@@ -175,6 +175,7 @@ def study_grid(quick, weight_rounding=True):
         for method in WEIGHT_ROUNDING_METHODS:
             for group in GROUPS:
                 grid.append(dict(weights="ternary", method=method, group=group, acts="8"))
+    if not quick:
         grid += [dict(weights="binary", method=None, group="4", acts="8"),
                  dict(weights="binary", method=None, group="channel", acts="8"),
                  dict(weights="int4", method=None, group="32", acts="8"),
