@@ -109,12 +109,10 @@ void InputCovariance::add(const Tensor& x, ThreadPool* pool) {
   const int64_t d = dim();
   const int64_t chunk = std::max<int64_t>(64, (1 << 22) / std::max<int64_t>(1, d));  // patches per GEMM
   std::vector<float> patches, hf(static_cast<size_t>(d * d));
-  auto accumulate = [&](int64_t group, int64_t rows) {
+  auto accumulate = [&](int64_t rows) {  // hf += P^T P, P = patches [rows, d] row-major
     kernels::GemmEpilogue e;
     e.accumulate = true;
-    // H += P^T P with P [rows, d] row-major.
     kernels::sgemm(d, d, rows, {patches.data(), 1, d}, {patches.data(), d, 1}, hf.data(), d, e, pool);
-    (void)group;
   };
   auto flush = [&](int64_t group) {
     std::vector<double>& h = h_[static_cast<size_t>(group)];
@@ -126,7 +124,7 @@ void InputCovariance::add(const Tensor& x, ThreadPool* pool) {
     for (int64_t b = 0; b < x.dim(0); b += chunk) {
       int64_t rows = std::min(chunk, x.dim(0) - b);
       patches.assign(x.data<float>() + b * d, x.data<float>() + (b + rows) * d);
-      accumulate(0, rows);
+      accumulate(rows);
     }
     flush(0);
     samples_ += x.dim(0);
@@ -157,7 +155,7 @@ void InputCovariance::add(const Tensor& x, ThreadPool* pool) {
           }
         }
       }
-      accumulate(g, rows);
+      accumulate(rows);
     }
     flush(g);
   }
