@@ -66,13 +66,35 @@ TEST(OutputAware, NeverWorseOnTheOutputThanPerGroupRounding) {
       // Same format: codes in range, two-level scales (u8 x the same per-filter steps).
       ASSERT_EQ(aware.codes.size(), plain.codes.size());
       for (int8_t code : aware.codes) EXPECT_TRUE(code >= -1 && code <= 1);
-      ASSERT_EQ(aware.filter_steps, plain.filter_steps);
+      ASSERT_EQ(aware.filter_steps.size(), plain.filter_steps.size());
       const int64_t per_filter = aware.grouping.groups_per_filter();
       for (size_t g = 0; g < aware.scales.size(); ++g) {
         float step = aware.filter_steps[g / static_cast<size_t>(per_filter)];
         float u = std::round(aware.scales[g].positive / step);
         EXPECT_TRUE(u >= 0 && u <= 255 && u * step == aware.scales[g].positive);
       }
+    }
+  }
+}
+
+TEST(OutputAware, TwoLevelGridCoversTheCompensatedScales) {
+  // Error feedback can push a group's scale above every scale of the original weights; the 8-bit
+  // grid must cover it rather than clamp it. Linear and logarithmic grids stay within their
+  // resolution of the float-scale result.
+  GemmCase c = gemm_case(9);
+  q::InputCovariance cov(c.graph, c.node, c.in, 1);
+  cov.add(c.inputs, nullptr);
+  q::WeightQuantConfig config{q::WeightFormat::kTernary, q::TernaryMethod::kFgq, 2, 4};
+  config.float_scales = true;
+  double exact = q::relative_output_error(c.weights, q::quantize_weights_output_aware(c.weights, c.out, c.in, 1, config, cov), cov);
+  for (bool log : {false, true}) {
+    config.float_scales = false;
+    config.log_scales = log;
+    q::QuantizedWeights grid = q::quantize_weights_output_aware(c.weights, c.out, c.in, 1, config, cov);
+    EXPECT_LT(q::relative_output_error(c.weights, grid, cov), exact * 1.1 + 1e-3) << (log ? "log" : "linear");
+    for (size_t g = 0; g < grid.scales.size(); ++g) {
+      float step = grid.filter_steps[g / static_cast<size_t>(grid.grouping.groups_per_filter())];
+      EXPECT_EQ(q::unit_scale(q::scale_unit(grid.scales[g].positive, step, log), step, log), grid.scales[g].positive);
     }
   }
 }

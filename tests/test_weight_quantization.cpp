@@ -113,6 +113,20 @@ TEST(QuantizeWeights, TwoLevelScalesAreEightBitMultiplesOfAFilterStep) {
   EXPECT_GT(q.sqnr_db, exact.sqnr_db - 0.5);
 }
 
+TEST(QuantizeWeights, LogarithmicScaleUnits) {
+  const float top = 0.75f;
+  EXPECT_EQ(unit_scale(0, top, true), 0.0f);
+  EXPECT_EQ(unit_scale(255, top, true), top);
+  EXPECT_EQ(unit_scale(255 - 16, top, true), top / 2);
+  for (float s : {0.75f, 0.5f, 0.1f, 1e-3f, 3e-5f}) {
+    float r = unit_scale(scale_unit(s, top, true), top, true);
+    EXPECT_NEAR(r, s, s * 0.022f) << s;  // half a 2^(1/16) step
+  }
+  EXPECT_EQ(scale_unit(1e-9f, top, true), 0);  // far below the grid: zero
+  for (int u = 0; u < 256; ++u)               // every unit decodes and re-encodes to itself
+    EXPECT_EQ(scale_unit(unit_scale(static_cast<uint8_t>(u), top, true), top, true), u);
+}
+
 TEST(ResidualExpansion, ErrorStrictlyFallsWithEveryNonZeroTerm) {
   const int64_t out = 6, in = 10, taps = 9;
   for (uint32_t seed : {1u, 2u, 3u}) {

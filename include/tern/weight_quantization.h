@@ -54,6 +54,7 @@ struct WeightQuantConfig {
   int bits = 2;                // kInt: 2..8; ternary 2; binary 1
   int64_t group_size = 4;      // N, or kWholeFilter; for kInt: 0 = per output channel, -1 = per tensor
   bool float_scales = false;   // keep every group scale as float32 (see QuantizedWeights::filter_steps)
+  bool log_scales = false;     // two-level scales on a logarithmic 8-bit grid (see unit_scale)
 };
 
 struct QuantizedWeights {
@@ -97,10 +98,16 @@ double expansion_error(const std::vector<float>& weights, const std::vector<Quan
 bool uses_filter_steps(const WeightGrouping& grouping, const WeightQuantConfig& config);
 // Rounds every group scale of q to u * step (see filter_steps); a group whose scale rounds to 0
 // gets all-zero codes. Then refreshes zero_fraction and sqnr_db against `weights`.
-void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights);
+void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights, bool log_scales = false);
 // u * step with u = round(scale / step) clamped to [0, 255]; 0 when step is 0. The one rounding of
 // group scales (quantizer, output-aware rounding, file loader all use it).
-float round_to_step(float scale, float step);
+float round_to_step(float scale, float step, bool log_scales = false);
+// The 8-bit unit of a two-level group scale and back. Linear (default): scale = u * step, step =
+// the filter's largest scale / 255. Logarithmic (log_scales): step = the filter's largest scale,
+// scale = step * 2^((u - 255) / 16) for u >= 1 and 0 for u = 0: every scale within 2.2 % of its
+// value over a 2^16 range, where linear steps lose small group scales entirely.
+uint8_t scale_unit(float scale, float step, bool log_scales);
+float unit_scale(uint8_t unit, float step, bool log_scales);
 // zero_fraction and sqnr_db of q against the FP32 weights.
 void measure(QuantizedWeights& q, const std::vector<float>& weights);
 

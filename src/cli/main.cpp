@@ -45,7 +45,7 @@ commands:
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2]
              [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
              [--data SPEC] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
-             [--rounding output|weight] [--group-scales u8|f32] [--residual-terms K] [--eval] [--json]
+             [--rounding output|weight] [--group-scales u8|log8|f32] [--residual-terms K] [--eval] [--json]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default fashion-mnist) at the 99.99th
       percentile; first and last layers int8 (--all-layers quantizes them like the rest).
@@ -53,7 +53,8 @@ commands:
       on the calibration images (GPTQ-style error feedback), keeping the method's group scales;
       weight: each group alone minimizes its weight error (the papers' post-training methods).
       --group-scales u8 (default): fine-grained group scales as 8-bit multiples of one float32 step
-      per filter; f32: every group scale float32. --residual-terms K: ternary weights as a sum of up
+      per filter; log8: 8-bit codes on a logarithmic grid below the filter's largest scale
+      (2^(k/16) steps); f32: every group scale float32. --residual-terms K: ternary weights as a sum of up
       to K ternary terms (each quantizes what the previous ones left).
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
@@ -401,9 +402,10 @@ int cmd_quantize(int argc, char** argv) {
     throw UsageError("--rounding: expected output or weight, got '" + rounding + "'");
   options.output_aware = rounding == "output";
   std::string group_scales = args.get("group-scales", "u8");
-  if (group_scales != "u8" && group_scales != "f32")
-    throw UsageError("--group-scales: expected u8 or f32, got '" + group_scales + "'");
+  if (group_scales != "u8" && group_scales != "log8" && group_scales != "f32")
+    throw UsageError("--group-scales: expected u8, log8 or f32, got '" + group_scales + "'");
   options.plan.weights.float_scales = group_scales == "f32";
+  options.plan.weights.log_scales = group_scales == "log8";
   options.residual_terms = static_cast<int>(args.get_int("residual-terms", 1, 1, 8));
   if (args.has("data-free")) {
     std::string mode = args.get("data-free");

@@ -64,6 +64,7 @@ json plan_json(const LayerPlan& p) {
           {"bits", p.weights.bits},
           {"group_size", p.weights.group_size},
           {"float_scales", p.weights.float_scales},
+          {"log_scales", p.weights.log_scales},
           {"activation_bits", p.activation_bits},
           {"reason", p.reason}};
 }
@@ -78,6 +79,7 @@ WeightQuantConfig config_from(const json& j) {
   c.bits = j.at("bits").get<int>();
   c.group_size = j.at("group_size").get<int64_t>();
   c.float_scales = j.contains("float_scales") && j.at("float_scales").get<bool>();
+  c.log_scales = j.contains("log_scales") && j.at("log_scales").get<bool>();
   int expected_bits = c.format == WeightFormat::kTernary ? 2 : c.format == WeightFormat::kBinary ? 1 : c.format == WeightFormat::kFloat32 ? 32 : c.bits;
   check(c.bits == expected_bits && (c.format != WeightFormat::kInt || (c.bits >= 2 && c.bits <= 8)),
         "weight bits do not fit the format");
@@ -128,9 +130,9 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
           float step = t.filter_steps[gi / static_cast<size_t>(per_filter)];
           for (int k = 0; k < scales_per_group(l.config); ++k) {
             float v = k == 0 ? t.scales[gi].positive : t.scales[gi].negative;
-            float u = step > 0 ? std::round(v / step) : 0.0f;
-            check(u >= 0 && u <= 255 && u * step == v, "layer '" + l.node + "': a group scale is not a multiple of its step");
-            units.push_back(static_cast<uint8_t>(u));
+            uint8_t u = scale_unit(v, step, l.config.log_scales);
+            check(unit_scale(u, step, l.config.log_scales) == v, "layer '" + l.node + "': a group scale is off its 8-bit grid");
+            units.push_back(u);
           }
         }
         jt["scale_units"] = blob(payload, units.data(), units.size());
@@ -146,6 +148,7 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
                {"bits", l.config.bits},
                {"group_size", l.config.group_size},
                {"float_scales", l.config.float_scales},
+               {"log_scales", l.config.log_scales},
                {"out", l.out},
                {"in", l.in},
                {"taps", l.taps},
@@ -268,7 +271,7 @@ QuantizedModel load_quantized_model(const TernFile& file) {
                                                            static_cast<size_t>(grouping.count() * spg), what + " scale units");
           const int64_t per_filter = grouping.groups_per_filter();
           for (size_t i = 0; i < units.size(); ++i)
-            s.push_back(static_cast<float>(units[i]) * q.filter_steps[i / static_cast<size_t>(spg * per_filter)]);
+            s.push_back(unit_scale(units[i], q.filter_steps[i / static_cast<size_t>(spg * per_filter)], l.config.log_scales));
         } else {
           check(!jt[k].contains("filter_steps"), what + ": two-level scales where float scales belong");
           s = read_array<float>(payload, jt[k].at("scales"), static_cast<size_t>(grouping.count() * spg), what + " scales");

@@ -189,9 +189,23 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
   for (int64_t o = 0; o < out; ++o)
     for (int64_t k = 0; k < d; ++k) members[static_cast<size_t>(grouping.group_of(o, k / taps, k % taps))].push_back(o * d + k);
 
-  // Two-level scales: each filter's step comes from plain quantization of the original weights, and
-  // every scale is rounded to it as soon as it is chosen, so the error feedback sees the rounding.
-  if (uses_filter_steps(grouping, config)) q.filter_steps = quantize_weights(weights, out, in, taps, config).filter_steps;
+  // Two-level scales: every scale is rounded to its filter's 8-bit grid as soon as it is chosen, so
+  // the error feedback sees the rounding. The grid must cover the scales the feedback will produce,
+  // which can exceed the original weights' (clamping them cost MobileNetV2 8 points): take each
+  // filter's largest scale from a first pass with float scales.
+  if (uses_filter_steps(grouping, config)) {
+    WeightQuantConfig exact = config;
+    exact.float_scales = true;
+    QuantizedWeights first = quantize_weights_output_aware(weights, out, in, taps, exact, cov, damping);
+    const int64_t per_filter = grouping.groups_per_filter();
+    q.filter_steps.assign(static_cast<size_t>(out), 0.0f);
+    for (int64_t o = 0; o < out; ++o) {
+      float top = 0.0f;
+      for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i)
+        top = std::max({top, first.scales[static_cast<size_t>(i)].positive, first.scales[static_cast<size_t>(i)].negative});
+      q.filter_steps[static_cast<size_t>(o)] = config.log_scales ? top : top / 255.0f;
+    }
+  }
   std::vector<double> current(weights.begin(), weights.end());
   q.codes.assign(weights.size(), 0);
   q.scales.assign(static_cast<size_t>(grouping.count()), GroupScales{});
@@ -216,8 +230,8 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
           for (size_t k = 0; k < idx.size(); ++k) group_w[k] = static_cast<float>(current[static_cast<size_t>(idx[k])]);
           GroupScales gs = quantize_group(group_w, group_codes, config);
           if (!q.filter_steps.empty()) {
-            gs.positive = round_to_step(gs.positive, q.filter_steps[static_cast<size_t>(o)]);
-            gs.negative = round_to_step(gs.negative, q.filter_steps[static_cast<size_t>(o)]);
+            gs.positive = round_to_step(gs.positive, q.filter_steps[static_cast<size_t>(o)], config.log_scales);
+            gs.negative = round_to_step(gs.negative, q.filter_steps[static_cast<size_t>(o)], config.log_scales);
           }
           q.scales[static_cast<size_t>(gi)] = gs;
           scale_set[static_cast<size_t>(gi)] = true;

@@ -1,6 +1,7 @@
 #include "tern/weight_quantization.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "tern/error.h"
@@ -134,7 +135,7 @@ QuantizedWeights quantize_weights(const std::vector<float>& weights, int64_t out
     q.scales[static_cast<size_t>(gi)] = s;
     for (size_t i = 0; i < idx.size(); ++i) q.codes[static_cast<size_t>(idx[i])] = codes[i];
   }
-  if (uses_filter_steps(q.grouping, config)) round_group_scales(q, weights);
+  if (uses_filter_steps(q.grouping, config)) round_group_scales(q, weights, config.log_scales);
   else measure(q, weights);
   return q;
 }
@@ -193,7 +194,7 @@ void measure(QuantizedWeights& q, const std::vector<float>& weights) {
   q.sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
 }
 
-void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights) {
+void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights, bool log_scales) {
   const WeightGrouping& g = q.grouping;
   const int64_t per_filter = g.groups_per_filter();
   q.filter_steps.assign(static_cast<size_t>(g.out), 0.0f);
@@ -201,12 +202,12 @@ void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights) 
     float top = 0.0f;
     for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i)
       top = std::max({top, q.scales[static_cast<size_t>(i)].positive, q.scales[static_cast<size_t>(i)].negative});
-    float step = top / 255.0f;
+    float step = log_scales ? top : top / 255.0f;
     q.filter_steps[static_cast<size_t>(o)] = step;
     for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i) {
       GroupScales& s = q.scales[static_cast<size_t>(i)];
-      s.positive = round_to_step(s.positive, step);
-      s.negative = round_to_step(s.negative, step);
+      s.positive = round_to_step(s.positive, step, log_scales);
+      s.negative = round_to_step(s.negative, step, log_scales);
     }
   }
   // A scale that rounded to zero leaves codes that mean nothing: make them zeros (binary has no
@@ -221,10 +222,35 @@ void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights) 
   measure(q, weights);
 }
 
-float round_to_step(float scale, float step) {
-  if (!(step > 0.0f)) return 0.0f;
-  float u = std::min(255.0f, std::round(scale / step));
-  return u * step;
+float unit_scale(uint8_t unit, float step, bool log_scales) {
+  if (!log_scales) return static_cast<float>(unit) * step;
+  if (unit == 0) return 0.0f;
+  // 2^(-i/16), i = 0..15: one table, so every build decodes the same floats.
+  static const std::array<float, 16> fraction = [] {
+    std::array<float, 16> t{};
+    for (int i = 0; i < 16; ++i) t[static_cast<size_t>(i)] = static_cast<float>(std::exp2(-i / 16.0));
+    return t;
+  }();
+  const int d = 255 - unit;
+  return std::ldexp(step * fraction[static_cast<size_t>(d % 16)], -(d / 16));
+}
+
+uint8_t scale_unit(float scale, float step, bool log_scales) {
+  if (!(step > 0.0f) || !(scale > 0.0f)) return 0;
+  if (!log_scales) return static_cast<uint8_t>(std::min(255.0f, std::round(scale / step)));
+  int d = static_cast<int>(std::lround(-16.0 * std::log2(static_cast<double>(scale) / step)));
+  uint8_t best = 0;
+  float best_error = scale;  // unit 0 (zero)
+  for (int dd = d - 1; dd <= d + 1; ++dd) {
+    int u = 255 - std::clamp(dd, 0, 254);
+    float error = std::fabs(unit_scale(static_cast<uint8_t>(u), step, true) - scale);
+    if (error < best_error) best = static_cast<uint8_t>(u), best_error = error;
+  }
+  return best;
+}
+
+float round_to_step(float scale, float step, bool log_scales) {
+  return unit_scale(scale_unit(scale, step, log_scales), step, log_scales);
 }
 
 }  // namespace tern::quant
