@@ -389,11 +389,8 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
       std::vector<float> d = t.dequantize();
       for (size_t k = 0; k < deq.size(); ++k) deq[k] += d[k];
     }
-    double signal = 0, noise = 0;
-    for (size_t k = 0; k < deq.size(); ++k) {
-      signal += static_cast<double>(weights[k]) * weights[k];
-      noise += (static_cast<double>(weights[k]) - deq[k]) * (static_cast<double>(weights[k]) - deq[k]);
-    }
+    double signal = 0, noise = expansion_error(weights, l.terms);
+    for (float v : weights) signal += static_cast<double>(v) * v;
     l.weight_sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
     std::copy(deq.begin(), deq.end(), w.data<float>());
     *g.value(n.inputs[1]).constant = w;
