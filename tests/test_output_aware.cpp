@@ -230,7 +230,10 @@ TEST(ResidualTerms, StoredSummedCountedAndRoundTripped) {
   options.plan.first_last_8bit = false;
   options.output_aware = true;
   q::QuantizedModel one = q::quantize_model(g, options, &images);
-  options.residual_terms = 3;
+  options.residual.kind = q::ResidualBudget::Kind::kAll;  // every layer expanded to 3 terms
+  options.residual_ranking = q::ResidualRanking::kUniform;
+  options.residual_max_terms = 3;
+  options.residual_fallback = false;
   q::QuantizedModel three = q::quantize_model(g, options, &images);
   for (size_t i = 0; i < three.layers.size(); ++i) {
     const q::QuantizedLayer& l = three.layers[i];

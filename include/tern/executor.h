@@ -38,6 +38,10 @@ class Executor {
 
   const Graph& graph() const;
 
+  // Replaces constant `name` (same type and shape) and re-prepares only the nodes that read it;
+  // the next run() uses it. How a quantized model switches residual levels without reloading.
+  void set_constant(const std::string& name, Tensor value);
+
   // Runs the graph; inputs in graph-input order. Throws Error naming the input when a shape or
   // type does not fit the model.
   std::vector<Tensor> run(std::span<const Tensor> inputs);

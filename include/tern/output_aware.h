@@ -55,5 +55,8 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
 // The layer-output error tr((W - Q) H (W - Q)^T) / tr(W H W^T) of a quantization, summed over
 // groups: what output-aware rounding minimizes (tests and reports).
 double relative_output_error(const std::vector<float>& weights, const QuantizedWeights& q, const InputCovariance& covariance);
+// The same for any approximation of the weights (e.g. a sum of residual terms), same layout.
+double relative_output_error(const std::vector<float>& weights, const std::vector<float>& approx,
+                             const InputCovariance& covariance);
 
 }  // namespace tern::quant

@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "tern/calibration.h"
+#include "tern/executor.h"
 #include "tern/graph.h"
 #include "tern/quant_plan.h"
+#include "tern/residual.h"
 #include "tern/tensor.h"
 #include "tern/tern_file.h"
 #include "tern/thread_pool.h"
@@ -49,8 +51,10 @@ struct QuantizedLayer {
   std::string bias_value;    // its bias input, or "" when it has none
   WeightQuantConfig config;
   // The weight expansion W ~= sum_j terms[j]; one term for plain quantization (the residual
-  // expansion adds terms). Every term shares the grouping of terms[0].
+  // expansion adds terms). Every term shares the grouping of terms[0]. terms[1..] are residual
+  // edge sets listed in QuantizedModel::edges; the model's level decides how many are in use.
   std::vector<QuantizedWeights> terms;
+  int active_terms = 1;  // terms[0 .. active_terms) make the weights at the current level
   std::optional<ActivationQuant> input;  // nullopt: the input stays float32
   // int32 bias at bias_scale[o] = input scale * reference weight scale of filter o (static
   // activation scales only; with dynamic ones the bias stays float32 in the graph).
@@ -65,19 +69,58 @@ struct QuantizedLayer {
   int64_t outputs_per_image = 0;             // output values per image (out * spatial)
 
   int64_t macs_per_image() const { return outputs_per_image * in * taps; }
-  // Multiplications left per image: one per group per term (two for asymmetric ternary) for
-  // ternary/binary codes, every MAC for integer and float weights (FGQ's count).
+  // Multiplications left per image at the current level: one per group per active term (two for
+  // asymmetric ternary) for ternary/binary codes, every MAC for integer and float weights (FGQ's count).
   int64_t multiplies_per_image() const;
   double zero_fraction() const;  // of the base term's codes
+};
+
+// A residual edge set: term `term` (>= 1) of layer `layer`.
+struct ResidualEdge {
+  std::string layer;
+  int term = 1;
+  int64_t bytes = 0;  // its stored codes and scales
+  double gain = 0;    // estimated output distortion it removes (the ranking's estimate)
 };
 
 struct QuantizedModel {
   Graph graph;  // FP32 graph; quantized layers' weights and biases hold their dequantized values
   std::vector<QuantizedLayer> layers;        // quantized layers, in graph order
   std::vector<LayerPlan> plan;               // every Conv/Gemm, quantized or kept float
+  // Residual edge sets, most important first: level k runs every layer's term 0 plus the first k.
+  // A layer's edges appear in term order (term j only after term j - 1).
+  std::vector<ResidualEdge> edges;
+  int level = 0;  // edges in use (0 .. max_level())
   std::string provenance_json = "{}";
 
   const QuantizedLayer* find(const std::string& node) const;
+  int max_level() const { return static_cast<int>(edges.size()); }
+};
+
+// Switches the model to `level` (0 .. max_level()): each layer's active_terms and its dequantized
+// weights in `graph` follow. Returns the weight values that changed. Throws Error for a level
+// outside the stored range.
+std::vector<std::string> set_level(QuantizedModel& model, int level);
+// The dequantized weights of a layer's active terms, summed (canonical layout).
+Tensor active_weights(const QuantizedLayer& layer, const Shape& shape);
+
+// Runs a quantized model (its simulation graph) and switches residual levels between runs without
+// reloading: set_level() rewrites only the weights of the layers whose edges change, from the
+// codes already in memory. (The integer runtime will instead skip disabled terms' codes.)
+class QuantizedSession {
+ public:
+  explicit QuantizedSession(QuantizedModel model, ExecutorOptions options = {});
+  void set_level(int level);  // takes effect at the next run(); throws Error for a level out of range
+  int level() const { return model_.level; }
+  int max_level() const { return model_.max_level(); }
+  const QuantizedModel& model() const { return model_; }
+  Executor& executor() { return executor_; }
+  std::vector<Tensor> run(std::span<const Tensor> inputs) { return executor_.run(inputs); }
+  Tensor run(const Tensor& input) { return executor_.run(input); }
+
+ private:
+  QuantizedModel model_;
+  Executor executor_;
 };
 
 struct QuantizeOptions {
@@ -95,10 +138,18 @@ struct QuantizeOptions {
   // Layers with more inputs per output (in * taps) keep per-group rounding: H takes (in*taps)^2
   // doubles and its inverse O((in*taps)^3) time (2048: 32 MB, a few seconds).
   int64_t output_aware_max_inputs = 2048;
-  // Ternary layers: weights as a residual expansion of up to this many ternary terms (1: plain).
-  // Every ternary layer gets the same depth; budgeted, sensitivity-driven allocation and run-time
-  // levels are the next step (issue 4).
-  int residual_terms = 1;
+  // Residual edges (residual.h): with a budget, every ternary layer is expanded to up to
+  // residual_max_terms ternary terms, and the upgrades (next terms, int8 fallbacks) are ranked and
+  // taken until the budget is spent. The stored edges define levels 0 .. max_level (the default).
+  ResidualBudget residual;
+  ResidualRanking residual_ranking = ResidualRanking::kMeasured;  // kMeasured needs calibration images
+  int residual_max_terms = 3;
+  bool residual_fallback = true;        // offer int8 per-channel weights as an upgrade of ternary layers
+  int64_t sensitivity_images = 256;     // calibration images the measured ranking runs per layer
+  uint64_t residual_seed = 1;           // kRandom
+  // kDrop: labels of the calibration images; without them the drop is measured as disagreement
+  // with the FP32 model's top-1.
+  std::vector<int64_t> calibration_labels;
   int histogram_bins = 2048;
   int64_t batch = 64;             // images per calibration run
   bool input_non_negative = false;  // the graph input is >= 0 (unsigned codes for the first layer)
@@ -129,7 +180,8 @@ std::vector<std::optional<double>> output_sqnr(const QuantizedModel& model, cons
 // every float constant left in the graph. fp32 and int8 are the same graph with every Conv/Gemm
 // at float32, and at int8 per output channel (the usual 8-bit baseline).
 struct ModelSize {
-  int64_t quantized = 0, fp32 = 0, int8 = 0;
+  int64_t quantized = 0, fp32 = 0, int8 = 0;  // quantized: at the current level
+  int64_t stored = 0;                          // quantized with every stored residual edge
   int64_t macs_per_image = 0;        // Conv/Gemm multiply-accumulates
   int64_t multiplies_per_image = 0;  // left after quantization (FGQ's count)
   double mults_eliminated() const {
@@ -137,8 +189,10 @@ struct ModelSize {
   }
 };
 ModelSize model_size(const QuantizedModel& model);
-// Stored bytes of one layer's weights (codes, scales) and bias.
-int64_t layer_bytes(const QuantizedLayer& layer);
+// Bytes of one layer's weights (codes, scales) and bias: of its active terms, or of every stored term.
+int64_t layer_bytes(const QuantizedLayer& layer, bool all_terms = false);
+// Bytes of one term's codes and scales.
+int64_t term_bytes(const QuantizedWeights& term, const WeightQuantConfig& config);
 
 // Bits each stored code takes: 1 (binary), 2 (ternary, int2), 4 (int3, int4) or 8 (int5 .. int8).
 int code_field_bits(WeightFormat format, int bits);

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -88,9 +89,14 @@ GroupScales quantize_group(std::span<const float> w, std::span<int8_t> codes, co
 // terms[0] = `first` (a quantization of W) and each further term quantizes what the terms so far
 // leave: terms[j] = Q(W - sum_{i<j} terms[i]), with the same configuration and grouping. Each term
 // is the per-group optimum for its residual, so the error never grows; the expansion stops early
-// when a term comes out all zero (the error can no longer fall). At most max_terms terms.
+// when a term comes out all zero (the error can no longer fall). At most max_terms terms. Each
+// term's sqnr_db is that of the sum of the terms up to it against W.
 std::vector<QuantizedWeights> expand_residual(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
                                               const WeightQuantConfig& config, QuantizedWeights first, int max_terms);
+// The same with any quantizer for the residuals (e.g. output-aware rounding): `quantize(r)` returns
+// a quantization of residual r in the layer's configuration.
+std::vector<QuantizedWeights> expand_residual(const std::vector<float>& weights, QuantizedWeights first, int max_terms,
+                                              const std::function<QuantizedWeights(const std::vector<float>&)>& quantize);
 // ||W - sum of the terms' dequantized weights||^2.
 double expansion_error(const std::vector<float>& weights, const std::vector<QuantizedWeights>& terms);
 

@@ -45,7 +45,9 @@ commands:
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2]
              [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
              [--data SPEC] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
-             [--rounding output|weight] [--group-scales u8|log8|f32] [--residual-terms K] [--eval] [--json]
+             [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
+             [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
+             [--residual-max-terms K] [--fallback int8|none] [--sensitivity-images N] [--seed S] [--residual-terms K]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default fashion-mnist) at the 99.99th
       percentile; first and last layers int8 (--all-layers quantizes them like the rest).
@@ -54,21 +56,33 @@ commands:
       weight: each group alone minimizes its weight error (the papers' post-training methods).
       --group-scales u8 (default): fine-grained group scales as 8-bit multiples of one float32 step
       per filter; log8: 8-bit codes on a logarithmic grid below the filter's largest scale
-      (2^(k/16) steps); f32: every group scale float32. --residual-terms K: ternary weights as a sum of up
-      to K ternary terms (each quantizes what the previous ones left).
+      (2^(k/16) steps); f32: every group scale float32.
+      --residual BUDGET: ternary residual edges. Every ternary layer is expanded into up to
+      --residual-max-terms (default 3) ternary terms, each quantizing what the previous ones left;
+      the extra terms ("edge sets") and int8 fallbacks are ranked by estimated output error removed
+      per byte and taken until the budget: the total size in bytes (k/M suffixes) or in % of the
+      int8 model, K upgrades, a top-1 drop of at most PP points on the calibration images, or all
+      that help. Ranking: measured (default with images: per-layer sensitivity on calibration
+      images), weights (data-free: from the weights alone), uniform, random (baselines). The file
+      stores the edges in importance order: level k = the first k (see --level).
+      --residual-terms K: shorthand for every ternary layer with K terms (--residual all, uniform).
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
   eval MODEL --data SPEC [--labels Y.npy] [--split test|train] [--limit N] [--batch B] [--json]
-             [--scale S] [--mean M[,M..]] [--std S[,S..]]
+             [--scale S] [--mean M[,M..]] [--std S[,S..]] [--level K|max|all]
       top-1/top-5 accuracy and images/s. SPEC: fashion-mnist (Debian's copy), an IDX directory,
       or an .npy image array together with --labels. A quantized model adds its per-layer table.
-  run MODEL --input X.npy --output Y.npy [--batch B]
+      --level all evaluates every residual level of one loaded model, switching between them.
+  run MODEL --input X.npy --output Y.npy [--level K|max]
       runs the model on an .npy input batch (already normalized) and writes the first output.
-  inspect MODEL [--json]
+  inspect MODEL [--json] [--level K|max]
       layers, output shapes, parameters and multiply-accumulates per layer, totals; for a quantized
-      model also its per-layer quantization table and sizes (JSON: "quantization").
-  bench MODEL [--batch B] [--seconds S] [--json] [--profile]
+      model also its per-layer quantization table, sizes and residual levels (JSON: "quantization").
+  bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
+
+  --level K: run a quantized model with its K most important residual edge sets (0: base terms
+  only; default: the level it was saved at, normally max).
   version
 )";
 
@@ -211,12 +225,26 @@ struct LoadedModel {
   const char* engine() const { return quantized ? "simulated" : "fp32"; }
 };
 
-LoadedModel load_model(const std::string& path) {
+// --level K|max for a quantized model (nullopt: not given; -1: max).
+std::optional<int> level_option(const Args& args) {
+  if (!args.has("level")) return std::nullopt;
+  if (args.get("level") == "max") return -1;
+  return static_cast<int>(args.get_int("level", 0, 0, 1 << 20));
+}
+
+LoadedModel load_model(const std::string& path, std::optional<int> level = std::nullopt) {
   LoadedModel m;
   if (tern::is_tern_file(path)) {
     tern::TernFile file = tern::TernFile::open(path);
     if (tern::quant::is_quantized(file)) {
       m.quantized = tern::quant::load_quantized_model(file);
+      if (level) {
+        try {
+          tern::quant::set_level(*m.quantized, *level < 0 ? m.quantized->max_level() : *level);
+        } catch (const Error& e) {
+          throw Error(path + ": " + e.what());
+        }
+      }
       m.graph = tern::quant::simulation_graph(*m.quantized);
     } else {
       m.graph = tern::load_graph(file);
@@ -224,6 +252,7 @@ LoadedModel load_model(const std::string& path) {
   } else {
     m.graph = tern::import_onnx(path);
   }
+  check(!level || m.quantized, path + ": --level needs a quantized .tern model (this one has no residual levels)");
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   m.file_bytes = f ? static_cast<int64_t>(f.tellg()) : 0;
   return m;
@@ -243,6 +272,11 @@ nlohmann::json db_json(const std::optional<double>& db) {
   return *db;
 }
 
+// Weight SQNR of a layer's active terms (each term records the SQNR of the sum up to it).
+double active_sqnr(const tern::quant::QuantizedLayer& l) {
+  return l.terms[static_cast<size_t>(std::clamp<int>(l.active_terms, 1, static_cast<int>(l.terms.size())) - 1)].sqnr_db;
+}
+
 nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t file_bytes) {
   using namespace tern::quant;
   ModelSize size = model_size(q);
@@ -260,8 +294,9 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
     j["group_size"] = l->config.group_size;
     j["grouping"] = l->terms[0].grouping.describe();
     j["terms"] = l->terms.size();
+    j["active_terms"] = l->active_terms;
     j["zero_fraction"] = l->zero_fraction();
-    j["weight_sqnr_db"] = db_json(l->weight_sqnr_db);
+    j["weight_sqnr_db"] = db_json(active_sqnr(*l));
     j["output_sqnr_db"] = db_json(l->output_sqnr_db);
     j["macs"] = l->macs_per_image();
     j["multiplies"] = l->multiplies_per_image();
@@ -283,7 +318,14 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
                       {"macs", size.macs_per_image},
                       {"multiplies", size.multiplies_per_image},
                       {"mults_eliminated", size.mults_eliminated()},
+                      {"stored_bytes", size.stored},
+                      {"level", q.level},
+                      {"max_level", q.max_level()},
                       {"layers", layers}};
+  nlohmann::json edges = nlohmann::json::array();
+  for (const ResidualEdge& e : q.edges)
+    edges.push_back({{"layer", e.layer}, {"term", e.term}, {"bytes", e.bytes}, {"gain", e.gain}});
+  j["edges"] = edges;
   if (file_bytes) j["file_bytes"] = file_bytes;
   return j;
 }
@@ -302,7 +344,7 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
     }
     std::string act = l->input ? describe_activation(*l->input) : "float32";
     std::printf("%-*s %-24s %6.1f %7s %-30s %8s %11lld %9lld\n", width, l->node.c_str(), describe_weights(*l).c_str(),
-                100.0 * l->zero_fraction(), db_text(l->weight_sqnr_db).c_str(), act.c_str(),
+                100.0 * l->zero_fraction(), db_text(active_sqnr(*l)).c_str(), act.c_str(),
                 db_text(l->output_sqnr_db).c_str(), static_cast<long long>(l->multiplies_per_image()),
                 static_cast<long long>(layer_bytes(*l)));
   }
@@ -320,18 +362,70 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
               static_cast<long long>(size.fp32), static_cast<double>(size.int8) / static_cast<double>(size.quantized),
               static_cast<long long>(size.int8));
   if (file_bytes) std::printf("file        %lld bytes (with the graph and provenance)\n", static_cast<long long>(file_bytes));
+  if (q.max_level() > 0) {
+    std::printf("levels      level %d of %d in use; all %d edge sets stored: %lld bytes (%.2fx smaller than int8)\n", q.level,
+                q.max_level(), q.max_level(), static_cast<long long>(size.stored),
+                static_cast<double>(size.int8) / static_cast<double>(size.stored));
+    int64_t cumulative = size.quantized;
+    for (int k = q.level; k > 0; --k) cumulative -= q.edges[static_cast<size_t>(k - 1)].bytes;
+    std::printf("            %5s  %-*s %5s %9s %12s %10s\n", "level", width, "adds layer", "term", "bytes", "total bytes",
+                "est. gain");
+    std::printf("            %5d  %-*s %5s %9s %12lld %10s\n", 0, width, "(base terms)", "", "", static_cast<long long>(cumulative), "");
+    for (int k = 1; k <= q.max_level(); ++k) {
+      const ResidualEdge& e = q.edges[static_cast<size_t>(k - 1)];
+      cumulative += e.bytes;
+      std::printf("          %s%5d  %-*s %5d %9lld %12lld %10.3g\n", k == q.level ? "->" : "  ", k, width, e.layer.c_str(),
+                  e.term, static_cast<long long>(e.bytes), static_cast<long long>(cumulative), e.gain);
+    }
+  }
   std::printf("multiplies  %.1f %% eliminated (%lld of %lld per image left; one per group of N)\n",
               100.0 * size.mults_eliminated(), static_cast<long long>(size.multiplies_per_image),
               static_cast<long long>(size.macs_per_image));
 }
 
+// eval --level all: one loaded model, every residual level in turn (switched, not reloaded).
+int eval_levels(const Args& args, const std::string& model, const tern::EvalOptions& options) {
+  using namespace tern::quant;
+  LoadedModel loaded = load_model(model);
+  check(loaded.quantized.has_value(), model + ": --level needs a quantized .tern model (this one has no residual levels)");
+  tern::Normalization norm = normalization(args, loaded.graph);
+  tern::Dataset data = load_data(args);
+  QuantizedSession session(std::move(*loaded.quantized));
+  nlohmann::json levels = nlohmann::json::array();
+  bool json = args.flag("json");
+  if (!json)
+    std::printf("%5s  %-28s %8s %12s %9s %9s %11s\n", "level", "adds", "top-1 %", "bytes", "vs FP32", "vs int8",
+                "mults elim");
+  for (int k = 0; k <= session.max_level(); ++k) {
+    session.set_level(k);
+    tern::EvalResult r = tern::evaluate_classifier(session.executor(), data, norm, options);
+    ModelSize size = model_size(session.model());
+    std::string adds = k == 0 ? "(base terms)"
+                              : session.model().edges[static_cast<size_t>(k - 1)].layer + " term " +
+                                    std::to_string(session.model().edges[static_cast<size_t>(k - 1)].term);
+    double vs_fp32 = static_cast<double>(size.fp32) / static_cast<double>(size.quantized);
+    double vs_int8 = static_cast<double>(size.int8) / static_cast<double>(size.quantized);
+    levels.push_back({{"level", k}, {"adds", adds}, {"top1", r.top1}, {"top5", r.top5}, {"size_bytes", size.quantized},
+                      {"ratio_to_fp32", vs_fp32}, {"ratio_to_int8", vs_int8}, {"multiplies", size.multiplies_per_image},
+                      {"mults_eliminated", size.mults_eliminated()}, {"images", r.images}});
+    if (!json)
+      std::printf("%5d  %-28s %8.2f %12lld %8.2fx %8.2fx %10.1f%%\n", k, adds.c_str(), r.top1,
+                  static_cast<long long>(size.quantized), vs_fp32, vs_int8, 100.0 * size.mults_eliminated());
+  }
+  if (json)
+    std::cout << nlohmann::json{{"model", model}, {"data", data.name}, {"engine", "simulated"}, {"levels", levels}}.dump()
+              << "\n";
+  return 0;
+}
+
 int cmd_eval(int argc, char** argv) {
-  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std"}, {"json"});
+  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "level"}, {"json"});
   std::string model = args.model("eval");
   tern::EvalOptions options;
   options.limit = args.get_int("limit", 0, 0, int64_t{1} << 40);
   options.batch = args.get_int("batch", 100, 1, 1 << 16);
-  LoadedModel loaded = load_model(model);
+  if (args.get("level") == "all") return eval_levels(args, model, options);
+  LoadedModel loaded = load_model(model, level_option(args));
   tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
   const char* engine = loaded.engine();
@@ -366,7 +460,8 @@ int cmd_quantize(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("quantize", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
-             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales", "residual-terms"},
+             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales", "residual-terms",
+             "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed"},
             {"all-layers", "eval", "json"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -406,7 +501,40 @@ int cmd_quantize(int argc, char** argv) {
     throw UsageError("--group-scales: expected u8, log8 or f32, got '" + group_scales + "'");
   options.plan.weights.float_scales = group_scales == "f32";
   options.plan.weights.log_scales = group_scales == "log8";
-  options.residual_terms = static_cast<int>(args.get_int("residual-terms", 1, 1, 8));
+  if (args.has("residual-terms")) {  // every ternary layer with K terms: uniform, all edges stored
+    for (const char* o : {"residual", "residual-ranking", "residual-max-terms", "fallback"})
+      if (args.has(o)) throw UsageError(std::string("--residual-terms is a shorthand that excludes --") + o);
+    options.residual_max_terms = static_cast<int>(args.get_int("residual-terms", 1, 1, 16));
+    options.residual.kind = q::ResidualBudget::Kind::kAll;
+    options.residual_ranking = q::ResidualRanking::kUniform;
+    options.residual_fallback = false;
+  }
+  if (args.has("residual")) {
+    try {
+      options.residual = q::parse_residual_budget(args.get("residual"));
+    } catch (const Error& e) {
+      throw UsageError(std::string("--residual: ") + e.what());
+    }
+  } else {
+    for (const char* o : {"residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed"})
+      if (args.has(o)) throw UsageError(std::string("--") + o + " goes with --residual");
+  }
+  if (args.has("residual-ranking")) {
+    try {
+      options.residual_ranking = q::parse_residual_ranking(args.get("residual-ranking"));
+    } catch (const Error& e) {
+      throw UsageError(std::string("--residual-ranking: ") + e.what());
+    }
+  } else if (args.has("residual") && args.has("data-free")) {
+    options.residual_ranking = q::ResidualRanking::kWeights;  // no images to measure on
+  }
+  if (args.has("residual-max-terms"))
+    options.residual_max_terms = static_cast<int>(args.get_int("residual-max-terms", 3, 1, 16));
+  std::string fallback = args.get("fallback", "int8");
+  if (fallback != "int8" && fallback != "none") throw UsageError("--fallback: expected int8 or none, got '" + fallback + "'");
+  if (args.has("fallback")) options.residual_fallback = fallback == "int8";
+  options.sensitivity_images = args.get_int("sensitivity-images", 256, 1, 1 << 20);
+  options.residual_seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, int64_t{1} << 62));
   if (args.has("data-free")) {
     std::string mode = args.get("data-free");
     if (mode != "dynamic" && mode != "batchnorm")
@@ -464,6 +592,7 @@ int cmd_quantize(int argc, char** argv) {
     check(graph.inputs.size() == 1, in_path + ": quantize supports single-input models");
     calibration = tern::make_batch(train, 0, std::min<int64_t>(calib_images, train.size()), norm,
                                    graph.value(graph.inputs[0]).shape);
+    options.calibration_labels.assign(train.labels.begin(), train.labels.begin() + calibration->dim(0));
   }
   q::QuantizedModel model = q::quantize_model(graph, options, calibration ? &*calibration : nullptr);
 
@@ -515,10 +644,10 @@ int cmd_quantize(int argc, char** argv) {
 }
 
 int cmd_run(int argc, char** argv) {
-  Args args("run", argc, argv, 2, {"input", "output"}, {});
+  Args args("run", argc, argv, 2, {"input", "output", "level"}, {});
   std::string model = args.model("run");
   if (!args.has("input") || !args.has("output")) throw UsageError("'tern run' needs --input X.npy and --output Y.npy");
-  tern::Graph graph = load_model(model).graph;
+  tern::Graph graph = load_model(model, level_option(args)).graph;
   tern::Tensor x = tern::read_npy(args.get("input"));
   tern::Executor executor(std::move(graph));
   tern::Tensor y;
@@ -532,9 +661,9 @@ int cmd_run(int argc, char** argv) {
 }
 
 int cmd_inspect(int argc, char** argv) {
-  Args args("inspect", argc, argv, 2, {}, {"json"});
+  Args args("inspect", argc, argv, 2, {"level"}, {"json"});
   std::string model = args.model("inspect");
-  LoadedModel loaded = load_model(model);
+  LoadedModel loaded = load_model(model, level_option(args));
   const tern::Graph& graph = loaded.graph;
   tern::ModelSummary s = tern::summarize(graph);
   if (args.flag("json")) {
@@ -572,11 +701,11 @@ int cmd_inspect(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
-  Args args("bench", argc, argv, 2, {"batch", "seconds"}, {"json", "profile"});
+  Args args("bench", argc, argv, 2, {"batch", "seconds", "level"}, {"json", "profile"});
   std::string model = args.model("bench");
   int64_t batch = args.get_int("batch", 1, 1, 1 << 16);
   double seconds = args.get_double("seconds", 2.0, 0.01, 3600);
-  LoadedModel loaded = load_model(model);
+  LoadedModel loaded = load_model(model, level_option(args));
   const char* engine = loaded.engine();
   tern::Graph graph = std::move(loaded.graph);
   check(graph.inputs.size() == 1, model + ": bench supports single-input models");

@@ -1,5 +1,6 @@
 #include "tern/executor.h"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 
@@ -32,18 +33,39 @@ struct Executor::Impl {
     uses = graph.consumer_counts();
     packed_conv.resize(graph.nodes.size());
     packed_gemm.resize(graph.nodes.size());
-    for (size_t i = 0; i < graph.nodes.size(); ++i) {
-      const Node& node = graph.nodes[i];
-      if (node.op == OpType::kGemm) packed_gemm[i] = ops::pack_gemm(node, graph);
-      if (node.op != OpType::kConv || !graph.is_constant(node.inputs[1])) continue;
-      const Value& x = graph.value(node.inputs[0]);
-      const Tensor& w = graph.constant(node.inputs[1]);
-      if (!x.shape_known || (x.shape.size() != 3 && x.shape.size() != 4) || w.dtype() != DataType::kFloat32) continue;
-      Shape x_shape = x.shape;  // packing ignores batch and spatial size; give dynamic dims a placeholder
-      for (int64_t& d : x_shape)
-        if (d < 0) d = 1;
-      packed_conv[i].emplace(ops::conv_shape(node.attr<ConvAttrs>(), x_shape, w.shape()), w.data<float>());
-    }
+    for (size_t i = 0; i < graph.nodes.size(); ++i) prepare(i);
+  }
+
+  // Packs node i's constant weights for the fast kernels (when it has any).
+  void prepare(size_t i) {
+    const Node& node = graph.nodes[i];
+    packed_conv[i].reset();
+    packed_gemm[i].reset();
+    if (node.op == OpType::kGemm) packed_gemm[i] = ops::pack_gemm(node, graph);
+    if (node.op != OpType::kConv || !graph.is_constant(node.inputs[1])) return;
+    const Value& x = graph.value(node.inputs[0]);
+    const Tensor& w = graph.constant(node.inputs[1]);
+    if (!x.shape_known || (x.shape.size() != 3 && x.shape.size() != 4) || w.dtype() != DataType::kFloat32) return;
+    Shape x_shape = x.shape;  // packing ignores batch and spatial size; give dynamic dims a placeholder
+    for (int64_t& d : x_shape)
+      if (d < 0) d = 1;
+    packed_conv[i].emplace(ops::conv_shape(node.attr<ConvAttrs>(), x_shape, w.shape()), w.data<float>());
+  }
+
+  void set_constant(const std::string& name, Tensor value) {
+    std::string who = (graph.source.empty() ? std::string("model") : graph.source) + ": constant '" + name + "'";
+    ValueId id = kNoValue;
+    for (size_t i = 0; i < graph.values.size() && id == kNoValue; ++i)
+      if (graph.values[i].name == name) id = static_cast<ValueId>(i);
+    check(id != kNoValue && graph.is_constant(id), who + ": no such constant");
+    const Tensor& old = graph.constant(id);
+    check(value.dtype() == old.dtype() && value.shape() == old.shape(),
+          who + ": replacement " + to_string(value.dtype()) + " " + to_string(value.shape()) + " does not match " +
+              to_string(old.dtype()) + " " + to_string(old.shape()));
+    *graph.value(id).constant = std::move(value);
+    for (size_t i = 0; i < graph.nodes.size(); ++i)
+      if (std::find(graph.nodes[i].inputs.begin(), graph.nodes[i].inputs.end(), id) != graph.nodes[i].inputs.end())
+        prepare(i);
   }
 
   void check_input(const Value& expected, const Tensor& given) const {
@@ -113,6 +135,8 @@ Executor::Executor(Executor&&) noexcept = default;
 Executor& Executor::operator=(Executor&&) noexcept = default;
 
 const Graph& Executor::graph() const { return impl_->graph; }
+
+void Executor::set_constant(const std::string& name, Tensor value) { impl_->set_constant(name, std::move(value)); }
 
 std::vector<NodeProfile> Executor::profile() const {
   std::vector<NodeProfile> out;

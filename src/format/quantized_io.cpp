@@ -167,7 +167,10 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
     layers.push_back(jl);
   }
   for (const LayerPlan& p : m.plan) plan.push_back(plan_json(p));
-  json quant = {{"version", kQuantizationVersion}, {"layers", layers}, {"plan", plan}};
+  json edges = json::array();
+  for (const ResidualEdge& e : m.edges)
+    edges.push_back({{"layer", e.layer}, {"term", e.term}, {"bytes", e.bytes}, {"gain", e.gain}});
+  json quant = {{"version", kQuantizationVersion}, {"layers", layers}, {"plan", plan}, {"edges", edges}, {"level", m.level}};
   json provenance = format::parse_provenance(m.provenance_json);
   return {{SectionType::kGraph, format::to_bytes(graph.dump())},
           {SectionType::kTensors, std::move(payload)},
@@ -252,7 +255,6 @@ QuantizedModel load_quantized_model(const TernFile& file) {
       WeightGrouping grouping = grouping_for(l.out, l.in, l.taps, l.config);
       const json& jt = jl.at("terms");
       check(jt.is_array() && !jt.empty() && jt.size() <= 64, who + ": needs 1 to 64 weight terms");
-      std::vector<float> weights(static_cast<size_t>(count), 0.0f);
       for (size_t k = 0; k < jt.size(); ++k) {
         std::string what = who + " term " + std::to_string(k);
         QuantizedWeights q;
@@ -285,12 +287,9 @@ QuantizedModel load_quantized_model(const TernFile& file) {
         for (int8_t c : q.codes) zeros += c == 0;
         q.zero_fraction = static_cast<double>(zeros) / static_cast<double>(count);
         q.sqnr_db = db_from_json(jt[k].at("sqnr_db"));
-        std::vector<float> d = q.dequantize();
-        for (size_t i = 0; i < d.size(); ++i) weights[i] += d[i];
         l.terms.push_back(std::move(q));
       }
-      wv.constant = Tensor(DataType::kFloat32, wv.shape);
-      std::memcpy(wv.constant->raw(), weights.data(), weights.size() * sizeof(float));
+      wv.constant = Tensor(DataType::kFloat32, wv.shape);  // the level below sets the weights
       if (!jl.at("input").is_null()) l.input = activation_from(jl.at("input"));
       l.bias_value = jl.at("bias_value").get<std::string>();
       if (!l.bias_value.empty())
@@ -318,6 +317,41 @@ QuantizedModel load_quantized_model(const TernFile& file) {
       m.layers.push_back(std::move(l));
     }
     for (ValueId id : external) check(claimed.count(id), "external value '" + g.value(id).name + "' belongs to no layer");
+    // Residual edges: each layer's terms 1.. in order, one edge each. Files without the list (from
+    // before levels) get the uniform order: every layer's term 1, then term 2, ...
+    std::map<std::string, int> edge_count;
+    if (jq.contains("edges")) {
+      const json& je = jq.at("edges");
+      check(je.is_array(), "edges must be a list");
+      for (const json& e : je) {
+        ResidualEdge edge{e.at("layer").get<std::string>(), e.at("term").get<int>(), e.at("bytes").get<int64_t>(),
+                          e.at("gain").get<double>()};
+        std::string who = "edge " + std::to_string(m.edges.size()) + " (layer '" + edge.layer + "')";
+        check(m.find(edge.layer) != nullptr, who + ": no such quantized layer");
+        check(edge.term == ++edge_count[edge.layer], who + ": term " + std::to_string(edge.term) + " out of order");
+        check(edge.bytes >= 0 && std::isfinite(edge.gain), who + ": bad bytes or gain");
+        m.edges.push_back(std::move(edge));
+      }
+    } else {
+      size_t rounds = 0;
+      for (const QuantizedLayer& l : m.layers) rounds = std::max(rounds, l.terms.size());
+      for (size_t j = 1; j < rounds; ++j)
+        for (const QuantizedLayer& l : m.layers)
+          if (j < l.terms.size()) {
+            m.edges.push_back({l.node, static_cast<int>(j), term_bytes(l.terms[j], l.config), 0.0});
+            ++edge_count[l.node];
+          }
+    }
+    for (QuantizedLayer& l : m.layers) {
+      check(l.terms.size() == static_cast<size_t>(1 + edge_count[l.node]),
+            "layer '" + l.node + "': " + std::to_string(l.terms.size()) + " terms but " +
+                std::to_string(edge_count[l.node]) + " residual edges");
+      l.active_terms = 0;  // set_level below sets every layer's weights
+    }
+    int level = jq.contains("level") ? jq.at("level").get<int>() : m.max_level();
+    check(level >= 0 && level <= m.max_level(),
+          "level " + std::to_string(level) + " is outside the stored levels 0.." + std::to_string(m.max_level()));
+    set_level(m, level);
     for (const json& jp2 : jq.at("plan")) {
       LayerPlan p;
       p.node = jp2.at("node").get<std::string>();

@@ -250,8 +250,12 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
 }
 
 double relative_output_error(const std::vector<float>& weights, const QuantizedWeights& q, const InputCovariance& cov) {
+  return relative_output_error(weights, q.dequantize(), cov);
+}
+
+double relative_output_error(const std::vector<float>& weights, const std::vector<float>& r, const InputCovariance& cov) {
+  check(r.size() == weights.size(), "relative output error: approximation and weights differ in size");
   const int64_t d = cov.dim(), out = static_cast<int64_t>(weights.size()) / d, rows = out / cov.groups();
-  std::vector<float> r = q.dequantize();
   double err = 0, sig = 0;
   for (int64_t o = 0; o < out; ++o) {
     const std::vector<double>& h = cov.matrix(o / rows);

@@ -8,6 +8,8 @@
 #include <set>
 #include <tuple>
 
+#include "quant/batches.h"
+#include "quant/pipeline.h"
 #include "tern/error.h"
 #include "tern/executor.h"
 #include "tern/output_aware.h"
@@ -190,16 +192,6 @@ CanonicalLayer canonicalize(Graph& g, Node& n, const std::vector<int>& consumers
   return c;
 }
 
-// Copies images [begin, begin + count) of a batch tensor.
-Tensor slice_images(const Tensor& images, int64_t begin, int64_t count) {
-  Shape s = images.shape();
-  s[0] = count;
-  Tensor t = Tensor::uninitialized(DataType::kFloat32, s);
-  int64_t per = images.size() / std::max<int64_t>(1, images.dim(0));
-  std::memcpy(t.raw(), images.data<float>() + begin * per, static_cast<size_t>(count * per) * sizeof(float));
-  return t;
-}
-
 // Runs `graph` over `images` in batches and hands the values `ids` of each batch to `visit`.
 template <typename Visit>
 void for_each_batch(const Graph& graph, const std::vector<ValueId>& ids, const Tensor& images, int64_t batch,
@@ -263,15 +255,81 @@ int64_t QuantizedLayer::multiplies_per_image() const {
   if (!sign_codes || terms.empty()) return macs_per_image();
   int64_t per_group = scales_per_group(config);
   return std::min(macs_per_image(), outputs_per_image * terms[0].grouping.multiplies_per_output() * per_group *
-                                        static_cast<int64_t>(terms.size()));
+                                        static_cast<int64_t>(std::clamp<size_t>(active_terms, 1, terms.size())));
 }
 
 double QuantizedLayer::zero_fraction() const { return terms.empty() ? 0.0 : terms[0].zero_fraction; }
+
+Tensor active_weights(const QuantizedLayer& l, const Shape& shape) {
+  Tensor w(DataType::kFloat32, shape);
+  check(w.size() == l.out * l.in * l.taps, "layer '" + l.node + "': weight shape does not match its codes");
+  float* p = w.data<float>();
+  for (int j = 0; j < std::clamp<int>(l.active_terms, 1, static_cast<int>(l.terms.size())); ++j) {
+    std::vector<float> d = l.terms[static_cast<size_t>(j)].dequantize();
+    for (size_t k = 0; k < d.size(); ++k) p[k] += d[k];
+  }
+  return w;
+}
+
+std::vector<std::string> set_level(QuantizedModel& m, int level) {
+  check(level >= 0 && level <= m.max_level(), "level " + std::to_string(level) + " is outside the stored levels 0.." +
+                                                   std::to_string(m.max_level()));
+  std::map<std::string, int> active;
+  for (int k = 0; k < level; ++k) active[m.edges[static_cast<size_t>(k)].layer] += 1;
+  std::vector<std::string> changed;
+  for (QuantizedLayer& l : m.layers) {
+    int want = 1 + active[l.node];
+    check(want <= static_cast<int>(l.terms.size()), "layer '" + l.node + "': level needs more terms than stored");
+    if (want == l.active_terms) continue;
+    l.active_terms = want;
+    ValueId id = find_value(m.graph, l.weight_value);
+    check(id != kNoValue && m.graph.is_constant(id), "layer '" + l.node + "': weight value is missing");
+    *m.graph.value(id).constant = active_weights(l, m.graph.constant(id).shape());
+    changed.push_back(l.weight_value);
+  }
+  m.level = level;
+  return changed;
+}
+
+QuantizedSession::QuantizedSession(QuantizedModel model, ExecutorOptions options)
+    : model_(std::move(model)), executor_(simulation_graph(model_), options) {}
+
+void QuantizedSession::set_level(int level) {
+  for (const std::string& name : quant::set_level(model_, level)) {
+    ValueId id = find_value(model_.graph, name);
+    executor_.set_constant(name, model_.graph.constant(id));
+  }
+}
 
 const QuantizedLayer* QuantizedModel::find(const std::string& node) const {
   for (const QuantizedLayer& l : layers)
     if (l.node == node) return &l;
   return nullptr;
+}
+
+void quantize_biases(QuantizedModel& m, const Graph& fp32) {
+  Graph& g = m.graph;
+  for (QuantizedLayer& l : m.layers) {
+    l.bias.clear();
+    l.bias_scale.clear();
+    if (l.bias_value.empty() || !l.input || l.input->dynamic) continue;
+    ValueId id = find_value(g, l.bias_value);
+    ValueId source = find_value(fp32, l.bias_value);
+    check(id != kNoValue && source != kNoValue, "layer '" + l.node + "': bias value is missing");
+    Tensor b = fp32.constant(source).clone();
+    l.bias.resize(static_cast<size_t>(l.out));
+    l.bias_scale.resize(static_cast<size_t>(l.out));
+    for (int64_t o = 0; o < l.out; ++o) {
+      float ref = filter_reference_scale(l.terms[0], o);
+      float s = l.input->scale * (ref > 0.0f ? ref : 1.0f);
+      double q = std::round(static_cast<double>(b.data<float>()[o]) / s);
+      q = std::clamp(q, -2147483647.0, 2147483647.0);  // a bias 2^31 steps large saturates like int32
+      l.bias[static_cast<size_t>(o)] = static_cast<int32_t>(q);
+      l.bias_scale[static_cast<size_t>(o)] = s;
+      b.data<float>()[o] = static_cast<float>(l.bias[static_cast<size_t>(o)] * static_cast<double>(s));
+    }
+    *g.value(id).constant = b;
+  }
 }
 
 QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options, const Tensor* calibration,
@@ -367,33 +425,26 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     }
   }
 
-  // Weights.
+  // Weights: the base term of every layer (residual terms come after the activation scales).
+  const Graph fp32 = g;  // canonical FP32 weights (constants are replaced below, never written into)
+  const bool residual = options.residual.kind != ResidualBudget::Kind::kNone;
+  std::vector<std::vector<float>> original(m.layers.size());
   for (size_t i = 0; i < m.layers.size(); ++i) {
     QuantizedLayer& l = m.layers[i];
     Node& n = g.nodes[node_index.at(l.node)];
-    // Constants share storage with the caller's graph: replace them, never write into them.
-    Tensor w = g.constant(n.inputs[1]).clone();
+    const Tensor& w = g.constant(n.inputs[1]);
     std::vector<float> weights(w.data<float>(), w.data<float>() + w.size());
     try {
-      QuantizedWeights first = covariances[i] ? quantize_weights_output_aware(weights, l.out, l.in, l.taps, l.config,
-                                                                              *covariances[i], options.damping)
-                                              : quantize_weights(weights, l.out, l.in, l.taps, l.config);
-      bool residual = l.config.format == WeightFormat::kTernary && options.residual_terms > 1;
-      l.terms = residual ? expand_residual(weights, l.out, l.in, l.taps, l.config, std::move(first), options.residual_terms)
-                         : std::vector<QuantizedWeights>{std::move(first)};
+      l.terms = {covariances[i] ? quantize_weights_output_aware(weights, l.out, l.in, l.taps, l.config, *covariances[i],
+                                                                options.damping)
+                                : quantize_weights(weights, l.out, l.in, l.taps, l.config)};
     } catch (const Error& e) {
       throw Error(src + ": layer '" + n.name + "': " + e.what());
     }
-    std::vector<float> deq(weights.size(), 0.0f);
-    for (const QuantizedWeights& t : l.terms) {
-      std::vector<float> d = t.dequantize();
-      for (size_t k = 0; k < deq.size(); ++k) deq[k] += d[k];
-    }
-    double signal = 0, noise = expansion_error(weights, l.terms);
-    for (float v : weights) signal += static_cast<double>(v) * v;
-    l.weight_sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
-    std::copy(deq.begin(), deq.end(), w.data<float>());
-    *g.value(n.inputs[1]).constant = w;
+    l.active_terms = 1;
+    l.weight_sqnr_db = l.terms[0].sqnr_db;
+    *g.value(n.inputs[1]).constant = active_weights(l, w.shape());
+    if (residual && l.config.format == WeightFormat::kTernary) original[i] = std::move(weights);
   }
 
   // Activation scales.
@@ -433,24 +484,12 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     }
   }
 
-  // int32 biases at input scale x reference weight scale.
-  for (QuantizedLayer& l : m.layers) {
-    if (l.bias_value.empty() || !l.input || l.input->dynamic) continue;
-    Node& n = g.nodes[node_index.at(l.node)];
-    Tensor b = g.constant(n.inputs[2]).clone();
-    *g.value(n.inputs[2]).constant = b;  // shares b's storage: the writes below land in the graph
-    l.bias.resize(static_cast<size_t>(l.out));
-    l.bias_scale.resize(static_cast<size_t>(l.out));
-    for (int64_t o = 0; o < l.out; ++o) {
-      float ref = filter_reference_scale(l.terms[0], o);
-      float s = l.input->scale * (ref > 0.0f ? ref : 1.0f);
-      double q = std::round(static_cast<double>(b.data<float>()[o]) / s);
-      q = std::clamp(q, -2147483647.0, 2147483647.0);  // a bias 2^31 steps large saturates like int32
-      l.bias[static_cast<size_t>(o)] = static_cast<int32_t>(q);
-      l.bias_scale[static_cast<size_t>(o)] = s;
-      b.data<float>()[o] = static_cast<float>(l.bias[static_cast<size_t>(o)] * static_cast<double>(s));
-    }
+  nlohmann::json residual_json;
+  if (residual) {
+    ResidualContext ctx{fp32, original, covariances, options, calibration, pool};
+    residual_json = allocate_residual(m, ctx);
   }
+  quantize_biases(m, fp32);
 
   if (calibration) {
     std::vector<std::optional<double>> sqnr = output_sqnr(m, graph, *calibration, options.batch, pool);
@@ -473,6 +512,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
         {"activation_bits", options.plan.activation_bits},
         {"first_last_8bit", options.plan.first_last_8bit}}}};
   if (options.config_json) prov["config"] = *options.config_json;
+  if (residual) prov["residual"] = residual_json;
   m.provenance_json = prov.dump();
   return m;
 }
@@ -605,15 +645,18 @@ std::vector<int8_t> unpack_codes(const uint8_t* packed, size_t packed_bytes, int
   return codes;
 }
 
-int64_t layer_bytes(const QuantizedLayer& l) {
+int64_t term_bytes(const QuantizedWeights& t, const WeightQuantConfig& config) {
+  int w = code_field_bits(t.format, t.bits);
+  int spg = scales_per_group(config);
+  int64_t bytes = ceil_div(static_cast<int64_t>(t.codes.size()) * w, 8);
+  return bytes + (t.filter_steps.empty() ? t.grouping.count() * spg * 4  // float32 scales
+                                         : t.grouping.count() * spg + static_cast<int64_t>(t.filter_steps.size()) * 4);
+}
+
+int64_t layer_bytes(const QuantizedLayer& l, bool all_terms) {
   int64_t bytes = 0;
-  for (const QuantizedWeights& t : l.terms) {
-    int w = code_field_bits(t.format, t.bits);
-    int spg = scales_per_group(l.config);
-    bytes += ceil_div(static_cast<int64_t>(t.codes.size()) * w, 8);
-    bytes += t.filter_steps.empty() ? t.grouping.count() * spg * 4  // float32 scales
-                                    : t.grouping.count() * spg + static_cast<int64_t>(t.filter_steps.size()) * 4;
-  }
+  size_t count = all_terms ? l.terms.size() : std::clamp<size_t>(l.active_terms, 1, l.terms.size());
+  for (size_t j = 0; j < count && j < l.terms.size(); ++j) bytes += term_bytes(l.terms[j], l.config);
   if (!l.bias_value.empty()) bytes += l.out * 4;  // int32, or float32 with dynamic activation scales
   return bytes;
 }
@@ -623,6 +666,7 @@ ModelSize model_size(const QuantizedModel& m) {
   std::set<std::string> owned;
   for (const QuantizedLayer& l : m.layers) {
     s.quantized += layer_bytes(l);
+    s.stored += layer_bytes(l, true) - layer_bytes(l);
     owned.insert(l.weight_value);
     if (!l.bias_value.empty()) owned.insert(l.bias_value);
   }
@@ -631,6 +675,7 @@ ModelSize model_size(const QuantizedModel& m) {
       s.fp32 += v.constant->bytes();
       if (!owned.count(v.name)) s.quantized += v.constant->bytes();
     }
+  s.stored += s.quantized;
   s.int8 = s.fp32;
   for (const Node& n : m.graph.nodes) {
     if ((n.op != OpType::kConv && n.op != OpType::kGemm) || !m.graph.is_constant(n.inputs[1])) continue;

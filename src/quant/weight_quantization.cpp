@@ -147,21 +147,31 @@ int scales_per_group(const WeightQuantConfig& c) {
              : 1;
 }
 
-std::vector<QuantizedWeights> expand_residual(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
-                                              const WeightQuantConfig& config, QuantizedWeights first, int max_terms) {
+std::vector<QuantizedWeights> expand_residual(const std::vector<float>& weights, QuantizedWeights first, int max_terms,
+                                              const std::function<QuantizedWeights(const std::vector<float>&)>& quantize) {
   check(max_terms >= 1, "residual expansion needs at least one term");
   std::vector<QuantizedWeights> terms;
   terms.push_back(std::move(first));
   std::vector<float> residual = weights;
+  double signal = 0;
+  for (float v : weights) signal += static_cast<double>(v) * v;
   for (int j = 1; j < max_terms; ++j) {
     std::vector<float> last = terms.back().dequantize();
     for (size_t i = 0; i < residual.size(); ++i) residual[i] -= last[i];
-    QuantizedWeights next = quantize_weights(residual, out, in, taps, config);
+    QuantizedWeights next = quantize(residual);
     if (std::all_of(next.codes.begin(), next.codes.end(), [](int8_t c) { return c == 0; })) break;
-    measure(next, weights);  // report each term's SQNR against W, not against its residual
+    measure(next, residual);  // zero fraction; the SQNR below is the whole sum's against W
     terms.push_back(std::move(next));
+    double noise = expansion_error(weights, terms);
+    terms.back().sqnr_db = noise > 0 ? 10.0 * std::log10(signal / noise) : INFINITY;
   }
   return terms;
+}
+
+std::vector<QuantizedWeights> expand_residual(const std::vector<float>& weights, int64_t out, int64_t in, int64_t taps,
+                                              const WeightQuantConfig& config, QuantizedWeights first, int max_terms) {
+  return expand_residual(weights, std::move(first), max_terms,
+                         [&](const std::vector<float>& r) { return quantize_weights(r, out, in, taps, config); });
 }
 
 double expansion_error(const std::vector<float>& weights, const std::vector<QuantizedWeights>& terms) {

@@ -1,0 +1,32 @@
+// Internal steps of quantize_model() that live in their own files.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "tern/output_aware.h"
+#include "tern/quantized_model.h"
+
+namespace tern::quant {
+
+// Sets every layer's int32 bias (input scale x its filter's largest base-term group scale) from
+// the FP32 biases in `fp32`, and the graph's bias values to the dequantized int32 values. Layers
+// with dynamic or float inputs keep float biases.
+void quantize_biases(QuantizedModel& m, const Graph& fp32);
+
+// What the residual allocation needs from quantize_model().
+struct ResidualContext {
+  const Graph& fp32;                                              // canonical FP32 weights
+  const std::vector<std::vector<float>>& weights;                 // per layer; empty: not ternary
+  const std::vector<std::optional<InputCovariance>>& covariances;  // per layer (output-aware rounding)
+  const QuantizeOptions& options;
+  const Tensor* calibration;
+  ThreadPool* pool;
+};
+
+// Expands the ternary layers, ranks the upgrades, applies the budget and stores the chosen terms,
+// fallbacks and edge order in `m` (at its highest level). Returns a JSON summary for provenance.
+nlohmann::json allocate_residual(QuantizedModel& m, const ResidualContext& ctx);
+
+}  // namespace tern::quant
