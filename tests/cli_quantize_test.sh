@@ -81,6 +81,19 @@ bad_quantize "--frobnicate" "$out" -- "$model" --frobnicate
 bad_quantize "/no/such/model.onnx" "$out" -- /no/such/model.onnx --data-free dynamic --weights int8
 bad_quantize "truncated.onnx" "$out" -- "$work/truncated.onnx" --data-free dynamic --weights int8
 bad_quantize "/no/such/data" "$out" -- "$model" --data /no/such/data
+# Residual edges: bad budgets and options, budgets that cannot be met.
+bad_quantize "--residual" "$out" -- "$model" --residual bogus
+bad_quantize "--residual" "$out" -- "$model" --residual size:-1
+bad_quantize "--residual" "$out" -- "$model" --residual edges:1.5
+bad_quantize "--residual" "$out" -- "$model" --residual drop:200
+bad_quantize "below the plain quantized model" "$out" -- "$model" --data-free dynamic --residual size:1000
+bad_quantize "calibration images" "$out" -- "$model" --data-free dynamic --residual drop:1
+bad_quantize "--residual-ranking" "$out" -- "$model" --residual all --residual-ranking best
+bad_quantize "--fallback" "$out" -- "$model" --residual all --fallback int4
+bad_quantize "--residual-max-terms" "$out" -- "$model" --residual all --residual-max-terms 0
+bad_quantize "--fallback goes with --residual" "$out" -- "$model" --fallback none
+bad_quantize "--residual-terms" "$out" -- "$model" --residual all --residual-terms 2
+bad_quantize "ternary layers" "$out" -- "$model" --data-free dynamic --weights int4 --residual all
 # An output directory that does not exist: fails when writing, and leaves nothing.
 bad_quantize "/nonexistent/dir/x.tern" /nonexistent/dir/x.tern -- "$model" --data-free dynamic --weights int8
 # No -o at all.
@@ -133,6 +146,46 @@ PY
   rc=$?
   [ "$rc" -eq 1 ] || fail "inspect of a truncated quantized model exited $rc, want 1"
   check_stderr "inspect cut.tern" "cut.tern"
+fi
+
+# --level: outside the stored range, not a number, or on a model without levels.
+bad_level() {
+  local needle=$1
+  shift
+  "$tern" "$@" >"$work/out" 2>"$work/err"
+  local rc=$?
+  [ "$rc" -eq 1 ] || [ "$rc" -eq 2 ] || fail "'tern $*' exited $rc, want 1 or 2"
+  check_stderr "tern $*" "$needle"
+}
+if [ -s "$good" ]; then
+  bad_level "outside the stored levels 0..0" eval "$good" --data fashion-mnist --limit 10 --level 1
+  bad_level "--level" inspect "$good" --level -1
+  bad_level "--level" bench "$good" --level two
+  bad_level "no residual levels" eval "$model" --data fashion-mnist --limit 10 --level 0
+fi
+
+# A residual model, data-free (weights ranking): levels evaluate, inspect and bench.
+levels=$work/levels.tern
+if "$tern" quantize "$model" -o "$levels" --data-free dynamic --residual edges:3 --fallback none >"$work/out" 2>"$work/err"; then
+  "$tern" eval "$levels" --data fashion-mnist --limit 100 --level all --json >"$work/levels.json" 2>"$work/err" ||
+    fail "eval --level all failed: $(cat "$work/err")"
+  python3 - "$work/levels.json" <<'PY' || fail "eval --level all output"
+import json, sys
+j = json.load(open(sys.argv[1]))
+levels = j["levels"]
+if [l["level"] for l in levels] != [0, 1, 2, 3]:
+    sys.exit("levels %r" % [l["level"] for l in levels])
+sizes = [l["size_bytes"] for l in levels]
+if sizes != sorted(sizes) or len(set(sizes)) != 4:
+    sys.exit("sizes do not grow with the level: %r" % sizes)
+PY
+  "$tern" inspect "$levels" --level 2 >"$work/inspect.txt" 2>"$work/err" || fail "inspect --level 2 failed: $(cat "$work/err")"
+  grep -q "level 2 of 3" "$work/inspect.txt" || fail "inspect --level 2 does not say 'level 2 of 3'"
+  "$tern" bench "$levels" --level 0 --seconds 0.01 >"$work/out" 2>"$work/err" || fail "bench --level 0 failed: $(cat "$work/err")"
+  bad_level "outside the stored levels 0..3" run "$levels" --level 4 --input "$work/none.npy" --output "$work/y.npy"
+  [ -e "$work/y.npy" ] && fail "run with a bad level left an output"
+else
+  fail "a residual quantize failed: $(cat "$work/err")"
 fi
 
 if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi

@@ -995,6 +995,30 @@ std::vector<Corruption> corruptions() {
   c.push_back(quant_edit("dynamic input with an int32 bias", [](json& l, json&) { l["input"]["dynamic"] = true; }));
   c.push_back(quant_edit("float input with an int32 bias", [](json& l, json&) { l["input"] = nullptr; }));
   c.push_back(quant_edit("input is a string", [](json& l, json&) { l["input"] = "u8"; }));
+  // Residual edges and levels.
+  auto edge = [](const std::string& layer, int term) { return json{{"layer", layer}, {"term", term}, {"bytes", 8}, {"gain", 0.5}}; };
+  c.push_back(quant_edit("edges name an unknown layer", [=](json&, json& doc) { doc["edges"] = json::array({edge("nope", 1)}); }));
+  c.push_back(quant_edit("an edge without its term", [=](json&, json& doc) { doc["edges"] = json::array({edge("conv2", 1)}); }));
+  c.push_back(quant_edit("a term without its edge", [](json& l, json&) { l["terms"].push_back(l["terms"][0]); }));
+  c.push_back(quant_edit("edge terms out of order", [=](json& l, json& doc) {
+    l["terms"].push_back(l["terms"][0]);
+    doc["edges"] = json::array({edge("conv2", 2)});
+  }));
+  c.push_back(quant_edit("edge term 0", [=](json&, json& doc) { doc["edges"] = json::array({edge("conv2", 0)}); }));
+  c.push_back(quant_edit("edge bytes negative", [=](json& l, json& doc) {
+    l["terms"].push_back(l["terms"][0]);
+    doc["edges"] = json::array({edge("conv2", 1)});
+    doc["edges"][0]["bytes"] = -1;
+  }));
+  c.push_back(quant_edit("edge gain null", [=](json& l, json& doc) {
+    l["terms"].push_back(l["terms"][0]);
+    doc["edges"] = json::array({edge("conv2", 1)});
+    doc["edges"][0]["gain"] = nullptr;
+  }));
+  c.push_back(quant_edit("edges not a list", [](json&, json& doc) { doc["edges"] = 5; }));
+  c.push_back(quant_edit("level beyond the stored edges", [](json&, json& doc) { doc["level"] = 1; }));
+  c.push_back(quant_edit("level negative", [](json&, json& doc) { doc["level"] = -1; }));
+  c.push_back(quant_edit("level a string", [](json&, json& doc) { doc["level"] = "max"; }));
   // Names.
   c.push_back(quant_edit("layer names a missing node", [](json& l, json&) { l["node"] = "nope"; }));
   c.push_back(quant_edit("layer names a non-Conv node", [](json& l, json&) { l["node"] = "gap"; }));
@@ -1120,14 +1144,10 @@ TEST(HostileFiles, ScaleCorruptionInEitherLayoutIsAClearError) {
   EXPECT_GE(n, 8);
 }
 
-// KNOWN GAP (this test fails): load_quantized_model (format/quantized_io.cpp) checks a layer's
-// stored "out", "in", "taps" only through out == W.shape[0] and out * in * taps == W.size(), and
-// "outputs_per_image" only against a range. It does not check in == W.shape[1] and taps == the
-// product of the remaining dimensions (weight_quantization.h's canonical layout), nor
-// outputs_per_image against the node's inferred output shape. So a file saying in = 3, taps = 18
-// for conv2's [8,6,3,3] weights loads without error with another grouping (other dequantized
-// weights, other multiplication counts), and a wrong outputs_per_image makes model_size() report
-// multiplications that do not match the graph (mults_eliminated can leave [0, 1]).
+// A layer's stored "out", "in", "taps" must match its weight value's shape in the canonical layout
+// (weight_quantization.h), and "outputs_per_image" the node's inferred output shape: a file saying
+// in = 3, taps = 18 for [8,6,3,3] weights would otherwise load with another grouping, and a wrong
+// outputs_per_image would make model_size() report multiplications the graph does not do.
 TEST(HostileFiles, LayerDimensionsMustMatchTheGraph) {
   std::vector<std::byte> bytes = small_quantized_file();
   for (const Corruption& c : dimension_corruptions()) expect_clear_error(c, bytes);
