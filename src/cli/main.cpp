@@ -393,8 +393,10 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
   QuantizedSession session(std::move(*loaded.quantized));
   nlohmann::json levels = nlohmann::json::array();
   bool json = args.flag("json");
+  int width = 12;
+  for (const ResidualEdge& e : session.model().edges) width = std::max(width, static_cast<int>(e.layer.size()) + 7);
   if (!json)
-    std::printf("%5s  %-28s %8s %12s %9s %9s %11s\n", "level", "adds", "top-1 %", "bytes", "vs FP32", "vs int8",
+    std::printf("%5s  %-*s %8s %12s %9s %9s %11s\n", "level", width, "adds", "top-1 %", "bytes", "vs FP32", "vs int8",
                 "mults elim");
   for (int k = 0; k <= session.max_level(); ++k) {
     session.set_level(k);
@@ -409,7 +411,7 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
                       {"ratio_to_fp32", vs_fp32}, {"ratio_to_int8", vs_int8}, {"multiplies", size.multiplies_per_image},
                       {"mults_eliminated", size.mults_eliminated()}, {"images", r.images}});
     if (!json)
-      std::printf("%5d  %-28s %8.2f %12lld %8.2fx %8.2fx %10.1f%%\n", k, adds.c_str(), r.top1,
+      std::printf("%5d  %-*s %8.2f %12lld %8.2fx %8.2fx %10.1f%%\n", k, width, adds.c_str(), r.top1,
                   static_cast<long long>(size.quantized), vs_fp32, vs_int8, 100.0 * size.mults_eliminated());
   }
   if (json)
