@@ -91,14 +91,14 @@ ResidualAllocation allocation_from_moves(const std::vector<ResidualCandidate>& l
                                          const std::vector<ResidualMove>& moves, size_t count);
 
 // Data-free propagation gains g_l for the Conv/Gemm nodes `layers` of an FP32 graph, from the
-// weights alone. Every value carries a signal energy S (mean square per element; the graph input
-// has S = 1) and, for each layer l, the energy N_l of the perturbation a unit relative weight error
-// of l puts on it. A Conv/Gemm with weights W [out][fan-in] and bias b multiplies energies by
-// f = ||W||_F^2 / out (uncorrelated inputs) and adds mean(b^2) to S; layer l itself adds f * S_in to
-// N_l. ReLU / Clip halve both (half the inputs pass, and so does half of a small perturbation).
-// Add sums both; Concat averages by channel count; other ops pass them through. Then
-// g_l = N_l / S at the graph output: 1 for a plain chain, less where a residual Add or a bias
-// dilutes the branch. See docs/residual.md for the derivation and its assumptions.
+// weights alone. Every value carries a signal energy S (variance per element; the graph input has
+// S = 1) and, for each layer l, the energy N_l of the perturbation a unit relative weight error of
+// l puts on it. A Conv/Gemm with weights W [out][fan-in] multiplies energies by f = ||W||_F^2 / out
+// (uncorrelated inputs; biases shift means, not variances); layer l itself adds f * S_in to N_l.
+// ReLU / Clip halve both (half the inputs pass, and so does half of a small perturbation). Add
+// sums both; Concat averages by channel count; other ops pass them through. Then g_l = N_l / S at
+// the graph output: 1 for a plain chain, less where a residual Add dilutes the branch. See
+// docs/residual.md for the derivation and its assumptions.
 std::vector<double> propagation_gains(const Graph& graph, const std::vector<std::string>& layers);
 
 // Measured sensitivities: for each l, the relative error sum ||z_l - z||^2 / sum ||z||^2 of the

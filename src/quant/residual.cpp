@@ -237,8 +237,6 @@ std::vector<double> propagation_gains(const Graph& g, const std::vector<std::str
         if (n.op == OpType::kGemm) f *= static_cast<double>(n.attr<GemmAttrs>().alpha) * n.attr<GemmAttrs>().alpha;
         double s_in = y.signal;
         y = scaled(y, f);
-        if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && g.is_constant(n.inputs[2]))
-          y.signal += mean_square(g.constant(n.inputs[2]));
         if (auto it = layer_of.find(n.name); it != layer_of.end()) {
           y.noise[it->second] += f * s_in;
           found[it->second] = 1;
