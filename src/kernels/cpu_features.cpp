@@ -20,6 +20,10 @@ CpuFeatures detect() {
   f.avx512bw = __builtin_cpu_supports("avx512bw");
   f.avx512vl = __builtin_cpu_supports("avx512vl");
   f.avx512dq = __builtin_cpu_supports("avx512dq");
+  f.avx512vnni = __builtin_cpu_supports("avx512vnni");
+  f.avx_vnni = __builtin_cpu_supports("avxvnni");
+  f.avx512vbmi = __builtin_cpu_supports("avx512vbmi");
+  f.avx512vpopcntdq = __builtin_cpu_supports("avx512vpopcntdq");
   return f;
 }
 

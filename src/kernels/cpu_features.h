@@ -11,6 +11,8 @@ namespace tern::kernels {
 struct CpuFeatures {
   bool avx2 = false, fma = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512vnni = false, avx_vnni = false;  // int8 dot products (vpdpbusd, zmm / ymm)
+  bool avx512vbmi = false, avx512vpopcntdq = false;
 };
 const CpuFeatures& cpu_features();
 

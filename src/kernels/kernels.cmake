@@ -10,14 +10,23 @@ set(_tern_avx512_sources
   ${_tern_kernels_dir}/fp32/sgemm_avx512.cpp
   ${_tern_kernels_dir}/fp32/depthwise_conv2d_avx512.cpp)
 
+set(_tern_int8_avx2_sources ${_tern_kernels_dir}/int8/qgemm_avx2.cpp)
+set(_tern_int8_avx512_sources ${_tern_kernels_dir}/int8/qgemm_avx512.cpp)
+
 list(APPEND TERN_KERNEL_SOURCES
   ${_tern_kernels_dir}/cpu_features.cpp
   ${_tern_kernels_dir}/fp32/sgemm.cpp
   ${_tern_kernels_dir}/fp32/conv2d.cpp
   ${_tern_kernels_dir}/fp32/depthwise_conv2d.cpp
+  ${_tern_kernels_dir}/int8/qgemm.cpp
   ${_tern_avx2_sources}
-  ${_tern_avx512_sources})
+  ${_tern_avx512_sources}
+  ${_tern_int8_avx2_sources}
+  ${_tern_int8_avx512_sources})
 
 set_source_files_properties(${_tern_avx2_sources} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
 set_source_files_properties(${_tern_avx512_sources} PROPERTIES
   COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mfma")
+set_source_files_properties(${_tern_int8_avx2_sources} PROPERTIES COMPILE_OPTIONS "-mavx2")
+set_source_files_properties(${_tern_int8_avx512_sources} PROPERTIES
+  COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni")

@@ -1,0 +1,117 @@
+// qgemm: weight packing, the reference loop, and the threaded driver over the ISA micro-kernels.
+#include "kernels/int8/qgemm.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/int8/qgemm_internal.h"
+#include "tern/error.h"
+
+namespace tern::kernels {
+
+QPackedWeights::QPackedWeights(int64_t rows, int64_t depth) : rows_(rows), depth_(depth) {
+  check(rows >= 0 && depth >= 0, "qgemm: negative weight dimensions");
+  check(depth <= kQMaxDepth, "qgemm: depth " + std::to_string(depth) + " exceeds the int32-safe maximum " +
+                                 std::to_string(kQMaxDepth));
+  size_t bytes = static_cast<size_t>(panels() * steps() * kQPanelRows * kQStep);
+  data_ = std::shared_ptr<int8_t[]>(new int8_t[std::max<size_t>(bytes, 1)]());
+  row_sums_ = std::shared_ptr<int32_t[]>(new int32_t[static_cast<size_t>(std::max<int64_t>(panels() * kQPanelRows, 1))]());
+}
+
+QPackedWeights QPackedWeights::pack(const int8_t* w, int64_t rows, int64_t depth, int64_t row_stride) {
+  QPackedWeights p(rows, depth);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < depth; ++k) p.at(r, k) = w[r * row_stride + k];
+  p.finish();
+  return p;
+}
+
+void QPackedWeights::finish() {
+  for (int64_t r = 0; r < panels() * kQPanelRows; ++r) {
+    int32_t sum = 0;
+    for (int64_t k = 0; k < steps() * kQStep; ++k) {
+      // -128 has no positive counterpart: the AVX2 kernel negates weights.
+      check(at(r, k) != -128, "qgemm: weight -128 at row " + std::to_string(r) + " (weights are in [-127, 127])");
+      sum += at(r, k);
+    }
+    row_sums_[static_cast<size_t>(r)] = sum;
+  }
+}
+
+void qgemm_reference(const int8_t* w, int64_t rows, int64_t depth, int64_t w_stride, int64_t cols, const uint8_t* x,
+                     int64_t x_stride, int32_t* c, int64_t ldc) {
+  for (int64_t col = 0; col < cols; ++col)
+    for (int64_t r = 0; r < rows; ++r) {
+      int32_t sum = 0;
+      for (int64_t k = 0; k < depth; ++k) sum += static_cast<int32_t>(w[r * w_stride + k]) * x[col * x_stride + k];
+      c[col * ldc + r] = sum;
+    }
+}
+
+void qgemm_block_scalar(const QgemmBlock& b) {
+  for (int64_t p = 0; p < b.panel_count; ++p) {
+    const int8_t* panel = b.panels + p * b.steps * kQPanelRows * kQStep;
+    for (int64_t col = 0; col < b.cols; ++col) {
+      int32_t acc[kQPanelRows] = {};
+      const uint8_t* xc = b.x + col * b.x_stride;
+      for (int64_t s = 0; s < b.steps; ++s)
+        for (int64_t r = 0; r < kQPanelRows; ++r)
+          for (int64_t j = 0; j < kQStep; ++j)
+            acc[r] += static_cast<int32_t>(panel[(s * kQPanelRows + r) * kQStep + j]) * xc[s * kQStep + j];
+      for (int64_t r = 0; r < kQPanelRows && p * kQPanelRows + r < b.rows_valid; ++r) b.c[col * b.ldc + p * kQPanelRows + r] = acc[r];
+    }
+  }
+}
+
+namespace {
+
+struct QgemmKernel {
+  const char* name;
+  void (*block)(const QgemmBlock&);
+  int64_t cols;  // block width
+};
+
+QgemmKernel kernel_for(Isa isa) {
+  const CpuFeatures& f = cpu_features();
+  if (isa == Isa::kAvx512 && f.avx512vnni) return {"avx512-vnni", qgemm_block_avx512_vnni, 12};
+  if (isa >= Isa::kAvx2) return {"avx2", qgemm_block_avx2, 4};
+  return {"scalar", qgemm_block_scalar, 4};
+}
+
+}  // namespace
+
+const char* qgemm_kernel_name() { return kernel_for(active_isa()).name; }
+
+void qgemm(const QPackedWeights& w, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
+           ThreadPool* pool) {
+  check(cols >= 0 && x_stride >= w.steps() * kQStep && ldc >= w.rows(), "qgemm: bad strides");
+  if (cols == 0 || w.rows() == 0) return;
+  const QgemmKernel k = kernel_for(active_isa());
+  const int64_t panel_bytes = w.steps() * kQPanelRows * kQStep;
+  const int64_t pairs = (w.panels() + 1) / 2;
+  // Work items: (column block, panel pair); columns outermost so a thread's weights stay in cache
+  // while it sweeps its columns. With few columns (a GEMV) the panel pairs spread over threads.
+  const int64_t col_blocks = (cols + k.cols - 1) / k.cols;
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      int64_t cb = item / pairs, pp = item % pairs;
+      QgemmBlock b;
+      b.panels = w.data() + 2 * pp * panel_bytes;
+      b.steps = w.steps();
+      b.panel_count = std::min<int64_t>(2, w.panels() - 2 * pp);
+      b.rows_valid = std::min<int64_t>(w.rows() - 2 * pp * kQPanelRows, b.panel_count * kQPanelRows);
+      b.row_sums = w.row_sums() + 2 * pp * kQPanelRows;
+      b.x = x + cb * k.cols * x_stride;
+      b.x_stride = x_stride;
+      b.cols = std::min(k.cols, cols - cb * k.cols);
+      b.c = c + cb * k.cols * ldc + 2 * pp * kQPanelRows;
+      b.ldc = ldc;
+      k.block(b);
+    }
+  };
+  int64_t items = col_blocks * pairs;
+  if (pool && pool->size() > 1 && items > 1) pool->parallel_for(items, run);
+  else run(0, items);
+}
+
+}  // namespace tern::kernels

@@ -1,0 +1,70 @@
+// AVX-512 VNNI micro-kernel: 16 or 32 rows x up to 12 columns of int32 accumulators; each K step
+// loads one zmm of weights per panel (16 rows x 4 bytes) and issues one vpdpbusd per column with
+// the column's 4 activation bytes broadcast.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/int8/qgemm.h"
+#include "kernels/int8/qgemm_internal.h"
+
+namespace tern::kernels {
+
+namespace {
+
+inline int32_t load_u32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int P, int N>
+void tile(const QgemmBlock& b) {
+  __m512i acc[P][N];
+  for (int p = 0; p < P; ++p)
+    for (int n = 0; n < N; ++n) acc[p][n] = _mm512_setzero_si512();
+  const int64_t panel_bytes = b.steps * kQPanelRows * kQStep;
+  const int8_t* w = b.panels;
+  const uint8_t* x = b.x;
+  for (int64_t s = 0; s < b.steps; ++s) {
+    __m512i wv[P];
+    for (int p = 0; p < P; ++p) wv[p] = _mm512_loadu_si512(w + p * panel_bytes + s * kQPanelRows * kQStep);
+#pragma GCC unroll 12
+    for (int n = 0; n < N; ++n) {
+      __m512i xb = _mm512_set1_epi32(load_u32(x + n * b.x_stride + s * kQStep));
+      for (int p = 0; p < P; ++p) acc[p][n] = _mm512_dpbusd_epi32(acc[p][n], xb, wv[p]);
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    int64_t valid = b.rows_valid - p * kQPanelRows;
+    __mmask16 mask = valid >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1u);
+    for (int n = 0; n < N; ++n) _mm512_mask_storeu_epi32(b.c + n * b.ldc + p * kQPanelRows, mask, acc[p][n]);
+  }
+}
+
+template <int P>
+void dispatch_cols(const QgemmBlock& b) {
+  switch (b.cols) {
+    case 1: return tile<P, 1>(b);
+    case 2: return tile<P, 2>(b);
+    case 3: return tile<P, 3>(b);
+    case 4: return tile<P, 4>(b);
+    case 5: return tile<P, 5>(b);
+    case 6: return tile<P, 6>(b);
+    case 7: return tile<P, 7>(b);
+    case 8: return tile<P, 8>(b);
+    case 9: return tile<P, 9>(b);
+    case 10: return tile<P, 10>(b);
+    case 11: return tile<P, 11>(b);
+    default: return tile<P, 12>(b);
+  }
+}
+
+}  // namespace
+
+void qgemm_block_avx512_vnni(const QgemmBlock& b) {
+  if (b.panel_count == 2) dispatch_cols<2>(b);
+  else dispatch_cols<1>(b);
+}
+
+}  // namespace tern::kernels
