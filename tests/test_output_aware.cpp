@@ -71,7 +71,7 @@ TEST(OutputAware, NeverWorseOnTheOutputThanPerGroupRounding) {
       for (size_t g = 0; g < aware.scales.size(); ++g) {
         float step = aware.filter_steps[g / static_cast<size_t>(per_filter)];
         float u = std::round(aware.scales[g].positive / step);
-        EXPECT_TRUE(u >= 0 && u <= 255 && u * step == aware.scales[g].positive);
+        EXPECT_TRUE(u >= 0 && u <= q::kScaleUnitMax && u * step == aware.scales[g].positive);
       }
     }
   }

@@ -101,10 +101,10 @@ TEST(QuantizeWeights, TwoLevelScalesAreEightBitMultiplesOfAFilterStep) {
       const GroupScales& e = exact.scales[static_cast<size_t>(g)];
       top = std::max(top, e.positive);
       float u = std::round(s.positive / step);
-      EXPECT_TRUE(u >= 0 && u <= 255 && u * step == s.positive) << "group " << g;
+      EXPECT_TRUE(u >= 0 && u <= kScaleUnitMax && u * step == s.positive) << "group " << g;
       EXPECT_LE(std::fabs(s.positive - e.positive), 0.5f * step * 1.0001f) << "group " << g;
     }
-    EXPECT_FLOAT_EQ(step, top / 255.0f);
+    EXPECT_FLOAT_EQ(step, top / static_cast<float>(kScaleUnitMax));
   }
   // Per-channel groups (one per filter) keep float scales: nothing to gain.
   config = {WeightFormat::kInt, TernaryMethod::kFgq, 8, 0};

@@ -67,11 +67,12 @@ struct QuantizedWeights {
   double zero_fraction = 0;   // share of zero codes
   double sqnr_db = 0;         // 10 log10(||W||^2 / ||W - Q(W)||^2); +inf when exact
   // Two-level scales, used when a filter has several groups (fine-grained groups along channels or
-  // taps) unless config.float_scales: every group scale is u * filter_steps[o] with u an 8-bit
-  // integer (0..255) and one float32 step per output filter. Storage drops from 32 to 8 bits per
-  // group (N=4 ternary: 2 + 8/4 = 4 bits per weight instead of 10) and the group multiply becomes
-  // an integer one; the step is max scale / 255, so a scale moves by at most step / 2. Empty: the
-  // scales are plain float32.
+  // taps) unless config.float_scales: every group scale is u * filter_steps[o] with u an integer
+  // in 0..127 (stored in a byte) and one float32 step per output filter. Storage drops from 32 to
+  // 8 bits per group (N=4 ternary: 2 + 8/4 = 4 bits per weight instead of 10) and the group
+  // multiply becomes an integer one: a ternary code times its unit is an int8 weight in
+  // [-127, 127], so the integer runtime runs the layer as an int8 GEMM. The step is max scale /
+  // 127, so a scale moves by at most step / 2. Empty: the scales are plain float32.
   std::vector<float> filter_steps;
 
   float dequantized(int64_t o, int64_t c, int64_t t) const;
@@ -105,11 +106,15 @@ bool uses_filter_steps(const WeightGrouping& grouping, const WeightQuantConfig& 
 // Rounds every group scale of q to u * step (see filter_steps); a group whose scale rounds to 0
 // gets all-zero codes. Then refreshes zero_fraction and sqnr_db against `weights`.
 void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights, bool log_scales = false);
-// u * step with u = round(scale / step) clamped to [0, 255]; 0 when step is 0. The one rounding of
+// The largest unit of a linear two-level group scale (7 bits, see filter_steps).
+constexpr int kScaleUnitMax = 127;
+// u * step with u = round(scale / step) clamped to [0, kScaleUnitMax] (linear) or the log grid's
+// [0, 255]; 0 when step is 0. The one rounding of
 // group scales (quantizer, output-aware rounding, file loader all use it).
 float round_to_step(float scale, float step, bool log_scales = false);
-// The 8-bit unit of a two-level group scale and back. Linear (default): scale = u * step, step =
-// the filter's largest scale / 255. Logarithmic (log_scales): step = the filter's largest scale,
+// The unit of a two-level group scale and back. Linear (default): scale = u * step, u in 0..127,
+// step = the filter's largest scale / 127. Logarithmic (log_scales; 8-bit units, simulation only:
+// the integer runtime needs linear units): step = the filter's largest scale,
 // scale = step * 2^((u - 255) / 16) for u >= 1 and 0 for u = 0: every scale within 2.2 % of its
 // value over a 2^16 range, where linear steps lose small group scales entirely.
 uint8_t scale_unit(float scale, float step, bool log_scales);

@@ -54,7 +54,7 @@ commands:
       --rounding output (default with images): codes chosen to minimize each layer's output error
       on the calibration images (GPTQ-style error feedback), keeping the method's group scales;
       weight: each group alone minimizes its weight error (the papers' post-training methods).
-      --group-scales u8 (default): fine-grained group scales as 8-bit multiples of one float32 step
+      --group-scales u8 (default): fine-grained group scales as 7-bit multiples (0..127) of one float32 step
       per filter; log8: 8-bit codes on a logarithmic grid below the filter's largest scale
       (2^(k/16) steps); f32: every group scale float32.
       --residual BUDGET: ternary residual edges. Every ternary layer is expanded into up to

@@ -273,6 +273,9 @@ QuantizedModel load_quantized_model(const TernFile& file) {
                                                            static_cast<size_t>(grouping.count() * spg), what + " scale units");
           const int64_t per_filter = grouping.groups_per_filter();
           for (size_t i = 0; i < units.size(); ++i)
+            check(l.config.log_scales || units[i] <= kScaleUnitMax,
+                  what + ": scale unit " + std::to_string(units[i]) + " above " + std::to_string(kScaleUnitMax));
+          for (size_t i = 0; i < units.size(); ++i)
             s.push_back(unit_scale(units[i], q.filter_steps[i / static_cast<size_t>(spg * per_filter)], l.config.log_scales));
         } else {
           check(!jt[k].contains("filter_steps"), what + ": two-level scales where float scales belong");

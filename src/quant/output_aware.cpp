@@ -203,7 +203,7 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
       float top = 0.0f;
       for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i)
         top = std::max({top, first.scales[static_cast<size_t>(i)].positive, first.scales[static_cast<size_t>(i)].negative});
-      q.filter_steps[static_cast<size_t>(o)] = config.log_scales ? top : top / 255.0f;
+      q.filter_steps[static_cast<size_t>(o)] = config.log_scales ? top : top / static_cast<float>(kScaleUnitMax);
     }
   }
   std::vector<double> current(weights.begin(), weights.end());

@@ -212,7 +212,7 @@ void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights, 
     float top = 0.0f;
     for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i)
       top = std::max({top, q.scales[static_cast<size_t>(i)].positive, q.scales[static_cast<size_t>(i)].negative});
-    float step = log_scales ? top : top / 255.0f;
+    float step = log_scales ? top : top / static_cast<float>(kScaleUnitMax);
     q.filter_steps[static_cast<size_t>(o)] = step;
     for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i) {
       GroupScales& s = q.scales[static_cast<size_t>(i)];
@@ -247,7 +247,7 @@ float unit_scale(uint8_t unit, float step, bool log_scales) {
 
 uint8_t scale_unit(float scale, float step, bool log_scales) {
   if (!(step > 0.0f) || !(scale > 0.0f)) return 0;
-  if (!log_scales) return static_cast<uint8_t>(std::min(255.0f, std::round(scale / step)));
+  if (!log_scales) return static_cast<uint8_t>(std::min(static_cast<float>(kScaleUnitMax), std::round(scale / step)));
   int d = static_cast<int>(std::lround(-16.0 * std::log2(static_cast<double>(scale) / step)));
   uint8_t best = 0;
   float best_error = scale;  // unit 0 (zero)

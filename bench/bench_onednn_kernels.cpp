@@ -1,0 +1,382 @@
+// oneDNN's matmul and convolution on the shapes tern's int8/fp32 kernels are compared on: the peer
+// each tern kernel benchmark should sit beside (same names, same counters).
+//
+//   matmul/{fp32,int8_s32,int8_u8}/N:*/K:*/M:*/omp_threads:{1,2}
+//       src [M x K] (f32, or u8) times constant weights [N x K] (f32, or s8), dst [M x N] (f32, s32,
+//       or u8 with a per-column output scale). N x K = 4096 x 4096 and 11008 x 4096; M = 1, 8, 64.
+//   conv/{fp32,int8_u8}/C:*to*/HW:*/stride:*/batch:*/omp_threads:{1,2}
+//       3x3 pad-1 convolution + bias + ReLU, ResNet-20 (28x28 input) shapes; int8 is u8 src, s8
+//       weights, s32 bias, u8 dst with a per-channel output scale. Batch 1 and 64.
+//
+// Every primitive is created once per benchmark (not timed) with format_tag::any for the weights
+// (and, for convolutions, the activations), so oneDNN picks its preferred layouts; the weights and
+// the input are reordered into them once, outside the loop. The timed loop is execute() + wait().
+// Labels name the implementation oneDNN chose (impl_info_str) and the layouts. Counters: GMAC/s
+// (M*N*K, or batch*OH*OW*Cout*Cin*9) and, for M = 1, weight_GB/s (weight bytes / time: a GEMV
+// streams its weights once, so this is the bandwidth it achieved).
+//
+// oneDNN (Debian's build) runs on OpenMP; each benchmark sets omp_set_num_threads(omp_threads)
+// before creating its primitive, since oneDNN picks its blocking for the thread count it sees then.
+//
+// usage: bench_onednn_kernels [--benchmark_filter=REGEX] [--benchmark_min_time=0.2]
+//                             [--benchmark_format=json] [...other --benchmark_* flags]
+#include <benchmark/benchmark.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <numeric>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace {
+
+using dnnl::memory;
+using Dt = memory::data_type;
+using Tag = memory::format_tag;
+
+// ------------------------------------------------------------------------------------------------
+// Reusable helpers: an engine and stream, deterministic data, layouts and ISA names for reports,
+// and OneDnnKernel, a primitive with all its arguments bound.
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::stream& cpu_stream() {
+  static dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
+// Fills a plain-layout memory with deterministic pseudo-random values: f32 in [-1, 1), s8 in
+// [-127, 127], u8 in [0, 255], s32 in [-1000, 1000].
+void fill(memory& m) {
+  const memory::desc md = m.get_desc();
+  const size_t bytes = md.get_size();
+  uint32_t state = 12345;
+  auto next = [&state] {
+    state = state * 1664525u + 1013904223u;
+    return state >> 8;  // 24 random bits
+  };
+  void* data = m.get_data_handle();
+  switch (md.data_type()) {
+    case Dt::f32: {
+      float* p = static_cast<float*>(data);
+      for (size_t i = 0; i < bytes / sizeof(float); ++i)
+        p[i] = static_cast<float>(next()) / static_cast<float>(1 << 24) * 2.0f - 1.0f;
+      break;
+    }
+    case Dt::s8: {
+      int8_t* p = static_cast<int8_t*>(data);
+      for (size_t i = 0; i < bytes; ++i) p[i] = static_cast<int8_t>(static_cast<int>(next() % 255) - 127);
+      break;
+    }
+    case Dt::u8: {
+      uint8_t* p = static_cast<uint8_t*>(data);
+      for (size_t i = 0; i < bytes; ++i) p[i] = static_cast<uint8_t>(next());
+      break;
+    }
+    case Dt::s32: {
+      int32_t* p = static_cast<int32_t*>(data);
+      for (size_t i = 0; i < bytes / sizeof(int32_t); ++i) p[i] = static_cast<int32_t>(next() % 2001) - 1000;
+      break;
+    }
+    default:
+      std::memset(data, 0, bytes);
+  }
+}
+
+memory filled(const memory::desc& md) {
+  memory m(md, cpu_engine());
+  fill(m);
+  return m;
+}
+
+// `src` in layout `md`: itself if it already is, else a reordered copy (a one-off, not timed).
+memory reordered(memory src, const memory::desc& md) {
+  if (src.get_desc() == md) return src;
+  memory dst(md, cpu_engine());
+  dnnl::reorder(src, dst).execute(cpu_stream(), src, dst);
+  cpu_stream().wait();
+  return dst;
+}
+
+// A layout in oneDNN's verbose notation: dims outermost first ("acdb" is NHWC for a 4-D
+// activation), upper case for blocked dims, then the inner blocks ("aBcd16b"); "+comp" when
+// oneDNN appended compensation data (int8 weights on some ISAs).
+std::string layout(const memory::desc& md) {
+  const dnnl_memory_desc_t& d = md.data;
+  if (d.format_kind != dnnl_blocked) return "opaque";
+  const dnnl_blocking_desc_t& blocking = d.format_desc.blocking;
+  std::vector<int> order(static_cast<size_t>(d.ndims));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return blocking.strides[a] > blocking.strides[b]; });
+  std::string s;
+  for (int dim : order) {
+    bool blocked = false;
+    for (int j = 0; j < blocking.inner_nblks; ++j) blocked |= blocking.inner_idxs[j] == dim;
+    s += static_cast<char>((blocked ? 'A' : 'a') + dim);
+  }
+  for (int j = 0; j < blocking.inner_nblks; ++j)
+    s += std::to_string(blocking.inner_blks[j]) + static_cast<char>('a' + blocking.inner_idxs[j]);
+  if (d.extra.flags != 0) s += "+comp";
+  return s;
+}
+
+const char* isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+  }
+}
+
+std::string onednn_version() {
+  const dnnl::version_t* v = dnnl::version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+
+// A primitive with every argument bound: running it is execute() + wait().
+struct OneDnnKernel {
+  dnnl::primitive primitive;
+  std::unordered_map<int, memory> args;
+  std::string impl;     // pd.impl_info_str(), e.g. "brg:avx512_core_amx"
+  std::string layouts;  // "src:... wei:... dst:..."
+  double macs = 0;            // per execution
+  double weight_bytes = 0;    // in the layout oneDNN chose
+  void run() {
+    primitive.execute(cpu_stream(), args);
+    cpu_stream().wait();
+  }
+};
+
+enum class Precision { kFp32, kInt8S32, kInt8U8 };
+
+const char* to_string(Precision p) {
+  switch (p) {
+    case Precision::kFp32: return "fp32";
+    case Precision::kInt8S32: return "int8_s32";
+    case Precision::kInt8U8: return "int8_u8";
+  }
+  return "?";
+}
+
+Dt activation_type(Precision p) { return p == Precision::kFp32 ? Dt::f32 : Dt::u8; }
+Dt weight_type(Precision p) { return p == Precision::kFp32 ? Dt::f32 : Dt::s8; }
+Dt output_type(Precision p) {
+  return p == Precision::kFp32 ? Dt::f32 : p == Precision::kInt8S32 ? Dt::s32 : Dt::u8;
+}
+
+// ------------------------------------------------------------------------------------------------
+// matmul: dst[M x N] = src[M x K] * weights[N x K]^T. oneDNN's weights are K x N; a model's N x K
+// row-major matrix is K x N in layout "ba", which is how the user copy is made before the reorder.
+
+struct MatmulSpec {
+  int64_t m, n, k;
+  Precision precision;
+};
+
+OneDnnKernel make_matmul(const MatmulSpec& spec) {
+  const Precision p = spec.precision;
+  memory::desc src_md({spec.m, spec.k}, activation_type(p), Tag::ab);
+  memory::desc weights_any({spec.k, spec.n}, weight_type(p), Tag::any);
+  memory::desc dst_md({spec.m, spec.n}, output_type(p), Tag::ab);
+  dnnl::primitive_attr attr;
+  // Per-column scales, as per-output-channel weight quantization gives; sized so the u8 outputs
+  // mostly fall inside [0, 255] (saturation does not change the speed anyway).
+  if (p == Precision::kInt8U8)
+    attr.set_output_scales(1 << 1, std::vector<float>(static_cast<size_t>(spec.n), 1.0f / (64.0f * spec.k)));
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src_md, weights_any, dst_md), attr, cpu_engine());
+
+  OneDnnKernel kernel;
+  memory weights = reordered(filled(memory::desc({spec.k, spec.n}, weight_type(p), Tag::ba)), pd.weights_desc());
+  kernel.args = {{DNNL_ARG_SRC, filled(pd.src_desc())},
+                 {DNNL_ARG_WEIGHTS, weights},
+                 {DNNL_ARG_DST, memory(pd.dst_desc(), cpu_engine())}};
+  kernel.primitive = dnnl::matmul(pd);
+  kernel.impl = pd.impl_info_str();
+  kernel.layouts = "wei:" + layout(pd.weights_desc());
+  kernel.macs = static_cast<double>(spec.m) * static_cast<double>(spec.n) * static_cast<double>(spec.k);
+  kernel.weight_bytes = static_cast<double>(pd.weights_desc().get_size());
+  return kernel;
+}
+
+// ------------------------------------------------------------------------------------------------
+// convolution: 3x3, pad 1, bias, ReLU post-op; NHWC user input reordered once into the layout
+// oneDNN chose; weights from ONNX's OIHW.
+
+struct ConvSpec {
+  int64_t batch, c_in, c_out, hw, stride;
+  Precision precision;
+  int64_t out_hw() const { return (hw + 2 - 3) / stride + 1; }
+};
+
+OneDnnKernel make_conv(const ConvSpec& spec) {
+  const Precision p = spec.precision;
+  const int64_t oh = spec.out_hw();
+  memory::desc src_any({spec.batch, spec.c_in, spec.hw, spec.hw}, activation_type(p), Tag::any);
+  memory::desc weights_any({spec.c_out, spec.c_in, 3, 3}, weight_type(p), Tag::any);
+  memory::desc bias_md({spec.c_out}, p == Precision::kFp32 ? Dt::f32 : Dt::s32, Tag::x);
+  memory::desc dst_any({spec.batch, spec.c_out, oh, oh}, output_type(p), Tag::any);
+  dnnl::primitive_attr attr;
+  dnnl::post_ops ops;
+  ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+  attr.set_post_ops(ops);
+  if (p != Precision::kFp32)
+    attr.set_output_scales(1 << 1, std::vector<float>(static_cast<size_t>(spec.c_out), 1.0f / (64.0f * 9 * spec.c_in)));
+  dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                       src_any, weights_any, bias_md, dst_any, {spec.stride, spec.stride}, {1, 1},
+                                       {1, 1});
+  dnnl::convolution_forward::primitive_desc pd(desc, attr, cpu_engine());
+
+  OneDnnKernel kernel;
+  memory src = reordered(filled(memory::desc({spec.batch, spec.c_in, spec.hw, spec.hw}, activation_type(p), Tag::nhwc)),
+                         pd.src_desc());
+  memory weights =
+      reordered(filled(memory::desc({spec.c_out, spec.c_in, 3, 3}, weight_type(p), Tag::oihw)), pd.weights_desc());
+  kernel.args = {{DNNL_ARG_SRC, src},
+                 {DNNL_ARG_WEIGHTS, weights},
+                 {DNNL_ARG_BIAS, filled(pd.bias_desc())},
+                 {DNNL_ARG_DST, memory(pd.dst_desc(), cpu_engine())}};
+  kernel.primitive = dnnl::convolution_forward(pd);
+  kernel.impl = pd.impl_info_str();
+  kernel.layouts = "src:" + layout(pd.src_desc()) + " wei:" + layout(pd.weights_desc()) + " dst:" + layout(pd.dst_desc());
+  kernel.macs = static_cast<double>(spec.batch * oh * oh * spec.c_out * spec.c_in * 9);
+  kernel.weight_bytes = static_cast<double>(pd.weights_desc().get_size());
+  return kernel;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Benchmarks. Google Benchmark calls a benchmark's function several times while it sizes the run;
+// a one-entry cache keeps the primitive (and its reordered weights) between those calls and frees
+// it when the next benchmark starts, so at most one set of weights is resident.
+
+OneDnnKernel& cached_kernel(const std::string& key, const std::function<OneDnnKernel()>& make) {
+  static std::string cached_key;
+  static std::unique_ptr<OneDnnKernel> cached;
+  if (!cached || cached_key != key) {
+    cached.reset();
+    cached = std::make_unique<OneDnnKernel>(make());
+    cached_key = key;
+    std::fprintf(stderr, "%s: %s %s\n", key.c_str(), cached->impl.c_str(), cached->layouts.c_str());
+  }
+  return *cached;
+}
+
+void run_kernel(benchmark::State& state, const std::string& name, const std::function<OneDnnKernel()>& make,
+                bool report_weight_bandwidth) {
+  const int threads = static_cast<int>(state.range(0));
+  omp_set_num_threads(threads);  // before creation: oneDNN sizes its work split to the thread count
+  OneDnnKernel* kernel;
+  try {
+    kernel = &cached_kernel(name + "/omp_threads:" + std::to_string(threads), make);
+    kernel->run();  // warm-up: first-touch of the destination, scratchpad allocation
+  } catch (const dnnl::error& e) {
+    state.SkipWithError((std::string("oneDNN: ") + e.what()).c_str());
+    return;
+  }
+  for (auto _ : state) kernel->run();
+  state.counters["GMAC/s"] = benchmark::Counter(kernel->macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  if (report_weight_bandwidth)
+    state.counters["weight_GB/s"] =
+        benchmark::Counter(kernel->weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(kernel->impl + " " + kernel->layouts);
+}
+
+void register_kernel(const std::string& name, std::function<OneDnnKernel()> make, bool report_weight_bandwidth) {
+  benchmark::RegisterBenchmark(name.c_str(),
+                               [name, make, report_weight_bandwidth](benchmark::State& state) {
+                                 run_kernel(state, name, make, report_weight_bandwidth);
+                               })
+      ->ArgName("omp_threads")
+      ->Arg(2)
+      ->Arg(1)
+      ->UseRealTime()  // multi-threaded: the main thread's CPU time means nothing
+      ->Unit(benchmark::kMicrosecond);
+}
+
+void register_matmuls() {
+  const int64_t kNk[][2] = {{4096, 4096}, {11008, 4096}};
+  for (Precision p : {Precision::kInt8U8, Precision::kInt8S32, Precision::kFp32})
+    for (const auto& nk : kNk)
+      for (int64_t m : {1, 8, 64}) {
+        MatmulSpec spec{m, nk[0], nk[1], p};
+        std::string name = std::string("matmul/") + to_string(p) + "/N:" + std::to_string(spec.n) +
+                           "/K:" + std::to_string(spec.k) + "/M:" + std::to_string(m);
+        register_kernel(name, [spec] { return make_matmul(spec); }, m == 1);
+      }
+}
+
+void register_convs() {
+  struct Shape {
+    int64_t c_in, c_out, hw, stride;
+  };
+  // ResNet-20's 3x3 convolutions on a 28x28 input: the three stages and the two downsampling ones.
+  const Shape kShapes[] = {{16, 16, 28, 1}, {32, 32, 14, 1}, {64, 64, 7, 1}, {16, 32, 28, 2}, {32, 64, 14, 2}};
+  for (Precision p : {Precision::kInt8U8, Precision::kFp32})
+    for (const Shape& s : kShapes)
+      for (int64_t batch : {1, 64}) {
+        ConvSpec spec{batch, s.c_in, s.c_out, s.hw, s.stride, p};
+        std::string name = std::string("conv/") + to_string(p) + "/C:" + std::to_string(s.c_in) + "to" +
+                           std::to_string(s.c_out) + "/HW:" + std::to_string(s.hw) +
+                           "/stride:" + std::to_string(s.stride) + "/batch:" + std::to_string(batch);
+        register_kernel(name, [spec] { return make_conv(spec); }, false);
+      }
+}
+
+// Applied before the command line's own --benchmark_* flags, which therefore override them.
+const char* const kDefaultBenchmarkFlags[] = {"--benchmark_min_time=0.2"};
+
+int run(int argc, char** argv) {
+  std::vector<char*> args{argv[0]};
+  for (const char* flag : kDefaultBenchmarkFlags) args.push_back(const_cast<char*>(flag));
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  int remaining = static_cast<int>(args.size());
+  benchmark::Initialize(&remaining, args.data());
+  if (benchmark::ReportUnrecognizedArguments(remaining, args.data())) return 1;
+
+  benchmark::AddCustomContext("onednn_version", onednn_version());
+  benchmark::AddCustomContext("onednn_isa", isa_name(dnnl::get_effective_cpu_isa()));
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  benchmark::AddCustomContext("omp_wait_policy", wait_policy ? wait_policy : "default");
+  register_matmuls();
+  register_convs();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // As in bench_end_to_end: libgomp reads OMP_WAIT_POLICY when it is loaded, so setting it means
+  // running again. Its default (spinning at barriers) is ruinous on two shared cores; passive is
+  // also what tern's own pool does. An explicit OMP_WAIT_POLICY in the environment is respected.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+    std::fprintf(stderr, "bench_onednn_kernels: warning: could not re-run with OMP_WAIT_POLICY=passive\n");
+  }
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_onednn_kernels: %s\n", e.what());
+    return 1;
+  }
+}
