@@ -10,8 +10,8 @@ set(_tern_avx512_sources
   ${_tern_kernels_dir}/fp32/sgemm_avx512.cpp
   ${_tern_kernels_dir}/fp32/depthwise_conv2d_avx512.cpp)
 
-set(_tern_int8_avx2_sources ${_tern_kernels_dir}/int8/qgemm_avx2.cpp)
-set(_tern_int8_avx512_sources ${_tern_kernels_dir}/int8/qgemm_avx512.cpp)
+set(_tern_int8_avx2_sources ${_tern_kernels_dir}/int8/qgemm_avx2.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx2.cpp)
+set(_tern_int8_avx512_sources ${_tern_kernels_dir}/int8/qgemm_avx512.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx512.cpp)
 
 list(APPEND TERN_KERNEL_SOURCES
   ${_tern_kernels_dir}/cpu_features.cpp
@@ -19,6 +19,7 @@ list(APPEND TERN_KERNEL_SOURCES
   ${_tern_kernels_dir}/fp32/conv2d.cpp
   ${_tern_kernels_dir}/fp32/depthwise_conv2d.cpp
   ${_tern_kernels_dir}/int8/qgemm.cpp
+  ${_tern_kernels_dir}/int8/ternary_panels.cpp
   ${_tern_avx2_sources}
   ${_tern_avx512_sources}
   ${_tern_int8_avx2_sources}

@@ -1,0 +1,69 @@
+// TernaryPanels storage, the reference decoder and the ISA dispatch.
+#include "kernels/int8/ternary_panels.h"
+
+#include "tern/error.h"
+
+namespace tern::kernels {
+
+TernaryPanels::TernaryPanels(int64_t rows, int64_t depth) : rows_(rows), depth_(depth) {
+  check(rows >= 0 && depth >= 0 && depth <= kQMaxDepth, "ternary panels: bad dimensions");
+  size_t n = static_cast<size_t>(panels() * steps());
+  positive_.assign(n, 0);
+  negative_.assign(n, 0);
+  units_.assign(n * kQPanelRows, 0);
+}
+
+void TernaryPanels::set_code(int64_t row, int64_t k, int code) {
+  check(row >= 0 && row < rows_ && k >= 0 && k < depth_, "ternary panels: index out of range");
+  check(code >= -1 && code <= 1, "ternary panels: code " + std::to_string(code) + " is not -1, 0 or +1");
+  size_t i = index(row, k / kQStep);
+  uint64_t bit = uint64_t{1} << ((row % kQPanelRows) * kQStep + k % kQStep);
+  positive_[i] = code > 0 ? positive_[i] | bit : positive_[i] & ~bit;
+  negative_[i] = code < 0 ? negative_[i] | bit : negative_[i] & ~bit;
+}
+
+void TernaryPanels::set_unit(int64_t row, int64_t step, int unit) {
+  check(row >= 0 && row < rows_ && step >= 0 && step < steps(), "ternary panels: index out of range");
+  check(unit >= 0 && unit <= 127, "ternary panels: unit " + std::to_string(unit) + " outside 0..127");
+  units_[index(row, step) * kQPanelRows + static_cast<size_t>(row % kQPanelRows)] = static_cast<uint8_t>(unit);
+}
+
+int TernaryPanels::code(int64_t row, int64_t k) const {
+  size_t i = index(row, k / kQStep);
+  uint64_t bit = uint64_t{1} << ((row % kQPanelRows) * kQStep + k % kQStep);
+  return (positive_[i] & bit) ? 1 : (negative_[i] & bit) ? -1 : 0;
+}
+
+int TernaryPanels::unit(int64_t row, int64_t step) const {
+  return units_[index(row, step) * kQPanelRows + static_cast<size_t>(row % kQPanelRows)];
+}
+
+int64_t TernaryPanels::bytes() const {
+  return static_cast<int64_t>(positive_.size() * 16 + units_.size());
+}
+
+void decode_ternary_reference(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out) {
+  const int64_t steps = t.steps();
+  for (int64_t p = panel_begin; p < panel_end; ++p)
+    for (int64_t s = 0; s < steps; ++s) {
+      size_t i = static_cast<size_t>(p * steps + s);
+      const uint8_t* u = t.units() + i * kQPanelRows;
+      for (int64_t b = 0; b < kQPanelRows * kQStep; ++b) {
+        uint64_t bit = uint64_t{1} << b;
+        int unit = u[b / kQStep];
+        int w = (t.positive()[i] & bit) ? unit : (t.negative()[i] & bit) ? -unit : 0;
+        *out++ = static_cast<int8_t>(w);
+      }
+    }
+}
+
+void decode_ternary(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out) {
+  switch (active_isa()) {
+    case Isa::kAvx512: return decode_ternary_avx512(t, panel_begin, panel_end, out);
+    case Isa::kAvx2: return decode_ternary_avx2(t, panel_begin, panel_end, out);
+    case Isa::kScalar: break;
+  }
+  decode_ternary_reference(t, panel_begin, panel_end, out);
+}
+
+}  // namespace tern::kernels

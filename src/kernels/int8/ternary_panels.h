@@ -1,0 +1,65 @@
+// Ternary weights kept at 2 bits per weight in the integer GEMM's panel order, and the decoders
+// that turn them into int8 panels (qgemm.h's layout) right before use.
+//
+// A ternary layer with two-level group scales has integer weights w = u * t: t in {-1, 0, +1}
+// the code, u in 0..127 its group's scale unit (weight_quantization.h). When every 4-value K step
+// of a row lies inside one group (groups of N % 4 == 0 input channels with K ordered tap-major,
+// or groups of 4 kernel taps), one unit per (row, step) describes the layer exactly. Storage per
+// step of a 16-row panel (64 weights): a 64-bit mask of the +1 codes and one of the -1 codes
+// (bit 4r + j for row r, lane j: the byte order of the int8 panel), and the 16 rows' units:
+// 32 bytes, 4 bits per weight. No int8 copy of the weights is kept.
+//
+// The decoders write the int8 panel bytes w = u * t; AVX-512 turns the masks into byte masks
+// directly (kmov), AVX2 expands them with a shuffle and compare. decode_ternary_reference is the
+// oracle.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/int8/qgemm.h"
+
+namespace tern::kernels {
+
+class TernaryPanels {
+ public:
+  TernaryPanels() = default;
+  TernaryPanels(int64_t rows, int64_t depth);  // all zero
+  int64_t rows() const { return rows_; }
+  int64_t depth() const { return depth_; }
+  int64_t steps() const { return (depth_ + kQStep - 1) / kQStep; }
+  int64_t panels() const { return (rows_ + kQPanelRows - 1) / kQPanelRows; }
+
+  // Sets code t (-1, 0, +1) of (row, k) and the unit of (row, k's step). Throws Error for a code
+  // outside {-1, 0, 1} or a unit above 127.
+  void set_code(int64_t row, int64_t k, int code);
+  void set_unit(int64_t row, int64_t step, int unit);
+  int code(int64_t row, int64_t k) const;
+  int unit(int64_t row, int64_t step) const;
+
+  // Raw storage, per (panel, step): positive mask, negative mask (uint64 each), 16 units.
+  const uint64_t* positive() const { return positive_.data(); }
+  const uint64_t* negative() const { return negative_.data(); }
+  const uint8_t* units() const { return units_.data(); }
+  int64_t bytes() const;  // storage: 2 bits per weight + one byte per row-step
+
+ private:
+  size_t index(int64_t row, int64_t step) const {
+    return static_cast<size_t>((row / kQPanelRows) * steps() + step);
+  }
+  int64_t rows_ = 0, depth_ = 0;
+  std::vector<uint64_t> positive_, negative_;
+  std::vector<uint8_t> units_;  // [panel][step][16]
+};
+
+// Writes int8 panels [panel_begin, panel_end) of w = u * t, in QPackedWeights' byte layout
+// (steps() * 64 bytes per panel), to `out`.
+void decode_ternary_reference(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
+// The same on the active ISA (AVX-512 BW, AVX2, or the reference).
+void decode_ternary(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
+
+// Internal: per-ISA decoders (same contract).
+void decode_ternary_avx2(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
+void decode_ternary_avx512(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
+
+}  // namespace tern::kernels

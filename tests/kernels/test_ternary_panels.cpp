@@ -1,0 +1,85 @@
+// Ternary panels: every ISA's decoder bit for bit against the reference, on shapes with row and
+// K tails; the decoded bytes are exactly QPackedWeights' layout of w = u * t (so qgemm on them
+// equals the reference GEMM of those int8 weights); bad codes and units are errors.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <vector>
+
+#include "kernel_test_util.h"
+#include "kernels/int8/qgemm.h"
+#include "kernels/int8/ternary_panels.h"
+#include "tern/error.h"
+
+namespace tern::kernels {
+namespace {
+
+using testing::IsaTest;
+
+struct Case {
+  TernaryPanels panels;
+  std::vector<int8_t> dense;  // row-major w = u * t
+};
+
+Case random_case(int64_t rows, int64_t depth, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> code(-1, 1), unit(0, 127), pick(0, 7);
+  Case c{TernaryPanels(rows, depth), std::vector<int8_t>(static_cast<size_t>(rows * depth))};
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t s = 0; s < c.panels.steps(); ++s) {
+      int u = pick(gen) == 0 ? 127 : unit(gen);
+      c.panels.set_unit(r, s, u);
+      for (int64_t k = s * kQStep; k < std::min(depth, (s + 1) * kQStep); ++k) {
+        int t = code(gen);
+        c.panels.set_code(r, k, t);
+        c.dense[static_cast<size_t>(r * depth + k)] = static_cast<int8_t>(t * u);
+      }
+    }
+  return c;
+}
+
+class TernaryDecodeTest : public IsaTest {};
+
+TEST_P(TernaryDecodeTest, MatchesReferenceAndQgemmLayout) {
+  uint32_t seed = 1;
+  for (int64_t rows : {1, 5, 16, 17, 33, 64})
+    for (int64_t depth : {1, 3, 4, 9, 36, 37, 144}) {
+      Case c = random_case(rows, depth, seed++);
+      const int64_t bytes = c.panels.panels() * c.panels.steps() * kQPanelRows * kQStep;
+      std::vector<int8_t> want(static_cast<size_t>(bytes)), got(static_cast<size_t>(bytes), 99);
+      decode_ternary_reference(c.panels, 0, c.panels.panels(), want.data());
+      decode_ternary(c.panels, 0, c.panels.panels(), got.data());
+      ASSERT_EQ(got, want) << "rows=" << rows << " depth=" << depth;
+      QPackedWeights packed = QPackedWeights::pack(c.dense.data(), rows, depth, depth);
+      ASSERT_TRUE(std::equal(want.begin(), want.end(), packed.data())) << "layout differs from QPackedWeights";
+      // Decoding a sub-range of panels writes just those.
+      if (c.panels.panels() > 1) {
+        std::vector<int8_t> part(static_cast<size_t>(bytes / c.panels.panels()));
+        decode_ternary(c.panels, 1, 2, part.data());
+        EXPECT_TRUE(std::equal(part.begin(), part.end(), want.begin() + static_cast<long>(part.size())));
+      }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, TernaryDecodeTest, ::testing::ValuesIn(testing::all_isas()), testing::isa_name);
+
+TEST(TernaryPanels, StoresCodesAndUnitsAndRejectsBadOnes) {
+  TernaryPanels p(20, 10);
+  p.set_code(17, 9, -1);
+  p.set_code(17, 8, 1);
+  p.set_unit(17, 2, 127);
+  EXPECT_EQ(p.code(17, 9), -1);
+  EXPECT_EQ(p.code(17, 8), 1);
+  EXPECT_EQ(p.code(17, 7), 0);
+  EXPECT_EQ(p.unit(17, 2), 127);
+  p.set_code(17, 9, 0);
+  EXPECT_EQ(p.code(17, 9), 0);
+  EXPECT_THROW(p.set_code(0, 0, 2), Error);
+  EXPECT_THROW(p.set_unit(0, 0, 128), Error);
+  EXPECT_THROW(p.set_code(20, 0, 1), Error);
+  EXPECT_THROW(p.set_unit(0, 3, 1), Error);
+  EXPECT_EQ(p.bytes(), 2 * 3 * 32);  // 2 panels x 3 steps x (16 mask + 16 unit bytes)
+}
+
+}  // namespace
+}  // namespace tern::kernels
