@@ -2,6 +2,8 @@
 // every quantized and integer path, and the "before" of every speed figure.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -13,9 +15,15 @@
 
 namespace tern {
 
+// Replaces how one node runs: given its inputs (null for absent optional ones) and its inferred
+// output shapes, returns its outputs. How the integer engine runs quantized layers inside a graph.
+using NodeKernel = std::function<std::vector<Tensor>(std::span<const Tensor* const> inputs,
+                                                     const std::vector<Shape>& output_shapes, ThreadPool* pool)>;
+
 struct ExecutorOptions {
   ThreadPool* pool = nullptr;  // null: ThreadPool::global()
   bool profile = false;        // accumulate wall time per node (see Executor::profile)
+  std::map<std::string, NodeKernel> node_kernels;  // by node name; every name must exist
 };
 
 // Time spent in one node over all runs since the executor was made (profile mode).

@@ -22,6 +22,7 @@
 #include "tern/error.h"
 #include "tern/evaluate.h"
 #include "tern/executor.h"
+#include "tern/integer_executor.h"
 #include "tern/model_io.h"
 #include "tern/onnx_import.h"
 #include "tern/passes.h"
@@ -421,7 +422,8 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
 }
 
 int cmd_eval(int argc, char** argv) {
-  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "level"}, {"json"});
+  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "level", "engine"},
+            {"json", "verbose"});
   std::string model = args.model("eval");
   tern::EvalOptions options;
   options.limit = args.get_int("limit", 0, 0, int64_t{1} << 40);
@@ -431,7 +433,21 @@ int cmd_eval(int argc, char** argv) {
   tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
   const char* engine = loaded.engine();
-  tern::Executor executor(std::move(loaded.graph));
+  std::string engine_name = args.get("engine", "simulated");
+  if (engine_name != "simulated" && engine_name != "integer")
+    throw UsageError("--engine: expected simulated or integer, got '" + engine_name + "'");
+  std::optional<tern::IntegerExecutor> integer;
+  std::optional<tern::Executor> plain;
+  if (engine_name == "integer") {
+    check(loaded.quantized.has_value(), model + ": --engine integer needs a quantized .tern model");
+    integer.emplace(*loaded.quantized);
+    engine = "integer";
+    if (args.flag("verbose"))
+      for (const tern::IntegerLayerInfo& l : integer->layers()) std::fprintf(stderr, "%-44s %s\n", l.node.c_str(), l.kernel.c_str());
+  } else {
+    plain.emplace(std::move(loaded.graph));
+  }
+  tern::Executor& executor = integer ? integer->executor() : *plain;
   tern::EvalResult r = tern::evaluate_classifier(executor, data, norm, options);
   if (args.flag("json")) {
     nlohmann::json j = {{"model", model}, {"data", data.name},           {"engine", engine},

@@ -21,6 +21,7 @@ struct Executor::Impl {
   ThreadPool* pool;
   std::vector<std::optional<kernels::PackedConvWeights>> packed_conv;  // per node
   std::vector<std::optional<ops::PackedGemm>> packed_gemm;             // per node
+  std::vector<NodeKernel> overrides;                                  // per node (empty: none)
   std::vector<int> uses;                                              // consumers per value
   bool profiling;
   std::vector<double> node_seconds;
@@ -33,7 +34,15 @@ struct Executor::Impl {
     uses = graph.consumer_counts();
     packed_conv.resize(graph.nodes.size());
     packed_gemm.resize(graph.nodes.size());
-    for (size_t i = 0; i < graph.nodes.size(); ++i) prepare(i);
+    overrides.resize(graph.nodes.size());
+    for (auto& [name, kernel] : options.node_kernels) {
+      auto it = std::find_if(graph.nodes.begin(), graph.nodes.end(), [&](const Node& n) { return n.name == name; });
+      check(it != graph.nodes.end(), (graph.source.empty() ? std::string("model") : graph.source) +
+                                         ": a node kernel names no node '" + name + "'");
+      overrides[static_cast<size_t>(it - graph.nodes.begin())] = kernel;
+    }
+    for (size_t i = 0; i < graph.nodes.size(); ++i)
+      if (!overrides[i]) prepare(i);
   }
 
   // Packs node i's constant weights for the fast kernels (when it has any).
@@ -64,7 +73,8 @@ struct Executor::Impl {
               to_string(old.dtype()) + " " + to_string(old.shape()));
     *graph.value(id).constant = std::move(value);
     for (size_t i = 0; i < graph.nodes.size(); ++i)
-      if (std::find(graph.nodes[i].inputs.begin(), graph.nodes[i].inputs.end(), id) != graph.nodes[i].inputs.end())
+      if (!overrides[i] &&
+          std::find(graph.nodes[i].inputs.begin(), graph.nodes[i].inputs.end(), id) != graph.nodes[i].inputs.end())
         prepare(i);
   }
 
@@ -109,7 +119,9 @@ struct Executor::Impl {
       ops::OpContext ctx{node, node_who(graph.source, node), batch, pool};
       auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       std::vector<Tensor> out;
-      if (packed_conv[n] && in[0]->rank() == static_cast<int64_t>(graph.value(node.inputs[0]).shape.size()))
+      if (overrides[n])
+        out = overrides[n](in, out_shapes, pool);
+      else if (packed_conv[n] && in[0]->rank() == static_cast<int64_t>(graph.value(node.inputs[0]).shape.size()))
         out.push_back(ops::conv_packed(ctx, *in[0], *packed_conv[n], in.size() > 2 ? in[2] : nullptr, out_shapes[0]));
       else if (packed_gemm[n])
         out.push_back(ops::gemm_packed(ctx, *in[0], *packed_gemm[n], out_shapes[0]));

@@ -84,11 +84,18 @@ const char* qgemm_kernel_name() { return kernel_for(active_isa()).name; }
 
 void qgemm(const QPackedWeights& w, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
            ThreadPool* pool) {
-  check(cols >= 0 && x_stride >= w.steps() * kQStep && ldc >= w.rows(), "qgemm: bad strides");
-  if (cols == 0 || w.rows() == 0) return;
+  qgemm_panels(w.data(), w.row_sums(), w.rows(), w.depth(), cols, x, x_stride, c, ldc, pool);
+}
+
+void qgemm_panels(const int8_t* panels, const int32_t* row_sums, int64_t rows, int64_t depth, int64_t cols,
+                  const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc, ThreadPool* pool) {
+  const int64_t steps = (depth + kQStep - 1) / kQStep, panel_count = (rows + kQPanelRows - 1) / kQPanelRows;
+  check(rows >= 0 && depth >= 0 && depth <= kQMaxDepth, "qgemm: bad weight dimensions");
+  check(cols >= 0 && x_stride >= steps * kQStep && ldc >= rows, "qgemm: bad strides");
+  if (cols == 0 || rows == 0) return;
   const QgemmKernel k = kernel_for(active_isa());
-  const int64_t panel_bytes = w.steps() * kQPanelRows * kQStep;
-  const int64_t pairs = (w.panels() + 1) / 2;
+  const int64_t panel_bytes = steps * kQPanelRows * kQStep;
+  const int64_t pairs = (panel_count + 1) / 2;
   // Work items: (column block, panel pair); columns outermost so a thread's weights stay in cache
   // while it sweeps its columns. With few columns (a GEMV) the panel pairs spread over threads.
   const int64_t col_blocks = (cols + k.cols - 1) / k.cols;
@@ -96,11 +103,11 @@ void qgemm(const QPackedWeights& w, int64_t cols, const uint8_t* x, int64_t x_st
     for (int64_t item = begin; item < end; ++item) {
       int64_t cb = item / pairs, pp = item % pairs;
       QgemmBlock b;
-      b.panels = w.data() + 2 * pp * panel_bytes;
-      b.steps = w.steps();
-      b.panel_count = std::min<int64_t>(2, w.panels() - 2 * pp);
-      b.rows_valid = std::min<int64_t>(w.rows() - 2 * pp * kQPanelRows, b.panel_count * kQPanelRows);
-      b.row_sums = w.row_sums() + 2 * pp * kQPanelRows;
+      b.panels = panels + 2 * pp * panel_bytes;
+      b.steps = steps;
+      b.panel_count = std::min<int64_t>(2, panel_count - 2 * pp);
+      b.rows_valid = std::min<int64_t>(rows - 2 * pp * kQPanelRows, b.panel_count * kQPanelRows);
+      b.row_sums = row_sums + 2 * pp * kQPanelRows;
       b.x = x + cb * k.cols * x_stride;
       b.x_stride = x_stride;
       b.cols = std::min(k.cols, cols - cb * k.cols);

@@ -62,6 +62,12 @@ void qgemm_reference(const int8_t* w, int64_t rows, int64_t depth, int64_t w_str
 void qgemm(const QPackedWeights& w, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
            ThreadPool* pool);
 
+// The same on raw panels in QPackedWeights' layout (e.g. just decoded from ternary codes):
+// `panels` holds ceil(rows / 16) panels of ceil(depth / 4) * 64 bytes; row_sums has a value for
+// every padded row (used by kernels that offset activations).
+void qgemm_panels(const int8_t* panels, const int32_t* row_sums, int64_t rows, int64_t depth, int64_t cols,
+                  const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc, ThreadPool* pool);
+
 // Which kernel qgemm uses on this CPU at the active ISA ("avx512-vnni", "avx2", "scalar").
 const char* qgemm_kernel_name();
 

@@ -1,0 +1,339 @@
+// The integer engine (see tern/integer_executor.h): quantized Conv/Gemm nodes of the simulation
+// graph run as integer kernels through the executor's node-kernel hook.
+#include "tern/integer_executor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+#include "exec/fp32_ops.h"
+#include "kernels/int8/qgemm.h"
+#include "kernels/int8/ternary_panels.h"
+#include "tern/error.h"
+
+namespace tern {
+
+namespace {
+
+using kernels::kQPanelRows;
+using kernels::kQStep;
+
+// One term's integer weights for one convolution group: rows = filters of the group, depth =
+// taps * channels, K tap-major (k = tap * channels + channel, an NHWC patch's order).
+struct TermGroup {
+  std::optional<kernels::TernaryPanels> ternary;  // when every row-step has one magnitude
+  kernels::QPackedWeights dense;                  // otherwise
+  std::vector<int32_t> row_sums;                  // padded to whole panels
+};
+
+struct IntTerm {
+  std::vector<TermGroup> groups;
+  std::vector<float> step;  // per output filter: the integer weight's real value is w * step
+};
+
+struct IntLayer {
+  std::string node;
+  bool gemm = false;
+  ConvAttrs conv;
+  Shape weight_shape;
+  int64_t out = 0, in = 0, taps = 0, groups = 1;  // in: channels per group
+  quant::ActivationQuant input;
+  std::vector<IntTerm> terms;  // every stored term
+  int active = 1;
+  std::vector<float> bias;     // dequantized, per filter (empty: none)
+  float clamp_lo = -INFINITY, clamp_hi = INFINITY;
+  bool uses_panels = false;
+};
+
+// The exact integer form of a term: w[o][k] (tap-major within each group) with w * step[o] its
+// value. nullopt (and `why`) when there is none.
+std::optional<std::vector<int8_t>> integer_weights(const quant::QuantizedLayer& l, const quant::QuantizedWeights& q,
+                                                   int64_t groups, std::vector<float>& step, std::string& why) {
+  using namespace quant;
+  if (l.config.log_scales) {
+    why = "logarithmic group scales";
+    return std::nullopt;
+  }
+  const WeightGrouping& g = q.grouping;
+  const int64_t out = g.out, in = g.in, taps = g.taps;
+  const bool two_level = !q.filter_steps.empty();
+  step.assign(static_cast<size_t>(out), 0.0f);
+  std::vector<int8_t> w(static_cast<size_t>(out * in * taps));
+  for (int64_t o = 0; o < out; ++o) {
+    const GroupScales& first = q.scales[static_cast<size_t>(g.group_of(o, 0, 0))];
+    step[static_cast<size_t>(o)] = two_level ? q.filter_steps[static_cast<size_t>(o)] : first.positive;
+    for (int64_t c = 0; c < in; ++c)
+      for (int64_t t = 0; t < taps; ++t) {
+        const GroupScales& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
+        int code = q.codes[static_cast<size_t>((o * in + c) * taps + t)];
+        int value = code;
+        if (two_level) {
+          float st = q.filter_steps[static_cast<size_t>(o)];
+          int unit = scale_unit(code >= 0 ? s.positive : s.negative, st, false);
+          value = code * unit;
+        } else if (s.positive != first.positive || s.negative != first.positive) {
+          why = s.positive != s.negative ? "asymmetric float32 scales" : "float32 scales per group";
+          return std::nullopt;
+        }
+        if (value < -127 || value > 127) {
+          why = "codes times group units exceed int8";
+          return std::nullopt;
+        }
+        w[static_cast<size_t>((o * taps + t) * in + c)] = static_cast<int8_t>(value);  // tap-major
+      }
+  }
+  (void)groups;
+  return w;
+}
+
+TermGroup make_term_group(const int8_t* w, int64_t rows, int64_t depth) {
+  TermGroup tg;
+  // Ternary panels when every (row, step) has a single nonzero magnitude.
+  kernels::TernaryPanels panels(rows, depth);
+  bool ternary = true;
+  for (int64_t r = 0; r < rows && ternary; ++r)
+    for (int64_t s = 0; s < panels.steps() && ternary; ++s) {
+      int unit = 0;
+      for (int64_t k = s * kQStep; k < std::min(depth, (s + 1) * kQStep); ++k) {
+        int v = w[r * depth + k];
+        if (v == 0) continue;
+        if (unit == 0) unit = std::abs(v);
+        if (std::abs(v) != unit) ternary = false;
+        panels.set_code(r, k, v > 0 ? 1 : -1);
+      }
+      if (ternary) panels.set_unit(r, s, unit);
+    }
+  tg.row_sums.assign(static_cast<size_t>(panels.panels() * kQPanelRows), 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < depth; ++k) tg.row_sums[static_cast<size_t>(r)] += w[r * depth + k];
+  if (ternary) tg.ternary = std::move(panels);
+  else tg.dense = kernels::QPackedWeights::pack(w, rows, depth, depth);
+  return tg;
+}
+
+}  // namespace
+
+struct IntegerExecutor::Impl {
+  quant::QuantizedModel model;
+  std::vector<IntLayer> layers;
+  std::vector<IntegerLayerInfo> info;
+  std::unique_ptr<Executor> executor;
+  std::vector<int8_t> scratch;  // decoded ternary panels of the layer running now
+
+  Impl(quant::QuantizedModel m, ExecutorOptions options) : model(std::move(m)) {
+    Graph sim = quant::simulation_graph(model);
+    for (const quant::QuantizedLayer& l : model.layers) {
+      const Node* node = nullptr;
+      for (const Node& n : sim.nodes)
+        if (n.name == l.node) node = &n;
+      check(node != nullptr, "integer engine: layer '" + l.node + "' is not in the graph");
+      std::string why = build(l, *node, sim);
+      if (!why.empty()) {
+        info.push_back({l.node, "float32 simulation (" + why + ")"});
+        continue;
+      }
+      size_t index = layers.size() - 1;
+      options.node_kernels[l.node] = [this, index](std::span<const Tensor* const> in, const std::vector<Shape>& shapes,
+                                                   ThreadPool* pool) {
+        return std::vector<Tensor>{run_layer(layers[index], *in[0], shapes[0], pool)};
+      };
+      info.push_back({l.node, describe(layers.back())});
+    }
+    executor = std::make_unique<Executor>(std::move(sim), options);
+  }
+
+  std::string describe(const IntLayer& L) const {
+    std::string s = L.uses_panels ? "ternary-panels" : "int8";
+    if (L.terms.size() > 1) s += " x" + std::to_string(L.active) + "/" + std::to_string(L.terms.size());
+    return s + " " + kernels::qgemm_kernel_name();
+  }
+
+  // Builds the integer form of a layer; returns why not ("" when built).
+  std::string build(const quant::QuantizedLayer& l, const Node& node, const Graph& g) {
+    if (!l.input) return "float32 input";
+    if (node.op == OpType::kConv && node.attr<ConvAttrs>().kernel.size() != 2) return "not a 2-D convolution";
+    IntLayer L;
+    L.node = l.node;
+    L.gemm = node.op == OpType::kGemm;
+    L.input = *l.input;
+    L.out = l.out;
+    L.taps = l.taps;
+    L.groups = L.gemm ? 1 : node.attr<ConvAttrs>().group;
+    L.in = l.in;
+    if (L.gemm) {
+      L.clamp_lo = node.attr<GemmAttrs>().clamp_lo;
+      L.clamp_hi = node.attr<GemmAttrs>().clamp_hi;
+    } else {
+      L.conv = node.attr<ConvAttrs>();
+      L.clamp_lo = L.conv.clamp_lo;
+      L.clamp_hi = L.conv.clamp_hi;
+    }
+    L.weight_shape = g.value(node.inputs[1]).shape;
+    if (node.inputs.size() > 2 && node.inputs[2] != kNoValue && g.is_constant(node.inputs[2])) {
+      const Tensor& b = g.constant(node.inputs[2]);
+      L.bias.assign(b.data<float>(), b.data<float>() + b.size());
+    }
+    const int64_t rows = L.out / L.groups, depth = L.in * L.taps;
+    if (depth > kernels::kQMaxDepth) return "depth above the int32-safe maximum";
+    bool all_panels = true;
+    for (const quant::QuantizedWeights& q : l.terms) {
+      IntTerm term;
+      std::string why;
+      std::optional<std::vector<int8_t>> w = integer_weights(l, q, L.groups, term.step, why);
+      if (!w) return why;
+      for (int64_t gi = 0; gi < L.groups; ++gi) {
+        term.groups.push_back(make_term_group(w->data() + gi * rows * depth, rows, depth));
+        all_panels = all_panels && term.groups.back().ternary.has_value();
+      }
+      L.terms.push_back(std::move(term));
+    }
+    L.uses_panels = all_panels;
+    L.active = l.active_terms;
+    size_t need = 0;
+    for (const IntTerm& t : L.terms)
+      for (const TermGroup& tg : t.groups)
+        if (tg.ternary) need = std::max(need, static_cast<size_t>(tg.ternary->panels() * tg.ternary->steps() * 64));
+    scratch.resize(std::max(scratch.size(), need));
+    layers.push_back(std::move(L));
+    return "";
+  }
+
+  // Codes of one image (or row) at `scale`, offset by 128 when signed (VNNI multiplies u8).
+  static void quantize(const float* x, int64_t count, float scale, const quant::ActivationQuant& a, uint8_t* out,
+                       int64_t out_stride, int64_t per_out) {
+    const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
+    const float hi = static_cast<float>(qmax), lo = a.is_unsigned ? 0.0f : -hi;
+    const int offset = a.is_unsigned ? 0 : 128;
+    for (int64_t i = 0; i < count; ++i) {
+      float v = x[i] / scale;
+      if (std::isnan(v)) throw Error("integer engine: NaN input");
+      int code = static_cast<int>(std::round(std::clamp(v, lo, hi)));
+      out[(i / per_out) * out_stride + i % per_out] = static_cast<uint8_t>(code + offset);
+    }
+  }
+
+  float image_scale(const quant::ActivationQuant& a, const float* x, int64_t count) const {
+    if (!a.dynamic) return a.scale;
+    const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
+    float t = 0.0f;
+    for (int64_t i = 0; i < count; ++i) t = std::max(t, a.is_unsigned ? x[i] : std::fabs(x[i]));
+    check(std::isfinite(t), "integer engine: an image holds an infinite value");
+    if (t == 0.0f) return 1.0f;  // every code is 0 at any scale
+    return a.power_of_two ? quant::power_of_two_scale(t, qmax) : t / static_cast<float>(qmax);
+  }
+
+  Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, ThreadPool* pool) {
+    check(x.dtype() == DataType::kFloat32, L.node + ": integer layer needs float input");
+    const int64_t images = x.dim(0), rows = L.out / L.groups, depth = L.in * L.taps;
+    const int64_t steps = (depth + kQStep - 1) / kQStep, stride = steps * kQStep;
+    const uint8_t zero_code = L.input.is_unsigned ? 0 : 128;
+    kernels::Conv2dShape cs;
+    int64_t positions = 1;  // output positions per image
+    if (!L.gemm) {
+      cs = ops::conv_shape(L.conv, x.shape(), L.weight_shape);
+      positions = cs.out_h() * cs.out_w();
+    }
+    const int64_t per_image = x.size() / std::max<int64_t>(images, 1);
+    std::vector<float> scales(static_cast<size_t>(images));
+    // Activation codes, NHWC (one row of channels per pixel) for a Conv, [N][K] for a Gemm.
+    const int64_t channels = L.gemm ? depth : L.in * L.groups;
+    const int64_t pixels = L.gemm ? 1 : cs.in_h * cs.in_w;
+    std::vector<uint8_t> codes(static_cast<size_t>(images * pixels * channels));
+    for (int64_t n = 0; n < images; ++n) {
+      const float* xn = x.data<float>() + n * per_image;
+      scales[static_cast<size_t>(n)] = image_scale(L.input, xn, per_image);
+      // NCHW -> NHWC: element (c, p) goes to p * channels + c.
+      for (int64_t c = 0; c < channels; ++c)
+        quantize(xn + c * pixels, pixels, scales[static_cast<size_t>(n)], L.input,
+                 codes.data() + n * pixels * channels + c, channels, 1);
+    }
+    Tensor y(DataType::kFloat32, out_shape);
+    const int64_t cols = images * positions;
+    std::vector<uint8_t> patches(static_cast<size_t>(cols * stride), zero_code);
+    std::vector<int32_t> acc(static_cast<size_t>(cols * rows));
+    std::vector<float> sum(static_cast<size_t>(cols * rows));
+    for (int64_t gi = 0; gi < L.groups; ++gi) {
+      // im2col, tap-major: patch k = tap * in + channel.
+      if (L.gemm) {
+        for (int64_t n = 0; n < images; ++n)
+          std::memcpy(&patches[static_cast<size_t>(n * stride)], &codes[static_cast<size_t>(n * depth)], static_cast<size_t>(depth));
+      } else {
+        for (int64_t n = 0; n < images; ++n)
+          for (int64_t oh = 0; oh < cs.out_h(); ++oh)
+            for (int64_t ow = 0; ow < cs.out_w(); ++ow) {
+              uint8_t* patch = &patches[static_cast<size_t>(((n * cs.out_h() + oh) * cs.out_w() + ow) * stride)];
+              for (int64_t kh = 0; kh < cs.kernel_h; ++kh)
+                for (int64_t kw = 0; kw < cs.kernel_w; ++kw) {
+                  int64_t ih = oh * cs.stride_h - cs.pad_top + kh * cs.dilation_h;
+                  int64_t iw = ow * cs.stride_w - cs.pad_left + kw * cs.dilation_w;
+                  uint8_t* dst = patch + (kh * cs.kernel_w + kw) * L.in;
+                  if (ih < 0 || ih >= cs.in_h || iw < 0 || iw >= cs.in_w) std::memset(dst, zero_code, static_cast<size_t>(L.in));
+                  else
+                    std::memcpy(dst, &codes[static_cast<size_t>(((n * cs.in_h + ih) * cs.in_w + iw) * channels + gi * L.in)],
+                                static_cast<size_t>(L.in));
+                }
+            }
+      }
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (int j = 0; j < L.active; ++j) {
+        const IntTerm& term = L.terms[static_cast<size_t>(j)];
+        const TermGroup& tg = term.groups[static_cast<size_t>(gi)];
+        if (tg.ternary) {
+          kernels::decode_ternary(*tg.ternary, 0, tg.ternary->panels(), scratch.data());
+          kernels::qgemm_panels(scratch.data(), tg.row_sums.data(), rows, depth, cols, patches.data(), stride, acc.data(),
+                                rows, pool);
+        } else {
+          kernels::qgemm(tg.dense, cols, patches.data(), stride, acc.data(), rows, pool);
+        }
+        for (int64_t col = 0; col < cols; ++col) {
+          float s = scales[static_cast<size_t>(col / positions)];
+          for (int64_t r = 0; r < rows; ++r) {
+            int64_t a = acc[static_cast<size_t>(col * rows + r)];
+            if (!L.input.is_unsigned) a -= 128 * static_cast<int64_t>(tg.row_sums[static_cast<size_t>(r)]);
+            sum[static_cast<size_t>(col * rows + r)] +=
+                static_cast<float>(a) * (s * term.step[static_cast<size_t>(gi * rows + r)]);
+          }
+        }
+      }
+      // NHWC sums -> NCHW output, with bias and the fused clamp.
+      for (int64_t col = 0; col < cols; ++col) {
+        int64_t n = col / positions, p = col % positions;
+        for (int64_t r = 0; r < rows; ++r) {
+          int64_t o = gi * rows + r;
+          float v = sum[static_cast<size_t>(col * rows + r)] + (L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(o)]);
+          y.data<float>()[(n * L.out + o) * positions + p] = std::clamp(v, L.clamp_lo, L.clamp_hi);
+        }
+      }
+    }
+    return y;
+  }
+
+  void set_level(int level) {
+    std::vector<std::string> changed = quant::set_level(model, level);
+    for (const std::string& name : changed)
+      for (const Value& v : model.graph.values)
+        if (v.name == name && v.constant) executor->set_constant(name, *v.constant);
+    for (IntLayer& L : layers)
+      if (const quant::QuantizedLayer* l = model.find(L.node)) L.active = l->active_terms;
+    for (IntegerLayerInfo& i : info)
+      for (const IntLayer& L : layers)
+        if (L.node == i.node) i.kernel = describe(L);
+  }
+};
+
+IntegerExecutor::IntegerExecutor(quant::QuantizedModel model, ExecutorOptions options)
+    : impl_(std::make_unique<Impl>(std::move(model), std::move(options))) {}
+IntegerExecutor::~IntegerExecutor() = default;
+IntegerExecutor::IntegerExecutor(IntegerExecutor&&) noexcept = default;
+IntegerExecutor& IntegerExecutor::operator=(IntegerExecutor&&) noexcept = default;
+
+std::vector<Tensor> IntegerExecutor::run(std::span<const Tensor> inputs) { return impl_->executor->run(inputs); }
+Tensor IntegerExecutor::run(const Tensor& input) { return impl_->executor->run(input); }
+void IntegerExecutor::set_level(int level) { impl_->set_level(level); }
+int IntegerExecutor::level() const { return impl_->model.level; }
+int IntegerExecutor::max_level() const { return impl_->model.max_level(); }
+const std::vector<IntegerLayerInfo>& IntegerExecutor::layers() const { return impl_->info; }
+Executor& IntegerExecutor::executor() { return *impl_->executor; }
+
+}  // namespace tern

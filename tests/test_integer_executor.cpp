@@ -1,0 +1,214 @@
+// The integer engine against the simulation it must reproduce: the same outputs up to float
+// summation order for every weight format the engine runs, on every ISA, with signed and unsigned,
+// static and dynamic activations, grouped and depthwise convolutions, residual levels; and the
+// bundled ResNet-20's predictions.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/cpu_features.h"
+#include "onnx_builder.h"
+#include "tern/data.h"
+#include "tern/error.h"
+#include "tern/integer_executor.h"
+#include "tern/onnx_import.h"
+#include "tern/quantized_model.h"
+
+namespace tern::testing {
+namespace {
+
+namespace q = tern::quant;
+using kernels::Isa;
+
+// x[N,8,6,6] -> conv 3x3 (+bias) -> relu -> depthwise 3x3 -> clip(0,6) -> grouped 1x1 (2 groups)
+// -> add(skip from the relu) -> conv 3x3 stride 2 -> GAP -> flatten -> gemm(+bias) -> y[N,5].
+Graph model() {
+  OnnxBuilder b;
+  b.input("x", {-1, 8, 6, 6});
+  b.floats("w1", {8, 8, 3, 3}, random_floats(576, 1));
+  b.floats("b1", {8}, random_floats(8, 2));
+  b.floats("wd", {8, 1, 3, 3}, random_floats(72, 3));
+  b.floats("wg", {8, 4, 1, 1}, random_floats(32, 4));
+  b.floats("w3", {12, 8, 3, 3}, random_floats(864, 5));
+  b.floats("wf", {5, 12}, random_floats(60, 6));
+  b.floats("bf", {5}, random_floats(5, 7));
+  b.floats("lo", {}, {0.0f});
+  b.floats("hi", {}, {6.0f});
+  auto& c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"}, "relu1");
+  auto& dw = b.node("Conv", {"r1", "wd"}, {"d"}, "depthwise");
+  OnnxBuilder::attr(dw, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  OnnxBuilder::attr(dw, "group", int64_t{8});
+  b.node("Clip", {"d", "lo", "hi"}, {"dc"}, "clip");
+  auto& gc = b.node("Conv", {"dc", "wg"}, {"g"}, "grouped");
+  OnnxBuilder::attr(gc, "group", int64_t{2});
+  b.node("Add", {"g", "r1"}, {"s"}, "add");
+  auto& c3 = b.node("Conv", {"s", "w3"}, {"c3"}, "conv3");
+  OnnxBuilder::attr(c3, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  OnnxBuilder::attr(c3, "strides", std::vector<int64_t>{2, 2});
+  b.node("GlobalAveragePool", {"c3"}, {"p"}, "gap");
+  b.node("Flatten", {"p"}, {"f"}, "flatten");
+  auto& fc = b.node("Gemm", {"f", "wf", "bf"}, {"y"}, "fc");
+  OnnxBuilder::attr(fc, "transB", int64_t{1});
+  b.output("y");
+  return import_onnx_bytes(b.bytes(), "integer.onnx");
+}
+
+Tensor images(int64_t n, uint32_t seed) { return Tensor::from_floats({n, 8, 6, 6}, random_floats(static_cast<size_t>(n * 288), seed)); }
+
+// Integer and simulated outputs agree to float rounding: the only difference is the order in
+// which the (exact) products are summed.
+void expect_close(const Tensor& a, const Tensor& b, const std::string& what, double tolerance = 1e-4) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  double peak = 0, worst = 0;
+  for (int64_t i = 0; i < a.size(); ++i) {
+    peak = std::max(peak, std::fabs(static_cast<double>(b.data<float>()[i])));
+    worst = std::max(worst, std::fabs(static_cast<double>(a.data<float>()[i]) - b.data<float>()[i]));
+  }
+  EXPECT_LE(worst, tolerance * std::max(peak, 1.0)) << what;
+}
+
+struct Config {
+  std::string name;
+  q::QuantizeOptions options;
+  std::string expect_kernel;  // of conv3 ("" = don't check)
+  // Layers allowed to run in float: asymmetric scales with one group per filter have no single step.
+  std::string float_ok;
+};
+
+std::vector<Config> configs() {
+  std::vector<Config> c;
+  auto base = [] {
+    q::QuantizeOptions o;
+    o.plan.first_last_8bit = false;
+    return o;
+  };
+  q::QuantizeOptions o = base();
+  c.push_back({"ternary fgq N=4", o, "ternary-panels"});
+  o.plan.weights.group_size = 2;
+  c.push_back({"ternary fgq N=2", o, "int8"});  // a step spans two groups: dense int8 panels
+  o = base();
+  o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+  c.push_back({"int8 per channel", o, "int8"});
+  o.plan.weights.bits = 4;
+  c.push_back({"int4 per channel", o, "int8"});
+  o = base();
+  o.plan.weights.method = q::TernaryMethod::kFgqAsymmetric;
+  c.push_back({"fgq-asym N=4", o, "int8", "grouped"});
+  o = base();
+  o.plan.weights.method = q::TernaryMethod::kTwn;
+  o.plan.weights.group_size = q::kWholeFilter;
+  c.push_back({"twn per filter (float scales)", o, "ternary-panels"});
+  o = base();
+  o.plan.weights.method = q::TernaryMethod::kCluster;
+  o.plan.weights.group_size = 4;
+  c.push_back({"cluster of 4 filters", o, "ternary-panels"});
+  o = base();
+  o.activation_mode = q::ActivationMode::kDynamic;
+  c.push_back({"dynamic activations", o, "ternary-panels"});
+  o.power_of_two = true;
+  c.push_back({"dynamic power-of-two activations", o, ""});
+  o = base();
+  o.plan.activation_bits = 4;
+  c.push_back({"4-bit activations", o, ""});
+  o = base();
+  o.output_aware = true;
+  o.residual = q::parse_residual_budget("all");
+  o.residual_fallback = false;
+  c.push_back({"residual terms", o, "ternary-panels x"});
+  return c;
+}
+
+class IntegerEngine : public ::testing::TestWithParam<Isa> {
+ protected:
+  void SetUp() override {
+    if (!kernels::isa_supported(GetParam())) GTEST_SKIP() << "CPU lacks " << kernels::to_string(GetParam());
+    kernels::set_isa_override(GetParam());
+  }
+  void TearDown() override { kernels::set_isa_override(std::nullopt); }
+};
+
+TEST_P(IntegerEngine, MatchesTheSimulationForEveryFormat) {
+  Graph g = model();
+  Tensor calib = images(32, 11), x = images(9, 12);
+  for (Config& c : configs()) {
+    q::QuantizedModel m = q::quantize_model(g, c.options, &calib);
+    Executor sim(q::simulation_graph(m));
+    IntegerExecutor engine(m);
+    for (const IntegerLayerInfo& l : engine.layers()) {
+      if (l.node != c.float_ok) EXPECT_EQ(l.kernel.find("float32"), std::string::npos) << c.name << ": " << l.node << " [" << l.kernel << "]";
+      if (l.node == "conv3" && !c.expect_kernel.empty()) EXPECT_EQ(l.kernel.rfind(c.expect_kernel, 0), 0u) << c.name << ": " << l.kernel;
+    }
+    expect_close(engine.run(x), sim.run(x), c.name);
+  }
+}
+
+TEST_P(IntegerEngine, LevelsSwitchLikeTheSimulation) {
+  Graph g = model();
+  Tensor calib = images(32, 21), x = images(5, 22);
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.residual = q::parse_residual_budget("all");
+  o.residual_fallback = false;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ASSERT_GE(m.max_level(), 2);
+  IntegerExecutor engine(m);
+  q::QuantizedSession sim(m);
+  for (int k : {0, m.max_level(), 1, 0, m.max_level()}) {
+    engine.set_level(k);
+    sim.set_level(k);
+    EXPECT_EQ(engine.level(), k);
+    expect_close(engine.run(x), sim.run(x), "level " + std::to_string(k));
+  }
+  EXPECT_THROW(engine.set_level(m.max_level() + 1), Error);
+  EXPECT_EQ(engine.level(), m.max_level());
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, IntegerEngine, ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),
+                         [](const ::testing::TestParamInfo<Isa>& i) { return std::string(kernels::to_string(i.param)); });
+
+TEST(IntegerEngine, LayersWithoutAnIntegerFormRunTheirSimulation) {
+  Graph g = model();
+  Tensor calib = images(16, 31), x = images(3, 32);
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights.log_scales = true;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  IntegerExecutor engine(m);
+  bool any_float = false;
+  for (const IntegerLayerInfo& l : engine.layers()) any_float = any_float || l.kernel.find("logarithmic") != std::string::npos;
+  EXPECT_TRUE(any_float);
+  Executor sim(q::simulation_graph(m));
+  expect_close(engine.run(x), sim.run(x), "log scales");
+}
+
+// The bundled ResNet-20, FGQ N=4 W2A8 (quick per-group rounding): the integer engine predicts
+// what the simulation predicts.
+TEST(IntegerEngine, BundledResNet20PredictsLikeTheSimulation) {
+  Graph g = import_onnx(std::string(TERN_SOURCE_DIR) + "/models/resnet20.onnx");
+  Dataset train = load_idx_dataset("fashion-mnist", "train"), test = load_idx_dataset("fashion-mnist", "test");
+  Normalization norm = normalization_from_metadata(g);
+  Shape in_shape = g.value(g.inputs[0]).shape;
+  Tensor calib = make_batch(train, 0, 64, norm, in_shape);
+  q::QuantizeOptions o;
+  o.input_non_negative = false;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  Executor sim(q::simulation_graph(m));
+  IntegerExecutor engine(m);
+  Tensor x = make_batch(test, 0, 200, norm, in_shape);
+  Tensor a = engine.run(x), b = sim.run(x);
+  int64_t same = 0;
+  for (int64_t i = 0; i < a.dim(0); ++i) {
+    const float* ra = a.data<float>() + i * a.dim(1);
+    const float* rb = b.data<float>() + i * b.dim(1);
+    same += (std::max_element(ra, ra + a.dim(1)) - ra) == (std::max_element(rb, rb + b.dim(1)) - rb);
+  }
+  EXPECT_GE(same, a.dim(0) - 1) << "of " << a.dim(0);
+  // Twenty layers deep, float summation order occasionally moves an activation across a rounding
+  // boundary (one code step); the logits stay within a percent.
+  expect_close(a, b, "resnet20 logits", 1e-2);
+}
+
+}  // namespace
+}  // namespace tern::testing
