@@ -70,16 +70,20 @@ commands:
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
   eval MODEL --data SPEC [--labels Y.npy] [--split test|train] [--limit N] [--batch B] [--json]
-             [--scale S] [--mean M[,M..]] [--std S[,S..]] [--level K|max|all]
+             [--scale S] [--mean M[,M..]] [--std S[,S..]] [--level K|max|all] [--engine simulated|integer]
+             [--verbose]
       top-1/top-5 accuracy and images/s. SPEC: fashion-mnist (Debian's copy), an IDX directory,
       or an .npy image array together with --labels. A quantized model adds its per-layer table.
       --level all evaluates every residual level of one loaded model, switching between them.
+      --engine integer runs a quantized model's Conv/Gemm layers on the integer kernels (default:
+      simulated, FP32 kernels on the exact quantized values); --verbose names each layer's kernel.
   run MODEL --input X.npy --output Y.npy [--level K|max]
       runs the model on an .npy input batch (already normalized) and writes the first output.
   inspect MODEL [--json] [--level K|max]
       layers, output shapes, parameters and multiply-accumulates per layer, totals; for a quantized
       model also its per-layer quantization table, sizes and residual levels (JSON: "quantization").
-  bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max]
+  bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max] [--engine simulated|integer]
+             [--verbose]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
 
   --level K: run a quantized model with its K most important residual edge sets (0: base terms
@@ -719,7 +723,7 @@ int cmd_inspect(int argc, char** argv) {
 }
 
 int cmd_bench(int argc, char** argv) {
-  Args args("bench", argc, argv, 2, {"batch", "seconds", "level"}, {"json", "profile"});
+  Args args("bench", argc, argv, 2, {"batch", "seconds", "level", "engine"}, {"json", "profile", "verbose"});
   std::string model = args.model("bench");
   int64_t batch = args.get_int("batch", 1, 1, 1 << 16);
   double seconds = args.get_double("seconds", 2.0, 0.01, 3600);
@@ -741,7 +745,21 @@ int cmd_bench(int argc, char** argv) {
   }
   tern::ExecutorOptions exec_options;
   exec_options.profile = args.flag("profile");
-  tern::Executor executor(std::move(graph), exec_options);
+  std::string engine_name = args.get("engine", "simulated");
+  if (engine_name != "simulated" && engine_name != "integer")
+    throw UsageError("--engine: expected simulated or integer, got '" + engine_name + "'");
+  std::optional<tern::IntegerExecutor> integer;
+  std::optional<tern::Executor> plain;
+  if (engine_name == "integer") {
+    check(loaded.quantized.has_value(), model + ": --engine integer needs a quantized .tern model");
+    integer.emplace(std::move(*loaded.quantized), exec_options);
+    engine = "integer";
+    if (args.flag("verbose"))
+      for (const tern::IntegerLayerInfo& l : integer->layers()) std::fprintf(stderr, "%-44s %s\n", l.node.c_str(), l.kernel.c_str());
+  } else {
+    plain.emplace(std::move(graph), exec_options);
+  }
+  tern::Executor& executor = integer ? integer->executor() : *plain;
   executor.run(x);  // warm-up: first-touch allocations, caches
   std::vector<double> times;
   auto start = std::chrono::steady_clock::now();
