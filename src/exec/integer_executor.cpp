@@ -140,7 +140,23 @@ struct IntegerExecutor::Impl {
       };
       info.push_back({l.node, describe(layers.back())});
     }
+    drop_input_quantizers(sim);
     executor = std::make_unique<Executor>(std::move(sim), options);
+  }
+
+  // Integer layers quantize their own input (same rounding): they read the value the simulation's
+  // FakeQuantize node reads, and FakeQuantize nodes nobody reads any more go.
+  void drop_input_quantizers(Graph& g) const {
+    std::vector<int> producer = g.producers();
+    for (Node& n : g.nodes) {
+      bool integer = std::any_of(layers.begin(), layers.end(), [&](const IntLayer& L) { return L.node == n.name; });
+      int p = n.inputs.empty() || n.inputs[0] == kNoValue ? -1 : producer[static_cast<size_t>(n.inputs[0])];
+      if (integer && p >= 0 && g.nodes[static_cast<size_t>(p)].op == OpType::kFakeQuantize)
+        n.inputs[0] = g.nodes[static_cast<size_t>(p)].inputs[0];
+    }
+    std::vector<int> uses = g.consumer_counts();
+    for (ValueId out : g.outputs) ++uses[static_cast<size_t>(out)];
+    std::erase_if(g.nodes, [&](const Node& n) { return n.op == OpType::kFakeQuantize && uses[static_cast<size_t>(n.outputs[0])] == 0; });
   }
 
   std::string describe(const IntLayer& L) const {
@@ -199,18 +215,20 @@ struct IntegerExecutor::Impl {
     return "";
   }
 
-  // Codes of one image (or row) at `scale`, offset by 128 when signed (VNNI multiplies u8).
-  static void quantize(const float* x, int64_t count, float scale, const quant::ActivationQuant& a, uint8_t* out,
-                       int64_t out_stride, int64_t per_out) {
+  // Codes of `count` values at `scale` (the simulation's rounding: x / scale, clamped, half away
+  // from zero), offset by 128 when signed (VNNI multiplies u8). A plain loop the compiler vectorizes.
+  static void quantize(const float* x, int64_t count, float scale, const quant::ActivationQuant& a, uint8_t* out) {
     const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
     const float hi = static_cast<float>(qmax), lo = a.is_unsigned ? 0.0f : -hi;
-    const int offset = a.is_unsigned ? 0 : 128;
+    const float offset = a.is_unsigned ? 0.0f : 128.0f;
+    bool nan = false;
     for (int64_t i = 0; i < count; ++i) {
       float v = x[i] / scale;
-      if (std::isnan(v)) throw Error("integer engine: NaN input");
-      int code = static_cast<int>(std::round(std::clamp(v, lo, hi)));
-      out[(i / per_out) * out_stride + i % per_out] = static_cast<uint8_t>(code + offset);
+      nan |= v != v;
+      v = std::min(std::max(v, lo), hi);
+      out[i] = static_cast<uint8_t>(static_cast<int32_t>(v + (v >= 0.0f ? 0.5f : -0.5f)) + static_cast<int32_t>(offset));
     }
+    if (nan) throw Error("integer engine: NaN input");
   }
 
   float image_scale(const quant::ActivationQuant& a, const float* x, int64_t count) const {
@@ -240,14 +258,20 @@ struct IntegerExecutor::Impl {
     const int64_t channels = L.gemm ? depth : L.in * L.groups;
     const int64_t pixels = L.gemm ? 1 : cs.in_h * cs.in_w;
     std::vector<uint8_t> codes(static_cast<size_t>(images * pixels * channels));
-    for (int64_t n = 0; n < images; ++n) {
-      const float* xn = x.data<float>() + n * per_image;
-      scales[static_cast<size_t>(n)] = image_scale(L.input, xn, per_image);
-      // NCHW -> NHWC: element (c, p) goes to p * channels + c.
-      for (int64_t c = 0; c < channels; ++c)
-        quantize(xn + c * pixels, pixels, scales[static_cast<size_t>(n)], L.input,
-                 codes.data() + n * pixels * channels + c, channels, 1);
-    }
+    auto quantize_images = [&](int64_t begin, int64_t end) {
+      std::vector<uint8_t> planar(static_cast<size_t>(per_image));
+      for (int64_t n = begin; n < end; ++n) {
+        const float* xn = x.data<float>() + n * per_image;
+        float s = image_scale(L.input, xn, per_image);
+        scales[static_cast<size_t>(n)] = s;
+        quantize(xn, per_image, s, L.input, planar.data());
+        uint8_t* dst = codes.data() + n * pixels * channels;  // NCHW -> NHWC
+        for (int64_t c = 0; c < channels; ++c)
+          for (int64_t p = 0; p < pixels; ++p) dst[p * channels + c] = planar[static_cast<size_t>(c * pixels + p)];
+      }
+    };
+    if (pool && images > 1) pool->parallel_for(images, quantize_images);
+    else quantize_images(0, images);
     Tensor y(DataType::kFloat32, out_shape);
     const int64_t cols = images * positions;
     std::vector<uint8_t> patches(static_cast<size_t>(cols * stride), zero_code);
@@ -259,10 +283,10 @@ struct IntegerExecutor::Impl {
         for (int64_t n = 0; n < images; ++n)
           std::memcpy(&patches[static_cast<size_t>(n * stride)], &codes[static_cast<size_t>(n * depth)], static_cast<size_t>(depth));
       } else {
-        for (int64_t n = 0; n < images; ++n)
-          for (int64_t oh = 0; oh < cs.out_h(); ++oh)
-            for (int64_t ow = 0; ow < cs.out_w(); ++ow) {
-              uint8_t* patch = &patches[static_cast<size_t>(((n * cs.out_h() + oh) * cs.out_w() + ow) * stride)];
+        auto im2col = [&](int64_t begin, int64_t end) {
+          for (int64_t col = begin; col < end; ++col) {
+              int64_t n = col / positions, oh = col % positions / cs.out_w(), ow = col % cs.out_w();
+              uint8_t* patch = &patches[static_cast<size_t>(col * stride)];
               for (int64_t kh = 0; kh < cs.kernel_h; ++kh)
                 for (int64_t kw = 0; kw < cs.kernel_w; ++kw) {
                   int64_t ih = oh * cs.stride_h - cs.pad_top + kh * cs.dilation_h;
@@ -273,7 +297,10 @@ struct IntegerExecutor::Impl {
                     std::memcpy(dst, &codes[static_cast<size_t>(((n * cs.in_h + ih) * cs.in_w + iw) * channels + gi * L.in)],
                                 static_cast<size_t>(L.in));
                 }
-            }
+          }
+        };
+        if (pool) pool->parallel_for(cols, im2col, 256);
+        else im2col(0, cols);
       }
       std::fill(sum.begin(), sum.end(), 0.0f);
       for (int j = 0; j < L.active; ++j) {
@@ -286,25 +313,33 @@ struct IntegerExecutor::Impl {
         } else {
           kernels::qgemm(tg.dense, cols, patches.data(), stride, acc.data(), rows, pool);
         }
-        for (int64_t col = 0; col < cols; ++col) {
-          float s = scales[static_cast<size_t>(col / positions)];
-          for (int64_t r = 0; r < rows; ++r) {
-            int64_t a = acc[static_cast<size_t>(col * rows + r)];
-            if (!L.input.is_unsigned) a -= 128 * static_cast<int64_t>(tg.row_sums[static_cast<size_t>(r)]);
-            sum[static_cast<size_t>(col * rows + r)] +=
-                static_cast<float>(a) * (s * term.step[static_cast<size_t>(gi * rows + r)]);
+        auto accumulate = [&](int64_t begin, int64_t end) {
+          const int32_t offset = L.input.is_unsigned ? 0 : 128;
+          for (int64_t col = begin; col < end; ++col) {
+            float s = scales[static_cast<size_t>(col / positions)];
+            const int32_t* a = &acc[static_cast<size_t>(col * rows)];
+            float* out = &sum[static_cast<size_t>(col * rows)];
+            const float* st = &term.step[static_cast<size_t>(gi * rows)];
+            for (int64_t r = 0; r < rows; ++r)
+              out[r] += static_cast<float>(a[r] - offset * tg.row_sums[static_cast<size_t>(r)]) * (s * st[r]);
           }
-        }
+        };
+        if (pool) pool->parallel_for(cols, accumulate, 256);
+        else accumulate(0, cols);
       }
       // NHWC sums -> NCHW output, with bias and the fused clamp.
-      for (int64_t col = 0; col < cols; ++col) {
-        int64_t n = col / positions, p = col % positions;
-        for (int64_t r = 0; r < rows; ++r) {
-          int64_t o = gi * rows + r;
-          float v = sum[static_cast<size_t>(col * rows + r)] + (L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(o)]);
-          y.data<float>()[(n * L.out + o) * positions + p] = std::clamp(v, L.clamp_lo, L.clamp_hi);
+      auto store = [&](int64_t begin, int64_t end) {
+        for (int64_t col = begin; col < end; ++col) {
+          int64_t n = col / positions, p = col % positions;
+          for (int64_t r = 0; r < rows; ++r) {
+            int64_t o = gi * rows + r;
+            float v = sum[static_cast<size_t>(col * rows + r)] + (L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(o)]);
+            y.data<float>()[(n * L.out + o) * positions + p] = std::clamp(v, L.clamp_lo, L.clamp_hi);
+          }
         }
-      }
+      };
+      if (pool) pool->parallel_for(cols, store, 256);
+      else store(0, cols);
     }
     return y;
   }
