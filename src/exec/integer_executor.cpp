@@ -89,26 +89,55 @@ std::optional<std::vector<int8_t>> integer_weights(const quant::QuantizedLayer& 
 
 TermGroup make_term_group(const int8_t* w, int64_t rows, int64_t depth) {
   TermGroup tg;
-  // Ternary panels when every (row, step) has a single nonzero magnitude.
-  kernels::TernaryPanels panels(rows, depth);
+  const int64_t steps = (depth + kQStep - 1) / kQStep;
+  // The magnitude of each (row, step)'s nonzero weights: 0 when all are zero, -1 when they differ
+  // (then the layer needs dense int8 panels).
+  std::vector<int> magnitude(static_cast<size_t>(rows * steps), 0);
   bool ternary = true;
-  for (int64_t r = 0; r < rows && ternary; ++r)
-    for (int64_t s = 0; s < panels.steps() && ternary; ++s) {
-      int unit = 0;
-      for (int64_t k = s * kQStep; k < std::min(depth, (s + 1) * kQStep); ++k) {
-        int v = w[r * depth + k];
-        if (v == 0) continue;
-        if (unit == 0) unit = std::abs(v);
-        if (std::abs(v) != unit) ternary = false;
-        panels.set_code(r, k, v > 0 ? 1 : -1);
-      }
-      if (ternary) panels.set_unit(r, s, unit);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < depth; ++k) {
+      int v = std::abs(static_cast<int>(w[r * depth + k]));
+      int& m = magnitude[static_cast<size_t>(r * steps + k / kQStep)];
+      if (v == 0) continue;
+      if (m == 0) m = v;
+      if (m != v) ternary = false;
     }
-  tg.row_sums.assign(static_cast<size_t>(panels.panels() * kQPanelRows), 0);
+  tg.row_sums.assign(static_cast<size_t>((rows + kQPanelRows - 1) / kQPanelRows * kQPanelRows), 0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t k = 0; k < depth; ++k) tg.row_sums[static_cast<size_t>(r)] += w[r * depth + k];
-  if (ternary) tg.ternary = std::move(panels);
-  else tg.dense = kernels::QPackedWeights::pack(w, rows, depth, depth);
+  if (!ternary) {
+    tg.dense = kernels::QPackedWeights::pack(w, rows, depth, depth);
+    return tg;
+  }
+  // The most steps that share one unit everywhere (groups of N = 4 * that along K).
+  auto shares = [&](int64_t spu) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t b = 0; b < steps; b += spu) {
+        int unit = 0;
+        for (int64_t s = b; s < std::min(steps, b + spu); ++s) {
+          int m = magnitude[static_cast<size_t>(r * steps + s)];
+          if (m == 0) continue;
+          if (unit == 0) unit = m;
+          if (m != unit) return false;
+        }
+      }
+    return true;
+  };
+  int64_t spu = 1;
+  for (int64_t candidate : {16, 8, 4, 2})
+    if (candidate <= steps && shares(candidate)) {
+      spu = candidate;
+      break;
+    }
+  kernels::TernaryPanels panels(rows, depth, spu);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < depth; ++k) {
+      int v = w[r * depth + k];
+      if (v == 0) continue;
+      panels.set_code(r, k, v > 0 ? 1 : -1);
+      panels.set_unit(r, k / kQStep, std::abs(v));
+    }
+  tg.ternary = std::move(panels);
   return tg;
 }
 
@@ -119,7 +148,7 @@ struct IntegerExecutor::Impl {
   std::vector<IntLayer> layers;
   std::vector<IntegerLayerInfo> info;
   std::unique_ptr<Executor> executor;
-  std::vector<int8_t> scratch;  // decoded ternary panels of the layer running now
+  std::vector<int8_t> scratch;  // decoded ternary panels of the layer running now (ternary_qgemm)
 
   Impl(quant::QuantizedModel m, ExecutorOptions options) : model(std::move(m)) {
     Graph sim = quant::simulation_graph(model);
@@ -206,11 +235,6 @@ struct IntegerExecutor::Impl {
     }
     L.uses_panels = all_panels;
     L.active = l.active_terms;
-    size_t need = 0;
-    for (const IntTerm& t : L.terms)
-      for (const TermGroup& tg : t.groups)
-        if (tg.ternary) need = std::max(need, static_cast<size_t>(tg.ternary->panels() * tg.ternary->steps() * 64));
-    scratch.resize(std::max(scratch.size(), need));
     layers.push_back(std::move(L));
     return "";
   }
@@ -307,9 +331,8 @@ struct IntegerExecutor::Impl {
         const IntTerm& term = L.terms[static_cast<size_t>(j)];
         const TermGroup& tg = term.groups[static_cast<size_t>(gi)];
         if (tg.ternary) {
-          kernels::decode_ternary(*tg.ternary, 0, tg.ternary->panels(), scratch.data());
-          kernels::qgemm_panels(scratch.data(), tg.row_sums.data(), rows, depth, cols, patches.data(), stride, acc.data(),
-                                rows, pool);
+          kernels::ternary_qgemm(*tg.ternary, tg.row_sums.data(), cols, patches.data(), stride, acc.data(), rows, scratch,
+                                 pool);
         } else {
           kernels::qgemm(tg.dense, cols, patches.data(), stride, acc.data(), rows, pool);
         }

@@ -10,6 +10,7 @@
 #include "kernels/int8/qgemm.h"
 #include "kernels/int8/ternary_panels.h"
 #include "tern/error.h"
+#include "tern/thread_pool.h"
 
 namespace tern::kernels {
 namespace {
@@ -21,18 +22,20 @@ struct Case {
   std::vector<int8_t> dense;  // row-major w = u * t
 };
 
-Case random_case(int64_t rows, int64_t depth, uint32_t seed) {
+Case random_case(int64_t rows, int64_t depth, uint32_t seed, int64_t steps_per_unit = 1) {
   std::mt19937 gen(seed);
   std::uniform_int_distribution<int> code(-1, 1), unit(0, 127), pick(0, 7);
-  Case c{TernaryPanels(rows, depth), std::vector<int8_t>(static_cast<size_t>(rows * depth))};
+  Case c{TernaryPanels(rows, depth, steps_per_unit), std::vector<int8_t>(static_cast<size_t>(rows * depth))};
   for (int64_t r = 0; r < rows; ++r)
-    for (int64_t s = 0; s < c.panels.steps(); ++s) {
-      int u = pick(gen) == 0 ? 127 : unit(gen);
-      c.panels.set_unit(r, s, u);
+    for (int64_t s = 0, u = 0; s < c.panels.steps(); ++s) {
+      if (s % steps_per_unit == 0) {
+        u = pick(gen) == 0 ? 127 : unit(gen);
+        c.panels.set_unit(r, s, static_cast<int>(u));
+      }
       for (int64_t k = s * kQStep; k < std::min(depth, (s + 1) * kQStep); ++k) {
         int t = code(gen);
         c.panels.set_code(r, k, t);
-        c.dense[static_cast<size_t>(r * depth + k)] = static_cast<int8_t>(t * u);
+        c.dense[static_cast<size_t>(r * depth + k)] = static_cast<int8_t>(t * static_cast<int>(u));
       }
     }
   return c;
@@ -43,13 +46,14 @@ class TernaryDecodeTest : public IsaTest {};
 TEST_P(TernaryDecodeTest, MatchesReferenceAndQgemmLayout) {
   uint32_t seed = 1;
   for (int64_t rows : {1, 5, 16, 17, 33, 64})
-    for (int64_t depth : {1, 3, 4, 9, 36, 37, 144}) {
-      Case c = random_case(rows, depth, seed++);
+    for (int64_t depth : {1, 3, 4, 9, 36, 37, 144})
+      for (int64_t spu : {1, 2, 3, 16}) {
+      Case c = random_case(rows, depth, seed++, spu);
       const int64_t bytes = c.panels.panels() * c.panels.steps() * kQPanelRows * kQStep;
       std::vector<int8_t> want(static_cast<size_t>(bytes)), got(static_cast<size_t>(bytes), 99);
       decode_ternary_reference(c.panels, 0, c.panels.panels(), want.data());
       decode_ternary(c.panels, 0, c.panels.panels(), got.data());
-      ASSERT_EQ(got, want) << "rows=" << rows << " depth=" << depth;
+      ASSERT_EQ(got, want) << "rows=" << rows << " depth=" << depth << " steps per unit=" << spu;
       QPackedWeights packed = QPackedWeights::pack(c.dense.data(), rows, depth, depth);
       ASSERT_TRUE(std::equal(want.begin(), want.end(), packed.data())) << "layout differs from QPackedWeights";
       // Decoding a sub-range of panels writes just those.
@@ -59,6 +63,32 @@ TEST_P(TernaryDecodeTest, MatchesReferenceAndQgemmLayout) {
         EXPECT_TRUE(std::equal(part.begin(), part.end(), want.begin() + static_cast<long>(part.size())));
       }
     }
+}
+
+// ternary_qgemm (streaming for few columns, decode + qgemm for more) against the reference GEMM
+// of the dense int8 weights.
+TEST_P(TernaryDecodeTest, TernaryQgemmMatchesReference) {
+  ThreadPool pool(2);
+  std::vector<int8_t> scratch;
+  uint32_t seed = 500;
+  for (int64_t rows : {1, 16, 17, 40})
+    for (int64_t depth : {3, 36, 64, 130})
+      for (int64_t spu : {1, 4})
+        for (int64_t cols : {1, 2, 3, 4, 5, 13}) {
+          Case c = random_case(rows, depth, seed++, spu);
+          const int64_t stride = c.panels.steps() * kQStep + 1;
+          std::mt19937 gen(seed);
+          std::uniform_int_distribution<int> xd(0, 255);
+          std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
+          for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
+          std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
+          std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
+          qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
+          ternary_qgemm(c.panels, sums.data(), cols, x.data(), stride, got.data(), rows, scratch, cols % 2 ? &pool : nullptr);
+          ASSERT_EQ(got, want) << "rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+        }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, TernaryDecodeTest, ::testing::ValuesIn(testing::all_isas()), testing::isa_name);
@@ -79,6 +109,12 @@ TEST(TernaryPanels, StoresCodesAndUnitsAndRejectsBadOnes) {
   EXPECT_THROW(p.set_code(20, 0, 1), Error);
   EXPECT_THROW(p.set_unit(0, 3, 1), Error);
   EXPECT_EQ(p.bytes(), 2 * 3 * 32);  // 2 panels x 3 steps x (16 mask + 16 unit bytes)
+  TernaryPanels shared(20, 64, 4);       // N = 16: one unit per 4 steps
+  shared.set_unit(3, 5, 9);
+  EXPECT_EQ(shared.unit(3, 4), 9);
+  EXPECT_EQ(shared.unit(3, 7), 9);
+  EXPECT_EQ(shared.unit(3, 8), 0);
+  EXPECT_EQ(shared.bytes(), 2 * 16 * 16 + 2 * 4 * 16);
 }
 
 }  // namespace

@@ -5,12 +5,13 @@
 
 namespace tern::kernels {
 
-TernaryPanels::TernaryPanels(int64_t rows, int64_t depth) : rows_(rows), depth_(depth) {
-  check(rows >= 0 && depth >= 0 && depth <= kQMaxDepth, "ternary panels: bad dimensions");
+TernaryPanels::TernaryPanels(int64_t rows, int64_t depth, int64_t steps_per_unit)
+    : rows_(rows), depth_(depth), steps_per_unit_(steps_per_unit) {
+  check(rows >= 0 && depth >= 0 && depth <= kQMaxDepth && steps_per_unit >= 1, "ternary panels: bad dimensions");
   size_t n = static_cast<size_t>(panels() * steps());
   positive_.assign(n, 0);
   negative_.assign(n, 0);
-  units_.assign(n * kQPanelRows, 0);
+  units_.assign(static_cast<size_t>(panels() * unit_blocks() * kQPanelRows), 0);
 }
 
 void TernaryPanels::set_code(int64_t row, int64_t k, int code) {
@@ -25,7 +26,8 @@ void TernaryPanels::set_code(int64_t row, int64_t k, int code) {
 void TernaryPanels::set_unit(int64_t row, int64_t step, int unit) {
   check(row >= 0 && row < rows_ && step >= 0 && step < steps(), "ternary panels: index out of range");
   check(unit >= 0 && unit <= 127, "ternary panels: unit " + std::to_string(unit) + " outside 0..127");
-  units_[index(row, step) * kQPanelRows + static_cast<size_t>(row % kQPanelRows)] = static_cast<uint8_t>(unit);
+  units_[static_cast<size_t>(units_of(row / kQPanelRows, step) - units_.data()) + static_cast<size_t>(row % kQPanelRows)] =
+      static_cast<uint8_t>(unit);
 }
 
 int TernaryPanels::code(int64_t row, int64_t k) const {
@@ -34,9 +36,7 @@ int TernaryPanels::code(int64_t row, int64_t k) const {
   return (positive_[i] & bit) ? 1 : (negative_[i] & bit) ? -1 : 0;
 }
 
-int TernaryPanels::unit(int64_t row, int64_t step) const {
-  return units_[index(row, step) * kQPanelRows + static_cast<size_t>(row % kQPanelRows)];
-}
+int TernaryPanels::unit(int64_t row, int64_t step) const { return units_of(row / kQPanelRows, step)[row % kQPanelRows]; }
 
 int64_t TernaryPanels::bytes() const {
   return static_cast<int64_t>(positive_.size() * 16 + units_.size());
@@ -47,7 +47,7 @@ void decode_ternary_reference(const TernaryPanels& t, int64_t panel_begin, int64
   for (int64_t p = panel_begin; p < panel_end; ++p)
     for (int64_t s = 0; s < steps; ++s) {
       size_t i = static_cast<size_t>(p * steps + s);
-      const uint8_t* u = t.units() + i * kQPanelRows;
+      const uint8_t* u = t.units_of(p, s);
       for (int64_t b = 0; b < kQPanelRows * kQStep; ++b) {
         uint64_t bit = uint64_t{1} << b;
         int unit = u[b / kQStep];
@@ -64,6 +64,21 @@ void decode_ternary(const TernaryPanels& t, int64_t panel_begin, int64_t panel_e
     case Isa::kScalar: break;
   }
   decode_ternary_reference(t, panel_begin, panel_end, out);
+}
+
+void ternary_qgemm(const TernaryPanels& t, const int32_t* row_sums, int64_t cols, const uint8_t* x, int64_t x_stride,
+                   int32_t* c, int64_t ldc, std::vector<int8_t>& scratch, ThreadPool* pool) {
+  check(cols >= 0 && x_stride >= t.steps() * kQStep && ldc >= t.rows(), "ternary qgemm: bad strides");
+  if (cols == 0 || t.rows() == 0) return;
+  if (cols <= kTernaryStreamCols && active_isa() == Isa::kAvx512 && cpu_features().avx512vnni) {
+    auto run = [&](int64_t begin, int64_t end) { ternary_stream_avx512(t, begin, end, cols, x, x_stride, c, ldc); };
+    if (pool && pool->size() > 1 && t.panels() > 1) pool->parallel_for(t.panels(), run);
+    else run(0, t.panels());
+    return;
+  }
+  scratch.resize(static_cast<size_t>(t.panels() * t.steps() * kQPanelRows * kQStep));
+  decode_ternary(t, 0, t.panels(), scratch.data());
+  qgemm_panels(scratch.data(), row_sums, t.rows(), t.depth(), cols, x, x_stride, c, ldc, pool);
 }
 
 }  // namespace tern::kernels

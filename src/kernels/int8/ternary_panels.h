@@ -4,10 +4,12 @@
 // A ternary layer with two-level group scales has integer weights w = u * t: t in {-1, 0, +1}
 // the code, u in 0..127 its group's scale unit (weight_quantization.h). When every 4-value K step
 // of a row lies inside one group (groups of N % 4 == 0 input channels with K ordered tap-major,
-// or groups of 4 kernel taps), one unit per (row, step) describes the layer exactly. Storage per
-// step of a 16-row panel (64 weights): a 64-bit mask of the +1 codes and one of the -1 codes
-// (bit 4r + j for row r, lane j: the byte order of the int8 panel), and the 16 rows' units:
-// 32 bytes, 4 bits per weight. No int8 copy of the weights is kept.
+// or groups of 4 kernel taps), one unit per (row, step) describes the layer exactly; with groups
+// of N = 4s values along K, one unit per (row, s consecutive steps) does (`steps_per_unit` = s).
+// Storage per step of a 16-row panel (64 weights): a 64-bit mask of the +1 codes and one of the
+// -1 codes (bit 4r + j for row r, lane j: the byte order of the int8 panel), plus the 16 rows'
+// units once per s steps: 2 + 8 / (4 s) bits per weight (N = 4: 4 bits, N = 64: 2.125 bits).
+// No int8 copy of the weights is kept.
 //
 // The decoders write the int8 panel bytes w = u * t; AVX-512 turns the masks into byte masks
 // directly (kmov), AVX2 expands them with a shuffle and compare. decode_ternary_reference is the
@@ -18,17 +20,20 @@
 #include <vector>
 
 #include "kernels/int8/qgemm.h"
+#include "tern/thread_pool.h"
 
 namespace tern::kernels {
 
 class TernaryPanels {
  public:
   TernaryPanels() = default;
-  TernaryPanels(int64_t rows, int64_t depth);  // all zero
+  TernaryPanels(int64_t rows, int64_t depth, int64_t steps_per_unit = 1);  // all zero
   int64_t rows() const { return rows_; }
   int64_t depth() const { return depth_; }
   int64_t steps() const { return (depth_ + kQStep - 1) / kQStep; }
   int64_t panels() const { return (rows_ + kQPanelRows - 1) / kQPanelRows; }
+  int64_t steps_per_unit() const { return steps_per_unit_; }
+  int64_t unit_blocks() const { return (steps() + steps_per_unit_ - 1) / steps_per_unit_; }
 
   // Sets code t (-1, 0, +1) of (row, k) and the unit of (row, k's step). Throws Error for a code
   // outside {-1, 0, 1} or a unit above 127.
@@ -37,19 +42,23 @@ class TernaryPanels {
   int code(int64_t row, int64_t k) const;
   int unit(int64_t row, int64_t step) const;
 
-  // Raw storage, per (panel, step): positive mask, negative mask (uint64 each), 16 units.
+  // Raw storage: per (panel, step) a positive and a negative mask (uint64 each); per (panel,
+  // unit block) 16 units.
   const uint64_t* positive() const { return positive_.data(); }
   const uint64_t* negative() const { return negative_.data(); }
   const uint8_t* units() const { return units_.data(); }
+  const uint8_t* units_of(int64_t panel, int64_t step) const {
+    return units_.data() + static_cast<size_t>((panel * unit_blocks() + step / steps_per_unit_) * kQPanelRows);
+  }
   int64_t bytes() const;  // storage: 2 bits per weight + one byte per row-step
 
  private:
   size_t index(int64_t row, int64_t step) const {
     return static_cast<size_t>((row / kQPanelRows) * steps() + step);
   }
-  int64_t rows_ = 0, depth_ = 0;
+  int64_t rows_ = 0, depth_ = 0, steps_per_unit_ = 1;
   std::vector<uint64_t> positive_, negative_;
-  std::vector<uint8_t> units_;  // [panel][step][16]
+  std::vector<uint8_t> units_;  // [panel][unit block][16]
 };
 
 // Writes int8 panels [panel_begin, panel_end) of w = u * t, in QPackedWeights' byte layout
@@ -57,6 +66,19 @@ class TernaryPanels {
 void decode_ternary_reference(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
 // The same on the active ISA (AVX-512 BW, AVX2, or the reference).
 void decode_ternary(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
+
+// C[col][row] = sum_k (u * t)[row][k] * X[col][k] (qgemm's contract) straight from ternary panels.
+// Up to kTernaryStreamCols columns (GEMV, small batches), AVX-512 decodes each step in registers
+// and multiplies at once: the weights stream from memory at their packed size, which is what
+// bounds a GEMV. More columns (or other ISAs): each panel is decoded into `scratch` (resized as
+// needed) and run through qgemm_panels, the decode amortized over every column.
+constexpr int64_t kTernaryStreamCols = 4;
+void ternary_qgemm(const TernaryPanels& t, const int32_t* row_sums, int64_t cols, const uint8_t* x, int64_t x_stride,
+                   int32_t* c, int64_t ldc, std::vector<int8_t>& scratch, ThreadPool* pool);
+// The streaming kernel alone (AVX-512 BW + VNNI; cols <= kTernaryStreamCols), over panels
+// [panel_begin, panel_end).
+void ternary_stream_avx512(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int64_t cols,
+                           const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc);
 
 // Internal: per-ISA decoders (same contract).
 void decode_ternary_avx2(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);

@@ -31,7 +31,7 @@ void decode_ternary_avx2(const TernaryPanels& t, int64_t panel_begin, int64_t pa
   }
   const int64_t steps = t.steps();
   for (int64_t i = panel_begin * steps; i < panel_end * steps; ++i) {
-    __m128i u16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.units() + i * kQPanelRows));
+    __m128i u16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(t.units_of(i / steps, i % steps)));
     __m256i units = _mm256_broadcastsi128_si256(u16);
     uint64_t pos = t.positive()[i], neg = t.negative()[i];
     for (int h = 0; h < 2; ++h) {
