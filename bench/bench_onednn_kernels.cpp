@@ -18,6 +18,11 @@
 // oneDNN (Debian's build) runs on OpenMP; each benchmark sets omp_set_num_threads(omp_threads)
 // before creating its primitive, since oneDNN picks its blocking for the thread count it sees then.
 //
+//   tern/{int8,ternary_n4,ternary_n64}/N:*/K:*/M:*/threads:{1,2}
+//   tern-conv-gemm/{int8,ternary_n4}/C:*to*/HW:*/stride:*/batch:*/threads:{1,2}
+//       tern's integer kernels on the same shapes (a Conv as the GEMM of its im2col; no im2col,
+//       requantization or bias in the time), tern's own thread pool.
+//
 // usage: bench_onednn_kernels [--benchmark_filter=REGEX] [--benchmark_min_time=0.2]
 //                             [--benchmark_format=json] [...other --benchmark_* flags]
 #include <benchmark/benchmark.h>
@@ -33,11 +38,20 @@
 #include <memory>
 #include <numeric>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
+#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/int8/qgemm.h"
+#include "kernels/int8/ternary_panels.h"
+#include "tern/thread_pool.h"
+
 namespace {
+
+using tern::ThreadPool;
+namespace kernels = tern::kernels;
 
 using dnnl::memory;
 using Dt = memory::data_type;
@@ -340,6 +354,113 @@ void register_convs() {
       }
 }
 
+// ------------------------------------------------------------------------------------------------
+// tern's integer kernels on the same shapes: int8 weights (qgemm on packed panels), ternary
+// weights with one 7-bit unit per 4 (N=4) or 64 (N=64) values of K (ternary_qgemm: streamed and
+// decoded in registers for up to 4 columns, decoded per call + qgemm for more). A Conv shape is
+// measured as the GEMM of its im2col: rows = C_out, depth = 9 C_in, columns = batch x OH x OW.
+
+struct TernGemm {
+  int64_t rows, depth, cols;
+  int weight_bits;       // 8, or 2 for ternary
+  int64_t group = 4;     // ternary: values of K per unit
+};
+
+struct TernGemmData {
+  kernels::QPackedWeights dense;
+  std::optional<kernels::TernaryPanels> ternary;
+  std::vector<int32_t> row_sums;
+  std::vector<uint8_t> x;
+  std::vector<int32_t> c;
+  std::vector<int8_t> scratch;
+  int64_t stride = 0;
+  double weight_bytes = 0;
+};
+
+TernGemmData make_tern_gemm(const TernGemm& g) {
+  TernGemmData d;
+  std::mt19937 gen(7);
+  std::uniform_int_distribution<int> code(-1, 1), unit(1, 127), byte(0, 255), w8(-127, 127);
+  const int64_t steps = (g.depth + 3) / 4;
+  d.stride = steps * 4;
+  if (g.weight_bits == 8) {
+    std::vector<int8_t> w(static_cast<size_t>(g.rows * g.depth));
+    for (int8_t& v : w) v = static_cast<int8_t>(w8(gen));
+    d.dense = kernels::QPackedWeights::pack(w.data(), g.rows, g.depth, g.depth);
+    d.weight_bytes = static_cast<double>(g.rows * g.depth);
+  } else {
+    d.ternary.emplace(g.rows, g.depth, std::max<int64_t>(1, g.group / 4));
+    for (int64_t r = 0; r < g.rows; ++r) {
+      for (int64_t k = 0; k < g.depth; ++k) d.ternary->set_code(r, k, code(gen));
+      for (int64_t s = 0; s < steps; s += d.ternary->steps_per_unit()) d.ternary->set_unit(r, s, unit(gen));
+    }
+    d.row_sums.assign(static_cast<size_t>(d.ternary->panels() * 16), 0);
+    d.weight_bytes = static_cast<double>(d.ternary->bytes());
+  }
+  d.x.resize(static_cast<size_t>(g.cols * d.stride));
+  for (uint8_t& v : d.x) v = static_cast<uint8_t>(byte(gen));
+  d.c.resize(static_cast<size_t>(g.cols * g.rows));
+  return d;
+}
+
+void run_tern_gemm(benchmark::State& state, const TernGemm& g) {
+  const int threads = static_cast<int>(state.range(0));
+  ThreadPool pool(threads);
+  TernGemmData d = make_tern_gemm(g);
+  auto once = [&] {
+    if (d.ternary)
+      kernels::ternary_qgemm(*d.ternary, d.row_sums.data(), g.cols, d.x.data(), d.stride, d.c.data(), g.rows, d.scratch,
+                             &pool);
+    else
+      kernels::qgemm(d.dense, g.cols, d.x.data(), d.stride, d.c.data(), g.rows, &pool);
+  };
+  once();
+  for (auto _ : state) once();
+  double macs = static_cast<double>(g.rows) * static_cast<double>(g.depth) * static_cast<double>(g.cols);
+  state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  if (g.cols == 1)
+    state.counters["weight_GB/s"] = benchmark::Counter(d.weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(kernels::qgemm_kernel_name()) +
+                 (d.ternary ? " ternary " + std::to_string(g.group) + " (" +
+                                  std::to_string(d.weight_bytes * 8 / static_cast<double>(g.rows * g.depth)).substr(0, 4) +
+                                  " bits/weight)"
+                            : " int8"));
+}
+
+void register_tern(const std::string& name, const TernGemm& g) {
+  benchmark::RegisterBenchmark(name.c_str(), [g](benchmark::State& state) { run_tern_gemm(state, g); })
+      ->ArgName("threads")
+      ->Arg(2)
+      ->Arg(1)
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
+}
+
+void register_tern_kernels() {
+  const int64_t kNk[][2] = {{4096, 4096}, {11008, 4096}};
+  for (const auto& nk : kNk)
+    for (int64_t m : {1, 8, 64}) {
+      std::string shape = "/N:" + std::to_string(nk[0]) + "/K:" + std::to_string(nk[1]) + "/M:" + std::to_string(m);
+      register_tern("tern/int8" + shape, {nk[0], nk[1], m, 8});
+      register_tern("tern/ternary_n4" + shape, {nk[0], nk[1], m, 2, 4});
+      register_tern("tern/ternary_n64" + shape, {nk[0], nk[1], m, 2, 64});
+    }
+  struct ConvShape {
+    int64_t c_in, c_out, hw, stride;
+  };
+  const ConvShape kShapes[] = {{16, 16, 28, 1}, {32, 32, 14, 1}, {64, 64, 7, 1}, {16, 32, 28, 2}, {32, 64, 14, 2}};
+  for (const ConvShape& s : kShapes)
+    for (int64_t batch : {1, 64}) {
+      int64_t out_hw = s.hw / s.stride;
+      TernGemm g{s.c_out, 9 * s.c_in, batch * out_hw * out_hw, 8};
+      std::string name = "/C:" + std::to_string(s.c_in) + "to" + std::to_string(s.c_out) + "/HW:" + std::to_string(s.hw) +
+                         "/stride:" + std::to_string(s.stride) + "/batch:" + std::to_string(batch);
+      register_tern("tern-conv-gemm/int8" + name, g);
+      g.weight_bits = 2;
+      register_tern("tern-conv-gemm/ternary_n4" + name, g);
+    }
+}
+
 // Applied before the command line's own --benchmark_* flags, which therefore override them.
 const char* const kDefaultBenchmarkFlags[] = {"--benchmark_min_time=0.2"};
 
@@ -357,6 +478,7 @@ int run(int argc, char** argv) {
   benchmark::AddCustomContext("omp_wait_policy", wait_policy ? wait_policy : "default");
   register_matmuls();
   register_convs();
+  register_tern_kernels();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -96,12 +96,17 @@ void qgemm_panels(const int8_t* panels, const int32_t* row_sums, int64_t rows, i
   const QgemmKernel k = kernel_for(active_isa());
   const int64_t panel_bytes = steps * kQPanelRows * kQStep;
   const int64_t pairs = (panel_count + 1) / 2;
-  // Work items: (column block, panel pair); columns outermost so a thread's weights stay in cache
-  // while it sweeps its columns. With few columns (a GEMV) the panel pairs spread over threads.
+  // Work items: (column block, panel pair). The larger operand goes in the outer loop, so that
+  // it is read from memory once while the smaller one stays in cache: columns outermost for a
+  // convolution (many patches, small weights), panels outermost for a GEMM whose weights are
+  // larger than its activations (a transformer layer at batch 1..64). With few columns (a GEMV)
+  // the panel pairs spread over threads.
   const int64_t col_blocks = (cols + k.cols - 1) / k.cols;
+  const bool panels_outer = panel_count * panel_bytes > cols * x_stride;
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      int64_t cb = item / pairs, pp = item % pairs;
+      int64_t cb = panels_outer ? item % col_blocks : item / pairs;
+      int64_t pp = panels_outer ? item / col_blocks : item % pairs;
       QgemmBlock b;
       b.panels = panels + 2 * pp * panel_bytes;
       b.steps = steps;
