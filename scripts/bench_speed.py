@@ -15,13 +15,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_common import cpu_model  # noqa: E402
 BUNDLED = ("resnet20", "vgg_small", "mobilenetv2_small")
 ENGINES = ("tern_fp32", "onednn_fp32")
 WAIT_POLICIES = ("passive", "active")
@@ -45,17 +46,6 @@ def git(*args):
         return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return ""
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def build(build_dir):
