@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "core/file_io.h"
 #include "kernels/cpu_features.h"
 #include "tern/batchnorm_ranges.h"
@@ -722,6 +724,12 @@ int cmd_inspect(int argc, char** argv) {
   return 0;
 }
 
+// The process's peak resident memory so far (Linux: ru_maxrss is in KiB).
+int64_t peak_rss_bytes() {
+  struct rusage usage {};
+  return getrusage(RUSAGE_SELF, &usage) == 0 ? static_cast<int64_t>(usage.ru_maxrss) * 1024 : 0;
+}
+
 int cmd_bench(int argc, char** argv) {
   Args args("bench", argc, argv, 2, {"batch", "seconds", "level", "engine"}, {"json", "profile", "verbose"});
   std::string model = args.model("bench");
@@ -787,14 +795,16 @@ int cmd_bench(int argc, char** argv) {
   if (args.flag("json")) {
     std::cout << nlohmann::json{{"model", model}, {"engine", engine}, {"batch", batch}, {"runs", times.size()},
                                 {"median_ms", median * 1e3}, {"min_ms", times.front() * 1e3},
-                                {"images_per_s", ips}, {"threads", tern::ThreadPool::global().size()},
+                                {"images_per_s", ips}, {"peak_rss_bytes", peak_rss_bytes()},
+                                {"threads", tern::ThreadPool::global().size()},
                                 {"isa", tern::kernels::to_string(tern::kernels::active_isa())}}
                      .dump()
               << "\n";
   } else {
-    std::printf("%s %s batch %lld: median %.3f ms (min %.3f), %.0f images/s, %zu runs, %d threads, %s kernels\n",
+    std::printf("%s %s batch %lld: median %.3f ms (min %.3f), %.0f images/s, %zu runs, %d threads, %s kernels, peak RSS %.1f MiB\n",
                 model.c_str(), engine, static_cast<long long>(batch), median * 1e3, times.front() * 1e3, ips, times.size(),
-                tern::ThreadPool::global().size(), tern::kernels::to_string(tern::kernels::active_isa()));
+                tern::ThreadPool::global().size(), tern::kernels::to_string(tern::kernels::active_isa()),
+                static_cast<double>(peak_rss_bytes()) / (1 << 20));
   }
   return 0;
 }
