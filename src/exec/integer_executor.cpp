@@ -149,6 +149,11 @@ struct IntegerExecutor::Impl {
   std::vector<IntegerLayerInfo> info;
   std::unique_ptr<Executor> executor;
   std::vector<int8_t> scratch;  // decoded ternary panels of the layer running now (ternary_qgemm)
+  // Work buffers of the layer running now, kept between layers and runs: allocating (and first
+  // touching) tens of MB per layer at batch 64 cost more than the arithmetic.
+  std::vector<uint8_t> codes, patches;
+  std::vector<int32_t> acc;
+  std::vector<float> sum;
 
   Impl(quant::QuantizedModel m, ExecutorOptions options) : model(std::move(m)) {
     Graph sim = quant::simulation_graph(model);
@@ -281,7 +286,7 @@ struct IntegerExecutor::Impl {
     // Activation codes, NHWC (one row of channels per pixel) for a Conv, [N][K] for a Gemm.
     const int64_t channels = L.gemm ? depth : L.in * L.groups;
     const int64_t pixels = L.gemm ? 1 : cs.in_h * cs.in_w;
-    std::vector<uint8_t> codes(static_cast<size_t>(images * pixels * channels));
+    codes.resize(std::max(codes.size(), static_cast<size_t>(images * pixels * channels)));
     auto quantize_images = [&](int64_t begin, int64_t end) {
       std::vector<uint8_t> planar(static_cast<size_t>(per_image));
       for (int64_t n = begin; n < end; ++n) {
@@ -298,9 +303,10 @@ struct IntegerExecutor::Impl {
     else quantize_images(0, images);
     Tensor y(DataType::kFloat32, out_shape);
     const int64_t cols = images * positions;
-    std::vector<uint8_t> patches(static_cast<size_t>(cols * stride), zero_code);
-    std::vector<int32_t> acc(static_cast<size_t>(cols * rows));
-    std::vector<float> sum(static_cast<size_t>(cols * rows));
+    // Every patch byte below `depth` is written below; the bytes up to `stride` meet zero weights.
+    patches.resize(std::max(patches.size(), static_cast<size_t>(cols * stride)));
+    acc.resize(std::max(acc.size(), static_cast<size_t>(cols * rows)));
+    sum.resize(std::max(sum.size(), static_cast<size_t>(cols * rows)));
     for (int64_t gi = 0; gi < L.groups; ++gi) {
       // im2col, tap-major: patch k = tap * in + channel.
       if (L.gemm) {
@@ -326,7 +332,7 @@ struct IntegerExecutor::Impl {
         if (pool) pool->parallel_for(cols, im2col, 256);
         else im2col(0, cols);
       }
-      std::fill(sum.begin(), sum.end(), 0.0f);
+      std::fill(sum.begin(), sum.begin() + cols * rows, 0.0f);
       for (int j = 0; j < L.active; ++j) {
         const IntTerm& term = L.terms[static_cast<size_t>(j)];
         const TermGroup& tg = term.groups[static_cast<size_t>(gi)];
