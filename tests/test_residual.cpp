@@ -56,9 +56,11 @@ TEST(ResidualAllocator, GreedyByGainPerByteKeepsTermOrderAndBudget) {
     EXPECT_EQ(m.term, terms[m.layer]) << "term out of order";
     terms[m.layer] = m.term + 1;
   }
-  for (size_t i = 1; i < all.size(); ++i)  // diminishing: gain per byte never rises along the ranking
-    if (all[i].bytes > 0 && all[i - 1].bytes > 0)
+  for (size_t i = 1; i < all.size(); ++i) {  // diminishing: gain per byte never rises along the ranking
+    if (all[i].bytes > 0 && all[i - 1].bytes > 0) {
       EXPECT_LE(all[i].gain / static_cast<double>(all[i].bytes), all[i - 1].gain / static_cast<double>(all[i - 1].bytes) + 1e-12);
+    }
+  }
   for (int64_t budget : {0, 150, 250, 1200, 2500}) {
     std::vector<q::ResidualMove> some = q::order_residual_moves(t, q::ResidualRanking::kMeasured, budget);
     int64_t spent = 0;
@@ -327,7 +329,9 @@ TEST(ResidualBudgets, DropBudgetStopsAtTheFirstLevelWithinIt) {
   int64_t reference = top1(c.graph);
   nlohmann::json prov = nlohmann::json::parse(m.provenance_json);
   ASSERT_TRUE(prov.contains("residual"));
-  if (prov["residual"]["drop"]["met"].get<bool>()) EXPECT_GE(top1(q::simulation_graph(m)), reference);
+  if (prov["residual"]["drop"]["met"].get<bool>()) {
+    EXPECT_GE(top1(q::simulation_graph(m)), reference);
+  }
   if (m.max_level() > 0 && prov["residual"]["drop"]["met"].get<bool>()) {
     q::set_level(m, m.max_level() - 1);
     EXPECT_LT(top1(q::simulation_graph(m)), reference);
