@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what tern needs from Debian's archive. Idempotent and fast: apt runs only when a
-# package is missing. Usage: scripts/install-deps.sh [runtime|all|python]   (default: all)
+# package is missing. Usage: scripts/install-deps.sh [runtime|all|fuzz|python]   (default: all)
 #   runtime: build the library and CLI, run the bundled model on Fashion-MNIST
 #   all:     also the test suite (GoogleTest, ONNX node tests) and benchmarks (Google Benchmark, oneDNN)
+#   fuzz:    the runtime set plus clang and its sanitizer/libFuzzer runtimes (scripts/fuzz.sh)
 #   python:  Debian's PyTorch and ONNX for /usr/bin/python3 (training the bundled models, the
 #            PyTorch side of scripts/bench_speed.py)
 set -euo pipefail
@@ -11,12 +12,15 @@ runtime=(build-essential cmake pkg-config libonnx-dev libprotobuf-dev protobuf-c
          nlohmann-json3-dev libssl-dev dataset-fashion-mnist)
 extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3)
 # ocl-icd-opencl-dev: Debian's oneDNN CMake config requires OpenCL, without declaring it.
+fuzz=(clang libclang-rt-dev)
+# libclang-rt-dev: libFuzzer and the ASan/UBSan runtimes (only a Recommends of clang).
 
 case "${1:-all}" in
   runtime) wanted=("${runtime[@]}") ;;
   all) wanted=("${runtime[@]}" "${extra[@]}") ;;
+  fuzz) wanted=("${runtime[@]}" "${fuzz[@]}") ;;
   python) wanted=(python3-torch python3-torchvision python3-onnx python3-numpy python3-matplotlib) ;;
-  *) echo "install-deps.sh: unknown set '$1' (expected runtime, all or python)" >&2; exit 2 ;;
+  *) echo "install-deps.sh: unknown set '$1' (expected runtime, all, fuzz or python)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs everything, builds the library, CLI, tests and benchmarks (Release), and runs the tests.
+# Installs everything, builds the library, CLI, tests and benchmarks (Release), runs the tests,
+# then fuzzes the .tern loaders for TERN_FUZZ_SECONDS (default 60; 0 skips it; see scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh all
 cmake -S . -B build/all -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/all -j"$(nproc)"
-cd build/all
-ctest --output-on-failure -j"$(nproc)" --timeout 900
+(cd build/all && ctest --output-on-failure -j"$(nproc)" --timeout 900)
+fuzz_seconds="${TERN_FUZZ_SECONDS:-60}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  scripts/fuzz.sh "$fuzz_seconds"
+fi

@@ -36,7 +36,7 @@ struct Executor::Impl {
     packed_gemm.resize(graph.nodes.size());
     overrides.resize(graph.nodes.size());
     for (auto& [name, kernel] : options.node_kernels) {
-      auto it = std::find_if(graph.nodes.begin(), graph.nodes.end(), [&](const Node& n) { return n.name == name; });
+      auto it = std::find_if(graph.nodes.begin(), graph.nodes.end(), [&, &name = name](const Node& n) { return n.name == name; });
       check(it != graph.nodes.end(), (graph.source.empty() ? std::string("model") : graph.source) +
                                          ": a node kernel names no node '" + name + "'");
       overrides[static_cast<size_t>(it - graph.nodes.begin())] = kernel;

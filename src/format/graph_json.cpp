@@ -14,7 +14,7 @@ namespace tern {
 
 namespace {
 
-using json = nlohmann::json;
+using json = format::Json;
 
 const std::vector<std::pair<OpType, std::string>>& op_names() {
   static const std::vector<std::pair<OpType, std::string>> names = [] {

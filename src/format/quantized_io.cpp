@@ -16,7 +16,7 @@ namespace tern::quant {
 
 namespace {
 
-using json = nlohmann::json;
+using json = format::Json;
 constexpr int kQuantizationVersion = 1;
 
 // JSON has no infinity: an exact (infinite) SQNR is stored as the string "inf".
@@ -232,14 +232,13 @@ QuantizedModel load_quantized_model(const TernFile& file) {
       l.in = jl.at("in").get<int64_t>();
       l.taps = jl.at("taps").get<int64_t>();
       check(l.out >= 1 && l.in >= 1 && l.taps >= 1 && l.out <= (int64_t{1} << 24) && l.in <= (int64_t{1} << 24) &&
-                l.taps <= (int64_t{1} << 16) && l.out * l.in * l.taps <= (int64_t{1} << 34),
+                l.taps <= (int64_t{1} << 16) && l.out * l.in <= (int64_t{1} << 34) / l.taps,
             who + ": bad weight dimensions");
       l.weight_value = jl.at("weight_value").get<std::string>();
       check(node.inputs.size() >= 2 && node.inputs[1] != kNoValue && g.value(node.inputs[1]).name == l.weight_value,
             who + ": weight value is not the node's weight input");
       Value& wv = claim(l.weight_value, who);
-      int64_t count = 1;
-      for (int64_t d : wv.shape) count *= d;
+      int64_t count = element_count(wv.shape);  // external values have static shapes
       check(wv.dtype == DataType::kFloat32 && wv.shape.size() >= 2 && wv.shape[0] == l.out && count == l.out * l.in * l.taps,
             who + ": weight shape " + to_string(wv.shape) + " does not match the stored codes");
       int64_t taps = 1;
@@ -304,8 +303,7 @@ QuantizedModel load_quantized_model(const TernFile& file) {
         l.bias_scale = read_array<float>(payload, jl.at("bias_scale"), static_cast<size_t>(l.out), who + " bias scale");
         for (float v : l.bias_scale) check(std::isfinite(v) && v > 0.0f, who + ": bias scales must be positive and finite");
         Value& bv = claim(l.bias_value, who);
-        int64_t bcount = 1;
-        for (int64_t d : bv.shape) bcount *= d;
+        int64_t bcount = element_count(bv.shape);
         check(bv.dtype == DataType::kFloat32 && bcount == l.out, who + ": bias shape does not match");
         bv.constant = Tensor(DataType::kFloat32, bv.shape);
         for (int64_t o = 0; o < l.out; ++o)
@@ -316,7 +314,9 @@ QuantizedModel load_quantized_model(const TernFile& file) {
       l.weight_sqnr_db = db_from_json(jl.at("weight_sqnr_db"));
       if (!jl.at("output_sqnr_db").is_null()) l.output_sqnr_db = db_from_json(jl.at("output_sqnr_db"));
       l.outputs_per_image = jl.at("outputs_per_image").get<int64_t>();
-      check(l.outputs_per_image >= 1 && l.outputs_per_image <= (int64_t{1} << 40), who + ": bad output count");
+      check(l.outputs_per_image >= 1 && l.outputs_per_image <= (int64_t{1} << 40) &&
+                l.outputs_per_image <= (int64_t{1} << 50) / (l.in * l.taps),  // MACs per image: counts stay in 64 bits
+            who + ": bad output count");
       m.layers.push_back(std::move(l));
     }
     for (ValueId id : external) check(claimed.count(id), "external value '" + g.value(id).name + "' belongs to no layer");
@@ -377,8 +377,9 @@ QuantizedModel load_quantized_model(const TernFile& file) {
         if (node.name == l.node) {
           const Value& y = m.graph.value(node.outputs[0]);
           int64_t count = 1;
-          for (size_t d = 1; d < y.shape.size(); ++d) count *= y.shape[d];
-          check(y.shape_known && count == l.outputs_per_image,
+          bool fits = y.shape_known;  // and no dimension so large that the count overflows
+          for (size_t d = 1; fits && d < y.shape.size(); ++d) fits = !__builtin_mul_overflow(count, y.shape[d], &count);
+          check(fits && count == l.outputs_per_image,
                 "layer '" + l.node + "': outputs_per_image does not match the graph");
         }
   } catch (const Error& e) {

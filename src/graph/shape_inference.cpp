@@ -14,25 +14,39 @@ std::string where(const Node& node, const InferenceContext& context) {
   return prefix + "node '" + node.name + "' (" + to_string(node.op) + ")";
 }
 
+// Dimension arithmetic on untrusted shapes and attributes: an Error instead of an overflow.
+int64_t dim_mul(int64_t a, int64_t b, const std::string& who) {
+  int64_t r = 0;
+  check(!__builtin_mul_overflow(a, b, &r), who + ": dimensions overflow 64 bits");
+  return r;
+}
+
+int64_t dim_add(int64_t a, int64_t b, const std::string& who) {
+  int64_t r = 0;
+  check(!__builtin_add_overflow(a, b, &r), who + ": dimensions overflow 64 bits");
+  return r;
+}
+
 // Multiplies dims, propagating kDynamicDim.
-int64_t product(const Shape& shape, size_t begin, size_t end) {
+int64_t product(const Shape& shape, size_t begin, size_t end, const std::string& who) {
   int64_t p = 1;
   for (size_t i = begin; i < end; ++i) {
     if (shape[i] < 0) return kDynamicDim;
-    p *= shape[i];
+    p = dim_mul(p, shape[i], who);
   }
   return p;
 }
 
 // Output length of a sliding window along one axis; ceil_mode drops a last window that would start
 // in the end padding (PyTorch and the ONNX reference agree on this).
+// The attributes are checked (>= 1, pads >= 0) but unbounded.
 int64_t window_output(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, int64_t pad_begin,
-                      int64_t pad_end, bool ceil_mode) {
+                      int64_t pad_end, bool ceil_mode, const std::string& who) {
   if (in < 0) return kDynamicDim;
-  int64_t span = in + pad_begin + pad_end - dilation * (kernel - 1) - 1;
+  int64_t span = dim_add(dim_add(in, pad_begin, who), pad_end, who) - dim_mul(dilation, kernel - 1, who) - 1;
   if (span < 0) return -2;  // window larger than padded input: reported by the caller
-  int64_t out = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
-  if (ceil_mode && (out - 1) * stride >= in + pad_begin) --out;
+  int64_t out = (ceil_mode ? span / stride + (span % stride != 0) : span / stride) + 1;
+  if (ceil_mode && dim_mul(out - 1, stride, who) >= in + pad_begin) --out;
   return out;
 }
 
@@ -51,8 +65,8 @@ void resolve_auto_pad(AutoPad& auto_pad, std::vector<int64_t>& pads, const Shape
     for (size_t i = 0; i < n; ++i) {
       int64_t in = in_shape[2 + i];
       check(in >= 0, who + ": auto_pad SAME needs a known spatial size");
-      int64_t out = (in + strides[i] - 1) / strides[i];
-      int64_t total = std::max<int64_t>(0, (out - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1 - in);
+      int64_t out = in / strides[i] + (in % strides[i] != 0);
+      int64_t total = std::max<int64_t>(0, dim_add((out - 1) * strides[i], dim_mul(dilations[i], kernel[i] - 1, who), who) + 1 - in);
       int64_t small = total / 2, large = total - small;
       pads[i] = auto_pad == AutoPad::kSameUpper ? small : large;
       pads[i + n] = auto_pad == AutoPad::kSameUpper ? large : small;
@@ -88,9 +102,10 @@ Shape infer_conv(Node& node, std::span<const Shape> in, const InferenceContext& 
   fill_default(a.dilations, spatial, 1);
   fill_default(a.pads, 2 * spatial, 0);
   check(a.group >= 1, who + ": group must be >= 1");
-  check(std::equal(a.kernel.begin(), a.kernel.end(), w.begin() + 2), who + ": kernel_shape does not match the weights");
+  check(a.kernel.size() == spatial && std::equal(a.kernel.begin(), a.kernel.end(), w.begin() + 2),
+        who + ": kernel_shape does not match the weights");
+  check_window_attrs(a.kernel, a.strides, a.pads, a.dilations, spatial, who);  // before auto_pad reads them
   resolve_auto_pad(a.auto_pad, a.pads, x, a.kernel, a.strides, a.dilations, who);
-  check_window_attrs(a.kernel, a.strides, a.pads, a.dilations, spatial, who);
   check(w[0] % a.group == 0, who + ": " + std::to_string(w[0]) + " output channels not divisible by group " +
                                  std::to_string(a.group));
   check(x[1] < 0 || x[1] == w[1] * a.group, who + ": input has " + std::to_string(x[1]) + " channels, weights expect " +
@@ -102,7 +117,7 @@ Shape infer_conv(Node& node, std::span<const Shape> in, const InferenceContext& 
   Shape out = {x[0], w[0]};
   for (size_t i = 0; i < spatial; ++i) {
     int64_t o = window_output(x[2 + i], a.kernel[i], a.strides[i], a.dilations[i], a.pads[i], a.pads[i + spatial],
-                              false);
+                              false, who);
     check(o != -2, who + ": kernel larger than the padded input " + to_string(x));
     out.push_back(o);
   }
@@ -120,14 +135,15 @@ Shape infer_pool(Node& node, std::span<const Shape> in, const InferenceContext& 
   fill_default(a.strides, spatial, 1);
   fill_default(a.dilations, spatial, 1);
   fill_default(a.pads, 2 * spatial, 0);
+  check_window_attrs(a.kernel, a.strides, a.pads, a.dilations, spatial, who);  // before auto_pad reads them
   resolve_auto_pad(a.auto_pad, a.pads, x, a.kernel, a.strides, a.dilations, who);
-  check_window_attrs(a.kernel, a.strides, a.pads, a.dilations, spatial, who);
   Shape out = {x[0], x[1]};
   for (size_t i = 0; i < spatial; ++i) {
-    check(a.pads[i] < a.kernel[i] * a.dilations[i] && a.pads[i + spatial] < a.kernel[i] * a.dilations[i],
+    int64_t window = dim_mul(a.kernel[i], a.dilations[i], who);
+    check(a.pads[i] < window && a.pads[i + spatial] < window,
           who + ": padding must be smaller than the window");
     int64_t o = window_output(x[2 + i], a.kernel[i], a.strides[i], a.dilations[i], a.pads[i], a.pads[i + spatial],
-                              a.ceil_mode);
+                              a.ceil_mode, who);
     check(o != -2 && o != 0, who + ": window larger than the padded input " + to_string(x));
     out.push_back(o);
   }
@@ -180,17 +196,17 @@ Shape infer_reshape(const Node& node, std::span<const Shape> in, std::span<const
   }
   // Element counts with the dynamic batch divided out on both sides when it is the only unknown
   // (x.view(x.size(0), -1) at import time).
-  int64_t total = product(x, 0, x.size());
+  int64_t total = product(x, 0, x.size(), who);
   int64_t known = 1;
   bool unknown = false;
   for (size_t i = 0; i < out.size(); ++i) {
     if (static_cast<int>(i) == infer_at) continue;
-    if (out[i] >= 0) known *= out[i];
+    if (out[i] >= 0) known = dim_mul(known, out[i], who);
     else if (static_cast<int>(i) == batch_at && total < 0 && !x.empty() && x[0] < 0) continue;
     else unknown = true;
   }
   if (total < 0 && batch_at >= 0 && !x.empty() && x[0] < 0 && out[static_cast<size_t>(batch_at)] < 0)
-    total = product(x, 1, x.size());
+    total = product(x, 1, x.size(), who);
   if (total >= 0 && !unknown) {
     if (infer_at >= 0) {
       check(known != 0 && total % known == 0, who + ": cannot reshape " + to_string(x) + " to the target");
@@ -237,11 +253,11 @@ std::vector<SliceRange> slice_ranges(const SliceAttrs& a, const Shape& x, const 
     if (step > 0) {
       start = resolve(a.starts[i], 0, d);
       end = resolve(a.ends[i], 0, d);
-      length = end > start ? (end - start + step - 1) / step : 0;
+      length = end > start ? (end - start - 1) / step + 1 : 0;  // no overflow for any step
     } else {
       start = resolve(a.starts[i], 0, d - 1);
       end = resolve(a.ends[i], -1, d - 1);
-      length = start > end ? (start - end - step - 1) / -step : 0;
+      length = start > end ? 1 - (start - end - 1) / step : 0;
     }
     ranges.push_back({axis, start, step, length});
   }
@@ -389,7 +405,7 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
         check(in[i].size() == x.size(), who + ": inputs have different ranks");
         for (size_t d = 0; d < x.size(); ++d) {
           if (static_cast<int64_t>(d) == a.axis) {
-            out[d] = (out[d] < 0 || in[i][d] < 0) ? kDynamicDim : out[d] + in[i][d];
+            out[d] = (out[d] < 0 || in[i][d] < 0) ? kDynamicDim : dim_add(out[d], in[i][d], who);
           } else if (out[d] < 0) {
             out[d] = in[i][d];
           } else {
@@ -426,7 +442,7 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
       check(a.axis >= -rank && a.axis <= rank, who + ": axis out of range");
       if (a.axis < 0) a.axis += rank;
       size_t axis = static_cast<size_t>(a.axis);
-      return {{product(x, 0, axis), product(x, axis, x.size())}};
+      return {{product(x, 0, axis, who), product(x, axis, x.size(), who)}};
     }
     case OpType::kReshape:
       require_inputs(2);
@@ -505,7 +521,7 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
       Shape out = x;
       for (size_t i = 0; i < x.size(); ++i) {
         if (out[i] < 0) continue;
-        out[i] += a.pads[i] + a.pads[i + x.size()];
+        out[i] = dim_add(out[i], dim_add(a.pads[i], a.pads[i + x.size()], who), who);
         check(out[i] >= 0, who + ": negative output size");
       }
       return {out};

@@ -112,7 +112,7 @@ int64_t outputs_per_image(const Graph& g, const Node& n) {
   int64_t count = 1;
   for (size_t d = 1; d < y.shape.size(); ++d) {
     check(y.shape[d] >= 0, g.source + ": node '" + n.name + "' has a dynamic non-batch output dimension");
-    count *= y.shape[d];
+    check(!__builtin_mul_overflow(count, y.shape[d], &count), g.source + ": node '" + n.name + "' has too many outputs");
   }
   return count;
 }
@@ -678,14 +678,20 @@ ModelSize model_size(const QuantizedModel& m) {
   s.stored += s.quantized;
   s.int8 = s.fp32;
   for (const Node& n : m.graph.nodes) {
-    if ((n.op != OpType::kConv && n.op != OpType::kGemm) || !m.graph.is_constant(n.inputs[1])) continue;
+    if ((n.op != OpType::kConv && n.op != OpType::kGemm) || n.inputs.size() < 2 || !m.graph.is_constant(n.inputs[1]))
+      continue;
+    // First: an Error unless shape inference checked the node (and so the rank of its weights).
+    int64_t per_image = outputs_per_image(m.graph, n);
     const Tensor& w = m.graph.constant(n.inputs[1]);
     int64_t out = n.op == OpType::kConv || n.attr<GemmAttrs>().trans_b ? w.dim(0) : w.dim(w.rank() - 1);
     s.int8 += w.size() + out * 4 - static_cast<int64_t>(w.bytes());
-    int64_t macs = outputs_per_image(m.graph, n) * (w.size() / std::max<int64_t>(1, out));
-    s.macs_per_image += macs;
     const QuantizedLayer* l = m.find(n.name);
-    s.multiplies_per_image += l ? l->multiplies_per_image() : macs;
+    int64_t macs = 0, multiplies = 0;
+    check(!__builtin_mul_overflow(per_image, w.size() / std::max<int64_t>(1, out), &macs) &&
+              !__builtin_add_overflow(s.macs_per_image, macs, &s.macs_per_image) &&
+              !__builtin_add_overflow(s.multiplies_per_image, l ? l->multiplies_per_image() : macs, &multiplies),
+          m.graph.source + ": node '" + n.name + "': multiply-accumulates per image overflow 64 bits");
+    s.multiplies_per_image = multiplies;
   }
   return s;
 }

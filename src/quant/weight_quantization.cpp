@@ -9,7 +9,7 @@
 namespace tern::quant {
 
 namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }  // a >= 0, b >= 1; any b (a file's group size)
 }  // namespace
 
 WeightGrouping WeightGrouping::for_layer(int64_t out, int64_t in, int64_t taps, int64_t group_size, bool cluster) {
