@@ -397,7 +397,28 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
   check(loaded.quantized.has_value(), model + ": --level needs a quantized .tern model (this one has no residual levels)");
   tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
-  QuantizedSession session(std::move(*loaded.quantized));
+  // One switchable runner: the simulation, or the integer engine (--engine integer).
+  std::string engine_name = args.get("engine", "simulated");
+  if (engine_name != "simulated" && engine_name != "integer")
+    throw UsageError("--engine: expected simulated or integer, got '" + engine_name + "'");
+  QuantizedModel levels_model = *loaded.quantized;  // follows the level: sizes and edge names
+  std::optional<QuantizedSession> simulated;
+  std::optional<tern::IntegerExecutor> integer;
+  if (engine_name == "integer") integer.emplace(std::move(*loaded.quantized));
+  else simulated.emplace(std::move(*loaded.quantized));
+  struct Runner {
+    QuantizedModel& m;
+    std::optional<QuantizedSession>& s;
+    std::optional<tern::IntegerExecutor>& i;
+    void set_level(int k) {
+      if (i) i->set_level(k);
+      else s->set_level(k);
+      tern::quant::set_level(m, k);
+    }
+    int max_level() const { return m.max_level(); }
+    const QuantizedModel& model() const { return m; }
+    tern::Executor& executor() { return i ? i->executor() : s->executor(); }
+  } session{levels_model, simulated, integer};
   nlohmann::json levels = nlohmann::json::array();
   bool json = args.flag("json");
   int width = 12;
@@ -422,7 +443,7 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
                   static_cast<long long>(size.quantized), vs_fp32, vs_int8, 100.0 * size.mults_eliminated());
   }
   if (json)
-    std::cout << nlohmann::json{{"model", model}, {"data", data.name}, {"engine", "simulated"}, {"levels", levels}}.dump()
+    std::cout << nlohmann::json{{"model", model}, {"data", data.name}, {"engine", engine_name}, {"levels", levels}}.dump()
               << "\n";
   return 0;
 }
