@@ -17,9 +17,9 @@ a block of runs lasting at least --min-time seconds; the figures are medians ove
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
+
+from bench_timing import summarize, time_block  # noqa: E402  (bench/ is on sys.path)
 
 # libgomp reads OMP_WAIT_POLICY when torch loads it: spinning at barriers wastes whole scheduler
 # ticks on a shared 2-core machine, so wait passively (as tern's pool does) unless told otherwise.
@@ -32,28 +32,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from train_reference import MODELS  # noqa: E402
 
 INPUT_SHAPE = (1, 28, 28)
-
-
-def time_block(fn, x, min_time):
-    """Runs fn(x) until min_time has passed; returns seconds per run."""
-    runs, start = 0, time.perf_counter()
-    while True:
-        fn(x)
-        runs += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_time:
-            return elapsed / runs
-
-
-def summarize(images, seconds_per_run):
-    rates = [images / s for s in seconds_per_run]
-    median = statistics.median(rates)
-    return {
-        "images_per_s": median,
-        "median_ms": statistics.median(seconds_per_run) * 1e3,
-        "cv": statistics.stdev(rates) / statistics.mean(rates) if len(rates) > 1 else 0.0,
-        "repetitions": len(rates),
-    }
 
 
 def bench_model(name, batch, args):

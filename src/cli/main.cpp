@@ -390,6 +390,39 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
               static_cast<long long>(size.macs_per_image));
 }
 
+// --engine simulated|integer (validated).
+bool integer_engine(const Args& args) {
+  std::string name = args.get("engine", "simulated");
+  if (name != "simulated" && name != "integer") throw UsageError("--engine: expected simulated or integer, got '" + name + "'");
+  return name == "integer";
+}
+
+// What eval and bench run: the graph on the FP32 kernels (a quantized model's simulation), or with
+// --engine integer the integer engine (--verbose names each layer's kernel on stderr).
+struct Runner {
+  std::optional<tern::IntegerExecutor> integer;
+  std::optional<tern::Executor> plain;
+  const char* engine = "fp32";
+  tern::Executor& executor() { return integer ? integer->executor() : *plain; }
+};
+
+Runner make_runner(const Args& args, const std::string& model, tern::Graph graph,
+                   std::optional<tern::quant::QuantizedModel>& quantized, const char* engine,
+                   tern::ExecutorOptions options = {}) {
+  Runner r;
+  r.engine = engine;
+  if (!integer_engine(args)) {
+    r.plain.emplace(std::move(graph), options);
+    return r;
+  }
+  check(quantized.has_value(), model + ": --engine integer needs a quantized .tern model");
+  r.integer.emplace(std::move(*quantized), options);
+  r.engine = "integer";
+  if (args.flag("verbose"))
+    for (const tern::IntegerLayerInfo& l : r.integer->layers()) std::fprintf(stderr, "%-44s %s\n", l.node.c_str(), l.kernel.c_str());
+  return r;
+}
+
 // eval --level all: one loaded model, every residual level in turn (switched, not reloaded).
 int eval_levels(const Args& args, const std::string& model, const tern::EvalOptions& options) {
   using namespace tern::quant;
@@ -398,13 +431,11 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
   tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
   // One switchable runner: the simulation, or the integer engine (--engine integer).
-  std::string engine_name = args.get("engine", "simulated");
-  if (engine_name != "simulated" && engine_name != "integer")
-    throw UsageError("--engine: expected simulated or integer, got '" + engine_name + "'");
+  const char* engine_name = integer_engine(args) ? "integer" : "simulated";
   QuantizedModel levels_model = *loaded.quantized;  // follows the level: sizes and edge names
   std::optional<QuantizedSession> simulated;
   std::optional<tern::IntegerExecutor> integer;
-  if (engine_name == "integer") integer.emplace(std::move(*loaded.quantized));
+  if (integer_engine(args)) integer.emplace(std::move(*loaded.quantized));
   else simulated.emplace(std::move(*loaded.quantized));
   struct Runner {
     QuantizedModel& m;
@@ -459,22 +490,9 @@ int cmd_eval(int argc, char** argv) {
   LoadedModel loaded = load_model(model, level_option(args));
   tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
-  const char* engine = loaded.engine();
-  std::string engine_name = args.get("engine", "simulated");
-  if (engine_name != "simulated" && engine_name != "integer")
-    throw UsageError("--engine: expected simulated or integer, got '" + engine_name + "'");
-  std::optional<tern::IntegerExecutor> integer;
-  std::optional<tern::Executor> plain;
-  if (engine_name == "integer") {
-    check(loaded.quantized.has_value(), model + ": --engine integer needs a quantized .tern model");
-    integer.emplace(*loaded.quantized);
-    engine = "integer";
-    if (args.flag("verbose"))
-      for (const tern::IntegerLayerInfo& l : integer->layers()) std::fprintf(stderr, "%-44s %s\n", l.node.c_str(), l.kernel.c_str());
-  } else {
-    plain.emplace(std::move(loaded.graph));
-  }
-  tern::Executor& executor = integer ? integer->executor() : *plain;
+  Runner runner = make_runner(args, model, std::move(loaded.graph), loaded.quantized, loaded.engine());
+  const char* engine = runner.engine;
+  tern::Executor& executor = runner.executor();
   tern::EvalResult r = tern::evaluate_classifier(executor, data, norm, options);
   if (args.flag("json")) {
     nlohmann::json j = {{"model", model}, {"data", data.name},           {"engine", engine},
@@ -774,21 +792,9 @@ int cmd_bench(int argc, char** argv) {
   }
   tern::ExecutorOptions exec_options;
   exec_options.profile = args.flag("profile");
-  std::string engine_name = args.get("engine", "simulated");
-  if (engine_name != "simulated" && engine_name != "integer")
-    throw UsageError("--engine: expected simulated or integer, got '" + engine_name + "'");
-  std::optional<tern::IntegerExecutor> integer;
-  std::optional<tern::Executor> plain;
-  if (engine_name == "integer") {
-    check(loaded.quantized.has_value(), model + ": --engine integer needs a quantized .tern model");
-    integer.emplace(std::move(*loaded.quantized), exec_options);
-    engine = "integer";
-    if (args.flag("verbose"))
-      for (const tern::IntegerLayerInfo& l : integer->layers()) std::fprintf(stderr, "%-44s %s\n", l.node.c_str(), l.kernel.c_str());
-  } else {
-    plain.emplace(std::move(graph), exec_options);
-  }
-  tern::Executor& executor = integer ? integer->executor() : *plain;
+  Runner runner = make_runner(args, model, std::move(graph), loaded.quantized, engine, exec_options);
+  engine = runner.engine;
+  tern::Executor& executor = runner.executor();
   executor.run(x);  // warm-up: first-touch allocations, caches
   std::vector<double> times;
   auto start = std::chrono::steady_clock::now();

@@ -49,7 +49,7 @@ struct IntLayer {
 // The exact integer form of a term: w[o][k] (tap-major within each group) with w * step[o] its
 // value. nullopt (and `why`) when there is none.
 std::optional<std::vector<int8_t>> integer_weights(const quant::QuantizedLayer& l, const quant::QuantizedWeights& q,
-                                                   int64_t groups, std::vector<float>& step, std::string& why) {
+                                                   std::vector<float>& step, std::string& why) {
   using namespace quant;
   if (l.config.log_scales) {
     why = "logarithmic group scales";
@@ -83,7 +83,6 @@ std::optional<std::vector<int8_t>> integer_weights(const quant::QuantizedLayer& 
         w[static_cast<size_t>((o * taps + t) * in + c)] = static_cast<int8_t>(value);  // tap-major
       }
   }
-  (void)groups;
   return w;
 }
 
@@ -230,7 +229,7 @@ struct IntegerExecutor::Impl {
     for (const quant::QuantizedWeights& q : l.terms) {
       IntTerm term;
       std::string why;
-      std::optional<std::vector<int8_t>> w = integer_weights(l, q, L.groups, term.step, why);
+      std::optional<std::vector<int8_t>> w = integer_weights(l, q, term.step, why);
       if (!w) return why;
       for (int64_t gi = 0; gi < L.groups; ++gi) {
         term.groups.push_back(make_term_group(w->data() + gi * rows * depth, rows, depth));
