@@ -21,6 +21,7 @@
 
 #include <unistd.h>
 
+#include "bench_support.h"
 #include "kernels/cpu_features.h"
 #include "onednn_fp32_runner.h"
 #include "tern/error.h"
@@ -206,16 +207,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // libgomp reads OMP_WAIT_POLICY when it is loaded, before main, so the only way to set it from
-  // here is to run again. Its default (spin at every barrier) is ruinous when the two cores are
-  // shared: a thread spinning for a preempted partner waits out whole scheduler ticks, and oneDNN
-  // ran ~10x slower than with passive waiting. tern's own pool sleeps too, so passive is also the
-  // like-for-like setting. An explicit OMP_WAIT_POLICY in the environment is respected.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);
-    std::fprintf(stderr, "bench_end_to_end: warning: could not re-run with OMP_WAIT_POLICY=passive\n");
-  }
+  tern::bench::rerun_with_passive_omp_wait(argv, "bench_end_to_end");
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

@@ -44,6 +44,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "bench_support.h"
 #include "kernels/int8/qgemm.h"
 #include "kernels/int8/ternary_panels.h"
 #include "tern/thread_pool.h"
@@ -461,17 +462,8 @@ void register_tern_kernels() {
     }
 }
 
-// Applied before the command line's own --benchmark_* flags, which therefore override them.
-const char* const kDefaultBenchmarkFlags[] = {"--benchmark_min_time=0.2"};
-
 int run(int argc, char** argv) {
-  std::vector<char*> args{argv[0]};
-  for (const char* flag : kDefaultBenchmarkFlags) args.push_back(const_cast<char*>(flag));
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-  int remaining = static_cast<int>(args.size());
-  benchmark::Initialize(&remaining, args.data());
-  if (benchmark::ReportUnrecognizedArguments(remaining, args.data())) return 1;
-
+  if (!tern::bench::initialize_with_defaults(argc, argv, {"--benchmark_min_time=0.2"})) return 1;
   benchmark::AddCustomContext("onednn_version", onednn_version());
   benchmark::AddCustomContext("onednn_isa", isa_name(dnnl::get_effective_cpu_isa()));
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
@@ -487,14 +479,7 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // As in bench_end_to_end: libgomp reads OMP_WAIT_POLICY when it is loaded, so setting it means
-  // running again. Its default (spinning at barriers) is ruinous on two shared cores; passive is
-  // also what tern's own pool does. An explicit OMP_WAIT_POLICY in the environment is respected.
-  if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);
-    std::fprintf(stderr, "bench_onednn_kernels: warning: could not re-run with OMP_WAIT_POLICY=passive\n");
-  }
+  tern::bench::rerun_with_passive_omp_wait(argv, "bench_onednn_kernels");
   try {
     return run(argc, argv);
   } catch (const std::exception& e) {

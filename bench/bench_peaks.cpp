@@ -13,6 +13,8 @@
 //
 // usage: bench_peaks [--benchmark_filter=REGEX] [--benchmark_min_time=0.3 (default)] [--benchmark_format=json]
 #include <benchmark/benchmark.h>
+
+#include "bench_support.h"
 #include <cpuid.h>
 #include <immintrin.h>
 
@@ -441,19 +443,10 @@ void read_sizes(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_read_bandwidth)->Apply(read_sizes);
 BENCHMARK(BM_read_bandwidth)->Apply(read_sizes)->Threads(2)->UseRealTime();
 
-// Applied before the command line's own --benchmark_* flags, which therefore override them
-// (a per-benchmark MinTime() would not yield to the command line).
-const char* const kDefaultBenchmarkFlags[] = {"--benchmark_min_time=0.3"};
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::vector<char*> args{argv[0]};
-  for (const char* flag : kDefaultBenchmarkFlags) args.push_back(const_cast<char*>(flag));
-  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
-  int remaining = static_cast<int>(args.size());
-  benchmark::Initialize(&remaining, args.data());
-  if (benchmark::ReportUnrecognizedArguments(remaining, args.data())) return 1;
+  if (!tern::bench::initialize_with_defaults(argc, argv, {"--benchmark_min_time=0.3"})) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
