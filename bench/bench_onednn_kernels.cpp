@@ -3,7 +3,8 @@
 //
 //   matmul/{fp32,int8_s32,int8_u8}/N:*/K:*/M:*/omp_threads:{1,2}
 //       src [M x K] (f32, or u8) times constant weights [N x K] (f32, or s8), dst [M x N] (f32, s32,
-//       or u8 with a per-column output scale). N x K = 4096 x 4096 and 11008 x 4096; M = 1, 8, 64.
+//       or u8 with a per-column output scale). N x K = 4096 x 4096 and 11008 x 4096; M = 1, 8, 64;
+//       and N x K = 16384 x 16384 at M = 1 (int8_u8, fp32), whose weights exceed the usable L3.
 //   conv/{fp32,int8_u8}/C:*to*/HW:*/stride:*/batch:*/omp_threads:{1,2}
 //       3x3 pad-1 convolution + bias + ReLU, ResNet-20 (28x28 input) shapes; int8 is u8 src, s8
 //       weights, s32 bias, u8 dst with a per-channel output scale. Batch 1 and 64.
@@ -12,16 +13,17 @@
 // (and, for convolutions, the activations), so oneDNN picks its preferred layouts; the weights and
 // the input are reordered into them once, outside the loop. The timed loop is execute() + wait().
 // Labels name the implementation oneDNN chose (impl_info_str) and the layouts. Counters: GMAC/s
-// (M*N*K, or batch*OH*OW*Cout*Cin*9) and, for M = 1, weight_GB/s (weight bytes / time: a GEMV
-// streams its weights once, so this is the bandwidth it achieved).
+// (M*N*K, or batch*OH*OW*Cout*Cin*9) and, for matmuls, weight_GB/s (weight bytes / time: a GEMV
+// streams its weights once, so at M = 1 this is the bandwidth it achieved).
 //
 // oneDNN (Debian's build) runs on OpenMP; each benchmark sets omp_set_num_threads(omp_threads)
 // before creating its primitive, since oneDNN picks its blocking for the thread count it sees then.
 //
-//   tern/{int8,ternary_n4,ternary_n64}/N:*/K:*/M:*/threads:{1,2}
+//   tern/{int8,ternary_n4,ternary_n64,int4}/N:*/K:*/M:*/threads:{1,2}
 //   tern-conv-gemm/{int8,ternary_n4}/C:*to*/HW:*/stride:*/batch:*/threads:{1,2}
 //       tern's integer kernels on the same shapes (a Conv as the GEMM of its im2col; no im2col,
-//       requantization or bias in the time), tern's own thread pool.
+//       requantization or bias in the time), tern's own thread pool. weight_GB/s counts the
+//       bytes the packed weights occupy (ternary: masks + units; int4: nibbles).
 //
 // usage: bench_onednn_kernels [--benchmark_filter=REGEX] [--benchmark_min_time=0.2]
 //                             [--benchmark_format=json] [...other --benchmark_* flags]
@@ -45,6 +47,7 @@
 #include <vector>
 
 #include "bench_support.h"
+#include "kernels/int8/int4_panels.h"
 #include "kernels/int8/qgemm.h"
 #include "kernels/int8/ternary_panels.h"
 #include "tern/thread_pool.h"
@@ -326,16 +329,23 @@ void register_kernel(const std::string& name, std::function<OneDnnKernel()> make
       ->Unit(benchmark::kMicrosecond);
 }
 
+// The GEMV/small-batch shapes (a 7B transformer's attention and MLP projections; their weights fit
+// this machine's L3 at every precision up to int8) and one whose packed weights do not (128 MB
+// ternary / int4, 1 GiB fp32): a DRAM-bound GEMV.
+constexpr int64_t kMatmulNk[][2] = {{4096, 4096}, {11008, 4096}};
+constexpr int64_t kDramNk[2] = {16384, 16384};
+
+void register_matmul(const MatmulSpec& spec) {
+  std::string name = std::string("matmul/") + to_string(spec.precision) + "/N:" + std::to_string(spec.n) +
+                     "/K:" + std::to_string(spec.k) + "/M:" + std::to_string(spec.m);
+  register_kernel(name, [spec] { return make_matmul(spec); }, true);
+}
+
 void register_matmuls() {
-  const int64_t kNk[][2] = {{4096, 4096}, {11008, 4096}};
   for (Precision p : {Precision::kInt8U8, Precision::kInt8S32, Precision::kFp32})
-    for (const auto& nk : kNk)
-      for (int64_t m : {1, 8, 64}) {
-        MatmulSpec spec{m, nk[0], nk[1], p};
-        std::string name = std::string("matmul/") + to_string(p) + "/N:" + std::to_string(spec.n) +
-                           "/K:" + std::to_string(spec.k) + "/M:" + std::to_string(m);
-        register_kernel(name, [spec] { return make_matmul(spec); }, m == 1);
-      }
+    for (const auto& nk : kMatmulNk)
+      for (int64_t m : {1, 8, 64}) register_matmul({m, nk[0], nk[1], p});
+  for (Precision p : {Precision::kInt8U8, Precision::kFp32}) register_matmul({1, kDramNk[0], kDramNk[1], p});
 }
 
 void register_convs() {
@@ -357,61 +367,107 @@ void register_convs() {
 
 // ------------------------------------------------------------------------------------------------
 // tern's integer kernels on the same shapes: int8 weights (qgemm on packed panels), ternary
-// weights with one 7-bit unit per 4 (N=4) or 64 (N=64) values of K (ternary_qgemm: streamed and
-// decoded in registers for up to 4 columns, decoded per call + qgemm for more). A Conv shape is
-// measured as the GEMM of its im2col: rows = C_out, depth = 9 C_in, columns = batch x OH x OW.
+// weights with one 7-bit unit per 4 (N=4) or 64 (N=64) values of K and plain int4 codes
+// (ternary_qgemm / int4_qgemm: decoded in registers and streamed for up to 64 columns on
+// AVX-512, decoded + qgemm for more). A Conv shape is measured as the GEMM of its im2col: rows =
+// C_out, depth = 9 C_in, columns = batch x OH x OW.
+
+enum class TernWeights { kInt8, kTernary, kInt4 };
 
 struct TernGemm {
   int64_t rows, depth, cols;
-  int weight_bits;       // 8, or 2 for ternary
-  int64_t group = 4;     // ternary: values of K per unit
+  TernWeights weights;
+  int64_t group = 4;  // ternary: values of K per unit
 };
 
 struct TernGemmData {
+  TernGemm spec{};
   kernels::QPackedWeights dense;
   std::optional<kernels::TernaryPanels> ternary;
+  std::optional<kernels::Int4Panels> int4;
   std::vector<int32_t> row_sums;
   std::vector<uint8_t> x;
   std::vector<int32_t> c;
   std::vector<int8_t> scratch;
   int64_t stride = 0;
-  double weight_bytes = 0;
+  double weight_bytes = 0;  // bytes a call streams: the packed weights (masks + units, nibbles)
 };
 
-TernGemmData make_tern_gemm(const TernGemm& g) {
-  TernGemmData d;
-  std::mt19937 gen(7);
-  std::uniform_int_distribution<int> code(-1, 1), unit(1, 127), byte(0, 255), w8(-127, 127);
-  const int64_t steps = (g.depth + 3) / 4;
-  d.stride = steps * 4;
-  if (g.weight_bits == 8) {
-    std::vector<int8_t> w(static_cast<size_t>(g.rows * g.depth));
-    for (int8_t& v : w) v = static_cast<int8_t>(w8(gen));
-    d.dense = kernels::QPackedWeights::pack(w.data(), g.rows, g.depth, g.depth);
-    d.weight_bytes = static_cast<double>(g.rows * g.depth);
-  } else {
-    d.ternary.emplace(g.rows, g.depth, std::max<int64_t>(1, g.group / 4));
-    for (int64_t r = 0; r < g.rows; ++r) {
-      for (int64_t k = 0; k < g.depth; ++k) d.ternary->set_code(r, k, code(gen));
-      for (int64_t s = 0; s < steps; s += d.ternary->steps_per_unit()) d.ternary->set_unit(r, s, unit(gen));
-    }
-    d.row_sums.assign(static_cast<size_t>(d.ternary->panels() * 16), 0);
-    d.weight_bytes = static_cast<double>(d.ternary->bytes());
+// A cheap generator: the 16384 x 16384 shapes have 268M weights to fill.
+struct FastRandom {
+  uint64_t state = 0x9E3779B97F4A7C15ULL;
+  uint32_t next() {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return static_cast<uint32_t>(state >> 32);
   }
-  d.x.resize(static_cast<size_t>(g.cols * d.stride));
-  for (uint8_t& v : d.x) v = static_cast<uint8_t>(byte(gen));
-  d.c.resize(static_cast<size_t>(g.cols * g.rows));
+  int below(int n) { return static_cast<int>((static_cast<uint64_t>(next()) * static_cast<uint64_t>(n)) >> 32); }
+};
+
+std::unique_ptr<TernGemmData> make_tern_gemm(const TernGemm& g) {
+  auto d = std::make_unique<TernGemmData>();
+  d->spec = g;
+  FastRandom gen;
+  const int64_t steps = (g.depth + 3) / 4;
+  d->stride = steps * 4;
+  switch (g.weights) {
+    case TernWeights::kInt8: {
+      std::vector<int8_t> w(static_cast<size_t>(g.rows * g.depth));
+      for (int8_t& v : w) v = static_cast<int8_t>(gen.below(255) - 127);
+      d->dense = kernels::QPackedWeights::pack(w.data(), g.rows, g.depth, g.depth);
+      d->weight_bytes = static_cast<double>(g.rows * g.depth);
+      break;
+    }
+    case TernWeights::kTernary: {
+      d->ternary.emplace(g.rows, g.depth, std::max<int64_t>(1, g.group / 4));
+      for (int64_t r = 0; r < g.rows; ++r) {
+        for (int64_t k = 0; k < g.depth; ++k) d->ternary->set_code(r, k, gen.below(3) - 1);
+        for (int64_t s = 0; s < steps; s += d->ternary->steps_per_unit()) d->ternary->set_unit(r, s, 1 + gen.below(127));
+      }
+      d->weight_bytes = static_cast<double>(d->ternary->bytes());
+      break;
+    }
+    case TernWeights::kInt4: {
+      d->int4.emplace(g.rows, g.depth);
+      for (int64_t r = 0; r < g.rows; ++r)
+        for (int64_t k = 0; k < g.depth; ++k) d->int4->set_code(r, k, gen.below(16) - 8);
+      d->weight_bytes = static_cast<double>(d->int4->bytes());
+      break;
+    }
+  }
+  // Row sums only matter to the AVX2 kernels without AVX-VNNI (and the sums' speed not at all).
+  d->row_sums.assign(static_cast<size_t>((g.rows + 15) / 16 * 16), 0);
+  d->x.resize(static_cast<size_t>(g.cols * d->stride));
+  for (uint8_t& v : d->x) v = static_cast<uint8_t>(gen.next());
+  d->c.resize(static_cast<size_t>(g.cols * g.rows));
   return d;
+}
+
+// One-entry cache, as for oneDNN's kernels: the data survive Google Benchmark's repeated calls
+// (and the change of thread count), and at most one set of weights is resident.
+TernGemmData& cached_tern_gemm(const TernGemm& g) {
+  static std::unique_ptr<TernGemmData> cached;
+  auto same = [&](const TernGemm& a) {
+    return a.rows == g.rows && a.depth == g.depth && a.cols == g.cols && a.weights == g.weights && a.group == g.group;
+  };
+  if (!cached || !same(cached->spec)) {
+    cached.reset();
+    cached = make_tern_gemm(g);
+  }
+  return *cached;
 }
 
 void run_tern_gemm(benchmark::State& state, const TernGemm& g) {
   const int threads = static_cast<int>(state.range(0));
   ThreadPool pool(threads);
-  TernGemmData d = make_tern_gemm(g);
+  TernGemmData& d = cached_tern_gemm(g);
   auto once = [&] {
     if (d.ternary)
       kernels::ternary_qgemm(*d.ternary, d.row_sums.data(), g.cols, d.x.data(), d.stride, d.c.data(), g.rows, d.scratch,
                              &pool);
+    else if (d.int4)
+      kernels::int4_qgemm(*d.int4, d.row_sums.data(), g.cols, d.x.data(), d.stride, d.c.data(), g.rows, d.scratch, &pool);
     else
       kernels::qgemm(d.dense, g.cols, d.x.data(), d.stride, d.c.data(), g.rows, &pool);
   };
@@ -419,13 +475,14 @@ void run_tern_gemm(benchmark::State& state, const TernGemm& g) {
   for (auto _ : state) once();
   double macs = static_cast<double>(g.rows) * static_cast<double>(g.depth) * static_cast<double>(g.cols);
   state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  if (g.cols == 1)
-    state.counters["weight_GB/s"] = benchmark::Counter(d.weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["weight_GB/s"] = benchmark::Counter(d.weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  const std::string bits = std::to_string(d.weight_bytes * 8 / (static_cast<double>(g.rows) * static_cast<double>(g.depth)));
+  const char* path = d.ternary ? (kernels::ternary_streams(g.cols) ? " streamed" : " decoded")
+                     : d.int4  ? (kernels::int4_streams(g.cols) ? " streamed" : " decoded")
+                               : "";
   state.SetLabel(std::string(kernels::qgemm_kernel_name()) +
-                 (d.ternary ? " ternary " + std::to_string(g.group) + " (" +
-                                  std::to_string(d.weight_bytes * 8 / static_cast<double>(g.rows * g.depth)).substr(0, 4) +
-                                  " bits/weight)"
-                            : " int8"));
+                 (d.ternary ? " ternary " + std::to_string(g.group) : d.int4 ? std::string(" int4") : std::string(" int8")) +
+                 path + " (" + bits.substr(0, 4) + " bits/weight)");
 }
 
 void register_tern(const std::string& name, const TernGemm& g) {
@@ -437,15 +494,18 @@ void register_tern(const std::string& name, const TernGemm& g) {
       ->Unit(benchmark::kMicrosecond);
 }
 
+void register_tern_gemms(int64_t n, int64_t k, int64_t m) {
+  std::string shape = "/N:" + std::to_string(n) + "/K:" + std::to_string(k) + "/M:" + std::to_string(m);
+  register_tern("tern/int8" + shape, {n, k, m, TernWeights::kInt8});
+  register_tern("tern/ternary_n4" + shape, {n, k, m, TernWeights::kTernary, 4});
+  register_tern("tern/ternary_n64" + shape, {n, k, m, TernWeights::kTernary, 64});
+  register_tern("tern/int4" + shape, {n, k, m, TernWeights::kInt4});
+}
+
 void register_tern_kernels() {
-  const int64_t kNk[][2] = {{4096, 4096}, {11008, 4096}};
-  for (const auto& nk : kNk)
-    for (int64_t m : {1, 8, 64}) {
-      std::string shape = "/N:" + std::to_string(nk[0]) + "/K:" + std::to_string(nk[1]) + "/M:" + std::to_string(m);
-      register_tern("tern/int8" + shape, {nk[0], nk[1], m, 8});
-      register_tern("tern/ternary_n4" + shape, {nk[0], nk[1], m, 2, 4});
-      register_tern("tern/ternary_n64" + shape, {nk[0], nk[1], m, 2, 64});
-    }
+  for (const auto& nk : kMatmulNk)
+    for (int64_t m : {1, 8, 64}) register_tern_gemms(nk[0], nk[1], m);
+  register_tern_gemms(kDramNk[0], kDramNk[1], 1);
   struct ConvShape {
     int64_t c_in, c_out, hw, stride;
   };
@@ -453,11 +513,11 @@ void register_tern_kernels() {
   for (const ConvShape& s : kShapes)
     for (int64_t batch : {1, 64}) {
       int64_t out_hw = s.hw / s.stride;
-      TernGemm g{s.c_out, 9 * s.c_in, batch * out_hw * out_hw, 8};
+      TernGemm g{s.c_out, 9 * s.c_in, batch * out_hw * out_hw, TernWeights::kInt8};
       std::string name = "/C:" + std::to_string(s.c_in) + "to" + std::to_string(s.c_out) + "/HW:" + std::to_string(s.hw) +
                          "/stride:" + std::to_string(s.stride) + "/batch:" + std::to_string(batch);
       register_tern("tern-conv-gemm/int8" + name, g);
-      g.weight_bits = 2;
+      g.weights = TernWeights::kTernary;
       register_tern("tern-conv-gemm/ternary_n4" + name, g);
     }
 }

@@ -438,7 +438,8 @@ void BM_read_bandwidth(benchmark::State& state) {
   state.SetLabel(std::string(isa) + " loads");
 }
 void read_sizes(benchmark::internal::Benchmark* b) {
-  b->ArgName("bytes")->Arg(16 << 10)->Arg(1 << 20)->Arg(int64_t{1} << 30);  // L1, L2, DRAM
+  // L1, L2, L3 (8 and 32 MiB: the packed weights of the 4096 x 4096 GEMV benchmarks), DRAM.
+  b->ArgName("bytes")->Arg(16 << 10)->Arg(1 << 20)->Arg(8 << 20)->Arg(32 << 20)->Arg(int64_t{1} << 30);
 }
 BENCHMARK(BM_read_bandwidth)->Apply(read_sizes);
 BENCHMARK(BM_read_bandwidth)->Apply(read_sizes)->Threads(2)->UseRealTime();

@@ -13,10 +13,18 @@ the frozen module folds them into the convolutions, as tern's importer does.
 
 Eager and frozen repetitions alternate, so background load hits both alike; each repetition times
 a block of runs lasting at least --min-time seconds; the figures are medians over repetitions.
+--modes eager or --modes frozen times one of them only (eager alone skips tracing altogether).
+
+Memory: each result carries peak_rss_bytes, the process's peak resident memory
+(getrusage(RUSAGE_SELF).ru_maxrss) when that model and batch finished, importing torch included.
+It is the configuration's own only when the process runs one model, one batch and one mode
+(scripts/bench_speed.py runs it that way) and was not started by a process with a larger peak
+(Linux carries the parent's peak over an exec; bench_speed.py starts it through a forking shell).
 """
 import argparse
 import json
 import os
+import resource
 import sys
 
 from bench_timing import summarize, time_block  # noqa: E402  (bench/ is on sys.path)
@@ -32,6 +40,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from train_reference import MODELS  # noqa: E402
 
 INPUT_SHAPE = (1, 28, 28)
+MODES = ("eager", "frozen")
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def bench_model(name, batch, args):
@@ -39,11 +52,16 @@ def bench_model(name, batch, args):
     model = MODELS[name]().eval()
     x = torch.randn(batch, *INPUT_SHAPE)
     with torch.no_grad():
-        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x).eval()))
-        engines = {"eager": model, "frozen": frozen}
-        max_diff = (frozen(x) - model(x)).abs().max().item()
-        if max_diff > 1e-3 * max(1.0, model(x).abs().max().item()):
-            raise SystemExit(f"bench_pytorch: {name} batch {batch}: frozen module differs from eager by {max_diff:.3g}")
+        engines = {}
+        if "eager" in args.mode_list:
+            engines["eager"] = model
+        if "frozen" in args.mode_list:
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model, x).eval()))
+            engines["frozen"] = frozen
+            reference = model(x)
+            max_diff = (frozen(x) - reference).abs().max().item()
+            if max_diff > 1e-3 * max(1.0, reference.abs().max().item()):
+                raise SystemExit(f"bench_pytorch: {name} batch {batch}: frozen module differs from eager by {max_diff:.3g}")
         # The profiling executor specializes a TorchScript module over its first runs.
         for fn in engines.values():
             for _ in range(3):
@@ -56,8 +74,9 @@ def bench_model(name, batch, args):
     result = {"model": name, "batch": batch}
     for mode, seconds in times.items():
         result[mode] = summarize(batch, seconds)
-    best = max(("eager", "frozen"), key=lambda mode: result[mode]["images_per_s"])
+    best = max(engines, key=lambda mode: result[mode]["images_per_s"])
     result["best"] = {"mode": best, "images_per_s": result[best]["images_per_s"]}
+    result["peak_rss_bytes"] = peak_rss_bytes()
     return result
 
 
@@ -69,7 +88,11 @@ def main():
     ap.add_argument("--repetitions", type=int, default=10)
     ap.add_argument("--min-time", type=float, default=0.2, help="seconds per timed block")
     ap.add_argument("--warmup", type=float, default=0.2, help="seconds of untimed runs per engine")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: eager, frozen")
     args = ap.parse_args()
+    args.mode_list = [m for m in args.modes.split(",") if m]
+    if not args.mode_list or any(m not in MODES for m in args.mode_list):
+        ap.error(f"--modes: expected a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
 
     names = [m for m in args.models.split(",") if m]
     unknown = [m for m in names if m not in MODELS]

@@ -4,7 +4,8 @@ architectures, next to PyTorch FP32 eager, for docs/results/speed.md.
 
 Run with Debian's Python (it has torch):
     /usr/bin/python3 bench/bench_pytorch_int8.py [--models resnet20,vgg_small,mobilenetv2_small] [--batches 1,64]
-Prints one JSON object: per model and batch, images/s and peak RSS for
+Prints one JSON object: per model and batch, images/s and peak RSS for these modes (--modes picks
+a subset):
   fp32_eager:  the float model in eager mode (BatchNorm layers still run, as in bench_pytorch.py);
   int8_eager:  the quantized torch.fx GraphModule that convert_fx returns;
   int8_frozen: that module traced with torch.jit.trace, frozen with torch.jit.freeze, saved, and
@@ -189,6 +190,8 @@ def main():
     ap.add_argument("--qengine", default=None, choices=["onednn", "qnnpack"],
                     help="quantized engine (default: onednn if this build has it, else qnnpack)")
     ap.add_argument("--calib-images", type=int, default=16, help="random images for calibration")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="comma-separated subset of %s (default: all)" % ", ".join(MODES))
     ap.add_argument("--worker", choices=("baseline", "prepare") + MODES, help=argparse.SUPPRESS)
     ap.add_argument("--frozen-path", help=argparse.SUPPRESS)
     ap.add_argument("--outdir", help=argparse.SUPPRESS)
@@ -201,6 +204,9 @@ def main():
         ap.error(f"--batches: expected comma-separated integers, got {args.batches!r}")
     if not names or not batches or min(batches) < 1:
         ap.error("need at least one model and positive batch sizes")
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or any(m not in MODES for m in modes):
+        ap.error(f"--modes: expected a comma-separated subset of {', '.join(MODES)}, got {args.modes!r}")
     if args.worker:
         worker(args, names, batches)
         return
@@ -218,7 +224,7 @@ def main():
         for item in prep["results"]:
             name, batch = item["model"], item["batch"]
             result = {"model": name, "batch": batch, "int8_vs_fp32_rel_err": item["int8_vs_fp32_rel_err"]}
-            for mode in MODES:
+            for mode in modes:
                 if mode == "int8_frozen" and "frozen_error" in item:
                     result[mode] = {"error": item["frozen_error"]}
                     continue
@@ -226,7 +232,7 @@ def main():
                 if mode == "int8_frozen":
                     extra["frozen_path"] = item["frozen_path"]
                 result[mode] = run_worker(args, mode, name, str(batch), **extra)
-            ok = [m for m in ("int8_eager", "int8_frozen") if "images_per_s" in result[m]]
+            ok = [m for m in ("int8_eager", "int8_frozen") if m in result and "images_per_s" in result[m]]
             if ok:
                 best = max(ok, key=lambda m: result[m]["images_per_s"])
                 result["best_int8"] = {"mode": best, "images_per_s": result[best]["images_per_s"],
@@ -245,7 +251,7 @@ def main():
         "torch_import_rss_bytes": baseline.get("peak_rss_bytes"),
         "results": results,
     }, indent=1))
-    failed = [f"{r['model']} batch {r['batch']} {m}" for r in results for m in MODES if "error" in r[m]]
+    failed = [f"{r['model']} batch {r['batch']} {m}: {r[m]['error']}" for r in results for m in modes if "error" in r[m]]
     if failed:
         print(f"bench_pytorch_int8: failed: {'; '.join(failed)}", file=sys.stderr)
         sys.exit(1)

@@ -2,7 +2,8 @@
 # Installs the peer runtimes tern's speed comparison measures against, besides PyTorch (which
 # scripts/install-deps.sh python provides). Idempotent: apt and npm run only when something is missing.
 #   - Node.js and npm from Debian's archive (skipped when `node` and `npm` are already on PATH,
-#     whatever installed them);
+#     whatever installed them), and GNU time (/usr/bin/time: scripts/bench_speed.py reads each
+#     measured process's peak RSS through it);
 #   - onnxruntime-node, pinned in bench/package.json, into bench/node_modules.
 # npm runs with --ignore-scripts: the package's postinstall script downloads CUDA/TensorRT files
 # from the network, which the CPU binding (shipped in the npm tarball itself) does not need.
@@ -15,6 +16,7 @@ bench="$root/bench"
 missing=()
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+[ -x /usr/bin/time ] || missing+=(time)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-peers.sh: installing ${missing[*]}"
   sudo=""

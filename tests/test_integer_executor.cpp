@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 
 #include "kernels/cpu_features.h"
 #include "onnx_builder.h"
@@ -85,28 +86,28 @@ std::vector<Config> configs() {
     return o;
   };
   q::QuantizeOptions o = base();
-  c.push_back({"ternary fgq N=4", o, "ternary-panels"});
+  c.push_back({"ternary fgq N=4", o, "ternary"});
   o.plan.weights.group_size = 2;
   c.push_back({"ternary fgq N=2", o, "int8"});  // a step spans two groups: dense int8 panels
   o = base();
   o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
   c.push_back({"int8 per channel", o, "int8"});
   o.plan.weights.bits = 4;
-  c.push_back({"int4 per channel", o, "int8"});
+  c.push_back({"int4 per channel", o, "int4"});  // kept at 4 bits
   o = base();
   o.plan.weights.method = q::TernaryMethod::kFgqAsymmetric;
   c.push_back({"fgq-asym N=4", o, "int8", "grouped"});
   o = base();
   o.plan.weights.method = q::TernaryMethod::kTwn;
   o.plan.weights.group_size = q::kWholeFilter;
-  c.push_back({"twn per filter (float scales)", o, "ternary-panels"});
+  c.push_back({"twn per filter (float scales)", o, "ternary"});
   o = base();
   o.plan.weights.method = q::TernaryMethod::kCluster;
   o.plan.weights.group_size = 4;
-  c.push_back({"cluster of 4 filters", o, "ternary-panels"});
+  c.push_back({"cluster of 4 filters", o, "ternary"});
   o = base();
   o.activation_mode = q::ActivationMode::kDynamic;
-  c.push_back({"dynamic activations", o, "ternary-panels"});
+  c.push_back({"dynamic activations", o, "ternary"});
   o.power_of_two = true;
   c.push_back({"dynamic power-of-two activations", o, ""});
   o = base();
@@ -116,7 +117,7 @@ std::vector<Config> configs() {
   o.output_aware = true;
   o.residual = q::parse_residual_budget("all");
   o.residual_fallback = false;
-  c.push_back({"residual terms", o, "ternary-panels x"});
+  c.push_back({"residual terms", o, "ternary"});
   return c;
 }
 
@@ -135,13 +136,124 @@ TEST_P(IntegerEngine, MatchesTheSimulationForEveryFormat) {
   for (Config& c : configs()) {
     q::QuantizedModel m = q::quantize_model(g, c.options, &calib);
     Executor sim(q::simulation_graph(m));
-    IntegerExecutor engine(m);
-    for (const IntegerLayerInfo& l : engine.layers()) {
-      if (l.node != c.float_ok) EXPECT_EQ(l.kernel.find("float32"), std::string::npos) << c.name << ": " << l.node << " [" << l.kernel << "]";
-      if (l.node == "conv3" && !c.expect_kernel.empty()) EXPECT_EQ(l.kernel.rfind(c.expect_kernel, 0), 0u) << c.name << ": " << l.kernel;
+    Tensor want = sim.run(x);
+    for (bool fused : {true, false}) {
+      IntegerExecutor engine(m, {}, IntegerEngineOptions{fused});
+      std::string what = c.name + (fused ? " (fused)" : " (hybrid)");
+      // Every model runs fused but the one with a float layer.
+      EXPECT_EQ(engine.fused(), fused && c.float_ok.empty()) << what << ": " << engine.mode();
+      for (const IntegerLayerInfo& l : engine.layers()) {
+        if (l.node != c.float_ok) EXPECT_EQ(l.kernel.find("float32"), std::string::npos) << what << ": " << l.node << " [" << l.kernel << "]";
+        if (l.node == "conv3" && !c.expect_kernel.empty()) EXPECT_EQ(l.kernel.rfind(c.expect_kernel, 0), 0u) << what << ": " << l.kernel;
+      }
+      expect_close(engine.run(x), want, what);
     }
-    expect_close(engine.run(x), sim.run(x), c.name);
   }
+}
+
+// The fused program's plan for the test model: the depthwise layer runs its direct kernel, the
+// residual Add runs in the grouped layer's epilogue, activations between layers are codes.
+TEST_P(IntegerEngine, FusesTheResidualAddAndKeepsCodesBetweenLayers) {
+  Graph g = model();
+  Tensor calib = images(16, 41);
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  IntegerExecutor engine(q::quantize_model(g, o, &calib));
+  ASSERT_TRUE(engine.fused()) << engine.mode();
+  std::map<std::string, std::string> kernel;
+  for (const IntegerLayerInfo& l : engine.layers()) kernel[l.node] = l.kernel;
+  EXPECT_NE(kernel["depthwise"].find("direct depthwise"), std::string::npos) << kernel["depthwise"];
+  EXPECT_NE(kernel["grouped"].find("+ Add"), std::string::npos) << kernel["grouped"];
+  EXPECT_NE(kernel["conv3"].find("implicit-GEMM"), std::string::npos) << kernel["conv3"];
+  std::string steps;
+  for (const std::string& s : engine.steps()) steps += s + "\n";
+  EXPECT_EQ(steps.find("add:"), std::string::npos) << "the Add should not be a step of its own:\n" << steps;
+}
+
+// x[N,3,8,8] -> conv 3x3 (3 channels: padded to 4) -> relu -> maxpool 2x2 -> {conv 1x1 in 4
+// groups of 2 channels (gathered patches) -> relu, conv 3x3 -> relu} -> concat -> maxpool 3x3
+// stride 2 pad 1 -> flatten (NCHW order from NHWC codes) -> gemm -> relu -> gemm.
+Graph branchy_model() {
+  OnnxBuilder b;
+  b.input("x", {-1, 3, 8, 8});
+  b.floats("w1", {8, 3, 3, 3}, random_floats(216, 51));
+  b.floats("wa", {4, 2, 1, 1}, random_floats(8, 52));
+  b.floats("wb", {12, 8, 3, 3}, random_floats(864, 53));
+  b.floats("wf", {7, 64}, random_floats(448, 54));
+  b.floats("wg", {3, 7}, random_floats(21, 55));
+  auto& c1 = b.node("Conv", {"x", "w1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"}, "relu1");
+  auto& p1 = b.node("MaxPool", {"r1"}, {"p1"}, "pool1");
+  OnnxBuilder::attr(p1, "kernel_shape", std::vector<int64_t>{2, 2});
+  OnnxBuilder::attr(p1, "strides", std::vector<int64_t>{2, 2});
+  auto& ca = b.node("Conv", {"p1", "wa"}, {"a"}, "branch_a");
+  OnnxBuilder::attr(ca, "group", int64_t{4});
+  b.node("Relu", {"a"}, {"ra"}, "relu_a");
+  auto& cb = b.node("Conv", {"p1", "wb"}, {"bb"}, "branch_b");
+  OnnxBuilder::attr(cb, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"bb"}, {"rb"}, "relu_b");
+  auto& cat = b.node("Concat", {"ra", "rb"}, {"cat"}, "concat");
+  OnnxBuilder::attr(cat, "axis", int64_t{1});
+  auto& p2 = b.node("MaxPool", {"cat"}, {"p2"}, "pool2");
+  OnnxBuilder::attr(p2, "kernel_shape", std::vector<int64_t>{3, 3});
+  OnnxBuilder::attr(p2, "strides", std::vector<int64_t>{2, 2});
+  OnnxBuilder::attr(p2, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Flatten", {"p2"}, {"f"}, "flatten");
+  auto& fc = b.node("Gemm", {"f", "wf"}, {"h"}, "fc1");
+  OnnxBuilder::attr(fc, "transB", int64_t{1});
+  b.node("Relu", {"h"}, {"rh"}, "relu_h");
+  auto& fc2 = b.node("Gemm", {"rh", "wg"}, {"y"}, "fc2");
+  OnnxBuilder::attr(fc2, "transB", int64_t{1});
+  b.output("y");
+  return import_onnx_bytes(b.bytes(), "branchy.onnx");
+}
+
+// Max pooling, Concat (each branch writes its codes at the reader's scale) and a Flatten of a
+// spatial map run on codes, and give the simulation's outputs, static and dynamic.
+TEST_P(IntegerEngine, PoolingConcatAndFlattenRunOnCodes) {
+  Graph g = branchy_model();
+  Tensor calib = Tensor::from_floats({16, 3, 8, 8}, random_floats(16 * 192, 61));
+  Tensor x = Tensor::from_floats({5, 3, 8, 8}, random_floats(5 * 192, 62));
+  for (q::ActivationMode mode : {q::ActivationMode::kCalibrated, q::ActivationMode::kDynamic}) {
+    q::QuantizeOptions o;
+    o.plan.first_last_8bit = false;
+    o.activation_mode = mode;
+    q::QuantizedModel m = q::quantize_model(g, o, &calib);
+    Executor sim(q::simulation_graph(m));
+    IntegerExecutor engine(m);
+    ASSERT_TRUE(engine.fused()) << engine.mode();
+    std::string steps;
+    for (const std::string& s : engine.steps()) steps += s + "\n";
+    if (mode == q::ActivationMode::kCalibrated) {
+      for (const char* step : {"pool1: MaxPool on codes", "concat: Concat on codes", "pool2: MaxPool on codes",
+                               "flatten: Flatten on codes"})
+        EXPECT_NE(steps.find(step), std::string::npos) << step << " in\n" << steps;
+      EXPECT_EQ(steps.find("f32"), std::string::npos) << "no float activations expected:\n" << steps;
+    }
+    expect_close(engine.run(x), sim.run(x), q::activation_mode_name(mode));
+    std::map<std::string, std::string> kernel;
+    for (const IntegerLayerInfo& l : engine.layers()) kernel[l.node] = l.kernel;
+    EXPECT_NE(kernel["conv1"].find("implicit-GEMM"), std::string::npos) << kernel["conv1"];
+    EXPECT_NE(kernel["branch_a"].find("im2col-block"), std::string::npos) << kernel["branch_a"];
+    Tensor one = Tensor::from_floats({1, 3, 8, 8}, random_floats(192, 63));
+    expect_close(engine.run(one), sim.run(one), std::string("batch 1, ") + q::activation_mode_name(mode));
+  }
+}
+
+// Inputs that do not fit the model are errors naming the input, not crashes.
+TEST(IntegerEngine, RejectsInputsThatDoNotFit) {
+  Graph g = branchy_model();
+  Tensor calib = Tensor::from_floats({8, 3, 8, 8}, random_floats(8 * 192, 71));
+  q::QuantizeOptions o;
+  IntegerExecutor engine(q::quantize_model(g, o, &calib));
+  ASSERT_TRUE(engine.fused());
+  EXPECT_THROW(engine.run(Tensor::from_floats({1, 3, 8, 7}, random_floats(168, 72))), Error);
+  EXPECT_THROW(engine.run(Tensor::from_floats({3, 8, 8}, random_floats(192, 73))), Error);
+  Tensor nan = Tensor::from_floats({1, 3, 8, 8}, random_floats(192, 74));
+  nan.data<float>()[17] = std::nanf("");
+  EXPECT_THROW(engine.run(nan), Error);
+  EXPECT_EQ(engine.run(Tensor::from_floats({2, 3, 8, 8}, random_floats(384, 75))).shape(), (Shape{2, 3}));
 }
 
 TEST_P(IntegerEngine, LevelsSwitchLikeTheSimulation) {

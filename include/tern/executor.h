@@ -34,9 +34,24 @@ struct NodeProfile {
   int64_t runs = 0;
 };
 
+// What runs a model: the FP32 Executor, the integer engine (integer_executor.h). Evaluation,
+// `tern bench` and `tern run` take any of them.
+class InferenceEngine {
+ public:
+  virtual ~InferenceEngine() = default;
+  // The model's graph: its inputs and outputs (names, shapes) are the engine's.
+  virtual const Graph& graph() const = 0;
+  // Runs one batch; inputs in graph-input order. Throws Error naming the input when a shape or
+  // type does not fit the model.
+  virtual std::vector<Tensor> run(std::span<const Tensor> inputs) = 0;
+  Tensor run(const Tensor& input);  // single input, single output
+  // Wall time per node or step, in run order; empty unless profiling was asked for.
+  virtual std::vector<NodeProfile> profile() const { return {}; }
+};
+
 // One Executor runs one batch at a time (run() is not reentrant); use one per calling thread. The
 // kernels inside a run use the thread pool.
-class Executor {
+class Executor : public InferenceEngine {
  public:
   // Copies the graph and prepares it once (packs constant weights for the fast kernels).
   explicit Executor(Graph graph, ExecutorOptions options = {});
@@ -44,19 +59,17 @@ class Executor {
   Executor(Executor&&) noexcept;
   Executor& operator=(Executor&&) noexcept;
 
-  const Graph& graph() const;
+  const Graph& graph() const override;
 
   // Replaces constant `name` (same type and shape) and re-prepares only the nodes that read it;
   // the next run() uses it. How a quantized model switches residual levels without reloading.
   void set_constant(const std::string& name, Tensor value);
 
-  // Runs the graph; inputs in graph-input order. Throws Error naming the input when a shape or
-  // type does not fit the model.
-  std::vector<Tensor> run(std::span<const Tensor> inputs);
-  Tensor run(const Tensor& input);  // single input, single output
+  std::vector<Tensor> run(std::span<const Tensor> inputs) override;
+  using InferenceEngine::run;
 
   // Per-node wall time, in graph order; empty unless ExecutorOptions::profile.
-  std::vector<NodeProfile> profile() const;
+  std::vector<NodeProfile> profile() const override;
 
  private:
   struct Impl;

@@ -403,7 +403,7 @@ struct Runner {
   std::optional<tern::IntegerExecutor> integer;
   std::optional<tern::Executor> plain;
   const char* engine = "fp32";
-  tern::Executor& executor() { return integer ? integer->executor() : *plain; }
+  tern::InferenceEngine& executor() { return integer ? static_cast<tern::InferenceEngine&>(*integer) : *plain; }
 };
 
 Runner make_runner(const Args& args, const std::string& model, tern::Graph graph,
@@ -418,8 +418,10 @@ Runner make_runner(const Args& args, const std::string& model, tern::Graph graph
   check(quantized.has_value(), model + ": --engine integer needs a quantized .tern model");
   r.integer.emplace(std::move(*quantized), options);
   r.engine = "integer";
-  if (args.flag("verbose"))
+  if (args.flag("verbose")) {
+    std::fprintf(stderr, "integer engine: %s\n", r.integer->mode().c_str());
     for (const tern::IntegerLayerInfo& l : r.integer->layers()) std::fprintf(stderr, "%-44s %s\n", l.node.c_str(), l.kernel.c_str());
+  }
   return r;
 }
 
@@ -448,7 +450,7 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
     }
     int max_level() const { return m.max_level(); }
     const QuantizedModel& model() const { return m; }
-    tern::Executor& executor() { return i ? i->executor() : s->executor(); }
+    tern::InferenceEngine& executor() { return i ? static_cast<tern::InferenceEngine&>(*i) : s->executor(); }
   } session{levels_model, simulated, integer};
   nlohmann::json levels = nlohmann::json::array();
   bool json = args.flag("json");
@@ -492,7 +494,7 @@ int cmd_eval(int argc, char** argv) {
   tern::Dataset data = load_data(args);
   Runner runner = make_runner(args, model, std::move(loaded.graph), loaded.quantized, loaded.engine());
   const char* engine = runner.engine;
-  tern::Executor& executor = runner.executor();
+  tern::InferenceEngine& executor = runner.executor();
   tern::EvalResult r = tern::evaluate_classifier(executor, data, norm, options);
   if (args.flag("json")) {
     nlohmann::json j = {{"model", model}, {"data", data.name},           {"engine", engine},
@@ -794,7 +796,7 @@ int cmd_bench(int argc, char** argv) {
   exec_options.profile = args.flag("profile");
   Runner runner = make_runner(args, model, std::move(graph), loaded.quantized, engine, exec_options);
   engine = runner.engine;
-  tern::Executor& executor = runner.executor();
+  tern::InferenceEngine& executor = runner.executor();
   executor.run(x);  // warm-up: first-touch allocations, caches
   std::vector<double> times;
   auto start = std::chrono::steady_clock::now();

@@ -6,7 +6,7 @@
 
 namespace tern {
 
-EvalResult evaluate_classifier(Executor& executor, const Dataset& data, const Normalization& norm,
+EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, const Normalization& norm,
                                const EvalOptions& options) {
   const Graph& graph = executor.graph();
   check(!graph.inputs.empty() && !graph.outputs.empty(), graph.source + ": model has no inputs or outputs");

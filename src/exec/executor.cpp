@@ -160,8 +160,8 @@ std::vector<NodeProfile> Executor::profile() const {
 
 std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) { return impl_->run(inputs); }
 
-Tensor Executor::run(const Tensor& input) {
-  std::vector<Tensor> out = impl_->run(std::span<const Tensor>(&input, 1));
+Tensor InferenceEngine::run(const Tensor& input) {
+  std::vector<Tensor> out = run(std::span<const Tensor>(&input, 1));
   check(out.size() == 1, "model has " + std::to_string(out.size()) + " outputs; use the multi-output run()");
   return out[0];
 }

@@ -8,145 +8,28 @@
 #include <optional>
 
 #include "exec/fp32_ops.h"
+#include "exec/integer_layers.h"
+#include "exec/integer_program.h"
 #include "kernels/int8/qgemm.h"
 #include "kernels/int8/ternary_panels.h"
 #include "tern/error.h"
 
 namespace tern {
 
-namespace {
-
+using integer::IntLayer;
+using integer::IntTerm;
+using integer::TermGroup;
 using kernels::kQPanelRows;
 using kernels::kQStep;
-
-// One term's integer weights for one convolution group: rows = filters of the group, depth =
-// taps * channels, K tap-major (k = tap * channels + channel, an NHWC patch's order).
-struct TermGroup {
-  std::optional<kernels::TernaryPanels> ternary;  // when every row-step has one magnitude
-  kernels::QPackedWeights dense;                  // otherwise
-  std::vector<int32_t> row_sums;                  // padded to whole panels
-};
-
-struct IntTerm {
-  std::vector<TermGroup> groups;
-  std::vector<float> step;  // per output filter: the integer weight's real value is w * step
-};
-
-struct IntLayer {
-  std::string node;
-  bool gemm = false;
-  ConvAttrs conv;
-  Shape weight_shape;
-  int64_t out = 0, in = 0, taps = 0, groups = 1;  // in: channels per group
-  quant::ActivationQuant input;
-  std::vector<IntTerm> terms;  // every stored term
-  int active = 1;
-  std::vector<float> bias;     // dequantized, per filter (empty: none)
-  float clamp_lo = -INFINITY, clamp_hi = INFINITY;
-  bool uses_panels = false;
-};
-
-// The exact integer form of a term: w[o][k] (tap-major within each group) with w * step[o] its
-// value. nullopt (and `why`) when there is none.
-std::optional<std::vector<int8_t>> integer_weights(const quant::QuantizedLayer& l, const quant::QuantizedWeights& q,
-                                                   std::vector<float>& step, std::string& why) {
-  using namespace quant;
-  if (l.config.log_scales) {
-    why = "logarithmic group scales";
-    return std::nullopt;
-  }
-  const WeightGrouping& g = q.grouping;
-  const int64_t out = g.out, in = g.in, taps = g.taps;
-  const bool two_level = !q.filter_steps.empty();
-  step.assign(static_cast<size_t>(out), 0.0f);
-  std::vector<int8_t> w(static_cast<size_t>(out * in * taps));
-  for (int64_t o = 0; o < out; ++o) {
-    const GroupScales& first = q.scales[static_cast<size_t>(g.group_of(o, 0, 0))];
-    step[static_cast<size_t>(o)] = two_level ? q.filter_steps[static_cast<size_t>(o)] : first.positive;
-    for (int64_t c = 0; c < in; ++c)
-      for (int64_t t = 0; t < taps; ++t) {
-        const GroupScales& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
-        int code = q.codes[static_cast<size_t>((o * in + c) * taps + t)];
-        int value = code;
-        if (two_level) {
-          float st = q.filter_steps[static_cast<size_t>(o)];
-          int unit = scale_unit(code >= 0 ? s.positive : s.negative, st, false);
-          value = code * unit;
-        } else if (s.positive != first.positive || s.negative != first.positive) {
-          why = s.positive != s.negative ? "asymmetric float32 scales" : "float32 scales per group";
-          return std::nullopt;
-        }
-        if (value < -127 || value > 127) {
-          why = "codes times group units exceed int8";
-          return std::nullopt;
-        }
-        w[static_cast<size_t>((o * taps + t) * in + c)] = static_cast<int8_t>(value);  // tap-major
-      }
-  }
-  return w;
-}
-
-TermGroup make_term_group(const int8_t* w, int64_t rows, int64_t depth) {
-  TermGroup tg;
-  const int64_t steps = (depth + kQStep - 1) / kQStep;
-  // The magnitude of each (row, step)'s nonzero weights: 0 when all are zero, -1 when they differ
-  // (then the layer needs dense int8 panels).
-  std::vector<int> magnitude(static_cast<size_t>(rows * steps), 0);
-  bool ternary = true;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < depth; ++k) {
-      int v = std::abs(static_cast<int>(w[r * depth + k]));
-      int& m = magnitude[static_cast<size_t>(r * steps + k / kQStep)];
-      if (v == 0) continue;
-      if (m == 0) m = v;
-      if (m != v) ternary = false;
-    }
-  tg.row_sums.assign(static_cast<size_t>((rows + kQPanelRows - 1) / kQPanelRows * kQPanelRows), 0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < depth; ++k) tg.row_sums[static_cast<size_t>(r)] += w[r * depth + k];
-  if (!ternary) {
-    tg.dense = kernels::QPackedWeights::pack(w, rows, depth, depth);
-    return tg;
-  }
-  // The most steps that share one unit everywhere (groups of N = 4 * that along K).
-  auto shares = [&](int64_t spu) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t b = 0; b < steps; b += spu) {
-        int unit = 0;
-        for (int64_t s = b; s < std::min(steps, b + spu); ++s) {
-          int m = magnitude[static_cast<size_t>(r * steps + s)];
-          if (m == 0) continue;
-          if (unit == 0) unit = m;
-          if (m != unit) return false;
-        }
-      }
-    return true;
-  };
-  int64_t spu = 1;
-  for (int64_t candidate : {16, 8, 4, 2})
-    if (candidate <= steps && shares(candidate)) {
-      spu = candidate;
-      break;
-    }
-  kernels::TernaryPanels panels(rows, depth, spu);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < depth; ++k) {
-      int v = w[r * depth + k];
-      if (v == 0) continue;
-      panels.set_code(r, k, v > 0 ? 1 : -1);
-      panels.set_unit(r, k / kQStep, std::abs(v));
-    }
-  tg.ternary = std::move(panels);
-  return tg;
-}
-
-}  // namespace
 
 struct IntegerExecutor::Impl {
   quant::QuantizedModel model;
   std::vector<IntLayer> layers;
   std::vector<IntegerLayerInfo> info;
-  std::unique_ptr<Executor> executor;
+  std::unique_ptr<integer::Program> program;  // the fused program, or
+  std::string why_hybrid;
+  std::unique_ptr<Executor> executor;         // the hybrid graph
+  Graph graph;                                // the program's inputs and outputs
   std::vector<int8_t> scratch;  // decoded ternary panels of the layer running now (ternary_qgemm)
   // Work buffers of the layer running now, kept between layers and runs: allocating (and first
   // touching) tens of MB per layer at batch 64 cost more than the arithmetic.
@@ -154,27 +37,61 @@ struct IntegerExecutor::Impl {
   std::vector<int32_t> acc;
   std::vector<float> sum;
 
-  Impl(quant::QuantizedModel m, ExecutorOptions options) : model(std::move(m)) {
+  Impl(quant::QuantizedModel m, ExecutorOptions options, const IntegerEngineOptions& engine) : model(std::move(m)) {
     Graph sim = quant::simulation_graph(model);
+    std::vector<std::string> float_layers;
     for (const quant::QuantizedLayer& l : model.layers) {
       const Node* node = nullptr;
       for (const Node& n : sim.nodes)
         if (n.name == l.node) node = &n;
       check(node != nullptr, "integer engine: layer '" + l.node + "' is not in the graph");
-      std::string why = build(l, *node, sim);
-      if (!why.empty()) {
+      std::string why;
+      std::optional<IntLayer> L = integer::build_int_layer(l, *node, sim, why);
+      if (!L) {
         info.push_back({l.node, "float32 simulation (" + why + ")"});
+        float_layers.push_back(l.node);
         continue;
       }
-      size_t index = layers.size() - 1;
-      options.node_kernels[l.node] = [this, index](std::span<const Tensor* const> in, const std::vector<Shape>& shapes,
-                                                   ThreadPool* pool) {
+      layers.push_back(std::move(*L));
+      info.push_back({l.node, ""});
+    }
+    // The fused program when every layer has an integer form; else the hybrid graph.
+    if (engine.fused && float_layers.empty()) {
+      ThreadPool* pool = options.pool ? options.pool : &ThreadPool::global();
+      program = integer::Program::compile(sim, layers, pool, options.profile, why_hybrid);
+    } else {
+      why_hybrid = engine.fused ? "layer " + float_layers.front() + " has no integer form" : "asked for";
+    }
+    if (program) {
+      for (IntegerLayerInfo& i : info) i.kernel = program->kernel_of(i.node);
+      // The program keeps what it runs (packed weights, biases, scales); the graph is kept for its
+      // inputs and outputs, and the model for its levels: their weights go.
+      for (Value& v : sim.values) v.constant.reset();
+      graph = std::move(sim);
+      release_weights();
+      return;
+    }
+    for (size_t index = 0; index < layers.size(); ++index)
+      options.node_kernels[layers[index].node] = [this, index](std::span<const Tensor* const> in,
+                                                               const std::vector<Shape>& shapes, ThreadPool* pool) {
         return std::vector<Tensor>{run_layer(layers[index], *in[0], shapes[0], pool)};
       };
-      info.push_back({l.node, describe(layers.back())});
-    }
+    for (IntegerLayerInfo& i : info)
+      for (const IntLayer& L : layers)
+        if (L.node == i.node) i.kernel = describe(L) + " (hybrid)";
     drop_input_quantizers(sim);
     executor = std::make_unique<Executor>(std::move(sim), options);
+  }
+
+  // The dequantized float weights and int8 codes of the loaded model: the program has its own
+  // packed form, and switching levels only changes which terms run.
+  void release_weights() {
+    for (Value& v : model.graph.values) v.constant.reset();
+    for (quant::QuantizedLayer& l : model.layers)
+      for (quant::QuantizedWeights& q : l.terms) {
+        q.codes.clear();
+        q.codes.shrink_to_fit();
+      }
   }
 
   // Integer layers quantize their own input (same rounding): they read the value the simulation's
@@ -193,54 +110,9 @@ struct IntegerExecutor::Impl {
   }
 
   std::string describe(const IntLayer& L) const {
-    std::string s = L.uses_panels ? "ternary-panels" : "int8";
+    std::string s = L.weights_kind();
     if (L.terms.size() > 1) s += " x" + std::to_string(L.active) + "/" + std::to_string(L.terms.size());
     return s + " " + kernels::qgemm_kernel_name();
-  }
-
-  // Builds the integer form of a layer; returns why not ("" when built).
-  std::string build(const quant::QuantizedLayer& l, const Node& node, const Graph& g) {
-    if (!l.input) return "float32 input";
-    if (node.op == OpType::kConv && node.attr<ConvAttrs>().kernel.size() != 2) return "not a 2-D convolution";
-    IntLayer L;
-    L.node = l.node;
-    L.gemm = node.op == OpType::kGemm;
-    L.input = *l.input;
-    L.out = l.out;
-    L.taps = l.taps;
-    L.groups = L.gemm ? 1 : node.attr<ConvAttrs>().group;
-    L.in = l.in;
-    if (L.gemm) {
-      L.clamp_lo = node.attr<GemmAttrs>().clamp_lo;
-      L.clamp_hi = node.attr<GemmAttrs>().clamp_hi;
-    } else {
-      L.conv = node.attr<ConvAttrs>();
-      L.clamp_lo = L.conv.clamp_lo;
-      L.clamp_hi = L.conv.clamp_hi;
-    }
-    L.weight_shape = g.value(node.inputs[1]).shape;
-    if (node.inputs.size() > 2 && node.inputs[2] != kNoValue && g.is_constant(node.inputs[2])) {
-      const Tensor& b = g.constant(node.inputs[2]);
-      L.bias.assign(b.data<float>(), b.data<float>() + b.size());
-    }
-    const int64_t rows = L.out / L.groups, depth = L.in * L.taps;
-    if (depth > kernels::kQMaxDepth) return "depth above the int32-safe maximum";
-    bool all_panels = true;
-    for (const quant::QuantizedWeights& q : l.terms) {
-      IntTerm term;
-      std::string why;
-      std::optional<std::vector<int8_t>> w = integer_weights(l, q, term.step, why);
-      if (!w) return why;
-      for (int64_t gi = 0; gi < L.groups; ++gi) {
-        term.groups.push_back(make_term_group(w->data() + gi * rows * depth, rows, depth));
-        all_panels = all_panels && term.groups.back().ternary.has_value();
-      }
-      L.terms.push_back(std::move(term));
-    }
-    L.uses_panels = all_panels;
-    L.active = l.active_terms;
-    layers.push_back(std::move(L));
-    return "";
   }
 
   // Codes of `count` values at `scale` (the simulation's rounding: x / scale, clamped, half away
@@ -335,12 +207,7 @@ struct IntegerExecutor::Impl {
       for (int j = 0; j < L.active; ++j) {
         const IntTerm& term = L.terms[static_cast<size_t>(j)];
         const TermGroup& tg = term.groups[static_cast<size_t>(gi)];
-        if (tg.ternary) {
-          kernels::ternary_qgemm(*tg.ternary, tg.row_sums.data(), cols, patches.data(), stride, acc.data(), rows, scratch,
-                                 pool);
-        } else {
-          kernels::qgemm(tg.dense, cols, patches.data(), stride, acc.data(), rows, pool);
-        }
+        tg.gemm(cols, patches.data(), stride, acc.data(), rows, scratch, pool);
         auto accumulate = [&](int64_t begin, int64_t end) {
           const int32_t offset = L.input.is_unsigned ? 0 : 128;
           for (int64_t col = begin; col < end; ++col) {
@@ -373,30 +240,57 @@ struct IntegerExecutor::Impl {
   }
 
   void set_level(int level) {
-    std::vector<std::string> changed = quant::set_level(model, level);
-    for (const std::string& name : changed)
-      for (const Value& v : model.graph.values)
-        if (v.name == name && v.constant) executor->set_constant(name, *v.constant);
+    if (program) {
+      check(level >= 0 && level <= model.max_level(), "level " + std::to_string(level) + " is outside 0.." +
+                                                          std::to_string(model.max_level()));
+      model.level = level;
+      for (quant::QuantizedLayer& l : model.layers) l.active_terms = 1;
+      for (int k = 0; k < level; ++k)
+        if (quant::QuantizedLayer* l = find_layer(model.edges[static_cast<size_t>(k)].layer)) ++l->active_terms;
+    } else {
+      std::vector<std::string> changed = quant::set_level(model, level);
+      for (const std::string& name : changed)
+        for (const Value& v : model.graph.values)
+          if (v.name == name && v.constant) executor->set_constant(name, *v.constant);
+    }
     for (IntLayer& L : layers)
       if (const quant::QuantizedLayer* l = model.find(L.node)) L.active = l->active_terms;
-    for (IntegerLayerInfo& i : info)
-      for (const IntLayer& L : layers)
-        if (L.node == i.node) i.kernel = describe(L);
+    if (!program)
+      for (IntegerLayerInfo& i : info)
+        for (const IntLayer& L : layers)
+          if (L.node == i.node) i.kernel = describe(L) + " (hybrid)";
+  }
+
+  quant::QuantizedLayer* find_layer(const std::string& node) {
+    for (quant::QuantizedLayer& l : model.layers)
+      if (l.node == node) return &l;
+    return nullptr;
   }
 };
 
-IntegerExecutor::IntegerExecutor(quant::QuantizedModel model, ExecutorOptions options)
-    : impl_(std::make_unique<Impl>(std::move(model), std::move(options))) {}
+IntegerExecutor::IntegerExecutor(quant::QuantizedModel model, ExecutorOptions options, IntegerEngineOptions engine)
+    : impl_(std::make_unique<Impl>(std::move(model), std::move(options), engine)) {}
 IntegerExecutor::~IntegerExecutor() = default;
 IntegerExecutor::IntegerExecutor(IntegerExecutor&&) noexcept = default;
 IntegerExecutor& IntegerExecutor::operator=(IntegerExecutor&&) noexcept = default;
 
-std::vector<Tensor> IntegerExecutor::run(std::span<const Tensor> inputs) { return impl_->executor->run(inputs); }
-Tensor IntegerExecutor::run(const Tensor& input) { return impl_->executor->run(input); }
+const Graph& IntegerExecutor::graph() const { return impl_->program ? impl_->graph : impl_->executor->graph(); }
+std::vector<Tensor> IntegerExecutor::run(std::span<const Tensor> inputs) {
+  return impl_->program ? impl_->program->run(inputs) : impl_->executor->run(inputs);
+}
+std::vector<NodeProfile> IntegerExecutor::profile() const {
+  return impl_->program ? impl_->program->profile() : impl_->executor->profile();
+}
 void IntegerExecutor::set_level(int level) { impl_->set_level(level); }
 int IntegerExecutor::level() const { return impl_->model.level; }
 int IntegerExecutor::max_level() const { return impl_->model.max_level(); }
 const std::vector<IntegerLayerInfo>& IntegerExecutor::layers() const { return impl_->info; }
-Executor& IntegerExecutor::executor() { return *impl_->executor; }
+bool IntegerExecutor::fused() const { return impl_->program != nullptr; }
+std::string IntegerExecutor::mode() const {
+  return impl_->program ? "fused integer program" : "hybrid (" + impl_->why_hybrid + ")";
+}
+std::vector<std::string> IntegerExecutor::steps() const {
+  return impl_->program ? impl_->program->describe() : std::vector<std::string>{};
+}
 
 }  // namespace tern

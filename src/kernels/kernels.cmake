@@ -10,24 +10,42 @@ set(_tern_avx512_sources
   ${_tern_kernels_dir}/fp32/sgemm_avx512.cpp
   ${_tern_kernels_dir}/fp32/depthwise_conv2d_avx512.cpp)
 
-set(_tern_int8_avx2_sources ${_tern_kernels_dir}/int8/qgemm_avx2.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx2.cpp)
-set(_tern_int8_avx512_sources ${_tern_kernels_dir}/int8/qgemm_avx512.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx512.cpp)
+set(_tern_int8_avx2_sources ${_tern_kernels_dir}/int8/qgemm_avx2.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx2.cpp
+  ${_tern_kernels_dir}/int8/int4_panels_avx2.cpp)
+# AVX-VNNI (vpdpbusd ymm) versions of the AVX2 streaming kernels, for AVX2 machines without AVX-512.
+set(_tern_int8_avxvnni_sources ${_tern_kernels_dir}/int8/stream_avxvnni.cpp)
+set(_tern_int8_avx512_sources ${_tern_kernels_dir}/int8/qgemm_avx512.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx512.cpp
+  ${_tern_kernels_dir}/int8/int4_panels_avx512.cpp
+  ${_tern_kernels_dir}/int8/qgemm_indirect_avx512.cpp)
 
 list(APPEND TERN_KERNEL_SOURCES
+  ${_tern_kernels_dir}/int8/requantize_avx2.cpp
+  ${_tern_kernels_dir}/int8/requantize_avx512.cpp
   ${_tern_kernels_dir}/cpu_features.cpp
   ${_tern_kernels_dir}/fp32/sgemm.cpp
   ${_tern_kernels_dir}/fp32/conv2d.cpp
   ${_tern_kernels_dir}/fp32/depthwise_conv2d.cpp
   ${_tern_kernels_dir}/int8/qgemm.cpp
+  ${_tern_kernels_dir}/int8/qgemm_indirect.cpp
+  ${_tern_kernels_dir}/int8/requantize.cpp
   ${_tern_kernels_dir}/int8/ternary_panels.cpp
+  ${_tern_kernels_dir}/int8/int4_panels.cpp
   ${_tern_avx2_sources}
   ${_tern_avx512_sources}
   ${_tern_int8_avx2_sources}
+  ${_tern_int8_avxvnni_sources}
   ${_tern_int8_avx512_sources})
 
 set_source_files_properties(${_tern_avx2_sources} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
 set_source_files_properties(${_tern_avx512_sources} PROPERTIES
   COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mfma")
 set_source_files_properties(${_tern_int8_avx2_sources} PROPERTIES COMPILE_OPTIONS "-mavx2")
+set_source_files_properties(${_tern_int8_avxvnni_sources} PROPERTIES COMPILE_OPTIONS "-mavx2;-mavxvnni")
+# The epilogue is one loop source built per ISA; no FMA contraction, so every ISA rounds alike.
+set_source_files_properties(${_tern_kernels_dir}/int8/requantize.cpp PROPERTIES COMPILE_OPTIONS "-O3;-ffp-contract=off")
+set_source_files_properties(${_tern_kernels_dir}/int8/requantize_avx2.cpp PROPERTIES
+  COMPILE_OPTIONS "-O3;-mavx2;-ffp-contract=off")
+set_source_files_properties(${_tern_kernels_dir}/int8/requantize_avx512.cpp PROPERTIES
+  COMPILE_OPTIONS "-O3;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mprefer-vector-width=512;-ffp-contract=off")
 set_source_files_properties(${_tern_int8_avx512_sources} PROPERTIES
   COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni")

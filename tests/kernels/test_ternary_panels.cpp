@@ -71,10 +71,10 @@ TEST_P(TernaryDecodeTest, TernaryQgemmMatchesReference) {
   ThreadPool pool(2);
   std::vector<int8_t> scratch;
   uint32_t seed = 500;
-  for (int64_t rows : {1, 16, 17, 40})
+  for (int64_t rows : {1, 16, 17, 40, 100})
     for (int64_t depth : {3, 36, 64, 130})
       for (int64_t spu : {1, 4})
-        for (int64_t cols : {1, 2, 3, 4, 5, 13}) {
+        for (int64_t cols : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 70}) {
           Case c = random_case(rows, depth, seed++, spu);
           const int64_t stride = c.panels.steps() * kQStep + 1;
           std::mt19937 gen(seed);
@@ -88,6 +88,58 @@ TEST_P(TernaryDecodeTest, TernaryQgemmMatchesReference) {
           qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
           ternary_qgemm(c.panels, sums.data(), cols, x.data(), stride, got.data(), rows, scratch, cols % 2 ? &pool : nullptr);
           ASSERT_EQ(got, want) << "rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+        }
+}
+
+// Weights larger than the whole-decode threshold (decoded a panel pair at a time per thread, past
+// the streaming kernels' column limit) and the streaming kernels on many panels and a long K.
+TEST_P(TernaryDecodeTest, TernaryQgemmLargeWeights) {
+  ThreadPool pool(2);
+  std::vector<int8_t> scratch;
+  for (int64_t spu : {1, 16}) {
+    Case c = random_case(300, 2001, 91 + static_cast<uint32_t>(spu), spu);
+    const int64_t rows = 300, depth = 2001, stride = c.panels.steps() * kQStep;
+    for (int64_t cols : {1, 2, 8, 13, 70}) {
+      std::mt19937 gen(static_cast<uint32_t>(cols));
+      std::uniform_int_distribution<int> xd(0, 255);
+      std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
+      for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
+      std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
+      std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
+      qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
+      ternary_qgemm(c.panels, sums.data(), cols, x.data(), stride, got.data(), rows, scratch, &pool);
+      ASSERT_EQ(got, want) << "spu=" << spu << " cols=" << cols;
+    }
+  }
+}
+
+// Both AVX2 streaming kernels directly (dispatch picks only the one this CPU prefers).
+TEST(TernaryStreamAvx2, BothKernelsMatchReference) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "CPU lacks avx2";
+  uint32_t seed = 900;
+  for (int64_t rows : {1, 17, 40})
+    for (int64_t depth : {3, 64, 130})
+      for (int64_t spu : {1, 4})
+        for (int64_t cols : {1, 4, 5, 8}) {
+          Case c = random_case(rows, depth, seed++, spu);
+          const int64_t stride = c.panels.steps() * kQStep + 3;
+          std::mt19937 gen(seed);
+          std::uniform_int_distribution<int> xd(0, 255);
+          std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
+          for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
+          std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
+          std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
+          qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
+          ternary_stream_avx2_maddubs(c.panels, sums.data(), 0, c.panels.panels(), cols, x.data(), stride, got.data(), rows);
+          ASSERT_EQ(got, want) << "maddubs rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+          if (!cpu_features().avx_vnni) continue;
+          std::fill(got.begin(), got.end(), -1);
+          ternary_stream_avxvnni(c.panels, 0, c.panels.panels(), cols, x.data(), stride, got.data(), rows);
+          ASSERT_EQ(got, want) << "avx-vnni rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
         }
 }
 

@@ -31,7 +31,8 @@ void QPackedWeights::finish() {
     int32_t sum = 0;
     for (int64_t k = 0; k < steps() * kQStep; ++k) {
       // -128 has no positive counterpart: the AVX2 kernel negates weights.
-      check(at(r, k) != -128, "qgemm: weight -128 at row " + std::to_string(r) + " (weights are in [-127, 127])");
+      // (The message is built only on failure: this runs once per weight.)
+      if (at(r, k) == -128) throw Error("qgemm: weight -128 at row " + std::to_string(r) + " (weights are in [-127, 127])");
       sum += at(r, k);
     }
     row_sums_[static_cast<size_t>(r)] = sum;
@@ -63,24 +64,15 @@ void qgemm_block_scalar(const QgemmBlock& b) {
   }
 }
 
-namespace {
-
-struct QgemmKernel {
-  const char* name;
-  void (*block)(const QgemmBlock&);
-  int64_t cols;  // block width
-};
-
-QgemmKernel kernel_for(Isa isa) {
+QgemmMicroKernel qgemm_micro_kernel() {
   const CpuFeatures& f = cpu_features();
+  const Isa isa = active_isa();
   if (isa == Isa::kAvx512 && f.avx512vnni) return {"avx512-vnni", qgemm_block_avx512_vnni, 12};
   if (isa >= Isa::kAvx2) return {"avx2", qgemm_block_avx2, 4};
   return {"scalar", qgemm_block_scalar, 4};
 }
 
-}  // namespace
-
-const char* qgemm_kernel_name() { return kernel_for(active_isa()).name; }
+const char* qgemm_kernel_name() { return qgemm_micro_kernel().name; }
 
 void qgemm(const QPackedWeights& w, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
            ThreadPool* pool) {
@@ -93,7 +85,7 @@ void qgemm_panels(const int8_t* panels, const int32_t* row_sums, int64_t rows, i
   check(rows >= 0 && depth >= 0 && depth <= kQMaxDepth, "qgemm: bad weight dimensions");
   check(cols >= 0 && x_stride >= steps * kQStep && ldc >= rows, "qgemm: bad strides");
   if (cols == 0 || rows == 0) return;
-  const QgemmKernel k = kernel_for(active_isa());
+  const QgemmMicroKernel k = qgemm_micro_kernel();
   const int64_t panel_bytes = steps * kQPanelRows * kQStep;
   const int64_t pairs = (panel_count + 1) / 2;
   // Work items: (column block, panel pair). The larger operand goes in the outer loop, so that

@@ -1,6 +1,9 @@
 // TernaryPanels storage, the reference decoder and the ISA dispatch.
 #include "kernels/int8/ternary_panels.h"
 
+#include <algorithm>
+
+#include "kernels/int8/qgemm_internal.h"
 #include "tern/error.h"
 
 namespace tern::kernels {
@@ -14,9 +17,10 @@ TernaryPanels::TernaryPanels(int64_t rows, int64_t depth, int64_t steps_per_unit
   units_.assign(static_cast<size_t>(panels() * unit_blocks() * kQPanelRows), 0);
 }
 
+// The setters run once per weight while a model loads: messages are built only on failure.
 void TernaryPanels::set_code(int64_t row, int64_t k, int code) {
-  check(row >= 0 && row < rows_ && k >= 0 && k < depth_, "ternary panels: index out of range");
-  check(code >= -1 && code <= 1, "ternary panels: code " + std::to_string(code) + " is not -1, 0 or +1");
+  if (row < 0 || row >= rows_ || k < 0 || k >= depth_) throw Error("ternary panels: index out of range");
+  if (code < -1 || code > 1) throw Error("ternary panels: code " + std::to_string(code) + " is not -1, 0 or +1");
   size_t i = index(row, k / kQStep);
   uint64_t bit = uint64_t{1} << ((row % kQPanelRows) * kQStep + k % kQStep);
   positive_[i] = code > 0 ? positive_[i] | bit : positive_[i] & ~bit;
@@ -24,8 +28,8 @@ void TernaryPanels::set_code(int64_t row, int64_t k, int code) {
 }
 
 void TernaryPanels::set_unit(int64_t row, int64_t step, int unit) {
-  check(row >= 0 && row < rows_ && step >= 0 && step < steps(), "ternary panels: index out of range");
-  check(unit >= 0 && unit <= 127, "ternary panels: unit " + std::to_string(unit) + " outside 0..127");
+  if (row < 0 || row >= rows_ || step < 0 || step >= steps()) throw Error("ternary panels: index out of range");
+  if (unit < 0 || unit > 127) throw Error("ternary panels: unit " + std::to_string(unit) + " outside 0..127");
   units_[static_cast<size_t>(units_of(row / kQPanelRows, step) - units_.data()) + static_cast<size_t>(row % kQPanelRows)] =
       static_cast<uint8_t>(unit);
 }
@@ -66,19 +70,36 @@ void decode_ternary(const TernaryPanels& t, int64_t panel_begin, int64_t panel_e
   decode_ternary_reference(t, panel_begin, panel_end, out);
 }
 
+bool ternary_streams(int64_t cols) {
+  switch (active_isa()) {
+    case Isa::kAvx512: return cpu_features().avx512vnni && cols <= kTernaryStreamMaxCols;
+    case Isa::kAvx2: return cols <= kTernaryStreamMaxCols;
+    case Isa::kScalar: break;
+  }
+  return false;
+}
+
 void ternary_qgemm(const TernaryPanels& t, const int32_t* row_sums, int64_t cols, const uint8_t* x, int64_t x_stride,
                    int32_t* c, int64_t ldc, std::vector<int8_t>& scratch, ThreadPool* pool) {
   check(cols >= 0 && x_stride >= t.steps() * kQStep && ldc >= t.rows(), "ternary qgemm: bad strides");
   if (cols == 0 || t.rows() == 0) return;
-  if (cols <= kTernaryStreamCols && active_isa() == Isa::kAvx512 && cpu_features().avx512vnni) {
-    auto run = [&](int64_t begin, int64_t end) { ternary_stream_avx512(t, begin, end, cols, x, x_stride, c, ldc); };
-    if (pool && pool->size() > 1 && t.panels() > 1) pool->parallel_for(t.panels(), run);
-    else run(0, t.panels());
+  if (ternary_streams(cols)) {
+    if (active_isa() == Isa::kAvx512) {
+      auto stream = [&](int64_t begin, int64_t end, int64_t n, const uint8_t* xn, int32_t* cn) {
+        ternary_stream_avx512(t, begin, end, n, xn, x_stride, cn, ldc);
+      };
+      const int64_t block = ternary_stream_panel_block(std::min(cols, kTernaryStreamCols));
+      streamed_qgemm(t.panels(), block, kTernaryStreamCols, stream, cols, x, x_stride, c, ldc, pool);
+    } else {
+      auto stream = [&](int64_t begin, int64_t end, int64_t n, const uint8_t* xn, int32_t* cn) {
+        ternary_stream_avx2(t, row_sums, begin, end, n, xn, x_stride, cn, ldc);
+      };
+      streamed_qgemm(t.panels(), 1, kTernaryStreamCols, stream, cols, x, x_stride, c, ldc, pool);
+    }
     return;
   }
-  scratch.resize(static_cast<size_t>(t.panels() * t.steps() * kQPanelRows * kQStep));
-  decode_ternary(t, 0, t.panels(), scratch.data());
-  qgemm_panels(scratch.data(), row_sums, t.rows(), t.depth(), cols, x, x_stride, c, ldc, pool);
+  auto decode = [&t](int64_t begin, int64_t end, int8_t* out) { decode_ternary(t, begin, end, out); };
+  decoded_qgemm(t.rows(), t.depth(), decode, row_sums, cols, x, x_stride, c, ldc, scratch, pool);
 }
 
 }  // namespace tern::kernels

@@ -68,20 +68,43 @@ void decode_ternary_reference(const TernaryPanels& t, int64_t panel_begin, int64
 void decode_ternary(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
 
 // C[col][row] = sum_k (u * t)[row][k] * X[col][k] (qgemm's contract) straight from ternary panels.
-// Up to kTernaryStreamCols columns (GEMV, small batches), AVX-512 decodes each step in registers
-// and multiplies at once: the weights stream from memory at their packed size, which is what
-// bounds a GEMV. More columns (or other ISAs): each panel is decoded into `scratch` (resized as
-// needed) and run through qgemm_panels, the decode amortized over every column.
-constexpr int64_t kTernaryStreamCols = 4;
+// Up to kTernaryStreamMaxCols columns (GEMV, small batches) on AVX-512 VNNI or AVX2, each step is
+// decoded in registers and multiplied at once: the weights stream from memory at their packed
+// size, which is what bounds a GEMV. More columns (or scalar): panels are decoded into `scratch`
+// (resized as needed) and run through the qgemm micro-kernel, the decode amortized over every
+// column (a panel pair at a time for large weights, so the int8 copy stays in L2). row_sums: the
+// rows' sums of u * t, padded to whole panels (for the AVX2 kernels' activation offset).
+constexpr int64_t kTernaryStreamCols = 8;  // columns per streaming pass
+// Up to this many columns stream (in passes of kTernaryStreamCols over each panel block, its
+// weights hot in L1/L2): decoding in registers again per pass beat a decode to memory + the qgemm
+// micro-kernel at 4096 x 4096 x 64 (per core, AVX-512: 190-255 vs 150 GMAC/s; AVX2 with AVX-VNNI:
+// 84-138 vs 52-56). Past it, the activations are large and qgemm's column-outer order
+// (convolutions) pays.
+constexpr int64_t kTernaryStreamMaxCols = 64;
 void ternary_qgemm(const TernaryPanels& t, const int32_t* row_sums, int64_t cols, const uint8_t* x, int64_t x_stride,
                    int32_t* c, int64_t ldc, std::vector<int8_t>& scratch, ThreadPool* pool);
+// Whether ternary_qgemm streams `cols` columns at the active ISA.
+bool ternary_streams(int64_t cols);
 // The streaming kernel alone (AVX-512 BW + VNNI; cols <= kTernaryStreamCols), over panels
-// [panel_begin, panel_end).
+// [panel_begin, panel_end). The AVX2 ones below take any number of columns.
 void ternary_stream_avx512(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int64_t cols,
                            const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc);
+// Panels the AVX-512 kernel takes at once for `cols` columns (thread splits should be multiples).
+int64_t ternary_stream_panel_block(int64_t cols);
+// The AVX2 streaming kernel (vpdpbusd ymm where the CPU has AVX-VNNI, else vpmaddubsw with the
+// activation offset, which needs row_sums); same contract.
+void ternary_stream_avx2(const TernaryPanels& t, const int32_t* row_sums, int64_t panel_begin, int64_t panel_end,
+                         int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc);
 
 // Internal: per-ISA decoders (same contract).
 void decode_ternary_avx2(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
 void decode_ternary_avx512(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int8_t* out);
+// ternary_stream_avx2's two kernels: vpdpbusd ymm (needs AVX-VNNI; no row sums needed), and
+// vpmaddubsw (AVX2 alone; what ternary_stream_avx2 runs where the CPU lacks AVX-VNNI).
+void ternary_stream_avx2_maddubs(const TernaryPanels& t, const int32_t* row_sums, int64_t panel_begin,
+                                 int64_t panel_end, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c,
+                                 int64_t ldc);
+void ternary_stream_avxvnni(const TernaryPanels& t, int64_t panel_begin, int64_t panel_end, int64_t cols,
+                            const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc);
 
 }  // namespace tern::kernels

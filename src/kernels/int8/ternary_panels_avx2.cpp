@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "kernels/int8/ternary_avx2_internal.h"
 #include "kernels/int8/ternary_panels.h"
 
 namespace tern::kernels {
@@ -43,6 +44,19 @@ void decode_ternary_avx2(const TernaryPanels& t, int64_t panel_begin, int64_t pa
     }
     out += kQPanelRows * kQStep;
   }
+}
+
+void ternary_stream_avx2(const TernaryPanels& t, const int32_t* row_sums, int64_t panel_begin, int64_t panel_end,
+                         int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc) {
+  if (cpu_features().avx_vnni) ternary_stream_avxvnni(t, panel_begin, panel_end, cols, x, x_stride, c, ldc);
+  else ternary_stream_avx2_maddubs(t, row_sums, panel_begin, panel_end, cols, x, x_stride, c, ldc);
+}
+
+void ternary_stream_avx2_maddubs(const TernaryPanels& t, const int32_t* row_sums, int64_t panel_begin,
+                                 int64_t panel_end, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c,
+                                 int64_t ldc) {
+  const TernaryDecoderAvx2 d(t);
+  stream_columns_avx2<false>(d, panel_begin, panel_end, t.rows(), t.steps(), row_sums, cols, x, x_stride, c, ldc);
 }
 
 }  // namespace tern::kernels

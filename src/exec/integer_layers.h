@@ -1,0 +1,74 @@
+// The integer form of a quantized Conv/Gemm layer, shared by the integer engine's two modes (the
+// fused integer program and the hybrid FP32 graph; see tern/integer_executor.h).
+#pragma once
+
+#include <cmath>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels/int8/int4_panels.h"
+#include "kernels/int8/qgemm.h"
+#include "kernels/int8/ternary_panels.h"
+#include "tern/graph.h"
+#include "tern/quantized_model.h"
+
+namespace tern::integer {
+
+// One term's integer weights for one convolution group: rows = filters of the group, depth =
+// taps * channels, K tap-major (k = tap * channels + channel, an NHWC patch's order).
+struct TermGroup {
+  std::optional<kernels::TernaryPanels> ternary;  // when every row-step has one magnitude
+  std::optional<kernels::Int4Panels> int4;        // int4 layers: 4-bit codes (times units)
+  kernels::QPackedWeights dense;                  // otherwise: int8
+  std::vector<int32_t> row_sums;                  // padded to whole panels
+  // Writes the group's int8 panels (qgemm.h's layout) to `out`: decoded codes or a copy.
+  void panels(int8_t* out) const;
+  int64_t panel_bytes() const;  // of all its panels
+  // C[col][row] for `cols` activation rows, on the kernel of its form (ternary/int4 stream their
+  // packed codes for few columns); scratch holds decoded panels.
+  void gemm(int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc, std::vector<int8_t>& scratch,
+            ThreadPool* pool) const;
+  const char* kind() const;  // "ternary", "int4", "int8"
+  std::vector<int8_t> weights() const;  // row-major int8 (decoded; for repacking)
+};
+
+// The integer weights w (row-major rows x depth, values in [-127, 127]) in their most compact
+// exact form: ternary panels, int4 panels (int4 layers: plain codes, or `codes` times `units` when
+// given), else int8 panels.
+TermGroup make_term_group(const int8_t* w, int64_t rows, int64_t depth, bool int4 = false,
+                          const int8_t* codes = nullptr, const uint8_t* units = nullptr);
+
+struct IntTerm {
+  std::vector<TermGroup> groups;
+  std::vector<float> step;  // per output filter: the integer weight's real value is w * step
+  // Depthwise layers: the weights as int8, [tap][channel] (9 per channel: the direct kernel reads
+  // them per tap across channels; the only int8 copy of ternary weights the engine keeps).
+  std::vector<int8_t> depthwise;
+};
+
+struct IntLayer {
+  std::string node;
+  bool gemm = false;
+  ConvAttrs conv;
+  Shape weight_shape;
+  int64_t out = 0, in = 0, taps = 0, groups = 1;  // in: channels per group
+  quant::ActivationQuant input;
+  std::vector<IntTerm> terms;  // every stored term
+  int active = 1;
+  std::vector<float> bias;     // dequantized, per filter (empty: none)
+  float clamp_lo = -INFINITY, clamp_hi = INFINITY;
+  bool uses_panels = false;    // every term is ternary panels
+  std::string weights_kind() const;  // "ternary", "int4", "int8" or "mixed" (of every term)
+
+  int64_t rows() const { return out / groups; }
+  int64_t depth() const { return in * taps; }
+  bool depthwise() const { return !gemm && in == 1 && groups > 1 && rows() == 1; }
+};
+
+// Builds the integer form of quantized layer `l` (its node in `g`); nullopt and `why` when it has
+// none (float32 input, logarithmic or per-group float scales, codes times units above 127, ...).
+std::optional<IntLayer> build_int_layer(const quant::QuantizedLayer& l, const Node& node, const Graph& g,
+                                        std::string& why);
+
+}  // namespace tern::integer

@@ -1,0 +1,1113 @@
+// The fused integer program (integer_program.h): compilation of a simulation graph into steps over
+// NHWC buffers, and the steps themselves.
+#include "exec/integer_program.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "exec/fp32_ops.h"
+#include "kernels/int8/qgemm_indirect.h"
+#include "kernels/int8/requantize.h"
+#include "tern/calibration.h"
+#include "tern/error.h"
+
+namespace tern::integer {
+
+namespace {
+
+using kernels::kQPanelRows;
+using kernels::kQStep;
+
+// How a value's codes relate to it (a FakeQuantize's attributes).
+struct Format {
+  int bits = 8;
+  bool is_unsigned = false;
+  bool dynamic = false;
+  bool power_of_two = false;
+  float scale = 1.0f;  // static only
+  bool operator==(const Format&) const = default;
+  int32_t qmax() const { return quant::activation_qmax(bits, is_unsigned); }
+  int32_t zero() const { return is_unsigned ? 0 : 128; }  // VNNI multiplies u8: signed codes + 128
+  float lo() const { return is_unsigned ? 0.0f : -static_cast<float>(qmax()); }
+  float hi() const { return static_cast<float>(qmax()); }
+};
+
+Format format_of(const FakeQuantAttrs& a) { return {a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale}; }
+Format format_of(const quant::ActivationQuant& a) {
+  return {a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale};
+}
+
+std::string describe(const Format& f) {
+  std::string s = (f.is_unsigned ? "u" : "s") + std::to_string(f.bits);
+  return s + (f.dynamic ? " dynamic" : "");
+}
+
+int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// The simulation's rounding (FakeQuantize): x / scale, clamped, half away from zero.
+inline uint8_t quantize_code(float x, float scale, float lo, float hi, int32_t zero) {
+  float v = std::min(std::max(x / scale, lo), hi);
+  return static_cast<uint8_t>(static_cast<int32_t>(v + (v >= 0.0f ? 0.5f : -0.5f)) + zero);
+}
+
+// One image's dynamic scale, as the simulation picks it (an all-zero image keeps every code 0).
+float dynamic_scale(const Format& f, float max_abs) {
+  check(std::isfinite(max_abs), "integer engine: an activation holds an infinite or NaN value");
+  if (max_abs == 0.0f) return 1.0f;
+  return f.power_of_two ? quant::power_of_two_scale(max_abs, f.qmax()) : max_abs / f.hi();
+}
+
+// A value in one form: u8 codes or float32, NHWC (2-D values [N, C] as 1 x 1 images).
+struct Buffer {
+  std::string name;
+  bool codes = false;
+  Format format;
+  int64_t h = 1, w = 1, c = 0;
+  int64_t pad = 0;     // codes: a border of zero codes around every image (convolution padding)
+  int64_t stride = 0;  // elements per pixel: codes round c up to a whole dot-product step
+  int64_t images = 0;  // allocated for
+  std::vector<uint8_t> q;
+  std::vector<float> f;
+  std::vector<float> scales;  // codes: per image
+
+  int64_t hp() const { return h + 2 * pad; }
+  int64_t wp() const { return w + 2 * pad; }
+  int64_t image_elements() const { return hp() * wp() * stride; }
+  uint8_t* code_at(int64_t n, int64_t y, int64_t x) {
+    return q.data() + ((n * hp() + y + pad) * wp() + x + pad) * stride;
+  }
+  float* float_at(int64_t n, int64_t y, int64_t x) { return f.data() + ((n * h + y) * w + x) * stride; }
+  // Grows to `n` images; the border and the pixel padding hold zero codes (never written after).
+  void allocate(int64_t n) {
+    if (n <= images) return;
+    images = n;
+    if (codes) {
+      q.assign(static_cast<size_t>(n * image_elements()), static_cast<uint8_t>(format.zero()));
+      scales.assign(static_cast<size_t>(n), format.scale);
+    } else {
+      f.assign(static_cast<size_t>(n * image_elements()), 0.0f);
+    }
+  }
+};
+
+struct Step {
+  std::string name, what;
+  std::function<void(int64_t)> run;  // on a batch of that many images
+  double seconds = 0;
+  int64_t runs = 0;
+};
+
+// Runs body(begin, end) over [0, count) on the pool (or inline).
+void parallel(ThreadPool* pool, int64_t count, const std::function<void(int64_t, int64_t)>& body, int64_t grain = 1) {
+  if (pool && pool->size() > 1 && count > 1) pool->parallel_for(count, body, grain);
+  else if (count > 0) body(0, count);
+}
+
+}  // namespace
+
+struct Program::Impl {
+  ThreadPool* pool = nullptr;
+  bool profiling = false;
+  std::vector<std::unique_ptr<Buffer>> buffers;
+  std::vector<Step> steps;
+  const Tensor* input = nullptr;  // during run()
+  Shape input_shape;              // per image (graph shape without the batch)
+  std::string input_name;
+  std::vector<Buffer*> outputs;
+  std::vector<Shape> output_shapes;  // graph shapes (dim 0: the batch)
+  std::map<std::string, std::string> kernels;
+  std::vector<int8_t> panels;  // decoded/stacked weight panels of the layer running now
+};
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Integer Conv/Gemm with its fused epilogue.
+
+// A layer's epilogue constants (make_epilogue).
+struct Epilogue {
+  std::vector<float> multiplier, bias;
+  std::vector<int32_t> offset;  // zero point * row sum, per term
+  int64_t term_stride = 0;      // of multiplier and offset
+};
+
+struct LayerStep {
+  const IntLayer* L = nullptr;
+  Buffer* in = nullptr;                 // codes
+  Buffer* out_float = nullptr;          // float output (or null)
+  std::vector<Buffer*> out_codes;       // static-scale codes outputs
+  Buffer* residual = nullptr;           // fused residual Add operand (float) or null
+  float lo2 = -INFINITY, hi2 = INFINITY;  // the clamp after the Add (a fused ReLU)
+  kernels::Conv2dShape cs;              // Conv geometry (per image)
+  enum class Mode { kImplicit, kGather, kDepthwise, kGemm } mode = Mode::kGemm;
+  std::vector<int8_t>* panels = nullptr;  // shared scratch
+
+  // Per-layer constants, made on the first run and again when the level changes the active terms.
+  int cached_active = -1;
+  std::vector<int64_t> tap_offset;               // byte offset of each kernel tap in the padded input
+  struct Group {
+    std::vector<int64_t> step_offset;            // implicit GEMM: of each K step
+    std::vector<int32_t> stacked_sums;           // the active terms' row sums, stacked like the panels
+    std::vector<const int32_t*> row_sums;        // per active term
+  };
+  std::vector<Group> groups;
+  std::vector<Epilogue> epilogues;               // of the group running now: one, or one per image
+  // A convolution whose input channels are not a multiple of 4 (a first layer on a grayscale
+  // image): its weights with channels padded with zeros to `channels`, so that the implicit GEMM
+  // reads the codes buffer's pixel padding (zero codes) instead of gathering patches. [term][group]
+  std::vector<std::vector<TermGroup>> padded;
+  int64_t channels = 0;  // input channels per group as the kernel sees them
+
+  const TermGroup& group(int j, int64_t gi) const {
+    return padded.empty() ? L->terms[static_cast<size_t>(j)].groups[static_cast<size_t>(gi)]
+                          : padded[static_cast<size_t>(j)][static_cast<size_t>(gi)];
+  }
+  int64_t depth() const { return L->taps * channels; }
+};
+
+std::string mode_name(LayerStep::Mode m) {
+  switch (m) {
+    case LayerStep::Mode::kImplicit: return "implicit-GEMM";
+    case LayerStep::Mode::kGather: return "im2col-block GEMM";
+    case LayerStep::Mode::kDepthwise: return "direct depthwise";
+    default: return "GEMM";
+  }
+}
+
+// Per-image epilogue constants: multiplier_j[r] = input scale * step_j[o], the activation offset
+// zero * row_sum_j[r], and the bias.
+void make_epilogue(const IntLayer& L, int64_t gi, float input_scale, int32_t zero, int64_t term_stride,
+                   const std::vector<const int32_t*>& row_sums, Epilogue& e) {
+  const int64_t rows = L.rows();
+  e.term_stride = term_stride;
+  e.multiplier.assign(static_cast<size_t>(L.active * term_stride), 0.0f);
+  e.offset.assign(static_cast<size_t>(L.active * term_stride), 0);
+  e.bias.assign(static_cast<size_t>(rows), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t o = gi * rows + r;
+    for (int j = 0; j < L.active; ++j) {
+      e.multiplier[static_cast<size_t>(j * term_stride + r)] = input_scale * L.terms[static_cast<size_t>(j)].step[static_cast<size_t>(o)];
+      e.offset[static_cast<size_t>(j * term_stride + r)] = zero * row_sums[static_cast<size_t>(j)][r];
+    }
+    e.bias[static_cast<size_t>(r)] = L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(o)];
+  }
+}
+
+// Writes the epilogue of `cols` consecutive output pixels starting at (n, y, x) (all in one
+// output row) of group gi, from acc[col * acc_stride + j * term_stride + r].
+void finish_pixels(const LayerStep& s, const Epilogue& e, int64_t gi, int64_t n, int64_t y, int64_t x, int64_t cols,
+                   const int32_t* acc, int64_t acc_stride, int64_t acc_term_stride) {
+  const IntLayer& L = *s.L;
+  const int64_t rows = static_cast<int64_t>(e.bias.size());  // the group's channels (all of them, depthwise)
+  kernels::RequantArgs a;
+  a.cols = cols;
+  a.rows = rows;
+  a.terms = L.active;
+  a.acc = acc;
+  a.acc_stride = acc_stride;
+  a.term_stride = acc_term_stride;
+  a.multiplier = e.multiplier.data();
+  a.offset = e.offset.data();
+  a.multiplier_term_stride = e.term_stride;
+  a.bias = e.bias.data();
+  a.lo = L.clamp_lo;
+  a.hi = L.clamp_hi;
+  if (s.residual) {
+    a.residual = s.residual->float_at(n, y, x) + gi * rows;
+    a.residual_stride = s.residual->stride;
+    a.lo2 = s.lo2;
+    a.hi2 = s.hi2;
+  }
+  if (s.out_float) {
+    a.out = s.out_float->float_at(n, y, x) + gi * rows;
+    a.out_stride = s.out_float->stride;
+  }
+  if (s.out_codes.empty()) return kernels::requantize_block(a);
+  for (size_t k = 0; k < s.out_codes.size(); ++k) {
+    Buffer* b = s.out_codes[k];
+    a.codes = b->code_at(n, y, x) + gi * rows;
+    a.codes_stride = b->stride;
+    a.inv_scale = 1.0f / b->format.scale;
+    a.qlo = b->format.lo();
+    a.qhi = b->format.hi();
+    a.zero = b->format.zero();
+    kernels::requantize_block(a);
+    a.out = nullptr;  // written once
+  }
+}
+
+// The active terms' panels of group gi, stacked (term j's rows at j * padded rows), and their row
+// sums. Ternary terms are decoded here, once per run: the only int8 form they take, transient.
+int64_t stack_panels(const LayerStep& s, int64_t gi, std::vector<int8_t>& out, std::vector<const int32_t*>& row_sums) {
+  const IntLayer& L = *s.L;
+  int64_t offset = 0;
+  row_sums.clear();
+  for (int j = 0; j < L.active; ++j) {
+    const TermGroup& tg = s.group(j, gi);
+    if (out.size() < static_cast<size_t>(offset + tg.panel_bytes())) out.resize(static_cast<size_t>(offset + tg.panel_bytes()));
+    tg.panels(out.data() + offset);
+    offset += tg.panel_bytes();
+    row_sums.push_back(tg.row_sums.data());
+  }
+  return offset;
+}
+
+// Zero weights for the channels between L.in and the next multiple of 4 (see LayerStep::padded).
+void pad_channels(LayerStep& s) {
+  const IntLayer& L = *s.L;
+  s.channels = round_up(L.in, kQStep);
+  for (const IntTerm& term : L.terms) {
+    std::vector<TermGroup> groups;
+    for (const TermGroup& tg : term.groups) {
+      std::vector<int8_t> w = tg.weights(), padded(static_cast<size_t>(L.rows() * L.taps * s.channels), 0);
+      for (int64_t r = 0; r < L.rows(); ++r)
+        for (int64_t t = 0; t < L.taps; ++t)
+          for (int64_t c = 0; c < L.in; ++c)
+            padded[static_cast<size_t>((r * L.taps + t) * s.channels + c)] = w[static_cast<size_t>((r * L.taps + t) * L.in + c)];
+      groups.push_back(make_term_group(padded.data(), L.rows(), L.taps * s.channels, tg.int4.has_value()));
+    }
+    s.padded.push_back(std::move(groups));
+  }
+}
+
+void prepare_layer(LayerStep& s) {
+  const IntLayer& L = *s.L;
+  const Buffer& in = *s.in;
+  const kernels::Conv2dShape& cs = s.cs;
+  const int64_t padded_rows = round_up(L.rows(), kQPanelRows);
+  const int64_t steps = (s.depth() + kQStep - 1) / kQStep;
+  s.cached_active = L.active;
+  s.tap_offset.assign(static_cast<size_t>(L.taps), 0);
+  if (!L.gemm)
+    for (int64_t t = 0; t < L.taps; ++t)
+      s.tap_offset[static_cast<size_t>(t)] =
+          ((t / cs.kernel_w) * cs.dilation_h * in.wp() + (t % cs.kernel_w) * cs.dilation_w) * in.stride;
+  s.groups.assign(static_cast<size_t>(L.depthwise() ? 0 : L.groups), {});
+  for (size_t gi = 0; gi < s.groups.size(); ++gi) {
+    LayerStep::Group& g = s.groups[gi];
+    for (int j = 0; j < L.active; ++j) {
+      const std::vector<int32_t>& sums = s.group(j, static_cast<int64_t>(gi)).row_sums;
+      g.row_sums.push_back(sums.data());
+      g.stacked_sums.insert(g.stacked_sums.end(), sums.begin(), sums.begin() + padded_rows);
+    }
+    // Implicit GEMM: k = tap * in + channel, 4 channels per step.
+    if (s.mode == LayerStep::Mode::kImplicit)
+      for (int64_t st = 0; st < steps; ++st)
+        g.step_offset.push_back(s.tap_offset[static_cast<size_t>(st * kQStep / s.channels)] +
+                                static_cast<int64_t>(gi) * s.channels + st * kQStep % s.channels);
+  }
+}
+
+void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
+  const IntLayer& L = *s.L;
+  Buffer& in = *s.in;
+  const kernels::Conv2dShape& cs = s.cs;
+  const int64_t out_h = cs.out_h(), out_w = cs.out_w(), rows = L.rows();
+  const int64_t padded_rows = round_up(rows, kQPanelRows);
+  const int64_t depth = s.depth(), steps = (depth + kQStep - 1) / kQStep;
+  const int32_t zero = in.format.zero();
+  for (Buffer* b : s.out_codes) b->allocate(images);
+  if (s.out_float) s.out_float->allocate(images);
+  // Where output pixel (oh, ow)'s receptive field starts, relative to the padded input pixel.
+  const int64_t top = in.pad - cs.pad_top, left = in.pad - cs.pad_left;
+  if (s.cached_active != L.active) prepare_layer(s);
+  const std::vector<int64_t>& tap_offset = s.tap_offset;
+  auto origin = [&](int64_t n, int64_t oh, int64_t ow) {
+    return in.q.data() + ((n * in.hp() + top + oh * cs.stride_h) * in.wp() + left + ow * cs.stride_w) * in.stride;
+  };
+
+  if (s.mode == LayerStep::Mode::kDepthwise) {
+    const int64_t channels = L.groups;
+    std::vector<Epilogue> per_image(static_cast<size_t>(images));
+    std::vector<std::vector<int32_t>> sums(static_cast<size_t>(L.active));
+    for (int j = 0; j < L.active; ++j) {
+      sums[static_cast<size_t>(j)].assign(static_cast<size_t>(channels), 0);
+      const std::vector<int8_t>& w = L.terms[static_cast<size_t>(j)].depthwise;
+      for (int64_t t = 0; t < L.taps; ++t)
+        for (int64_t c = 0; c < channels; ++c) sums[static_cast<size_t>(j)][static_cast<size_t>(c)] += w[static_cast<size_t>(t * channels + c)];
+    }
+    // The depthwise epilogue runs over all channels at once (rows = channels, group 0).
+    for (int64_t n = 0; n < images; ++n) {
+      Epilogue& e = per_image[static_cast<size_t>(n)];
+      e.term_stride = channels;
+      e.multiplier.assign(static_cast<size_t>(L.active * e.term_stride), 0.0f);
+      e.offset.assign(static_cast<size_t>(L.active * e.term_stride), 0);
+      e.bias.assign(static_cast<size_t>(channels), 0.0f);
+      for (int64_t c = 0; c < channels; ++c) {
+        for (int j = 0; j < L.active; ++j) {
+          e.multiplier[static_cast<size_t>(j * e.term_stride + c)] =
+              in.scales[static_cast<size_t>(n)] * L.terms[static_cast<size_t>(j)].step[static_cast<size_t>(c)];
+          e.offset[static_cast<size_t>(j * e.term_stride + c)] = zero * sums[static_cast<size_t>(j)][static_cast<size_t>(c)];
+        }
+        e.bias[static_cast<size_t>(c)] = L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(c)];
+      }
+    }
+    parallel(pool, images * out_h, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<int32_t> acc;
+      acc.resize(static_cast<size_t>(L.active * out_w * channels));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / out_h, oh = item % out_h;
+        for (int j = 0; j < L.active; ++j)
+          kernels::depthwise_row_int8(origin(n, oh, 0), cs.stride_w * in.stride, tap_offset.data(), L.taps,
+                                      L.terms[static_cast<size_t>(j)].depthwise.data(), channels, out_w,
+                                      acc.data() + j * out_w * channels);
+        finish_pixels(s, per_image[static_cast<size_t>(n)], 0, n, oh, 0, out_w, acc.data(), channels, out_w * channels);
+      }
+    });
+    return;
+  }
+
+  for (int64_t gi = 0; gi < L.groups; ++gi) {
+    const int64_t stacked_rows = L.active * padded_rows;
+    LayerStep::Group& group = s.groups[static_cast<size_t>(gi)];
+    std::vector<const int32_t*> row_sums;
+    stack_panels(s, gi, *s.panels, row_sums);
+    const std::vector<int32_t>& stacked_sums = group.stacked_sums;
+    const std::vector<int64_t>& step_offset = group.step_offset;
+    std::vector<Epilogue>& per_image = s.epilogues;  // (not thread_local: the workers read it)
+    const bool dynamic = in.format.dynamic;
+    per_image.resize(dynamic ? static_cast<size_t>(images) : 1);
+    for (size_t n = 0; n < per_image.size(); ++n)
+      make_epilogue(L, gi, in.scales[n], zero, padded_rows, group.row_sums, per_image[n]);
+    // Work items: runs of output pixels within one output row, about 96 pixels each.
+    const int64_t segment = std::min<int64_t>(out_w, 96);
+    const int64_t per_row = (out_w + segment - 1) / segment;
+    const int64_t items = images * out_h * per_row;
+    const int8_t* panels = s.panels->data();
+    parallel(pool, items, [&](int64_t begin, int64_t end) {
+      thread_local std::vector<int32_t> acc;
+      thread_local std::vector<const uint8_t*> base;
+      thread_local std::vector<uint8_t> patches;
+      acc.resize(static_cast<size_t>(segment * stacked_rows));
+      base.resize(static_cast<size_t>(segment));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t n = item / (out_h * per_row), oh = item / per_row % out_h, ow0 = item % per_row * segment;
+        const int64_t cols = std::min(segment, out_w - ow0);
+        for (int64_t i = 0; i < cols; ++i) base[static_cast<size_t>(i)] = origin(n, oh, ow0 + i);
+        if (s.mode == LayerStep::Mode::kImplicit) {
+          kernels::qgemm_indirect(panels, stacked_sums.data(), stacked_rows, steps, cols, base.data(), step_offset.data(),
+                                  acc.data(), stacked_rows);
+        } else {  // channels per group not a multiple of 4 (a first layer): gather the patches
+          const int64_t stride = steps * kQStep;
+          if (patches.size() < static_cast<size_t>(segment * stride)) patches.assign(static_cast<size_t>(segment * stride), 0);
+          for (int64_t i = 0; i < cols; ++i) {
+            uint8_t* patch = &patches[static_cast<size_t>(i * stride)];
+            for (int64_t t = 0; t < L.taps; ++t) {
+              const uint8_t* src = base[static_cast<size_t>(i)] + tap_offset[static_cast<size_t>(t)] + gi * L.in;
+              for (int64_t c = 0; c < L.in; ++c) patch[t * L.in + c] = src[c];  // a few bytes: no memcpy call
+            }
+          }
+          kernels::qgemm_panels(panels, stacked_sums.data(), stacked_rows, depth, cols, patches.data(), stride,
+                                acc.data(), stacked_rows, nullptr);
+        }
+        finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], gi, n, oh, ow0, cols, acc.data(), stacked_rows,
+                      padded_rows);
+      }
+    });
+  }
+}
+
+// A Gemm (or a 1 x 1 output): the images are the columns; the kernels split the weights over
+// threads (weights are the large operand), ternary terms stream from their 2-bit codes.
+void run_gemm(LayerStep& s, int64_t images, ThreadPool* pool) {
+  const IntLayer& L = *s.L;
+  Buffer& in = *s.in;
+  const int64_t rows = L.rows(), padded_rows = round_up(rows, kQPanelRows);
+  const int64_t stacked_rows = L.active * padded_rows;
+  for (Buffer* b : s.out_codes) b->allocate(images);
+  if (s.out_float) s.out_float->allocate(images);
+  thread_local std::vector<int32_t> acc;
+  acc.resize(static_cast<size_t>(images * stacked_rows));
+  std::vector<const int32_t*> row_sums;
+  for (int j = 0; j < L.active; ++j) {
+    const TermGroup& tg = L.terms[static_cast<size_t>(j)].groups[0];
+    row_sums.push_back(tg.row_sums.data());
+    tg.gemm(images, in.q.data(), in.stride, acc.data() + j * padded_rows, stacked_rows, *s.panels, pool);
+  }
+  Epilogue e;
+  for (int64_t n = 0; n < images; ++n) {
+    if (n == 0 || in.format.dynamic) make_epilogue(L, 0, in.scales[static_cast<size_t>(n)], in.format.zero(), padded_rows, row_sums, e);
+    finish_pixels(s, e, 0, n, 0, 0, 1, acc.data() + n * stacked_rows, stacked_rows, padded_rows);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The other operations, each on one form (codes or float).
+
+template <typename T>
+T* at(Buffer& b, int64_t n, int64_t y, int64_t x) {
+  if constexpr (std::is_same_v<T, uint8_t>) return b.code_at(n, y, x);
+  else return b.float_at(n, y, x);
+}
+
+template <typename T>
+void max_pool(Buffer& in, Buffer& out, const PoolAttrs& p, int64_t images, ThreadPool* pool) {
+  const int64_t kh = p.kernel[0], kw = p.kernel[1];
+  const int64_t sh = p.strides.empty() ? 1 : p.strides[0], sw = p.strides.empty() ? 1 : p.strides[1];
+  const int64_t dh = p.dilations.empty() ? 1 : p.dilations[0], dw = p.dilations.empty() ? 1 : p.dilations[1];
+  const int64_t pt = p.pads.empty() ? 0 : p.pads[0], pl = p.pads.empty() ? 0 : p.pads[1];
+  parallel(pool, images * out.h, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / out.h, oh = item % out.h;
+      for (int64_t ow = 0; ow < out.w; ++ow) {
+        T* dst = at<T>(out, n, oh, ow);
+        bool first = true;
+        for (int64_t i = 0; i < kh; ++i) {
+          const int64_t ih = oh * sh - pt + i * dh;
+          if (ih < 0 || ih >= in.h) continue;
+          for (int64_t j = 0; j < kw; ++j) {
+            const int64_t iw = ow * sw - pl + j * dw;
+            if (iw < 0 || iw >= in.w) continue;
+            const T* src = at<T>(in, n, ih, iw);
+            if (first) std::memcpy(dst, src, static_cast<size_t>(in.c) * sizeof(T));
+            else
+              for (int64_t c = 0; c < in.c; ++c) dst[c] = std::max(dst[c], src[c]);
+            first = false;
+          }
+        }
+      }
+    }
+  });
+}
+
+// Relu / Clip / Identity: an elementwise clamp; on codes, the clamp of the codes of the bounds
+// (rounding is monotone, so it commutes with the clamp).
+template <typename T>
+void clamp_copy(Buffer& in, Buffer& out, float lo, float hi, int64_t images) {
+  T tlo, thi;
+  if constexpr (std::is_same_v<T, uint8_t>) {
+    const Format& f = in.format;
+    tlo = std::isinf(lo) ? 0 : quantize_code(lo, f.scale, f.lo(), f.hi(), f.zero());
+    thi = std::isinf(hi) ? 255 : quantize_code(hi, f.scale, f.lo(), f.hi(), f.zero());
+  } else {
+    tlo = lo;
+    thi = hi;
+  }
+  for (int64_t n = 0; n < images; ++n)
+    for (int64_t y = 0; y < in.h; ++y)
+      for (int64_t x = 0; x < in.w; ++x) {
+        const T* src = at<T>(in, n, y, x);
+        T* dst = at<T>(out, n, y, x);
+        for (int64_t c = 0; c < in.c; ++c) dst[c] = std::min(std::max(src[c], tlo), thi);
+      }
+}
+
+// Flatten / Reshape to [N, C * H * W]: NCHW order, as the graph flattens.
+template <typename T>
+void flatten(Buffer& in, Buffer& out, int64_t images) {
+  for (int64_t n = 0; n < images; ++n) {
+    T* dst = at<T>(out, n, 0, 0);
+    for (int64_t y = 0; y < in.h; ++y)
+      for (int64_t x = 0; x < in.w; ++x) {
+        const T* src = at<T>(in, n, y, x);
+        for (int64_t c = 0; c < in.c; ++c) dst[(c * in.h + y) * in.w + x] = src[c];
+      }
+  }
+}
+
+template <typename T>
+void concat(std::vector<Buffer*>& in, Buffer& out, int64_t images) {
+  for (int64_t n = 0; n < images; ++n)
+    for (int64_t y = 0; y < out.h; ++y)
+      for (int64_t x = 0; x < out.w; ++x) {
+        T* dst = at<T>(out, n, y, x);
+        for (Buffer* b : in) {
+          std::memcpy(dst, at<T>(*b, n, y, x), static_cast<size_t>(b->c) * sizeof(T));
+          dst += b->c;
+        }
+      }
+}
+
+// Float to codes (a FakeQuantize whose input is not a quantized layer's output, or a dynamic one).
+void quantize_buffer(Buffer& in, Buffer& out, int64_t images, ThreadPool* pool) {
+  const Format& f = out.format;
+  parallel(pool, images, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) {
+      float scale = f.scale;
+      if (f.dynamic) {
+        float t = 0.0f;
+        const float* x = in.float_at(n, 0, 0);
+        const bool is_unsigned = f.is_unsigned;
+        for (int64_t i = 0; i < in.h * in.w * in.stride; ++i) t = std::max(t, is_unsigned ? x[i] : std::fabs(x[i]));
+        scale = dynamic_scale(f, t);
+        out.scales[static_cast<size_t>(n)] = scale;
+      }
+      const float lo = f.lo(), hi = f.hi();
+      const int32_t zero = f.zero();
+      for (int64_t y = 0; y < in.h; ++y)
+        for (int64_t x = 0; x < in.w; ++x) {
+          const float* src = in.float_at(n, y, x);
+          uint8_t* dst = out.code_at(n, y, x);
+          for (int64_t c = 0; c < in.c; ++c) dst[c] = quantize_code(src[c], scale, lo, hi, zero);
+        }
+    }
+  });
+}
+
+bool is_passthrough(OpType op) {
+  return op == OpType::kRelu || op == OpType::kClip || op == OpType::kIdentity || op == OpType::kMaxPool ||
+         op == OpType::kFlatten || op == OpType::kReshape || op == OpType::kConcat;
+}
+
+bool is_float_op(OpType op) {
+  return op == OpType::kAdd || op == OpType::kGlobalAveragePool || op == OpType::kReduceMean;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compilation.
+
+struct Compiler {
+  const Graph& g;
+  const std::vector<IntLayer>& layers;
+  Program::Impl& P;
+  std::string why;
+
+  std::map<std::string, const IntLayer*> layer_of;
+  std::vector<int> producer;
+  std::vector<std::vector<int>> readers;
+  std::vector<bool> is_output;
+  std::vector<ValueId> alias;  // a static FakeQuantize's output: its input (the same codes)
+
+  struct Fusion {
+    int add = -1, act = -1;
+    ValueId residual = kNoValue, result = kNoValue;
+  };
+  std::map<int, Fusion> fusion;  // by integer layer node index
+  std::set<int> fused;           // Add / activation nodes folded into a layer
+
+  std::vector<bool> need_float;
+  std::vector<std::vector<std::pair<Format, int64_t>>> need_codes;  // (format, border)
+
+  std::map<ValueId, Buffer*> float_buffers;
+  std::map<std::pair<ValueId, size_t>, Buffer*> code_buffers;  // (value, index in need_codes)
+
+  Compiler(const Graph& graph, const std::vector<IntLayer>& ls, Program::Impl& p) : g(graph), layers(ls), P(p) {}
+
+  bool fail(std::string w) {
+    if (why.empty()) why = std::move(w);
+    return false;
+  }
+
+  ValueId resolve(ValueId v) const {
+    while (alias[static_cast<size_t>(v)] != kNoValue) v = alias[static_cast<size_t>(v)];
+    return v;
+  }
+
+  // The NHWC geometry of a value: [N, C, H, W] or [N, C].
+  bool geometry(ValueId v, int64_t& h, int64_t& w, int64_t& c) {
+    const Value& val = g.value(v);
+    if (!val.shape_known) return fail("value '" + val.name + "' has no known shape");
+    const Shape& s = val.shape;
+    for (size_t i = 1; i < s.size(); ++i)
+      if (s[i] < 0) return fail("value '" + val.name + "' has a dynamic dimension beyond the batch");
+    if (s.size() == 4) {
+      c = s[1], h = s[2], w = s[3];
+      return true;
+    }
+    if (s.size() == 2) {
+      c = s[1], h = w = 1;
+      return true;
+    }
+    return fail("value '" + val.name + "' has rank " + std::to_string(s.size()) + " (2 or 4 supported)");
+  }
+
+  bool check_supported() {
+    for (const IntLayer& L : layers) layer_of[L.node] = &L;
+    producer = g.producers();
+    readers.assign(g.values.size(), {});
+    for (size_t i = 0; i < g.nodes.size(); ++i)
+      for (ValueId v : g.nodes[i].inputs)
+        if (v != kNoValue && !g.is_constant(v)) readers[static_cast<size_t>(v)].push_back(static_cast<int>(i));
+    is_output.assign(g.values.size(), false);
+    for (ValueId v : g.outputs) is_output[static_cast<size_t>(v)] = true;
+    alias.assign(g.values.size(), kNoValue);
+    if (g.inputs.size() != 1) return fail("the graph has " + std::to_string(g.inputs.size()) + " inputs");
+    int64_t h, w, c;
+    if (!geometry(g.inputs[0], h, w, c)) return false;
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& n = g.nodes[i];
+      auto it = layer_of.find(n.name);
+      if (n.op == OpType::kConv || n.op == OpType::kGemm) {
+        if (it == layer_of.end()) return fail(n.name + " runs in float32");
+        ValueId x = n.inputs[0];
+        int p = producer[static_cast<size_t>(x)];
+        if (p < 0 || g.nodes[static_cast<size_t>(p)].op != OpType::kFakeQuantize)
+          return fail(n.name + ": its input is not quantized");
+        if (n.op == OpType::kGemm) {
+          const GemmAttrs& a = n.attr<GemmAttrs>();
+          if (a.trans_a || !a.trans_b || a.alpha != 1.0f || a.beta != 1.0f) return fail(n.name + ": Gemm attributes");
+        }
+      } else if (n.op == OpType::kFakeQuantize) {
+        for (int r : readers[static_cast<size_t>(n.outputs[0])])
+          if (!layer_of.count(g.nodes[static_cast<size_t>(r)].name)) return fail(n.name + ": read by a float operation");
+        if (is_output[static_cast<size_t>(n.outputs[0])]) return fail(n.name + ": a graph output");
+        if (!n.attr<FakeQuantAttrs>().dynamic) alias[static_cast<size_t>(n.outputs[0])] = n.inputs[0];
+      } else if (n.op == OpType::kMaxPool) {
+        const PoolAttrs& a = n.attr<PoolAttrs>();
+        if (a.kernel.size() != 2) return fail(n.name + ": not a 2-D pooling");
+      } else if (n.op == OpType::kAdd) {
+        if (g.value(n.inputs[0]).shape != g.value(n.inputs[1]).shape) return fail(n.name + ": a broadcasting Add");
+      } else if (n.op == OpType::kReduceMean) {
+        const ReduceAttrs& a = n.attr<ReduceAttrs>();
+        std::vector<int64_t> axes = a.axes;
+        std::sort(axes.begin(), axes.end());
+        if (g.value(n.inputs[0]).shape.size() != 4 || axes != std::vector<int64_t>{2, 3})
+          return fail(n.name + ": a ReduceMean other than over H and W");
+      } else if (n.op == OpType::kFlatten) {
+        if (n.attr<AxisAttrs>().axis != 1) return fail(n.name + ": Flatten axis other than 1");
+      } else if (n.op == OpType::kReshape) {
+        const Shape& out = g.value(n.outputs[0]).shape;
+        if (out.size() != 2) return fail(n.name + ": a Reshape other than a flatten");
+      } else if (n.op == OpType::kConcat) {
+        if (n.attr<AxisAttrs>().axis != 1) return fail(n.name + ": Concat along an axis other than channels");
+      } else if (n.op == OpType::kClip) {
+        // bounds as attributes only (constant inputs were folded at import)
+        for (size_t k = 1; k < n.inputs.size(); ++k)
+          if (n.inputs[k] != kNoValue) return fail(n.name + ": Clip with bound inputs");
+      } else if (!is_passthrough(n.op) && !is_float_op(n.op)) {
+        return fail(n.name + ": " + to_string(n.op) + " has no integer implementation");
+      }
+      for (ValueId v : n.outputs)
+        if (!geometry(v, h, w, c)) return false;
+    }
+    return true;
+  }
+
+  // Residual Adds whose one operand is an integer layer's only use run in that layer's epilogue
+  // (with the ReLU/Clip after them, when the Add's only reader).
+  void find_fusions() {
+    for (size_t i = 0; i < g.nodes.size(); ++i) {
+      const Node& add = g.nodes[i];
+      if (add.op != OpType::kAdd) continue;
+      int best = -1;
+      ValueId residual = kNoValue;
+      for (int k = 0; k < 2; ++k) {
+        ValueId v = add.inputs[static_cast<size_t>(k)], other = add.inputs[static_cast<size_t>(1 - k)];
+        int p = producer[static_cast<size_t>(v)];
+        if (p < 0 || !layer_of.count(g.nodes[static_cast<size_t>(p)].name) || fusion.count(p)) continue;
+        if (readers[static_cast<size_t>(v)].size() != 1 || is_output[static_cast<size_t>(v)]) continue;
+        int po = other == kNoValue ? -2 : producer[static_cast<size_t>(other)];
+        if (po >= p || g.is_constant(other)) continue;  // the residual must exist before the layer runs
+        if (p > best) best = p, residual = other;
+      }
+      if (best < 0) continue;
+      Fusion f;
+      f.add = static_cast<int>(i);
+      f.residual = residual;
+      f.result = add.outputs[0];
+      const std::vector<int>& r = readers[static_cast<size_t>(add.outputs[0])];
+      if (r.size() == 1 && !is_output[static_cast<size_t>(add.outputs[0])]) {
+        const Node& act = g.nodes[static_cast<size_t>(r[0])];
+        if (act.op == OpType::kRelu || (act.op == OpType::kClip && act.inputs.size() == 1)) {
+          f.act = r[0];
+          f.result = act.outputs[0];
+        }
+      }
+      fusion[best] = f;
+      fused.insert(f.add);
+      if (f.act >= 0) fused.insert(f.act);
+    }
+  }
+
+  void want_float(ValueId v) { need_float[static_cast<size_t>(v)] = true; }
+  void want_codes(ValueId v, const Format& f, int64_t border) {
+    v = resolve(v);
+    auto& list = need_codes[static_cast<size_t>(v)];
+    for (auto& [format, b] : list)
+      if (format == f) {
+        b = std::max(b, border);
+        return;
+      }
+    list.emplace_back(f, border);
+  }
+
+  static int64_t conv_border(const ConvAttrs& a) {
+    int64_t b = 0;
+    for (int64_t p : a.pads) b = std::max(b, p);
+    return b;
+  }
+
+  // Which forms each value is needed in, from the outputs back to the input.
+  void propagate() {
+    need_float.assign(g.values.size(), false);
+    need_codes.assign(g.values.size(), {});
+    for (ValueId v : g.outputs) want_float(v);
+    for (int i = static_cast<int>(g.nodes.size()) - 1; i >= 0; --i) {
+      if (fused.count(i)) continue;
+      const Node& n = g.nodes[static_cast<size_t>(i)];
+      ValueId out = n.outputs[0];
+      if (auto it = layer_of.find(n.name); it != layer_of.end()) {
+        const IntLayer& L = *it->second;
+        auto f = fusion.find(i);
+        ValueId result = f == fusion.end() ? out : f->second.result;
+        if (f != fusion.end()) want_float(f->second.residual);
+        for (auto& [format, b] : need_codes[static_cast<size_t>(result)])
+          if (format.dynamic) want_float(result);
+        want_codes(n.inputs[0], format_of(L.input), L.gemm ? 0 : conv_border(L.conv));
+      } else if (n.op == OpType::kFakeQuantize) {
+        const FakeQuantAttrs& a = n.attr<FakeQuantAttrs>();
+        if (a.dynamic) want_float(n.inputs[0]);  // quantized per image by a step of its own
+      } else if (is_passthrough(n.op)) {
+        std::vector<ValueId> ins = {n.inputs[0]};
+        if (n.op == OpType::kConcat) ins = n.inputs;
+        for (ValueId x : ins) {
+          if (need_float[static_cast<size_t>(out)]) want_float(x);
+          for (auto& [format, b] : need_codes[static_cast<size_t>(out)]) want_codes(x, format, 0);
+        }
+      } else {  // float operations: float in, float out, codes by a quantize step after
+        want_float(n.inputs[0]);
+        if (n.op == OpType::kAdd) want_float(n.inputs[1]);
+        if (!need_codes[static_cast<size_t>(out)].empty()) want_float(out);
+      }
+    }
+  }
+
+  Buffer* make_buffer(ValueId v, bool codes, const Format& f, int64_t border) {
+    auto b = std::make_unique<Buffer>();
+    b->name = g.value(v).name + (codes ? " (" + describe(f) + ")" : " (f32)");
+    b->codes = codes;
+    b->format = f;
+    geometry(v, b->h, b->w, b->c);
+    b->pad = codes ? border : 0;
+    b->stride = codes ? round_up(b->c, kQStep) : b->c;
+    P.buffers.push_back(std::move(b));
+    return P.buffers.back().get();
+  }
+
+  Buffer* float_buffer(ValueId v) {
+    auto it = float_buffers.find(v);
+    if (it != float_buffers.end()) return it->second;
+    return float_buffers[v] = make_buffer(v, false, {}, 0);
+  }
+  // The codes buffer of (value, format): made on first use with the largest border asked for.
+  Buffer* code_buffer(ValueId v, const Format& f) {
+    v = resolve(v);
+    const auto& list = need_codes[static_cast<size_t>(v)];
+    for (size_t k = 0; k < list.size(); ++k)
+      if (list[k].first == f) {
+        auto key = std::make_pair(v, k);
+        auto it = code_buffers.find(key);
+        if (it != code_buffers.end()) return it->second;
+        return code_buffers[key] = make_buffer(v, true, f, list[k].second);
+      }
+    throw Error("integer engine: no codes planned for '" + g.value(v).name + "'");
+  }
+  // Every form of v that its readers need, as (codes?, buffer).
+  std::vector<Buffer*> forms(ValueId v) {
+    std::vector<Buffer*> out;
+    if (need_float[static_cast<size_t>(v)]) out.push_back(float_buffer(v));
+    for (auto& [format, b] : need_codes[static_cast<size_t>(v)])
+      if (!format.dynamic) out.push_back(code_buffer(v, format));
+    return out;
+  }
+
+  void add_step(std::string name, std::string what, std::function<void(int64_t)> run) {
+    P.steps.push_back({std::move(name), std::move(what), std::move(run), 0, 0});
+  }
+
+  // Quantize steps for the static codes of a value produced in float.
+  void quantize_after(ValueId v, const std::string& node) {
+    for (auto& [format, b] : need_codes[static_cast<size_t>(v)]) {
+      if (format.dynamic) continue;
+      Buffer* in = float_buffer(v);
+      Buffer* out = code_buffer(v, format);
+      add_step(node + "/quantize", "quantize " + describe(format),
+               [in, out, pool = P.pool](int64_t images) {
+                 out->allocate(images);
+                 quantize_buffer(*in, *out, images, pool);
+               });
+    }
+  }
+
+  void build_input() {
+    ValueId v = g.inputs[0];
+    P.input_name = g.value(v).name;
+    P.input_shape.assign(g.value(v).shape.begin() + 1, g.value(v).shape.end());
+    for (Buffer* b : forms(v)) {
+      add_step(P.input_name, b->codes ? "quantize input " + describe(b->format) : "input to NHWC",
+               [b, impl = &P](int64_t images) {
+                 b->allocate(images);
+                 const float* x = impl->input->data<float>();
+                 const int64_t hw = b->h * b->w, per_image = b->c * hw;
+                 parallel(impl->pool, images, [&](int64_t begin, int64_t end) {
+                   for (int64_t n = begin; n < end; ++n) {
+                     const float* xn = x + n * per_image;
+                     if (!b->codes) {
+                       for (int64_t p = 0; p < hw; ++p)
+                         for (int64_t c = 0; c < b->c; ++c) b->float_at(n, p / b->w, p % b->w)[c] = xn[c * hw + p];
+                       continue;
+                     }
+                     const float scale = b->format.scale, lo = b->format.lo(), hi = b->format.hi();
+                     const int32_t zero = b->format.zero();
+                     for (int64_t c = 0; c < b->c; ++c)
+                       for (int64_t y = 0; y < b->h; ++y) {
+                         const float* src = xn + c * hw + y * b->w;
+                         uint8_t* dst = b->code_at(n, y, 0) + c;
+                         for (int64_t x = 0; x < b->w; ++x) dst[x * b->stride] = quantize_code(src[x], scale, lo, hi, zero);
+                       }
+                   }
+                 });
+               });
+    }
+  }
+
+  void build_layer(int i) {
+    const Node& n = g.nodes[static_cast<size_t>(i)];
+    const IntLayer& L = *layer_of.at(n.name);
+    auto f = fusion.find(i);
+    ValueId result = f == fusion.end() ? n.outputs[0] : f->second.result;
+    auto s = std::make_shared<LayerStep>();
+    s->L = &L;
+    s->in = code_buffer(n.inputs[0], format_of(L.input));
+    s->panels = &P.panels;
+    s->channels = L.in;
+    if (need_float[static_cast<size_t>(result)]) s->out_float = float_buffer(result);
+    for (auto& [format, b] : need_codes[static_cast<size_t>(result)])
+      if (!format.dynamic) s->out_codes.push_back(code_buffer(result, format));
+    std::string fused_note;
+    if (f != fusion.end()) {
+      s->residual = float_buffer(f->second.residual);
+      fused_note = " + Add";
+      if (f->second.act >= 0) {
+        const Node& act = g.nodes[static_cast<size_t>(f->second.act)];
+        if (act.op == OpType::kRelu) s->lo2 = 0.0f;
+        else s->lo2 = act.attr<ClipAttrs>().lo, s->hi2 = act.attr<ClipAttrs>().hi;
+        fused_note += act.op == OpType::kRelu ? " + Relu" : " + Clip";
+      }
+    }
+    if (L.gemm) {
+      s->mode = LayerStep::Mode::kGemm;
+    } else {
+      Shape in_shape = {1, s->in->c, s->in->h, s->in->w};
+      s->cs = ops::conv_shape(L.conv, in_shape, L.weight_shape);
+      if (L.depthwise()) s->mode = LayerStep::Mode::kDepthwise;
+      else if (L.in % kQStep == 0) s->mode = LayerStep::Mode::kImplicit;
+      else if (L.groups == 1) {
+        s->mode = LayerStep::Mode::kImplicit;
+        pad_channels(*s);
+      } else s->mode = LayerStep::Mode::kGather;
+    }
+    std::string weights = L.weights_kind();
+    if (s->mode == LayerStep::Mode::kDepthwise) weights = "int8";
+    std::string isa = s->mode == LayerStep::Mode::kImplicit ? kernels::qgemm_indirect_kernel_name()
+                                                            : kernels::qgemm_kernel_name();
+    std::string what = weights + " " + mode_name(s->mode) + " " + isa + fused_note;
+    if (L.terms.size() > 1) what += " (terms " + std::to_string(L.active) + "/" + std::to_string(L.terms.size()) + ")";
+    P.kernels[L.node] = what;
+    ThreadPool* pool = P.pool;
+    add_step(L.node, what, [s, pool](int64_t images) {
+      if (s->mode == LayerStep::Mode::kGemm) run_gemm(*s, images, pool);
+      else run_conv(*s, images, pool);
+    });
+  }
+
+  void build_passthrough(int i) {
+    const Node& n = g.nodes[static_cast<size_t>(i)];
+    ValueId out = n.outputs[0];
+    std::vector<std::pair<std::vector<Buffer*>, Buffer*>> pairs;  // (inputs, output) per form
+    if (need_float[static_cast<size_t>(out)]) {
+      std::vector<Buffer*> ins;
+      for (ValueId x : n.op == OpType::kConcat ? n.inputs : std::vector<ValueId>{n.inputs[0]}) ins.push_back(float_buffer(x));
+      pairs.emplace_back(ins, float_buffer(out));
+    }
+    for (auto& [format, b] : need_codes[static_cast<size_t>(out)]) {
+      if (format.dynamic) continue;
+      std::vector<Buffer*> ins;
+      for (ValueId x : n.op == OpType::kConcat ? n.inputs : std::vector<ValueId>{n.inputs[0]}) ins.push_back(code_buffer(x, format));
+      pairs.emplace_back(ins, code_buffer(out, format));
+    }
+    for (auto& [ins, o] : pairs) {
+      const bool codes = o->codes;
+      std::function<void(int64_t)> run;
+      ThreadPool* pool = P.pool;
+      Buffer* in = ins[0];
+      switch (n.op) {
+        case OpType::kMaxPool: {
+          PoolAttrs a = n.attr<PoolAttrs>();
+          run = [in, o, a, codes, pool](int64_t images) {
+            if (codes) max_pool<uint8_t>(*in, *o, a, images, pool);
+            else max_pool<float>(*in, *o, a, images, pool);
+          };
+          break;
+        }
+        case OpType::kFlatten:
+        case OpType::kReshape:
+          run = [in, o, codes](int64_t images) {
+            if (codes) flatten<uint8_t>(*in, *o, images);
+            else flatten<float>(*in, *o, images);
+          };
+          break;
+        case OpType::kConcat:
+          run = [ins, o, codes](int64_t images) mutable {
+            if (codes) concat<uint8_t>(ins, *o, images);
+            else concat<float>(ins, *o, images);
+          };
+          break;
+        default: {  // Relu, Clip, Identity
+          float lo = -INFINITY, hi = INFINITY;
+          if (n.op == OpType::kRelu) lo = 0.0f;
+          if (n.op == OpType::kClip) lo = n.attr<ClipAttrs>().lo, hi = n.attr<ClipAttrs>().hi;
+          run = [in, o, lo, hi, codes](int64_t images) {
+            if (codes) clamp_copy<uint8_t>(*in, *o, lo, hi, images);
+            else clamp_copy<float>(*in, *o, lo, hi, images);
+          };
+        }
+      }
+      add_step(n.name, to_string(n.op) + (codes ? " on codes" : " on f32"), [o, run](int64_t images) {
+        o->allocate(images);
+        run(images);
+      });
+    }
+  }
+
+  void build_float_op(int i) {
+    const Node& n = g.nodes[static_cast<size_t>(i)];
+    ValueId out = n.outputs[0];
+    Buffer* o = float_buffer(out);
+    Buffer* a = float_buffer(n.inputs[0]);
+    ThreadPool* pool = P.pool;
+    if (n.op == OpType::kAdd) {
+      Buffer* b = float_buffer(n.inputs[1]);
+      add_step(n.name, "Add on f32", [a, b, o, pool](int64_t images) {
+        o->allocate(images);
+        const int64_t count = images * o->image_elements();
+        parallel(pool, count, [&](int64_t begin, int64_t end) {
+          for (int64_t k = begin; k < end; ++k) o->f[static_cast<size_t>(k)] = a->f[static_cast<size_t>(k)] + b->f[static_cast<size_t>(k)];
+        }, 1 << 14);
+      });
+    } else {  // GlobalAveragePool, ReduceMean over H and W
+      add_step(n.name, to_string(n.op) + " on f32", [a, o](int64_t images) {
+        o->allocate(images);
+        const float inv = 1.0f / static_cast<float>(a->h * a->w);
+        for (int64_t k = 0; k < images; ++k) {
+          float* dst = o->float_at(k, 0, 0);
+          std::fill(dst, dst + a->c, 0.0f);
+          for (int64_t y = 0; y < a->h; ++y)
+            for (int64_t x = 0; x < a->w; ++x) {
+              const float* src = a->float_at(k, y, x);
+              for (int64_t c = 0; c < a->c; ++c) dst[c] += src[c];
+            }
+          for (int64_t c = 0; c < a->c; ++c) dst[c] *= inv;
+        }
+      });
+    }
+    quantize_after(out, n.name);
+  }
+
+  void build_dynamic_quantize(int i) {
+    const Node& n = g.nodes[static_cast<size_t>(i)];
+    Format f = format_of(n.attr<FakeQuantAttrs>());
+    Buffer* in = float_buffer(n.inputs[0]);
+    Buffer* out = code_buffer(n.outputs[0], f);
+    ThreadPool* pool = P.pool;
+    add_step(n.name, "quantize " + describe(f), [in, out, pool](int64_t images) {
+      out->allocate(images);
+      quantize_buffer(*in, *out, images, pool);
+    });
+  }
+
+  bool compile() {
+    if (!check_supported()) return false;
+    find_fusions();
+    propagate();
+    build_input();
+    for (int i = 0; i < static_cast<int>(g.nodes.size()); ++i) {
+      if (fused.count(i)) continue;
+      const Node& n = g.nodes[static_cast<size_t>(i)];
+      if (layer_of.count(n.name)) build_layer(i);
+      else if (n.op == OpType::kFakeQuantize) {
+        if (n.attr<FakeQuantAttrs>().dynamic) build_dynamic_quantize(i);
+      } else if (is_passthrough(n.op)) build_passthrough(i);
+      else build_float_op(i);
+    }
+    for (ValueId v : g.outputs) {
+      P.outputs.push_back(float_buffer(v));
+      P.output_shapes.push_back(g.value(v).shape);
+    }
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Program> Program::compile(const Graph& graph, const std::vector<IntLayer>& layers, ThreadPool* pool,
+                                          bool profile, std::string& why_not) {
+  std::unique_ptr<Program> p(new Program());
+  p->impl_ = std::make_unique<Impl>();
+  p->impl_->pool = pool;
+  p->impl_->profiling = profile;
+  Compiler c(graph, layers, *p->impl_);
+  if (!c.compile()) {
+    why_not = c.why;
+    return nullptr;
+  }
+  return p;
+}
+
+Program::~Program() = default;
+
+std::vector<Tensor> Program::run(std::span<const Tensor> inputs) {
+  Impl& P = *impl_;
+  check(inputs.size() == 1, "integer engine: expected 1 input, got " + std::to_string(inputs.size()));
+  const Tensor& x = inputs[0];
+  check(x.dtype() == DataType::kFloat32, "input '" + P.input_name + "': expected float32");
+  check(x.rank() == static_cast<int64_t>(P.input_shape.size()) + 1 &&
+            std::equal(P.input_shape.begin(), P.input_shape.end(), x.shape().begin() + 1),
+        "input '" + P.input_name + "': shape " + to_string(x.shape()) + " does not fit the model's [N," +
+            to_string(P.input_shape).substr(1));
+  const int64_t images = x.dim(0);
+  for (float v : x.floats()) check(std::isfinite(v), "input '" + P.input_name + "': holds NaN or infinity");
+  P.input = &x;
+  for (Step& s : P.steps) {
+    if (!P.profiling) {
+      s.run(images);
+      continue;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    s.run(images);
+    s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++s.runs;
+  }
+  P.input = nullptr;
+  std::vector<Tensor> out;
+  for (size_t k = 0; k < P.outputs.size(); ++k) {
+    Buffer& b = *P.outputs[k];
+    Shape shape = P.output_shapes[k];
+    shape[0] = images;
+    Tensor y(DataType::kFloat32, shape);
+    float* dst = y.data<float>();
+    const int64_t hw = b.h * b.w;
+    for (int64_t n = 0; n < images; ++n)
+      for (int64_t p = 0; p < hw; ++p) {
+        const float* src = b.float_at(n, p / b.w, p % b.w);
+        for (int64_t c = 0; c < b.c; ++c) dst[(n * b.c + c) * hw + p] = src[c];
+      }
+    out.push_back(std::move(y));
+  }
+  return out;
+}
+
+std::vector<NodeProfile> Program::profile() const {
+  std::vector<NodeProfile> out;
+  if (!impl_->profiling) return out;
+  for (const Step& s : impl_->steps) out.push_back({s.name, s.what, s.seconds, s.runs});
+  return out;
+}
+
+std::string Program::kernel_of(const std::string& node) const {
+  auto it = impl_->kernels.find(node);
+  return it == impl_->kernels.end() ? "" : it->second;
+}
+
+std::vector<std::string> Program::describe() const {
+  std::vector<std::string> out;
+  for (const Step& s : impl_->steps) out.push_back(s.name + ": " + s.what);
+  return out;
+}
+
+}  // namespace tern::integer

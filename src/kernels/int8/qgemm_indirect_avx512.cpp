@@ -1,0 +1,86 @@
+// AVX-512 VNNI implicit-GEMM kernel: qgemm_avx512's register tile (up to 2 panels x 12 columns of
+// int32 accumulators), with each column's 4 activation bytes per step read at its own base
+// pointer plus the step's offset (one extra load per step, shared by every column).
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/int8/qgemm_indirect.h"
+
+namespace tern::kernels {
+
+namespace {
+
+inline int32_t load_u32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <int P, int N>
+void tile(const int8_t* w, int64_t steps, int64_t rows_valid, const uint8_t* const* base, const int64_t* offset,
+          int32_t* c, int64_t ldc) {
+  __m512i acc[P][N];
+  for (int p = 0; p < P; ++p)
+    for (int n = 0; n < N; ++n) acc[p][n] = _mm512_setzero_si512();
+  const int64_t panel_bytes = steps * kQPanelRows * kQStep;
+  const uint8_t* b[N];
+  for (int n = 0; n < N; ++n) b[n] = base[n];
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t off = offset[s];
+    __m512i wv[P];
+    for (int p = 0; p < P; ++p) wv[p] = _mm512_loadu_si512(w + p * panel_bytes + s * kQPanelRows * kQStep);
+#pragma GCC unroll 12
+    for (int n = 0; n < N; ++n) {
+      __m512i xb = _mm512_set1_epi32(load_u32(b[n] + off));
+      for (int p = 0; p < P; ++p) acc[p][n] = _mm512_dpbusd_epi32(acc[p][n], xb, wv[p]);
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    int64_t valid = rows_valid - p * kQPanelRows;
+    __mmask16 mask = valid >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1u);
+    for (int n = 0; n < N; ++n) _mm512_mask_storeu_epi32(c + n * ldc + p * kQPanelRows, mask, acc[p][n]);
+  }
+}
+
+template <int P>
+void tile_cols(int64_t cols, const int8_t* w, int64_t steps, int64_t rows_valid, const uint8_t* const* base,
+               const int64_t* offset, int32_t* c, int64_t ldc) {
+  switch (cols) {
+    case 1: return tile<P, 1>(w, steps, rows_valid, base, offset, c, ldc);
+    case 2: return tile<P, 2>(w, steps, rows_valid, base, offset, c, ldc);
+    case 3: return tile<P, 3>(w, steps, rows_valid, base, offset, c, ldc);
+    case 4: return tile<P, 4>(w, steps, rows_valid, base, offset, c, ldc);
+    case 5: return tile<P, 5>(w, steps, rows_valid, base, offset, c, ldc);
+    case 6: return tile<P, 6>(w, steps, rows_valid, base, offset, c, ldc);
+    case 7: return tile<P, 7>(w, steps, rows_valid, base, offset, c, ldc);
+    case 8: return tile<P, 8>(w, steps, rows_valid, base, offset, c, ldc);
+    case 9: return tile<P, 9>(w, steps, rows_valid, base, offset, c, ldc);
+    case 10: return tile<P, 10>(w, steps, rows_valid, base, offset, c, ldc);
+    case 11: return tile<P, 11>(w, steps, rows_valid, base, offset, c, ldc);
+    default: return tile<P, 12>(w, steps, rows_valid, base, offset, c, ldc);
+  }
+}
+
+}  // namespace
+
+void qgemm_indirect_avx512_vnni(const int8_t* panels, int64_t rows, int64_t steps, int64_t cols,
+                                const uint8_t* const* col_base, const int64_t* step_offset, int32_t* c, int64_t ldc) {
+  constexpr int64_t kCols = 12;
+  const int64_t panel_count = (rows + kQPanelRows - 1) / kQPanelRows;
+  const int64_t panel_bytes = steps * kQPanelRows * kQStep;
+  for (int64_t n0 = 0; n0 < cols; n0 += kCols) {
+    const int64_t count = std::min(kCols, cols - n0);
+    for (int64_t p = 0; p < panel_count; p += 2) {
+      const int64_t rows_valid = std::min(rows - p * kQPanelRows, 2 * kQPanelRows);
+      int32_t* cp = c + n0 * ldc + p * kQPanelRows;
+      if (p + 1 < panel_count)
+        tile_cols<2>(count, panels + p * panel_bytes, steps, rows_valid, col_base + n0, step_offset, cp, ldc);
+      else
+        tile_cols<1>(count, panels + p * panel_bytes, steps, rows_valid, col_base + n0, step_offset, cp, ldc);
+    }
+  }
+}
+
+}  // namespace tern::kernels
