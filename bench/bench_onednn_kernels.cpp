@@ -4,7 +4,7 @@
 //   matmul/{fp32,int8_s32,int8_u8}/N:*/K:*/M:*/omp_threads:{1,2}
 //       src [M x K] (f32, or u8) times constant weights [N x K] (f32, or s8), dst [M x N] (f32, s32,
 //       or u8 with a per-column output scale). N x K = 4096 x 4096 and 11008 x 4096; M = 1, 8, 64;
-//       and N x K = 16384 x 16384 at M = 1 (int8_u8, fp32), whose weights exceed the usable L3.
+//       and N x K = 32768 x 16384 at M = 1 (int8_u8, fp32), whose weights exceed the usable L3.
 //   conv/{fp32,int8_u8}/C:*to*/HW:*/stride:*/batch:*/omp_threads:{1,2}
 //       3x3 pad-1 convolution + bias + ReLU, ResNet-20 (28x28 input) shapes; int8 is u8 src, s8
 //       weights, s32 bias, u8 dst with a per-channel output scale. Batch 1 and 64.
@@ -330,10 +330,10 @@ void register_kernel(const std::string& name, std::function<OneDnnKernel()> make
 }
 
 // The GEMV/small-batch shapes (a 7B transformer's attention and MLP projections; their weights fit
-// this machine's L3 at every precision up to int8) and one whose packed weights do not (128 MB
-// ternary / int4, 1 GiB fp32): a DRAM-bound GEMV.
+// this machine's L3 at every precision up to int8) and one whose weights do not (256 MB ternary
+// N=4 / int4, 512 MB int8, 2 GiB fp32; 128 MB still came partly from L3 here): a DRAM-bound GEMV.
 constexpr int64_t kMatmulNk[][2] = {{4096, 4096}, {11008, 4096}};
-constexpr int64_t kDramNk[2] = {16384, 16384};
+constexpr int64_t kDramNk[2] = {32768, 16384};
 
 void register_matmul(const MatmulSpec& spec) {
   std::string name = std::string("matmul/") + to_string(spec.precision) + "/N:" + std::to_string(spec.n) +
@@ -393,7 +393,7 @@ struct TernGemmData {
   double weight_bytes = 0;  // bytes a call streams: the packed weights (masks + units, nibbles)
 };
 
-// A cheap generator: the 16384 x 16384 shapes have 268M weights to fill.
+// A cheap generator: the 32768 x 16384 shapes have 537M weights to fill.
 struct FastRandom {
   uint64_t state = 0x9E3779B97F4A7C15ULL;
   uint32_t next() {
@@ -476,13 +476,14 @@ void run_tern_gemm(benchmark::State& state, const TernGemm& g) {
   double macs = static_cast<double>(g.rows) * static_cast<double>(g.depth) * static_cast<double>(g.cols);
   state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["weight_GB/s"] = benchmark::Counter(d.weight_bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  const std::string bits = std::to_string(d.weight_bytes * 8 / (static_cast<double>(g.rows) * static_cast<double>(g.depth)));
-  const char* path = d.ternary ? (kernels::ternary_streams(g.cols) ? " streamed" : " decoded")
-                     : d.int4  ? (kernels::int4_streams(g.cols) ? " streamed" : " decoded")
-                               : "";
-  state.SetLabel(std::string(kernels::qgemm_kernel_name()) +
-                 (d.ternary ? " ternary " + std::to_string(g.group) : d.int4 ? std::string(" int4") : std::string(" int8")) +
-                 path + " (" + bits.substr(0, 4) + " bits/weight)");
+  const double weights = static_cast<double>(g.rows) * static_cast<double>(g.depth);
+  const std::string bits = std::to_string(d.weight_bytes * 8 / weights).substr(0, 4);
+  std::string kind = " int8";
+  if (d.ternary)
+    kind = " ternary " + std::to_string(g.group) + (kernels::ternary_streams(g.cols) ? " streamed" : " decoded");
+  else if (d.int4)
+    kind = std::string(" int4") + (kernels::int4_streams(g.cols) ? " streamed" : " decoded");
+  state.SetLabel(std::string(kernels::qgemm_kernel_name()) + kind + " (" + bits + " bits/weight)");
 }
 
 void register_tern(const std::string& name, const TernGemm& g) {

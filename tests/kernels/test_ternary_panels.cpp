@@ -134,7 +134,8 @@ TEST(TernaryStreamAvx2, BothKernelsMatchReference) {
             for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
           std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
           qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
-          ternary_stream_avx2_maddubs(c.panels, sums.data(), 0, c.panels.panels(), cols, x.data(), stride, got.data(), rows);
+          ternary_stream_avx2_maddubs(c.panels, sums.data(), 0, c.panels.panels(), cols, x.data(), stride, got.data(),
+                                           rows);
           ASSERT_EQ(got, want) << "maddubs rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
           if (!cpu_features().avx_vnni) continue;
           std::fill(got.begin(), got.end(), -1);

@@ -92,8 +92,12 @@ void int4_plain_offsets(const Int4Panels& w, int64_t cols, const uint8_t* x, int
     const uint8_t* xn = x + n * x_stride;
     __m512i sum = _mm512_setzero_si512();
     int64_t k = 0;
-    for (; k + 64 <= bytes; k += 64) sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_loadu_si512(xn + k), _mm512_setzero_si512()));
-    int64_t total = _mm512_reduce_add_epi64(sum);
+    for (; k + 64 <= bytes; k += 64)
+      sum = _mm512_add_epi64(sum, _mm512_sad_epu8(_mm512_loadu_si512(xn + k), _mm512_setzero_si512()));
+    alignas(64) int64_t lanes[8];  // (_mm512_reduce_add_epi64 trips GCC 12's -Wmaybe-uninitialized)
+    _mm512_store_si512(lanes, sum);
+    int64_t total = 0;
+    for (int64_t lane : lanes) total += lane;
     for (; k < bytes; ++k) total += xn[k];
     offsets[n] = static_cast<int32_t>(8 * total);
   }

@@ -99,7 +99,8 @@ void decoded_qgemm(int64_t rows, int64_t depth, const Decode& decode, const int3
   const QgemmMicroKernel k = qgemm_micro_kernel();
   const int threads = pool ? pool->size() : 1;
   const int64_t pairs = (panel_count + 1) / 2, slot_bytes = 2 * panel_bytes;
-  if (scratch.size() < static_cast<size_t>(threads * slot_bytes)) scratch.resize(static_cast<size_t>(threads * slot_bytes));
+  const size_t scratch_bytes = static_cast<size_t>(threads * slot_bytes);
+  if (scratch.size() < scratch_bytes) scratch.resize(scratch_bytes);
   auto run_pairs = [&](int64_t begin, int64_t end, int8_t* slot) {
     for (int64_t pp = begin; pp < end; ++pp) {
       const int64_t first = 2 * pp, count = std::min<int64_t>(2, panel_count - first);

@@ -1,3 +1,93 @@
-// AVX2 build of requantize_impl.h.
-#define REQUANT_SUFFIX _avx2
+// AVX2 epilogue (requantize.h): 8 channels per vector, the reference's operations in its order (no
+// FMA); a channel tail of fewer than 8 goes through the loop source. The depthwise row kernel is
+// the loop source, vectorized by the compiler.
+#include <immintrin.h>
+
+#define REQUANT_SUFFIX _avx2_loops
 #include "kernels/int8/requantize_impl.h"
+
+namespace tern::kernels {
+
+namespace {
+
+template <int kTerms>
+void requantize_rows8(const RequantArgs& a, int64_t r) {
+  const __m256 lo = _mm256_set1_ps(a.lo), hi = _mm256_set1_ps(a.hi);
+  const __m256 lo2 = _mm256_set1_ps(a.lo2), hi2 = _mm256_set1_ps(a.hi2);
+  const __m256 inv = _mm256_set1_ps(a.inv_scale), qlo = _mm256_set1_ps(a.qlo), qhi = _mm256_set1_ps(a.qhi);
+  const __m256 half = _mm256_set1_ps(0.5f);
+  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(0x80000000u)));
+  const __m256i zero = _mm256_set1_epi32(a.zero);
+  const int terms = kTerms > 0 ? kTerms : a.terms;
+  const __m256 bias = _mm256_loadu_ps(a.bias + r);
+  auto offset_of = [&](int j) {
+    return a.offset ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.offset + j * a.multiplier_term_stride + r))
+                    : _mm256_setzero_si256();
+  };
+  __m256 mult[kTerms > 0 ? kTerms : 1];
+  __m256i offset[kTerms > 0 ? kTerms : 1];
+  for (int j = 0; j < (kTerms > 0 ? kTerms : 0); ++j) {
+    mult[j] = _mm256_loadu_ps(a.multiplier + j * a.multiplier_term_stride + r);
+    offset[j] = offset_of(j);
+  }
+  const int32_t* acc = a.acc + r;
+  for (int64_t col = 0; col < a.cols; ++col, acc += a.acc_stride) {
+    __m256 v = bias;
+    for (int j = 0; j < terms; ++j) {
+      __m256i oj = kTerms > 0 ? offset[kTerms > 0 ? j : 0] : offset_of(j);
+      __m256 mj = kTerms > 0 ? mult[kTerms > 0 ? j : 0] : _mm256_loadu_ps(a.multiplier + j * a.multiplier_term_stride + r);
+      __m256i s = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j * a.term_stride)), oj);
+      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_cvtepi32_ps(s), mj));
+    }
+    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    if (a.residual) {
+      v = _mm256_add_ps(v, _mm256_loadu_ps(a.residual + col * a.residual_stride + r));
+      v = _mm256_min_ps(_mm256_max_ps(v, lo2), hi2);
+    }
+    if (a.out) _mm256_storeu_ps(a.out + col * a.out_stride + r, v);
+    if (a.codes) {
+      __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inv), qlo), qhi);
+      __m256 h = _mm256_or_ps(_mm256_and_ps(t, sign), half);  // copysign(0.5, t): half away from zero
+      __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_add_ps(t, h)), zero);  // 0..255
+      __m256i q16 = _mm256_packus_epi32(q, q);      // per 128-bit lane: q0..q3 q0..q3 | q4..q7 q4..q7
+      __m256i q8 = _mm256_packus_epi16(q16, q16);
+      uint8_t* dst = a.codes + col * a.codes_stride + r;
+      const int32_t low = _mm_cvtsi128_si32(_mm256_castsi256_si128(q8));
+      const int32_t high = _mm_cvtsi128_si32(_mm256_extracti128_si256(q8, 1));
+      std::memcpy(dst, &low, 4);
+      std::memcpy(dst + 4, &high, 4);
+    }
+  }
+}
+
+}  // namespace
+
+void requantize_block_avx2(const RequantArgs& a) {
+  int64_t r = 0;
+  for (; r + 8 <= a.rows; r += 8) {
+    switch (a.terms) {
+      case 1: requantize_rows8<1>(a, r); break;
+      case 2: requantize_rows8<2>(a, r); break;
+      case 3: requantize_rows8<3>(a, r); break;
+      default: requantize_rows8<0>(a, r);
+    }
+  }
+  if (r == a.rows) return;
+  RequantArgs tail = a;  // the last rows % 8 channels: every per-channel pointer moves by r
+  tail.rows = a.rows - r;
+  tail.acc += r;
+  tail.multiplier += r;
+  if (tail.offset) tail.offset += r;
+  tail.bias += r;
+  if (tail.residual) tail.residual += r;
+  if (tail.out) tail.out += r;
+  if (tail.codes) tail.codes += r;
+  requantize_block_avx2_loops(tail);
+}
+
+void depthwise_row_int8_avx2(const uint8_t* x_row, int64_t x_step, const int64_t* tap_offset, int64_t taps,
+                             const int8_t* w, int64_t channels, int64_t out_w, int32_t* acc) {
+  depthwise_row_int8_avx2_loops(x_row, x_step, tap_offset, taps, w, channels, out_w, acc);
+}
+
+}  // namespace tern::kernels

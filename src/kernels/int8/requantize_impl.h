@@ -3,6 +3,7 @@
 // channels the compiler vectorizes.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "kernels/int8/requantize.h"
 

@@ -30,7 +30,8 @@ inline void unit_spread_indexes(__m256i index[2]) {
 
 // 16 row units -> half h's bytes (rows 8h..8h+7).
 inline __m256i spread_units_avx2(const uint8_t* units16, __m256i index) {
-  return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(units16))), index);
+  const __m128i units = _mm_loadu_si128(reinterpret_cast<const __m128i*>(units16));
+  return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(units), index);
 }
 
 // One half panel (rows 8h..8h+7) x N <= 8 columns: a half's weights are one ymm, so eight
@@ -61,7 +62,8 @@ void stream_half_avx2(const Decoder& d, int64_t panel, int h, int64_t rows, int6
 #endif
       } else {
         const __m256i xs = _mm256_xor_si256(xb, _mm256_set1_epi8(static_cast<char>(0x80)));
-        const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(xs), _mm256_sign_epi8(w, xs));  // |-128| reads as u8 128
+        const __m256i xa = _mm256_abs_epi8(xs);  // -128 -> 0x80, read as u8 128
+        const __m256i pairs = _mm256_maddubs_epi16(xa, _mm256_sign_epi8(w, xs));
         acc[a][n] = _mm256_add_epi32(acc[a][n], _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
       }
     }
