@@ -14,6 +14,7 @@
 #include "tern/integer_executor.h"
 #include "tern/onnx_import.h"
 #include "tern/quantized_model.h"
+#include "tern/thread_pool.h"
 
 namespace tern::testing {
 namespace {
@@ -238,6 +239,42 @@ TEST_P(IntegerEngine, PoolingConcatAndFlattenRunOnCodes) {
     EXPECT_NE(kernel["branch_a"].find("im2col-block"), std::string::npos) << kernel["branch_a"];
     Tensor one = Tensor::from_floats({1, 3, 8, 8}, random_floats(192, 63));
     expect_close(engine.run(one), sim.run(one), std::string("batch 1, ") + q::activation_mode_name(mode));
+  }
+}
+
+// Small maps at batch 1 split each layer's channels over the threads (blocks of 32, a last block of
+// 8 here), with every residual term of a block in the same item: still the simulation's outputs.
+TEST(IntegerEngine, ChannelSplitOfSmallMapsMatchesTheSimulation) {
+  OnnxBuilder b;
+  b.input("x", {-1, 8, 4, 4});
+  b.floats("w1", {64, 8, 3, 3}, random_floats(64 * 72, 81));
+  b.floats("w2", {40, 64, 3, 3}, random_floats(40 * 576, 82));
+  auto& c1 = b.node("Conv", {"x", "w1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"}, "relu1");
+  auto& c2 = b.node("Conv", {"r1", "w2"}, {"y"}, "conv2");
+  OnnxBuilder::attr(c2, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "split.onnx");
+  Tensor calib = Tensor::from_floats({16, 8, 4, 4}, random_floats(16 * 128, 83));
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.residual = q::parse_residual_budget("all");
+  o.residual_fallback = false;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ThreadPool pool(2);
+  ExecutorOptions options;
+  options.pool = &pool;
+  IntegerExecutor engine(m, options);
+  q::QuantizedSession sim(m);
+  ASSERT_TRUE(engine.fused()) << engine.mode();
+  for (int level : {0, m.max_level()}) {
+    engine.set_level(level);
+    sim.set_level(level);
+    for (int64_t n : {1, 2}) {
+      Tensor x = Tensor::from_floats({n, 8, 4, 4}, random_floats(static_cast<size_t>(n * 128), 84 + n));
+      expect_close(engine.run(x), sim.run(x), "level " + std::to_string(level) + ", batch " + std::to_string(n));
+    }
   }
 }
 

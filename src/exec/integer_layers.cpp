@@ -191,11 +191,16 @@ std::vector<int8_t> TermGroup::weights() const {
   return w;
 }
 
-void TermGroup::panels(int8_t* out) const {
-  if (ternary) kernels::decode_ternary(*ternary, 0, ternary->panels(), out);
-  else if (int4) kernels::decode_int4(*int4, 0, int4->panels(), out);
-  else std::memcpy(out, dense.data(), static_cast<size_t>(panel_bytes()));
+void TermGroup::panels(int8_t* out) const { panels(out, 0, panel_count()); }
+
+void TermGroup::panels(int8_t* out, int64_t begin, int64_t end) const {
+  const int64_t bytes = panel_bytes() / std::max<int64_t>(1, panel_count());  // per panel
+  if (ternary) kernels::decode_ternary(*ternary, begin, end, out + begin * bytes);
+  else if (int4) kernels::decode_int4(*int4, begin, end, out + begin * bytes);
+  else std::memcpy(out + begin * bytes, dense.data() + begin * bytes, static_cast<size_t>((end - begin) * bytes));
 }
+
+int64_t TermGroup::panel_count() const { return ternary ? ternary->panels() : int4 ? int4->panels() : dense.panels(); }
 
 int64_t TermGroup::panel_bytes() const {
   const int64_t panels = ternary ? ternary->panels() : int4 ? int4->panels() : dense.panels();

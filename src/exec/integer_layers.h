@@ -24,7 +24,9 @@ struct TermGroup {
   std::vector<int32_t> row_sums;                  // padded to whole panels
   // Writes the group's int8 panels (qgemm.h's layout) to `out`: decoded codes or a copy.
   void panels(int8_t* out) const;
+  void panels(int8_t* out, int64_t begin, int64_t end) const;  // panels [begin, end) only, at their place
   int64_t panel_bytes() const;  // of all its panels
+  int64_t panel_count() const;
   // C[col][row] for `cols` activation rows, on the kernel of its form (ternary/int4 stream their
   // packed codes for few columns); scratch holds decoded panels.
   void gemm(int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc, std::vector<int8_t>& scratch,

@@ -200,37 +200,39 @@ void make_epilogue(const IntLayer& L, int64_t gi, float input_scale, int32_t zer
 
 // Writes the epilogue of `cols` consecutive output pixels starting at (n, y, x) (all in one
 // output row) of group gi, from acc[col * acc_stride + j * term_stride + r].
+// Channels [r0, r0 + count) only when count >= 0 (acc then starts at channel r0).
 void finish_pixels(const LayerStep& s, const Epilogue& e, int64_t gi, int64_t n, int64_t y, int64_t x, int64_t cols,
-                   const int32_t* acc, int64_t acc_stride, int64_t acc_term_stride) {
+                   const int32_t* acc, int64_t acc_stride, int64_t acc_term_stride, int64_t r0 = 0, int64_t count = -1) {
   const IntLayer& L = *s.L;
-  const int64_t rows = static_cast<int64_t>(e.bias.size());  // the group's channels (all of them, depthwise)
+  const int64_t channels = static_cast<int64_t>(e.bias.size());  // the group's (all of them, depthwise)
+  const int64_t rows = channels;
   kernels::RequantArgs a;
   a.cols = cols;
-  a.rows = rows;
+  a.rows = count >= 0 ? count : channels;
   a.terms = L.active;
   a.acc = acc;
   a.acc_stride = acc_stride;
   a.term_stride = acc_term_stride;
-  a.multiplier = e.multiplier.data();
-  a.offset = e.offset.data();
+  a.multiplier = e.multiplier.data() + r0;
+  a.offset = e.offset.data() + r0;
   a.multiplier_term_stride = e.term_stride;
-  a.bias = e.bias.data();
+  a.bias = e.bias.data() + r0;
   a.lo = L.clamp_lo;
   a.hi = L.clamp_hi;
   if (s.residual) {
-    a.residual = s.residual->float_at(n, y, x) + gi * rows;
+    a.residual = s.residual->float_at(n, y, x) + gi * rows + r0;
     a.residual_stride = s.residual->stride;
     a.lo2 = s.lo2;
     a.hi2 = s.hi2;
   }
   if (s.out_float) {
-    a.out = s.out_float->float_at(n, y, x) + gi * rows;
+    a.out = s.out_float->float_at(n, y, x) + gi * rows + r0;
     a.out_stride = s.out_float->stride;
   }
   if (s.out_codes.empty()) return kernels::requantize_block(a);
   for (size_t k = 0; k < s.out_codes.size(); ++k) {
     Buffer* b = s.out_codes[k];
-    a.codes = b->code_at(n, y, x) + gi * rows;
+    a.codes = b->code_at(n, y, x) + gi * rows + r0;
     a.codes_stride = b->stride;
     a.inv_scale = 1.0f / b->format.scale;
     a.qlo = b->format.lo();
@@ -243,14 +245,19 @@ void finish_pixels(const LayerStep& s, const Epilogue& e, int64_t gi, int64_t n,
 
 // The active terms' panels of group gi, stacked (term j's rows at j * padded rows), and their row
 // sums. Ternary terms are decoded here, once per run: the only int8 form they take, transient.
-int64_t stack_panels(const LayerStep& s, int64_t gi, std::vector<int8_t>& out, std::vector<const int32_t*>& row_sums) {
+// Decoding is split over the pool's threads (at batch 1 it is a tenth of the run).
+int64_t stack_panels(const LayerStep& s, int64_t gi, std::vector<int8_t>& out, std::vector<const int32_t*>& row_sums,
+                     ThreadPool* pool) {
   const IntLayer& L = *s.L;
-  int64_t offset = 0;
+  int64_t total = 0;
   row_sums.clear();
+  for (int j = 0; j < L.active; ++j) total += s.group(j, gi).panel_bytes();
+  if (out.size() < static_cast<size_t>(total)) out.resize(static_cast<size_t>(total));
+  int64_t offset = 0;
   for (int j = 0; j < L.active; ++j) {
     const TermGroup& tg = s.group(j, gi);
-    if (out.size() < static_cast<size_t>(offset + tg.panel_bytes())) out.resize(static_cast<size_t>(offset + tg.panel_bytes()));
-    tg.panels(out.data() + offset);
+    int8_t* dst = out.data() + offset;
+    parallel(pool, tg.panel_count(), [&](int64_t begin, int64_t end) { tg.panels(dst, begin, end); });
     offset += tg.panel_bytes();
     row_sums.push_back(tg.row_sums.data());
   }
@@ -366,7 +373,7 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     const int64_t stacked_rows = L.active * padded_rows;
     LayerStep::Group& group = s.groups[static_cast<size_t>(gi)];
     std::vector<const int32_t*> row_sums;
-    stack_panels(s, gi, *s.panels, row_sums);
+    stack_panels(s, gi, *s.panels, row_sums, pool);
     const std::vector<int32_t>& stacked_sums = group.stacked_sums;
     const std::vector<int64_t>& step_offset = group.step_offset;
     std::vector<Epilogue>& per_image = s.epilogues;  // (not thread_local: the workers read it)
@@ -374,39 +381,64 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     per_image.resize(dynamic ? static_cast<size_t>(images) : 1);
     for (size_t n = 0; n < per_image.size(); ++n)
       make_epilogue(L, gi, in.scales[n], zero, padded_rows, group.row_sums, per_image[n]);
-    // Work items: runs of output pixels within one output row, about 96 pixels each.
+    // Work items: runs of output pixels within one output row, about 96 pixels each. Small maps
+    // (batch 1, late layers) have too few rows to keep the threads busy: their items also split
+    // the channels into blocks of two panels.
     const int64_t segment = std::min<int64_t>(out_w, 96);
     const int64_t per_row = (out_w + segment - 1) / segment;
-    const int64_t items = images * out_h * per_row;
+    const int64_t row_items = images * out_h * per_row;
+    const int64_t threads = pool ? pool->size() : 1;
+    const bool split = threads > 1 && row_items < 8 * threads && padded_rows > 2 * kQPanelRows;
+    const int64_t block_rows = split ? 2 * kQPanelRows : padded_rows;
+    const int64_t blocks = (padded_rows + block_rows - 1) / block_rows;
+    const int64_t panel_bytes = steps * kQPanelRows * kQStep;
+    const int64_t items = row_items * blocks;
     const int8_t* panels = s.panels->data();
     parallel(pool, items, [&](int64_t begin, int64_t end) {
       thread_local std::vector<int32_t> acc;
       thread_local std::vector<const uint8_t*> base;
       thread_local std::vector<uint8_t> patches;
-      acc.resize(static_cast<size_t>(segment * stacked_rows));
+      const int64_t acc_rows = L.active * block_rows;  // per pixel: each term's block of channels
+      acc.resize(static_cast<size_t>(segment * acc_rows));
       base.resize(static_cast<size_t>(segment));
       for (int64_t item = begin; item < end; ++item) {
-        const int64_t n = item / (out_h * per_row), oh = item / per_row % out_h, ow0 = item % per_row * segment;
+        const int64_t row_item = item / blocks, r0 = item % blocks * block_rows;
+        const int64_t n = row_item / (out_h * per_row), oh = row_item / per_row % out_h, ow0 = row_item % per_row * segment;
         const int64_t cols = std::min(segment, out_w - ow0);
         for (int64_t i = 0; i < cols; ++i) base[static_cast<size_t>(i)] = origin(n, oh, ow0 + i);
-        if (s.mode == LayerStep::Mode::kImplicit) {
-          kernels::qgemm_indirect(panels, stacked_sums.data(), stacked_rows, steps, cols, base.data(), step_offset.data(),
-                                  acc.data(), stacked_rows);
-        } else {  // channels per group not a multiple of 4 (a first layer): gather the patches
-          const int64_t stride = steps * kQStep;
-          if (patches.size() < static_cast<size_t>(segment * stride)) patches.assign(static_cast<size_t>(segment * stride), 0);
+        const uint8_t* x = nullptr;
+        int64_t x_stride = 0;
+        if (s.mode == LayerStep::Mode::kGather) {  // channels per group not a multiple of 4: gather the patches
+          x_stride = steps * kQStep;
+          if (patches.size() < static_cast<size_t>(segment * x_stride)) patches.assign(static_cast<size_t>(segment * x_stride), 0);
           for (int64_t i = 0; i < cols; ++i) {
-            uint8_t* patch = &patches[static_cast<size_t>(i * stride)];
+            uint8_t* patch = &patches[static_cast<size_t>(i * x_stride)];
             for (int64_t t = 0; t < L.taps; ++t) {
               const uint8_t* src = base[static_cast<size_t>(i)] + tap_offset[static_cast<size_t>(t)] + gi * L.in;
               for (int64_t c = 0; c < L.in; ++c) patch[t * L.in + c] = src[c];  // a few bytes: no memcpy call
             }
           }
-          kernels::qgemm_panels(panels, stacked_sums.data(), stacked_rows, depth, cols, patches.data(), stride,
-                                acc.data(), stacked_rows, nullptr);
+          x = patches.data();
         }
-        finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], gi, n, oh, ow0, cols, acc.data(), stacked_rows,
-                      padded_rows);
+        auto multiply = [&](const int8_t* w, const int32_t* sums, int64_t nrows, int32_t* c) {
+          if (x) kernels::qgemm_panels(w, sums, nrows, depth, cols, x, x_stride, c, acc_rows, nullptr);
+          else kernels::qgemm_indirect(w, sums, nrows, steps, cols, base.data(), step_offset.data(), c, acc_rows);
+        };
+        if (!split) {  // every term's panels in one pass
+          multiply(panels, stacked_sums.data(), stacked_rows, acc.data());
+          finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], gi, n, oh, ow0, cols, acc.data(), acc_rows,
+                        padded_rows);
+          continue;
+        }
+        const int64_t count = std::min(block_rows, rows - r0);
+        if (count <= 0) continue;
+        for (int j = 0; j < L.active; ++j) {
+          const int64_t first = j * padded_rows + r0;  // stacked row of this term's block
+          multiply(panels + first / kQPanelRows * panel_bytes, stacked_sums.data() + first, count,
+                   acc.data() + j * block_rows);
+        }
+        finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], gi, n, oh, ow0, cols, acc.data(), acc_rows,
+                      block_rows, r0, count);
       }
     });
   }
