@@ -953,7 +953,9 @@ struct Compiler {
       for (ValueId x : n.op == OpType::kConcat ? n.inputs : std::vector<ValueId>{n.inputs[0]}) ins.push_back(code_buffer(x, format));
       pairs.emplace_back(ins, code_buffer(out, format));
     }
-    for (auto& [ins, o] : pairs) {
+    for (auto& pair : pairs) {
+      std::vector<Buffer*> ins = pair.first;  // named copies: clang 14 cannot capture structured bindings
+      Buffer* o = pair.second;
       const bool codes = o->codes;
       std::function<void(int64_t)> run;
       ThreadPool* pool = P.pool;
