@@ -258,7 +258,6 @@ std::optional<IntLayer> build_int_layer(const quant::QuantizedLayer& l, const No
   }
   const int64_t rows = L.out / L.groups, depth = L.in * L.taps;
   if (depth > kernels::kQMaxDepth) return fail("depth above the int32-safe maximum");
-  bool all_panels = true;
   for (const quant::QuantizedWeights& q : l.terms) {
     IntTerm term;
     std::string why;
@@ -284,11 +283,9 @@ std::optional<IntLayer> build_int_layer(const quant::QuantizedLayer& l, const No
       term.groups.push_back(make_term_group(w->data() + gi * rows * depth, rows, depth, int4,
                                             int4 ? codes.data() + gi * rows * depth : nullptr,
                                             units.data() + gi * rows * depth));
-      all_panels = all_panels && term.groups.back().ternary.has_value();
     }
     L.terms.push_back(std::move(term));
   }
-  L.uses_panels = all_panels;
   L.active = l.active_terms;
   return L;
 }

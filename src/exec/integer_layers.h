@@ -60,7 +60,6 @@ struct IntLayer {
   int active = 1;
   std::vector<float> bias;     // dequantized, per filter (empty: none)
   float clamp_lo = -INFINITY, clamp_hi = INFINITY;
-  bool uses_panels = false;    // every term is ternary panels
   std::string weights_kind() const;  // "ternary", "int4", "int8" or "mixed" (of every term)
 
   int64_t rows() const { return out / groups; }

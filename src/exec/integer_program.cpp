@@ -694,7 +694,11 @@ struct Compiler {
         if (n.attr<AxisAttrs>().axis != 1) return fail(n.name + ": Flatten axis other than 1");
       } else if (n.op == OpType::kReshape) {
         const Shape& out = g.value(n.outputs[0]).shape;
-        if (out.size() != 2) return fail(n.name + ": a Reshape other than a flatten");
+        const Shape& in = g.value(n.inputs[0]).shape;
+        int64_t per_image = 1;
+        for (size_t k = 1; k < in.size(); ++k) per_image *= in[k];
+        if (out.size() != 2 || in.empty() || out[0] != in[0] || out[1] != per_image)
+          return fail(n.name + ": a Reshape other than a flatten of each image");
       } else if (n.op == OpType::kConcat) {
         if (n.attr<AxisAttrs>().axis != 1) return fail(n.name + ": Concat along an axis other than channels");
       } else if (n.op == OpType::kClip) {

@@ -14,7 +14,7 @@
 // after it, and the requantization to the next layer's codes (kernels/int8/requantize.h). Residual
 // edges are more weight rows of the same multiplication (one pass over the activations).
 //
-// compile() returns nullopt (and why) for graphs with anything else (float layers, dynamic shapes
+// compile() returns null (and why) for graphs with anything else (float layers, dynamic shapes
 // beyond the batch, ops outside the list); the engine then runs its hybrid mode.
 #pragma once
 
