@@ -181,15 +181,16 @@ std::string mode_name(LayerStep::Mode m) {
 
 // Per-image epilogue constants: multiplier_j[r] = input scale * step_j[o], the activation offset
 // zero * row_sum_j[r], and the bias.
-void make_epilogue(const IntLayer& L, int64_t gi, float input_scale, int32_t zero, int64_t term_stride,
+// Output channels [first, first + count): a convolution group's filters, or every channel of a
+// depthwise layer.
+void make_epilogue(const IntLayer& L, int64_t first, int64_t count, float input_scale, int32_t zero, int64_t term_stride,
                    const std::vector<const int32_t*>& row_sums, Epilogue& e) {
-  const int64_t rows = L.rows();
   e.term_stride = term_stride;
   e.multiplier.assign(static_cast<size_t>(L.active * term_stride), 0.0f);
   e.offset.assign(static_cast<size_t>(L.active * term_stride), 0);
-  e.bias.assign(static_cast<size_t>(rows), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t o = gi * rows + r;
+  e.bias.assign(static_cast<size_t>(count), 0.0f);
+  for (int64_t r = 0; r < count; ++r) {
+    const int64_t o = first + r;
     for (int j = 0; j < L.active; ++j) {
       e.multiplier[static_cast<size_t>(j * term_stride + r)] = input_scale * L.terms[static_cast<size_t>(j)].step[static_cast<size_t>(o)];
       e.offset[static_cast<size_t>(j * term_stride + r)] = zero * row_sums[static_cast<size_t>(j)][r];
@@ -330,30 +331,20 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
 
   if (s.mode == LayerStep::Mode::kDepthwise) {
     const int64_t channels = L.groups;
-    std::vector<Epilogue> per_image(static_cast<size_t>(images));
     std::vector<std::vector<int32_t>> sums(static_cast<size_t>(L.active));
+    std::vector<const int32_t*> row_sums;
     for (int j = 0; j < L.active; ++j) {
       sums[static_cast<size_t>(j)].assign(static_cast<size_t>(channels), 0);
       const std::vector<int8_t>& w = L.terms[static_cast<size_t>(j)].depthwise;
       for (int64_t t = 0; t < L.taps; ++t)
         for (int64_t c = 0; c < channels; ++c) sums[static_cast<size_t>(j)][static_cast<size_t>(c)] += w[static_cast<size_t>(t * channels + c)];
+      row_sums.push_back(sums[static_cast<size_t>(j)].data());
     }
     // The depthwise epilogue runs over all channels at once (rows = channels, group 0).
-    for (int64_t n = 0; n < images; ++n) {
-      Epilogue& e = per_image[static_cast<size_t>(n)];
-      e.term_stride = channels;
-      e.multiplier.assign(static_cast<size_t>(L.active * e.term_stride), 0.0f);
-      e.offset.assign(static_cast<size_t>(L.active * e.term_stride), 0);
-      e.bias.assign(static_cast<size_t>(channels), 0.0f);
-      for (int64_t c = 0; c < channels; ++c) {
-        for (int j = 0; j < L.active; ++j) {
-          e.multiplier[static_cast<size_t>(j * e.term_stride + c)] =
-              in.scales[static_cast<size_t>(n)] * L.terms[static_cast<size_t>(j)].step[static_cast<size_t>(c)];
-          e.offset[static_cast<size_t>(j * e.term_stride + c)] = zero * sums[static_cast<size_t>(j)][static_cast<size_t>(c)];
-        }
-        e.bias[static_cast<size_t>(c)] = L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(c)];
-      }
-    }
+    const bool dynamic = in.format.dynamic;
+    std::vector<Epilogue> per_image(dynamic ? static_cast<size_t>(images) : 1);
+    for (size_t n = 0; n < per_image.size(); ++n)
+      make_epilogue(L, 0, channels, in.scales[n], zero, channels, row_sums, per_image[n]);
     parallel(pool, images * out_h, [&](int64_t begin, int64_t end) {
       thread_local std::vector<int32_t> acc;
       acc.resize(static_cast<size_t>(L.active * out_w * channels));
@@ -363,7 +354,8 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
           kernels::depthwise_row_int8(origin(n, oh, 0), cs.stride_w * in.stride, tap_offset.data(), L.taps,
                                       L.terms[static_cast<size_t>(j)].depthwise.data(), channels, out_w,
                                       acc.data() + j * out_w * channels);
-        finish_pixels(s, per_image[static_cast<size_t>(n)], 0, n, oh, 0, out_w, acc.data(), channels, out_w * channels);
+        finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], 0, n, oh, 0, out_w, acc.data(), channels,
+                      out_w * channels);
       }
     });
     return;
@@ -380,7 +372,7 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     const bool dynamic = in.format.dynamic;
     per_image.resize(dynamic ? static_cast<size_t>(images) : 1);
     for (size_t n = 0; n < per_image.size(); ++n)
-      make_epilogue(L, gi, in.scales[n], zero, padded_rows, group.row_sums, per_image[n]);
+      make_epilogue(L, gi * rows, rows, in.scales[n], zero, padded_rows, group.row_sums, per_image[n]);
     // Work items: runs of output pixels within one output row, about 96 pixels each. Small maps
     // (batch 1, late layers) have too few rows to keep the threads busy: their items also split
     // the channels into blocks of two panels.
@@ -463,7 +455,7 @@ void run_gemm(LayerStep& s, int64_t images, ThreadPool* pool) {
   }
   Epilogue e;
   for (int64_t n = 0; n < images; ++n) {
-    if (n == 0 || in.format.dynamic) make_epilogue(L, 0, in.scales[static_cast<size_t>(n)], in.format.zero(), padded_rows, row_sums, e);
+    if (n == 0 || in.format.dynamic) make_epilogue(L, 0, rows, in.scales[static_cast<size_t>(n)], in.format.zero(), padded_rows, row_sums, e);
     finish_pixels(s, e, 0, n, 0, 0, 1, acc.data() + n * stacked_rows, stacked_rows, padded_rows);
   }
 }
@@ -779,11 +771,8 @@ struct Compiler {
       ValueId out = n.outputs[0];
       if (auto it = layer_of.find(n.name); it != layer_of.end()) {
         const IntLayer& L = *it->second;
-        auto f = fusion.find(i);
-        ValueId result = f == fusion.end() ? out : f->second.result;
-        if (f != fusion.end()) want_float(f->second.residual);
-        for (auto& [format, b] : need_codes[static_cast<size_t>(result)])
-          if (format.dynamic) want_float(result);
+        // Its result's forms are written by its epilogue; a fused Add's other operand is read in float.
+        if (auto f = fusion.find(i); f != fusion.end()) want_float(f->second.residual);
         want_codes(n.inputs[0], format_of(L.input), L.gemm ? 0 : conv_border(L.conv));
       } else if (n.op == OpType::kFakeQuantize) {
         const FakeQuantAttrs& a = n.attr<FakeQuantAttrs>();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu_features.h"
+#include "kernels/int8/qgemm.h"
 
 namespace tern::kernels {
 // Readable ISA names in gtest messages.
@@ -38,6 +39,29 @@ inline std::vector<float> random_floats(size_t count, uint32_t seed, float lo = 
   std::vector<float> v(count);
   for (float& x : v) x = dist(gen);
   return v;
+}
+
+// What a packed-weight integer GEMM is checked against: random u8 activations for `cols` columns
+// `stride` bytes apart, the row sums of the row-major weights `dense` (padded to `panels` whole
+// panels, as the kernels take them) and qgemm_reference's product (ldc = rows).
+struct GemmCheck {
+  std::vector<uint8_t> x;
+  std::vector<int32_t> row_sums, want;
+};
+
+inline GemmCheck gemm_check(const std::vector<int8_t>& dense, int64_t rows, int64_t depth, int64_t panels, int64_t cols,
+                            int64_t stride, uint32_t seed) {
+  GemmCheck g;
+  std::mt19937 gen(seed);
+  std::uniform_int_distribution<int> xd(0, 255);
+  g.x.resize(static_cast<size_t>(cols * stride));
+  for (uint8_t& v : g.x) v = static_cast<uint8_t>(xd(gen));
+  g.row_sums.assign(static_cast<size_t>(panels * kQPanelRows), 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t k = 0; k < depth; ++k) g.row_sums[static_cast<size_t>(r)] += dense[static_cast<size_t>(r * depth + k)];
+  g.want.resize(static_cast<size_t>(cols * rows));
+  qgemm_reference(dense.data(), rows, depth, depth, cols, g.x.data(), stride, g.want.data(), rows);
+  return g;
 }
 
 }  // namespace tern::kernels::testing

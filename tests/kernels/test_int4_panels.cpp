@@ -76,17 +76,10 @@ TEST_P(Int4Test, DecodeMatchesReferenceAndQgemmLayout) {
 void expect_qgemm_matches(const Case& c, int64_t cols, uint32_t seed, ThreadPool* pool, std::vector<int8_t>& scratch) {
   const int64_t rows = c.panels.rows(), depth = c.panels.depth();
   const int64_t stride = c.panels.steps() * kQStep + 1;
-  std::mt19937 gen(seed);
-  std::uniform_int_distribution<int> xd(0, 255);
-  std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
-  for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
-  std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
-  std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
-  qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
-  int4_qgemm(c.panels, sums.data(), cols, x.data(), stride, got.data(), rows, scratch, pool);
-  ASSERT_EQ(got, want) << "rows=" << rows << " depth=" << depth << " spu=" << c.panels.steps_per_unit()
+  const testing::GemmCheck g = testing::gemm_check(c.dense, rows, depth, c.panels.panels(), cols, stride, seed);
+  std::vector<int32_t> got(g.want.size(), -1);
+  int4_qgemm(c.panels, g.row_sums.data(), cols, g.x.data(), stride, got.data(), rows, scratch, pool);
+  ASSERT_EQ(got, g.want) << "rows=" << rows << " depth=" << depth << " spu=" << c.panels.steps_per_unit()
                        << " cols=" << cols;
 }
 
@@ -124,22 +117,15 @@ TEST(Int4StreamAvx2, BothKernelsMatchReference) {
         for (int64_t cols : {1, 4, 5, 8}) {
           Case c = random_case(rows, depth, seed++, spu);
           const int64_t stride = c.panels.steps() * kQStep + 3;
-          std::mt19937 gen(seed);
-          std::uniform_int_distribution<int> xd(0, 255);
-          std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
-          for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
-          std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
-          std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
-          qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
-          int4_stream_avx2_maddubs(c.panels, sums.data(), 0, c.panels.panels(), cols, x.data(), stride, got.data(),
+          const testing::GemmCheck g = testing::gemm_check(c.dense, rows, depth, c.panels.panels(), cols, stride, seed);
+          std::vector<int32_t> got(g.want.size(), -1);
+          int4_stream_avx2_maddubs(c.panels, g.row_sums.data(), 0, c.panels.panels(), cols, g.x.data(), stride, got.data(),
                                         rows);
-          ASSERT_EQ(got, want) << "maddubs rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+          ASSERT_EQ(got, g.want) << "maddubs rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
           if (!cpu_features().avx_vnni) continue;
           std::fill(got.begin(), got.end(), -1);
-          int4_stream_avxvnni(c.panels, 0, c.panels.panels(), cols, x.data(), stride, got.data(), rows);
-          ASSERT_EQ(got, want) << "avx-vnni rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+          int4_stream_avxvnni(c.panels, 0, c.panels.panels(), cols, g.x.data(), stride, got.data(), rows);
+          ASSERT_EQ(got, g.want) << "avx-vnni rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
         }
 }
 

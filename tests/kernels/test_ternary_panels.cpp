@@ -77,17 +77,10 @@ TEST_P(TernaryDecodeTest, TernaryQgemmMatchesReference) {
         for (int64_t cols : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 70}) {
           Case c = random_case(rows, depth, seed++, spu);
           const int64_t stride = c.panels.steps() * kQStep + 1;
-          std::mt19937 gen(seed);
-          std::uniform_int_distribution<int> xd(0, 255);
-          std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
-          for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
-          std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
-          std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
-          qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
-          ternary_qgemm(c.panels, sums.data(), cols, x.data(), stride, got.data(), rows, scratch, cols % 2 ? &pool : nullptr);
-          ASSERT_EQ(got, want) << "rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+          const testing::GemmCheck g = testing::gemm_check(c.dense, rows, depth, c.panels.panels(), cols, stride, seed);
+          std::vector<int32_t> got(g.want.size(), -1);
+          ternary_qgemm(c.panels, g.row_sums.data(), cols, g.x.data(), stride, got.data(), rows, scratch, cols % 2 ? &pool : nullptr);
+          ASSERT_EQ(got, g.want) << "rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
         }
 }
 
@@ -100,17 +93,10 @@ TEST_P(TernaryDecodeTest, TernaryQgemmLargeWeights) {
     Case c = random_case(300, 2001, 91 + static_cast<uint32_t>(spu), spu);
     const int64_t rows = 300, depth = 2001, stride = c.panels.steps() * kQStep;
     for (int64_t cols : {1, 2, 8, 13, 70}) {
-      std::mt19937 gen(static_cast<uint32_t>(cols));
-      std::uniform_int_distribution<int> xd(0, 255);
-      std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
-      for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
-      std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
-      std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
-      qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
-      ternary_qgemm(c.panels, sums.data(), cols, x.data(), stride, got.data(), rows, scratch, &pool);
-      ASSERT_EQ(got, want) << "spu=" << spu << " cols=" << cols;
+      const testing::GemmCheck g = testing::gemm_check(c.dense, rows, depth, c.panels.panels(), cols, stride, static_cast<uint32_t>(cols));
+      std::vector<int32_t> got(g.want.size(), -1);
+      ternary_qgemm(c.panels, g.row_sums.data(), cols, g.x.data(), stride, got.data(), rows, scratch, &pool);
+      ASSERT_EQ(got, g.want) << "spu=" << spu << " cols=" << cols;
     }
   }
 }
@@ -125,22 +111,15 @@ TEST(TernaryStreamAvx2, BothKernelsMatchReference) {
         for (int64_t cols : {1, 4, 5, 8}) {
           Case c = random_case(rows, depth, seed++, spu);
           const int64_t stride = c.panels.steps() * kQStep + 3;
-          std::mt19937 gen(seed);
-          std::uniform_int_distribution<int> xd(0, 255);
-          std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
-          for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
-          std::vector<int32_t> sums(static_cast<size_t>(c.panels.panels() * kQPanelRows), 0);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t k = 0; k < depth; ++k) sums[static_cast<size_t>(r)] += c.dense[static_cast<size_t>(r * depth + k)];
-          std::vector<int32_t> want(static_cast<size_t>(cols * rows)), got(want.size(), -1);
-          qgemm_reference(c.dense.data(), rows, depth, depth, cols, x.data(), stride, want.data(), rows);
-          ternary_stream_avx2_maddubs(c.panels, sums.data(), 0, c.panels.panels(), cols, x.data(), stride, got.data(),
+          const testing::GemmCheck g = testing::gemm_check(c.dense, rows, depth, c.panels.panels(), cols, stride, seed);
+          std::vector<int32_t> got(g.want.size(), -1);
+          ternary_stream_avx2_maddubs(c.panels, g.row_sums.data(), 0, c.panels.panels(), cols, g.x.data(), stride, got.data(),
                                            rows);
-          ASSERT_EQ(got, want) << "maddubs rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+          ASSERT_EQ(got, g.want) << "maddubs rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
           if (!cpu_features().avx_vnni) continue;
           std::fill(got.begin(), got.end(), -1);
-          ternary_stream_avxvnni(c.panels, 0, c.panels.panels(), cols, x.data(), stride, got.data(), rows);
-          ASSERT_EQ(got, want) << "avx-vnni rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+          ternary_stream_avxvnni(c.panels, 0, c.panels.panels(), cols, g.x.data(), stride, got.data(), rows);
+          ASSERT_EQ(got, g.want) << "avx-vnni rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
         }
 }
 

@@ -14,12 +14,6 @@ namespace tern::kernels {
 
 namespace {
 
-inline int32_t load_u32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
 template <int N>
 void tile(const int8_t* panel, const int32_t* row_sums, int64_t rows_valid,
                                           const QgemmBlock& b) {

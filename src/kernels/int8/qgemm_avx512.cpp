@@ -12,12 +12,6 @@ namespace tern::kernels {
 
 namespace {
 
-inline int32_t load_u32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
 template <int P, int N>
 void tile(const QgemmBlock& b) {
   __m512i acc[P][N];

@@ -7,16 +7,11 @@
 #include <cstring>
 
 #include "kernels/int8/qgemm_indirect.h"
+#include "kernels/int8/qgemm_internal.h"
 
 namespace tern::kernels {
 
 namespace {
-
-inline int32_t load_u32(const uint8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 template <int P, int N>
 void tile(const int8_t* w, int64_t steps, int64_t rows_valid, const uint8_t* const* base, const int64_t* offset,

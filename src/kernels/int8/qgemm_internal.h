@@ -4,12 +4,20 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "kernels/int8/qgemm.h"
 #include "tern/thread_pool.h"
 
 namespace tern::kernels {
+
+// One column's 4 activation bytes of a K step, as the int32 the kernels broadcast.
+inline int32_t load_u32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 
 // C for `cols` columns (at most the ISA's block width) and the rows of `panel_count` consecutive
 // panels starting at `panels` (each steps * 64 bytes), of which the first rows_valid are stored.
