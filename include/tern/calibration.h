@@ -108,4 +108,10 @@ float power_of_two_scale(float threshold, int32_t qmax);
 // saturate. Throws tern::Error for NaN x, a non-positive or non-finite scale, or bits outside [2, 8].
 int32_t quantize_activation(float x, float scale, int bits, bool is_unsigned);
 
+// y[i] = scale * clamp(round(x[i] / scale), qmin, qmax) with the codes of quantize_activation;
+// NaN stays NaN. The one loop behind the simulation's FakeQuantize and fine-tuning's fake
+// quantization, so training sees exactly the values inference computes. qmax from
+// activation_qmax; scale > 0 (not checked here: callers validate once, not per element).
+void fake_quantize(std::span<const float> x, std::span<float> y, float scale, int32_t qmax, bool is_unsigned);
+
 }  // namespace tern::quant

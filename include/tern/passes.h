@@ -27,8 +27,14 @@ int drop_identities(Graph& graph);
 // Folds a Relu or constant Clip that alone consumes a Conv/Gemm output into that node's clamp.
 int fuse_activations(Graph& graph);
 
+struct OptimizeOptions {
+  bool fold_batchnorm = true;     // false: keep BatchNormalization nodes (fine-tuning trains them)
+  bool fuse_activations = true;   // false: keep Relu/Clip nodes
+};
+
 // The default pipeline: fold constants, canonicalize Gemm, fold BatchNorm, drop identities, fuse
-// activations, compact.
-void optimize(Graph& graph);
+// activations, compact. A graph optimized without BatchNorm folding and activation fusion, then
+// optimized again, ends up as the default pipeline leaves it (names included).
+void optimize(Graph& graph, const OptimizeOptions& options = {});
 
 }  // namespace tern

@@ -103,6 +103,12 @@ struct QuantizedModel {
 std::vector<std::string> set_level(QuantizedModel& model, int level);
 // The dequantized weights of a layer's active terms, summed (canonical layout).
 Tensor active_weights(const QuantizedLayer& layer, const Shape& shape);
+// Quantizes a layer's FP32 bias to int32 at bias_scale[o] = input scale * the largest group scale of
+// filter o's base term (so the integer runtime adds it to the accumulator unscaled); fills
+// layer.bias and layer.bias_scale and returns the dequantized bias the simulation uses. Empty
+// (nothing stored) for a layer without static input scale. The one bias quantizer: quantize_model
+// and fine-tuning call it.
+std::vector<float> quantize_layer_bias(QuantizedLayer& layer, std::span<const float> bias);
 
 // Runs a quantized model (its simulation graph) and switches residual levels between runs without
 // reloading: set_level() rewrites only the weights of the layers whose edges change, from the
@@ -160,6 +166,9 @@ struct QuantizeOptions {
   // kBatchNorm: data-free thresholds by value name, with where each came from (see
   // batchnorm_ranges.h); layer inputs not listed get dynamic scales.
   std::map<std::string, std::pair<float, std::string>> static_thresholds;
+  // Activation quantization taken as given, by layer (node) name, in every mode: fine-tuning keeps
+  // the scales it calibrated and trained with.
+  std::map<std::string, ActivationQuant> fixed_activations;
 };
 
 // Quantizes a (passes-optimized) FP32 graph. `calibration` holds normalized images [n, ...] for

@@ -43,6 +43,8 @@ enum class SectionType : uint32_t {
   kProvenance = 3,  // JSON: source model and its SHA-256, options, tern version
   kQuantization = 4,  // JSON: per quantized layer, its codes, scales, bias and activation parameters
                       // (payloads in kTensors); see quantized_model.h
+  kCheckpoint = 5,    // JSON: a training run's state (step, options, tensor table; payloads in kTensors);
+                      // see finetune.h
 };
 
 struct TernSection {

@@ -17,6 +17,7 @@
 
 #include <sys/resource.h>
 
+#include "cli/args.h"
 #include "core/file_io.h"
 #include "kernels/cpu_features.h"
 #include "tern/batchnorm_ranges.h"
@@ -90,133 +91,25 @@ commands:
 
   --level K: run a quantized model with its K most important residual edge sets (0: base terms
   only; default: the level it was saved at, normally max).
+  finetune IN.onnx -o OUT.tern [--weights ternary:N|int4|int8|...] [--acts 8|4] [--epochs E] [--batch B]
+             [--lr LR] [--lr-final LR] [--schedule exp|cosine|step] [--momentum M] [--weight-decay WD]
+             [--data fashion-mnist|DIR|X.npy --labels Y.npy] [--train-images N] [--calib-images N]
+             [--percentile P] [--seed S] [--threads T] [--checkpoint PATH] [--checkpoint-every STEPS]
+             [--resume CKPT] [--onnx-out PATH] [--steps N] [--all-layers] [--no-augment] [--no-progress]
+             [--eval] [--json]
+      fine-tuning after quantization (FAQ) on libtorch: quantize (activations at the 99.99th
+      percentile for 8 bits, 99.9th for 4, rounded up to a power of two; first and last layers
+      int8 unless --all-layers), then train with fake quantization and straight-through gradients,
+      momentum SGD, an annealed learning rate (default exp from LR to LR/1000) and BatchNorm
+      trainable (running statistics frozen), folded at the end. Writes OUT.tern and the fine-tuned
+      FP32 model (--onnx-out, default OUT.onnx). Checkpoints every epoch (or every STEPS steps) to
+      --checkpoint (default OUT.tern.ckpt, removed when the run completes); --resume continues one
+      exactly. Deterministic for a seed with --threads 1. --eval: test top-1 of FP32, PTQ, FAQ
+      (simulated) and FAQ on the integer engine.
   version
 )";
 
-struct UsageError : Error {
-  using Error::Error;
-};
-
-// Options of one command: --name value pairs and bare flags; positionals in order.
-class Args {
- public:
-  Args(const std::string& command, int argc, char** argv, int first, const std::set<std::string>& valued,
-       const std::set<std::string>& flags) {
-    for (int i = first; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a == "-o") a = "--output";
-      if (a.rfind("--", 0) == 0) {
-        std::string name = a.substr(2), value;
-        size_t eq = name.find('=');
-        if (eq != std::string::npos) {
-          value = name.substr(eq + 1);
-          name = name.substr(0, eq);
-        }
-        if (flags.count(name)) {
-          if (eq != std::string::npos) throw UsageError("option '--" + name + "' takes no value");
-          flags_.insert(name);
-        } else if (valued.count(name)) {
-          if (eq == std::string::npos) {
-            if (i + 1 >= argc) throw UsageError("option '--" + name + "' needs a value");
-            value = argv[++i];
-          }
-          values_[name] = value;
-        } else {
-          throw UsageError("unknown option '" + a + "' for 'tern " + command + "'");
-        }
-      } else {
-        positional_.push_back(a);
-      }
-    }
-  }
-  bool flag(const std::string& n) const { return flags_.count(n) != 0; }
-  bool has(const std::string& n) const { return values_.count(n) != 0; }
-  std::string get(const std::string& n, const std::string& fallback = "") const {
-    auto it = values_.find(n);
-    return it == values_.end() ? fallback : it->second;
-  }
-  int64_t get_int(const std::string& n, int64_t fallback, int64_t lo, int64_t hi) const {
-    if (!has(n)) return fallback;
-    std::string v = get(n);
-    try {
-      size_t used = 0;
-      long long x = std::stoll(v, &used);
-      if (used == v.size() && x >= lo && x <= hi) return x;
-    } catch (const std::logic_error&) {
-    }
-    throw UsageError("--" + n + ": expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                     "], got '" + v + "'");
-  }
-  double get_double(const std::string& n, double fallback, double lo, double hi) const {
-    if (!has(n)) return fallback;
-    std::string v = get(n);
-    try {
-      size_t used = 0;
-      double x = std::stod(v, &used);
-      if (used == v.size() && x >= lo && x <= hi) return x;
-    } catch (const std::logic_error&) {
-    }
-    char range[96];  // a tiny positive lower bound means "above zero"
-    if (lo > 0 && lo < 1e-6) std::snprintf(range, sizeof range, "(0, %g]", hi);
-    else std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
-    throw UsageError("--" + n + ": expected a number in " + std::string(range) + ", got '" + v + "'");
-  }
-  const std::vector<std::string>& positional() const { return positional_; }
-  std::string model(const std::string& command) const {
-    if (positional_.size() != 1)
-      throw UsageError("'tern " + command + "' takes exactly one MODEL argument, got " +
-                       std::to_string(positional_.size()));
-    return positional_[0];
-  }
-
- private:
-  std::map<std::string, std::string> values_;
-  std::set<std::string> flags_;
-  std::vector<std::string> positional_;
-};
-
-std::vector<float> parse_list(const std::string& option, const std::string& text) {
-  std::vector<float> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    try {
-      size_t used = 0;
-      float v = std::stof(item, &used);
-      if (used == item.size()) {
-        out.push_back(v);
-        continue;
-      }
-    } catch (const std::logic_error&) {
-    }
-    throw UsageError("--" + option + ": not a number: '" + item + "'");
-  }
-  if (out.empty()) throw UsageError("--" + option + ": empty list");
-  return out;
-}
-
-tern::Normalization normalization(const Args& args, const tern::Graph& graph) {
-  tern::Normalization n = tern::normalization_from_metadata(graph);
-  if (args.has("scale")) n.scale = args.get_double("scale", 1, 1e-12, 1e12);
-  if (args.has("mean")) n.mean = parse_list("mean", args.get("mean"));
-  if (args.has("std")) {
-    n.std = parse_list("std", args.get("std"));
-    for (float s : n.std)
-      if (!(s > 0)) throw UsageError("--std: values must be positive");
-  }
-  return n;
-}
-
-tern::Dataset load_data(const Args& args) {
-  if (!args.has("data")) throw UsageError("--data is required (fashion-mnist, an IDX directory, or X.npy with --labels)");
-  std::string spec = args.get("data");
-  bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
-  if (npy) {
-    if (!args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
-    return tern::load_npy_dataset(spec, args.get("labels"));
-  }
-  if (args.has("labels")) throw UsageError("--labels goes with an .npy --data array");
-  return tern::load_idx_dataset(spec, args.get("split", "test"));
-}
+using namespace tern::cli;
 
 std::string json_shape(const tern::Shape& s) {
   nlohmann::json j = s;
@@ -852,6 +745,13 @@ int main(int argc, char** argv) {
     if (command == "run") return cmd_run(argc, argv);
     if (command == "inspect") return cmd_inspect(argc, argv);
     if (command == "bench") return cmd_bench(argc, argv);
+    if (command == "finetune") {
+#ifdef TERN_HAVE_TORCH
+      return cmd_finetune(argc, argv);
+#else
+      throw Error("this tern was built without libtorch: 'tern finetune' needs it (apt-get install libtorch-dev, rebuild)");
+#endif
+    }
     if (command == "version" || command == "--version") {
       std::printf("tern %s\n", TERN_VERSION);
       return 0;

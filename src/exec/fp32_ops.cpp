@@ -52,11 +52,12 @@ Tensor unary(const OpContext& ctx, const Tensor& x, F f) {
 }
 
 // FakeQuantize (graph.h): the same codes as quant::quantize_activation (x / scale in float, clamp,
-// round half away from zero), times the scale. NaN stays NaN.
+// round half away from zero), times the scale. NaN stays NaN. The loop is quant::fake_quantize, which
+// fine-tuning shares.
 Tensor fake_quantize(const OpContext& ctx, const Tensor& x, const FakeQuantAttrs& a) {
   require_float(ctx, x, "input");
   const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
-  const float hi = static_cast<float>(qmax), lo = a.is_unsigned ? 0.0f : -hi;
+  const float hi = static_cast<float>(qmax);
   Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
   const int64_t images = x.rank() > 0 ? x.dim(0) : 1;
   const int64_t per_image = images > 0 ? x.size() / images : 0;
@@ -75,10 +76,8 @@ Tensor fake_quantize(const OpContext& ctx, const Tensor& x, const FakeQuantAttrs
       scale = a.power_of_two ? quant::power_of_two_scale(t, qmax) : t / hi;
     }
     auto body = [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        float v = in[i] / scale;
-        out[i] = std::isnan(v) ? v : std::round(std::clamp(v, lo, hi)) * scale;
-      }
+      quant::fake_quantize({in + b, static_cast<size_t>(e - b)}, {out + b, static_cast<size_t>(e - b)}, scale, qmax,
+                           a.is_unsigned);
     };
     if (ctx.pool) ctx.pool->parallel_for(per_image, body, 1 << 14);
     else body(0, per_image);

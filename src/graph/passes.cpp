@@ -276,12 +276,12 @@ int fuse_activations(Graph& graph) {
   return fused;
 }
 
-void optimize(Graph& graph) {
+void optimize(Graph& graph, const OptimizeOptions& options) {
   fold_constants(graph);
   canonicalize_gemm(graph);
-  fold_batchnorm(graph);
+  if (options.fold_batchnorm) fold_batchnorm(graph);
   drop_identities(graph);
-  fuse_activations(graph);
+  if (options.fuse_activations) fuse_activations(graph);
   graph.compact();
   graph.validate();
 }

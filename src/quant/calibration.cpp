@@ -337,4 +337,13 @@ int32_t quantize_activation(float x, float scale, int bits, bool is_unsigned) {
   return static_cast<int32_t>(std::lround(std::clamp(x / scale, qmin, static_cast<float>(qmax))));
 }
 
+void fake_quantize(std::span<const float> x, std::span<float> y, float scale, int32_t qmax, bool is_unsigned) {
+  const float hi = static_cast<float>(qmax), lo = is_unsigned ? 0.0f : -hi;
+  const size_t n = std::min(x.size(), y.size());
+  for (size_t i = 0; i < n; ++i) {
+    float v = x[i] / scale;
+    y[i] = std::isnan(v) ? v : std::round(std::clamp(v, lo, hi)) * scale;  // std::round: half away from zero
+  }
+}
+
 }  // namespace tern::quant

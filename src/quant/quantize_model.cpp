@@ -249,6 +249,27 @@ ActivationQuant from_threshold(float threshold, int bits, bool is_unsigned, bool
 
 }  // namespace
 
+std::vector<float> quantize_layer_bias(QuantizedLayer& l, std::span<const float> bias) {
+  l.bias.clear();
+  l.bias_scale.clear();
+  if (!l.input || l.input->dynamic || l.terms.empty()) return {};
+  check(static_cast<int64_t>(bias.size()) == l.out, "layer '" + l.node + "': bias has " + std::to_string(bias.size()) +
+                                                        " values for " + std::to_string(l.out) + " outputs");
+  std::vector<float> dequantized(bias.size());
+  l.bias.resize(bias.size());
+  l.bias_scale.resize(bias.size());
+  for (int64_t o = 0; o < l.out; ++o) {
+    float ref = filter_reference_scale(l.terms[0], o);
+    float s = l.input->scale * (ref > 0.0f ? ref : 1.0f);
+    double q = std::round(static_cast<double>(bias[static_cast<size_t>(o)]) / s);
+    q = std::clamp(q, -2147483647.0, 2147483647.0);  // a bias 2^31 steps large saturates like int32
+    l.bias[static_cast<size_t>(o)] = static_cast<int32_t>(q);
+    l.bias_scale[static_cast<size_t>(o)] = s;
+    dequantized[static_cast<size_t>(o)] = static_cast<float>(l.bias[static_cast<size_t>(o)] * static_cast<double>(s));
+  }
+  return dequantized;
+}
+
 int64_t QuantizedLayer::multiplies_per_image() const {
   bool sign_codes = config.format == WeightFormat::kTernary || config.format == WeightFormat::kBinary ||
                     (config.format == WeightFormat::kInt && config.bits == 2);
@@ -316,19 +337,9 @@ void quantize_biases(QuantizedModel& m, const Graph& fp32) {
     ValueId id = find_value(g, l.bias_value);
     ValueId source = find_value(fp32, l.bias_value);
     check(id != kNoValue && source != kNoValue, "layer '" + l.node + "': bias value is missing");
-    Tensor b = fp32.constant(source).clone();
-    l.bias.resize(static_cast<size_t>(l.out));
-    l.bias_scale.resize(static_cast<size_t>(l.out));
-    for (int64_t o = 0; o < l.out; ++o) {
-      float ref = filter_reference_scale(l.terms[0], o);
-      float s = l.input->scale * (ref > 0.0f ? ref : 1.0f);
-      double q = std::round(static_cast<double>(b.data<float>()[o]) / s);
-      q = std::clamp(q, -2147483647.0, 2147483647.0);  // a bias 2^31 steps large saturates like int32
-      l.bias[static_cast<size_t>(o)] = static_cast<int32_t>(q);
-      l.bias_scale[static_cast<size_t>(o)] = s;
-      b.data<float>()[o] = static_cast<float>(l.bias[static_cast<size_t>(o)] * static_cast<double>(s));
-    }
-    *g.value(id).constant = b;
+    const Tensor& b = fp32.constant(source);
+    std::vector<float> dequantized = quantize_layer_bias(l, {b.data<float>(), static_cast<size_t>(b.size())});
+    *g.value(id).constant = Tensor::from_floats(b.shape(), dequantized);
   }
 }
 
@@ -451,6 +462,10 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
   for (QuantizedLayer& l : m.layers) {
     if (!l.input) continue;
     ActivationQuant& a = *l.input;
+    if (auto fixed = options.fixed_activations.find(l.node); fixed != options.fixed_activations.end()) {
+      a = fixed->second;
+      continue;
+    }
     ValueId in = input_of(l);
     const std::string& in_name = g.value(in).name;
     switch (options.activation_mode) {
