@@ -16,7 +16,7 @@ scripts/install-deps.sh fuzz
 # The library carries the fuzzer's coverage instrumentation and both sanitizers; only the fuzz
 # target links libFuzzer itself (fuzz/CMakeLists.txt).
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize=fuzzer-no-link -g -O1"
-cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DTERN_BUILD_TESTS=OFF \
+cmake -S . -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug -DTERN_BUILD_TESTS=OFF -DTERN_TORCH=OFF \
       -DTERN_BUILD_BENCHMARKS=OFF -DTERN_BUILD_FUZZERS=ON -DCMAKE_CXX_FLAGS="$flags" >/dev/null
 cmake --build "$build" -j"$(nproc)" --target fuzz_tern_loader
 fuzzer="$(cd "$build" && pwd)/fuzz/fuzz_tern_loader"

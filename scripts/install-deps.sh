@@ -2,7 +2,8 @@
 # Installs what tern needs from Debian's archive. Idempotent and fast: apt runs only when a
 # package is missing. Usage: scripts/install-deps.sh [runtime|all|fuzz|python]   (default: all)
 #   runtime: build the library and CLI, run the bundled model on Fashion-MNIST
-#   all:     also the test suite (GoogleTest, ONNX node tests) and benchmarks (Google Benchmark, oneDNN)
+#   all:     also the test suite (GoogleTest, ONNX node tests), benchmarks (Google Benchmark, oneDNN)
+#            and fine-tuning (libtorch: 'tern finetune' and its tests)
 #   fuzz:    the runtime set plus clang and its sanitizer/libFuzzer runtimes (scripts/fuzz.sh)
 #   python:  Debian's PyTorch and ONNX for /usr/bin/python3 (training the bundled models, the
 #            PyTorch side of scripts/bench_speed.py)
@@ -10,7 +11,7 @@ set -euo pipefail
 
 runtime=(build-essential cmake pkg-config libonnx-dev libprotobuf-dev protobuf-compiler zlib1g-dev
          nlohmann-json3-dev libssl-dev dataset-fashion-mnist)
-extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3)
+extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3 libtorch-dev)
 # ocl-icd-opencl-dev: Debian's oneDNN CMake config requires OpenCL, without declaring it.
 fuzz=(clang libclang-rt-dev)
 # libclang-rt-dev: libFuzzer and the ASan/UBSan runtimes (only a Recommends of clang).

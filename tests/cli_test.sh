@@ -80,5 +80,19 @@ sys.exit('missing keys %s' % missing if missing else 0)
 "$tern" inspect "$model" --json | python3 -c "import json,sys; j=json.load(sys.stdin); assert j['macs'] > 0 and j['layers']" \
   || fail "inspect --json output"
 
+# tern finetune (when built with libtorch): options are checked before any work, and a bad
+# checkpoint stops the run before anything is written.
+if "$tern" --help | grep -q "^  finetune"; then
+  expect_error 2 "--epochs" -- "$tern" finetune "$model" -o "$work/ft.tern" --epochs 0
+  expect_error 2 "--schedule" -- "$tern" finetune "$model" -o "$work/ft.tern" --schedule linear
+  expect_error 2 "--acts" -- "$tern" finetune "$model" -o "$work/ft.tern" --acts 3
+  expect_error 2 "float32" -- "$tern" finetune "$model" -o "$work/ft.tern" --weights float32
+  expect_error 2 "-o" -- "$tern" finetune "$model"
+  expect_error 1 "text.onnx" -- "$tern" finetune "$work/text.onnx" -o "$work/ft.tern"
+  echo "not a checkpoint" >"$work/bad.ckpt"
+  expect_error 1 "bad.ckpt" -- "$tern" finetune "$model" -o "$work/ft.tern" --train-images 512 --resume "$work/bad.ckpt" --no-progress
+  [ -e "$work/ft.tern" ] || [ -e "$work/ft.onnx" ] && fail "finetune left an output file behind after an error"
+fi
+
 if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
 echo "all CLI checks passed"

@@ -161,10 +161,11 @@ TrainableGraph::TrainableGraph(const Graph& graph, std::vector<quant::QuantizedL
   }
 }
 
-torch::Tensor TrainableGraph::value(ValueId id) const {
+torch::Tensor TrainableGraph::value(ValueId id) {
   if (auto p = parameter_of_value_.find(id); p != parameter_of_value_.end()) return parameters_[p->second].value;
-  auto c = constants_.find(id);
-  return c == constants_.end() ? torch::Tensor() : c->second;
+  if (auto c = constants_.find(id); c != constants_.end()) return c->second;
+  if (id == kNoValue || !graph_.is_constant(id) || graph_.constant(id).dtype() != DataType::kFloat32) return {};
+  return constants_[id] = to_torch(graph_.constant(id));  // converted once, on first use
 }
 
 torch::Tensor TrainableGraph::run_layer(const Node& n, const std::vector<torch::Tensor>& v) {
@@ -215,9 +216,6 @@ torch::Tensor TrainableGraph::forward(const torch::Tensor& input) {
     if (id == kNoValue) return {};
     if (v[static_cast<size_t>(id)].defined()) return v[static_cast<size_t>(id)];
     torch::Tensor t = value(id);
-    if (!t.defined() && graph_.is_constant(id) && graph_.constant(id).dtype() == DataType::kFloat32) {
-      t = constants_[id] = to_torch(graph_.constant(id));
-    }
     check(t.defined(), graph_.source + ": value '" + graph_.value(id).name + "' is not available to fine-tuning");
     return t;
   };

@@ -52,7 +52,7 @@ class TrainableGraph {
     ValueId gamma = kNoValue, beta = kNoValue, mean = kNoValue, var = kNoValue;
     float epsilon = 0;
   };
-  torch::Tensor value(ValueId id) const;
+  torch::Tensor value(ValueId id);  // a parameter or a float constant; undefined otherwise
   torch::Tensor run_layer(const Node& node, const std::vector<torch::Tensor>& values);
 
   Graph graph_;

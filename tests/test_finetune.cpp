@@ -1,0 +1,353 @@
+// Fine-tuning on libtorch: fake quantization equals tern's quantizers bit for bit, straight-through
+// gradients, the graph as a torch network equals the executor, a short fine-tune lowers the loss and
+// round-trips through .tern, resume reproduces an uninterrupted run, bad inputs are clear errors.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "onnx_builder.h"
+#include "tern/error.h"
+#include "tern/executor.h"
+#include "tern/finetune.h"
+#include "tern/onnx_import.h"
+#include "tern/passes.h"
+#include "tern/quantized_model.h"
+#include "train/fake_quant.h"
+#include "train/trainable_graph.h"
+
+namespace fs = std::filesystem;
+using namespace tern;
+using tern::testing::OnnxBuilder;
+using tern::testing::random_floats;
+
+namespace {
+
+class TempDir {
+ public:
+  TempDir() : path_(fs::temp_directory_path() / ("tern_finetune_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++))) {
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  static inline int counter_ = 0;
+  fs::path path_;
+};
+
+// Conv(1->4, no bias) + BatchNorm + Relu, Conv(4->8, stride 2, bias) + Relu, global average pool,
+// Flatten, Gemm(8->3): every part fine-tuning treats specially, in 12x12 images.
+std::string small_model_bytes() {
+  OnnxBuilder b;
+  b.input("x", {-1, 1, 12, 12}).output("y");
+  b.floats("w1", {4, 1, 3, 3}, random_floats(36, 1));
+  b.floats("gamma", {4}, {1.0f, 0.8f, 1.2f, 0.9f});
+  b.floats("beta", {4}, {0.1f, -0.1f, 0.05f, 0.0f});
+  b.floats("mean", {4}, {0.02f, -0.03f, 0.01f, 0.0f});
+  b.floats("var", {4}, {0.5f, 0.7f, 0.9f, 1.1f});
+  b.floats("w2", {8, 4, 3, 3}, random_floats(288, 2));
+  b.floats("b2", {8}, random_floats(8, 3));
+  std::vector<float> w3 = random_floats(24, 4);
+  b.floats("w3", {3, 8}, w3);
+  b.floats("b3", {3}, {0.0f, 0.1f, -0.1f});
+  auto& c1 = b.node("Conv", {"x", "w1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("BatchNormalization", {"c1", "gamma", "beta", "mean", "var"}, {"n1"}, "bn1");
+  b.node("Relu", {"n1"}, {"r1"}, "relu1");
+  auto& c2 = b.node("Conv", {"r1", "w2", "b2"}, {"c2"}, "conv2");
+  OnnxBuilder::attr(c2, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  OnnxBuilder::attr(c2, "strides", std::vector<int64_t>{2, 2});
+  b.node("Relu", {"c2"}, {"r2"}, "relu2");
+  b.node("GlobalAveragePool", {"r2"}, {"g"}, "gap");
+  b.node("Flatten", {"g"}, {"f"}, "flatten");
+  auto& fc = b.node("Gemm", {"f", "w3", "b3"}, {"y"}, "fc");
+  OnnxBuilder::attr(fc, "transB", int64_t{1});
+  return b.bytes();
+}
+
+Graph training_graph(const std::string& bytes) {
+  ImportOptions raw;
+  raw.optimize = false;
+  Graph g = import_onnx_bytes(bytes, "small.onnx", raw);
+  optimize(g, OptimizeOptions{.fold_batchnorm = false, .fuse_activations = false});
+  return g;
+}
+
+// Three classes a small network can learn after global pooling: horizontal stripes, vertical
+// stripes, a plain bright square; with noise.
+Dataset synthetic_dataset(int64_t n) {
+  Dataset d;
+  d.name = "synthetic";
+  d.images = Tensor(DataType::kUInt8, {n, 12, 12});
+  std::vector<float> noise = random_floats(static_cast<size_t>(n * 144), 7);
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t label = i % 3;
+    d.labels.push_back(label);
+    for (int64_t y = 0; y < 12; ++y)
+      for (int64_t x = 0; x < 12; ++x) {
+        bool on = label == 0 ? y % 2 == 0 : label == 1 ? x % 2 == 0 : (y >= 3 && y < 9 && x >= 3 && x < 9);
+        float v = (on ? 160.0f : 50.0f) + 40.0f * noise[static_cast<size_t>(i * 144 + y * 12 + x)];
+        d.images.data<uint8_t>()[i * 144 + y * 12 + x] = static_cast<uint8_t>(std::clamp(v, 0.0f, 255.0f));
+      }
+  }
+  return d;
+}
+
+train::FinetuneOptions small_options() {
+  train::FinetuneOptions o;
+  o.plan.weights.format = quant::WeightFormat::kTernary;
+  o.plan.weights.group_size = 4;
+  o.plan.first_last_8bit = false;  // every layer ternary: the hardest case for the loss
+  o.epochs = 6;
+  o.batch = 16;
+  o.lr = 0.5;
+  o.calibration_images = 32;
+  o.progress = false;
+  o.input_non_negative = true;
+  o.input_threshold = 1.0f;
+  return o;
+}
+
+struct ThreadsGuard {  // one thread: results must be exactly reproducible
+  int before = torch::get_num_threads();
+  ThreadsGuard() { torch::set_num_threads(1); }
+  ~ThreadsGuard() { torch::set_num_threads(before); }
+};
+
+}  // namespace
+
+TEST(FakeQuant, ActivationForwardIsTheQuantizerBitForBit) {
+  for (bool is_unsigned : {false, true})
+    for (int bits : {4, 8}) {
+      quant::ActivationQuant a;
+      a.bits = bits;
+      a.is_unsigned = is_unsigned;
+      a.scale = bits == 8 ? 0.0371f : 0.25f;  // not a power of two: x / scale rounds
+      std::vector<float> v = random_floats(4096, 11);
+      for (float& x : v) x *= 6.0f;
+      int32_t qmax = quant::activation_qmax(bits, is_unsigned);
+      v.push_back(0.5f * a.scale);  // ties round away from zero
+      v.push_back(-1.5f * a.scale);
+      v.push_back(static_cast<float>(qmax) * a.scale);
+      torch::Tensor x = torch::from_blob(v.data(), {static_cast<int64_t>(v.size())}, torch::kFloat32).clone();
+      torch::Tensor y = train::fake_quantize_activation(x, a);
+      for (size_t i = 0; i < v.size(); ++i) {
+        float expected = static_cast<float>(quant::quantize_activation(v[i], a.scale, bits, is_unsigned)) * a.scale;
+        ASSERT_EQ(y[static_cast<int64_t>(i)].item<float>(), expected) << "x = " << v[i] << " bits " << bits;
+      }
+    }
+}
+
+TEST(FakeQuant, ActivationGradientIsIdentityInsideTheRangeAndZeroOutside) {
+  quant::ActivationQuant a;
+  a.bits = 4;
+  a.is_unsigned = false;
+  a.scale = 0.5f;  // codes -7..7: values in [-3.5, 3.5] pass
+  std::vector<float> v = {-10.0f, -3.6f, -3.5f, -1.2f, 0.0f, 0.26f, 3.49f, 3.5f, 3.51f, 8.0f};
+  torch::Tensor x = torch::tensor(v).set_requires_grad(true);
+  torch::Tensor upstream = torch::arange(1, static_cast<int64_t>(v.size()) + 1, torch::kFloat32);
+  (train::fake_quantize_activation(x, a) * upstream).sum().backward();
+  for (size_t i = 0; i < v.size(); ++i) {
+    float expected = std::abs(v[i]) <= 3.5f ? upstream[static_cast<int64_t>(i)].item<float>() : 0.0f;
+    EXPECT_EQ(x.grad()[static_cast<int64_t>(i)].item<float>(), expected) << "x = " << v[i];
+  }
+  a.is_unsigned = true;  // codes 0..15: negatives are clipped
+  torch::Tensor x2 = torch::tensor(std::vector<float>{-0.1f, 0.0f, 7.5f, 7.6f}).set_requires_grad(true);
+  train::fake_quantize_activation(x2, a).sum().backward();
+  EXPECT_EQ(x2.grad()[0].item<float>(), 0.0f);
+  EXPECT_EQ(x2.grad()[1].item<float>(), 1.0f);
+  EXPECT_EQ(x2.grad()[2].item<float>(), 1.0f);
+  EXPECT_EQ(x2.grad()[3].item<float>(), 0.0f);
+  a.dynamic = true;
+  EXPECT_THROW(train::fake_quantize_activation(x2, a), Error);
+}
+
+TEST(FakeQuant, WeightsAreTheQuantizersDequantizedCodesWithIdentityGradient) {
+  const int64_t out = 6, in = 16, taps = 9;
+  std::vector<float> w = random_floats(static_cast<size_t>(out * in * taps), 5);
+  struct Case { quant::WeightFormat format; int bits; int64_t group; };
+  for (Case c : {Case{quant::WeightFormat::kTernary, 2, 4}, Case{quant::WeightFormat::kTernary, 2, 64},
+                 Case{quant::WeightFormat::kInt, 4, 0}, Case{quant::WeightFormat::kInt, 8, 0}}) {
+    quant::QuantizedLayer layer;
+    layer.node = "conv";
+    layer.out = out, layer.in = in, layer.taps = taps;
+    layer.config.format = c.format;
+    layer.config.bits = c.bits;
+    layer.config.group_size = c.group;
+    torch::Tensor t = torch::from_blob(w.data(), {out, in, 3, 3}, torch::kFloat32).clone().set_requires_grad(true);
+    torch::Tensor q = train::fake_quantize_weights(t, layer);
+    std::vector<float> expected = quant::quantize_weights(w, out, in, taps, layer.config).dequantize();
+    std::vector<float> got = train::to_vector(q);
+    ASSERT_EQ(got.size(), expected.size());
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], expected[i]) << "weight " << i << " group " << c.group;
+    ASSERT_EQ(layer.terms.size(), 1u);
+    torch::Tensor upstream = torch::randn({out, in, 3, 3});
+    (q * upstream).sum().backward();
+    EXPECT_TRUE(torch::equal(t.grad(), upstream));
+
+    // The bias on its int32 grid, as quantize_model stores it.
+    layer.input = quant::ActivationQuant{};
+    layer.input->scale = 0.125f;
+    std::vector<float> bias = random_floats(static_cast<size_t>(out), 9);
+    torch::Tensor tb = torch::tensor(bias).set_requires_grad(true);
+    torch::Tensor qb = train::fake_quantize_bias(tb, layer);
+    quant::QuantizedLayer copy = layer;
+    std::vector<float> expected_bias = quant::quantize_layer_bias(copy, bias);
+    for (int64_t o = 0; o < out; ++o) EXPECT_EQ(qb[o].item<float>(), expected_bias[static_cast<size_t>(o)]);
+  }
+}
+
+TEST(TrainableGraph, MatchesTheExecutorInFp32AndTheSimulationWhenQuantized) {
+  Graph g = training_graph(small_model_bytes());
+  Dataset data = synthetic_dataset(24);
+  Tensor x = make_batch(data, 0, 24, Normalization{}, g.value(g.inputs[0]).shape);
+
+  train::TrainableGraph fp32(g, {});
+  Tensor expected = Executor(g).run(x);
+  std::vector<float> got = train::to_vector(fp32.forward(train::to_torch(x)).detach());
+  for (int64_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(got[static_cast<size_t>(i)], expected.floats()[static_cast<size_t>(i)], 1e-5);
+
+  Graph folded = g;
+  optimize(folded);
+  quant::QuantizeOptions q;
+  q.plan = small_options().plan;
+  q.power_of_two = true;
+  q.input_non_negative = true;
+  q.input_threshold = 1.0f;
+  quant::QuantizedModel model = quant::quantize_model(folded, q, &x);
+  train::TrainableGraph net(g, model.layers);
+  Tensor simulated = Executor(quant::simulation_graph(model)).run(x);
+  std::vector<float> y = train::to_vector(net.forward(train::to_torch(x)).detach());
+  for (int64_t i = 0; i < simulated.size(); ++i) EXPECT_NEAR(y[static_cast<size_t>(i)], simulated.floats()[static_cast<size_t>(i)], 1e-4);
+  // The forward pass quantized the weights to exactly the model's codes.
+  for (size_t l = 0; l < model.layers.size(); ++l) EXPECT_EQ(net.layers()[l].terms[0].codes, model.layers[l].terms[0].codes);
+}
+
+TEST(Finetune, ShortRunLowersTheLossAndRoundTripsThroughTern) {
+  ThreadsGuard one_thread;
+  TempDir dir;
+  Graph g = training_graph(small_model_bytes());
+  Dataset data = synthetic_dataset(96);
+  train::FinetuneResult r = train::finetune(g, data, Normalization{}, small_options());
+  ASSERT_EQ(r.epochs.size(), 6u);
+  EXPECT_LT(r.epochs.back().loss, r.epochs.front().loss * 0.8) << "first " << r.epochs.front().loss;
+  EXPECT_EQ(r.steps, 6 * (96 / 16));
+  EXPECT_GT(r.weight_cosine, 0.5);
+  EXPECT_LT(r.weight_cosine, 1.0);  // it did train
+  EXPECT_TRUE(r.trained_values.count("gamma"));  // BatchNorm trained and stays a separate value
+
+  std::string path = dir.file("small.tern");
+  quant::save_quantized_model(path, r.model);
+  quant::QuantizedModel loaded = quant::load_quantized_model(path);
+  Tensor x = make_batch(data, 0, 24, Normalization{}, g.value(g.inputs[0]).shape);
+  Tensor a = Executor(quant::simulation_graph(r.model)).run(x);
+  Tensor b = Executor(quant::simulation_graph(loaded)).run(x);
+  ASSERT_EQ(a.size(), b.size());
+  for (int64_t i = 0; i < a.size(); ++i) EXPECT_EQ(a.floats()[static_cast<size_t>(i)], b.floats()[static_cast<size_t>(i)]);
+  // The fine-tuned network scores better than its quantized starting point on the training data.
+  auto correct = [&](const quant::QuantizedModel& m) {
+    Tensor y = Executor(quant::simulation_graph(m)).run(make_batch(data, 0, 96, Normalization{}, g.value(g.inputs[0]).shape));
+    int hits = 0;
+    for (int64_t i = 0; i < 96; ++i) {
+      const float* row = y.data<float>() + i * 3;
+      hits += std::max_element(row, row + 3) - row == data.labels[static_cast<size_t>(i)];
+    }
+    return hits;
+  };
+  EXPECT_GT(correct(r.model), correct(r.start));
+}
+
+TEST(Finetune, ResumeFromACheckpointReproducesTheUninterruptedRun) {
+  ThreadsGuard one_thread;
+  TempDir dir;
+  Graph g = training_graph(small_model_bytes());
+  Dataset data = synthetic_dataset(64);
+  train::FinetuneOptions o = small_options();
+  o.epochs = 2;
+  train::FinetuneResult full = train::finetune(g, data, Normalization{}, o);
+  train::FinetuneResult again = train::finetune(g, data, Normalization{}, o);
+
+  o.checkpoint_path = dir.file("run.ckpt");
+  o.max_steps = 5;  // stops mid-epoch 2 (4 steps per epoch)
+  train::finetune(g, data, Normalization{}, o);
+  ASSERT_TRUE(fs::exists(o.checkpoint_path));
+  o.max_steps = 0;
+  o.resume_path = o.checkpoint_path;
+  train::FinetuneResult resumed = train::finetune(g, data, Normalization{}, o);
+  EXPECT_EQ(resumed.steps, full.steps);
+  for (const auto& [name, value] : full.trained_values) {
+    const Tensor& other = resumed.trained_values.at(name);
+    const Tensor& rerun = again.trained_values.at(name);
+    for (int64_t i = 0; i < value.size(); ++i) {
+      ASSERT_EQ(value.floats()[static_cast<size_t>(i)], rerun.floats()[static_cast<size_t>(i)]) << name << " (rerun)";
+      ASSERT_EQ(value.floats()[static_cast<size_t>(i)], other.floats()[static_cast<size_t>(i)]) << name << " (resumed)";
+    }
+  }
+  ASSERT_EQ(resumed.epochs.size(), full.epochs.size());
+  EXPECT_EQ(resumed.epochs.back().loss, full.epochs.back().loss);
+
+  // A checkpoint from other options is refused.
+  o.seed = 2;
+  try {
+    train::finetune(g, data, Normalization{}, o);
+    FAIL() << "mismatched checkpoint accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("different"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Finetune, BadInputsAreClearErrors) {
+  TempDir dir;
+  Graph g = training_graph(small_model_bytes());
+  train::FinetuneOptions o = small_options();
+  auto message = [&](auto&& call) -> std::string {
+    try {
+      call();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+
+  Dataset empty;
+  empty.name = "empty-set";
+  EXPECT_NE(message([&] { train::finetune(g, empty, Normalization{}, o); }).find("empty-set: no training images"),
+            std::string::npos);
+
+  OnnxBuilder b;  // nothing to train: Relu and pooling only
+  b.input("x", {-1, 1, 12, 12}).output("y");
+  b.node("Relu", {"x"}, {"r"}, "relu");
+  b.node("GlobalAveragePool", {"r"}, {"y"}, "gap");
+  Graph no_layers = training_graph(b.bytes());
+  EXPECT_NE(message([&] { train::TrainableGraph net(no_layers, {}); }).find("no trainable layers"), std::string::npos);
+
+  Dataset data = synthetic_dataset(32);
+  data.labels[3] = 7;  // the model has 3 classes
+  EXPECT_NE(message([&] { train::finetune(g, data, Normalization{}, o); }).find("label 7"), std::string::npos);
+  data.labels[3] = 0;
+
+  o.checkpoint_path = dir.file("good.ckpt");
+  o.max_steps = 2;
+  train::finetune(g, data, Normalization{}, o);
+  std::string bytes;
+  {
+    std::ifstream f(o.checkpoint_path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  bytes[bytes.size() / 2] ^= 0x5a;
+  std::string corrupt = dir.file("corrupt.ckpt");
+  std::ofstream(corrupt, std::ios::binary) << bytes;
+  o.checkpoint_path.clear();
+  o.resume_path = corrupt;
+  std::string m = message([&] { train::finetune(g, data, Normalization{}, o); });
+  EXPECT_NE(m.find("corrupt.ckpt"), std::string::npos) << m;
+  std::ofstream(dir.file("text.ckpt")) << "not a checkpoint";
+  o.resume_path = dir.file("text.ckpt");
+  m = message([&] { train::finetune(g, data, Normalization{}, o); });
+  EXPECT_NE(m.find("text.ckpt"), std::string::npos) << m;
+}
