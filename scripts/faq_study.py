@@ -7,7 +7,7 @@ the integer engine), epochs, training wall time and the cosine similarity betwee
 original weights. Targets (issue 6): W8A8 >= FP32, W4A4 >= FP32 - 0.2 pp, ternary N=64 W2A8 within
 1.0 pp of FP32; integer engine within 0.05 pp of the simulation.
 
-    python3 scripts/faq_study.py                    # ResNet-20, every configuration (~45 min)
+    python3 scripts/faq_study.py                    # ResNet-20, every configuration (~35 min on 2 cores)
     python3 scripts/faq_study.py --models resnet20 vgg_small --configs w8a8
     python3 scripts/faq_study.py --from-json        # re-render faq.md from faq.json
 Each row is saved as it finishes; --resume skips rows already in faq.json with the same command.
@@ -32,7 +32,7 @@ CONFIGS = {
                  target=("fp32", -0.2)),
     "ternary4": dict(label="ternary N=4 W2A8", weights="ternary:4", acts=8, epochs=2, lr=1.5e-3, lr_final=1e-6,
                      target=None),
-    "ternary64": dict(label="ternary N=64 W2A8", weights="ternary:64", acts=8, epochs=4, lr=1.5e-3, lr_final=1e-6,
+    "ternary64": dict(label="ternary N=64 W2A8", weights="ternary:64", acts=8, epochs=2, lr=1.5e-3, lr_final=1e-6,
                       target=("fp32", -1.0)),
 }
 

@@ -140,6 +140,8 @@ int cmd_finetune(int argc, char** argv) {
   std::string spec = args.get("data", "fashion-mnist");
   bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
   if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
+  if (npy && args.flag("eval"))
+    throw UsageError("--eval needs a data set with a test split (fashion-mnist or an IDX directory), not .npy arrays");
   Dataset train = npy ? load_npy_dataset(spec, args.get("labels")) : load_idx_dataset(spec, "train");
   check(train.size() > 0, spec + ": no training images");
 
@@ -172,8 +174,7 @@ int cmd_finetune(int argc, char** argv) {
                 static_cast<long long>(r.steps), r.seconds, r.weight_cosine, r.min_layer_cosine, r.min_layer.c_str());
   }
   if (args.flag("eval")) {
-    std::string test_spec = args.get("data", "fashion-mnist");
-    Dataset test = npy ? load_npy_dataset(spec, args.get("labels")) : load_idx_dataset(test_spec, "test");
+    Dataset test = load_idx_dataset(spec, "test");
     Graph folded = raw;
     optimize(folded);
     Executor fp32(folded);

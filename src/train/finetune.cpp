@@ -316,8 +316,7 @@ FinetuneResult finetune(const Graph& graph, const Dataset& train, const Normaliz
 
   Fingerprint fp;
   {
-    json o = {{"plan", nlohmann::json::parse(quant::make_plan(folded, options.plan).empty() ? "{}" : "{}")},
-              {"weights", int(options.plan.weights.format)}, {"bits", options.plan.weights.bits},
+    json o = {{"weights", int(options.plan.weights.format)}, {"bits", options.plan.weights.bits},
               {"method", int(options.plan.weights.method)}, {"group", options.plan.weights.group_size},
               {"float_scales", options.plan.weights.float_scales}, {"log_scales", options.plan.weights.log_scales},
               {"acts", options.plan.activation_bits}, {"first_last", options.plan.first_last_8bit},
