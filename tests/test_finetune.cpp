@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "onnx_builder.h"
+#include "temp_dir.h"
 #include "tern/error.h"
 #include "tern/executor.h"
 #include "tern/finetune.h"
@@ -24,21 +25,10 @@ namespace fs = std::filesystem;
 using namespace tern;
 using tern::testing::OnnxBuilder;
 using tern::testing::random_floats;
+using tern::testing::TempDir;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("tern_finetune_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++))) {
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  static inline int counter_ = 0;
-  fs::path path_;
-};
 
 // Conv(1->4, no bias) + BatchNorm + Relu, Conv(4->8, stride 2, bias) + Relu, global average pool,
 // Flatten, Gemm(8->3): every part fine-tuning treats specially, in 12x12 images.

@@ -8,6 +8,7 @@
 
 #include "core/file_io.h"
 #include "onnx_builder.h"
+#include "temp_dir.h"
 #include "tern/error.h"
 #include "tern/executor.h"
 #include "tern/onnx_import.h"
@@ -18,20 +19,6 @@ namespace {
 namespace fs = std::filesystem;
 using B = OnnxBuilder;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string name = "tern_export_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter_++);
-    path_ = fs::temp_directory_path() / name;
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-  static inline int counter_ = 0;
-};
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));

@@ -2,6 +2,8 @@
 // from the command line.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <set>
@@ -141,6 +143,23 @@ inline tern::Dataset load_data(const Args& args) {
   }
   if (args.has("labels")) throw UsageError("--labels goes with an .npy --data array");
   return tern::load_idx_dataset(spec, args.get("split", "test"));
+}
+
+// The exact range of the model input: pixels 0..255 through the normalization. Layers reading the
+// graph input quantize with it (nothing to calibrate for a known, bounded input).
+struct InputRange {
+  float lo = INFINITY, hi = -INFINITY;
+  bool non_negative() const { return lo >= 0.0f; }
+  float threshold() const { return non_negative() ? hi : std::max(-lo, hi); }
+};
+inline InputRange input_range(const tern::Normalization& norm) {
+  InputRange r;
+  for (size_t c = 0; c < std::max(norm.mean.size(), norm.std.size()); ++c) {
+    float mean = norm.mean[std::min(c, norm.mean.size() - 1)], sd = norm.std[std::min(c, norm.std.size() - 1)];
+    r.lo = std::min(r.lo, static_cast<float>((0.0 * norm.scale - mean) / sd));
+    r.hi = std::max(r.hi, static_cast<float>((255.0 * norm.scale - mean) / sd));
+  }
+  return r;
 }
 
 // tern finetune (finetune_command.cpp; built with libtorch only).

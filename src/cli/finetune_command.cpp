@@ -128,14 +128,9 @@ int cmd_finetune(int argc, char** argv) {
   Graph graph = raw;
   optimize(graph, OptimizeOptions{.fold_batchnorm = false, .fuse_activations = false});
   Normalization norm = normalization(args, graph);
-  float lo = INFINITY, hi = -INFINITY;  // the exact input range, as 'tern quantize' takes it
-  for (size_t c = 0; c < std::max(norm.mean.size(), norm.std.size()); ++c) {
-    float mean = norm.mean[std::min(c, norm.mean.size() - 1)], sd = norm.std[std::min(c, norm.std.size() - 1)];
-    lo = std::min(lo, static_cast<float>((0.0 * norm.scale - mean) / sd));
-    hi = std::max(hi, static_cast<float>((255.0 * norm.scale - mean) / sd));
-  }
-  o.input_non_negative = lo >= 0.0f;
-  o.input_threshold = o.input_non_negative ? hi : std::max(-lo, hi);
+  InputRange range = input_range(norm);
+  o.input_non_negative = range.non_negative();
+  o.input_threshold = range.threshold();
 
   std::string spec = args.get("data", "fashion-mnist");
   bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";

@@ -523,16 +523,11 @@ int cmd_quantize(int argc, char** argv) {
   import_options.optimize = options.activation_mode != q::ActivationMode::kBatchNorm;
   tern::Graph graph = tern::import_onnx_bytes(bytes, in_path, import_options);
   tern::Normalization norm = normalization(args, graph);
-  float lo = INFINITY, hi = -INFINITY;  // the exact input range: pixels 0..255 normalized
-  for (size_t c = 0; c < std::max(norm.mean.size(), norm.std.size()); ++c) {
-    float mean = norm.mean[std::min(c, norm.mean.size() - 1)], sd = norm.std[std::min(c, norm.std.size() - 1)];
-    lo = std::min(lo, static_cast<float>((0.0 * norm.scale - mean) / sd));
-    hi = std::max(hi, static_cast<float>((255.0 * norm.scale - mean) / sd));
-  }
-  options.input_non_negative = lo >= 0.0f;
-  options.input_threshold = options.input_non_negative ? hi : std::max(-lo, hi);
+  InputRange range = input_range(norm);
+  options.input_non_negative = range.non_negative();
+  options.input_threshold = range.threshold();
   if (options.activation_mode == q::ActivationMode::kBatchNorm) {
-    for (const auto& [name, r] : q::batchnorm_ranges(graph, std::make_pair(lo, hi)))
+    for (const auto& [name, r] : q::batchnorm_ranges(graph, std::make_pair(range.lo, range.hi)))
       options.static_thresholds[name] = {r.threshold, r.source};
     tern::optimize(graph);
   }
