@@ -11,7 +11,9 @@ set -euo pipefail
 
 runtime=(build-essential cmake pkg-config libonnx-dev libprotobuf-dev protobuf-compiler zlib1g-dev
          nlohmann-json3-dev libssl-dev dataset-fashion-mnist)
-extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3 libtorch-dev)
+extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3 libtorch-dev
+       libopenmpi-dev openmpi-bin)
+# libopenmpi-dev, openmpi-bin: the MPI communicator of data-parallel training and its mpirun tests.
 # ocl-icd-opencl-dev: Debian's oneDNN CMake config requires OpenCL, without declaring it.
 fuzz=(clang libclang-rt-dev)
 # libclang-rt-dev: libFuzzer and the ASan/UBSan runtimes (only a Recommends of clang).

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh all
-cmake -S . -B build/all -DCMAKE_BUILD_TYPE=Release -DTERN_TORCH=ON >/dev/null
+cmake -S . -B build/all -DCMAKE_BUILD_TYPE=Release -DTERN_TORCH=ON -DTERN_MPI=ON >/dev/null
 cmake --build build/all -j"$(nproc)"
 (cd build/all && ctest --output-on-failure -j"$(nproc)" --timeout 900)
 fuzz_seconds="${TERN_FUZZ_SECONDS:-60}"

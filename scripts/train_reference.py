@@ -132,8 +132,28 @@ class SmallMobileNetV2(nn.Module):
         return self.fc(self.dropout(x))
 
 
-MODELS = {"resnet20": ResNet20, "vgg_small": SmallVGG, "mobilenetv2_small": SmallMobileNetV2}
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al. 1998) for 28x28 inputs: the LeNet-size net of low-precision training studies."""
+
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc3(F.relu(self.fc2(x)))
+
+
+MODELS = {"lenet5": LeNet5, "resnet20": ResNet20, "vgg_small": SmallVGG, "mobilenetv2_small": SmallMobileNetV2}
 ARCH_TEXT = {
+    "lenet5": "LeNet-5: conv5x5(6, pad 2), ReLU, maxpool 2, conv5x5(16), ReLU, maxpool 2, FC 400-120-84-10 "
+              "with ReLU (no BatchNorm)",
     "resnet20": "ResNet-20 (He et al. 2016, CIFAR variant, n=3): conv3x3(16) + 3 stages x 3 basic blocks "
                 "of 16/32/64 channels, projection shortcuts at stage changes, global average pool, FC 10",
     "vgg_small": "VGG-style: conv3x3 32-32, maxpool, 64-64, maxpool, 128, maxpool (BN + ReLU after each conv), "

@@ -42,6 +42,7 @@ struct FinetuneOptions {
   LrSchedule schedule = LrSchedule::kExponential;
   double momentum = 0.9;
   double weight_decay = 1e-4;     // on Conv/Gemm weights
+  double label_smoothing = 0;     // cross-entropy label smoothing (the bundled models trained with 0.05)
   uint64_t seed = 1;              // data order and augmentation
   bool augment = true;            // random crop (2-pixel padding) and horizontal flip of 2-D images
   int64_t train_images = 0;       // the first N training images (0: all)

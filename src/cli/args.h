@@ -164,5 +164,7 @@ inline InputRange input_range(const tern::Normalization& norm) {
 
 // tern finetune (finetune_command.cpp; built with libtorch only).
 int cmd_finetune(int argc, char** argv);
+int cmd_accum(int argc, char** argv);   // accum_command.cpp
+int cmd_train(int argc, char** argv);   // train_command.cpp (libtorch)
 
 }  // namespace tern::cli

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/args.h"
+#include "cli/training_cli.h"
 #include "core/file_io.h"
 #include "tern/evaluate.h"
 #include "tern/finetune.h"
@@ -16,50 +17,11 @@
 #include "tern/quantized_model.h"
 
 namespace tern::cli {
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Trained values by ONNX initializer name. Gemm weights the import transposed to [out][in]
-// ("<node>.weight_transposed") go back to the initializer the node read, transposed back.
-std::map<std::string, Tensor> onnx_replacements(const Graph& raw, const std::map<std::string, Tensor>& trained,
-                                                const std::string& path) {
-  std::set<std::string> initializers;
-  for (const Value& v : raw.values)
-    if (v.constant) initializers.insert(v.name);
-  std::map<std::string, Tensor> out;
-  const std::string kTransposed = ".weight_transposed";
-  for (const auto& [name, value] : trained) {
-    if (initializers.count(name)) {
-      out[name] = value;
-      continue;
-    }
-    bool mapped = false;
-    if (ends_with(name, kTransposed) && value.rank() == 2) {
-      std::string node = name.substr(0, name.size() - kTransposed.size());
-      for (const Node& n : raw.nodes)
-        if (n.name == node && n.inputs.size() > 1 && initializers.count(raw.value(n.inputs[1]).name)) {
-          Tensor t(DataType::kFloat32, {value.dim(1), value.dim(0)});
-          for (int64_t i = 0; i < value.dim(0); ++i)
-            for (int64_t j = 0; j < value.dim(1); ++j) t.data<float>()[j * value.dim(0) + i] = value.data<float>()[i * value.dim(1) + j];
-          out[raw.value(n.inputs[1]).name] = t;
-          mapped = true;
-        }
-    }
-    check(mapped, path + ": trained value '" + name + "' is not an initializer of the ONNX model (cannot write the fine-tuned ONNX)");
-  }
-  return out;
-}
-
-}  // namespace
-
 int cmd_finetune(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("finetune", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
-             "weight-decay", "data", "labels", "train-images", "calib-images", "percentile", "seed", "threads",
+             "weight-decay", "label-smoothing", "data", "labels", "train-images", "calib-images", "percentile", "seed", "threads",
              "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std"},
             {"all-layers", "no-augment", "no-progress", "eval", "json"});
   std::string in_path = args.model("finetune");
@@ -98,7 +60,7 @@ int cmd_finetune(int argc, char** argv) {
   o.epochs = static_cast<int>(args.get_int("epochs", 1, 1, 10000));
   o.batch = args.get_int("batch", 256, 1, 1 << 16);
   o.lr = args.get_double("lr", 1e-4, 1e-12, 10);
-  o.lr_final = args.get_double("lr-final", -1, 1e-15, 10);
+  o.lr_final = args.get_double("lr-final", -1, 0, 10);  // 0 only for cosine and step (checked by finetune)
   try {
     o.schedule = train::parse_lr_schedule(args.get("schedule", "exp"));
   } catch (const Error& e) {
@@ -106,6 +68,7 @@ int cmd_finetune(int argc, char** argv) {
   }
   o.momentum = args.get_double("momentum", 0.9, 0, 0.999);
   o.weight_decay = args.get_double("weight-decay", 1e-4, 0, 1);
+  o.label_smoothing = args.get_double("label-smoothing", 0, 0, 0.99);
   o.seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, int64_t{1} << 62));
   o.augment = !args.flag("no-augment");
   o.progress = !args.flag("no-progress") && !args.flag("json");
@@ -121,12 +84,10 @@ int cmd_finetune(int argc, char** argv) {
   if (args.has("threads")) torch::set_num_threads(static_cast<int>(args.get_int("threads", 1, 1, 1024)));
 
   // The graph fine-tuning trains: BatchNorm and activations stay separate nodes.
-  std::string bytes = read_whole_file(in_path);
-  ImportOptions raw_import;
-  raw_import.optimize = false;
-  Graph raw = import_onnx_bytes(bytes, in_path, raw_import);
-  Graph graph = raw;
-  optimize(graph, OptimizeOptions{.fold_batchnorm = false, .fuse_activations = false});
+  TrainingModel model = load_training_model(in_path);
+  const std::string& bytes = model.bytes;
+  const Graph& raw = model.raw;
+  const Graph& graph = model.graph;
   Normalization norm = normalization(args, graph);
   InputRange range = input_range(norm);
   o.input_non_negative = range.non_negative();

@@ -92,7 +92,7 @@ commands:
   --level K: run a quantized model with its K most important residual edge sets (0: base terms
   only; default: the level it was saved at, normally max).
   finetune IN.onnx -o OUT.tern [--weights ternary:N|int4|int8|...] [--acts 8|4] [--epochs E] [--batch B]
-             [--lr LR] [--lr-final LR] [--schedule exp|cosine|step] [--momentum M] [--weight-decay WD]
+             [--lr LR] [--lr-final LR] [--schedule exp|cosine|step] [--momentum M] [--weight-decay WD] [--label-smoothing S]
              [--data fashion-mnist|DIR|X.npy --labels Y.npy] [--train-images N] [--calib-images N]
              [--percentile P] [--seed S] [--threads T] [--checkpoint PATH] [--checkpoint-every STEPS]
              [--resume CKPT] [--onnx-out PATH] [--steps N] [--all-layers] [--no-augment] [--no-progress]
@@ -106,6 +106,33 @@ commands:
       --checkpoint (default OUT.tern.ckpt, removed when the run completes); --resume continues one
       exactly. Deterministic for a seed with --threads 1. --eval: test top-1 of FP32, PTQ, FAQ
       (simulated) and FAQ on the integer engine.
+  train MODEL.onnx -o OUT.onnx [--init random|pretrained] [--numeric float32|fixed:IL.FL]
+        [--rounding stochastic|nearest] [--accumulate M | --accumulate-forward M --accumulate-backward M
+        --accumulate-weight-grad M] [--accumulate-chunk C] [--epochs E] [--batch B] [--lr LR]
+        [--lr-final LR] [--schedule cosine|exp|step] [--momentum M] [--weight-decay WD]
+        [--label-smoothing S] [--data fashion-mnist|DIR|X.npy --labels Y.npy] [--train-images N]
+        [--test-images N] [--no-test] [--seed S] [--threads T] [--checkpoint PATH]
+        [--checkpoint-every STEPS] [--resume CKPT] [--steps N] [--curve-every STEPS] [--no-augment]
+        [--no-progress] [--json]
+        [--distributed [--compress none|adacomp] [--bin-conv 50] [--bin-fc 500] [--threshold-scale 1]
+        [--exact-values] [--bucket-kb 256] [--timeout 120]]
+      training on libtorch from the model's graph (random He-normal start, or its own weights):
+      float32; fixed:IL.FL rounds weights, activations, gradients and updates to IL.FL fixed point
+      (IL counts the sign; IL + FL <= 32) with stochastic or nearest rounding; --accumulate emulates
+      float accumulators of M mantissa bits in the Conv/Gemm products (forward, input gradient,
+      weight gradient). Test top-1 after every epoch. --distributed: data parallel under
+      mpirun -np P (the global batch split among the ranks, gradients all-reduced in buckets from
+      backprop's hooks or exchanged with AdaComp; weight hashes compared every epoch; a rank that
+      dies or hangs ends the job within --timeout seconds). docs/training.md
+  accum --n N [--m M|LO..HI] [--chunk C] [--trials T] [--seed S] [--terms normal|product]
+        [--criterion error-variance[:C]|variance-lost[:C]|retention[:EPS]] [--json]
+  accum MODEL.onnx [--batch B] [--chunk C] [--trials T] [--seed S] [--terms normal|product] [--criterion ...] [--json]
+      reduced-precision accumulation (Sakr et al. 2019): with --m, the variance retention ratio
+      and the accumulation error's variance of N-term sums at M mantissa bits (unchunked, and in
+      chunks of C); without --m, the smallest M that keeps the sum (default: the error's variance
+      below ln 50 terms'). For a model: each Conv/Gemm/MatMul's accumulation lengths and minimal M
+      for its forward, input-gradient and weight-gradient GEMMs (batch 128, chunks of 64 by default).
+      docs/accumulation.md
   version
 )";
 
@@ -747,6 +774,14 @@ int main(int argc, char** argv) {
       throw Error("this tern was built without libtorch: 'tern finetune' needs it (apt-get install libtorch-dev, rebuild)");
 #endif
     }
+    if (command == "train") {
+#ifdef TERN_HAVE_TORCH
+      return cmd_train(argc, argv);
+#else
+      throw Error("this tern was built without libtorch: 'tern train' needs it (apt-get install libtorch-dev, rebuild)");
+#endif
+    }
+    if (command == "accum") return cmd_accum(argc, argv);
     if (command == "version" || command == "--version") {
       std::printf("tern %s\n", TERN_VERSION);
       return 0;

@@ -165,7 +165,13 @@ torch::Tensor TrainableGraph::value(ValueId id) {
   if (auto p = parameter_of_value_.find(id); p != parameter_of_value_.end()) return parameters_[p->second].value;
   if (auto c = constants_.find(id); c != constants_.end()) return c->second;
   if (id == kNoValue || !graph_.is_constant(id) || graph_.constant(id).dtype() != DataType::kFloat32) return {};
-  return constants_[id] = to_torch(graph_.constant(id));  // converted once, on first use
+  return constants_[id] = to_torch(graph_.constant(id)).to(dtype_);  // converted once, on first use
+}
+
+void TrainableGraph::set_dtype(torch::ScalarType dtype) {
+  dtype_ = dtype;
+  constants_.clear();
+  for (Parameter& p : parameters_) p.value = p.value.detach().to(dtype).set_requires_grad(true);
 }
 
 torch::Tensor TrainableGraph::run_layer(const Node& n, const std::vector<torch::Tensor>& v) {
@@ -197,13 +203,22 @@ torch::Tensor TrainableGraph::run_layer(const Node& n, const std::vector<torch::
       pads = std::vector<int64_t>(axes, 0);
     }
     std::vector<int64_t> strides = or_ones(a.strides, axes), dilations = or_ones(a.dilations, axes);
-    torch::Tensor y = axes == 2 ? torch::conv2d(x, w, b, strides, *pads, dilations, a.group)
-                                : torch::conv1d(x, w, b, strides, *pads, dilations, a.group);
+    torch::Tensor y;
+    if (layer_product_ && axes == 2) y = layer_product_({n, x, w, strides, *pads, dilations, a.group});
+    if (y.defined()) {
+      if (b.defined()) y = y + b.view({1, -1, 1, 1});
+    } else {
+      y = axes == 2 ? torch::conv2d(x, w, b, strides, *pads, dilations, a.group)
+                    : torch::conv1d(x, w, b, strides, *pads, dilations, a.group);
+    }
     return clamp_if(y, a.clamp_lo, a.clamp_hi);
   }
   const auto& a = n.attr<GemmAttrs>();
   torch::Tensor lhs = a.trans_a ? x.t() : x;
-  torch::Tensor y = torch::matmul(lhs, a.trans_b ? w.t() : w);
+  torch::Tensor rhs = a.trans_b ? w.t() : w;
+  torch::Tensor y;
+  if (layer_product_) y = layer_product_({n, lhs, rhs, {}, {}, {}, 1});
+  if (!y.defined()) y = torch::matmul(lhs, rhs);
   if (a.alpha != 1.0f) y = y * static_cast<double>(a.alpha);
   if (b.defined()) y = y + (a.beta != 1.0f ? b * static_cast<double>(a.beta) : b);
   return clamp_if(y, a.clamp_lo, a.clamp_hi);
@@ -211,7 +226,7 @@ torch::Tensor TrainableGraph::run_layer(const Node& n, const std::vector<torch::
 
 torch::Tensor TrainableGraph::forward(const torch::Tensor& input) {
   std::vector<torch::Tensor> v(graph_.values.size());
-  v[static_cast<size_t>(graph_.inputs[0])] = input;
+  v[static_cast<size_t>(graph_.inputs[0])] = value_transform_ ? value_transform_(input.to(dtype_)) : input.to(dtype_);
   auto get = [&](ValueId id) -> torch::Tensor {
     if (id == kNoValue) return {};
     if (v[static_cast<size_t>(id)].defined()) return v[static_cast<size_t>(id)];
@@ -230,7 +245,7 @@ torch::Tensor TrainableGraph::forward(const torch::Tensor& input) {
           v[static_cast<size_t>(n.inputs[0])] = get(n.inputs[0]);
           y = run_layer(n, v);
           if (auto f = folded_.find(i); f != folded_.end()) {  // the output is the BatchNorm's
-            v[static_cast<size_t>(graph_.nodes[f->second.bn_node].outputs[0])] = y;
+            v[static_cast<size_t>(graph_.nodes[f->second.bn_node].outputs[0])] = value_transform_ ? value_transform_(y) : y;
             continue;
           }
         } else {
@@ -388,7 +403,7 @@ torch::Tensor TrainableGraph::forward(const torch::Tensor& input) {
         throw Error(who(graph_, n) + ": operator not supported for fine-tuning");
     }
     check(n.outputs.size() == 1, who(graph_, n) + ": multi-output nodes are not supported for fine-tuning");
-    v[static_cast<size_t>(n.outputs[0])] = y;
+    v[static_cast<size_t>(n.outputs[0])] = value_transform_ ? value_transform_(y) : y;
   }
   torch::Tensor logits = v[static_cast<size_t>(logits_)];
   check(logits.defined(), graph_.source + ": the output was not computed");

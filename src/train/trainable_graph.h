@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -46,6 +47,23 @@ class TrainableGraph {
   // The graph with the trained parameter values (BatchNorm still unfolded).
   Graph trained_graph() const;
 
+  // Low-precision training (tern train). Call before the first forward pass.
+  // Runs the network in `dtype` (parameters converted, constants converted on first use).
+  void set_dtype(torch::ScalarType dtype);
+  // Applied to the graph input and to every node's output (a fixed-point rounding, say).
+  void set_value_transform(std::function<torch::Tensor(const torch::Tensor&)> transform) {
+    value_transform_ = std::move(transform);
+  }
+  // Replaces the Conv/Gemm product of constant-weight layers (reduced-precision accumulation, say):
+  // returns y without bias or clamp; an undefined result falls back to torch's own.
+  struct LayerProduct {
+    const Node& node;
+    torch::Tensor x, w;                  // x padded already when the padding was asymmetric
+    std::vector<int64_t> strides, pads, dilations;  // Conv only
+    int64_t groups = 1;
+  };
+  void set_layer_product(std::function<torch::Tensor(const LayerProduct&)> product) { layer_product_ = std::move(product); }
+
  private:
   struct Folded {  // a Conv/Gemm with the BatchNorm that follows it
     size_t bn_node = 0;
@@ -64,6 +82,9 @@ class TrainableGraph {
   std::map<size_t, Folded> folded_;             // by Conv/Gemm node index
   std::vector<bool> skipped_;                   // BatchNorm nodes folded into their producer
   ValueId logits_ = kNoValue;
+  torch::ScalarType dtype_ = torch::kFloat32;
+  std::function<torch::Tensor(const torch::Tensor&)> value_transform_;
+  std::function<torch::Tensor(const LayerProduct&)> layer_product_;
 };
 
 }  // namespace tern::train

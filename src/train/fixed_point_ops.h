@@ -1,0 +1,43 @@
+// Fixed-point rounding of libtorch tensors for low-precision training (tern::numerics holds the
+// scalar reference these are tested against).
+//
+// FixedPointRounder rounds every value a training step produces: `values()` is the autograd
+// function placed on each node output (forward: round the value; backward: round the gradient
+// flowing back through it), `round()` the plain operation for weight gradients, momentum and the
+// weight update. Tensors are float64 so that products of two <=16-bit fixed-point numbers and their
+// sums (up to 2^21 terms) are exact: a dot product accumulates exactly and rounds once, at the end.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "tern/fixed_point.h"
+
+namespace tern::train {
+
+// Nearest: ties to even. Stochastic: rounds up where uniform < fraction; `uniform` has x's shape.
+torch::Tensor round_fixed_nearest(const torch::Tensor& x, const numerics::FixedFormat& format);
+torch::Tensor round_fixed_stochastic(const torch::Tensor& x, const numerics::FixedFormat& format,
+                                     const torch::Tensor& uniform);
+
+class FixedPointRounder {
+ public:
+  FixedPointRounder(numerics::FixedFormat format, numerics::Rounding rounding, uint64_t seed);
+
+  // Rounds x (no autograd). Stochastic draws come from this rounder's generator, in call order.
+  torch::Tensor round(const torch::Tensor& x);
+  // Rounds x in the forward pass and its gradient in the backward pass.
+  torch::Tensor values(const torch::Tensor& x);
+
+  const numerics::FixedFormat& format() const { return format_; }
+  numerics::Rounding rounding() const { return rounding_; }
+  // The generator's state, so a resumed run draws the same numbers.
+  torch::Tensor generator_state() const;
+  void set_generator_state(const torch::Tensor& state);
+
+ private:
+  numerics::FixedFormat format_;
+  numerics::Rounding rounding_;
+  mutable at::Generator generator_;
+};
+
+}  // namespace tern::train
