@@ -98,11 +98,21 @@ TEST(ReducedAccumulation, FullWidthProductsMatchTorch) {
   for (const Node& n : g.nodes)
     if (n.op == OpType::kConv) conv = &n;
   ASSERT_NE(conv, nullptr);
+  for (int64_t size : {9, 10}) {  // 10: the strided output leaves the last input row unused
+    torch::Tensor x = torch::randn({2, 4, size, 9}).set_requires_grad(true);
+    torch::Tensor w = torch::randn({6, 2, 3, 3}).set_requires_grad(true);
+    torch::Tensor y = train::reduced_accumulation_product({*conv, x, w, {2, 1}, {1, 0}, {1, 1}, 2}, wide);
+    torch::Tensor ref = torch::conv2d(x, w, {}, {2, 1}, {1, 0}, {1, 1}, 2);
+    ASSERT_EQ(y.sizes(), ref.sizes());
+    EXPECT_TRUE(torch::allclose(y, ref, 1e-4, 1e-4));
+    torch::Tensor up = torch::randn(ref.sizes());
+    auto grads = torch::autograd::grad({(y * up).sum()}, {x, w});
+    auto ref_grads = torch::autograd::grad({(ref * up).sum()}, {x, w});
+    EXPECT_TRUE(torch::allclose(grads[0], ref_grads[0], 1e-4, 1e-4)) << "input gradient, size " << size;
+    EXPECT_TRUE(torch::allclose(grads[1], ref_grads[1], 1e-4, 1e-4)) << "weight gradient, size " << size;
+  }
   torch::Tensor x = torch::randn({2, 4, 9, 9}), w = torch::randn({6, 2, 3, 3});
-  torch::Tensor y = train::reduced_accumulation_product({*conv, x, w, {2, 1}, {1, 0}, {1, 1}, 2}, wide);
   torch::Tensor ref = torch::conv2d(x, w, {}, {2, 1}, {1, 0}, {1, 1}, 2);
-  ASSERT_EQ(y.sizes(), ref.sizes());
-  EXPECT_TRUE(torch::allclose(y, ref, 1e-4, 1e-4));
   // Few mantissa bits lose precision: the product is visibly different.
   torch::Tensor coarse = train::reduced_accumulation_product({*conv, x, w, {2, 1}, {1, 0}, {1, 1}, 2}, {3, 3, 3, 0});
   EXPECT_GT((coarse - ref).abs().max().item<double>(), 1e-2);

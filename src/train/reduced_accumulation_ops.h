@@ -2,10 +2,10 @@
 // TrainableGraph::set_layer_product: the forward product, the input gradient and the weight
 // gradient each run accum::gemm_reduced_accumulation with their own accumulator mantissa width.
 //
-// A convolution is lowered to im2col + GEMM: the forward GEMM accumulates Cin/groups * kh * kw
-// products, as the convolution does. Its input gradient is a GEMM over Cout/groups (at m bits)
-// followed by col2im, whose sums over the kh * kw overlapping taps run in float32; the weight
-// gradient is a GEMM over batch * Hout * Wout.
+// A convolution is lowered to GEMMs that sum what the convolution sums: the forward product
+// (im2col) Cin/groups * kh * kw products, the input gradient (the transposed convolution as one
+// GEMM over the stride-dilated output gradient) Cout/groups * kh * kw, the weight gradient
+// batch * Hout * Wout.
 #pragma once
 
 #include <torch/torch.h>
