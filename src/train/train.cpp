@@ -57,20 +57,21 @@ void check_options(const TrainOptions& o) {
   check(n.accumulate_chunk >= 0, "training: accumulation chunk must be >= 0");
 }
 
-// He-normal weights (fan-in, ReLU gain), zero biases: the usual start for ReLU networks.
-void initialize_randomly(std::vector<Parameter>& params, uint64_t seed) {
+// He-normal weights (fan-in, ReLU gain), zero biases: the usual start for ReLU networks; the
+// layers that end residual branches start at zero (`zeroed`).
+void initialize_randomly(std::vector<Parameter>& params, const std::vector<std::string>& zeroed, uint64_t seed) {
   torch::NoGradGuard no_grad;
   at::Generator gen = at::detail::createCPUGenerator(seed);
   for (Parameter& p : params) {
-    if (!p.decay) {  // biases and BatchNorm shifts start at 0, BatchNorm scales at 1 (named *.weight)
-      bool bn_scale = p.value.dim() == 1 && p.name.find("bias") == std::string::npos && p.name.find("beta") == std::string::npos;
-      p.value.fill_(bn_scale ? 1.0 : 0.0);
+    if (!p.decay) {  // biases and BatchNorm shifts start at 0, BatchNorm scales at 1
+      p.value.fill_(p.scale ? 1.0 : 0.0);
       continue;
     }
     int64_t fan_in = p.value.numel() / p.value.size(0);
     double std = std::sqrt(2.0 / static_cast<double>(std::max<int64_t>(1, fan_in)));
     torch::Tensor w = torch::randn(p.value.sizes(), gen, torch::TensorOptions().dtype(p.value.scalar_type()));
     p.value.copy_(w * std);
+    if (std::find(zeroed.begin(), zeroed.end(), p.name) != zeroed.end()) p.value.zero_();
   }
 }
 
@@ -125,7 +126,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
   const Shape& input_shape = graph.value(graph.inputs[0]).shape;
   TrainableGraph net(graph, {});
   std::vector<Parameter>& params = net.parameters();
-  if (options.init == Init::kRandom) initialize_randomly(params, options.seed);
+  if (options.init == Init::kRandom) initialize_randomly(params, net.residual_branch_weights(), options.seed);
 
   // Numerics: fixed point runs in float64 with rounders on every value; accumulation emulation
   // replaces the Conv/Gemm products.

@@ -62,12 +62,12 @@ TrainableGraph::TrainableGraph(const Graph& graph, std::vector<quant::QuantizedL
   std::vector<int> producer = graph_.producers();
   std::vector<int> consumers = graph_.consumer_counts();
 
-  auto add_parameter = [&](ValueId id, bool decay) {
+  auto add_parameter = [&](ValueId id, bool decay, bool scale = false) {
     if (id == kNoValue || parameter_of_value_.count(id)) return;
     const Value& v = graph_.value(id);
     check(v.constant && v.constant->dtype() == DataType::kFloat32, src + ": '" + v.name + "' is not a float32 constant");
     parameter_of_value_[id] = parameters_.size();
-    parameters_.push_back({v.name, to_torch(*v.constant).set_requires_grad(true), decay});
+    parameters_.push_back({v.name, to_torch(*v.constant).set_requires_grad(true), decay, scale});
   };
 
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
@@ -108,7 +108,7 @@ TrainableGraph::TrainableGraph(const Graph& graph, std::vector<quant::QuantizedL
           trainable = true;
         }
         if (auto f = folded_.find(i); f != folded_.end()) {
-          add_parameter(f->second.gamma, false);
+          add_parameter(f->second.gamma, false, true);
           add_parameter(f->second.beta, false);
         }
         if (layer_of_node_.count(n.name)) {
@@ -125,7 +125,7 @@ TrainableGraph::TrainableGraph(const Graph& graph, std::vector<quant::QuantizedL
         if (!skipped_[i]) {  // a BatchNorm on its own: its scale and shift train
           for (size_t k = 3; k < n.inputs.size(); ++k)
             check(graph_.is_constant(n.inputs[k]), who(graph_, n) + ": running statistics must be constant");
-          add_parameter(n.inputs[1], false);
+          add_parameter(n.inputs[1], false, true);
           add_parameter(n.inputs[2], false);
           trainable = true;
         }
@@ -166,6 +166,24 @@ torch::Tensor TrainableGraph::value(ValueId id) {
   if (auto c = constants_.find(id); c != constants_.end()) return c->second;
   if (id == kNoValue || !graph_.is_constant(id) || graph_.constant(id).dtype() != DataType::kFloat32) return {};
   return constants_[id] = to_torch(graph_.constant(id)).to(dtype_);  // converted once, on first use
+}
+
+std::vector<std::string> TrainableGraph::residual_branch_weights() const {
+  std::vector<int> producer = graph_.producers();
+  std::vector<std::string> names;
+  for (const Node& n : graph_.nodes) {
+    if (n.op != OpType::kAdd || n.inputs.size() != 2 || graph_.is_constant(n.inputs[0]) || graph_.is_constant(n.inputs[1]))
+      continue;
+    int p = producer[static_cast<size_t>(n.inputs[0])];
+    if (p >= 0 && graph_.nodes[static_cast<size_t>(p)].op == OpType::kBatchNormalization)  // folded into its conv
+      for (const auto& [conv, bn] : folded_)
+        if (bn.bn_node == static_cast<size_t>(p)) p = static_cast<int>(conv);
+    if (p < 0) continue;
+    const Node& layer = graph_.nodes[static_cast<size_t>(p)];
+    if ((layer.op == OpType::kConv || layer.op == OpType::kGemm) && graph_.is_constant(layer.inputs[1]))
+      names.push_back(graph_.value(layer.inputs[1]).name);
+  }
+  return names;
 }
 
 void TrainableGraph::set_dtype(torch::ScalarType dtype) {

@@ -25,6 +25,7 @@ struct Parameter {
   std::string name;     // the graph value it came from
   torch::Tensor value;  // requires grad
   bool decay = false;   // weight decay applies (Conv/Gemm weights, not biases or BatchNorm)
+  bool scale = false;   // a BatchNorm scale (gamma): starts at 1 in a random start, shifts at 0
 };
 
 class TrainableGraph {
@@ -46,6 +47,12 @@ class TrainableGraph {
 
   // The graph with the trained parameter values (BatchNorm still unfolded).
   Graph trained_graph() const;
+
+  // The weights of the Conv/Gemm layers that end a residual branch: the producer (through a
+  // BatchNorm) of the first input of each Add whose other input is computed too, as exporters
+  // write `branch + shortcut`. Random starts zero them (Fixup-style, Zhang et al. 2019), so a
+  // residual network without BatchNorm starts as a shallow one instead of exploding.
+  std::vector<std::string> residual_branch_weights() const;
 
   // Low-precision training (tern train). Call before the first forward pass.
   // Runs the network in `dtype` (parameters converted, constants converted on first use).
