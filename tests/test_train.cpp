@@ -124,12 +124,14 @@ TEST(Train, EveryNumericModeLowersTheLoss) {
   Dataset data = synthetic_dataset(96);
   train::TrainOptions o = small_options();
   o.init = train::Init::kPretrained;
-  std::vector<train::NumericOptions> modes(4);
+  std::vector<train::NumericOptions> modes(5);
   modes[1].fixed = true;  // fixed:4.12 stochastic
   modes[2].fixed = true;
   modes[2].format = {4, 20};
   modes[2].rounding = numerics::Rounding::kNearest;  // a wide format: nearest is fine here
   modes[3].accumulate_forward = modes[3].accumulate_backward = modes[3].accumulate_weight_grad = 12;
+  modes[4].fixed = true;
+  modes[4].exact_compute = false;  // float32 sums
   for (const auto& mode : modes) {
     o.numeric = mode;
     train::TrainResult r = train::train_network(g, data, plain_normalization(), o);

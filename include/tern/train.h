@@ -40,6 +40,10 @@ struct NumericOptions {
   bool fixed = false;  // false: float32
   numerics::FixedFormat format{4, 12};
   numerics::Rounding rounding = numerics::Rounding::kStochastic;
+  // Fixed point computes in float64 (exact dot products). float32 is much faster on CPUs (torch's
+  // float64 convolutions are a slow path) and holds every <IL,FL> value of up to 24 bits exactly, but
+  // its sums round at 24 significant bits before the final rounding to the format.
+  bool exact_compute = true;
   // Reduced-precision accumulation (float32 training otherwise): mantissa bits of the accumulator
   // for the forward, input-gradient and weight-gradient products; 0 = exact float32 (torch's).
   int accumulate_forward = 0, accumulate_backward = 0, accumulate_weight_grad = 0;

@@ -37,6 +37,11 @@ train::NumericOptions numeric_options(const Args& args) {
     throw UsageError(std::string("--rounding: ") + e.what());
   }
   if (args.has("rounding") && !n.fixed) throw UsageError("--rounding applies to --numeric fixed:IL.FL only");
+  const std::string compute = args.get("fixed-compute", "float64");
+  if (compute != "float64" && compute != "float32")
+    throw UsageError("--fixed-compute: expected float64 or float32, got '" + compute + "'");
+  if (args.has("fixed-compute") && !n.fixed) throw UsageError("--fixed-compute applies to --numeric fixed:IL.FL only");
+  n.exact_compute = compute == "float64";
   const int all = static_cast<int>(args.get_int("accumulate", 0, 1, 23));
   n.accumulate_forward = static_cast<int>(args.get_int("accumulate-forward", all, 1, 23));
   n.accumulate_backward = static_cast<int>(args.get_int("accumulate-backward", all, 1, 23));
@@ -62,7 +67,7 @@ void install_fault_hook(train::TrainOptions& o, int rank) {
 
 int cmd_train(int argc, char** argv) {
   Args args("train", argc, argv, 2,
-            {"output", "init", "numeric", "rounding", "accumulate", "accumulate-forward", "accumulate-backward",
+            {"output", "init", "numeric", "rounding", "fixed-compute", "accumulate", "accumulate-forward", "accumulate-backward",
              "accumulate-weight-grad", "accumulate-chunk", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "seed", "threads",
              "checkpoint", "checkpoint-every", "resume", "steps", "curve-every", "compress", "bin-conv", "bin-fc",

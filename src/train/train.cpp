@@ -21,7 +21,7 @@
 namespace tern::train {
 
 std::string NumericOptions::name() const {
-  if (fixed) return format.name() + " " + numerics::rounding_name(rounding);
+  if (fixed) return format.name() + " " + numerics::rounding_name(rounding) + (exact_compute ? "" : " (float32 sums)");
   if (accumulate_forward || accumulate_backward || accumulate_weight_grad) {
     std::string s = "float32, accumulators " + std::to_string(accumulate_forward) + "/" +
                     std::to_string(accumulate_backward) + "/" + std::to_string(accumulate_weight_grad) + " mantissa bits";
@@ -49,6 +49,8 @@ void check_options(const TrainOptions& o) {
   if (n.fixed) {
     check(n.format.fraction_bits >= 0 && n.format.integer_bits >= 1 && n.format.word_bits() <= 32,
           "training: fixed-point format " + n.format.name() + " needs IL >= 1, FL >= 0, IL + FL <= 32");
+    check(n.exact_compute || n.format.word_bits() <= 24,
+          "training: " + n.format.name() + " has more than 24 bits: float32 compute cannot hold it (use float64)");
     check(!(n.accumulate_forward || n.accumulate_backward || n.accumulate_weight_grad),
           "training: reduced-precision accumulation applies to float32 training, not fixed point");
   }
@@ -133,7 +135,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
   std::unique_ptr<FixedPointRounder> value_rounder, update_rounder, eval_rounder;
   FixedPointRounder* active = nullptr;
   if (numeric.fixed) {
-    net.set_dtype(torch::kFloat64);
+    if (numeric.exact_compute) net.set_dtype(torch::kFloat64);
     // Activations and their gradients differ per rank; the update draws must agree on every rank.
     value_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding,
                                                         options.seed * 2 + 1 + 0x10000ull * static_cast<uint64_t>(rank));

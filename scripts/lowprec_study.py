@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""Low-precision training study: docs/results/lowprec_training.md, .json and loss-curve PNGs.
+
+Part "fixed" (Gupta et al. 2015): train from a random start in float32 and in 16-bit fixed point
+<4,12> with stochastic and with round-to-nearest rounding (and a narrower format), LeNet-5 and
+ResNet-20 on Fashion-MNIST. Part "accum" (Sakr et al. 2019): float32 training whose Conv/Gemm
+accumulators have m mantissa bits (emulated), at the widths `tern accum` predicts and a few bits
+below, unchunked and in chunks of 64.
+
+    /usr/bin/python3 scripts/lowprec_study.py                  # everything (hours on 2 cores)
+    /usr/bin/python3 scripts/lowprec_study.py --parts fixed --models lenet5
+    /usr/bin/python3 scripts/lowprec_study.py --from-json      # re-render the page and plots
+Each run is saved as it finishes; --resume skips runs already in the JSON with the same command.
+Runs with /usr/bin/python3 (Debian's matplotlib draws the curves).
+"""
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_common import REPO, cpu_model, git_commit, rel, run_json, save_json  # noqa: E402
+
+# Per model: the schedule every numeric format shares (so the curves compare), the training-set
+# size (ResNet-20 in float64 fixed point is slow on a small CPU: a subset), and the accumulator widths.
+MODELS = {
+    "lenet5": dict(epochs=10, batch=64, lr=0.05, train_images=0, fixed_extra=[]),
+    # float64 convolutions are ~40x slower than float32 here: ResNet-20's fixed-point runs sum in
+    # float32 (--fixed-compute float32, docs/training.md), LeNet-5's in exact float64.
+    "resnet20": dict(epochs=6, batch=64, lr=0.05, train_images=20000, fixed_extra=["--fixed-compute", "float32"]),
+}
+FIXED = [  # (label, numeric options)
+    ("float32", []),
+    ("fixed <4,12> stochastic", ["--numeric", "fixed:4.12", "--rounding", "stochastic"]),
+    ("fixed <4,12> nearest", ["--numeric", "fixed:4.12", "--rounding", "nearest"]),
+    ("fixed <4,10> stochastic", ["--numeric", "fixed:4.10", "--rounding", "stochastic"]),
+    ("fixed <4,10> nearest", ["--numeric", "fixed:4.10", "--rounding", "nearest"]),
+]
+ACCUM_MODELS = {"lenet5": dict(epochs=5, batch=64, lr=0.05, train_images=20000)}
+ACCUM_OFFSETS = [0, -2, -4]  # bits relative to the prediction
+
+
+def tern_cmd(args, model, out, spec, numeric):
+    cmd = [args.tern, "train", os.path.join(REPO, "models", model + ".onnx"), "-o", out, "--init", "random",
+           "--epochs", str(spec["epochs"]), "--batch", str(spec["batch"]), "--lr", str(spec["lr"]),
+           "--seed", "1", "--threads", str(args.threads), "--json", "--no-progress"]
+    if spec["train_images"]:
+        cmd += ["--train-images", str(spec["train_images"])]
+    if "--numeric" in numeric:
+        cmd += spec.get("fixed_extra", [])
+    return cmd + numeric
+
+
+def shown(cmd, tmp):
+    cmd = ["tern" if i == 0 else c.replace(tmp, "OUT") for i, c in enumerate(cmd)]
+    return shlex.join([rel(c) if c.startswith("/") and os.path.exists(c) else c for c in cmd])
+
+
+def predicted_bits(args, model):
+    """The widest accumulator any layer needs, per GEMM (forward, backward, weight gradient), from
+    `tern accum MODEL --json`, unchunked and in chunks of 64."""
+    out, err, _ = run_json([args.tern, "accum", os.path.join(REPO, "models", model + ".onnx"), "--batch", "64", "--json"],
+                           600)
+    if err:
+        sys.exit(f"lowprec_study.py: tern accum failed: {err}")
+    layers = out["layers"]
+
+    def widest(gemm, key):
+        return max(l[gemm][key] for l in layers if l.get(gemm) and l[gemm].get(key) is not None)
+    return {"unchunked": [widest(g, "m") for g in ("forward", "backward", "weight_gradient")],
+            "chunked": [widest(g, "m_chunked") for g in ("forward", "backward", "weight_gradient")]}
+
+
+def accum_runs(args, model):
+    pred = predicted_bits(args, model)
+    runs = [("float32", [], None)]
+    for mode in ("unchunked", "chunked"):
+        for off in ACCUM_OFFSETS:
+            bits = [max(1, b + off) for b in pred[mode]]
+            numeric = ["--accumulate-forward", str(bits[0]), "--accumulate-backward", str(bits[1]),
+                       "--accumulate-weight-grad", str(bits[2])]
+            if mode == "chunked":
+                numeric += ["--accumulate-chunk", "64"]
+            label = f"m = {bits[0]}/{bits[1]}/{bits[2]} {mode}" + (" (predicted)" if off == 0 else f" ({off:+d} bits)")
+            runs.append((label, numeric, off))
+    return runs, pred
+
+
+def run_part(args, part, models, runs_for, rows, done, tmp, save):
+    for model in models:
+        spec = (MODELS if part == "fixed" else ACCUM_MODELS)[model]
+        runs, extra = runs_for(model)
+        for label, numeric, _ in runs:
+            out = os.path.join(tmp, f"{model}.onnx")
+            cmd = tern_cmd(args, model, out, spec, numeric)
+            key = (part, model, shown(cmd, tmp))
+            if key in done:
+                continue
+            print(f"lowprec_study: {part} {model} {label} ...", file=sys.stderr, flush=True)
+            r, err, seconds = run_json(cmd, args.timeout)
+            row = dict(part=part, model=model, label=label, command=shown(cmd, tmp), seconds=seconds,
+                       finished=time.strftime("%Y-%m-%d %H:%M"), commit=git_commit())
+            if extra:
+                row["predicted"] = extra
+            if err:
+                row.update(status="error", error=err)
+            else:
+                row.update(status="ok", history=r["history"], curve=r["curve"], steps=r["steps"],
+                           train_seconds=r["seconds"], final_top1=r["history"][-1]["test_top1"],
+                           best_top1=max(e["test_top1"] for e in r["history"]),
+                           final_loss=r["history"][-1]["loss"], threads=r["threads"])
+            rows[:] = [x for x in rows if (x["part"], x["model"], x["label"]) != (part, model, label)] + [row]
+            save()
+            print(f"lowprec_study: {part} {model} {label}: {row.get('status')} top-1 {row.get('final_top1')}",
+                  file=sys.stderr, flush=True)
+
+
+def plot(rows, out_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    images = []
+    for part in ("fixed", "accum"):
+        for model in dict.fromkeys(r["model"] for r in rows if r["part"] == part):
+            mrows = [r for r in rows if r["part"] == part and r["model"] == model and r.get("status") == "ok"]
+            if not mrows:
+                continue
+            fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+            for r in mrows:
+                steps = [c[0] for c in r["curve"]]
+                ax1.plot(steps, [c[1] for c in r["curve"]], label=r["label"], linewidth=1)
+                ax2.plot([e["epoch"] for e in r["history"]], [e["test_top1"] for e in r["history"]], marker="o",
+                         label=r["label"], linewidth=1)
+            ax1.set_xlabel("step")
+            ax1.set_ylabel("training loss")
+            ax1.set_yscale("log")
+            ax2.set_xlabel("epoch")
+            ax2.set_ylabel("test top-1 %")
+            ax1.legend(fontsize=7)
+            ax2.legend(fontsize=7)
+            fig.suptitle(f"{model}: {'fixed-point training' if part == 'fixed' else 'reduced-precision accumulation'}")
+            fig.tight_layout()
+            name = f"lowprec_{part}_{model}.png"
+            fig.savefig(os.path.join(out_dir, name), dpi=90)
+            plt.close(fig)
+            images.append((part, model, name))
+    return images
+
+
+def render(rows, out_dir, study_cmd):
+    images = plot(rows, out_dir)
+    first = next((r for r in rows if r.get("status") == "ok"), {})
+    lines = ["# Low-precision training", "", "Generated by `scripts/lowprec_study.py` from `lowprec_training.json`. "
+             "Study command:", "", "```", study_cmd, "```", "",
+             f"tern commit `{first.get('commit', '?')}`, CPU {cpu_model()}, {first.get('threads', '?')} threads; "
+             "Fashion-MNIST, random start (He-normal, residual branches' last layers zero), momentum 0.9, "
+             "weight decay 5e-4, cosine learning rate to 0, crop + flip augmentation, test top-1 on the "
+             "10,000 test images after every epoch (with the run's own numerics). Method: `docs/training.md`.", ""]
+    titles = {"fixed": "## Fixed-point training: stochastic vs round-to-nearest",
+              "accum": "## Reduced-precision accumulation"}
+    for part in ("fixed", "accum"):
+        prow = [r for r in rows if r["part"] == part]
+        if not prow:
+            continue
+        lines += [titles[part], ""]
+        for model in dict.fromkeys(r["model"] for r in prow):
+            mrows = [r for r in prow if r["model"] == model]
+            lines += [f"### {model}", ""]
+            pred = next((r.get("predicted") for r in mrows if r.get("predicted")), None)
+            if pred:
+                lines += [f"`tern accum` predicts (widest layer, forward/backward/weight-gradient): "
+                          f"{'/'.join(map(str, pred['unchunked']))} bits unchunked, "
+                          f"{'/'.join(map(str, pred['chunked']))} in chunks of 64.", ""]
+            lines += ["| numerics | epochs | final loss | final top-1 | best top-1 | train time |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for r in mrows:
+                if r.get("status") != "ok":
+                    lines.append(f"| {r['label']} | | error: {r.get('error', '?')} | | | |")
+                    continue
+                lines.append(f"| {r['label']} | {len(r['history'])} | {r['final_loss']:.4f} | {r['final_top1']:.2f} | "
+                             f"{r['best_top1']:.2f} | {r['train_seconds'] / 60:.1f} min |")
+            lines.append("")
+            for p, m, name in images:
+                if p == part and m == model:
+                    lines += [f"![{model} {part}]({name})", ""]
+            lines += ["Commands:", "", "```"] + [r["command"] for r in mrows] + ["```", ""]
+    with open(os.path.join(out_dir, "lowprec_training.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", nargs="+", default=["fixed", "accum"], choices=["fixed", "accum"])
+    p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--tern", default=os.path.join(REPO, "build/all/src/tern"))
+    p.add_argument("--out", default=os.path.join(REPO, "docs/results"))
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--timeout", type=int, default=8 * 3600)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--from-json", action="store_true")
+    args = p.parse_args()
+    json_path = os.path.join(args.out, "lowprec_training.json")
+    study_cmd = shlex.join(["/usr/bin/python3", "scripts/lowprec_study.py"] + sys.argv[1:])
+    saved = {"rows": [], "study_cmd": study_cmd}
+    if os.path.exists(json_path) and (args.resume or args.from_json):
+        with open(json_path) as f:
+            saved = json.load(f)
+    if args.from_json:
+        render(saved["rows"], args.out, saved["study_cmd"])
+        return
+    rows = saved["rows"]
+    done = {(r["part"], r["model"], r["command"]) for r in rows if r.get("status") == "ok"}
+
+    def save():
+        save_json(json_path, {"study_cmd": study_cmd, "rows": rows})
+        render(rows, args.out, study_cmd)
+
+    with tempfile.TemporaryDirectory(prefix="lowprec-study-") as tmp:
+        if "fixed" in args.parts:
+            models = [m for m in (args.models or MODELS) if m in MODELS]
+            run_part(args, "fixed", models, lambda m: ([(l, n, None) for l, n in FIXED], None), rows, done, tmp, save)
+        if "accum" in args.parts:
+            models = [m for m in (args.models or ACCUM_MODELS) if m in ACCUM_MODELS]
+            run_part(args, "accum", models, lambda m: accum_runs(args, m), rows, done, tmp, save)
+
+
+if __name__ == "__main__":
+    main()
