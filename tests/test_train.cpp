@@ -14,9 +14,12 @@
 #include "tern/train.h"
 #include "train/fixed_point_ops.h"
 #include "train/reduced_accumulation_ops.h"
+#include "train/trainable_graph.h"
 #include "training_fixtures.h"
 
 using namespace tern;
+using tern::testing::OnnxBuilder;
+using tern::testing::random_floats;
 using tern::testing::small_model_bytes;
 using tern::testing::synthetic_dataset;
 using tern::testing::TempDir;
@@ -232,4 +235,30 @@ TEST(Train, BadOptionsAreClearErrors) {
   TempDir dir;
   o.resume_path = dir.file("missing.ckpt");
   EXPECT_NE(message(o).find("missing.ckpt"), std::string::npos);
+}
+
+TEST(Train, RandomStartZeroesTheLastLayerOfEachResidualBranch) {
+  // x -> Conv(w1) -> Relu -> Conv(w2) -> Add(., x) -> Relu -> GAP -> Gemm(w3): w2 ends the branch.
+  OnnxBuilder b;
+  b.input("x", {-1, 2, 6, 6}).output("y");
+  b.floats("w1", {2, 2, 3, 3}, random_floats(36, 1));
+  b.floats("w2", {2, 2, 3, 3}, random_floats(36, 2));
+  b.floats("w3", {3, 2}, random_floats(6, 3));
+  auto& c1 = b.node("Conv", {"x", "w1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"}, "relu1");
+  auto& c2 = b.node("Conv", {"r1", "w2"}, {"c2"}, "conv2");
+  OnnxBuilder::attr(c2, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Add", {"c2", "x"}, {"s"}, "add");
+  b.node("Relu", {"s"}, {"r2"}, "relu2");
+  b.node("GlobalAveragePool", {"r2"}, {"g"}, "gap");
+  b.node("Flatten", {"g"}, {"f"}, "flatten");
+  auto& fc = b.node("Gemm", {"f", "w3"}, {"y"}, "fc");
+  OnnxBuilder::attr(fc, "transB", int64_t{1});
+  Graph g = training_graph(b.bytes());
+  train::TrainableGraph net(g, {});
+  EXPECT_EQ(net.residual_branch_weights(), std::vector<std::string>{"w2"});
+  // The small model has no residual Add: nothing to zero.
+  train::TrainableGraph plain(training_graph(small_model_bytes()), {});
+  EXPECT_TRUE(plain.residual_branch_weights().empty());
 }
