@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "temp_dir.h"
 #include "tern/error.h"
@@ -261,4 +262,22 @@ TEST(Train, RandomStartZeroesTheLastLayerOfEachResidualBranch) {
   // The small model has no residual Add: nothing to zero.
   train::TrainableGraph plain(training_graph(small_model_bytes()), {});
   EXPECT_TRUE(plain.residual_branch_weights().empty());
+}
+
+TEST(Train, TimelineRecordsWhenBackpropProducesEachGradient) {
+  ThreadsGuard one_thread;
+  Graph g = training_graph(small_model_bytes());
+  train::TrainOptions o = small_options();
+  o.epochs = 1;
+  o.timeline = true;
+  train::TrainResult r = train::train_network(g, synthetic_dataset(64), plain_normalization(), o);
+  nlohmann::json t = nlohmann::json::parse(r.timeline_json);
+  EXPECT_EQ(t["steps"].get<int64_t>(), 4);
+  EXPECT_GT(t["forward_ms"].get<double>(), 0);
+  const auto& p = t["parameters"];
+  ASSERT_EQ(p.size(), 7u);  // w1, gamma, beta, w2, b2, w3, b3
+  EXPECT_EQ(p.front()["name"], "b3");  // the last layer's gradients come first
+  EXPECT_EQ(p.back()["name"], "w1");
+  EXPECT_LE(p.front()["ready_ms"].get<double>(), p.back()["ready_ms"].get<double>());
+  EXPECT_LE(p.back()["ready_ms"].get<double>(), t["backward_ms"].get<double>());
 }

@@ -83,6 +83,7 @@ struct TrainOptions {
   std::string resume_path;
   bool progress = true;
   DistributedOptions distributed;
+  bool timeline = false;             // record when backprop produces each gradient (scaling model)
   int64_t exit_at_step = -1;         // tests only: exit abruptly at this step, as a crashed rank would
 };
 
@@ -105,6 +106,10 @@ struct TrainResult {
   double seconds = 0;
   int ranks = 1;
   std::string exchange_json;  // bytes on the wire, compression per tensor kind (data parallel)
+  // With options.timeline: mean milliseconds per step of the forward pass and of backprop, and
+  // for each parameter (in backprop order) its elements and when its gradient was ready (ms after
+  // backprop started). The inputs of the data-parallel scaling model.
+  std::string timeline_json;
   std::string provenance_json;
 };
 

@@ -113,7 +113,7 @@ commands:
         [--label-smoothing S] [--data fashion-mnist|DIR|X.npy --labels Y.npy] [--train-images N]
         [--test-images N] [--no-test] [--seed S] [--threads T] [--checkpoint PATH]
         [--checkpoint-every STEPS] [--resume CKPT] [--steps N] [--curve-every STEPS] [--no-augment]
-        [--no-progress] [--json]
+        [--no-progress] [--json] [--timeline]
         [--distributed [--compress none|adacomp] [--bin-conv 50] [--bin-fc 500] [--threshold-scale 1]
         [--exact-values] [--bucket-kb 256] [--timeout 120]]
       training on libtorch from the model's graph (random He-normal start, or its own weights):
@@ -124,7 +124,8 @@ commands:
       weight gradient). Test top-1 after every epoch. --distributed: data parallel under
       mpirun -np P (the global batch split among the ranks, gradients all-reduced in buckets from
       backprop's hooks or exchanged with AdaComp; weight hashes compared every epoch; a rank that
-      dies or hangs ends the job within --timeout seconds). docs/training.md
+      dies or hangs ends the job within --timeout seconds). --timeline: forward and backprop time
+      per step and when each gradient is ready (the scaling model's input). docs/training.md
   accum --n N [--m M|LO..HI] [--chunk C] [--trials T] [--seed S] [--terms normal|product]
         [--criterion error-variance[:C]|variance-lost[:C]|retention[:EPS]] [--json]
   accum MODEL.onnx [--batch B] [--chunk C] [--trials T] [--seed S] [--terms normal|product] [--criterion ...] [--json]

@@ -72,7 +72,7 @@ int cmd_train(int argc, char** argv) {
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "seed", "threads",
              "checkpoint", "checkpoint-every", "resume", "steps", "curve-every", "compress", "bin-conv", "bin-fc",
              "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std"},
-            {"no-augment", "no-progress", "no-test", "json", "distributed", "exact-values"});
+            {"no-augment", "no-progress", "no-test", "json", "distributed", "exact-values", "timeline"});
   std::string in_path = args.model("train");
   if (!args.has("output")) throw UsageError("'tern train' needs -o OUT.onnx (the trained FP32 model)");
   const std::string out_path = args.get("output");
@@ -135,6 +135,7 @@ int cmd_train(int argc, char** argv) {
       "threads", std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / ranks), 1, 1024));
   torch::set_num_threads(threads);
   o.progress = !args.flag("no-progress") && !args.flag("json");
+  o.timeline = args.flag("timeline");
   install_fault_hook(o, rank);
 
   try {
@@ -162,6 +163,7 @@ int cmd_train(int argc, char** argv) {
     nlohmann::json curve = nlohmann::json::array();
     for (const auto& [step, loss] : r.curve) curve.push_back({step, loss});
     report["curve"] = curve;
+    if (!r.timeline_json.empty()) report["timeline"] = nlohmann::json::parse(r.timeline_json);
     if (rank == 0) {
       std::string command;
       for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);

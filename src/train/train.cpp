@@ -249,10 +249,17 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
 
   // Gradients: each parameter's hook hands its gradient to the exchange as backprop produces it.
   std::vector<torch::Tensor> grads(params.size());
-  if (ranks > 1)
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point backward_start;
+  std::vector<double> ready_ms(params.size(), 0.0);  // summed over the timed steps
+  double forward_ms = 0, backward_ms = 0;
+  int64_t timed_steps = 0;
+  if (ranks > 1 || options.timeline)
     for (size_t i = 0; i < params.size(); ++i)
-      params[i].value.register_hook([&sync, i](torch::Tensor g) {
-        sync.gradient_ready(i, g);
+      params[i].value.register_hook([&, i](torch::Tensor g) {
+        if (options.timeline)
+          ready_ms[i] += std::chrono::duration<double, std::milli>(Clock::now() - backward_start).count();
+        if (ranks > 1) sync.gradient_ready(i, g);
         return g;
       });
 
@@ -273,12 +280,19 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
 
     const double lr = learning_rate(options.schedule, options.lr, options.lr_final, state.step, total_steps);
     sync.begin_step();
+    const Clock::time_point forward_start = Clock::now();
     torch::Tensor logits = net.forward(x);
     torch::Tensor loss = torch::nn::functional::cross_entropy(
         logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options.label_smoothing));
     for (Parameter& p : params)
       if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+    backward_start = Clock::now();
     loss.backward();
+    if (options.timeline) {
+      forward_ms += std::chrono::duration<double, std::milli>(backward_start - forward_start).count();
+      backward_ms += std::chrono::duration<double, std::milli>(Clock::now() - backward_start).count();
+      ++timed_steps;
+    }
     sync.finish(grads, params);  // data parallel: the average over the ranks (one process: .grad)
     const auto [loss_value, correct] =
         sync.sum_metrics(loss.item<double>() * static_cast<double>(local), logits.argmax(1).eq(y).sum().item<int64_t>());
@@ -363,6 +377,16 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
     for (const Value& v : result.trained.values)
       if (v.name == p.name && v.constant) result.trained_values[p.name] = v.constant->clone();
   result.exchange_json = sync.stats_json();
+  if (options.timeline && timed_steps > 0) {
+    json layers = json::array();
+    for (size_t k = params.size(); k-- > 0;)  // backprop order
+      layers.push_back({{"name", params[k].name}, {"elements", params[k].value.numel()},
+                        {"ready_ms", ready_ms[k] / static_cast<double>(timed_steps)}});
+    result.timeline_json = json{{"steps", timed_steps}, {"batch_per_rank", local},
+                                {"forward_ms", forward_ms / static_cast<double>(timed_steps)},
+                                {"backward_ms", backward_ms / static_cast<double>(timed_steps)},
+                                {"parameters", layers}}.dump();
+  }
 
   json history = json::array();
   for (const TrainEpoch& e : result.epochs) history.push_back(epoch_json(e));
