@@ -4,8 +4,11 @@
 // single-process communicator), and checks: the ranks end with identical weights; 2 ranks equal one
 // process with the same global batch within float tolerance; AdaComp with a bin of 1, a zero
 // threshold and exact values equals the uncompressed exchange bit for bit; default AdaComp trains,
-// keeps the ranks identical and compresses.
+// keeps the ranks identical and compresses, and resumes from a checkpoint to the same weights.
+#include <stdlib.h>
+
 #include <cmath>
+#include <filesystem>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -86,6 +89,32 @@ int main() {
     o.distributed.threshold_scale = 1;
     o.distributed.exact_values = false;
     train::TrainResult compressed = train::train_network(g, data, norm, o);
+    // Checkpoint mid-run (rank 0 writes every rank's AdaComp residuals), resume on every rank:
+    // the same weights as the uninterrupted run.
+    std::vector<uint8_t> dir_name;
+    if (comm->rank() == 0) {
+      char pattern[] = "/tmp/tern_mpi_train_XXXXXX";
+      const char* made = mkdtemp(pattern);
+      std::string d = made ? made : "/tmp";
+      dir_name.assign(d.begin(), d.end());
+    }
+    comm->broadcast(dir_name);
+    const std::string dir(dir_name.begin(), dir_name.end());
+    train::TrainOptions part = o;
+    part.checkpoint_path = dir + "/run.ckpt";
+    part.checkpoint_every = 4;
+    part.max_steps = 7;
+    train::train_network(g, data, norm, part);
+    comm->barrier();  // rank 0 has renamed the checkpoint into place
+    part.max_steps = 0;
+    part.resume_path = dir + "/run.ckpt";
+    part.checkpoint_path = dir + "/rest.ckpt";
+    train::TrainResult resumed = train::train_network(g, data, norm, part);
+    expect(resumed.epochs.back().weights_hash == compressed.epochs.back().weights_hash,
+           "resuming an AdaComp run from its checkpoint gives the uninterrupted weights", *comm);
+    comm->barrier();
+    if (comm->rank() == 0) std::filesystem::remove_all(dir);
+
     nlohmann::json stats = nlohmann::json::parse(compressed.exchange_json);
     expect(stats["conv"]["compression"].get<double>() > 2, "AdaComp compresses conv gradients", *comm);
     expect(compressed.epochs.back().loss < compressed.epochs.front().loss * 1.1, "AdaComp still trains", *comm);
