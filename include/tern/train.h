@@ -57,7 +57,7 @@ struct DistributedOptions {
   int64_t bin_conv = 50, bin_fc = 500;         // AdaComp bin sizes for conv / fully connected tensors
   double threshold_scale = 1.0;                // AdaComp: select |H| >= scale * bin max (0: all)
   bool exact_values = false;                   // AdaComp: send values instead of sign x scale (checks)
-  int64_t bucket_bytes = 1 << 20;              // all-reduce bucket size
+  int64_t bucket_bytes = 256 * 1024;           // all-reduce bucket size (GradientExchange default)
 };
 
 struct TrainOptions {
