@@ -94,5 +94,22 @@ if "$tern" --help | grep -q "^  finetune"; then
   [ -e "$work/ft.tern" ] || [ -e "$work/ft.onnx" ] && fail "finetune left an output file behind after an error"
 fi
 
+# tern train / accum: bad numeric formats and options are one-line errors naming them; nothing written.
+if "$tern" --help | grep -q "^  train"; then
+  expect_error 2 "fixed:20.13" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric fixed:20.13
+  expect_error 2 "FL must be >= 0" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric fixed:4.-2
+  expect_error 2 "--numeric" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric int8
+  expect_error 2 "--rounding" -- "$tern" train "$model" -o "$work/tr.onnx" --rounding nearest
+  expect_error 2 "--rounding" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric fixed:4.12 --rounding up
+  expect_error 2 "--accumulate" -- "$tern" train "$model" -o "$work/tr.onnx" --accumulate 40
+  expect_error 2 "--distributed" -- "$tern" train "$model" -o "$work/tr.onnx" --compress adacomp
+  expect_error 2 "--init" -- "$tern" train "$model" -o "$work/tr.onnx" --init zeros
+  expect_error 2 "overwrite" -- "$tern" train "$model" -o "$model"
+  expect_error 1 "bad.ckpt" -- "$tern" train "$model" -o "$work/tr.onnx" --train-images 256 --no-test --resume "$work/bad.ckpt" --no-progress
+  [ -e "$work/tr.onnx" ] && fail "train left an output file behind after an error"
+fi
+expect_error 2 "--m" -- "$tern" accum --n 100 --m 60
+expect_error 1 "text.onnx" -- "$tern" accum "$work/text.onnx"
+
 if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
 echo "all CLI checks passed"
