@@ -71,15 +71,19 @@ TEST(FixedPointOps, TensorRoundingEqualsScalarReference) {
 TEST(FixedPointOps, RounderRoundsValuesForwardAndGradientsBackward) {
   const numerics::FixedFormat f{4, 4};  // eps 1/16
   train::FixedPointRounder rounder(f, numerics::Rounding::kNearest, 1);
-  torch::Tensor x = torch::tensor({0.3, -0.71, 2.0}, torch::kFloat64).set_requires_grad(true);
+  torch::Tensor x = torch::tensor({0.3, -0.71, 2.0, 9.0, -8.5}, torch::kFloat64).set_requires_grad(true);
   torch::Tensor y = rounder.values(x);
   EXPECT_EQ(y[0].item<double>(), 5.0 / 16);   // 4.8 steps -> 5
   EXPECT_EQ(y[1].item<double>(), -11.0 / 16);  // -11.36 -> -11
-  (y * torch::tensor({0.01, 0.2, 1.0 / 3}, torch::kFloat64)).sum().backward();
+  EXPECT_EQ(y[3].item<double>(), 8.0 - 1.0 / 16);  // saturated
+  EXPECT_EQ(y[4].item<double>(), -8.0);
+  (y * torch::tensor({0.01, 0.2, 1.0 / 3, 1.0, 1.0}, torch::kFloat64)).sum().backward();
   torch::Tensor g = x.grad();
   EXPECT_EQ(g[0].item<double>(), 0.0);        // 0.16 steps -> 0: a small gradient vanishes under nearest
   EXPECT_EQ(g[1].item<double>(), 3.0 / 16);   // 3.2 steps -> 3
   EXPECT_EQ(g[2].item<double>(), 5.0 / 16);   // 5.33 steps -> 5
+  EXPECT_EQ(g[3].item<double>(), 0.0);        // saturated values pass no gradient (the clamp's derivative)
+  EXPECT_EQ(g[4].item<double>(), 0.0);
 }
 
 TEST(ReducedAccumulation, FullWidthProductsMatchTorch) {

@@ -14,15 +14,20 @@ std::pair<double, double> step_range(const numerics::FixedFormat& f) {
   return {-hi, hi - 1};
 }
 
+// Forward: the rounded value. Backward: the rounded gradient where x was inside the format's range,
+// zero where it saturated (the derivative of the clamp that saturation is).
 struct RoundValues : torch::autograd::Function<RoundValues> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, int64_t rounder) {
+    auto* r = reinterpret_cast<FixedPointRounder*>(rounder);
     ctx->saved_data["rounder"] = rounder;
-    return reinterpret_cast<FixedPointRounder*>(rounder)->round(x);
+    ctx->save_for_backward({(x >= r->format().lowest()).logical_and(x <= r->format().highest())});
+    return r->round(x);
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad) {
     auto* rounder = reinterpret_cast<FixedPointRounder*>(ctx->saved_data["rounder"].toInt());
-    return {rounder->round(grad[0]), torch::Tensor()};
+    torch::Tensor inside = ctx->get_saved_variables()[0];
+    return {rounder->round(grad[0] * inside.to(grad[0].scalar_type())), torch::Tensor()};
   }
 };
 

@@ -25,7 +25,7 @@ class FixedPointRounder {
 
   // Rounds x (no autograd). Stochastic draws come from this rounder's generator, in call order.
   torch::Tensor round(const torch::Tensor& x);
-  // Rounds x in the forward pass and its gradient in the backward pass.
+  // Rounds x in the forward pass and its gradient in the backward pass (zero where x saturated).
   torch::Tensor values(const torch::Tensor& x);
 
   const numerics::FixedFormat& format() const { return format_; }
