@@ -184,6 +184,8 @@ TEST(Train, RandomInitIsSeededAndResumeIsExact) {
   train::TrainOptions o = small_options();
   o.numeric.fixed = true;  // stochastic rounding: the generators' states must resume too
   o.epochs = 2;
+  Dataset held_out = synthetic_dataset(30);
+  o.test = &held_out;  // evaluated with stochastic rounding too: the same on a resumed run
   train::TrainResult full = train::train_network(g, data, plain_normalization(), o);
   train::TrainResult again = train::train_network(g, data, plain_normalization(), o);
   EXPECT_EQ(full.epochs.back().weights_hash, again.epochs.back().weights_hash);
@@ -202,6 +204,8 @@ TEST(Train, RandomInitIsSeededAndResumeIsExact) {
   EXPECT_EQ(resumed.epochs.back().weights_hash, full.epochs.back().weights_hash);
   ASSERT_EQ(resumed.epochs.size(), full.epochs.size());
   EXPECT_EQ(resumed.epochs[0].loss, full.epochs[0].loss);
+  EXPECT_EQ(resumed.epochs.back().test_top1, full.epochs.back().test_top1);
+  EXPECT_GE(full.epochs.back().test_top1, 0.0);
 }
 
 TEST(Train, BadOptionsAreClearErrors) {

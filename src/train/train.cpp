@@ -92,12 +92,19 @@ struct TrainingState {
   int64_t correct = 0, seen = 0, epoch_steps = 0, curve_steps = 0;
 };
 
-// Top-1 % on the first `count` images of `test`, in batches, with the training numerics.
-double evaluate_top1(TrainableGraph& net, const TrainingData& test, int64_t count, FixedPointRounder* eval_rounder,
-                     FixedPointRounder*& active) {
+// Top-1 % on the first `count` images of `test`, in batches, with the training numerics. Fixed
+// point: stochastic draws from a generator of its own, seeded by (seed, epoch), so evaluating
+// changes nothing in training and a resumed run evaluates the same.
+double evaluate_top1(TrainableGraph& net, const TrainingData& test, int64_t count, FixedPointRounder*& active,
+                     uint64_t seed, int epoch) {
   torch::NoGradGuard no_grad;
   FixedPointRounder* saved = active;
-  active = eval_rounder;
+  std::unique_ptr<FixedPointRounder> eval_rounder;
+  if (active) {
+    eval_rounder = std::make_unique<FixedPointRounder>(active->format(), active->rounding(),
+                                                       seed * 2 + 3 + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(epoch));
+    active = eval_rounder.get();
+  }
   int64_t correct = 0;
   for (int64_t begin = 0; begin < count; begin += 500) {
     int64_t end = std::min(count, begin + 500);
@@ -132,7 +139,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
 
   // Numerics: fixed point runs in float64 with rounders on every value; accumulation emulation
   // replaces the Conv/Gemm products.
-  std::unique_ptr<FixedPointRounder> value_rounder, update_rounder, eval_rounder;
+  std::unique_ptr<FixedPointRounder> value_rounder, update_rounder;
   FixedPointRounder* active = nullptr;
   if (numeric.fixed) {
     if (numeric.exact_compute) net.set_dtype(torch::kFloat64);
@@ -140,7 +147,6 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
     value_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding,
                                                         options.seed * 2 + 1 + 0x10000ull * static_cast<uint64_t>(rank));
     update_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding, options.seed * 2 + 2);
-    eval_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding, options.seed * 2 + 3);
     active = value_rounder.get();
     net.set_value_transform([&active](const torch::Tensor& x) { return active->values(x); });
     torch::NoGradGuard no_grad;
@@ -334,7 +340,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
                    100.0 * static_cast<double>(state.correct) / static_cast<double>(state.seen), -1,
                    std::chrono::duration<double>(now - epoch_start).count(), weights_hash(params)};
       sync.check_same_weights(e.weights_hash, e.epoch);
-      if (options.test) e.test_top1 = evaluate_top1(net, test, n_test, eval_rounder.get(), active);
+      if (options.test) e.test_top1 = evaluate_top1(net, test, n_test, active, options.seed, e.epoch);
       if (rank == 0 && options.progress && options.test)
         std::fprintf(stderr, "epoch %d: test top-1 %.2f%%\n", e.epoch, e.test_top1);
       state.epochs.push_back(e);
@@ -369,7 +375,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
                  100.0 * static_cast<double>(state.correct) / static_cast<double>(state.seen), -1,
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count(),
                  weights_hash(params)};
-    if (options.test) e.test_top1 = evaluate_top1(net, test, n_test, eval_rounder.get(), active);
+    if (options.test) e.test_top1 = evaluate_top1(net, test, n_test, active, options.seed, e.epoch);
     result.epochs.push_back(e);
   }
   result.trained = net.trained_graph();
