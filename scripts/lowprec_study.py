@@ -163,7 +163,9 @@ def render(rows, out_dir, study_cmd):
              f"tern commit `{first.get('commit', '?')}`, CPU {cpu_model()}, {first.get('threads', '?')} threads; "
              "Fashion-MNIST, random start (He-normal, residual branches' last layers zero), momentum 0.9, "
              "weight decay 5e-4, cosine learning rate to 0, crop + flip augmentation, test top-1 on the "
-             "10,000 test images after every epoch (with the run's own numerics). Method: `docs/training.md`.", ""]
+             "10,000 test images after every epoch (with the run's own numerics). Fixed-point rows hold every value "
+             "in `<IL,FL>` but sum in float32 (`--fixed-compute float32`, for speed) except the row marked exact "
+             "(float64: exact dot products). Method: `docs/training.md`.", ""]
     titles = {"fixed": "## Fixed-point training: stochastic vs round-to-nearest",
               "accum": "## Reduced-precision accumulation"}
     for part in ("fixed", "accum"):
