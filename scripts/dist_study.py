@@ -25,7 +25,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import REPO, cpu_model, git_commit, rel, run_json, save_json  # noqa: E402
+from study_common import REPO, shown_command, cpu_model, git_commit, run_json, save_json  # noqa: E402
 
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
 SCALING = {"lenet5": dict(batch=256, steps=100), "resnet20": dict(batch=128, steps=30)}
@@ -46,11 +46,6 @@ def model_path(name):
     return os.path.join(REPO, "models", name + ".onnx")
 
 
-def shown(cmd, tmp):
-    cmd = [("tern" if c == ARGS.tern else c.replace(tmp, "OUT")) for c in cmd]
-    return shlex.join([rel(c) if c.startswith("/") and os.path.exists(c) else c for c in cmd])
-
-
 def train_cmd(model, out, ranks, threads, extra):
     base = [ARGS.tern, "train", model_path(model), "-o", out, "--seed", "1", "--threads", str(threads), "--json",
             "--no-progress"] + extra
@@ -60,7 +55,7 @@ def train_cmd(model, out, ranks, threads, extra):
 
 
 def run(rows, done, save, tmp, part, key, cmd, timeout):
-    command = shown(cmd, tmp)
+    command = shown_command(cmd, ARGS.tern, tmp)
     if (part, key, command) in done:
         return next(r for r in rows if (r["part"], r["key"], r["command"]) == (part, key, command))
     print(f"dist_study: {part} {key} ...", file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import REPO, cpu_model, git_commit, rel, resolve_model, run_json, save_json, tern_text  # noqa: E402
+from study_common import REPO, shown_command, cpu_model, git_commit, resolve_model, run_json, save_json, tern_text  # noqa: E402
 
 # FAQ's recipes (arXiv 1809.04191) are batch 256, momentum 0.9 and an annealed learning rate: 8-bit one
 # epoch at a small rate, lower precision longer. Their ImageNet rates (1e-4 / 0.0015 decaying to 1e-6)
@@ -62,20 +62,14 @@ def finetune_args(args, path, key, tmp, model):
           "--threads", str(args.threads), "--eval", "--json", "--no-progress"]
 
 
-def shown(cmd, tmp):
-    """The command as faq.md lists it: `tern` for the binary, OUT for the scratch directory."""
-    cmd = ["tern" if i == 0 else c.replace(tmp, "OUT") for i, c in enumerate(cmd)]
-    return shlex.join([rel(c) if c.startswith("/") and os.path.exists(c) else c for c in cmd])
-
-
 def run_row(args, model, path, key, tmp):
     cfg = CONFIGS[key]
     ft = finetune_args(args, path, key, tmp, model)
     ptq = [args.tern, "quantize", path, "-o", os.path.join(tmp, f"{model}-{key}-ptq.tern"), *ptq_args(cfg),
            "--data", args.data, "--eval", "--json"]
     nice = ["nice", "-n", str(args.nice)] if args.nice else []
-    row = dict(model=model, config=key, label=cfg["label"], schedule=schedule_text(cfg), finetune_cmd=shown(ft, tmp),
-               ptq_cmd=shown(ptq, tmp))
+    row = dict(model=model, config=key, label=cfg["label"], schedule=schedule_text(cfg), finetune_cmd=shown_command(ft, args.tern, tmp),
+               ptq_cmd=shown_command(ptq, args.tern, tmp))
     q, err, _ = run_json(nice + ptq, args.timeout)
     row["ptq_top1"] = q["top1"] if q else None
     if err:
@@ -207,7 +201,7 @@ def main():
         for name in args.models:
             model, path = resolve_model(name)
             for key in args.configs:
-                if any(d[:2] == (model, key) and d[2] == shown(finetune_args(args, path, key, tmp, model), tmp)
+                if any(d[:2] == (model, key) and d[2] == shown_command(finetune_args(args, path, key, tmp, model), args.tern, tmp)
                        for d in done):
                     continue
                 print(f"faq_study: {model} {key} ...", file=sys.stderr, flush=True)

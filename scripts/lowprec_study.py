@@ -22,7 +22,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import REPO, cpu_model, git_commit, rel, run_json, save_json  # noqa: E402
+from study_common import REPO, shown_command, cpu_model, git_commit, run_json, save_json  # noqa: E402
 
 # Per model: the schedule every numeric format shares (so the curves compare), the training-set
 # size (ResNet-20 in float64 fixed point is slow on a small CPU: a subset), and the accumulator widths.
@@ -57,11 +57,6 @@ def tern_cmd(args, model, out, spec, numeric):
     if "--numeric" in numeric and "--fixed-compute" not in numeric:
         cmd += spec.get("fixed_extra", [])
     return cmd + numeric
-
-
-def shown(cmd, tmp):
-    cmd = ["tern" if i == 0 else c.replace(tmp, "OUT") for i, c in enumerate(cmd)]
-    return shlex.join([rel(c) if c.startswith("/") and os.path.exists(c) else c for c in cmd])
 
 
 def predicted_bits(args, model):
@@ -101,12 +96,12 @@ def run_part(args, part, models, runs_for, rows, done, tmp, save):
         for label, numeric, _ in runs:
             out = os.path.join(tmp, f"{model}.onnx")
             cmd = tern_cmd(args, model, out, spec, numeric)
-            key = (part, model, shown(cmd, tmp))
+            key = (part, model, shown_command(cmd, args.tern, tmp))
             if key in done:
                 continue
             print(f"lowprec_study: {part} {model} {label} ...", file=sys.stderr, flush=True)
             r, err, seconds = run_json(cmd, args.timeout)
-            row = dict(part=part, model=model, label=label, command=shown(cmd, tmp), seconds=seconds,
+            row = dict(part=part, model=model, label=label, command=shown_command(cmd, args.tern, tmp), seconds=seconds,
                        finished=time.strftime("%Y-%m-%d %H:%M"), commit=git_commit())
             if extra:
                 row["predicted"] = extra

@@ -3,6 +3,7 @@ bench_speed.py): the machine and commit a result was measured on, and running th
 import json
 import os
 import platform
+import shlex
 import subprocess
 import time
 
@@ -151,6 +152,13 @@ def parse_study_args(parser, argv, script, json_name, resolve_model, default_tim
         sys.exit(f"{script}: no tern binary at {args.tern}; build it with "
                  "`cmake --build build/all -j2 --target tern_cli`")
     return args, cmd, rows
+
+
+def shown_command(cmd, tern, tmp):
+    """A command as a results page lists it: `tern` for the binary, OUT for the scratch directory,
+    repository paths relative."""
+    cmd = ["tern" if c == tern else c.replace(tmp, "OUT") for c in cmd]
+    return shlex.join([rel(c) if c.startswith("/") and os.path.exists(c) else c for c in cmd])
 
 
 def save_json(path, rows):
