@@ -27,7 +27,7 @@ from study_common import REPO, shown_command, cpu_model, git_commit, run_json, s
 # Per model: the schedule every numeric format shares (so the curves compare), the training-set
 # size (ResNet-20 in float64 fixed point is slow on a small CPU: a subset), and the accumulator widths.
 MODELS = {
-    # float64 convolutions are a slow path in torch (ResNet-20 ~40x slower than float32): the study
+    # float64 convolutions are a slow path in torch (ResNet-20 ~20x slower than float32): the study
     # sums in float32 (--fixed-compute float32, docs/training.md); one LeNet-5 row repeats <4,12>
     # stochastic with exact float64 sums to show the difference does not matter here.
     "lenet5": dict(epochs=10, batch=64, lr=0.05, train_images=0, fixed_extra=["--fixed-compute", "float32"]),
