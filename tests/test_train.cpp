@@ -272,6 +272,31 @@ TEST(Train, RandomStartZeroesTheLastLayerOfEachResidualBranch) {
   EXPECT_TRUE(plain.residual_branch_weights().empty());
 }
 
+TEST(Train, RandomStartUsesFreshBatchNormStatisticsAndLeavesTheModelAlone) {
+  // Running statistics far from a random layer's (mean -3, variance 1e-4) would scale its output by
+  // 100 and shift it by +300: a random start must use a new layer's (0 and 1) instead.
+  ThreadsGuard one_thread;
+  Graph g = training_graph(small_model_bytes());
+  auto stat = [&](const std::string& name) -> std::optional<Tensor>& {
+    for (Value& v : g.values)
+      if (v.name == name) return v.constant;
+    throw Error("no value " + name);
+  };
+  stat("mean") = Tensor::from_floats({4}, std::vector<float>(4, -3.0f));
+  stat("var") = Tensor::from_floats({4}, std::vector<float>(4, 1e-4f));
+  Dataset data = synthetic_dataset(32);
+  train::TrainOptions o = small_options();
+  o.init = train::Init::kRandom;
+  o.epochs = 1;
+  o.max_steps = 1;
+  train::TrainResult r = train::train_network(g, data, plain_normalization(), o);
+  EXPECT_LT(first_epoch_loss(r), 3.0);  // ln 3 = 1.1 for an even guess over three classes
+  EXPECT_EQ(stat("mean")->floats()[0], -3.0f);  // the caller's graph is unchanged
+  EXPECT_EQ(stat("var")->floats()[0], 1e-4f);
+  o.init = train::Init::kPretrained;  // the model's own statistics stay with its own weights
+  EXPECT_GT(first_epoch_loss(train::train_network(g, data, plain_normalization(), o)), 3.0);
+}
+
 TEST(Train, TimelineRecordsWhenBackpropProducesEachGradient) {
   ThreadsGuard one_thread;
   Graph g = training_graph(small_model_bytes());

@@ -77,6 +77,26 @@ void initialize_randomly(std::vector<Parameter>& params, const std::vector<std::
   }
 }
 
+// A random start is a freshly built network: BatchNorm running statistics (frozen during training,
+// folded at the end) are those of a new layer, mean 0 and variance 1, not the trained model's.
+// Kept, they would rescale random activations by the old statistics (vgg_small diverged at once).
+Graph with_fresh_batchnorm_statistics(const Graph& graph) {
+  Graph fresh = graph;
+  for (const Node& n : fresh.nodes) {
+    if (n.op != OpType::kBatchNormalization || n.inputs.size() != 5) continue;
+    for (size_t k : {size_t{3}, size_t{4}}) {
+      if (!fresh.is_constant(n.inputs[k])) continue;
+      std::optional<Tensor>& stat = fresh.value(n.inputs[k]).constant;
+      if (stat->dtype() != DataType::kFloat32) continue;
+      Tensor reset(DataType::kFloat32, stat->shape());  // a new buffer: the copy shares the old one
+      if (k == 4)
+        for (float& x : reset.floats()) x = 1.0f;
+      stat = std::move(reset);
+    }
+  }
+  return fresh;
+}
+
 std::string weights_hash(const std::vector<Parameter>& params) {
   Fingerprint fp;
   for (const Parameter& p : params) fp.add(p.value.detach().to(torch::kFloat32).contiguous());
@@ -133,7 +153,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
 
   const int64_t n_train = options.train_images > 0 ? std::min(options.train_images, train.size()) : train.size();
   const Shape& input_shape = graph.value(graph.inputs[0]).shape;
-  TrainableGraph net(graph, {});
+  TrainableGraph net(options.init == Init::kRandom ? with_fresh_batchnorm_statistics(graph) : graph, {});
   std::vector<Parameter>& params = net.parameters();
   if (options.init == Init::kRandom) initialize_randomly(params, net.residual_branch_weights(), options.seed);
 
