@@ -99,6 +99,8 @@ if "$tern" --help | grep -q "^  train"; then
   expect_error 2 "fixed:20.13" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric fixed:20.13
   expect_error 2 "FL must be >= 0" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric fixed:4.-2
   expect_error 2 "--numeric" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric int8
+  expect_error 2 "--gradient-numeric applies" -- "$tern" train "$model" -o "$work/tr.onnx" --gradient-numeric fixed:1.15
+  expect_error 2 "--gradient-numeric" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric fixed:4.12 --gradient-numeric fixed:1
   expect_error 2 "--rounding" -- "$tern" train "$model" -o "$work/tr.onnx" --rounding nearest
   expect_error 2 "--rounding" -- "$tern" train "$model" -o "$work/tr.onnx" --numeric fixed:4.12 --rounding up
   expect_error 2 "--accumulate" -- "$tern" train "$model" -o "$work/tr.onnx" --accumulate 40

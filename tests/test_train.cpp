@@ -84,6 +84,16 @@ TEST(FixedPointOps, RounderRoundsValuesForwardAndGradientsBackward) {
   EXPECT_EQ(g[2].item<double>(), 5.0 / 16);   // 5.33 steps -> 5
   EXPECT_EQ(g[3].item<double>(), 0.0);        // saturated values pass no gradient (the clamp's derivative)
   EXPECT_EQ(g[4].item<double>(), 0.0);
+
+  // Gradients in a format of their own: values still on 1/16, gradients on 2^-10.
+  train::FixedPointRounder split(f, numerics::Rounding::kNearest, 1, numerics::FixedFormat{1, 10});
+  torch::Tensor x2 = torch::tensor({0.3, 9.0}, torch::kFloat64).set_requires_grad(true);
+  torch::Tensor y2 = split.values(x2);
+  EXPECT_EQ(y2[0].item<double>(), 5.0 / 16);
+  (y2 * torch::tensor({0.01, 0.01}, torch::kFloat64)).sum().backward();
+  EXPECT_EQ(x2.grad()[0].item<double>(), 10.0 / 1024);  // 10.24 steps of 2^-10 -> 10
+  EXPECT_EQ(x2.grad()[1].item<double>(), 0.0);          // the value saturated: still no gradient
+  EXPECT_EQ(split.round_gradient(torch::tensor({3.0}, torch::kFloat64)).item<double>(), 1.0 - 1.0 / 1024);
 }
 
 TEST(ReducedAccumulation, FullWidthProductsMatchTorch) {
@@ -224,6 +234,10 @@ TEST(Train, BadOptionsAreClearErrors) {
   bad.numeric.fixed = true;
   bad.numeric.format = {20, 13};
   EXPECT_NE(message(bad).find("IL + FL <= 32"), std::string::npos) << message(bad);
+  bad = o;
+  bad.numeric.fixed = true;
+  bad.numeric.gradient_format = numerics::FixedFormat{0, 15};
+  EXPECT_NE(message(bad).find("gradient format"), std::string::npos) << message(bad);
   bad = o;
   bad.numeric.accumulate_forward = 30;
   EXPECT_NE(message(bad).find("1..23"), std::string::npos);

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +41,11 @@ struct NumericOptions {
   bool fixed = false;  // false: float32
   numerics::FixedFormat format{4, 12};
   numerics::Rounding rounding = numerics::Rounding::kStochastic;
+  // Back-propagated gradients, weight gradients and momentum: their own binary point (a word's
+  // split between range and resolution) when set, else `format`. Gradients of a batch-mean loss
+  // sit far below the weights' step in deep networks (docs/training.md).
+  std::optional<numerics::FixedFormat> gradient_format;
+  const numerics::FixedFormat& gradient() const { return gradient_format ? *gradient_format : format; }
   // Fixed point computes in float64 (exact dot products). float32 is much faster on CPUs (torch's
   // float64 convolutions are a slow path) and holds every <IL,FL> value of up to 24 bits exactly, but
   // its sums round at 24 significant bits before the final rounding to the format.

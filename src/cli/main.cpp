@@ -107,7 +107,7 @@ commands:
       exactly. Deterministic for a seed with --threads 1. --eval: test top-1 of FP32, PTQ, FAQ
       (simulated) and FAQ on the integer engine.
   train MODEL.onnx -o OUT.onnx [--init random|pretrained] [--numeric float32|fixed:IL.FL]
-        [--rounding stochastic|nearest] [--fixed-compute float64|float32] [--accumulate M | --accumulate-forward M --accumulate-backward M
+        [--gradient-numeric fixed:IL.FL] [--rounding stochastic|nearest] [--fixed-compute float64|float32] [--accumulate M | --accumulate-forward M --accumulate-backward M
         --accumulate-weight-grad M] [--accumulate-chunk C] [--epochs E] [--batch B] [--lr LR]
         [--lr-final LR] [--schedule cosine|exp|step] [--momentum M] [--weight-decay WD]
         [--label-smoothing S] [--data fashion-mnist|DIR|X.npy --labels Y.npy] [--train-images N]
@@ -118,7 +118,8 @@ commands:
         [--exact-values] [--bucket-kb 256] [--timeout 120]]
       training on libtorch from the model's graph (random He-normal start, or its own weights):
       float32; fixed:IL.FL rounds weights, activations, gradients and updates to IL.FL fixed point
-      (IL counts the sign; IL + FL <= 32) with stochastic or nearest rounding, computed in float64
+      (IL counts the sign; IL + FL <= 32; --gradient-numeric: gradients and momentum in a format
+      of their own) with stochastic or nearest rounding, computed in float64
       (exact dot products; --fixed-compute float32: faster, sums rounded at 24 bits); --accumulate emulates
       float accumulators of M mantissa bits in the Conv/Gemm products (forward, input gradient,
       weight gradient). Test top-1 after every epoch. --distributed: data parallel under

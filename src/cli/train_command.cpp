@@ -37,6 +37,16 @@ train::NumericOptions numeric_options(const Args& args) {
     throw UsageError(std::string("--rounding: ") + e.what());
   }
   if (args.has("rounding") && !n.fixed) throw UsageError("--rounding applies to --numeric fixed:IL.FL only");
+  if (args.has("gradient-numeric")) {
+    if (!n.fixed) throw UsageError("--gradient-numeric applies to --numeric fixed:IL.FL only");
+    const std::string g = args.get("gradient-numeric", "");
+    if (g.rfind("fixed:", 0) != 0) throw UsageError("--gradient-numeric: expected fixed:IL.FL, got '" + g + "'");
+    try {
+      n.gradient_format = numerics::parse_fixed_format(g);
+    } catch (const Error& e) {
+      throw UsageError(std::string("--gradient-numeric: ") + e.what());
+    }
+  }
   const std::string compute = args.get("fixed-compute", "float64");
   if (compute != "float64" && compute != "float32")
     throw UsageError("--fixed-compute: expected float64 or float32, got '" + compute + "'");
@@ -67,7 +77,7 @@ void install_fault_hook(train::TrainOptions& o, int rank) {
 
 int cmd_train(int argc, char** argv) {
   Args args("train", argc, argv, 2,
-            {"output", "init", "numeric", "rounding", "fixed-compute", "accumulate", "accumulate-forward", "accumulate-backward",
+            {"output", "init", "numeric", "gradient-numeric", "rounding", "fixed-compute", "accumulate", "accumulate-forward", "accumulate-backward",
              "accumulate-weight-grad", "accumulate-chunk", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "seed", "threads",
              "checkpoint", "checkpoint-every", "resume", "steps", "curve-every", "compress", "bin-conv", "bin-fc",

@@ -27,7 +27,7 @@ struct RoundValues : torch::autograd::Function<RoundValues> {
                                                  torch::autograd::variable_list grad) {
     auto* rounder = reinterpret_cast<FixedPointRounder*>(ctx->saved_data["rounder"].toInt());
     torch::Tensor inside = ctx->get_saved_variables()[0];
-    return {rounder->round(grad[0] * inside.to(grad[0].scalar_type())), torch::Tensor()};
+    return {rounder->round_gradient(grad[0] * inside.to(grad[0].scalar_type())), torch::Tensor()};
   }
 };
 
@@ -48,16 +48,24 @@ torch::Tensor round_fixed_stochastic(const torch::Tensor& x, const numerics::Fix
   return torch::clamp(rounded, lo, hi) * (1.0 / up);
 }
 
-FixedPointRounder::FixedPointRounder(numerics::FixedFormat format, numerics::Rounding rounding, uint64_t seed)
-    : format_(format), rounding_(rounding), generator_(at::detail::createCPUGenerator(seed)) {}
+FixedPointRounder::FixedPointRounder(numerics::FixedFormat format, numerics::Rounding rounding, uint64_t seed,
+                                     std::optional<numerics::FixedFormat> gradient_format)
+    : format_(format),
+      gradient_format_(gradient_format ? *gradient_format : format),
+      rounding_(rounding),
+      generator_(at::detail::createCPUGenerator(seed)) {}
 
-torch::Tensor FixedPointRounder::round(const torch::Tensor& x) {
+torch::Tensor FixedPointRounder::round_to(const torch::Tensor& x, const numerics::FixedFormat& f) {
   torch::NoGradGuard no_grad;
-  if (rounding_ == numerics::Rounding::kNearest) return round_fixed_nearest(x, format_);
+  if (rounding_ == numerics::Rounding::kNearest) return round_fixed_nearest(x, f);
   // torch's sampling kernels lock the generator themselves.
   torch::Tensor uniform = torch::rand(x.sizes(), generator_, torch::TensorOptions().dtype(x.scalar_type()));
-  return round_fixed_stochastic(x, format_, uniform);
+  return round_fixed_stochastic(x, f, uniform);
 }
+
+torch::Tensor FixedPointRounder::round(const torch::Tensor& x) { return round_to(x, format_); }
+
+torch::Tensor FixedPointRounder::round_gradient(const torch::Tensor& x) { return round_to(x, gradient_format_); }
 
 torch::Tensor FixedPointRounder::values(const torch::Tensor& x) {
   if (!x.requires_grad()) return round(x);

@@ -10,6 +10,8 @@
 
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "tern/fixed_point.h"
 
 namespace tern::train {
@@ -21,21 +23,29 @@ torch::Tensor round_fixed_stochastic(const torch::Tensor& x, const numerics::Fix
 
 class FixedPointRounder {
  public:
-  FixedPointRounder(numerics::FixedFormat format, numerics::Rounding rounding, uint64_t seed);
+  // Values in `format`; gradients in `gradient_format` (by default the same).
+  FixedPointRounder(numerics::FixedFormat format, numerics::Rounding rounding, uint64_t seed,
+                    std::optional<numerics::FixedFormat> gradient_format = std::nullopt);
 
-  // Rounds x (no autograd). Stochastic draws come from this rounder's generator, in call order.
+  // Rounds x to the value (or gradient) format, no autograd. Stochastic draws come from this
+  // rounder's generator, in call order.
   torch::Tensor round(const torch::Tensor& x);
-  // Rounds x in the forward pass and its gradient in the backward pass (zero where x saturated).
+  torch::Tensor round_gradient(const torch::Tensor& x);
+  // Rounds x in the forward pass and its gradient (in the gradient format) in the backward pass,
+  // zero where x saturated.
   torch::Tensor values(const torch::Tensor& x);
 
   const numerics::FixedFormat& format() const { return format_; }
+  const numerics::FixedFormat& gradient_format() const { return gradient_format_; }
   numerics::Rounding rounding() const { return rounding_; }
   // The generator's state, so a resumed run draws the same numbers.
   torch::Tensor generator_state() const;
   void set_generator_state(const torch::Tensor& state);
 
  private:
-  numerics::FixedFormat format_;
+  torch::Tensor round_to(const torch::Tensor& x, const numerics::FixedFormat& f);
+
+  numerics::FixedFormat format_, gradient_format_;
   numerics::Rounding rounding_;
   mutable at::Generator generator_;
 };

@@ -21,7 +21,9 @@
 namespace tern::train {
 
 std::string NumericOptions::name() const {
-  if (fixed) return format.name() + " " + numerics::rounding_name(rounding) + (exact_compute ? "" : " (float32 sums)");
+  if (fixed)
+    return format.name() + " " + numerics::rounding_name(rounding) +
+           (gradient_format ? ", gradients " + gradient_format->name() : "") + (exact_compute ? "" : " (float32 sums)");
   if (accumulate_forward || accumulate_backward || accumulate_weight_grad) {
     std::string s = "float32, accumulators " + std::to_string(accumulate_forward) + "/" +
                     std::to_string(accumulate_backward) + "/" + std::to_string(accumulate_weight_grad) + " mantissa bits";
@@ -49,6 +51,12 @@ void check_options(const TrainOptions& o) {
   if (n.fixed) {
     check(n.format.fraction_bits >= 0 && n.format.integer_bits >= 1 && n.format.word_bits() <= 32,
           "training: fixed-point format " + n.format.name() + " needs IL >= 1, FL >= 0, IL + FL <= 32");
+    if (n.gradient_format)
+      check(n.gradient_format->fraction_bits >= 0 && n.gradient_format->integer_bits >= 1 &&
+                n.gradient_format->word_bits() <= 32,
+            "training: gradient format " + n.gradient_format->name() + " needs IL >= 1, FL >= 0, IL + FL <= 32");
+    check(n.exact_compute || n.gradient().word_bits() <= 24,
+          "training: " + n.gradient().name() + " has more than 24 bits: float32 compute cannot hold it (use float64)");
     check(n.exact_compute || n.format.word_bits() <= 24,
           "training: " + n.format.name() + " has more than 24 bits: float32 compute cannot hold it (use float64)");
     check(!(n.accumulate_forward || n.accumulate_backward || n.accumulate_weight_grad),
@@ -165,8 +173,10 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
     if (numeric.exact_compute) net.set_dtype(torch::kFloat64);
     // Activations and their gradients differ per rank; the update draws must agree on every rank.
     value_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding,
-                                                        options.seed * 2 + 1 + 0x10000ull * static_cast<uint64_t>(rank));
-    update_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding, options.seed * 2 + 2);
+                                                        options.seed * 2 + 1 + 0x10000ull * static_cast<uint64_t>(rank),
+                                                        numeric.gradient());
+    update_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding, options.seed * 2 + 2,
+                                                         numeric.gradient());
     active = value_rounder.get();
     net.set_value_transform([&active](const torch::Tensor& x) { return active->values(x); });
     torch::NoGradGuard no_grad;
@@ -329,9 +339,9 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Normal
         torch::Tensor g = ranks > 1 ? grads[i] : params[i].value.grad();
         if (!g.defined()) continue;
         if (params[i].decay && options.weight_decay > 0) g = g + options.weight_decay * params[i].value;
-        if (update_rounder) {  // gradient, momentum and update each rounded to the format
-          g = update_rounder->round(g);
-          state.momentum[i].copy_(update_rounder->round(state.momentum[i] * options.momentum + g));
+        if (update_rounder) {  // gradient and momentum rounded to the gradient format, the weights to theirs
+          g = update_rounder->round_gradient(g);
+          state.momentum[i].copy_(update_rounder->round_gradient(state.momentum[i] * options.momentum + g));
           params[i].value.copy_(update_rounder->round(params[i].value - lr * state.momentum[i]));
         } else {
           state.momentum[i].mul_(options.momentum).add_(g);
