@@ -16,7 +16,6 @@
 Runs are saved as they finish; --resume skips runs already in the JSON with the same command.
 """
 import argparse
-import json
 import os
 import shlex
 import shutil
@@ -25,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import REPO, shown_command, cpu_model, git_commit, run_json, save_json  # noqa: E402
+from study_common import REPO, load_study, shown_command, cpu_model, git_commit, run_json, save_json  # noqa: E402
 
 MPI = ["mpirun", "--allow-run-as-root", "--oversubscribe"]
 SCALING = {"lenet5": dict(batch=256, steps=100), "resnet20": dict(batch=128, steps=30)}
@@ -212,10 +211,7 @@ def main():
     ARGS = p.parse_args()
     json_path = os.path.join(ARGS.out, "distributed.json")
     study_cmd = shlex.join(["/usr/bin/python3", "scripts/dist_study.py"] + sys.argv[1:])
-    saved = {"rows": [], "study_cmd": study_cmd}
-    if os.path.exists(json_path) and (ARGS.resume or ARGS.from_json):
-        with open(json_path) as f:
-            saved = json.load(f)
+    saved = load_study(json_path, study_cmd, ARGS.resume or ARGS.from_json)
     if ARGS.from_json:
         render(saved["rows"], ARGS.out, saved["study_cmd"])
         return

@@ -14,7 +14,6 @@ Each run is saved as it finishes; --resume skips runs already in the JSON with t
 Runs with /usr/bin/python3 (Debian's matplotlib draws the curves).
 """
 import argparse
-import json
 import os
 import shlex
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import REPO, shown_command, cpu_model, git_commit, run_json, save_json  # noqa: E402
+from study_common import REPO, load_study, shown_command, cpu_model, git_commit, run_json, save_json  # noqa: E402
 
 # Per model: the schedule every numeric format shares (so the curves compare), the training-set
 # size (ResNet-20 in float64 fixed point is slow on a small CPU: a subset), and the accumulator widths.
@@ -226,10 +225,7 @@ def main():
     args = p.parse_args()
     json_path = os.path.join(args.out, "lowprec_training.json")
     study_cmd = shlex.join(["/usr/bin/python3", "scripts/lowprec_study.py"] + sys.argv[1:])
-    saved = {"rows": [], "study_cmd": study_cmd}
-    if os.path.exists(json_path) and (args.resume or args.from_json):
-        with open(json_path) as f:
-            saved = json.load(f)
+    saved = load_study(json_path, study_cmd, args.resume or args.from_json)
     if args.from_json:
         render(saved["rows"], args.out, saved["study_cmd"])
         return

@@ -170,6 +170,15 @@ def save_json(path, rows):
     os.replace(tmp, path)
 
 
+def load_study(json_path, study_cmd, reuse):
+    """A study saved as {"study_cmd", "rows"}: the saved one when `reuse` (--resume, --from-json)
+    and it exists, else an empty one for `study_cmd`."""
+    if reuse and os.path.exists(json_path):
+        with open(json_path) as f:
+            return json.load(f)
+    return {"rows": [], "study_cmd": study_cmd}
+
+
 def resolve_model(name):
     """(model name, ONNX path) for a bundled model's name or a path to an .onnx file."""
     if os.path.sep in name or name.endswith(".onnx"):
