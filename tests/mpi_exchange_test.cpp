@@ -19,7 +19,11 @@
 #include "tern/error.h"
 #include "tern/gradient_exchange.h"
 
+#include "gradient_fixtures.h"
+
 using namespace tern::dist;
+
+using tern::testing::random_gradients;
 
 namespace {
 
@@ -52,18 +56,6 @@ std::vector<std::vector<float>> exact_gradients(const std::vector<TensorSpec>& s
   for (std::size_t t = 0; t < specs.size(); ++t) {
     std::vector<float> g(specs[t].elements);
     for (std::size_t i = 0; i < g.size(); ++i) g[i] = exact_value(rank, step, t, i);
-    grads.push_back(std::move(g));
-  }
-  return grads;
-}
-
-std::vector<std::vector<float>> random_gradients(const std::vector<TensorSpec>& specs, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<std::vector<float>> grads;
-  for (const TensorSpec& spec : specs) {
-    std::vector<float> g(spec.elements);
-    for (float& v : g) v = normal(rng);
     grads.push_back(std::move(g));
   }
   return grads;

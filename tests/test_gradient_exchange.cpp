@@ -13,11 +13,15 @@
 #include "tern/error.h"
 #include "tern/gradient_exchange.h"
 
+#include "gradient_fixtures.h"
+
 using tern::dist::Compression;
 using tern::dist::ExchangeOptions;
 using tern::dist::GradientExchange;
 using tern::dist::TensorKind;
 using tern::dist::TensorSpec;
+
+using tern::testing::random_gradients;
 
 namespace {
 
@@ -27,18 +31,6 @@ std::vector<TensorSpec> model_tensors() {
           {"conv2.weight", 2304, TensorKind::conv}, {"bn2.scale", 16, TensorKind::other},
           {"empty", 0, TensorKind::other},       {"conv1.weight", 432, TensorKind::conv},
           {"conv1.bias", 16, TensorKind::other}};
-}
-
-std::vector<std::vector<float>> random_gradients(const std::vector<TensorSpec>& specs, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<std::vector<float>> grads;
-  for (const TensorSpec& spec : specs) {
-    std::vector<float> g(spec.elements);
-    for (float& v : g) v = normal(rng);
-    grads.push_back(std::move(g));
-  }
-  return grads;
 }
 
 void run_step(GradientExchange& exchange, std::vector<std::vector<float>>& grads,
