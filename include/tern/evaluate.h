@@ -31,12 +31,14 @@ struct LayerSummary {
   std::string op;  // "Conv+Relu" when an activation was fused
   Shape output;    // at batch 1
   int64_t parameters = 0;
-  int64_t macs = 0;  // multiply-accumulates per image
+  int64_t macs = 0;  // multiply-accumulates per image; -1: unknown (a shape the model does not declare)
 };
 
+// Counts are exact or refused: a count past 2^63 is an Error naming the node, never a wrapped number.
 struct ModelSummary {
   std::vector<LayerSummary> layers;
-  int64_t parameters = 0, macs = 0;
+  int64_t parameters = 0, macs = 0;  // macs: of the layers whose count is known
+  int unknown_macs = 0;              // layers whose MACs are unknown
 };
 
 ModelSummary summarize(const Graph& graph);

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -73,7 +74,10 @@ class TernFile {
 };
 
 // Writes sections in order with the header and table; atomically (temporary file, then rename).
-void write_tern_file(const std::string& path, const std::vector<std::pair<SectionType, std::vector<std::byte>>>& sections);
+// `validate`, when given, reads the finished bytes back as a TernFile before anything is written and
+// throws to refuse them: a writer never leaves a file that its own reader would reject.
+void write_tern_file(const std::string& path, const std::vector<std::pair<SectionType, std::vector<std::byte>>>& sections,
+                     const std::function<void(const TernFile&)>& validate = {});
 // The same bytes, in memory (tests).
 std::vector<std::byte> serialize_tern_file(const std::vector<std::pair<SectionType, std::vector<std::byte>>>& sections);
 

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <new>
+#include <stdexcept>
 #include <set>
 #include <sstream>
 #include <string>
@@ -102,6 +104,27 @@ class Args {
   std::vector<std::string> positional_;
 };
 
+// Runs f(); an error that does not already name `input` is re-thrown naming it, so that a problem
+// found deep in a kernel or an allocation still says which file or option caused it.
+template <typename F>
+auto naming(const std::string& input, F&& f) -> decltype(f()) {
+  auto rethrow = [&](const std::string& message) -> Error {
+    if (message.find(input) != std::string::npos) return Error(message);
+    return Error(input + ": " + message);
+  };
+  try {
+    return f();
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {
+    throw rethrow(e.what());
+  } catch (const std::bad_alloc&) {
+    throw rethrow("out of memory");
+  } catch (const std::length_error& e) {
+    throw rethrow(std::string("a size is too large (") + e.what() + ")");
+  }
+}
+
 inline std::vector<float> parse_list(const std::string& option, const std::string& text) {
   std::vector<float> out;
   std::stringstream ss(text);
@@ -109,13 +132,13 @@ inline std::vector<float> parse_list(const std::string& option, const std::strin
     try {
       size_t used = 0;
       float v = std::stof(item, &used);
-      if (used == item.size()) {
+      if (used == item.size() && std::isfinite(v)) {
         out.push_back(v);
         continue;
       }
     } catch (const std::logic_error&) {
     }
-    throw UsageError("--" + option + ": not a number: '" + item + "'");
+    throw UsageError("--" + option + ": not a finite number: '" + item + "'");
   }
   if (out.empty()) throw UsageError("--" + option + ": empty list");
   return out;
@@ -133,10 +156,12 @@ inline tern::Normalization normalization(const Args& args, const tern::Graph& gr
   return n;
 }
 
+inline bool is_npy_spec(const std::string& spec) { return spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy"; }
+
 inline tern::Dataset load_data(const Args& args) {
   if (!args.has("data")) throw UsageError("--data is required (fashion-mnist, an IDX directory, or X.npy with --labels)");
   std::string spec = args.get("data");
-  bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
+  bool npy = is_npy_spec(spec);
   if (npy) {
     if (!args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
     return tern::load_npy_dataset(spec, args.get("labels"));

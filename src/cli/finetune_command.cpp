@@ -81,6 +81,8 @@ int cmd_finetune(int argc, char** argv) {
   o.checkpoint_path = args.get("checkpoint", out_path + ".ckpt");
   o.checkpoint_every = args.get_int("checkpoint-every", 0, 1, int64_t{1} << 40);
   o.resume_path = args.get("resume");
+  // --resume may name the checkpoint it goes on writing; no other input may be an output.
+  check_output_paths({in_path, args.get("data"), args.get("labels")}, {out_path, onnx_out, o.checkpoint_path});
   if (args.has("threads")) torch::set_num_threads(static_cast<int>(args.get_int("threads", 1, 1, 1024)));
 
   // The graph fine-tuning trains: BatchNorm and activations stay separate nodes.
@@ -94,7 +96,7 @@ int cmd_finetune(int argc, char** argv) {
   o.input_threshold = range.threshold();
 
   std::string spec = args.get("data", "fashion-mnist");
-  bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
+  bool npy = is_npy_spec(spec);
   if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
   if (npy && args.flag("eval"))
     throw UsageError("--eval needs a data set with a test split (fashion-mnist or an IDX directory), not .npy arrays");

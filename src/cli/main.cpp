@@ -1,6 +1,7 @@
 // tern: the command-line tool. A thin layer over the library: parse options, call the API, print.
 // Every failure is one line on stderr ("tern: <input>: <problem>") and a non-zero exit code.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -16,8 +17,11 @@
 #include <vector>
 
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/args.h"
+#include "cli/entry.h"
 #include "core/file_io.h"
 #include "kernels/cpu_features.h"
 #include "tern/batchnorm_ranges.h"
@@ -26,6 +30,7 @@
 #include "tern/evaluate.h"
 #include "tern/executor.h"
 #include "tern/integer_executor.h"
+#include "tern/limits.h"
 #include "tern/model_io.h"
 #include "tern/onnx_import.h"
 #include "tern/passes.h"
@@ -36,8 +41,6 @@ namespace {
 using tern::check;
 using tern::Error;
 
-constexpr int kExitError = 1;
-constexpr int kExitUsage = 2;
 
 const char* kUsage = R"(usage: tern <command> [options]
 
@@ -88,6 +91,10 @@ commands:
   bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max] [--engine simulated|integer]
              [--verbose]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
+
+  Every command also takes --max-memory SIZE (e.g. 8G): the most memory a model, data set or run
+  may plan to use (default: TERN_MAX_MEMORY, else 3/4 of physical memory); larger plans are refused
+  before anything is allocated.
 
   --level K: run a quantized model with its K most important residual edge sets (0: base terms
   only; default: the level it was saved at, normally max).
@@ -162,7 +169,7 @@ std::optional<int> level_option(const Args& args) {
   return static_cast<int>(args.get_int("level", 0, 0, 1 << 20));
 }
 
-LoadedModel load_model(const std::string& path, std::optional<int> level = std::nullopt) {
+LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level) {
   LoadedModel m;
   if (tern::is_tern_file(path)) {
     tern::TernFile file = tern::TernFile::open(path);
@@ -183,9 +190,13 @@ LoadedModel load_model(const std::string& path, std::optional<int> level = std::
     m.graph = tern::import_onnx(path);
   }
   check(!level || m.quantized, path + ": --level needs a quantized .tern model (this one has no residual levels)");
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  m.file_bytes = f ? static_cast<int64_t>(f.tellg()) : 0;
+  struct stat st;
+  m.file_bytes = ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : 0;
   return m;
+}
+
+LoadedModel load_model(const std::string& path, std::optional<int> level = std::nullopt) {
+  return naming(path, [&] { return load_model_unnamed(path, level); });
 }
 
 std::string db_text(const std::optional<double>& db) {
@@ -335,11 +346,11 @@ Runner make_runner(const Args& args, const std::string& model, tern::Graph graph
   Runner r;
   r.engine = engine;
   if (!integer_engine(args)) {
-    r.plain.emplace(std::move(graph), options);
+    naming(model, [&] { r.plain.emplace(std::move(graph), options); });
     return r;
   }
   check(quantized.has_value(), model + ": --engine integer needs a quantized .tern model");
-  r.integer.emplace(std::move(*quantized), options);
+  naming(model, [&] { r.integer.emplace(std::move(*quantized), options); });
   r.engine = "integer";
   if (args.flag("verbose")) {
     std::fprintf(stderr, "integer engine: %s\n", r.integer->mode().c_str());
@@ -454,6 +465,11 @@ int cmd_quantize(int argc, char** argv) {
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
   std::string out_path = args.get("output");
+  if (out_path.empty()) throw UsageError("-o: empty path");
+  if (args.has("labels") && !is_npy_spec(args.get("data")))
+    throw UsageError("--labels goes with an .npy --data array" +
+                     std::string(args.has("data") ? ", not --data " + args.get("data") : " (no --data given)"));
+  tern::check_output_paths({in_path, args.get("config"), args.get("data"), args.get("labels")}, {out_path});
 
   // Every option is checked before any work, so a bad one never leaves a file behind.
   q::QuantizeOptions options;
@@ -545,13 +561,12 @@ int cmd_quantize(int argc, char** argv) {
     options.config_json = tern::read_whole_file(args.get("config"));
     options.config_name = args.get("config");
   }
-  if (out_path.empty()) throw UsageError("-o: empty path");
 
   // Import. BatchNorm statistics must be read before the passes fold BatchNorm into the convolutions.
   std::string bytes = tern::read_whole_file(in_path);
   tern::ImportOptions import_options;
   import_options.optimize = options.activation_mode != q::ActivationMode::kBatchNorm;
-  tern::Graph graph = tern::import_onnx_bytes(bytes, in_path, import_options);
+  tern::Graph graph = naming(in_path, [&] { return tern::import_onnx_bytes(bytes, in_path, import_options); });
   tern::Normalization norm = normalization(args, graph);
   InputRange range = input_range(norm);
   options.input_non_negative = range.non_negative();
@@ -568,7 +583,7 @@ int cmd_quantize(int argc, char** argv) {
   tern::Dataset train;
   if (want_images) {
     std::string spec = args.get("data", "fashion-mnist");
-    bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
+    bool npy = is_npy_spec(spec);
     if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
     train = npy ? tern::load_npy_dataset(spec, args.get("labels")) : tern::load_idx_dataset(spec, "train");
     check(train.size() > 0, spec + ": no images");
@@ -577,7 +592,8 @@ int cmd_quantize(int argc, char** argv) {
                                    graph.value(graph.inputs[0]).shape);
     options.calibration_labels.assign(train.labels.begin(), train.labels.begin() + calibration->dim(0));
   }
-  q::QuantizedModel model = q::quantize_model(graph, options, calibration ? &*calibration : nullptr);
+  q::QuantizedModel model =
+      naming(in_path, [&] { return q::quantize_model(graph, options, calibration ? &*calibration : nullptr); });
 
   nlohmann::json prov = nlohmann::json::parse(model.provenance_json);
   prov["source"] = in_path;
@@ -587,10 +603,10 @@ int cmd_quantize(int argc, char** argv) {
   prov["command"] = command;
   if (calibration) prov["calibration_data"] = train.name + " (train split, first " + std::to_string(calibration->dim(0)) + ")";
   model.provenance_json = prov.dump();
-  q::save_quantized_model(out_path, model);
+  q::save_quantized_model(out_path, model);  // loads its own bytes back first: never a file tern refuses
 
   int64_t file_bytes = 0;
-  if (std::ifstream f(out_path, std::ios::binary | std::ios::ate); f) file_bytes = static_cast<int64_t>(f.tellg());
+  if (struct stat st; ::stat(out_path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) file_bytes = static_cast<int64_t>(st.st_size);
   nlohmann::json report = quant_report_json(model, file_bytes);
   report["model"] = out_path;
   report["source"] = in_path;
@@ -600,7 +616,7 @@ int cmd_quantize(int argc, char** argv) {
   }
   if (args.flag("eval")) {
     std::string spec = args.get("data", "fashion-mnist");
-    bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
+    bool npy = is_npy_spec(spec);
     tern::Dataset test = npy ? tern::load_npy_dataset(spec, args.get("labels")) : tern::load_idx_dataset(spec, "test");
     tern::EvalOptions eval_options;
     tern::Executor reference(graph);
@@ -630,15 +646,11 @@ int cmd_run(int argc, char** argv) {
   Args args("run", argc, argv, 2, {"input", "output", "level"}, {});
   std::string model = args.model("run");
   if (!args.has("input") || !args.has("output")) throw UsageError("'tern run' needs --input X.npy and --output Y.npy");
+  tern::check_output_paths({model, args.get("input")}, {args.get("output")});
   tern::Graph graph = load_model(model, level_option(args)).graph;
   tern::Tensor x = tern::read_npy(args.get("input"));
-  tern::Executor executor(std::move(graph));
-  tern::Tensor y;
-  try {
-    y = executor.run(x);
-  } catch (const Error& e) {
-    throw Error(args.get("input") + ": " + e.what());
-  }
+  tern::Executor executor = naming(model, [&] { return tern::Executor(std::move(graph)); });
+  tern::Tensor y = naming(args.get("input"), [&] { return executor.run(x); });
   tern::write_npy(args.get("output"), y);
   return 0;
 }
@@ -648,17 +660,18 @@ int cmd_inspect(int argc, char** argv) {
   std::string model = args.model("inspect");
   LoadedModel loaded = load_model(model, level_option(args));
   const tern::Graph& graph = loaded.graph;
-  tern::ModelSummary s = tern::summarize(graph);
+  tern::ModelSummary s = naming(model, [&] { return tern::summarize(graph); });
   if (args.flag("json")) {
     nlohmann::json layers = nlohmann::json::array();
     for (const auto& l : s.layers)
       layers.push_back({{"name", l.name}, {"op", l.op}, {"output", l.output}, {"parameters", l.parameters},
-                        {"macs", l.macs}});
+                        {"macs", l.macs >= 0 ? nlohmann::json(l.macs) : nlohmann::json(nullptr)}});
     nlohmann::json inputs = nlohmann::json::array();
     for (tern::ValueId id : graph.inputs)
       inputs.push_back({{"name", graph.value(id).name}, {"shape", graph.value(id).shape}});
     nlohmann::json j = {{"model", model},   {"opset", graph.opset},        {"inputs", inputs},
-                        {"layers", layers}, {"parameters", s.parameters}, {"macs", s.macs}};
+                        {"layers", layers}, {"parameters", s.parameters}, {"macs", s.macs},
+                        {"layers_with_unknown_macs", s.unknown_macs}};
     if (loaded.quantized) j["quantization"] = quant_report_json(*loaded.quantized, loaded.file_bytes);
     std::cout << j.dump() << "\n";
     return 0;
@@ -671,11 +684,13 @@ int cmd_inspect(int argc, char** argv) {
   std::printf("\n%-36s %-22s %-18s %12s %14s\n", "layer", "op", "output (batch 1)", "parameters", "MACs");
   for (const auto& l : s.layers) {
     std::string shape = json_shape(l.output);
-    std::printf("%-36s %-22s %-18s %12lld %14lld\n", l.name.c_str(), l.op.c_str(), shape.c_str(),
-                static_cast<long long>(l.parameters), static_cast<long long>(l.macs));
+    std::string macs = l.macs >= 0 ? std::to_string(l.macs) : "?";
+    std::printf("%-36s %-22s %-18s %12lld %14s\n", l.name.c_str(), l.op.c_str(), shape.c_str(),
+                static_cast<long long>(l.parameters), macs.c_str());
   }
-  std::printf("%-36s %-22s %-18s %12lld %14lld\n", "total", "", "", static_cast<long long>(s.parameters),
-              static_cast<long long>(s.macs));
+  std::printf("%-36s %-22s %-18s %12lld %14lld%s\n", "total", "", "", static_cast<long long>(s.parameters),
+              static_cast<long long>(s.macs),
+              s.unknown_macs ? (" (+ " + std::to_string(s.unknown_macs) + " layers of unknown size: ?)").c_str() : "");
   if (loaded.quantized) {
     std::printf("\n");
     print_quant_report(*loaded.quantized, loaded.file_bytes);
@@ -756,6 +771,24 @@ int cmd_bench(int argc, char** argv) {
   return 0;
 }
 
+// finetune and train live in tern-train beside this executable (libtorch is large: loading it
+// for every command cost half a second); it replaces this process, arguments unchanged.
+[[noreturn]] void exec_training_command(const std::string& command, char** argv) {
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  check(n > 0, "cannot locate the tern executable (/proc/self/exe)");
+  self[n] = '\0';
+  std::string dir(self);
+  dir = dir.substr(0, dir.rfind('/'));
+  std::string trainer = dir + "/tern-train";
+  if (::access(trainer.c_str(), X_OK) != 0)
+    throw Error("this tern was built without libtorch: 'tern " + command + "' needs " + trainer +
+                " (apt-get install libtorch-dev, rebuild)");
+  std::fflush(nullptr);
+  ::execv(trainer.c_str(), argv);
+  throw Error("cannot run " + trainer + " (" + std::strerror(errno) + ")");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -763,44 +796,25 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? kExitUsage : 0;
   }
-  std::string command = argv[1];
-  try {
-    if (command == "quantize") return cmd_quantize(argc, argv);
-    if (command == "eval") return cmd_eval(argc, argv);
-    if (command == "run") return cmd_run(argc, argv);
-    if (command == "inspect") return cmd_inspect(argc, argv);
-    if (command == "bench") return cmd_bench(argc, argv);
-    if (command == "finetune") {
-#ifdef TERN_HAVE_TORCH
-      return cmd_finetune(argc, argv);
-#else
-      throw Error("this tern was built without libtorch: 'tern finetune' needs it (apt-get install libtorch-dev, rebuild)");
-#endif
+  if (!std::strcmp(argv[1], "finetune") || !std::strcmp(argv[1], "train")) {
+    try {
+      exec_training_command(argv[1], argv);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "tern: %s\n", e.what());
+      return kExitError;
     }
-    if (command == "train") {
-#ifdef TERN_HAVE_TORCH
-      return cmd_train(argc, argv);
-#else
-      throw Error("this tern was built without libtorch: 'tern train' needs it (apt-get install libtorch-dev, rebuild)");
-#endif
-    }
-    if (command == "accum") return cmd_accum(argc, argv);
+  }
+  return run_command(argc, argv, [](const std::string& command, int n, char** args) {
+    if (command == "quantize") return cmd_quantize(n, args);
+    if (command == "eval") return cmd_eval(n, args);
+    if (command == "run") return cmd_run(n, args);
+    if (command == "inspect") return cmd_inspect(n, args);
+    if (command == "bench") return cmd_bench(n, args);
+    if (command == "accum") return cmd_accum(n, args);
     if (command == "version" || command == "--version") {
       std::printf("tern %s\n", TERN_VERSION);
       return 0;
     }
     throw UsageError("unknown command '" + command + "' (try 'tern --help')");
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "tern: %s\n", e.what());
-    return kExitUsage;
-  } catch (const Error& e) {
-    std::fprintf(stderr, "tern: %s\n", e.what());
-    return kExitError;
-  } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "tern: out of memory\n");
-    return kExitError;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tern: internal error: %s\n", e.what());
-    return kExitError;
-  }
+  });
 }

@@ -118,6 +118,8 @@ int cmd_train(int argc, char** argv) {
   o.checkpoint_path = args.get("checkpoint", out_path + ".ckpt");
   o.checkpoint_every = args.get_int("checkpoint-every", 0, 1, int64_t{1} << 40);
   o.resume_path = args.get("resume");
+  // --resume may name the checkpoint it goes on writing; no other input may be an output.
+  check_output_paths({in_path, args.get("data"), args.get("labels")}, {out_path, o.checkpoint_path});
   train::DistributedOptions& d = o.distributed;
   d.compression = args.get("compress", "none");
   if (d.compression != "none" && d.compression != "adacomp")
@@ -154,7 +156,7 @@ int cmd_train(int argc, char** argv) {
     const Graph& graph = model.graph;
     Normalization norm = normalization(args, graph);
     std::string spec = args.get("data", "fashion-mnist");
-    bool npy = spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy";
+    bool npy = is_npy_spec(spec);
     if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
     Dataset train_set = npy ? load_npy_dataset(spec, args.get("labels")) : load_idx_dataset(spec, "train");
     check(train_set.size() > 0, spec + ": no training images");

@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern {
 
@@ -72,8 +73,8 @@ Tensor Tensor::uninitialized(DataType type, Shape shape) {
   t.dtype_ = type;
   t.shape_ = std::move(shape);
   t.size_ = element_count(t.shape_);
-  check(t.size_ <= (int64_t{1} << 40) / static_cast<int64_t>(element_size(type)),
-        "tensor of shape " + to_string(t.shape_) + " is too large");
+  check_memory(static_cast<double>(t.size_) * static_cast<double>(element_size(type)),
+               "a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data");
   t.buffer_ = allocate_aligned(t.bytes());
   return t;
 }

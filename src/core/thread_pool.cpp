@@ -1,5 +1,7 @@
 #include "tern/thread_pool.h"
 
+#include "tern/limits.h"
+
 #include <sched.h>
 
 #include <algorithm>
@@ -24,10 +26,7 @@ thread_local bool in_parallel_region = false;
 constexpr auto kSpin = std::chrono::microseconds(200);
 
 int default_thread_count() {
-  if (const char* env = std::getenv("TERN_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return std::min(n, 256);
-  }
+  if (int n = threads_from_environment(); n > 0) return n;  // a bad value is an Error, never ignored
   return std::max(1u, std::thread::hardware_concurrency());
 }
 

@@ -144,6 +144,10 @@ Tensor make_batch(const Dataset& data, int64_t begin, int64_t count, const Norma
         // Rounding the double product once matches PyTorch's float32 pixels / 255.
         float x = static_cast<float>(pixel * norm.scale);
         dst[i] = (x - mean) / std;
+        if (!std::isfinite(dst[i]))  // NaN in, NaN out: a run would score nothing honestly
+          throw Error(data.name + ": image " + std::to_string(begin + n) + " holds " + std::to_string(pixel) +
+                      (std::isfinite(pixel) ? " which the normalization (scale, mean, std) makes non-finite"
+                                            : ", not a finite pixel value"));
       }
     }
   }

@@ -1,67 +1,84 @@
 #include <zlib.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 
 #include "tern/data.h"
+#include "core/file_io.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern {
 
 namespace {
-// gzread reads both compressed and plain files; returns everything or throws.
-std::vector<unsigned char> read_maybe_gzip(const std::string& path) {
-  gzFile file = gzopen(path.c_str(), "rb");
-  check(file != nullptr, path + ": cannot open file");
-  std::unique_ptr<gzFile_s, int (*)(gzFile)> guard(file, gzclose);
-  std::vector<unsigned char> bytes;
-  unsigned char chunk[1 << 16];
-  for (;;) {
-    int n = gzread(file, chunk, sizeof chunk);
+
+// Reads up to `size` bytes from a plain or gzip file; returns how many (fewer only at the end).
+size_t read_some(gzFile file, const std::string& path, unsigned char* out, size_t size) {
+  size_t got = 0;
+  while (got < size) {
+    unsigned chunk = static_cast<unsigned>(std::min<size_t>(size - got, 1u << 30));
+    int n = gzread(file, out + got, chunk);
     if (n < 0) {
       int err = 0;
       const char* msg = gzerror(file, &err);
       throw Error(path + ": corrupt or truncated gzip data (" + std::string(msg ? msg : "read error") + ")");
     }
     if (n == 0) break;
-    bytes.insert(bytes.end(), chunk, chunk + n);
-    check(bytes.size() < (size_t{1} << 34), path + ": file too large");
+    got += static_cast<size_t>(n);
   }
-  return bytes;
+  return got;
 }
+
 }  // namespace
 
+// The header is read and checked first; then exactly the bytes it declares (checked against the
+// memory limit before they are allocated), and one more to catch trailing data. A compressed file
+// is never inflated past what its header declares, however large it would grow.
 Tensor read_idx(const std::string& path) {
-  std::vector<unsigned char> b = read_maybe_gzip(path);
-  check(b.size() >= 4 && b[0] == 0 && b[1] == 0, path + ": not an IDX file (bad magic number)");
-  unsigned char type = b[2];
-  size_t rank = b[3];
+  InputFile input(path);  // regular files only: a FIFO or a device would block or never end
+  int64_t file_size = input.size();
+  gzFile file = gzdopen(input.release(), "rb");
+  check(file != nullptr, path + ": cannot open file");
+  std::unique_ptr<gzFile_s, int (*)(gzFile)> guard(file, gzclose);
+  unsigned char head[4 + 4 * 8];
+  check(read_some(file, path, head, 4) == 4 && head[0] == 0 && head[1] == 0,
+        path + ": not an IDX file (bad magic number)");
+  unsigned char type = head[2];
+  size_t rank = head[3];
   check(rank >= 1 && rank <= 8, path + ": IDX rank " + std::to_string(rank) + " is not supported");
-  check(b.size() >= 4 + 4 * rank, path + ": truncated IDX header");
-  Shape shape;
-  for (size_t i = 0; i < rank; ++i) {
-    const unsigned char* p = &b[4 + 4 * i];
-    shape.push_back((int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | int64_t{p[3]});
-  }
+  check(read_some(file, path, head + 4, 4 * rank) == 4 * rank, path + ": truncated IDX header");
   DataType dtype = type == 0x08 ? DataType::kUInt8 : type == 0x0D ? DataType::kFloat32 : DataType::kUndefined;
-  check(dtype != DataType::kUndefined, path + ": IDX element type 0x" + std::to_string(type) +
-                                           " is not supported (unsigned byte or float only)");
-  size_t header = 4 + 4 * rank;
-  // Check the size before allocating, so a hostile header cannot ask for terabytes.
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02X", type);
+  check(dtype != DataType::kUndefined,
+        path + ": IDX element type " + std::string(hex) + " is not supported (unsigned byte or float only)");
+  Shape shape;
   double claimed = static_cast<double>(element_size(dtype));
-  for (int64_t d : shape) claimed *= static_cast<double>(d);
-  check(claimed == static_cast<double>(b.size() - header),
-        path + ": IDX header " + to_string(shape) + " needs " + std::to_string(static_cast<int64_t>(claimed)) +
-            " data bytes, file has " + std::to_string(b.size() - header) + " (truncated or corrupt)");
-  Tensor t(dtype, shape);
-  if (dtype == DataType::kUInt8) {
-    std::memcpy(t.raw(), b.data() + header, t.bytes());
-  } else {
-    for (int64_t i = 0; i < t.size(); ++i) {  // IDX stores big-endian
-      const unsigned char* p = b.data() + header + 4 * i;
-      uint32_t u = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-      std::memcpy(t.data<float>() + i, &u, 4);
-    }
+  for (size_t i = 0; i < rank; ++i) {
+    const unsigned char* p = &head[4 + 4 * i];
+    shape.push_back((int64_t{p[0]} << 24) | (int64_t{p[1]} << 16) | (int64_t{p[2]} << 8) | int64_t{p[3]});
+    claimed *= static_cast<double>(shape.back());
+  }
+  check_memory(claimed, path + ": IDX header " + to_string(shape), "its data");
+  const bool compressed = gzdirect(file) == 0;
+  const size_t header = 4 + 4 * rank;
+  if (!compressed)  // a plain file's size is known: check it before reading anything
+    check(claimed == static_cast<double>(file_size) - static_cast<double>(header),
+          path + ": IDX header " + to_string(shape) + " declares " + format_bytes(claimed) + " of data, the file holds " +
+              format_bytes(static_cast<double>(file_size) - static_cast<double>(header)) + " (truncated or corrupt)");
+  Tensor t = Tensor::uninitialized(dtype, shape);
+  size_t got = read_some(file, path, reinterpret_cast<unsigned char*>(t.raw()), t.bytes());
+  check(got == t.bytes(), path + ": IDX header " + to_string(shape) + " declares " + format_bytes(claimed) +
+                              " of data, the file holds " + format_bytes(static_cast<double>(got)) + " (truncated)");
+  unsigned char extra;
+  check(read_some(file, path, &extra, 1) == 0,
+        path + ": IDX data continues past the " + format_bytes(claimed) + " its header " + to_string(shape) +
+            " declares (corrupt)");
+  if (dtype == DataType::kFloat32) {  // IDX stores big-endian
+    uint32_t* words = t.data<uint32_t>();
+    for (int64_t i = 0; i < t.size(); ++i) words[i] = __builtin_bswap32(words[i]);
   }
   return t;
 }

@@ -6,6 +6,7 @@
 #include "core/file_io.h"
 #include "tern/data.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern {
 
@@ -79,8 +80,8 @@ Tensor read_npy(const std::string& path) {
   for (int64_t d : shape) claimed *= static_cast<double>(d);
   size_t data_bytes = b.size() - offset - header_len;
   check(claimed == static_cast<double>(data_bytes), path + ": shape " + to_string(shape) + " needs " +
-                                                        std::to_string(static_cast<int64_t>(claimed)) +
-                                                        " data bytes, file has " + std::to_string(data_bytes) +
+                                                        format_bytes(claimed) + " of data, the file holds " +
+                                                        format_bytes(static_cast<double>(data_bytes)) +
                                                         " (truncated or corrupt)");
   Tensor t(kind->type, shape);
   const char* src = b.data() + offset + header_len;

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "tern/error.h"
 #include "tern/evaluate.h"
@@ -28,9 +29,12 @@ EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, c
     int64_t classes = y.dim(1);
     for (int64_t i = 0; i < count; ++i) {
       int64_t label = data.labels[static_cast<size_t>(begin + i)];
-      check(label < classes, data.name + ": label " + std::to_string(label) + " but the model has " +
+      check(label >= 0 && label < classes, data.name + ": label " + std::to_string(label) + " but the model has " +
                                  std::to_string(classes) + " classes");
       const float* row = y.data<float>() + i * classes;
+      for (int64_t c = 0; c < classes; ++c)
+        check(std::isfinite(row[c]), graph.source + ": the scores of image " + std::to_string(begin + i) + " of " +
+                                         data.name + " hold NaN or infinity; top-1 is undefined");
       // Rank of the true class: how many scores beat it (ties broken toward the lower index, like argmax).
       int64_t rank = 0;
       for (int64_t c = 0; c < classes; ++c)

@@ -7,6 +7,7 @@
 #include "exec/fp32_ops.h"
 #include "graph/shape_inference.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern {
 
@@ -26,6 +27,7 @@ struct Executor::Impl {
   bool profiling;
   std::vector<double> node_seconds;
   int64_t runs = 0;
+  Shape planned_for{-2};  // the input shape the memory plan was last checked for
 
   Impl(Graph g, ExecutorOptions options)
       : graph(std::move(g)), pool(options.pool ? options.pool : &ThreadPool::global()), profiling(options.profile) {
@@ -42,7 +44,13 @@ struct Executor::Impl {
       overrides[static_cast<size_t>(it - graph.nodes.begin())] = kernel;
     }
     for (size_t i = 0; i < graph.nodes.size(); ++i)
-      if (!overrides[i]) prepare(i);
+      if (!overrides[i]) {
+        try {
+          prepare(i);
+        } catch (const Error& e) {  // a kernel's own check: say which node it was
+          throw Error(node_who(graph.source, graph.nodes[i]) + ": " + e.what());
+        }
+      }
   }
 
   // Packs node i's constant weights for the fast kernels (when it has any).
@@ -89,6 +97,46 @@ struct Executor::Impl {
     check(fits, who + ": shape " + to_string(given.shape()) + " does not fit the model's " + to_string(expected.shape));
   }
 
+  // Bytes of a value of `shape` (dynamic dims: the batch for the first, else 1).
+  static double value_bytes(const Shape& shape, DataType dtype, int64_t batch) {
+    double count = 1;
+    for (size_t d = 0; d < shape.size(); ++d)
+      count *= shape[d] >= 0 ? static_cast<double>(shape[d]) : d == 0 ? static_cast<double>(batch) : 1.0;
+    return count * (dtype == DataType::kUndefined ? 4.0 : static_cast<double>(element_size(dtype)));
+  }
+
+  // Before a run: the peak of the activations held at once, from the shapes import inferred, walked
+  // in execution order and freed after their last use, against the memory limit. Known per input
+  // shape, so computed once for each.
+  void check_plan(std::span<const Tensor> inputs) {
+    Shape key;
+    for (const Tensor& t : inputs) key.insert(key.end(), t.shape().begin(), t.shape().end());
+    if (key == planned_for) return;
+    int64_t batch = !inputs.empty() && inputs[0].rank() > 0 ? inputs[0].dim(0) : 1;
+    std::vector<int> remaining = uses;
+    for (ValueId out : graph.outputs) ++remaining[static_cast<size_t>(out)];
+    double live = 0, peak = 0;
+    const Node* peak_node = nullptr;
+    for (const Tensor& t : inputs) live += static_cast<double>(t.bytes());
+    for (const Node& node : graph.nodes) {
+      for (ValueId id : node.outputs)
+        if (id != kNoValue && graph.value(id).shape_known)
+          live += value_bytes(graph.value(id).shape, graph.value(id).dtype, batch);
+      if (live > peak) {
+        peak = live;
+        peak_node = &node;
+      }
+      for (ValueId id : node.inputs)
+        if (id != kNoValue && !graph.is_constant(id) && --remaining[static_cast<size_t>(id)] == 0 &&
+            graph.value(id).shape_known)
+          live -= value_bytes(graph.value(id).shape, graph.value(id).dtype, batch);
+    }
+    check_memory(peak, (graph.source.empty() ? std::string("model") : graph.source) + ": a batch of " +
+                           std::to_string(batch),
+                 "peak activations" + (peak_node ? ", at node '" + peak_node->name + "'" : std::string()));
+    planned_for = key;
+  }
+
   std::vector<Tensor> run(std::span<const Tensor> inputs) {
     check(inputs.size() == graph.inputs.size(), (graph.source.empty() ? std::string("model") : graph.source) +
                                                     ": expects " + std::to_string(graph.inputs.size()) +
@@ -100,7 +148,9 @@ struct Executor::Impl {
       values[static_cast<size_t>(graph.inputs[i])] = inputs[i];
     }
     int64_t batch = !inputs.empty() && inputs[0].rank() > 0 ? inputs[0].dim(0) : 1;
+    check_plan(inputs);
     InferenceContext ictx{batch, &graph.source};
+    double live_bytes = 0;  // what this run holds now: the backstop when the plan could not see a size
     auto get = [&](ValueId id) -> const Tensor* {
       if (id == kNoValue) return nullptr;
       if (graph.is_constant(id)) return &graph.constant(id);
@@ -116,6 +166,12 @@ struct Executor::Impl {
         shapes.push_back(t ? t->shape() : Shape{});
       }
       std::vector<Shape> out_shapes = infer_output_shapes(node, shapes, in, ictx);
+      double out_bytes = 0;
+      for (size_t i = 0; i < out_shapes.size() && i < node.outputs.size(); ++i)
+        out_bytes += value_bytes(out_shapes[i], graph.value(node.outputs[i]).dtype, batch);
+      check_memory(live_bytes + out_bytes, node_who(graph.source, node) + " on a batch of " + std::to_string(batch),
+                   "activations held at that node");
+      live_bytes += out_bytes;
       ops::OpContext ctx{node, node_who(graph.source, node), batch, pool};
       auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
       std::vector<Tensor> out;
@@ -131,8 +187,10 @@ struct Executor::Impl {
       for (size_t i = 0; i < node.outputs.size() && i < out.size(); ++i)
         values[static_cast<size_t>(node.outputs[i])] = std::move(out[i]);
       for (ValueId id : node.inputs)  // free activations after their last use
-        if (id != kNoValue && --remaining[static_cast<size_t>(id)] == 0 && !graph.is_constant(id))
+        if (id != kNoValue && --remaining[static_cast<size_t>(id)] == 0 && !graph.is_constant(id)) {
+          live_bytes -= static_cast<double>(values[static_cast<size_t>(id)].bytes());
           values[static_cast<size_t>(id)] = Tensor();
+        }
     }
     std::vector<Tensor> outputs;
     for (ValueId id : graph.outputs) outputs.push_back(*get(id));

@@ -461,7 +461,24 @@ void cast_from(const Tensor& x, Tensor& y) {
   }
 }
 
+// A float outside the integer type's range (NaN, infinity, or too large) has no integer value: the
+// conversion would be undefined behaviour, and in a shape computation a nonsense dimension.
+template <typename To>
+void check_castable(const OpContext& ctx, const Tensor& x, DataType to) {
+  constexpr double lo = static_cast<double>(std::numeric_limits<To>::min()) - 1.0;  // truncation toward zero
+  constexpr double hi = static_cast<double>(std::numeric_limits<To>::max()) + 1.0;
+  for (float v : x.floats())
+    if (!(static_cast<double>(v) > lo && static_cast<double>(v) < hi))
+      throw Error(ctx.who + ": cannot cast " + std::to_string(v) + " to " + to_string(to) + " (outside its range)");
+}
+
 Tensor cast_to(const OpContext& ctx, const Tensor& x, DataType to) {
+  if (x.dtype() == DataType::kFloat32) {
+    if (to == DataType::kInt64) check_castable<int64_t>(ctx, x, to);
+    if (to == DataType::kInt32) check_castable<int32_t>(ctx, x, to);
+    if (to == DataType::kInt8) check_castable<int8_t>(ctx, x, to);
+    if (to == DataType::kUInt8) check_castable<uint8_t>(ctx, x, to);
+  }
   Tensor y = Tensor::uninitialized(to, x.shape());
   switch (x.dtype()) {
     case DataType::kFloat32: cast_from<float>(x, y); break;

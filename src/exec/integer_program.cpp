@@ -15,6 +15,7 @@
 #include "kernels/int8/requantize.h"
 #include "tern/calibration.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern::integer {
 
@@ -648,7 +649,10 @@ struct Compiler {
       for (ValueId v : g.nodes[i].inputs)
         if (v != kNoValue && !g.is_constant(v)) readers[static_cast<size_t>(v)].push_back(static_cast<int>(i));
     is_output.assign(g.values.size(), false);
-    for (ValueId v : g.outputs) is_output[static_cast<size_t>(v)] = true;
+    for (ValueId v : g.outputs) {
+      is_output[static_cast<size_t>(v)] = true;
+      if (g.is_constant(v)) return fail("graph output '" + g.value(v).name + "' is a constant, not computed");
+    }
     alias.assign(g.values.size(), kNoValue);
     if (g.inputs.size() != 1) return fail("the graph has " + std::to_string(g.inputs.size()) + " inputs");
     int64_t h, w, c;
@@ -1088,6 +1092,10 @@ std::vector<Tensor> Program::run(std::span<const Tensor> inputs) {
         "input '" + P.input_name + "': shape " + to_string(x.shape()) + " does not fit the model's [N," +
             to_string(P.input_shape).substr(1));
   const int64_t images = x.dim(0);
+  double need = 0;  // every buffer is held for the whole run
+  for (const auto& b : P.buffers)
+    need += static_cast<double>(images) * static_cast<double>(b->image_elements()) * (b->codes ? 1.0 : 4.0);
+  check_memory(need, "integer engine: a batch of " + std::to_string(images), "activation buffers");
   for (float v : x.floats()) check(std::isfinite(v), "input '" + P.input_name + "': holds NaN or infinity");
   P.input = &x;
   for (Step& s : P.steps) {

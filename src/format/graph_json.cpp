@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/file_io.h"
 #include "format/graph_json.h"
 #include "graph/shape_inference.h"
 #include "tern/error.h"
@@ -350,7 +351,7 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> graph_sections(const
 }
 
 void save_graph(const std::string& path, const Graph& graph, const std::string& provenance_json) {
-  write_tern_file(path, graph_sections(graph, provenance_json));
+  write_tern_file(path, graph_sections(graph, provenance_json), [](const TernFile& file) { load_graph(file); });
 }
 
 Graph load_graph(const TernFile& file) {
@@ -374,10 +375,7 @@ Graph load_graph(const TernFile& file) {
 Graph load_graph(const std::string& path) { return load_graph(TernFile::open(path)); }
 
 bool is_tern_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[8] = {};
-  in.read(magic, 8);
-  return in.gcount() == 8 && std::memcmp(magic, kTernMagic, 8) == 0;
+  return file_starts_with(path, std::string_view(kTernMagic, 8));
 }
 
 }  // namespace tern

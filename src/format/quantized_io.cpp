@@ -185,7 +185,10 @@ std::vector<std::byte> serialize_quantized_model(const QuantizedModel& m) {
 }
 
 void save_quantized_model(const std::string& path, const QuantizedModel& m) {
-  write_tern_file(path, quantized_sections(m));
+  write_tern_file(path, quantized_sections(m), [](const TernFile& file) {
+    QuantizedModel back = load_quantized_model(file);
+    simulation_graph(back).validate();  // what both engines start from
+  });
 }
 
 bool is_quantized(const TernFile& file) { return file.has_section(SectionType::kQuantization); }
@@ -372,6 +375,10 @@ QuantizedModel load_quantized_model(const TernFile& file) {
   }
   try {
     format::finish_graph(m.graph);
+    for (ValueId id : m.graph.inputs)  // what quantization calibrated and both engines feed
+      check(m.graph.value(id).dtype == DataType::kFloat32, "input '" + m.graph.value(id).name + "' is " +
+                                                               to_string(m.graph.value(id).dtype) +
+                                                               "; a quantized model's inputs are float32");
     for (const QuantizedLayer& l : m.layers)  // now that shapes are inferred: the stored count must agree
       for (const Node& node : m.graph.nodes)
         if (node.name == l.node) {

@@ -76,28 +76,29 @@ std::vector<std::byte> serialize_tern_file(const std::vector<std::pair<SectionTy
   return out;
 }
 
-void write_tern_file(const std::string& path, const std::vector<std::pair<SectionType, std::vector<std::byte>>>& sections) {
+void write_tern_file(const std::string& path, const std::vector<std::pair<SectionType, std::vector<std::byte>>>& sections,
+                     const std::function<void(const TernFile&)>& validate) {
   std::vector<std::byte> bytes = serialize_tern_file(sections);
+  if (validate) {
+    try {
+      validate(TernFile::from_bytes(bytes, path));
+    } catch (const Error& e) {
+      std::string m = e.what();
+      if (m.rfind(path + ": ", 0) == 0) m = m.substr(path.size() + 2);
+      throw Error(path + ": not written: tern could not load the model back (" + m + ")");
+    }
+  }
   write_file_atomically(path, {{reinterpret_cast<const char*>(bytes.data()), bytes.size()}});
 }
 
 TernFile TernFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  check(fd >= 0, path + ": cannot open file");
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    throw Error(path + ": not a regular file");
-  }
+  InputFile input(path);  // a regular file: a FIFO or a device is refused before any read
+  int fd = input.fd();
   TernFile f;
   f.name_ = path;
-  f.size_ = static_cast<size_t>(st.st_size);
-  if (f.size_ == 0) {
-    ::close(fd);
-    throw Error(path + ": empty file, not a .tern model");
-  }
+  f.size_ = static_cast<size_t>(input.size());
+  check(f.size_ != 0, path + ": empty file, not a .tern model");
   void* p = mmap(nullptr, f.size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
   check(p != MAP_FAILED, path + ": cannot map file");
   size_t size = f.size_;
   f.storage_ = std::shared_ptr<const std::byte>(static_cast<const std::byte*>(p),

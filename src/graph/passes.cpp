@@ -53,6 +53,24 @@ bool is_graph_output(const Graph& graph, ValueId id) {
   return std::find(graph.outputs.begin(), graph.outputs.end(), id) != graph.outputs.end();
 }
 
+// Folding materializes a node's outputs in the model: a few bytes of Pad or Expand could ask for
+// gigabytes. Larger results stay nodes, computed at run time under the executor's memory plan.
+constexpr double kMaxFoldedBytes = 64.0 * (1 << 20);
+
+double folded_bytes(const Graph& graph, const Node& node, const std::vector<const Tensor*>& inputs) {
+  Node copy = node;
+  std::vector<Shape> shapes;
+  for (const Tensor* t : inputs) shapes.push_back(t ? t->shape() : Shape{});
+  InferenceContext ictx{kDynamicDim, &graph.source};
+  double bytes = 0;
+  for (const Shape& shape : infer_output_shapes(copy, shapes, inputs, ictx)) {
+    double count = 1;
+    for (int64_t d : shape) count *= d < 0 ? 1.0 : static_cast<double>(d);
+    bytes += count * 8;  // the widest element type
+  }
+  return bytes;
+}
+
 }  // namespace
 
 int fold_constants(Graph& graph) {
@@ -86,6 +104,8 @@ int fold_constants(Graph& graph) {
       all_constant &= graph.is_constant(id);
       inputs.push_back(graph.is_constant(id) ? &graph.constant(id) : nullptr);
     }
+    if (!shape_value && all_constant && folded_bytes(graph, node, inputs) > kMaxFoldedBytes)
+      all_constant = false;  // computed at run time instead, where the memory plan bounds it
     if (!shape_value && !all_constant) {
       infer_node_shapes(graph, node);
       kept.push_back(std::move(node));

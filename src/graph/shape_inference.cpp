@@ -66,7 +66,8 @@ void resolve_auto_pad(AutoPad& auto_pad, std::vector<int64_t>& pads, const Shape
       int64_t in = in_shape[2 + i];
       check(in >= 0, who + ": auto_pad SAME needs a known spatial size");
       int64_t out = in / strides[i] + (in % strides[i] != 0);
-      int64_t total = std::max<int64_t>(0, dim_add((out - 1) * strides[i], dim_mul(dilations[i], kernel[i] - 1, who), who) + 1 - in);
+      int64_t total = std::max<int64_t>(
+          0, dim_add(dim_add(dim_mul(std::max<int64_t>(out - 1, 0), strides[i], who), dim_mul(dilations[i], kernel[i] - 1, who), who), 1, who) - in);
       int64_t small = total / 2, large = total - small;
       pads[i] = auto_pad == AutoPad::kSameUpper ? small : large;
       pads[i + n] = auto_pad == AutoPad::kSameUpper ? large : small;
@@ -114,11 +115,20 @@ Shape infer_conv(Node& node, std::span<const Shape> in, const InferenceContext& 
     check(in[2].size() == 1 && (in[2][0] < 0 || in[2][0] == w[0]), who + ": bias shape " + to_string(in[2]) +
                                                                         " does not match " + std::to_string(w[0]) +
                                                                         " output channels");
+  check(w[0] != 0 && w[1] != 0, who + ": weights " + to_string(w) + " have no channels");
+  check(a.clamp_lo <= a.clamp_hi,
+        who + ": fused clamp [" + std::to_string(a.clamp_lo) + ", " + std::to_string(a.clamp_hi) + "] is empty or NaN");
   Shape out = {x[0], w[0]};
   for (size_t i = 0; i < spatial; ++i) {
     int64_t o = window_output(x[2 + i], a.kernel[i], a.strides[i], a.dilations[i], a.pads[i], a.pads[i + spatial],
                               false, who);
     check(o != -2, who + ": kernel larger than the padded input " + to_string(x));
+    if (o == 1 && x[2 + i] >= 0) {
+      // One output along this axis: any stride past the padded extent gives the same result, and
+      // the kernels index with it, so a stride of 2^62 must not reach them.
+      int64_t extent = x[2 + i] + a.pads[i] + a.pads[i + spatial];
+      a.strides[i] = std::min(a.strides[i], std::max<int64_t>(1, extent));
+    }
     out.push_back(o);
   }
   return out;
@@ -419,6 +429,8 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
     case OpType::kGemm: {
       require_inputs(2);
       const auto& a = node.attr<GemmAttrs>();
+      check(a.clamp_lo <= a.clamp_hi, who + ": fused clamp [" + std::to_string(a.clamp_lo) + ", " +
+                                          std::to_string(a.clamp_hi) + "] is empty or NaN");
       check(in[0].size() == 2 && in[1].size() == 2, who + ": Gemm inputs must be 2-D, got " + to_string(in[0]) +
                                                         " and " + to_string(in[1]));
       int64_t m = a.trans_a ? in[0][1] : in[0][0], ka = a.trans_a ? in[0][0] : in[0][1];

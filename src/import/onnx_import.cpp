@@ -15,6 +15,7 @@
 #include "core/file_io.h"
 #include "graph/shape_inference.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 #include "tern/passes.h"
 
 namespace tern {
@@ -44,15 +45,30 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto, const std::string& who)
   DataType type = convert_type(proto.data_type(), who);
   Shape shape(proto.dims().begin(), proto.dims().end());
   for (int64_t d : shape) check(d >= 0, who + ": negative dimension in tensor");
-  Tensor t(type, shape);
-  size_t n = static_cast<size_t>(t.size());
+  int64_t count = 1;
+  for (int64_t d : shape)
+    check(!__builtin_mul_overflow(count, d, &count), who + ": shape " + to_string(shape) + " is too large");
+  // The data the file holds must match the shape before anything is allocated: a few bytes of
+  // protobuf must not be able to ask for gigabytes.
+  size_t n = static_cast<size_t>(count);
   if (proto.has_raw_data()) {
-    check(proto.raw_data().size() == t.bytes(), who + ": raw data holds " + std::to_string(proto.raw_data().size()) +
-                                                    " bytes, shape " + to_string(shape) + " needs " +
-                                                    std::to_string(t.bytes()));
+    double need = static_cast<double>(count) * static_cast<double>(element_size(type));
+    check(static_cast<double>(proto.raw_data().size()) == need,
+          who + ": raw data holds " + std::to_string(proto.raw_data().size()) + " bytes, shape " + to_string(shape) +
+              " needs " + format_bytes(need));
+    Tensor t = Tensor::uninitialized(type, shape);
     std::memcpy(t.raw(), proto.raw_data().data(), t.bytes());  // little-endian, as ONNX specifies
     return t;
   }
+  size_t held = 0;
+  switch (type) {
+    case DataType::kFloat32: held = static_cast<size_t>(proto.float_data().size()); break;
+    case DataType::kInt64: held = static_cast<size_t>(proto.int64_data().size()); break;
+    default: held = static_cast<size_t>(proto.int32_data().size()); break;
+  }
+  check(held == n, who + ": holds " + std::to_string(held) + " values, shape " + to_string(shape) + " needs " +
+                       std::to_string(n));
+  Tensor t = Tensor::uninitialized(type, shape);
   auto fill = [&](const auto& field, auto* out) {
     check(static_cast<size_t>(field.size()) == n, who + ": holds " + std::to_string(field.size()) +
                                                       " values, shape " + to_string(shape) + " needs " +

@@ -29,6 +29,11 @@ void check_shape(const Conv2dShape& s, const char* who) {
   check(s.pad_top >= 0 && s.pad_left >= 0 && s.pad_bottom >= 0 && s.pad_right >= 0, w + ": negative padding");
   check(s.groups > 0 && s.in_channels % s.groups == 0 && s.out_channels % s.groups == 0,
         w + ": groups must divide in_channels and out_channels");
+  // Each size at most 2^30 keeps every index product the kernels form below 2^63.
+  constexpr int64_t kMaxSize = int64_t{1} << 30;
+  for (int64_t v : {s.batch, s.in_channels, s.out_channels, s.in_h, s.in_w, s.kernel_h, s.kernel_w, s.stride_h,
+                    s.stride_w, s.pad_top, s.pad_left, s.pad_bottom, s.pad_right, s.dilation_h, s.dilation_w})
+    check(v <= kMaxSize, w + ": a size, stride, pad or dilation beyond 2^30");
   check(s.out_h() > 0 && s.out_w() > 0, w + ": the kernel does not fit in the padded input");
 }
 
@@ -250,7 +255,7 @@ void conv2d(const Conv2dShape& s, const float* input, const PackedConvWeights& w
   std::optional<ShiftedWindows> windows;
   if (is_pointwise(s)) {
     path = Path::kPointwise;
-  } else {
+  } else if (s.stride_h <= 8 && s.stride_w <= 8) {  // a phase plane per stride position: few strides only
     windows.emplace(s, ks.nr);
     if (2 * windows->columns(s) <= 3 * spatial) path = Path::kShifted;
   }
