@@ -603,7 +603,7 @@ int cmd_quantize(int argc, char** argv) {
   prov["command"] = command;
   if (calibration) prov["calibration_data"] = train.name + " (train split, first " + std::to_string(calibration->dim(0)) + ")";
   model.provenance_json = prov.dump();
-  q::save_quantized_model(out_path, model);  // loads its own bytes back first: never a file tern refuses
+  naming(in_path, [&] { q::save_quantized_model(out_path, model); });  // loads its bytes back first
 
   int64_t file_bytes = 0;
   if (struct stat st; ::stat(out_path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) file_bytes = static_cast<int64_t>(st.st_size);
@@ -719,7 +719,7 @@ int cmd_bench(int argc, char** argv) {
     if (shape[i] < 0 && i == 0) shape[i] = batch;
     check(shape[i] >= 0, model + ": input dimension " + std::to_string(i) + " is dynamic; bench needs static dims");
   }
-  tern::Tensor x(tern::DataType::kFloat32, shape);
+  tern::Tensor x = naming(model, [&] { return tern::Tensor(tern::DataType::kFloat32, shape); });
   uint32_t state = 12345;
   for (float& v : x.floats()) {
     state = state * 1664525u + 1013904223u;

@@ -188,7 +188,12 @@ class Importer {
     v.dtype = convert_type(tt.elem_type(), who);
     if (tt.has_shape()) {
       v.shape_known = true;
-      for (const auto& d : tt.shape().dim()) v.shape.push_back(d.has_dim_value() ? d.dim_value() : kDynamicDim);
+      for (const auto& d : tt.shape().dim()) {
+        check(!d.has_dim_value() || d.dim_value() >= 0,
+              who + ": dimension " + std::to_string(d.dim_value()) +
+                  " is negative (a dynamic dimension has a name or no value)");
+        v.shape.push_back(d.has_dim_value() ? d.dim_value() : kDynamicDim);
+      }
     }
     return v;
   }

@@ -143,6 +143,10 @@ CanonicalLayer canonicalize(Graph& g, Node& n, const std::vector<int>& consumers
     c.why_not = "weights are not float32";
     return c;
   }
+  if (g.constant(n.inputs[1]).size() == 0) {
+    c.why_not = "weights are empty";
+    return c;
+  }
   bool has_bias = n.inputs.size() > 2 && n.inputs[2] != kNoValue;
   if (has_bias && !g.is_constant(n.inputs[2])) {
     c.why_not = "bias is not constant";
@@ -370,6 +374,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     CanonicalLayer c = canonicalize(g, n, consumers);
     if (!c.ok) {
       p.weights.format = WeightFormat::kFloat32;
+      p.weights.bits = 32;
       p.reason = "kept float32: " + c.why_not;
       continue;
     }
