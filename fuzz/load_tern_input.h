@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "fuzz_environment.h"
 #include "tern/error.h"
 #include "tern/graph.h"
 #include "tern/model_io.h"
