@@ -11,7 +11,8 @@
 namespace tern {
 
 // The most memory (bytes) one model, data set or run may plan to use. TERN_MAX_MEMORY (bytes, or
-// with a K/M/G/T suffix, powers of 1024) sets it; the default is 3/4 of physical memory.
+// with a K/M/G/T suffix, powers of 1024) sets it; the default is 3/4 of physical memory, or of the
+// container's (cgroup) limit when that is lower.
 int64_t memory_limit();
 void set_memory_limit(int64_t bytes);
 

@@ -2,12 +2,14 @@
 // and the one place that turns an exception into a one-line message and an exit code.
 #pragma once
 
+#include <csignal>
 #include <cstdio>
 #include <functional>
 #include <new>
 #include <string>
 
 #include "cli/args.h"
+#include "core/file_io.h"
 #include "tern/limits.h"
 
 namespace tern::cli {
@@ -44,6 +46,16 @@ inline int take_global_options(int argc, char** argv) {
 // Runs command(argc, argv) for argv[1]; every failure is one line on stderr ("tern: ...") and exit
 // code 1, or 2 for a usage error.
 inline int run_command(int argc, char** argv, const std::function<int(const std::string&, int, char**)>& command) {
+  // Interrupted (Ctrl-C, kill): remove a half-written temporary, then die of the same signal.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction action {};
+    action.sa_handler = [](int s) {
+      tern::remove_pending_temporary();
+      ::signal(s, SIG_DFL);
+      ::raise(s);
+    };
+    ::sigaction(sig, &action, nullptr);
+  }
   try {
     try {
       tern::check_environment();

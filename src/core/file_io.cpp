@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdlib>
@@ -62,6 +63,16 @@ std::string resolve_output(const std::string& path) {
   return resolved;
 }
 
+// The temporary file being written now (one write at a time per process), for signal handlers.
+char pending_temporary[PATH_MAX + 1];
+std::atomic<bool> pending{false};
+
+void set_pending(const std::string& path) {
+  if (path.size() > PATH_MAX) return;
+  std::memcpy(pending_temporary, path.c_str(), path.size() + 1);
+  pending.store(true);
+}
+
 mode_t current_umask() {
   mode_t mask = ::umask(0);
   ::umask(mask);
@@ -91,6 +102,10 @@ InputFile::InputFile(const std::string& path) {
 
 InputFile::~InputFile() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+void remove_pending_temporary() noexcept {
+  if (pending.exchange(false)) ::unlink(pending_temporary);
 }
 
 int InputFile::release() {
@@ -161,8 +176,10 @@ void write_file_atomically(const std::string& path, std::initializer_list<std::s
   std::string tmp = dir + "/." + target_path.filename().string() + ".XXXXXX";
   int fd = ::mkstemp(tmp.data());  // O_CREAT | O_EXCL: never an existing file, never through a link
   if (fd < 0) throw Error(path + ": cannot write file (" + errno_text(errno) + ")");
+  set_pending(tmp);
   auto fail = [&](const std::string& message) {
     ::close(fd);
+    pending.store(false);
     ::unlink(tmp.c_str());
     throw Error(message);
   };
@@ -172,14 +189,17 @@ void write_file_atomically(const std::string& path, std::initializer_list<std::s
   if (::fsync(fd) != 0 && errno != EINVAL) fail(write_error(path, errno));
   if (::close(fd) != 0) {
     int err = errno;
+    pending.store(false);
     ::unlink(tmp.c_str());
     throw Error(write_error(path, err));
   }
   if (::rename(tmp.c_str(), target.c_str()) != 0) {
     int err = errno;
+    pending.store(false);
     ::unlink(tmp.c_str());
     throw Error(path + ": cannot move the finished file into place (" + errno_text(err) + ")");
   }
+  pending.store(false);
 }
 
 void check_output_paths(const std::vector<std::string>& inputs, const std::vector<std::string>& outputs) {

@@ -49,6 +49,10 @@ using WriteValidator = std::function<void(std::span<const char> bytes)>;
 void write_file_atomically(const std::string& path, std::initializer_list<std::span<const char>> parts,
                            const WriteValidator& validate = {});
 
+// Removes the temporary file of a write in progress, if any. Async-signal-safe: the CLI calls it
+// from its SIGINT/SIGTERM handler, so an interrupted write leaves nothing behind.
+void remove_pending_temporary() noexcept;
+
 // Refuses (Error "OUTPUT: is the same file as INPUT ...") when an output path names the same file
 // as an input or as another output (the same inode, whatever the spelling: ./x, $PWD/x, a link),
 // or when an output exists and is neither a regular file nor a character device (a FIFO would

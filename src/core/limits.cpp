@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -15,10 +16,25 @@ namespace {
 
 std::atomic<int64_t> configured_limit{0};  // 0: not set yet
 
+// A container's memory limit (cgroup v2, then v1), when it is below the machine's.
+double cgroup_memory_limit() {
+  for (const char* path : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    if (std::FILE* f = std::fopen(path, "r")) {
+      char text[64] = {};
+      bool got = std::fgets(text, sizeof text, f) != nullptr;
+      std::fclose(f);
+      char* end = nullptr;
+      double v = got ? std::strtod(text, &end) : 0;
+      if (got && end != text && v > 0) return v;  // "max" (no limit) parses as nothing
+    }
+  }
+  return INFINITY;
+}
+
 int64_t default_memory_limit() {
   long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return int64_t{8} << 30;
-  return static_cast<int64_t>(static_cast<double>(pages) * static_cast<double>(page) * 0.75);
+  double physical = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0x1p33;
+  return static_cast<int64_t>(std::min(physical, cgroup_memory_limit()) * 0.75);
 }
 
 }  // namespace
