@@ -87,7 +87,7 @@ Tensor Tensor::from_floats(Shape shape, std::span<const float> values) {
   Tensor t(DataType::kFloat32, std::move(shape));
   check(static_cast<int64_t>(values.size()) == t.size(), "tensor of shape " + to_string(t.shape()) + " given " +
                                                               std::to_string(values.size()) + " values");
-  std::memcpy(t.raw(), values.data(), t.bytes());
+  if (t.bytes() > 0) std::memcpy(t.raw(), values.data(), t.bytes());  // an empty span's data may be null
   return t;
 }
 
@@ -95,7 +95,7 @@ Tensor Tensor::from_int64s(Shape shape, std::span<const int64_t> values) {
   Tensor t(DataType::kInt64, std::move(shape));
   check(static_cast<int64_t>(values.size()) == t.size(), "tensor of shape " + to_string(t.shape()) + " given " +
                                                               std::to_string(values.size()) + " values");
-  std::memcpy(t.raw(), values.data(), t.bytes());
+  if (t.bytes() > 0) std::memcpy(t.raw(), values.data(), t.bytes());  // an empty span's data may be null
   return t;
 }
 

@@ -56,6 +56,19 @@ std::vector<float> parse_floats(const std::string& text, const std::string& who)
   return values;
 }
 
+// Images must be [N,H,W] or [N,C,H,W] with a sensible size per image: a set of zero images can still
+// declare 4e9 channels, and every later loop runs over those dimensions.
+void check_images(const Tensor& images, const std::string& who) {
+  check(images.rank() == 3 || images.rank() == 4,
+        who + ": images must be [N,H,W] or [N,C,H,W], got " + to_string(images.shape()));
+  int64_t per_image = 1;
+  for (int64_t d = 1; d < images.rank(); ++d) {
+    check(images.dim(d) >= 1, who + ": images of shape " + to_string(images.shape()) + " have an empty dimension");
+    check(!__builtin_mul_overflow(per_image, images.dim(d), &per_image) && per_image <= (int64_t{1} << 31),
+          who + ": images of shape " + to_string(images.shape()) + " have over 2^31 values each");
+  }
+}
+
 }  // namespace
 
 Dataset load_idx_dataset(const std::string& spec, const std::string& split) {
@@ -67,8 +80,7 @@ Dataset load_idx_dataset(const std::string& spec, const std::string& split) {
   d.images = read_idx(find_idx(dir, prefix + "-images-idx3-ubyte"));
   Tensor labels = read_idx(find_idx(dir, prefix + "-labels-idx1-ubyte"));
   d.labels = labels_from(labels, dir + "/" + prefix + "-labels-idx1-ubyte");
-  check(d.images.rank() == 3 || d.images.rank() == 4,
-        dir + ": images must be [N,H,W] or [N,C,H,W], got " + to_string(d.images.shape()));
+  check_images(d.images, dir);
   check(static_cast<int64_t>(d.labels.size()) == d.images.dim(0),
         dir + ": " + std::to_string(d.images.dim(0)) + " images but " + std::to_string(d.labels.size()) + " labels");
   return d;
@@ -80,8 +92,7 @@ Dataset load_npy_dataset(const std::string& images_path, const std::string& labe
   d.images = read_npy(images_path);
   check(d.images.dtype() == DataType::kFloat32 || d.images.dtype() == DataType::kUInt8,
         images_path + ": images must be float32/float64 or uint8, got " + to_string(d.images.dtype()));
-  check(d.images.rank() == 3 || d.images.rank() == 4,
-        images_path + ": images must be [N,H,W] or [N,C,H,W], got " + to_string(d.images.shape()));
+  check_images(d.images, images_path);
   d.labels = labels_from(read_npy(labels_path), labels_path);
   check(static_cast<int64_t>(d.labels.size()) == d.images.dim(0),
         labels_path + ": " + std::to_string(d.labels.size()) + " labels for " + std::to_string(d.images.dim(0)) +
@@ -117,6 +128,7 @@ Normalization normalization_from_metadata(const Graph& graph) {
 
 Tensor make_batch(const Dataset& data, int64_t begin, int64_t count, const Normalization& norm,
                   const Shape& input_shape) {
+  check_images(data.images, data.name);
   const Shape& s = data.images.shape();
   check(input_shape.size() == 4, data.name + ": the model input " + to_string(input_shape) +
                                      " is not an image batch [N,C,H,W]");
