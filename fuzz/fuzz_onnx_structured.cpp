@@ -4,10 +4,12 @@
 // input is a well-formed protobuf and the fuzzer's time goes into the importer, shape inference,
 // the passes and the executor rather than into protobuf's framing checks. Debian has no
 // libprotobuf-mutator; the edits are written here, one function per kind:
-//   tensor dims and values (boundary numbers: 0, -1, 2^31, 2^62, NaN, inf...), raw_data cut or
-//   extended, data types changed, attribute values and attribute sets, operator types, node
-//   inputs and outputs renamed to other names of the graph, nodes repeated, dropped or moved,
-//   value_info shapes, graph inputs and outputs, the opset, metadata.
+//   tensor dims (mostly with the data fitted to them) and values (boundary numbers: 0, -1, 2^31,
+//   2^62, NaN, inf...), raw_data cut or extended, data types changed, attribute values and
+//   attribute sets, operator types, node inputs rewired to other values (mostly ones defined
+//   before the node, so the graph stays well formed) and outputs renamed, a node inserted on a
+//   value, nodes repeated, dropped or moved, value_info shapes, graph inputs and outputs, the
+//   opset, metadata.
 // When the input does not parse as a model (and rarely otherwise) libFuzzer's byte mutations run.
 // Crash inputs are plain .onnx files: the regression test loads them as they are.
 #include <onnx/onnx_pb.h>
@@ -121,18 +123,54 @@ std::string some_value_name(const onnx::GraphProto& g, Rng& rng) {
 
 // ---- one function per kind of edit; each returns false when the model has nothing to edit ---------
 
-// A dimension of a tensor set to a boundary value, or a dimension added or dropped.
+// Elements of a tensor's dims, or -1 when negative or above `limit`.
+int64_t element_count(const onnx::TensorProto& t, int64_t limit) {
+  int64_t n = 1;
+  for (int64_t d : t.dims()) {
+    if (d < 0 || (d > 0 && n > limit / d)) return -1;
+    n *= d;
+  }
+  return n;
+}
+
+// The stored values resized to what the dims need (repeating the last value, or 1), so that a
+// reshaped weight gets past the importer's data check into shape inference.
+void fit_data_to_dims(onnx::TensorProto& t) {
+  int64_t n = element_count(t, 1 << 14);
+  if (n < 0) return;
+  auto fit = [n](auto& field, auto fill) {
+    if (field.size() > 0) fill = field.Get(field.size() - 1);
+    while (field.size() > n) field.RemoveLast();
+    while (field.size() < n) field.Add(fill);
+  };
+  if (t.has_raw_data()) {
+    size_t width = t.data_type() == onnx::TensorProto::INT64 || t.data_type() == onnx::TensorProto::DOUBLE ? 8
+                   : t.data_type() == onnx::TensorProto::FLOAT || t.data_type() == onnx::TensorProto::INT32 ? 4 : 1;
+    t.mutable_raw_data()->resize(static_cast<size_t>(n) * width, '\1');
+  } else if (t.data_type() == onnx::TensorProto::FLOAT) {
+    fit(*t.mutable_float_data(), 1.0f);
+  } else if (t.data_type() == onnx::TensorProto::INT64) {
+    fit(*t.mutable_int64_data(), int64_t{1});
+  } else {
+    fit(*t.mutable_int32_data(), int32_t{1});
+  }
+}
+
+// A dimension of a tensor set to a boundary value or nudged, or a dimension added or dropped;
+// mostly with the data then fitted to the new shape.
 bool mutate_tensor_dims(onnx::ModelProto& m, Rng& rng) {
   auto ts = tensors(*m.mutable_graph());
   if (ts.empty()) return false;
-  auto& dims = *ts[pick(rng, ts.size())]->mutable_dims();
+  onnx::TensorProto& t = *ts[pick(rng, ts.size())];
+  auto& dims = *t.mutable_dims();
   unsigned what = rng() % 8;
-  if (what == 0 || dims.empty()) dims.Add(interesting_int(rng));
+  if (what == 0 || dims.empty()) dims.Add(rng() % 2 ? interesting_int(rng) : 1 + static_cast<int64_t>(rng() % 4));
   else if (what == 1) dims.RemoveLast();
   else {
     int i = static_cast<int>(pick(rng, dims.size()));
     dims.Set(i, nudged_int(dims.Get(i), rng));
   }
+  if (rng() % 4) fit_data_to_dims(t);
   return true;
 }
 
@@ -374,16 +412,30 @@ bool mutate_op_type(onnx::ModelProto& m, Rng& rng) {
   return true;
 }
 
-// A node's input or output renamed to another name of the graph (a cycle, a value defined twice,
-// a use before definition, an omitted optional input), or one added or dropped.
+// Names defined before node `index`: graph inputs, initializers, earlier nodes' outputs.
+std::vector<std::string> names_before(const onnx::GraphProto& g, int index) {
+  std::vector<std::string> out;
+  for (const auto& v : g.input()) out.push_back(v.name());
+  for (const auto& t : g.initializer()) out.push_back(t.name());
+  for (int i = 0; i < index && i < g.node_size(); ++i)
+    for (const auto& o : g.node(i).output()) out.push_back(o);
+  return out;
+}
+
+// A node's input rewired to another value defined before it (mostly: a well-formed graph with
+// other shapes), or to any name of the graph (a cycle, a use before definition, an omitted
+// optional input, an undefined name); rarely an output renamed (a value defined twice), or an
+// input or output added or dropped.
 bool mutate_node_io(onnx::ModelProto& m, Rng& rng) {
   onnx::GraphProto& g = *m.mutable_graph();
   if (g.node_size() == 0) return false;
-  onnx::NodeProto& n = *g.mutable_node(static_cast<int>(pick(rng, g.node_size())));
-  std::string name = some_value_name(g, rng);
-  bool output = rng() % 4 == 0;
+  int index = static_cast<int>(pick(rng, g.node_size()));
+  onnx::NodeProto& n = *g.mutable_node(index);
+  std::vector<std::string> before = names_before(g, index);
+  std::string name = rng() % 4 && !before.empty() ? before[pick(rng, before.size())] : some_value_name(g, rng);
+  bool output = rng() % 8 == 0;
   auto& names = output ? *n.mutable_output() : *n.mutable_input();
-  switch (rng() % 4) {
+  switch (rng() % 6) {
     case 0: *names.Add() = name; break;
     case 1:
       if (names.empty()) return false;
@@ -394,6 +446,34 @@ bool mutate_node_io(onnx::ModelProto& m, Rng& rng) {
       *names.Mutable(static_cast<int>(pick(rng, names.size()))) = name;
       break;
   }
+  return true;
+}
+
+// A new node on a value: its consumers then read the new node's output (Relu after a Conv, a
+// Transpose before a Gemm, an Add of the value to itself...), so that operators meet inputs of
+// shapes the seeds never gave them.
+bool mutate_insert_node(onnx::ModelProto& m, Rng& rng) {
+  onnx::GraphProto& g = *m.mutable_graph();
+  if (g.node_size() == 0) return false;
+  int index = static_cast<int>(pick(rng, g.node_size()));
+  if (g.node(index).output_size() == 0) return false;
+  const std::string value = g.node(index).output(0);
+  const std::string out = value + "_i" + std::to_string(rng() % 1000);
+  const auto& ops = tern::supported_onnx_operators();
+  onnx::NodeProto n;
+  n.set_op_type(rng() % 2 ? ops[pick(rng, ops.size())] : g.node(static_cast<int>(pick(rng, g.node_size()))).op_type());
+  n.set_name("inserted_" + out);
+  n.add_input(value);
+  if (rng() % 2) n.add_input(rng() % 2 ? value : some_value_name(g, rng));  // binary ops; Reshape/Gather/... targets
+  n.add_output(out);
+  if (rng() % 2) set_known_attribute(*n.add_attribute(), rng);
+  for (auto& consumer : *g.mutable_node())
+    for (auto& input : *consumer.mutable_input())
+      if (input == value) input = out;
+  for (auto& o : *g.mutable_output())
+    if (o.name() == value) o.set_name(out);
+  *g.add_node() = std::move(n);
+  move_last_to(*g.mutable_node(), index + 1);
   return true;
 }
 
@@ -516,8 +596,8 @@ struct Weighted {
 const Weighted kMutations[] = {
     {20, mutate_attribute_value}, {12, mutate_tensor_values}, {10, mutate_tensor_dims}, {6, mutate_tensor_data},
     {5, mutate_data_type},        {6, mutate_attribute_set},  {6, mutate_op_type},      {12, mutate_node_io},
-    {8, mutate_node_list},        {8, mutate_value_info},     {5, mutate_graph_io},     {3, mutate_opset},
-    {2, mutate_metadata},
+    {8, mutate_insert_node},      {8, mutate_node_list},      {8, mutate_value_info},   {5, mutate_graph_io},
+    {3, mutate_opset},            {2, mutate_metadata},
 };
 
 void mutate_model(onnx::ModelProto& m, Rng& rng) {
