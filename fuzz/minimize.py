@@ -7,7 +7,7 @@ the JSON sections (the graph, the quantization section, provenance), re-serializ
 with valid checksums after each edit, and keeps an edit when the fuzz target still reports the
 same failure (its sanitizer SUMMARY line, or the first error line).
 
-  fuzz/minimize.py FUZZER CRASH OUT      e.g. build/fuzz/fuzz/fuzz_tern_loader crash-1234 fuzz/regressions/x.tern
+  fuzz/minimize.py FUZZER CRASH OUT      e.g. build/fuzz/fuzz/fuzz_tern_loader crash-1234 fuzz/regressions/tern_loader/x.tern
 """
 import json
 import os

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything, builds the library, CLI, tests and benchmarks (Release), runs the tests,
-# then fuzzes the .tern loaders for TERN_FUZZ_SECONDS (default 60; 0 skips it; see scripts/fuzz.sh).
+# then fuzzes tern's input parsers (.tern, ONNX, .npy, IDX, command line) for TERN_FUZZ_SECONDS in all
+# (default 60, split among the targets; 0 skips it; see scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh all
