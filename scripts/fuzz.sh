@@ -89,11 +89,14 @@ for t in "${targets[@]}"; do
     mkdir -p "fuzz/regressions/$kind"
     saved=()
     for f in "${found[@]}"; do
+      known=""
+      for r in fuzz/regressions/"$kind"/*; do cmp -s "$f" "$r" && known="$r"; done
+      if [ -n "$known" ]; then saved+=("(already $known)"); continue; fi  # a past crash input, still failing
       cp "$f" "fuzz/regressions/$kind/"
       saved+=("fuzz/regressions/$kind/$(basename "$f")")
     done
     what="$(grep -m1 -E '^(SUMMARY: |==[0-9]+== ?ERROR: libFuzzer)' "$dir/log" || true)"
-    echo "fuzz.sh: fuzz_$t failed on a fuzzed input (${what:-exit status $status}); saved: ${saved[*]:-nothing}" >&2
+    echo "fuzz.sh: fuzz_$t failed (${what:-exit status $status}); input: ${saved[*]:-none saved}" >&2
     line="$line  FAILED"
     failed+=("fuzz_$t")
   fi
