@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,7 @@ const Kind kKinds[] = {
     {"idx", tern::fuzz::load_idx_input},           // fuzz_idx
     {"cli_args", tern::fuzz::parse_cli_input},     // fuzz_cli_args
 };
+void PrintTo(const Kind& kind, std::ostream* os) { *os << kind.name; }  // test names in ctest's list
 
 std::vector<fs::path> files_in(const fs::path& dir) {
   std::vector<fs::path> files;
