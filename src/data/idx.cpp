@@ -68,9 +68,31 @@ Tensor read_idx(const std::string& path) {
     check(claimed == static_cast<double>(file_size) - static_cast<double>(header),
           path + ": IDX header " + to_string(shape) + " declares " + format_bytes(claimed) + " of data, the file holds " +
               format_bytes(static_cast<double>(file_size) - static_cast<double>(header)) + " (truncated or corrupt)");
-  Tensor t = Tensor::uninitialized(dtype, shape);
-  size_t got = read_some(file, path, reinterpret_cast<unsigned char*>(t.raw()), t.bytes());
-  check(got == t.bytes(), path + ": IDX header " + to_string(shape) + " declares " + format_bytes(claimed) +
+  Tensor t;
+  size_t got = 0;
+  if (!compressed) {
+    t = Tensor::uninitialized(dtype, shape);
+    got = read_some(file, path, reinterpret_cast<unsigned char*>(t.raw()), t.bytes());
+  } else {
+    // A 42-byte gzip file can declare 16 GiB: memory follows the data actually inflated, in chunks,
+    // and only a stream that delivers everything it declared becomes a tensor.
+    std::vector<unsigned char> data;
+    const size_t want = static_cast<size_t>(claimed);
+    while (data.size() < want) {
+      size_t chunk = std::min<size_t>(want - data.size(), size_t{1} << 24);
+      size_t at = data.size();
+      data.resize(at + chunk);
+      size_t n = read_some(file, path, data.data() + at, chunk);
+      data.resize(at + n);
+      if (n < chunk) break;
+    }
+    got = data.size();
+    if (got == want) {
+      t = Tensor::uninitialized(dtype, shape);
+      if (got > 0) std::memcpy(t.raw(), data.data(), got);
+    }
+  }
+  check(got == static_cast<size_t>(claimed), path + ": IDX header " + to_string(shape) + " declares " + format_bytes(claimed) +
                               " of data, the file holds " + format_bytes(static_cast<double>(got)) + " (truncated)");
   unsigned char extra;
   check(read_some(file, path, &extra, 1) == 0,

@@ -611,7 +611,12 @@ Tensor clip_typed(const OpContext& ctx, std::span<const Tensor* const> in) {
       return in[i]->data<T>()[0];
     }
     if constexpr (std::is_floating_point_v<T>) return static_cast<T>(fallback);
-    return std::isinf(fallback) ? limit : static_cast<T>(fallback);
+    // A float bound beyond the integer type (or infinite) clamps nothing on that side; NaN neither.
+    double f = fallback;
+    if (std::isnan(f)) return limit;
+    if (f <= static_cast<double>(std::numeric_limits<T>::lowest())) return std::numeric_limits<T>::lowest();
+    if (f >= static_cast<double>(std::numeric_limits<T>::max())) return std::numeric_limits<T>::max();
+    return static_cast<T>(f);
   };
   T lo = bound(1, a.lo, std::numeric_limits<T>::lowest()), hi = bound(2, a.hi, std::numeric_limits<T>::max());
   const Tensor& x = *in[0];

@@ -351,6 +351,18 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> in, st
       require_inputs(2);
       auto& a = node.attr<LayerNormAttrs>();
       a.axis = normalize_axis(a.axis, static_cast<int64_t>(x.size()), who);
+      // Scale and bias broadcast to the normalized dims (x's dims from axis on), and no further.
+      Shape normalized(x.begin() + a.axis, x.end());
+      for (size_t i = 1; i < in.size() && i < 3; ++i) {
+        const char* what = i == 1 ? "scale" : "bias";
+        check(in[i].size() <= normalized.size(), who + ": " + what + " " + to_string(in[i]) +
+                                                     " has more dims than the normalized shape " + to_string(normalized));
+        for (size_t d = 0; d < in[i].size(); ++d) {
+          int64_t want = normalized[normalized.size() - in[i].size() + d], have = in[i][d];
+          check(have == 1 || have < 0 || want < 0 || have == want,
+                who + ": " + what + " " + to_string(in[i]) + " does not broadcast to " + to_string(normalized));
+        }
+      }
       Shape stats = x;  // Mean and InvStdDev keep the leading dims, 1 elsewhere
       std::fill(stats.begin() + a.axis, stats.end(), 1);
       return {x, stats, stats};

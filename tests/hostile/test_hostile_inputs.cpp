@@ -54,6 +54,17 @@ namespace fs = std::filesystem;
 constexpr int64_t kRssLimitKiB = 1 << 20;             // 1 GiB
 constexpr int64_t kRssKillKiB = 2 * kRssLimitKiB;     // stop a runaway child well before the box suffers
 constexpr uint64_t kAddressSpaceLimit = uint64_t{8} << 30;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kUnderAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kUnderAddressSanitizer = true;
+#else
+constexpr bool kUnderAddressSanitizer = false;
+#endif
+#else
+constexpr bool kUnderAddressSanitizer = false;
+#endif
 constexpr double kIdleSeconds = 20;                   // blocked with no CPU time used: a hang
 
 // "needs -": a negative byte count (an overflowed size) in a message.
@@ -219,7 +230,7 @@ Run run_step(const Step& step, const std::string& cwd, const std::string& log_pr
     int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (in < 0 || out < 0 || err < 0 || ::dup2(in, 0) < 0 || ::dup2(out, 1) < 0 || ::dup2(err, 2) < 0) ::_exit(126);
     struct rlimit as = {kAddressSpaceLimit, kAddressSpaceLimit}, core = {0, 0};
-    ::setrlimit(RLIMIT_AS, &as);
+    if (!kUnderAddressSanitizer) ::setrlimit(RLIMIT_AS, &as);  // ASan's shadow memory needs the address space
     ::setrlimit(RLIMIT_CORE, &core);
     if (::chdir(cwd.c_str()) != 0) ::_exit(126);
     ::execve(argv[0], argv.data(), envp.data());

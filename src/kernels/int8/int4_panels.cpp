@@ -28,7 +28,7 @@ void Int4Panels::set_code(int64_t row, int64_t k, int code) {
   if (code < -8 || code > 7) throw Error("int4 panels: code " + std::to_string(code) + " outside [-8, 7]");
   if (has_units() && std::abs(code * unit(row, k / kQStep)) > 127)
     throw Error("int4 panels: code times unit outside [-127, 127]");
-  int shift;
+  int shift = 0;
   uint8_t& byte = codes_[byte_of(row, k, shift)];
   byte = static_cast<uint8_t>((byte & ~(0xF << shift)) | ((code + 8) << shift));
 }
@@ -45,8 +45,9 @@ void Int4Panels::set_unit(int64_t row, int64_t step, int unit) {
 }
 
 int Int4Panels::code(int64_t row, int64_t k) const {
-  int shift;
-  return ((codes_[byte_of(row, k, shift)] >> shift) & 0xF) - 8;
+  int shift = 0;
+  const size_t at = byte_of(row, k, shift);  // sets shift: read it only after (a sanitizer build did not)
+  return ((codes_[at] >> shift) & 0xF) - 8;
 }
 
 int Int4Panels::unit(int64_t row, int64_t step) const {
