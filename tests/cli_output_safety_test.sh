@@ -55,15 +55,7 @@ same() {
   cmp -s "$1" "$2" || fail "$3: $1 changed"
 }
 
-python3 - "$work" <<'PY'
-import struct, sys
-def npy(path, descr, shape, payload):
-    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, ",".join(map(str, shape)) + ("," if len(shape) == 1 else ""))
-    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload)
-npy(sys.argv[1] + "/x.npy", "<f4", (2, 1, 28, 28), b"\0" * (2 * 28 * 28 * 4))
-PY
+python3 "$(dirname "$0")/write_npy.py" "$work/x.npy" '<f4' 2,1,28,28
 
 # ---- /dev/null and /dev/full (run inside the sandbox when root)
 dev_checks() {

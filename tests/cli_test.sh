@@ -49,19 +49,12 @@ expect_error 1 "bad.npy" -- "$tern" run "$model" --input "$work/bad.npy" --outpu
 [ -e "$work/y.npy" ] && fail "run left an output file after a bad input"
 
 # A good run: write a [2,1,28,28] float32 .npy by hand (header + zeros).
-python3 - "$work" <<'PY'
-import struct, sys
-def npy(path, descr, shape, payload):
-    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, ",".join(map(str, shape)) + ("," if len(shape) == 1 else ""))
-    header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + payload)
-d = sys.argv[1]
-npy(d + "/x.npy", "<f4", (2, 1, 28, 28), b"\0" * (2 * 28 * 28 * 4))
-npy(d + "/wrong.npy", "<f4", (2, 3, 32, 32), b"\0" * (2 * 3 * 32 * 32 * 4))
-npy(d + "/labels.npy", "<i8", (2,), struct.pack("<2q", 3, 4))
-npy(d + "/labels3.npy", "<i8", (3,), struct.pack("<3q", 3, 4, 5))
-PY
+here=$(dirname "$0")
+npy() { python3 "$here/write_npy.py" "$@"; }
+npy "$work/x.npy" '<f4' 2,1,28,28
+npy "$work/wrong.npy" '<f4' 2,3,32,32
+npy "$work/labels.npy" '<i8' 2 3 4
+npy "$work/labels3.npy" '<i8' 3 3 4 5
 "$tern" run "$model" --input "$work/x.npy" --output "$work/y.npy" || fail "run on a good input failed"
 [ -s "$work/y.npy" ] || fail "run wrote no output"
 expect_error 1 "wrong.npy" -- "$tern" run "$model" --input "$work/wrong.npy" --output "$work/z.npy"
