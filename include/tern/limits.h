@@ -28,8 +28,8 @@ void check_memory(double bytes, const std::string& who, const std::string& what)
 // TERN_THREADS when set: an integer in [1, 1024]; Error naming the variable otherwise. 0: not set.
 int threads_from_environment();
 
-// Validates every TERN_* setting now (the CLI calls it first, so a typo is a usage error before
-// any work); throws Error naming the variable.
+// Validates TERN_THREADS and TERN_MAX_MEMORY now (the CLI calls it first, with TERN_ISA's own
+// parser, so a typo is a usage error before any work); throws Error naming the variable.
 void check_environment();
 
 }  // namespace tern

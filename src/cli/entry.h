@@ -10,6 +10,7 @@
 
 #include "cli/args.h"
 #include "core/file_io.h"
+#include "kernels/cpu_features.h"
 #include "tern/limits.h"
 
 namespace tern::cli {
@@ -59,6 +60,7 @@ inline int run_command(int argc, char** argv, const std::function<int(const std:
   try {
     try {
       tern::check_environment();
+      tern::kernels::active_isa();  // parses TERN_ISA
     } catch (const Error& e) {
       throw UsageError(e.what());
     }

@@ -115,11 +115,6 @@ int threads_from_environment() {
 void check_environment() {
   threads_from_environment();
   memory_limit();
-  if (const char* isa = std::getenv("TERN_ISA")) {
-    std::string s = isa;
-    if (!s.empty() && s != "scalar" && s != "avx2" && s != "avx512")
-      throw Error("TERN_ISA: expected scalar, avx2 or avx512, got '" + s + "'");
-  }
 }
 
 }  // namespace tern
