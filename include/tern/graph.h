@@ -11,7 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
-#include <variant>
+#include <any>
 #include <vector>
 
 #include "tern/tensor.h"
@@ -25,45 +25,13 @@ inline constexpr ValueId kNoValue = -1;  // an omitted optional input
 // dynamic batch dimension of the graph input; the executor substitutes the actual batch size.
 inline constexpr int64_t kSymbolicBatch = INT64_MIN;
 
+// One entry per operator record (src/ops/); Identity also stands for inference-mode Dropout,
+// HardSigmoid for HardSwish (AffineAttrs::multiply_input), FakeQuantize is tern's own (quantize to
+// integer codes and back: simulated quantized inference).
 enum class OpType {
-  kConv,
-  kBatchNormalization,
-  kRelu,
-  kClip,
-  kLeakyRelu,
-  kSigmoid,
-  kTanh,
-  kMaxPool,
-  kAveragePool,
-  kGlobalAveragePool,
-  kGlobalMaxPool,
-  kReduceMean,
-  kAdd,
-  kSub,
-  kMul,
-  kDiv,
-  kConcat,
-  kGemm,
-  kMatMul,
-  kFlatten,
-  kReshape,
-  kTranspose,
-  kSoftmax,
-  kIdentity,  // Dropout in inference mode imports as Identity
-  kConstant,
-  kShape,
-  kGather,
-  kUnsqueeze,
-  kSqueeze,
-  kCast,
-  kPad,
-  kSlice,
-  kHardSigmoid,  // also HardSwish: x * HardSigmoid(x), with AffineAttrs::multiply_input
-  kSqrt,
-  kErf,
-  kPow,
-  kLayerNormalization,
-  kFakeQuantize,  // tern's own: quantize to integer codes and back (simulated quantized inference)
+#define TERN_OP(name) k##name,
+#include "tern/ops.def"
+#undef TERN_OP
 };
 
 std::string to_string(OpType op);
@@ -178,10 +146,10 @@ struct FakeQuantAttrs {
   float scale = 1.0f;         // static only
 };
 
-using NodeAttrs = std::variant<std::monostate, ConvAttrs, PoolAttrs, GemmAttrs, BatchNormAttrs, ClipAttrs,
-                               LeakyReluAttrs, AxisAttrs, ReduceAttrs, AxesAttrs, TransposeAttrs, ReshapeAttrs,
-                               CastAttrs, PadAttrs, ShapeAttrs, SliceAttrs, AffineAttrs, LayerNormAttrs,
-                               FakeQuantAttrs>;
+// The node's typed attribute struct (ConvAttrs, ...; empty for operators without attributes).
+// Which struct an operator carries is its record's business (src/ops/); std::any keeps Node
+// copyable without one central list of every struct.
+using NodeAttrs = std::any;
 
 struct Value {
   std::string name;
@@ -199,9 +167,20 @@ struct Node {
   NodeAttrs attrs;
 
   template <typename T>
-  const T& attr() const { return std::get<T>(attrs); }
+  const T& attr() const {
+    const T* a = std::any_cast<T>(&attrs);
+    if (!a) throw_wrong_attrs();
+    return *a;
+  }
   template <typename T>
-  T& attr() { return std::get<T>(attrs); }
+  T& attr() {
+    T* a = std::any_cast<T>(&attrs);
+    if (!a) throw_wrong_attrs();
+    return *a;
+  }
+  template <typename T>
+  bool has_attrs() const { return std::any_cast<T>(&attrs) != nullptr; }
+  [[noreturn]] void throw_wrong_attrs() const;  // names the node and the operator
 };
 
 class Graph {

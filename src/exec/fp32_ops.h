@@ -1,6 +1,6 @@
-// Reference implementations of every IR operator on tensors (float32, plus the int64 shape
-// arithmetic the importer folds). The executor calls these for every node it has no prepared fast
-// path for; constant folding calls them through evaluate_node.
+// The executor's prepared fast paths (packed Conv and Gemm weights) and the entry to every
+// operator's FP32 reference kernel (src/ops/: float32, plus the int64 shape arithmetic the importer
+// folds). Constant folding calls them through evaluate_node.
 #pragma once
 
 #include <optional>
@@ -9,17 +9,12 @@
 #include <vector>
 
 #include "kernels/fp32/conv2d.h"
+#include "ops/op.h"
 #include "tern/graph.h"
 #include "tern/thread_pool.h"
 
 namespace tern::ops {
 
-struct OpContext {
-  const Node& node;
-  std::string who;  // "model.onnx: node 'x' (Conv)" for errors
-  int64_t batch;    // what kSymbolicBatch stands for
-  ThreadPool* pool;
-};
 
 // Maps an N-D (1-D or 2-D spatial) Conv onto the 2-D kernel's shape description.
 kernels::Conv2dShape conv_shape(const ConvAttrs& attrs, const Shape& input, const Shape& weights);
@@ -38,6 +33,7 @@ struct PackedGemm {
 std::optional<PackedGemm> pack_gemm(const Node& node, const Graph& graph);
 Tensor gemm_packed(const OpContext& ctx, const Tensor& x, const PackedGemm& packed, const Shape& out_shape);
 
+// The node's FP32 reference kernel (its record's).
 std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> inputs, std::span<const Shape> out_shapes);
 
 }  // namespace tern::ops

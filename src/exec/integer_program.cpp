@@ -14,6 +14,7 @@
 #include "kernels/int8/qgemm_indirect.h"
 #include "kernels/int8/requantize.h"
 #include "tern/calibration.h"
+#include "ops/op.h"
 #include "tern/error.h"
 #include "tern/limits.h"
 
@@ -574,14 +575,9 @@ void quantize_buffer(Buffer& in, Buffer& out, int64_t images, ThreadPool* pool) 
   });
 }
 
-bool is_passthrough(OpType op) {
-  return op == OpType::kRelu || op == OpType::kClip || op == OpType::kIdentity || op == OpType::kMaxPool ||
-         op == OpType::kFlatten || op == OpType::kReshape || op == OpType::kConcat;
-}
+bool is_passthrough(OpType op) { return ops::record(op).integer == ops::IntegerUse::kOnCodes; }
 
-bool is_float_op(OpType op) {
-  return op == OpType::kAdd || op == OpType::kGlobalAveragePool || op == OpType::kReduceMean;
-}
+bool is_float_op(OpType op) { return ops::record(op).integer == ops::IntegerUse::kFloat; }
 
 // ---------------------------------------------------------------------------------------------
 // Compilation.

@@ -8,6 +8,7 @@
 #include "core/file_io.h"
 #include "format/graph_json.h"
 #include "graph/shape_inference.h"
+#include "ops/op.h"
 #include "tern/error.h"
 #include "tern/model_io.h"
 
@@ -17,75 +18,28 @@ namespace {
 
 using json = format::Json;
 
-const std::vector<std::pair<OpType, std::string>>& op_names() {
-  static const std::vector<std::pair<OpType, std::string>> names = [] {
-    std::vector<std::pair<OpType, std::string>> v;
-    // Every OpType in order, until to_string stops knowing one: appended ops need no edit here.
-    for (int i = static_cast<int>(OpType::kConv); to_string(static_cast<OpType>(i)) != "?"; ++i)
-      v.emplace_back(static_cast<OpType>(i), to_string(static_cast<OpType>(i)));
-    return v;
-  }();
-  return names;
-}
-
 OpType op_from_name(const std::string& name) {
-  for (const auto& [op, n] : op_names())
-    if (n == name) return op;
+  for (int i = 0; to_string(static_cast<OpType>(i)) != "?"; ++i)
+    if (to_string(static_cast<OpType>(i)) == name) return static_cast<OpType>(i);
   throw Error("unknown operator '" + name + "'");
 }
 
-// Infinite clamps are stored as null (JSON has no infinity).
-json bound(float v) { return std::isinf(v) ? json(nullptr) : json(v); }
-float bound(const json& j, float fallback) { return j.is_null() ? fallback : j.get<float>(); }
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-json attrs_to_json(const NodeAttrs& attrs) {
-  return std::visit(
-      [](const auto& a) -> json {
-        using T = std::decay_t<decltype(a)>;
-        if constexpr (std::is_same_v<T, std::monostate>) return json::object();
-        else if constexpr (std::is_same_v<T, ConvAttrs>)
-          return {{"kind", "conv"}, {"auto_pad", static_cast<int>(a.auto_pad)}, {"kernel", a.kernel},
-                  {"strides", a.strides}, {"pads", a.pads}, {"dilations", a.dilations}, {"group", a.group},
-                  {"clamp_lo", bound(a.clamp_lo)}, {"clamp_hi", bound(a.clamp_hi)}};
-        else if constexpr (std::is_same_v<T, PoolAttrs>)
-          return {{"kind", "pool"}, {"auto_pad", static_cast<int>(a.auto_pad)}, {"kernel", a.kernel},
-                  {"strides", a.strides}, {"pads", a.pads}, {"dilations", a.dilations}, {"ceil_mode", a.ceil_mode},
-                  {"count_include_pad", a.count_include_pad}};
-        else if constexpr (std::is_same_v<T, GemmAttrs>)
-          return {{"kind", "gemm"}, {"alpha", a.alpha}, {"beta", a.beta}, {"trans_a", a.trans_a},
-                  {"trans_b", a.trans_b}, {"clamp_lo", bound(a.clamp_lo)}, {"clamp_hi", bound(a.clamp_hi)}};
-        else if constexpr (std::is_same_v<T, BatchNormAttrs>) return {{"kind", "batchnorm"}, {"epsilon", a.epsilon}};
-        else if constexpr (std::is_same_v<T, ClipAttrs>)
-          return {{"kind", "clip"}, {"lo", bound(a.lo)}, {"hi", bound(a.hi)}};
-        else if constexpr (std::is_same_v<T, LeakyReluAttrs>) return {{"kind", "leaky_relu"}, {"alpha", a.alpha}};
-        else if constexpr (std::is_same_v<T, AxisAttrs>)
-          return {{"kind", "axis"}, {"axis", a.axis}, {"coerce_2d", a.coerce_2d}};
-        else if constexpr (std::is_same_v<T, ReduceAttrs>)
-          return {{"kind", "reduce"}, {"axes", a.axes}, {"keepdims", a.keepdims}};
-        else if constexpr (std::is_same_v<T, AxesAttrs>) return {{"kind", "axes"}, {"axes", a.axes}};
-        else if constexpr (std::is_same_v<T, TransposeAttrs>) return {{"kind", "transpose"}, {"perm", a.perm}};
-        else if constexpr (std::is_same_v<T, ReshapeAttrs>) return {{"kind", "reshape"}, {"allow_zero", a.allow_zero}};
-        else if constexpr (std::is_same_v<T, CastAttrs>) return {{"kind", "cast"}, {"to", static_cast<int>(a.to)}};
-        else if constexpr (std::is_same_v<T, PadAttrs>) return {{"kind", "pad"}, {"pads", a.pads}, {"value", a.value}};
-        else if constexpr (std::is_same_v<T, ShapeAttrs>) return {{"kind", "shape"}, {"start", a.start}, {"end", a.end}};
-        else if constexpr (std::is_same_v<T, SliceAttrs>)
-          return {{"kind", "slice"}, {"starts", a.starts}, {"ends", a.ends}, {"axes", a.axes}, {"steps", a.steps}};
-        else if constexpr (std::is_same_v<T, LayerNormAttrs>)
-          return {{"kind", "layer_norm"}, {"axis", a.axis}, {"epsilon", a.epsilon}};
-        else if constexpr (std::is_same_v<T, AffineAttrs>)
-          return {{"kind", "affine"}, {"alpha", a.alpha}, {"beta", a.beta}, {"multiply_input", a.multiply_input}};
-        else if constexpr (std::is_same_v<T, FakeQuantAttrs>)
-          return {{"kind", "fake_quant"}, {"bits", a.bits}, {"is_unsigned", a.is_unsigned}, {"dynamic", a.dynamic},
-                  {"power_of_two", a.power_of_two}, {"scale", a.scale}};
-      },
-      attrs);
+// A node's attributes as JSON: its record's codec, with "kind" naming the struct.
+json attrs_to_json(const Node& node) {
+  const ops::AttrsCodec& codec = ops::record(node.op).attrs;
+  if (!codec.kind) return json::object();
+  json j = codec.to_json(node.attrs);
+  j["kind"] = codec.kind;
+  return j;
 }
 
-AutoPad auto_pad_from(const json& j) {
-  int v = j.get<int>();
-  check(v >= 0 && v <= static_cast<int>(AutoPad::kValid), "invalid auto_pad");
-  return static_cast<AutoPad>(v);
+// The attributes the node's record expects, of the kind it names.
+NodeAttrs attrs_from_json(OpType op, const json& j) {
+  const ops::AttrsCodec& codec = ops::record(op).attrs;
+  std::string kind = j.is_object() && j.contains("kind") ? j.at("kind").get<std::string>() : std::string();
+  check(kind == (codec.kind ? codec.kind : ""), "attributes of the wrong kind");
+  if (!codec.kind) return {};
+  return codec.from_json(j);
 }
 
 DataType dtype_from(const json& j) {
@@ -98,99 +52,6 @@ DataType dtype_from(const json& j) {
     case DataType::kInt64:
     case DataType::kBool: return static_cast<DataType>(v);
     default: throw Error("invalid data type " + std::to_string(v));
-  }
-}
-
-NodeAttrs attrs_from_json(const json& j) {
-  if (!j.contains("kind")) return std::monostate{};
-  std::string kind = j.at("kind").get<std::string>();
-  if (kind == "conv") {
-    ConvAttrs a;
-    a.auto_pad = auto_pad_from(j.at("auto_pad"));
-    a.kernel = j.at("kernel").get<std::vector<int64_t>>();
-    a.strides = j.at("strides").get<std::vector<int64_t>>();
-    a.pads = j.at("pads").get<std::vector<int64_t>>();
-    a.dilations = j.at("dilations").get<std::vector<int64_t>>();
-    a.group = j.at("group").get<int64_t>();
-    a.clamp_lo = bound(j.at("clamp_lo"), -kInf);
-    a.clamp_hi = bound(j.at("clamp_hi"), kInf);
-    return a;
-  }
-  if (kind == "pool") {
-    PoolAttrs a;
-    a.auto_pad = auto_pad_from(j.at("auto_pad"));
-    a.kernel = j.at("kernel").get<std::vector<int64_t>>();
-    a.strides = j.at("strides").get<std::vector<int64_t>>();
-    a.pads = j.at("pads").get<std::vector<int64_t>>();
-    a.dilations = j.at("dilations").get<std::vector<int64_t>>();
-    a.ceil_mode = j.at("ceil_mode").get<bool>();
-    a.count_include_pad = j.at("count_include_pad").get<bool>();
-    return a;
-  }
-  if (kind == "gemm") {
-    GemmAttrs a;
-    a.alpha = j.at("alpha").get<float>();
-    a.beta = j.at("beta").get<float>();
-    a.trans_a = j.at("trans_a").get<bool>();
-    a.trans_b = j.at("trans_b").get<bool>();
-    a.clamp_lo = bound(j.at("clamp_lo"), -kInf);
-    a.clamp_hi = bound(j.at("clamp_hi"), kInf);
-    return a;
-  }
-  if (kind == "batchnorm") return BatchNormAttrs{j.at("epsilon").get<float>()};
-  if (kind == "clip") return ClipAttrs{bound(j.at("lo"), -kInf), bound(j.at("hi"), kInf)};
-  if (kind == "leaky_relu") return LeakyReluAttrs{j.at("alpha").get<float>()};
-  if (kind == "axis") return AxisAttrs{j.at("axis").get<int64_t>(), j.at("coerce_2d").get<bool>()};
-  if (kind == "reduce") return ReduceAttrs{j.at("axes").get<std::vector<int64_t>>(), j.at("keepdims").get<bool>()};
-  if (kind == "axes") return AxesAttrs{j.at("axes").get<std::vector<int64_t>>()};
-  if (kind == "transpose") return TransposeAttrs{j.at("perm").get<std::vector<int64_t>>()};
-  if (kind == "reshape") return ReshapeAttrs{j.at("allow_zero").get<bool>()};
-  if (kind == "cast") return CastAttrs{dtype_from(j.at("to"))};
-  if (kind == "pad") return PadAttrs{j.at("pads").get<std::vector<int64_t>>(), j.at("value").get<float>()};
-  if (kind == "shape") return ShapeAttrs{j.at("start").get<int64_t>(), j.at("end").get<int64_t>()};
-  if (kind == "slice")
-    return SliceAttrs{j.at("starts").get<std::vector<int64_t>>(), j.at("ends").get<std::vector<int64_t>>(),
-                      j.at("axes").get<std::vector<int64_t>>(), j.at("steps").get<std::vector<int64_t>>()};
-  if (kind == "layer_norm") return LayerNormAttrs{j.at("axis").get<int64_t>(), j.at("epsilon").get<float>()};
-  if (kind == "affine")
-    return AffineAttrs{j.at("alpha").get<float>(), j.at("beta").get<float>(), j.at("multiply_input").get<bool>()};
-  if (kind == "fake_quant") {
-    FakeQuantAttrs a{j.at("bits").get<int>(), j.at("is_unsigned").get<bool>(), j.at("dynamic").get<bool>(),
-                     j.at("power_of_two").get<bool>(), j.at("scale").get<float>()};
-    check(a.bits >= 2 && a.bits <= 8, "fake_quant bits must be in [2, 8]");
-    check(a.dynamic || (std::isfinite(a.scale) && a.scale > 0), "fake_quant scale must be positive and finite");
-    return a;
-  }
-  throw Error("unknown attribute kind '" + kind + "'");
-}
-
-// The attribute struct each op must carry (index into NodeAttrs).
-size_t expected_attrs(OpType op) {
-  switch (op) {
-    case OpType::kConv: return 1;
-    case OpType::kMaxPool:
-    case OpType::kAveragePool: return 2;
-    case OpType::kGemm: return 3;
-    case OpType::kBatchNormalization: return 4;
-    case OpType::kClip: return 5;
-    case OpType::kLeakyRelu: return 6;
-    case OpType::kConcat:
-    case OpType::kFlatten:
-    case OpType::kSoftmax:
-    case OpType::kGather: return 7;
-    case OpType::kReduceMean: return 8;
-    case OpType::kUnsqueeze:
-    case OpType::kSqueeze: return 9;
-    case OpType::kTranspose: return 10;
-    case OpType::kReshape: return 11;
-    case OpType::kCast: return 12;
-    case OpType::kPad: return 13;
-    case OpType::kShape: return 14;
-    case OpType::kSlice: return 15;
-    case OpType::kHardSigmoid: return 16;
-    case OpType::kLayerNormalization: return 17;
-    case OpType::kFakeQuantize: return 18;
-    default: return 0;
   }
 }
 
@@ -234,7 +95,7 @@ json graph_to_json(const Graph& graph, std::vector<std::byte>& payload, const st
   }
   for (const Node& n : graph.nodes)
     nodes.push_back({{"name", n.name}, {"op", to_string(n.op)}, {"inputs", n.inputs}, {"outputs", n.outputs},
-                     {"attrs", attrs_to_json(n.attrs)}});
+                     {"attrs", attrs_to_json(n)}});
   return {{"source", graph.source}, {"opset", graph.opset},   {"metadata", graph.metadata},
           {"inputs", graph.inputs}, {"outputs", graph.outputs}, {"values", values},
           {"tensors", tensors},     {"nodes", nodes}};
@@ -307,8 +168,11 @@ Graph graph_from_json(const json& j, std::span<const std::byte> payload, const s
       node.outputs.push_back(static_cast<ValueId>(id));
     }
     check(!node.outputs.empty(), "node '" + node.name + "' has no outputs");
-    node.attrs = attrs_from_json(jn.at("attrs"));
-    check(node.attrs.index() == expected_attrs(node.op), "node '" + node.name + "' has attributes of the wrong kind");
+    try {
+      node.attrs = attrs_from_json(node.op, jn.at("attrs"));
+    } catch (const Error& e) {
+      throw Error("node '" + node.name + "': " + e.what());
+    }
     g.nodes.push_back(std::move(node));
   }
   for (int64_t id : j.at("inputs").get<std::vector<int64_t>>()) {

@@ -6,49 +6,7 @@
 
 namespace tern {
 
-std::string to_string(OpType op) {
-  switch (op) {
-    case OpType::kConv: return "Conv";
-    case OpType::kBatchNormalization: return "BatchNormalization";
-    case OpType::kRelu: return "Relu";
-    case OpType::kClip: return "Clip";
-    case OpType::kLeakyRelu: return "LeakyRelu";
-    case OpType::kSigmoid: return "Sigmoid";
-    case OpType::kTanh: return "Tanh";
-    case OpType::kMaxPool: return "MaxPool";
-    case OpType::kAveragePool: return "AveragePool";
-    case OpType::kGlobalAveragePool: return "GlobalAveragePool";
-    case OpType::kGlobalMaxPool: return "GlobalMaxPool";
-    case OpType::kReduceMean: return "ReduceMean";
-    case OpType::kAdd: return "Add";
-    case OpType::kSub: return "Sub";
-    case OpType::kMul: return "Mul";
-    case OpType::kDiv: return "Div";
-    case OpType::kConcat: return "Concat";
-    case OpType::kGemm: return "Gemm";
-    case OpType::kMatMul: return "MatMul";
-    case OpType::kFlatten: return "Flatten";
-    case OpType::kReshape: return "Reshape";
-    case OpType::kTranspose: return "Transpose";
-    case OpType::kSoftmax: return "Softmax";
-    case OpType::kIdentity: return "Identity";
-    case OpType::kConstant: return "Constant";
-    case OpType::kShape: return "Shape";
-    case OpType::kGather: return "Gather";
-    case OpType::kUnsqueeze: return "Unsqueeze";
-    case OpType::kSqueeze: return "Squeeze";
-    case OpType::kCast: return "Cast";
-    case OpType::kPad: return "Pad";
-    case OpType::kSlice: return "Slice";
-    case OpType::kHardSigmoid: return "HardSigmoid";
-    case OpType::kSqrt: return "Sqrt";
-    case OpType::kErf: return "Erf";
-    case OpType::kPow: return "Pow";
-    case OpType::kLayerNormalization: return "LayerNormalization";
-    case OpType::kFakeQuantize: return "FakeQuantize";
-  }
-  return "?";
-}
+// to_string(OpType) is in src/ops/registry.cpp, beside the operator table.
 
 ValueId Graph::add_value(Value value) {
   values.push_back(std::move(value));

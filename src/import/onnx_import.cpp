@@ -14,6 +14,7 @@
 
 #include "core/file_io.h"
 #include "graph/shape_inference.h"
+#include "ops/op.h"
 #include "tern/error.h"
 #include "tern/limits.h"
 #include "tern/passes.h"
@@ -127,13 +128,66 @@ class Attributes {
   std::map<std::string, const onnx::AttributeProto*> by_name_;
 };
 
-AutoPad parse_auto_pad(const Attributes& attrs, const std::string& who) {
-  std::string s = attrs.get_string("auto_pad", "NOTSET");
-  if (s == "NOTSET" || s.empty()) return AutoPad::kNotSet;
-  if (s == "SAME_UPPER") return AutoPad::kSameUpper;
-  if (s == "SAME_LOWER") return AutoPad::kSameLower;
-  if (s == "VALID") return AutoPad::kValid;
-  throw Error(who + ": unknown auto_pad '" + s + "'");
+// An ONNX node as the operator records see it (src/ops/op.h): attribute access over the protobuf.
+class ProtoNode final : public ops::OnnxNode {
+ public:
+  ProtoNode(const onnx::NodeProto& proto, Node& node, Graph& graph, int64_t opset, std::string who)
+      : OnnxNode(node, graph, proto.op_type(), opset, who), proto_(proto), attrs_(proto, who) {}
+  bool has(const std::string& name) const override { return attrs_.has(name); }
+  int64_t get_int(const std::string& name, int64_t fallback) const override { return attrs_.get_int(name, fallback); }
+  float get_float(const std::string& name, float fallback) const override { return attrs_.get_float(name, fallback); }
+  std::string get_string(const std::string& name, const std::string& fallback) const override {
+    return attrs_.get_string(name, fallback);
+  }
+  std::vector<int64_t> get_ints(const std::string& name) const override { return attrs_.get_ints(name); }
+  std::vector<float> get_floats(const std::string& name) const override { return attrs_.get_floats(name); }
+  std::vector<std::string> get_strings(const std::string& name) const override {
+    const auto* a = attrs_.find(name, onnx::AttributeProto::STRINGS);
+    return a ? std::vector<std::string>(a->strings().begin(), a->strings().end()) : std::vector<std::string>{};
+  }
+  bool has_tensor(const std::string& name) const override {
+    return attrs_.find(name, onnx::AttributeProto::TENSOR) != nullptr;
+  }
+  Tensor get_tensor(const std::string& name) const override {
+    const auto* a = attrs_.find(name, onnx::AttributeProto::TENSOR);
+    check(a != nullptr, who + ": attribute '" + name + "' is required");
+    return tensor_from_proto(a->t(), who + ": attribute '" + name + "'");
+  }
+  DataType data_type(int64_t onnx_type) const override {
+    check(onnx_type >= INT32_MIN && onnx_type <= INT32_MAX, who + ": invalid data type " + std::to_string(onnx_type));
+    return convert_type(static_cast<int32_t>(onnx_type), who);
+  }
+  size_t output_count() const override { return static_cast<size_t>(proto_.output_size()); }
+  bool output_used(size_t i) const override {
+    return i < output_count() && !proto_.output(static_cast<int>(i)).empty();
+  }
+
+ private:
+  const onnx::NodeProto& proto_;
+  Attributes attrs_;
+};
+
+// The ONNX operators no record imports, each with its node count and a first node: one message
+// for all of them, so a user sees the whole list at once.
+std::string unsupported_operators(const onnx::GraphProto& g) {
+  std::map<std::string, std::pair<int, std::string>> missing;
+  std::vector<std::string> order;
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto& node = g.node(i);
+    bool default_domain = node.domain().empty() || node.domain() == "ai.onnx";
+    if (default_domain && ops::onnx_record(node.op_type())) continue;
+    std::string op = default_domain ? node.op_type() : node.domain() + "." + node.op_type();
+    auto [it, inserted] = missing.try_emplace(op, 0, node.name().empty() ? node.op_type() + "_" + std::to_string(i) : node.name());
+    if (inserted) order.push_back(op);
+    ++it->second.first;
+  }
+  std::string text;
+  for (const std::string& op : order) {
+    const auto& [count, first] = missing[op];
+    if (!text.empty()) text += ", ";
+    text += op + " (" + std::to_string(count) + (count == 1 ? " node: '" : " nodes, first '") + first + "')";
+  }
+  return text;
 }
 
 class Importer {
@@ -162,6 +216,8 @@ class Importer {
       graph_.inputs.push_back(define(input.name(), graph_.add_value(value_from_info(input))));
     }
     check(!g.node().empty(), src + ": the graph has no nodes");
+    if (std::string missing = unsupported_operators(g); !missing.empty())
+      throw Error(src + ": unsupported operators: " + missing);
     for (int i : topological_order(g)) convert_node(g.node(i), i);
     for (const auto& output : g.output()) {
       auto it = names_.find(output.name());
@@ -242,286 +298,29 @@ class Importer {
     return it->second;
   }
 
-  // The content of a constant input (e.g. Reshape's shape, Unsqueeze's axes), or null.
-  const Tensor* constant_input(const Node& node, size_t i) {
-    if (i >= node.inputs.size() || node.inputs[i] == kNoValue) return nullptr;
-    const Value& v = graph_.value(node.inputs[i]);
-    return v.constant ? &*v.constant : nullptr;
-  }
-
-  std::vector<int64_t> constant_ints(const Node& node, size_t i, const std::string& who, const char* what) {
-    const Tensor* t = constant_input(node, i);
-    check(t != nullptr, who + ": input '" + what + "' must be a constant");
-    check(t->dtype() == DataType::kInt64 && t->rank() <= 1, who + ": input '" + what + "' must be a 1-D int64 tensor");
-    return {t->data<int64_t>(), t->data<int64_t>() + t->size()};
-  }
-
   void convert_node(const onnx::NodeProto& proto, int index) {
     Node node;
     node.name = unique_node_name(proto, index);
     std::string who = graph_.source + ": node '" + node.name + "' (" + proto.op_type() + ")";
-    if (!proto.domain().empty() && proto.domain() != "ai.onnx")
-      throw Error(graph_.source + ": unsupported operator '" + proto.domain() + "." + proto.op_type() + "' (node '" +
-                  node.name + "')");
-    Attributes attrs(proto, who);
+    bool default_domain = proto.domain().empty() || proto.domain() == "ai.onnx";
+    const ops::OpRecord* record = default_domain ? ops::onnx_record(proto.op_type()) : nullptr;
+    check(record != nullptr && record->import != nullptr,
+          graph_.source + ": unsupported operator '" + (default_domain ? "" : proto.domain() + ".") + proto.op_type() +
+              "' (node '" + node.name + "')");
     for (const auto& in : proto.input()) node.inputs.push_back(lookup(in, who));
     // Trailing omitted inputs carry no meaning.
     while (!node.inputs.empty() && node.inputs.back() == kNoValue) node.inputs.pop_back();
-    int64_t opset = graph_.opset;
-    const std::string& op = proto.op_type();
-    size_t max_outputs = 1;
-    auto need_inputs = [&](size_t lo, size_t hi) {
-      check(node.inputs.size() >= lo && node.inputs.size() <= hi,
-            who + ": expects " + std::to_string(lo) + (lo == hi ? "" : " to " + std::to_string(hi)) + " inputs, got " +
-                std::to_string(node.inputs.size()));
-      for (size_t i = 0; i < lo; ++i) check(node.inputs[i] != kNoValue, who + ": required input " + std::to_string(i) + " is missing");
-    };
-
-    if (op == "Constant") {
-      check(proto.output_size() == 1, who + ": expects one output");
-      Tensor t;
-      if (const auto* a = attrs.find("value", onnx::AttributeProto::TENSOR)) t = tensor_from_proto(a->t(), who);
-      else if (attrs.has("value_float")) t = Tensor::from_floats({}, std::vector<float>{attrs.get_float("value_float", 0)});
-      else if (attrs.has("value_floats")) {
-        auto v = attrs.get_floats("value_floats");
-        t = Tensor::from_floats({static_cast<int64_t>(v.size())}, v);
-      } else if (attrs.has("value_int")) t = Tensor::from_int64s({}, std::vector<int64_t>{attrs.get_int("value_int", 0)});
-      else if (attrs.has("value_ints")) {
-        auto v = attrs.get_ints("value_ints");
-        t = Tensor::from_int64s({static_cast<int64_t>(v.size())}, v);
-      } else throw Error(who + ": unsupported Constant form (tern reads value, value_float(s), value_int(s))");
-      define(proto.output(0), graph_.add_constant(proto.output(0), std::move(t)));
+    node.op = record->op;
+    ProtoNode n(proto, node, graph_, graph_.opset, who);
+    record->import(n);
+    if (n.constant_output) {  // Constant: a value, not a node
+      define(proto.output(0), graph_.add_constant(proto.output(0), std::move(*n.constant_output)));
       return;
-    } else if (op == "Conv") {
-      need_inputs(2, 3);
-      ConvAttrs a;
-      a.auto_pad = parse_auto_pad(attrs, who);
-      a.kernel = attrs.get_ints("kernel_shape");
-      a.strides = attrs.get_ints("strides");
-      a.pads = attrs.get_ints("pads");
-      a.dilations = attrs.get_ints("dilations");
-      a.group = attrs.get_int("group", 1);
-      node.op = OpType::kConv;
-      node.attrs = a;
-    } else if (op == "MaxPool" || op == "AveragePool") {
-      need_inputs(1, 1);
-      PoolAttrs a;
-      a.auto_pad = parse_auto_pad(attrs, who);
-      a.kernel = attrs.get_ints("kernel_shape");
-      check(!a.kernel.empty(), who + ": kernel_shape is required");
-      a.strides = attrs.get_ints("strides");
-      a.pads = attrs.get_ints("pads");
-      a.dilations = attrs.get_ints("dilations");
-      a.ceil_mode = attrs.get_int("ceil_mode", 0) != 0;
-      a.count_include_pad = attrs.get_int("count_include_pad", 0) != 0;
-      check(attrs.get_int("storage_order", 0) == 0, who + ": storage_order=1 is not supported");
-      check(proto.output_size() < 2 || proto.output(1).empty(), who + ": the Indices output is not supported");
-      max_outputs = 2;
-      node.op = op == "MaxPool" ? OpType::kMaxPool : OpType::kAveragePool;
-      node.attrs = a;
-    } else if (op == "BatchNormalization") {
-      need_inputs(5, 5);
-      check(attrs.get_int("training_mode", 0) == 0, who + ": training_mode=1 is not supported (inference only)");
-      check(attrs.get_int("spatial", 1) == 1, who + ": spatial=0 is not supported");
-      for (int i = 1; i < proto.output_size(); ++i)
-        check(proto.output(i).empty(), who + ": training outputs (running mean/variance) are not supported");
-      max_outputs = 5;
-      node.op = OpType::kBatchNormalization;
-      node.attrs = BatchNormAttrs{attrs.get_float("epsilon", 1e-5f)};
-    } else if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "Sqrt" || op == "Erf") {
-      need_inputs(1, 1);
-      node.op = op == "Relu" ? OpType::kRelu : op == "Sigmoid" ? OpType::kSigmoid : op == "Tanh" ? OpType::kTanh
-                : op == "Sqrt" ? OpType::kSqrt : OpType::kErf;
-    } else if (op == "Pow") {
-      need_inputs(2, 2);
-      node.op = OpType::kPow;
-    } else if (op == "LayerNormalization") {
-      need_inputs(2, 3);
-      check(attrs.get_int("stash_type", 1) == 1, who + ": only float32 stash_type is supported");
-      max_outputs = 3;
-      node.op = OpType::kLayerNormalization;
-      node.attrs = LayerNormAttrs{attrs.get_int("axis", -1), attrs.get_float("epsilon", 1e-5f)};
-    } else if (op == "LeakyRelu") {
-      need_inputs(1, 1);
-      node.op = OpType::kLeakyRelu;
-      node.attrs = LeakyReluAttrs{attrs.get_float("alpha", 0.01f)};
-    } else if (op == "Clip") {
-      ClipAttrs a;
-      if (opset < 11) {
-        need_inputs(1, 1);
-        a.lo = attrs.get_float("min", a.lo);
-        a.hi = attrs.get_float("max", a.hi);
-      } else {
-        need_inputs(1, 3);  // min/max stay inputs unless constant (see passes: canonicalize)
-      }
-      node.op = OpType::kClip;
-      node.attrs = a;
-    } else if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
-      need_inputs(1, 1);
-      node.op = op == "GlobalAveragePool" ? OpType::kGlobalAveragePool : OpType::kGlobalMaxPool;
-    } else if (op == "ReduceMean") {
-      ReduceAttrs a;
-      a.keepdims = attrs.get_int("keepdims", 1) != 0;
-      if (opset >= 18) {
-        need_inputs(1, 2);
-        if (node.inputs.size() > 1) a.axes = constant_ints(node, 1, who, "axes");
-        check(!(a.axes.empty() && attrs.get_int("noop_with_empty_axes", 0)), who + ": noop_with_empty_axes is not supported");
-        node.inputs.resize(1);
-      } else {
-        need_inputs(1, 1);
-        a.axes = attrs.get_ints("axes");
-      }
-      node.op = OpType::kReduceMean;
-      node.attrs = a;
-    } else if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
-      need_inputs(2, 2);
-      // Before opset 7, broadcast=1 with an axis aligned B at that axis; numpy rules cover axis-free use.
-      check(opset >= 7 || !attrs.has("axis"), who + ": legacy broadcast with an axis attribute is not supported");
-      node.op = op == "Add" ? OpType::kAdd : op == "Sub" ? OpType::kSub : op == "Mul" ? OpType::kMul : OpType::kDiv;
-    } else if (op == "Concat") {
-      need_inputs(1, 1u << 20);
-      check(attrs.has("axis"), who + ": axis is required");
-      node.op = OpType::kConcat;
-      node.attrs = AxisAttrs{attrs.get_int("axis", 0)};
-    } else if (op == "Gemm") {
-      need_inputs(2, 3);
-      GemmAttrs a;
-      a.alpha = attrs.get_float("alpha", 1.0f);
-      a.beta = attrs.get_float("beta", 1.0f);
-      a.trans_a = attrs.get_int("transA", 0) != 0;
-      a.trans_b = attrs.get_int("transB", 0) != 0;
-      check(opset >= 7 || !attrs.has("broadcast"), who + ": legacy broadcast attribute");
-      node.op = OpType::kGemm;
-      node.attrs = a;
-    } else if (op == "MatMul") {
-      need_inputs(2, 2);
-      node.op = OpType::kMatMul;
-    } else if (op == "Flatten") {
-      need_inputs(1, 1);
-      node.op = OpType::kFlatten;
-      node.attrs = AxisAttrs{attrs.get_int("axis", 1)};
-    } else if (op == "Reshape") {
-      if (opset < 5) {  // the target was an attribute
-        need_inputs(1, 1);
-        std::vector<int64_t> target = attrs.get_ints("shape");
-        node.inputs.push_back(graph_.add_constant(node.name + ".shape",
-                                                  Tensor::from_int64s({static_cast<int64_t>(target.size())}, target)));
-      }
-      need_inputs(2, 2);
-      node.op = OpType::kReshape;
-      node.attrs = ReshapeAttrs{attrs.get_int("allowzero", 0) != 0};
-    } else if (op == "Transpose") {
-      need_inputs(1, 1);
-      node.op = OpType::kTranspose;
-      node.attrs = TransposeAttrs{attrs.get_ints("perm")};
-    } else if (op == "Softmax") {
-      need_inputs(1, 1);
-      node.op = OpType::kSoftmax;
-      node.attrs = AxisAttrs{attrs.get_int("axis", opset >= 13 ? -1 : 1), opset < 13};
-    } else if (op == "Dropout") {
-      need_inputs(1, 3);
-      if (node.inputs.size() == 3) {
-        const Tensor* training = constant_input(node, 2);
-        check(training != nullptr, who + ": training_mode must be a constant");
-        check(training->size() == 1 && training->raw()[0] == std::byte{0}, who + ": training_mode=true is not supported");
-      }
-      check(attrs.get_int("is_test", 1) != 0 || opset >= 7, who + ": training-mode Dropout is not supported");
-      max_outputs = 2;
-      node.inputs.resize(1);
-      node.op = OpType::kIdentity;  // inference: output = input, mask = all true
-    } else if (op == "Identity") {
-      need_inputs(1, 1);
-      node.op = OpType::kIdentity;
-    } else if (op == "Shape") {
-      need_inputs(1, 1);
-      node.op = OpType::kShape;
-      ShapeAttrs a;
-      a.start = attrs.get_int("start", 0);
-      a.end = attrs.get_int("end", a.end);
-      node.attrs = a;
-    } else if (op == "Gather") {
-      need_inputs(2, 2);
-      node.op = OpType::kGather;
-      node.attrs = AxisAttrs{attrs.get_int("axis", 0)};
-    } else if (op == "Unsqueeze" || op == "Squeeze") {
-      AxesAttrs a;
-      if (opset >= 13) {
-        need_inputs(op == "Unsqueeze" ? 2 : 1, 2);
-        if (node.inputs.size() > 1 && constant_input(node, 1)) {  // else read at run time
-          a.axes = constant_ints(node, 1, who, "axes");
-          node.inputs.resize(1);
-        }
-      } else {
-        need_inputs(1, 1);
-        a.axes = attrs.get_ints("axes");
-      }
-      check(op == "Squeeze" || !a.axes.empty() || node.inputs.size() > 1, who + ": axes must not be empty");
-      node.op = op == "Unsqueeze" ? OpType::kUnsqueeze : OpType::kSqueeze;
-      node.attrs = a;
-    } else if (op == "Cast") {
-      need_inputs(1, 1);
-      node.op = OpType::kCast;
-      node.attrs = CastAttrs{convert_type(static_cast<int32_t>(attrs.get_int("to", 1)), who)};
-    } else if (op == "Slice") {
-      SliceAttrs a;
-      if (opset < 10) {
-        need_inputs(1, 1);
-        a.starts = attrs.get_ints("starts");
-        a.ends = attrs.get_ints("ends");
-        a.axes = attrs.get_ints("axes");
-      } else {
-        need_inputs(3, 5);
-        bool all_constant = true;
-        for (size_t i = 1; i < node.inputs.size(); ++i)
-          all_constant &= node.inputs[i] == kNoValue || constant_input(node, i) != nullptr;
-        if (all_constant) {  // else read at run time
-          a.starts = constant_ints(node, 1, who, "starts");
-          a.ends = constant_ints(node, 2, who, "ends");
-          if (node.inputs.size() > 3 && node.inputs[3] != kNoValue) a.axes = constant_ints(node, 3, who, "axes");
-          if (node.inputs.size() > 4 && node.inputs[4] != kNoValue) a.steps = constant_ints(node, 4, who, "steps");
-          node.inputs.resize(1);
-        }
-      }
-      node.op = OpType::kSlice;
-      node.attrs = a;
-    } else if (op == "HardSigmoid" || op == "HardSwish") {
-      need_inputs(1, 1);
-      AffineAttrs a;
-      if (op == "HardSwish") a = {1.0f / 6.0f, 0.5f, true};
-      else a = {attrs.get_float("alpha", 0.2f), attrs.get_float("beta", 0.5f), false};
-      node.op = OpType::kHardSigmoid;
-      node.attrs = a;
-    } else if (op == "Pad") {
-      PadAttrs a;
-      std::string mode = attrs.get_string("mode", "constant");
-      check(mode == "constant", who + ": pad mode '" + mode + "' is not supported (only constant)");
-      if (opset >= 11) {
-        need_inputs(2, 3);
-        const Tensor* v = node.inputs.size() > 2 ? constant_input(node, 2) : nullptr;
-        if (constant_input(node, 1) && (node.inputs.size() < 3 || v)) {  // else read at run time
-          a.pads = constant_ints(node, 1, who, "pads");
-          if (v) {
-            check(v->dtype() == DataType::kFloat32 && v->size() == 1, who + ": constant_value must be a float scalar");
-            a.value = v->data<float>()[0];
-          }
-          node.inputs.resize(1);
-        }
-      } else {
-        need_inputs(1, 1);
-        a.pads = attrs.get_ints("pads");
-        a.value = attrs.get_float("value", 0.0f);
-      }
-      node.op = OpType::kPad;
-      node.attrs = a;
-    } else {
-      throw Error(graph_.source + ": unsupported operator '" + op + "' (node '" + node.name + "')");
     }
-
     check(proto.output_size() >= 1 && !proto.output(0).empty(), who + ": has no output");
-    check(static_cast<size_t>(proto.output_size()) <= max_outputs,
-          who + ": expects " + std::to_string(max_outputs) + " output(s), got " + std::to_string(proto.output_size()));
-    bool multi_output = node.op == OpType::kIdentity || node.op == OpType::kLayerNormalization;
-    size_t outputs = multi_output ? std::min<size_t>(static_cast<size_t>(proto.output_size()), max_outputs) : 1;
+    check(static_cast<size_t>(proto.output_size()) <= n.max_outputs,
+          who + ": expects " + std::to_string(n.max_outputs) + " output(s), got " + std::to_string(proto.output_size()));
+    size_t outputs = std::min<size_t>(static_cast<size_t>(proto.output_size()), n.kept_outputs);
     for (size_t i = 0; i < outputs; ++i) {
       if (proto.output(static_cast<int>(i)).empty()) break;
       Value out;
@@ -564,11 +363,7 @@ Tensor read_onnx_tensor(const std::string& path) {
 }
 
 const std::vector<std::string>& supported_onnx_operators() {
-  static const std::vector<std::string> ops = {
-      "Add", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "Conv", "Div", "Dropout",
-      "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Identity", "LeakyRelu", "MatMul",
-      "MaxPool", "Mul", "Pad", "ReduceMean", "Relu", "Reshape", "Shape", "Sigmoid", "Softmax", "Squeeze", "Sub",
-      "Tanh", "Transpose", "Unsqueeze", "Slice", "HardSigmoid", "HardSwish", "Sqrt", "Erf", "Pow", "LayerNormalization"};
+  static const std::vector<std::string> ops = ops::onnx_operator_names();
   return ops;
 }
 

@@ -10,6 +10,7 @@
 
 #include "quant/batches.h"
 #include "quant/pipeline.h"
+#include "ops/op.h"
 #include "tern/error.h"
 #include "tern/executor.h"
 #include "tern/output_aware.h"
@@ -57,40 +58,8 @@ class NonNegative {
     int p = producer_[static_cast<size_t>(id)];
     if (p < 0) return input_non_negative_ && std::find(g_.inputs.begin(), g_.inputs.end(), id) != g_.inputs.end();
     const Node& n = g_.nodes[static_cast<size_t>(p)];
-    auto all_inputs = [&] {
-      for (ValueId in : n.inputs)
-        if (in != kNoValue && !(*this)(in)) return false;
-      return true;
-    };
-    switch (n.op) {
-      case OpType::kConv: return n.attr<ConvAttrs>().clamp_lo >= 0.0f;
-      case OpType::kGemm: return n.attr<GemmAttrs>().clamp_lo >= 0.0f;
-      case OpType::kRelu:
-      case OpType::kSigmoid:
-      case OpType::kSoftmax:
-      case OpType::kSqrt: return true;
-      case OpType::kClip: return n.attr<ClipAttrs>().lo >= 0.0f || (*this)(n.inputs[0]);
-      case OpType::kHardSigmoid: return !n.attr<AffineAttrs>().multiply_input;
-      case OpType::kPad: return n.attr<PadAttrs>().value >= 0.0f && (*this)(n.inputs[0]);
-      case OpType::kMaxPool:
-      case OpType::kAveragePool:
-      case OpType::kGlobalAveragePool:
-      case OpType::kGlobalMaxPool:
-      case OpType::kReduceMean:
-      case OpType::kFlatten:
-      case OpType::kReshape:
-      case OpType::kSqueeze:
-      case OpType::kUnsqueeze:
-      case OpType::kTranspose:
-      case OpType::kSlice:
-      case OpType::kIdentity:
-      case OpType::kGather:
-      case OpType::kFakeQuantize: return (*this)(n.inputs[0]);
-      case OpType::kAdd:
-      case OpType::kMul:
-      case OpType::kConcat: return all_inputs();
-      default: return false;
-    }
+    ops::SignCall call{n, g_, [&](size_t i) { return i < n.inputs.size() && n.inputs[i] != kNoValue && (*this)(n.inputs[i]); }};
+    return ops::record(n.op).non_negative(call);
   }
 
   const Graph& g_;

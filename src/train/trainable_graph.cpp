@@ -6,6 +6,7 @@
 
 #include "tern/error.h"
 #include "train/fake_quant.h"
+#include "train/torch_op.h"
 
 namespace tern::train {
 namespace {
@@ -17,40 +18,6 @@ std::string who(const Graph& g, const Node& n) {
 bool is_graph_output(const Graph& g, ValueId id) {
   return std::find(g.outputs.begin(), g.outputs.end(), id) != g.outputs.end();
 }
-
-// ONNX pads (begin..., end...) -> symmetric per-axis padding, or nullopt when begin != end.
-std::optional<std::vector<int64_t>> symmetric(const std::vector<int64_t>& pads, size_t axes) {
-  std::vector<int64_t> p(axes, 0);
-  if (pads.empty()) return p;
-  if (pads.size() != 2 * axes) return std::nullopt;
-  for (size_t i = 0; i < axes; ++i) {
-    if (pads[i] != pads[i + axes]) return std::nullopt;
-    p[i] = pads[i];
-  }
-  return p;
-}
-
-// Pads the trailing `axes` spatial dims explicitly (torch wants last-axis pairs first).
-torch::Tensor pad_spatial(const torch::Tensor& x, const std::vector<int64_t>& pads, size_t axes, double value) {
-  std::vector<int64_t> p;
-  for (size_t i = axes; i-- > 0;) {
-    p.push_back(pads[i]);
-    p.push_back(pads[i + axes]);
-  }
-  return torch::constant_pad_nd(x, p, value);
-}
-
-std::vector<int64_t> or_ones(const std::vector<int64_t>& v, size_t n) { return v.empty() ? std::vector<int64_t>(n, 1) : v; }
-
-torch::Tensor clamp_if(const torch::Tensor& x, float lo, float hi) {
-  bool has_lo = std::isfinite(lo), has_hi = std::isfinite(hi);
-  if (has_lo && has_hi) return torch::clamp(x, lo, hi);
-  if (has_lo) return torch::clamp_min(x, lo);
-  if (has_hi) return torch::clamp_max(x, hi);
-  return x;
-}
-
-int64_t axis_of(int64_t axis, int64_t rank) { return axis < 0 ? axis + rank : axis; }
 
 }  // namespace
 
@@ -130,20 +97,12 @@ TrainableGraph::TrainableGraph(const Graph& graph, std::vector<quant::QuantizedL
           trainable = true;
         }
         break;
-      case OpType::kRelu: case OpType::kClip: case OpType::kLeakyRelu: case OpType::kSigmoid: case OpType::kTanh:
-      case OpType::kMaxPool: case OpType::kAveragePool: case OpType::kGlobalAveragePool: case OpType::kGlobalMaxPool:
-      case OpType::kReduceMean: case OpType::kAdd: case OpType::kSub: case OpType::kMul: case OpType::kDiv:
-      case OpType::kConcat: case OpType::kFlatten: case OpType::kTranspose: case OpType::kSoftmax:
-      case OpType::kIdentity: case OpType::kHardSigmoid: case OpType::kUnsqueeze: case OpType::kSqueeze:
+      default: {
+        const TorchRecord& r = torch_record(n.op);
+        if (!r.forward) throw Error(who(graph_, n) + ": operator not supported for fine-tuning");
+        if (r.check) r.check(n, graph_, who(graph_, n));
         break;
-      case OpType::kReshape:
-        check(n.inputs.size() > 1 && graph_.is_constant(n.inputs[1]), who(graph_, n) + ": the target shape must be constant");
-        break;
-      case OpType::kPad:
-        check(n.inputs.size() == 1, who(graph_, n) + ": pads must be attributes (constant)");
-        break;
-      default:
-        throw Error(who(graph_, n) + ": operator not supported for fine-tuning");
+      }
     }
   }
   for (const auto& [node, index] : layer_of_node_) {
@@ -215,9 +174,9 @@ torch::Tensor TrainableGraph::run_layer(const Node& n, const std::vector<torch::
     const auto& a = n.attr<ConvAttrs>();
     size_t axes = static_cast<size_t>(x.dim() - 2);
     check(axes == 1 || axes == 2, who(graph_, n) + ": only 1-D and 2-D convolutions are supported for fine-tuning");
-    auto pads = symmetric(a.pads, axes);
+    auto pads = symmetric_pads(a.pads, axes);
     if (!pads) {
-      x = pad_spatial(x, a.pads, axes, 0.0);
+      x = pad_trailing(x, a.pads, axes, 0.0);
       pads = std::vector<int64_t>(axes, 0);
     }
     std::vector<int64_t> strides = or_ones(a.strides, axes), dilations = or_ones(a.dilations, axes);
@@ -266,159 +225,17 @@ torch::Tensor TrainableGraph::forward(const torch::Tensor& input) {
             v[static_cast<size_t>(graph_.nodes[f->second.bn_node].outputs[0])] = value_transform_ ? value_transform_(y) : y;
             continue;
           }
-        } else {
-          torch::Tensor x = get(n.inputs[0]), w = get(n.inputs[1]);
-          torch::Tensor b = n.inputs.size() > 2 ? get(n.inputs[2]) : torch::Tensor();
-          if (n.op == OpType::kConv) {
-            throw Error(who(graph_, n) + ": a convolution with computed weights is not supported for fine-tuning");
-          }
-          const auto& a = n.attr<GemmAttrs>();
-          y = torch::matmul(a.trans_a ? x.t() : x, a.trans_b ? w.t() : w) * static_cast<double>(a.alpha);
-          if (b.defined()) y = y + b * static_cast<double>(a.beta);
-          y = clamp_if(y, a.clamp_lo, a.clamp_hi);
+        } else {  // computed weights: the plain product
+          TorchCall call{n, graph_, [&](size_t k) { return k < n.inputs.size() ? get(n.inputs[k]) : torch::Tensor(); }, who(graph_, n)};
+          y = torch_record(n.op).forward(call);
         }
         break;
       }
-      case OpType::kMatMul: y = torch::matmul(get(n.inputs[0]), get(n.inputs[1])); break;
-      case OpType::kBatchNormalization: {
-        torch::Tensor x = get(n.inputs[0]);
-        torch::Tensor s = get(n.inputs[1]) / torch::sqrt(get(n.inputs[4]) + static_cast<double>(n.attr<BatchNormAttrs>().epsilon));
-        std::vector<int64_t> view(static_cast<size_t>(x.dim()), 1);
-        view[1] = -1;
-        y = (x - get(n.inputs[3]).view(view)) * s.view(view) + get(n.inputs[2]).view(view);
+      default: {
+        TorchCall call{n, graph_, [&](size_t k) { return k < n.inputs.size() ? get(n.inputs[k]) : torch::Tensor(); }, who(graph_, n)};
+        y = torch_record(n.op).forward(call);
         break;
       }
-      case OpType::kRelu: y = torch::relu(get(n.inputs[0])); break;
-      case OpType::kClip: y = clamp_if(get(n.inputs[0]), n.attr<ClipAttrs>().lo, n.attr<ClipAttrs>().hi); break;
-      case OpType::kLeakyRelu: y = torch::leaky_relu(get(n.inputs[0]), n.attr<LeakyReluAttrs>().alpha); break;
-      case OpType::kSigmoid: y = torch::sigmoid(get(n.inputs[0])); break;
-      case OpType::kTanh: y = torch::tanh(get(n.inputs[0])); break;
-      case OpType::kHardSigmoid: {
-        const auto& a = n.attr<AffineAttrs>();
-        torch::Tensor x = get(n.inputs[0]);
-        y = torch::clamp(x * static_cast<double>(a.alpha) + static_cast<double>(a.beta), 0.0, 1.0);
-        if (a.multiply_input) y = x * y;
-        break;
-      }
-      case OpType::kMaxPool:
-      case OpType::kAveragePool: {
-        const auto& a = n.attr<PoolAttrs>();
-        torch::Tensor x = get(n.inputs[0]);
-        size_t axes = a.kernel.size();
-        check(axes == 2 && x.dim() == 4, who(graph_, n) + ": only 2-D pooling is supported for fine-tuning");
-        bool max = n.op == OpType::kMaxPool;
-        auto pads = symmetric(a.pads, axes);
-        if (!pads) {
-          check(max, who(graph_, n) + ": asymmetric average-pool padding is not supported for fine-tuning");
-          x = pad_spatial(x, a.pads, axes, -std::numeric_limits<double>::infinity());
-          pads = std::vector<int64_t>(axes, 0);
-        }
-        std::vector<int64_t> strides = or_ones(a.strides, axes);
-        if (max) {
-          y = torch::max_pool2d(x, a.kernel, strides, *pads, or_ones(a.dilations, axes), a.ceil_mode);
-        } else {
-          check(a.dilations.empty() || a.dilations == std::vector<int64_t>(axes, 1),
-                who(graph_, n) + ": dilated average pooling is not supported for fine-tuning");
-          y = torch::avg_pool2d(x, a.kernel, strides, *pads, a.ceil_mode, a.count_include_pad);
-        }
-        break;
-      }
-      case OpType::kGlobalAveragePool:
-      case OpType::kGlobalMaxPool: {
-        torch::Tensor x = get(n.inputs[0]);
-        std::vector<int64_t> dims;
-        for (int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
-        y = n.op == OpType::kGlobalAveragePool ? x.mean(dims, true) : x.amax(dims, true);
-        break;
-      }
-      case OpType::kReduceMean: {
-        const auto& a = n.attr<ReduceAttrs>();
-        torch::Tensor x = get(n.inputs[0]);
-        std::vector<int64_t> dims;
-        for (int64_t d : a.axes) dims.push_back(axis_of(d, x.dim()));
-        if (dims.empty())
-          for (int64_t d = 0; d < x.dim(); ++d) dims.push_back(d);
-        y = x.mean(dims, a.keepdims);
-        break;
-      }
-      case OpType::kAdd: y = get(n.inputs[0]) + get(n.inputs[1]); break;
-      case OpType::kSub: y = get(n.inputs[0]) - get(n.inputs[1]); break;
-      case OpType::kMul: y = get(n.inputs[0]) * get(n.inputs[1]); break;
-      case OpType::kDiv: y = get(n.inputs[0]) / get(n.inputs[1]); break;
-      case OpType::kConcat: {
-        std::vector<torch::Tensor> parts;
-        for (ValueId id : n.inputs) parts.push_back(get(id));
-        y = torch::cat(parts, axis_of(n.attr<AxisAttrs>().axis, parts[0].dim()));
-        break;
-      }
-      case OpType::kFlatten: {
-        torch::Tensor x = get(n.inputs[0]);
-        int64_t axis = axis_of(n.attr<AxisAttrs>().axis, x.dim());
-        int64_t outer = 1;
-        for (int64_t d = 0; d < axis; ++d) outer *= x.size(d);
-        y = x.reshape({outer, -1});
-        break;
-      }
-      case OpType::kReshape: {
-        torch::Tensor x = get(n.inputs[0]);
-        std::vector<int64_t> shape;
-        auto target = graph_.constant(n.inputs[1]).int64s();
-        for (size_t d = 0; d < target.size(); ++d) {
-          int64_t s = target[d];
-          if (s == kSymbolicBatch) s = x.size(0);
-          else if (s == 0 && !n.attr<ReshapeAttrs>().allow_zero) s = x.size(static_cast<int64_t>(d));
-          shape.push_back(s);
-        }
-        y = x.reshape(shape);
-        break;
-      }
-      case OpType::kTranspose: {
-        torch::Tensor x = get(n.inputs[0]);
-        std::vector<int64_t> perm = n.attr<TransposeAttrs>().perm;
-        if (perm.empty())
-          for (int64_t d = x.dim(); d-- > 0;) perm.push_back(d);
-        y = x.permute(perm);
-        break;
-      }
-      case OpType::kSoftmax: {
-        torch::Tensor x = get(n.inputs[0]);
-        check(!n.attr<AxisAttrs>().coerce_2d || axis_of(n.attr<AxisAttrs>().axis, x.dim()) == x.dim() - 1,
-              who(graph_, n) + ": opset < 13 Softmax over several axes is not supported for fine-tuning");
-        y = torch::softmax(x, axis_of(n.attr<AxisAttrs>().axis, x.dim()));
-        break;
-      }
-      case OpType::kIdentity: y = get(n.inputs[0]); break;
-      case OpType::kUnsqueeze: {
-        y = get(n.inputs[0]);
-        std::vector<int64_t> axes = n.attr<AxesAttrs>().axes;
-        int64_t rank = y.dim() + static_cast<int64_t>(axes.size());
-        for (int64_t& a : axes) a = axis_of(a, rank);
-        std::sort(axes.begin(), axes.end());
-        for (int64_t a : axes) y = y.unsqueeze(a);
-        break;
-      }
-      case OpType::kSqueeze: {
-        y = get(n.inputs[0]);
-        std::vector<int64_t> axes = n.attr<AxesAttrs>().axes;
-        if (axes.empty()) {
-          y = y.squeeze();
-          break;
-        }
-        for (int64_t& a : axes) a = axis_of(a, y.dim());
-        std::sort(axes.rbegin(), axes.rend());
-        for (int64_t a : axes) y = y.squeeze(a);
-        break;
-      }
-      case OpType::kPad: {
-        const auto& a = n.attr<PadAttrs>();
-        torch::Tensor x = get(n.inputs[0]);
-        size_t rank = static_cast<size_t>(x.dim());
-        check(a.pads.size() == 2 * rank, who(graph_, n) + ": pads do not match the input rank");
-        y = pad_spatial(x, a.pads, rank, static_cast<double>(a.value));
-        break;
-      }
-      default:
-        throw Error(who(graph_, n) + ": operator not supported for fine-tuning");
     }
     check(n.outputs.size() == 1, who(graph_, n) + ": multi-output nodes are not supported for fine-tuning");
     v[static_cast<size_t>(n.outputs[0])] = value_transform_ ? value_transform_(y) : y;

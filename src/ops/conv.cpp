@@ -1,0 +1,137 @@
+// Conv: N-D convolution (the FP32 kernel runs 1-D and 2-D), grouped and depthwise, with the
+// activation clamp that passes fuse into it.
+#ifndef TERN_OPS_TORCH
+#include "exec/fp32_ops.h"
+#include "ops/attrs_codec.h"
+#include "ops/support.h"
+
+namespace tern::ops {
+namespace {
+
+void import_conv(OnnxNode& n) {
+  n.need_inputs(2, 3);
+  ConvAttrs a;
+  a.auto_pad = parse_auto_pad(n);
+  a.kernel = n.get_ints("kernel_shape");
+  a.strides = n.get_ints("strides");
+  a.pads = n.get_ints("pads");
+  a.dilations = n.get_ints("dilations");
+  a.group = n.get_int("group", 1);
+  n.node.attrs = a;
+}
+
+constexpr auto describe_conv = [](auto& a, auto&& field) {
+  field("auto_pad", a.auto_pad, 0, static_cast<int64_t>(AutoPad::kValid));
+  field("kernel", a.kernel);
+  field("strides", a.strides);
+  field("pads", a.pads);
+  field("dilations", a.dilations);
+  field("group", a.group);
+  field("clamp_lo", a.clamp_lo);
+  field("clamp_hi", a.clamp_hi);
+};
+
+std::vector<Shape> conv_shapes(ShapeCall& c) {
+  c.need_inputs(2);
+  const std::string& who = c.who;
+  auto& a = c.node.attr<ConvAttrs>();
+  const Shape& x = c.in[0];
+  const Shape& w = c.in[1];
+  check(x.size() >= 3, who + ": input must have rank >= 3 (N, C, spatial...), got " + to_string(x));
+  check(w.size() == x.size() && is_static(w), who + ": weight shape " + to_string(w) + " does not fit input " +
+                                                   to_string(x));
+  size_t spatial = x.size() - 2;
+  if (a.kernel.empty()) a.kernel.assign(w.begin() + 2, w.end());
+  fill_default(a.strides, spatial, 1);
+  fill_default(a.dilations, spatial, 1);
+  fill_default(a.pads, 2 * spatial, 0);
+  check(a.group >= 1, who + ": group must be >= 1");
+  check(a.kernel.size() == spatial && std::equal(a.kernel.begin(), a.kernel.end(), w.begin() + 2),
+        who + ": kernel_shape does not match the weights");
+  check_window_attrs(a.kernel, a.strides, a.pads, a.dilations, spatial, who);  // before auto_pad reads them
+  resolve_auto_pad(a.auto_pad, a.pads, x, a.kernel, a.strides, a.dilations, who);
+  check(w[0] % a.group == 0, who + ": " + std::to_string(w[0]) + " output channels not divisible by group " +
+                                 std::to_string(a.group));
+  check(x[1] < 0 || x[1] == w[1] * a.group, who + ": input has " + std::to_string(x[1]) + " channels, weights expect " +
+                                                std::to_string(w[1] * a.group));
+  if (c.in.size() > 2 && !c.in[2].empty())
+    check(c.in[2].size() == 1 && (c.in[2][0] < 0 || c.in[2][0] == w[0]), who + ": bias shape " + to_string(c.in[2]) +
+                                                                            " does not match " + std::to_string(w[0]) +
+                                                                            " output channels");
+  check(w[0] != 0 && w[1] != 0, who + ": weights " + to_string(w) + " have no channels");
+  check(a.clamp_lo <= a.clamp_hi,
+        who + ": fused clamp [" + std::to_string(a.clamp_lo) + ", " + std::to_string(a.clamp_hi) + "] is empty or NaN");
+  Shape out = {x[0], w[0]};
+  for (size_t i = 0; i < spatial; ++i) {
+    int64_t o = window_output(x[2 + i], a.kernel[i], a.strides[i], a.dilations[i], a.pads[i], a.pads[i + spatial],
+                              false, who);
+    check(o != -2, who + ": kernel larger than the padded input " + to_string(x));
+    if (o == 1 && x[2 + i] >= 0) {
+      // One output along this axis: any stride past the padded extent gives the same result, and
+      // the kernels index with it, so a stride of 2^62 must not reach them.
+      int64_t extent = x[2 + i] + a.pads[i] + a.pads[i + spatial];
+      a.strides[i] = std::min(a.strides[i], std::max<int64_t>(1, extent));
+    }
+    out.push_back(o);
+  }
+  return {out};
+}
+
+std::vector<Tensor> run_conv(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
+  check(in[0]->rank() == 3 || in[0]->rank() == 4, ctx.who + ": only 1-D and 2-D convolutions are supported");
+  require_float(ctx, *in[1], "weights");
+  kernels::PackedConvWeights packed(conv_shape(ctx.node.attr<ConvAttrs>(), in[0]->shape(), in[1]->shape()),
+                                    in[1]->data<float>());
+  const Tensor* bias = in.size() > 2 ? in[2] : nullptr;
+  return {conv_packed(ctx, *in[0], packed, bias, out[0])};
+}
+
+bool conv_non_negative(const SignCall& c) { return c.node.attr<ConvAttrs>().clamp_lo >= 0.0f; }
+
+OpRecord conv() {
+  OpRecord r;
+  r.onnx_names = {"Conv"};
+  r.import = import_conv;
+  r.attrs = attrs_codec<ConvAttrs, describe_conv>("conv");
+  r.shapes = conv_shapes;
+  r.run = run_conv;
+  r.non_negative = conv_non_negative;
+  return r;
+}
+
+}  // namespace
+
+TERN_REGISTER_OP(Conv, conv)
+
+}  // namespace tern::ops
+
+#else  // TERN_OPS_TORCH
+#include "train/torch_op.h"
+
+namespace tern::train {
+namespace {
+
+// A convolution with any weights (TrainableGraph runs constant-weight layers itself, with their
+// quantizers and folded BatchNorm).
+torch::Tensor conv_forward(TorchCall& c) {
+  const auto& a = c.node.attr<ConvAttrs>();
+  torch::Tensor x = c.input(0), w = c.input(1), b = c.input(2);
+  size_t axes = static_cast<size_t>(x.dim() - 2);
+  check(axes == 1 || axes == 2, c.who + ": only 1-D and 2-D convolutions are supported for fine-tuning");
+  auto pads = symmetric_pads(a.pads, axes);
+  if (!pads) {
+    x = pad_trailing(x, a.pads, axes, 0.0);
+    pads = std::vector<int64_t>(axes, 0);
+  }
+  std::vector<int64_t> strides = or_ones(a.strides, axes), dilations = or_ones(a.dilations, axes);
+  torch::Tensor y = axes == 2 ? torch::conv2d(x, w, b, strides, *pads, dilations, a.group)
+                              : torch::conv1d(x, w, b, strides, *pads, dilations, a.group);
+  return clamp_if(y, a.clamp_lo, a.clamp_hi);
+}
+
+}  // namespace
+
+TERN_REGISTER_TORCH_OP(Conv, conv_forward)
+
+}  // namespace tern::train
+#endif

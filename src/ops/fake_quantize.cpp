@@ -1,0 +1,80 @@
+// FakeQuantize, tern's own operator: quantize to integer codes and back (graph.h, FakeQuantAttrs).
+// The simulation graph of a quantized model inserts one before each quantized layer.
+#ifndef TERN_OPS_TORCH
+#include "ops/attrs_codec.h"
+#include "ops/support.h"
+#include "tern/calibration.h"
+
+namespace tern::ops {
+namespace {
+
+void validate_fake_quant(const FakeQuantAttrs& a) {
+  check(a.bits >= 2 && a.bits <= 8, "fake_quant bits must be in [2, 8]");
+  check(a.dynamic || (std::isfinite(a.scale) && a.scale > 0), "fake_quant scale must be positive and finite");
+}
+
+constexpr auto describe_fake_quant = [](auto& a, auto&& field) {
+  field("bits", a.bits);
+  field("is_unsigned", a.is_unsigned);
+  field("dynamic", a.dynamic);
+  field("power_of_two", a.power_of_two);
+  field("scale", a.scale);
+};
+
+// The same codes as quant::quantize_activation (x / scale in float, clamp, round half away from
+// zero), times the scale. NaN stays NaN. The loop is quant::fake_quantize, which fine-tuning shares.
+std::vector<Tensor> run_fake_quantize(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
+  const Tensor& x = *in[0];
+  const auto& a = ctx.node.attr<FakeQuantAttrs>();
+  require_float(ctx, x, "input");
+  const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
+  const float hi = static_cast<float>(qmax);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
+  const int64_t images = x.rank() > 0 ? x.dim(0) : 1;
+  const int64_t per_image = images > 0 ? x.size() / images : 0;
+  for (int64_t n = 0; n < images; ++n) {
+    const float* src = x.data<float>() + n * per_image;
+    float* out = y.data<float>() + n * per_image;
+    float scale = a.scale;
+    if (a.dynamic) {
+      float t = 0.0f;
+      for (int64_t i = 0; i < per_image; ++i) t = std::max(t, a.is_unsigned ? src[i] : std::fabs(src[i]));
+      check(std::isfinite(t), ctx.who + ": image " + std::to_string(n) + " holds an infinite value");
+      if (t == 0.0f) {  // nothing above zero: every code is 0
+        for (int64_t i = 0; i < per_image; ++i) out[i] = std::isnan(src[i]) ? src[i] : 0.0f;
+        continue;
+      }
+      scale = a.power_of_two ? quant::power_of_two_scale(t, qmax) : t / hi;
+    }
+    auto body = [&](int64_t b, int64_t e) {
+      quant::fake_quantize({src + b, static_cast<size_t>(e - b)}, {out + b, static_cast<size_t>(e - b)}, scale, qmax,
+                           a.is_unsigned);
+    };
+    if (ctx.pool) ctx.pool->parallel_for(per_image, body, 1 << 14);
+    else body(0, per_image);
+  }
+  return {y};
+}
+
+OpRecord fake_quantize() {
+  OpRecord r;  // no ONNX name: tern's own
+  r.attrs = attrs_codec<FakeQuantAttrs, describe_fake_quant, validate_fake_quant>("fake_quant");
+  r.shapes = same_shape;
+  r.run = run_fake_quantize;
+  r.non_negative = like_input0;
+  return r;
+}
+
+}  // namespace
+
+TERN_REGISTER_OP(FakeQuantize, fake_quantize)
+
+}  // namespace tern::ops
+
+#else  // TERN_OPS_TORCH
+#include "train/torch_op.h"
+
+namespace tern::train {
+TERN_REGISTER_TORCH_OP(FakeQuantize)  // fine-tuning inserts its own quantizers (fake_quant.h)
+}  // namespace tern::train
+#endif

@@ -1,0 +1,195 @@
+// Gemm (Y = alpha * A' B' + beta * C, with a fused activation clamp) and MatMul (numpy-style
+// batched matrix product).
+#ifndef TERN_OPS_TORCH
+#include "kernels/fp32/sgemm.h"
+#include "ops/attrs_codec.h"
+#include "ops/support.h"
+
+namespace tern::ops {
+namespace {
+
+using kernels::MatrixView;
+
+void import_gemm(OnnxNode& n) {
+  n.need_inputs(2, 3);
+  GemmAttrs a;
+  a.alpha = n.get_float("alpha", 1.0f);
+  a.beta = n.get_float("beta", 1.0f);
+  a.trans_a = n.get_int("transA", 0) != 0;
+  a.trans_b = n.get_int("transB", 0) != 0;
+  check(n.opset >= 7 || !n.has("broadcast"), n.who + ": legacy broadcast attribute");
+  n.node.attrs = a;
+}
+
+constexpr auto describe_gemm = [](auto& a, auto&& field) {
+  field("alpha", a.alpha);
+  field("beta", a.beta);
+  field("trans_a", a.trans_a);
+  field("trans_b", a.trans_b);
+  field("clamp_lo", a.clamp_lo);
+  field("clamp_hi", a.clamp_hi);
+};
+
+std::vector<Shape> gemm_shapes(ShapeCall& c) {
+  c.need_inputs(2);
+  const auto& in = c.in;
+  const std::string& who = c.who;
+  const auto& a = c.node.attr<GemmAttrs>();
+  check(a.clamp_lo <= a.clamp_hi, who + ": fused clamp [" + std::to_string(a.clamp_lo) + ", " +
+                                      std::to_string(a.clamp_hi) + "] is empty or NaN");
+  check(in[0].size() == 2 && in[1].size() == 2, who + ": Gemm inputs must be 2-D, got " + to_string(in[0]) +
+                                                    " and " + to_string(in[1]));
+  int64_t m = a.trans_a ? in[0][1] : in[0][0], ka = a.trans_a ? in[0][0] : in[0][1];
+  int64_t kb = a.trans_b ? in[1][1] : in[1][0], n = a.trans_b ? in[1][0] : in[1][1];
+  check(ka < 0 || kb < 0 || ka == kb, who + ": inner dimensions differ: " + to_string(in[0]) + " x " +
+                                          to_string(in[1]));
+  Shape out = {m, n};
+  if (in.size() > 2 && !in[2].empty()) {
+    Shape cs = broadcast_shapes(out, in[2], who + " (bias C)");
+    check(cs.size() == 2 && (m < 0 || cs[0] == m) && (n < 0 || cs[1] == n),
+          who + ": bias C " + to_string(in[2]) + " does not broadcast to " + to_string(out));
+  }
+  return {out};
+}
+
+std::vector<Tensor> run_gemm(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> outs) {
+  const Shape& out_shape = outs[0];
+  const auto& a = ctx.node.attr<GemmAttrs>();
+  const Tensor& A = *in[0];
+  const Tensor& B = *in[1];
+  require_float(ctx, A, "A");
+  require_float(ctx, B, "B");
+  int64_t M = out_shape[0], N = out_shape[1], K = a.trans_a ? A.dim(0) : A.dim(1);
+  MatrixView va{A.data<float>(), a.trans_a ? 1 : K, a.trans_a ? M : 1};
+  MatrixView vb{B.data<float>(), a.trans_b ? 1 : N, a.trans_b ? K : 1};
+  Tensor Y = Tensor::uninitialized(DataType::kFloat32, out_shape);
+  kernels::GemmEpilogue epi;
+  const Tensor* C = in.size() > 2 ? in[2] : nullptr;
+  bool simple = a.alpha == 1.0f && (!C || a.beta == 1.0f);
+  if (simple && C && C->size() == N && C->shape().back() == N && N != 1) {
+    epi.bias = C->data<float>();
+    epi.bias_kind = kernels::BiasKind::kPerColumn;
+  } else if (simple && C && C->rank() == 2 && C->dim(0) == M && C->dim(1) == 1 && M != 1) {
+    epi.bias = C->data<float>();
+    epi.bias_kind = kernels::BiasKind::kPerRow;
+  } else if (C || !simple) {
+    // General alpha, beta and broadcast C: product first, then combine.
+    kernels::sgemm(M, N, K, va, vb, Y.data<float>(), N, epi, ctx.pool);
+    float* y = Y.data<float>();
+    std::vector<int64_t> sc = C ? broadcast_strides(C->shape(), out_shape) : std::vector<int64_t>{0, 0};
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        float v = a.alpha * y[i * N + j];
+        if (C) v += a.beta * C->data<float>()[i * sc[0] + j * sc[1]];
+        y[i * N + j] = std::clamp(v, a.clamp_lo, a.clamp_hi);
+      }
+    return {Y};
+  }
+  epi.clamp_lo = a.clamp_lo;
+  epi.clamp_hi = a.clamp_hi;
+  kernels::sgemm(M, N, K, va, vb, Y.data<float>(), N, epi, ctx.pool);
+  return {Y};
+}
+
+bool gemm_non_negative(const SignCall& c) { return c.node.attr<GemmAttrs>().clamp_lo >= 0.0f; }
+
+OpRecord gemm() {
+  OpRecord r;
+  r.onnx_names = {"Gemm"};
+  r.import = import_gemm;
+  r.attrs = attrs_codec<GemmAttrs, describe_gemm>("gemm");
+  r.shapes = gemm_shapes;
+  r.run = run_gemm;
+  r.non_negative = gemm_non_negative;
+  return r;
+}
+
+std::vector<Shape> matmul_shapes(ShapeCall& c) {
+  c.need_inputs(2);
+  const Shape& a0 = c.in[0];
+  const Shape& b0 = c.in[1];
+  check(!a0.empty() && !b0.empty(), c.who + ": MatMul inputs must have rank >= 1");
+  Shape a = a0, b = b0;
+  bool a_vec = a.size() == 1, b_vec = b.size() == 1;
+  if (a_vec) a.insert(a.begin(), 1);
+  if (b_vec) b.push_back(1);
+  int64_t ka = a.back(), kb = b[b.size() - 2];
+  check(ka < 0 || kb < 0 || ka == kb, c.who + ": inner dimensions differ: " + to_string(a0) + " x " + to_string(b0));
+  Shape out = broadcast_shapes(Shape(a.begin(), a.end() - 2), Shape(b.begin(), b.end() - 2), c.who);
+  if (!a_vec) out.push_back(a[a.size() - 2]);
+  if (!b_vec) out.push_back(b.back());
+  return {out};
+}
+
+std::vector<Tensor> run_matmul(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> outs) {
+  const Tensor& A = *in[0];
+  const Tensor& B = *in[1];
+  const Shape& out_shape = outs[0];
+  require_float(ctx, A, "A");
+  require_float(ctx, B, "B");
+  Shape a = A.shape(), b = B.shape();
+  if (a.size() == 1) a.insert(a.begin(), 1);
+  if (b.size() == 1) b.push_back(1);
+  int64_t M = a[a.size() - 2], K = a.back(), N = b.back();
+  Shape batch(out_shape.begin(), out_shape.end() - static_cast<int64_t>((A.rank() > 1) + (B.rank() > 1)));
+  Shape a_batch(a.begin(), a.end() - 2), b_batch(b.begin(), b.end() - 2);
+  std::vector<int64_t> sa = broadcast_strides(a_batch, batch), sb = broadcast_strides(b_batch, batch);
+  Tensor Y = Tensor::uninitialized(DataType::kFloat32, out_shape);
+  int64_t count = batch.empty() ? 1 : element_count(batch);
+  std::vector<int64_t> index(batch.size(), 0);
+  for (int64_t n = 0; n < count; ++n) {
+    int64_t oa = 0, ob = 0;
+    for (size_t d = 0; d < batch.size(); ++d) {
+      oa += index[d] * sa[d];
+      ob += index[d] * sb[d];
+    }
+    kernels::sgemm(M, N, K, MatrixView{A.data<float>() + oa * M * K, K, 1}, MatrixView{B.data<float>() + ob * K * N, N, 1},
+                   Y.data<float>() + n * M * N, N, {}, ctx.pool);
+    for (size_t d = batch.size(); d-- > 0;) {
+      if (++index[d] < batch[d]) break;
+      index[d] = 0;
+    }
+  }
+  return {Y};
+}
+
+OpRecord matmul() {
+  OpRecord r;
+  r.onnx_names = {"MatMul"};
+  r.import = import_plain<2>;
+  r.shapes = matmul_shapes;
+  r.run = run_matmul;
+  return r;
+}
+
+}  // namespace
+
+TERN_REGISTER_OP(Gemm, gemm)
+TERN_REGISTER_OP(MatMul, matmul)
+
+}  // namespace tern::ops
+
+#else  // TERN_OPS_TORCH
+#include "train/torch_op.h"
+
+namespace tern::train {
+namespace {
+
+torch::Tensor gemm_forward(TorchCall& c) {
+  const auto& a = c.node.attr<GemmAttrs>();
+  torch::Tensor x = c.input(0), w = c.input(1), b = c.input(2);
+  torch::Tensor y = torch::matmul(a.trans_a ? x.t() : x, a.trans_b ? w.t() : w);
+  if (a.alpha != 1.0f) y = y * static_cast<double>(a.alpha);
+  if (b.defined()) y = y + (a.beta != 1.0f ? b * static_cast<double>(a.beta) : b);
+  return clamp_if(y, a.clamp_lo, a.clamp_hi);
+}
+
+torch::Tensor matmul_forward(TorchCall& c) { return torch::matmul(c.input(0), c.input(1)); }
+
+}  // namespace
+
+TERN_REGISTER_TORCH_OP(Gemm, gemm_forward)
+TERN_REGISTER_TORCH_OP(MatMul, matmul_forward)
+
+}  // namespace tern::train
+#endif

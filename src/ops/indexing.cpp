@@ -1,0 +1,487 @@
+// Shape, Gather, Slice, Concat, Cast, Pad: selecting, joining, converting and padding tensors
+// (also the int64 shape arithmetic exporters emit).
+#ifndef TERN_OPS_TORCH
+#include <cstring>
+#include <limits>
+
+#include "ops/attrs_codec.h"
+#include "ops/support.h"
+
+namespace tern::ops {
+namespace {
+
+// ---- Shape (opset 15: start/end)
+
+void import_shape(OnnxNode& n) {
+  n.need_inputs(1, 1);
+  ShapeAttrs a;
+  a.start = n.get_int("start", 0);
+  a.end = n.get_int("end", a.end);
+  n.node.attrs = a;
+}
+
+constexpr auto describe_shape = [](auto& a, auto&& field) {
+  field("start", a.start);
+  field("end", a.end);
+};
+
+std::vector<Shape> shape_shapes(ShapeCall& c) {
+  c.need_inputs(1);
+  auto [begin, end] = shape_slice(c.node.attr<ShapeAttrs>(), static_cast<int64_t>(c.in[0].size()));
+  return {{end - begin}};
+}
+
+DataType int64_type(const Node&, std::span<const DataType>, size_t) { return DataType::kInt64; }
+
+std::vector<Tensor> run_shape(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
+  const Tensor& x = *in[0];
+  auto [begin, end] = shape_slice(ctx.node.attr<ShapeAttrs>(), x.rank());
+  std::vector<int64_t> dims(x.shape().begin() + begin, x.shape().begin() + end);
+  return {Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims)};
+}
+
+OpRecord shape() {
+  OpRecord r;
+  r.onnx_names = {"Shape"};
+  r.import = import_shape;
+  r.attrs = attrs_codec<ShapeAttrs, describe_shape>("shape");
+  r.shapes = shape_shapes;
+  r.type = int64_type;
+  r.run = run_shape;
+  return r;
+}
+
+// ---- Gather along one axis
+
+void import_gather(OnnxNode& n) {
+  n.need_inputs(2, 2);
+  n.node.attrs = AxisAttrs{n.get_int("axis", 0)};
+}
+
+std::vector<Shape> gather_shapes(ShapeCall& c) {
+  c.need_inputs(2);
+  const Shape& x = c.in[0];
+  auto& a = c.node.attr<AxisAttrs>();
+  a.axis = normalize_axis(a.axis, static_cast<int64_t>(x.size()), c.who);
+  Shape out(x.begin(), x.begin() + a.axis);
+  out.insert(out.end(), c.in[1].begin(), c.in[1].end());
+  out.insert(out.end(), x.begin() + a.axis + 1, x.end());
+  return {out};
+}
+
+std::vector<Tensor> run_gather(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
+  const Tensor& data = *in[0];
+  const Tensor& indices = *in[1];
+  int64_t axis = ctx.node.attr<AxisAttrs>().axis;
+  size_t es = element_size(data.dtype());
+  int64_t outer = 1, inner = 1, dim = data.dim(axis);
+  for (int64_t d = 0; d < data.rank(); ++d) {
+    if (d < axis) outer *= data.dim(d);
+    else if (d > axis) inner *= data.dim(d);
+  }
+  check(indices.dtype() == DataType::kInt64 || indices.dtype() == DataType::kInt32,
+        ctx.who + ": indices must be int64 or int32");
+  Tensor y = Tensor::uninitialized(data.dtype(), out[0]);
+  int64_t count = indices.size();
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < count; ++i) {
+      int64_t idx = indices.dtype() == DataType::kInt64 ? indices.data<int64_t>()[i] : indices.data<int32_t>()[i];
+      check(idx >= -dim && idx < dim, ctx.who + ": index " + std::to_string(idx) + " out of range for dimension " +
+                                          std::to_string(dim));
+      if (idx < 0) idx += dim;
+      std::memcpy(y.raw() + ((o * count + i) * inner) * static_cast<int64_t>(es),
+                  data.raw() + ((o * dim + idx) * inner) * static_cast<int64_t>(es), static_cast<size_t>(inner) * es);
+    }
+  return {y};
+}
+
+OpRecord gather() {
+  OpRecord r;
+  r.onnx_names = {"Gather"};
+  r.import = import_gather;
+  r.attrs = attrs_codec<AxisAttrs, describe_axis>("axis");
+  r.shapes = gather_shapes;
+  r.run = run_gather;
+  r.non_negative = like_input0;
+  return r;
+}
+
+// ---- Slice: starts/ends/axes/steps as attributes (opset < 10), or inputs (folded into the
+// attributes when constant, else read at run time).
+
+void import_slice(OnnxNode& n) {
+  SliceAttrs a;
+  if (n.opset < 10) {
+    n.need_inputs(1, 1);
+    a.starts = n.get_ints("starts");
+    a.ends = n.get_ints("ends");
+    a.axes = n.get_ints("axes");
+  } else {
+    n.need_inputs(3, 5);
+    if (n.constant_inputs_from(1)) {
+      a.starts = n.constant_ints(1, "starts");
+      a.ends = n.constant_ints(2, "ends");
+      if (n.node.inputs.size() > 3 && n.node.inputs[3] != kNoValue) a.axes = n.constant_ints(3, "axes");
+      if (n.node.inputs.size() > 4 && n.node.inputs[4] != kNoValue) a.steps = n.constant_ints(4, "steps");
+      n.node.inputs.resize(1);
+    }
+  }
+  n.node.attrs = a;
+}
+
+constexpr auto describe_slice = [](auto& a, auto&& field) {
+  field("starts", a.starts);
+  field("ends", a.ends);
+  field("axes", a.axes);
+  field("steps", a.steps);
+};
+
+SliceAttrs slice_attrs(const Node& node, std::span<const Shape> in, const std::function<std::vector<int64_t>(size_t, const char*)>& ints) {
+  SliceAttrs a = node.attr<SliceAttrs>();
+  if (in.size() > 1) {
+    a.starts = ints(1, "starts");
+    a.ends = ints(2, "ends");
+    a.axes = in.size() > 3 && !in[3].empty() ? ints(3, "axes") : std::vector<int64_t>{};
+    a.steps = in.size() > 4 && !in[4].empty() ? ints(4, "steps") : std::vector<int64_t>{};
+  }
+  return a;
+}
+
+std::vector<Shape> slice_shapes(ShapeCall& c) {
+  c.need_inputs(1);
+  const Shape& x = c.in[0];
+  SliceAttrs a = slice_attrs(c.node, c.in, [&](size_t i, const char* what) { return c.ints(i, what); });
+  Shape out = x;
+  for (const auto& r : slice_ranges(a, x, c.who)) out[static_cast<size_t>(r.axis)] = r.length;
+  return {out};
+}
+
+std::vector<Tensor> run_slice(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> outs) {
+  const Tensor& x = *in[0];
+  const Shape& out_shape = outs[0];
+  SliceAttrs a = ctx.node.attr<SliceAttrs>();
+  auto ints = [&](size_t i) {
+    return i < in.size() && in[i] ? std::vector<int64_t>(in[i]->data<int64_t>(), in[i]->data<int64_t>() + in[i]->size())
+                                   : std::vector<int64_t>{};
+  };
+  if (in.size() > 1) a = {ints(1), ints(2), ints(3), ints(4)};
+  size_t rank = static_cast<size_t>(x.rank()), es = element_size(x.dtype());
+  std::vector<int64_t> start(rank, 0), step(rank, 1);
+  for (const auto& r : slice_ranges(a, x.shape(), ctx.who)) {
+    start[static_cast<size_t>(r.axis)] = r.start;
+    step[static_cast<size_t>(r.axis)] = r.step;
+  }
+  std::vector<int64_t> in_strides = strides_of(x.shape()), index(rank, 0);
+  Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
+  for (int64_t o = 0; o < y.size(); ++o) {
+    int64_t src = 0;
+    for (size_t d = 0; d < rank; ++d) src += (start[d] + index[d] * step[d]) * in_strides[d];
+    std::memcpy(y.raw() + o * static_cast<int64_t>(es), x.raw() + src * static_cast<int64_t>(es), es);
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < out_shape[d]) break;
+      index[d] = 0;
+    }
+  }
+  return {y};
+}
+
+OpRecord slice() {
+  OpRecord r;
+  r.onnx_names = {"Slice"};
+  r.import = import_slice;
+  r.attrs = attrs_codec<SliceAttrs, describe_slice>("slice");
+  r.shapes = slice_shapes;
+  r.shape_reads_inputs = ~1u;
+  r.run = run_slice;
+  r.non_negative = like_input0;
+  return r;
+}
+
+// ---- Concat
+
+void import_concat(OnnxNode& n) {
+  n.need_inputs(1, 1u << 20);
+  check(n.has("axis"), n.who + ": axis is required");
+  n.node.attrs = AxisAttrs{n.get_int("axis", 0)};
+}
+
+std::vector<Shape> concat_shapes(ShapeCall& c) {
+  c.need_inputs(1);
+  const Shape& x = c.in[0];
+  auto& a = c.node.attr<AxisAttrs>();
+  int64_t rank = static_cast<int64_t>(x.size());
+  check(rank >= 1, c.who + ": cannot concatenate scalars");
+  a.axis = normalize_axis(a.axis, rank, c.who);
+  Shape out = x;
+  for (size_t i = 1; i < c.in.size(); ++i) {
+    check(c.in[i].size() == x.size(), c.who + ": inputs have different ranks");
+    for (size_t d = 0; d < x.size(); ++d) {
+      if (static_cast<int64_t>(d) == a.axis) {
+        out[d] = (out[d] < 0 || c.in[i][d] < 0) ? kDynamicDim : dim_add(out[d], c.in[i][d], c.who);
+      } else if (out[d] < 0) {
+        out[d] = c.in[i][d];
+      } else {
+        check(c.in[i][d] < 0 || c.in[i][d] == out[d], c.who + ": input " + std::to_string(i) + " shape " +
+                                                          to_string(c.in[i]) + " does not fit " + to_string(x));
+      }
+    }
+  }
+  return {out};
+}
+
+std::vector<Tensor> run_concat(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> outs) {
+  const Shape& out_shape = outs[0];
+  int64_t axis = ctx.node.attr<AxisAttrs>().axis;
+  DataType type = in[0]->dtype();
+  size_t es = element_size(type);
+  Tensor y = Tensor::uninitialized(type, out_shape);
+  int64_t outer = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= out_shape[static_cast<size_t>(d)];
+  int64_t out_block = y.size() / std::max<int64_t>(1, outer);
+  int64_t offset = 0;
+  for (const Tensor* t : in) {
+    check(t->dtype() == type, ctx.who + ": inputs have different types");
+    int64_t block = t->size() / std::max<int64_t>(1, outer);
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(y.raw() + (o * out_block + offset) * es, t->raw() + o * block * es, static_cast<size_t>(block) * es);
+    offset += block;
+  }
+  return {y};
+}
+
+OpRecord concat() {
+  OpRecord r;
+  r.onnx_names = {"Concat"};
+  r.import = import_concat;
+  r.attrs = attrs_codec<AxisAttrs, describe_axis>("axis");
+  r.shapes = concat_shapes;
+  r.run = run_concat;
+  r.non_negative = like_all_inputs;
+  r.integer = IntegerUse::kOnCodes;
+  return r;
+}
+
+// ---- Cast
+
+void import_cast(OnnxNode& n) {
+  n.need_inputs(1, 1);
+  n.node.attrs = CastAttrs{n.data_type(n.get_int("to", 1))};
+}
+
+void validate_cast(const CastAttrs& a) {
+  switch (a.to) {
+    case DataType::kFloat32:
+    case DataType::kUInt8:
+    case DataType::kInt8:
+    case DataType::kInt32:
+    case DataType::kInt64:
+    case DataType::kBool: return;
+    default: throw Error("invalid data type " + std::to_string(static_cast<int>(a.to)));
+  }
+}
+
+constexpr auto describe_cast = [](auto& a, auto&& field) { field("to", a.to); };
+
+DataType cast_type(const Node& node, std::span<const DataType>, size_t) { return node.attr<CastAttrs>().to; }
+
+template <typename From>
+void cast_from(const Tensor& x, Tensor& y) {
+  const From* src = x.data<From>();
+  int64_t n = x.size();
+  switch (y.dtype()) {
+    case DataType::kFloat32: for (int64_t i = 0; i < n; ++i) y.data<float>()[i] = static_cast<float>(src[i]); break;
+    case DataType::kInt64: for (int64_t i = 0; i < n; ++i) y.data<int64_t>()[i] = static_cast<int64_t>(src[i]); break;
+    case DataType::kInt32: for (int64_t i = 0; i < n; ++i) y.data<int32_t>()[i] = static_cast<int32_t>(src[i]); break;
+    case DataType::kInt8: for (int64_t i = 0; i < n; ++i) y.data<int8_t>()[i] = static_cast<int8_t>(src[i]); break;
+    case DataType::kUInt8: for (int64_t i = 0; i < n; ++i) y.data<uint8_t>()[i] = static_cast<uint8_t>(src[i]); break;
+    case DataType::kBool: for (int64_t i = 0; i < n; ++i) y.data<uint8_t>()[i] = src[i] != From(0); break;
+    case DataType::kUndefined: break;
+  }
+}
+
+// A float outside the integer type's range (NaN, infinity, or too large) has no integer value: the
+// conversion would be undefined behaviour, and in a shape computation a nonsense dimension.
+template <typename To>
+void check_castable(const OpContext& ctx, const Tensor& x, DataType to) {
+  constexpr double lo = static_cast<double>(std::numeric_limits<To>::min()) - 1.0;  // truncation toward zero
+  constexpr double hi = static_cast<double>(std::numeric_limits<To>::max()) + 1.0;
+  for (float v : x.floats())
+    if (!(static_cast<double>(v) > lo && static_cast<double>(v) < hi))
+      throw Error(ctx.who + ": cannot cast " + std::to_string(v) + " to " + to_string(to) + " (outside its range)");
+}
+
+std::vector<Tensor> run_cast(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
+  const Tensor& x = *in[0];
+  DataType to = ctx.node.attr<CastAttrs>().to;
+  if (x.dtype() == DataType::kFloat32) {
+    if (to == DataType::kInt64) check_castable<int64_t>(ctx, x, to);
+    if (to == DataType::kInt32) check_castable<int32_t>(ctx, x, to);
+    if (to == DataType::kInt8) check_castable<int8_t>(ctx, x, to);
+    if (to == DataType::kUInt8) check_castable<uint8_t>(ctx, x, to);
+  }
+  Tensor y = Tensor::uninitialized(to, x.shape());
+  switch (x.dtype()) {
+    case DataType::kFloat32: cast_from<float>(x, y); break;
+    case DataType::kInt64: cast_from<int64_t>(x, y); break;
+    case DataType::kInt32: cast_from<int32_t>(x, y); break;
+    case DataType::kInt8: cast_from<int8_t>(x, y); break;
+    case DataType::kUInt8:
+    case DataType::kBool: cast_from<uint8_t>(x, y); break;
+    case DataType::kUndefined: throw Error(ctx.who + ": undefined input type");
+  }
+  return {y};
+}
+
+bool cast_non_negative(const SignCall& c) {
+  return c.node.attr<CastAttrs>().to == DataType::kFloat32 && c.input_non_negative(0);
+}
+
+OpRecord cast() {
+  OpRecord r;
+  r.onnx_names = {"Cast"};
+  r.import = import_cast;
+  r.attrs = attrs_codec<CastAttrs, describe_cast, validate_cast>("cast");
+  r.shapes = same_shape;
+  r.type = cast_type;
+  r.run = run_cast;
+  r.non_negative = cast_non_negative;
+  return r;
+}
+
+// ---- Pad (constant mode): pads and value as attributes, or inputs (folded when constant).
+
+void import_pad(OnnxNode& n) {
+  PadAttrs a;
+  std::string mode = n.get_string("mode", "constant");
+  check(mode == "constant", n.who + ": pad mode '" + mode + "' is not supported (only constant)");
+  if (n.opset >= 11) {
+    n.need_inputs(2, 3);
+    const Tensor* v = n.node.inputs.size() > 2 ? n.constant_input(2) : nullptr;
+    if (n.constant_input(1) && (n.node.inputs.size() < 3 || v)) {  // else read at run time
+      a.pads = n.constant_ints(1, "pads");
+      if (v) {
+        check(v->dtype() == DataType::kFloat32 && v->size() == 1, n.who + ": constant_value must be a float scalar");
+        a.value = v->data<float>()[0];
+      }
+      n.node.inputs.resize(1);
+    }
+  } else {
+    n.need_inputs(1, 1);
+    a.pads = n.get_ints("pads");
+    a.value = n.get_float("value", 0.0f);
+  }
+  n.node.attrs = a;
+}
+
+constexpr auto describe_pad = [](auto& a, auto&& field) {
+  field("pads", a.pads);
+  field("value", a.value);
+};
+
+std::vector<Shape> pad_shapes(ShapeCall& c) {
+  c.need_inputs(1);
+  const Shape& x = c.in[0];
+  PadAttrs a = c.node.attr<PadAttrs>();
+  if (c.in.size() > 1) a.pads = c.ints(1, "pads");
+  check(a.pads.size() == 2 * x.size(), c.who + ": pads has " + std::to_string(a.pads.size()) + " entries for rank " +
+                                           std::to_string(x.size()));
+  Shape out = x;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (out[i] < 0) continue;
+    out[i] = dim_add(out[i], dim_add(a.pads[i], a.pads[i + x.size()], c.who), c.who);
+    check(out[i] >= 0, c.who + ": negative output size");
+  }
+  return {out};
+}
+
+std::vector<Tensor> run_pad(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> outs) {
+  const Tensor& x = *in[0];
+  const Shape& out_shape = outs[0];
+  require_float(ctx, x, "input");
+  PadAttrs a = ctx.node.attr<PadAttrs>();
+  if (in.size() > 1) a.pads.assign(in[1]->data<int64_t>(), in[1]->data<int64_t>() + in[1]->size());
+  if (in.size() > 2 && in[2]) {
+    require_float(ctx, *in[2], "constant_value");
+    a.value = in[2]->data<float>()[0];
+  }
+  size_t rank = static_cast<size_t>(x.rank());
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
+  std::fill(y.data<float>(), y.data<float>() + y.size(), a.value);
+  std::vector<int64_t> ys = strides_of(out_shape), index(rank, 0);
+  for (int64_t i = 0; i < x.size(); ++i) {
+    int64_t o = 0;
+    bool inside = true;
+    for (size_t d = 0; d < rank; ++d) {
+      int64_t p = index[d] + a.pads[d];
+      inside &= p >= 0 && p < out_shape[d];
+      o += p * ys[d];
+    }
+    if (inside) y.data<float>()[o] = x.data<float>()[i];
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < x.dim(static_cast<int64_t>(d))) break;
+      index[d] = 0;
+    }
+  }
+  return {y};
+}
+
+bool pad_non_negative(const SignCall& c) { return c.node.attr<PadAttrs>().value >= 0.0f && c.input_non_negative(0); }
+
+OpRecord pad() {
+  OpRecord r;
+  r.onnx_names = {"Pad"};
+  r.import = import_pad;
+  r.attrs = attrs_codec<PadAttrs, describe_pad>("pad");
+  r.shapes = pad_shapes;
+  r.shape_reads_inputs = 1u << 1;
+  r.run = run_pad;
+  r.non_negative = pad_non_negative;
+  return r;
+}
+
+}  // namespace
+
+TERN_REGISTER_OP(Shape, shape)
+TERN_REGISTER_OP(Gather, gather)
+TERN_REGISTER_OP(Slice, slice)
+TERN_REGISTER_OP(Concat, concat)
+TERN_REGISTER_OP(Cast, cast)
+TERN_REGISTER_OP(Pad, pad)
+
+}  // namespace tern::ops
+
+#else  // TERN_OPS_TORCH
+#include "train/torch_op.h"
+
+namespace tern::train {
+namespace {
+
+torch::Tensor concat_forward(TorchCall& c) {
+  std::vector<torch::Tensor> parts;
+  for (size_t i = 0; i < c.node.inputs.size(); ++i) parts.push_back(c.input(i));
+  return torch::cat(parts, torch_axis(c.node.attr<AxisAttrs>().axis, parts[0].dim()));
+}
+
+void pad_check(const Node& n, const Graph&, const std::string& who) {
+  check(n.inputs.size() == 1, who + ": pads must be attributes (constant)");
+}
+
+torch::Tensor pad_forward(TorchCall& c) {
+  const auto& a = c.node.attr<PadAttrs>();
+  torch::Tensor x = c.input(0);
+  size_t rank = static_cast<size_t>(x.dim());
+  check(a.pads.size() == 2 * rank, c.who + ": pads do not match the input rank");
+  return pad_trailing(x, a.pads, rank, static_cast<double>(a.value));
+}
+
+}  // namespace
+
+TERN_REGISTER_TORCH_OP(Shape)
+TERN_REGISTER_TORCH_OP(Gather)
+TERN_REGISTER_TORCH_OP(Slice)
+TERN_REGISTER_TORCH_OP(Concat, concat_forward)
+TERN_REGISTER_TORCH_OP(Cast)
+TERN_REGISTER_TORCH_OP(Pad, pad_forward, pad_check)
+
+}  // namespace tern::train
+#endif

@@ -1,0 +1,84 @@
+// Softmax (before opset 13: over the input coerced to 2-D at `axis`).
+#ifndef TERN_OPS_TORCH
+#include <limits>
+
+#include "ops/attrs_codec.h"
+#include "ops/support.h"
+
+namespace tern::ops {
+namespace {
+
+void import_softmax(OnnxNode& n) {
+  n.need_inputs(1, 1);
+  n.node.attrs = AxisAttrs{n.get_int("axis", n.opset >= 13 ? -1 : 1), n.opset < 13};
+}
+
+std::vector<Shape> softmax_shapes(ShapeCall& c) {
+  c.need_inputs(1);
+  auto& a = c.node.attr<AxisAttrs>();
+  a.axis = normalize_axis(a.axis, static_cast<int64_t>(c.in[0].size()), c.who);
+  return {c.in[0]};
+}
+
+std::vector<Tensor> run_softmax(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
+  const Tensor& x = *in[0];
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<AxisAttrs>();
+  int64_t outer = 1, n = 1, inner = 1;
+  for (int64_t d = 0; d < x.rank(); ++d) {
+    int64_t dim = x.dim(d);
+    if (d < a.axis) outer *= dim;
+    else if (d == a.axis || a.coerce_2d) n *= dim;
+    else inner *= dim;
+  }
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float* src = x.data<float>() + o * n * inner + i;
+      float* dst = y.data<float>() + o * n * inner + i;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < n; ++j) m = std::max(m, src[j * inner]);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < n; ++j) sum += dst[j * inner] = std::exp(src[j * inner] - m);
+      for (int64_t j = 0; j < n; ++j) dst[j * inner] /= sum;
+    }
+  return {y};
+}
+
+OpRecord softmax() {
+  OpRecord r;
+  r.onnx_names = {"Softmax"};
+  r.import = import_softmax;
+  r.attrs = attrs_codec<AxisAttrs, describe_axis>("axis");
+  r.shapes = softmax_shapes;
+  r.run = run_softmax;
+  r.non_negative = always_non_negative;
+  return r;
+}
+
+}  // namespace
+
+TERN_REGISTER_OP(Softmax, softmax)
+
+}  // namespace tern::ops
+
+#else  // TERN_OPS_TORCH
+#include "train/torch_op.h"
+
+namespace tern::train {
+namespace {
+
+torch::Tensor softmax_forward(TorchCall& c) {
+  torch::Tensor x = c.input(0);
+  const auto& a = c.node.attr<AxisAttrs>();
+  check(!a.coerce_2d || torch_axis(a.axis, x.dim()) == x.dim() - 1,
+        c.who + ": opset < 13 Softmax over several axes is not supported for fine-tuning");
+  return torch::softmax(x, torch_axis(a.axis, x.dim()));
+}
+
+}  // namespace
+
+TERN_REGISTER_TORCH_OP(Softmax, softmax_forward)
+
+}  // namespace tern::train
+#endif

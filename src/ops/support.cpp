@@ -1,0 +1,99 @@
+#include "ops/support.h"
+
+namespace tern::ops {
+
+int64_t dims_product(const Shape& shape, size_t begin, size_t end, const std::string& who) {
+  int64_t p = 1;
+  for (size_t i = begin; i < end; ++i) {
+    if (shape[i] < 0) return kDynamicDim;
+    p = dim_mul(p, shape[i], who);
+  }
+  return p;
+}
+
+std::vector<int64_t> strides_of(const Shape& shape) {
+  std::vector<int64_t> s(shape.size(), 1);
+  for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];
+  return s;
+}
+
+std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
+  std::vector<int64_t> s(out.size(), 0);
+  std::vector<int64_t> own = strides_of(in);
+  size_t offset = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) s[offset + i] = in[i] == 1 ? 0 : own[i];
+  return s;
+}
+
+void require_float(const OpContext& ctx, const Tensor& t, const char* what) {
+  check(t.dtype() == DataType::kFloat32, ctx.who + ": " + what + " must be float32, got " + to_string(t.dtype()));
+}
+
+int64_t window_output(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, int64_t pad_begin, int64_t pad_end,
+                      bool ceil_mode, const std::string& who) {
+  if (in < 0) return kDynamicDim;
+  int64_t span = dim_add(dim_add(in, pad_begin, who), pad_end, who) - dim_mul(dilation, kernel - 1, who) - 1;
+  if (span < 0) return -2;
+  int64_t out = (ceil_mode ? span / stride + (span % stride != 0) : span / stride) + 1;
+  if (ceil_mode && dim_mul(out - 1, stride, who) >= in + pad_begin) --out;
+  return out;
+}
+
+void fill_default(std::vector<int64_t>& v, size_t n, int64_t value) {
+  if (v.empty()) v.assign(n, value);
+}
+
+void resolve_auto_pad(AutoPad& auto_pad, std::vector<int64_t>& pads, const Shape& in_shape,
+                      const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
+                      const std::vector<int64_t>& dilations, const std::string& who) {
+  size_t n = kernel.size();
+  if (auto_pad == AutoPad::kNotSet) return;
+  pads.assign(2 * n, 0);
+  if (auto_pad != AutoPad::kValid) {
+    for (size_t i = 0; i < n; ++i) {
+      int64_t in = in_shape[2 + i];
+      check(in >= 0, who + ": auto_pad SAME needs a known spatial size");
+      int64_t out = in / strides[i] + (in % strides[i] != 0);
+      int64_t total = std::max<int64_t>(
+          0, dim_add(dim_add(dim_mul(std::max<int64_t>(out - 1, 0), strides[i], who), dim_mul(dilations[i], kernel[i] - 1, who), who), 1, who) - in);
+      int64_t small = total / 2, large = total - small;
+      pads[i] = auto_pad == AutoPad::kSameUpper ? small : large;
+      pads[i + n] = auto_pad == AutoPad::kSameUpper ? large : small;
+    }
+  }
+  auto_pad = AutoPad::kNotSet;
+}
+
+void check_window_attrs(const std::vector<int64_t>& kernel, const std::vector<int64_t>& strides,
+                        const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations, size_t spatial,
+                        const std::string& who) {
+  check(kernel.size() == spatial && strides.size() == spatial && dilations.size() == spatial &&
+            pads.size() == 2 * spatial,
+        who + ": kernel/strides/pads/dilations do not match the input's " + std::to_string(spatial) +
+            " spatial axes");
+  for (size_t i = 0; i < spatial; ++i) {
+    check(kernel[i] >= 1 && strides[i] >= 1 && dilations[i] >= 1, who + ": kernel, strides and dilations must be >= 1");
+    check(pads[i] >= 0 && pads[i + spatial] >= 0, who + ": negative pads are not supported");
+  }
+}
+
+AutoPad parse_auto_pad(const OnnxNode& n) {
+  std::string s = n.get_string("auto_pad", "NOTSET");
+  if (s == "NOTSET" || s.empty()) return AutoPad::kNotSet;
+  if (s == "SAME_UPPER") return AutoPad::kSameUpper;
+  if (s == "SAME_LOWER") return AutoPad::kSameLower;
+  if (s == "VALID") return AutoPad::kValid;
+  throw Error(n.who + ": unknown auto_pad '" + s + "'");
+}
+
+std::vector<Shape> same_shape(ShapeCall& c) {
+  c.need_inputs(1);
+  return {c.in[0]};
+}
+
+std::vector<Shape> broadcast_shape(ShapeCall& c) {
+  c.need_inputs(2);
+  return {broadcast_shapes(c.in[0], c.in[1], c.who)};
+}
+
+}  // namespace tern::ops
