@@ -24,6 +24,8 @@ inline constexpr ValueId kNoValue = -1;  // an omitted optional input
 // In folded int64 shape tensors (e.g. Reshape's target computed by Shape/Gather/Concat), the
 // dynamic batch dimension of the graph input; the executor substitutes the actual batch size.
 inline constexpr int64_t kSymbolicBatch = INT64_MIN;
+// In Value::known_content, an element shape analysis cannot know before run time.
+inline constexpr int64_t kUnknownElement = INT64_MIN + 1;
 
 // One entry per operator record (src/ops/); Identity also stands for inference-mode Dropout,
 // HardSigmoid for HardSwish (AffineAttrs::multiply_input), FakeQuantize is tern's own (quantize to
@@ -157,6 +159,11 @@ struct Value {
   Shape shape;                      // may hold kDynamicDim
   bool shape_known = false;         // false: rank unknown
   std::optional<Tensor> constant;   // set for weights and folded constants
+  // For a small integer tensor computed at run time (a shape an exporter's Shape/Gather/Concat
+  // sub-graph builds): what import-time analysis knows of its elements, each a number,
+  // kSymbolicBatch (the graph's dynamic batch) or kUnknownElement. Empty: nothing known.
+  std::vector<int64_t> known_content;
+  bool has_known_content = false;
 };
 
 struct Node {

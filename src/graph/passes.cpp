@@ -1,8 +1,11 @@
 #include "tern/passes.h"
 
+#include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "graph/shape_inference.h"
+#include "ops/op.h"
 #include "tern/error.h"
 #include "tern/executor.h"
 
@@ -14,30 +17,74 @@ std::string who(const Graph& g, const Node& n) {
   return (g.source.empty() ? "" : g.source + ": ") + "node '" + n.name + "' (" + to_string(n.op) + ")";
 }
 
-bool contains_symbolic_batch(const Tensor& t) {
-  if (t.dtype() != DataType::kInt64) return false;
-  for (int64_t v : t.int64s())
-    if (v == kSymbolicBatch) return true;
-  return false;
-}
-
-bool is_shape_arithmetic(OpType op) {
-  return op == OpType::kAdd || op == OpType::kSub || op == OpType::kMul || op == OpType::kDiv || op == OpType::kCast ||
-         op == OpType::kReduceMean;
-}
-
-// Shape(x) as a constant, when x's dims are static except a dynamic leading batch.
-std::optional<Tensor> fold_shape(const Graph& graph, const Node& node) {
-  const Value& x = graph.value(node.inputs[0]);
-  if (!x.shape_known) return std::nullopt;
-  auto [begin, end] = shape_slice(node.attr<ShapeAttrs>(), static_cast<int64_t>(x.shape.size()));
-  std::vector<int64_t> dims;
-  for (int64_t i = begin; i < end; ++i) {
-    int64_t d = x.shape[static_cast<size_t>(i)];
-    if (d < 0 && i != 0) return std::nullopt;
-    dims.push_back(d < 0 ? kSymbolicBatch : d);
+// What is known of a value's elements: a small integer (or integral float) constant's data, or
+// the content analysis recorded for a computed one; null when nothing is.
+std::optional<ops::Content> content_of(const Graph& graph, ValueId id) {
+  if (id == kNoValue) return std::nullopt;
+  const Value& v = graph.value(id);
+  if (v.constant) {
+    const Tensor& t = *v.constant;
+    if (t.rank() > 1 || static_cast<size_t>(t.size()) > ops::kMaxContent) return std::nullopt;
+    ops::Content c;
+    for (int64_t i = 0; i < t.size(); ++i) {
+      switch (t.dtype()) {
+        case DataType::kInt64: c.push_back(t.data<int64_t>()[i]); break;
+        case DataType::kInt32: c.push_back(t.data<int32_t>()[i]); break;
+        case DataType::kFloat32: {
+          float f = t.data<float>()[i];
+          if (!(std::fabs(f) < 9.0e15f) || f != std::floor(f)) return std::nullopt;
+          c.push_back(static_cast<int64_t>(f));
+          break;
+        }
+        default: return std::nullopt;
+      }
+    }
+    return c;
   }
-  return Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims);
+  if (v.has_known_content) return v.known_content;
+  return std::nullopt;
+}
+
+bool fully_known(const ops::Content& c) {
+  return std::all_of(c.begin(), c.end(), [](int64_t e) { return e != kSymbolicBatch && e != kUnknownElement; });
+}
+
+// The node's output content from its record's rule (single-output nodes with integer or float
+// outputs, inputs of at most kMaxContent elements).
+std::optional<ops::Content> node_content(const Graph& graph, const Node& node) {
+  const ops::OpRecord& r = ops::record(node.op);
+  if (!r.content || node.outputs.size() != 1) return std::nullopt;
+  std::vector<std::optional<ops::Content>> held;
+  held.reserve(node.inputs.size());
+  std::vector<const ops::Content*> in;
+  std::vector<const Value*> values;
+  for (ValueId id : node.inputs) {
+    held.push_back(content_of(graph, id));
+    in.push_back(held.back() ? &*held.back() : nullptr);
+    values.push_back(id == kNoValue ? nullptr : &graph.value(id));
+  }
+  std::optional<ops::Content> out = r.content({node, in, values});
+  if (out && out->size() > ops::kMaxContent) return std::nullopt;
+  return out;
+}
+
+// A tensor of `type` and `shape` holding `content` (all numbers), or null when they do not fit.
+std::optional<Tensor> tensor_from_content(const ops::Content& content, DataType type, const Shape& shape) {
+  if (!is_static(shape) || element_count(shape) != static_cast<int64_t>(content.size())) return std::nullopt;
+  Tensor t(type, shape);
+  for (size_t i = 0; i < content.size(); ++i) {
+    int64_t v = content[i];
+    switch (type) {
+      case DataType::kInt64: t.data<int64_t>()[i] = v; break;
+      case DataType::kInt32:
+        if (v < INT32_MIN || v > INT32_MAX) return std::nullopt;
+        t.data<int32_t>()[i] = static_cast<int32_t>(v);
+        break;
+      case DataType::kFloat32: t.data<float>()[i] = static_cast<float>(v); break;
+      default: return std::nullopt;
+    }
+  }
+  return t;
 }
 
 // Replaces every use of `from` (node inputs and graph outputs) by `to`.
@@ -92,8 +139,15 @@ int fold_constants(Graph& graph) {
         node.inputs.resize(1);
       }
     }
-    std::optional<Tensor> shape_value;
-    if (node.op == OpType::kShape) shape_value = fold_shape(graph, node);
+    // A Reshape target that shape analysis knows up to the dynamic batch becomes a constant
+    // (kSymbolicBatch for the batch): the Shape/Gather/Concat sub-graphs exporters emit for
+    // x.view(x.size(0), -1) vanish, and the integer engine sees a plain reshape.
+    if (node.op == OpType::kReshape && node.inputs.size() == 2 && !graph.is_constant(node.inputs[1])) {
+      std::optional<ops::Content> target = content_of(graph, node.inputs[1]);
+      if (target && std::none_of(target->begin(), target->end(), [](int64_t e) { return e == kUnknownElement; }))
+        node.inputs[1] = graph.add_constant(node.name + ".target",
+                                            Tensor::from_int64s({static_cast<int64_t>(target->size())}, *target));
+    }
     bool all_constant = !node.inputs.empty();
     std::vector<const Tensor*> inputs;
     for (ValueId id : node.inputs) {
@@ -104,33 +158,53 @@ int fold_constants(Graph& graph) {
       all_constant &= graph.is_constant(id);
       inputs.push_back(graph.is_constant(id) ? &graph.constant(id) : nullptr);
     }
-    if (!shape_value && all_constant && folded_bytes(graph, node, inputs) > kMaxFoldedBytes)
+    if (all_constant && folded_bytes(graph, node, inputs) > kMaxFoldedBytes)
       all_constant = false;  // computed at run time instead, where the memory plan bounds it
-    if (!shape_value && !all_constant) {
-      infer_node_shapes(graph, node);
-      kept.push_back(std::move(node));
+    if (all_constant) {
+      std::vector<Tensor> outputs = evaluate_node(node, inputs, kDynamicDim, nullptr, graph.source);
+      for (size_t i = 0; i < node.outputs.size() && i < outputs.size(); ++i) {
+        Value& v = graph.value(node.outputs[i]);
+        v.shape = outputs[i].shape();
+        v.shape_known = true;
+        v.dtype = outputs[i].dtype();
+        v.constant = std::move(outputs[i]);
+      }
+      ++folded;
       continue;
     }
-    std::vector<Tensor> outputs;
-    if (shape_value) {
-      outputs.push_back(std::move(*shape_value));
-    } else {
-      if (is_shape_arithmetic(node.op))
-        for (const Tensor* t : inputs)
-          check(!t || !contains_symbolic_batch(*t),
-                who(graph, node) + ": arithmetic on the dynamic batch size is not supported; export with a fixed batch");
-      outputs = evaluate_node(node, inputs, kDynamicDim, nullptr, graph.source);
+    infer_node_shapes(graph, node);
+    if (std::optional<ops::Content> content = node_content(graph, node)) {
+      Value& out = graph.value(node.outputs[0]);
+      std::optional<Tensor> t;
+      if (fully_known(*content) && out.shape_known) t = tensor_from_content(*content, out.dtype, out.shape);
+      if (t) {  // a shape known at import, though computed from a dynamic tensor
+        out.constant = std::move(*t);
+        ++folded;
+        continue;
+      }
+      out.known_content = std::move(*content);
+      out.has_known_content = true;
     }
-    for (size_t i = 0; i < node.outputs.size() && i < outputs.size(); ++i) {
-      Value& v = graph.value(node.outputs[i]);
-      v.shape = outputs[i].shape();
-      v.shape_known = true;
-      v.dtype = outputs[i].dtype();
-      v.constant = std::move(outputs[i]);
-    }
-    ++folded;
+    kept.push_back(std::move(node));
   }
   graph.nodes = std::move(kept);
+  // Shape computations nothing reads any more (their Reshape took a constant target).
+  for (bool removed = true; removed;) {
+    removed = false;
+    std::vector<int> uses = graph.consumer_counts();
+    std::vector<Node> live;
+    for (Node& node : graph.nodes) {
+      bool dead = ops::record(node.op).content &&
+                  std::all_of(node.outputs.begin(), node.outputs.end(), [&](ValueId id) { return uses[static_cast<size_t>(id)] == 0; });
+      if (dead) {
+        removed = true;
+        ++folded;
+        continue;
+      }
+      live.push_back(std::move(node));
+    }
+    graph.nodes = std::move(live);
+  }
   return folded;
 }
 

@@ -106,7 +106,10 @@ void infer_node_shapes(Graph& graph, Node& node) {
     std::vector<Shape> shapes;
     std::vector<const Tensor*> values;
     std::vector<DataType> types;
+    std::vector<Tensor> partial;  // known_content as tensors, for rules that read partial contents
+    partial.reserve(node.inputs.size());
     bool unknown = false;
+    bool reads_partial = ops::record(node.op).shape_reads_partial;
     for (ValueId id : node.inputs) {
       if (id == kNoValue) {
         shapes.emplace_back();
@@ -115,9 +118,15 @@ void infer_node_shapes(Graph& graph, Node& node) {
         continue;
       }
       const Value& v = graph.value(id);
-      if (!v.shape_known || (shape_depends_on_value(node, shapes.size()) && !v.constant)) unknown = true;
+      const Tensor* value = v.constant ? &*v.constant : nullptr;
+      if (!value && reads_partial && v.has_known_content && v.shape_known && v.shape.size() == 1 &&
+          v.shape[0] == static_cast<int64_t>(v.known_content.size())) {
+        partial.push_back(Tensor::from_int64s({v.shape[0]}, v.known_content));
+        value = &partial.back();
+      }
+      if (!v.shape_known || (shape_depends_on_value(node, shapes.size()) && !value)) unknown = true;
       shapes.push_back(v.shape);
-      values.push_back(v.constant ? &*v.constant : nullptr);
+      values.push_back(value);
       types.push_back(v.dtype);
     }
     if (unknown) {  // known only at run time, when the executor infers again with real inputs

@@ -48,11 +48,48 @@ std::vector<Tensor> run_arith(const OpContext& ctx, std::span<const Tensor* cons
   return {y};
 }
 
+// Shape arithmetic (x.size(0) * 2, (H + 1) / 2, ...): computed where both elements are numbers; the
+// dynamic batch survives multiplying or dividing by 1 and adding 0; anything else is unknown until
+// run time.
+std::optional<Content> arith_content(const ContentCall& c) {
+  if (c.in.size() != 2 || !c.in[0] || !c.in[1]) return std::nullopt;
+  const Content& a = *c.in[0];
+  const Content& b = *c.in[1];
+  if (a.size() != b.size() && a.size() != 1 && b.size() != 1) return std::nullopt;
+  bool is_float = c.values[0] && c.values[0]->dtype == DataType::kFloat32;
+  Content out(std::max(a.size(), b.size()));
+  for (size_t i = 0; i < out.size(); ++i) {
+    int64_t p = a[a.size() == 1 ? 0 : i], q = b[b.size() == 1 ? 0 : i];
+    int64_t r = kUnknownElement;
+    if (is_known(p) && is_known(q)) {
+      int64_t v = 0;
+      switch (c.node.op) {
+        case OpType::kAdd: r = __builtin_add_overflow(p, q, &v) ? kUnknownElement : v; break;
+        case OpType::kSub: r = __builtin_sub_overflow(p, q, &v) ? kUnknownElement : v; break;
+        case OpType::kMul: r = __builtin_mul_overflow(p, q, &v) ? kUnknownElement : v; break;
+        default:  // Div: integers truncate; a float quotient is tracked only when it is whole
+          if (q != 0 && !(p == INT64_MIN && q == -1) && (!is_float || p % q == 0)) r = p / q;
+          break;
+      }
+      if (!is_known(r)) r = kUnknownElement;
+    } else if (p == kSymbolicBatch && is_known(q)) {
+      bool keeps = (c.node.op == OpType::kMul || c.node.op == OpType::kDiv) ? q == 1 : q == 0;
+      r = keeps ? kSymbolicBatch : kUnknownElement;
+    } else if (q == kSymbolicBatch && is_known(p)) {
+      bool keeps = c.node.op == OpType::kMul ? p == 1 : (c.node.op == OpType::kAdd && p == 0);
+      r = keeps ? kSymbolicBatch : kUnknownElement;
+    }
+    out[i] = r;
+  }
+  return out;
+}
+
 OpRecord arithmetic(std::string_view name) {
   OpRecord r;
   r.onnx_names = {name};
   r.import = import_arith;
   r.shapes = broadcast_shape;
+  r.content = arith_content;
   r.run = run_arith;
   return r;
 }

@@ -40,6 +40,19 @@ std::vector<Tensor> run_shape(const OpContext& ctx, std::span<const Tensor* cons
   return {Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims)};
 }
 
+// The input's dims as far as they are known at import: a dynamic leading dim is the batch.
+std::optional<Content> shape_content(const ContentCall& c) {
+  const Value* x = c.values.empty() ? nullptr : c.values[0];
+  if (!x || !x->shape_known) return std::nullopt;
+  auto [begin, end] = shape_slice(c.node.attr<ShapeAttrs>(), static_cast<int64_t>(x->shape.size()));
+  Content out;
+  for (int64_t i = begin; i < end; ++i) {
+    int64_t d = x->shape[static_cast<size_t>(i)];
+    out.push_back(d >= 0 ? d : i == 0 ? kSymbolicBatch : kUnknownElement);
+  }
+  return out;
+}
+
 OpRecord shape() {
   OpRecord r;
   r.onnx_names = {"Shape"};
@@ -47,6 +60,7 @@ OpRecord shape() {
   r.attrs = attrs_codec<ShapeAttrs, describe_shape>("shape");
   r.shapes = shape_shapes;
   r.type = int64_type;
+  r.content = shape_content;
   r.run = run_shape;
   return r;
 }
@@ -95,12 +109,27 @@ std::vector<Tensor> run_gather(const OpContext& ctx, std::span<const Tensor* con
   return {y};
 }
 
+std::optional<Content> gather_content(const ContentCall& c) {
+  if (c.in.size() != 2 || !c.in[0] || !c.in[1] || !c.values[0] || !c.values[0]->shape_known ||
+      c.values[0]->shape.size() != 1)
+    return std::nullopt;
+  const Content& data = *c.in[0];
+  Content out;
+  for (int64_t i : *c.in[1]) {
+    int64_t n = static_cast<int64_t>(data.size());
+    if (!is_known(i) || i < -n || i >= n) return std::nullopt;
+    out.push_back(data[static_cast<size_t>(i < 0 ? i + n : i)]);
+  }
+  return out;
+}
+
 OpRecord gather() {
   OpRecord r;
   r.onnx_names = {"Gather"};
   r.import = import_gather;
   r.attrs = attrs_codec<AxisAttrs, describe_axis>("axis");
   r.shapes = gather_shapes;
+  r.content = gather_content;
   r.run = run_gather;
   r.non_negative = like_input0;
   return r;
@@ -185,6 +214,34 @@ std::vector<Tensor> run_slice(const OpContext& ctx, std::span<const Tensor* cons
   return {y};
 }
 
+std::optional<Content> slice_content(const ContentCall& c) {
+  if (c.in.empty() || !c.in[0]) return std::nullopt;
+  const Content& data = *c.in[0];
+  bool known_params = true;
+  auto ints = [&](size_t i, const char*) -> std::vector<int64_t> {
+    if (i >= c.in.size() || !c.in[i]) {
+      known_params = false;
+      return {};
+    }
+    for (int64_t v : *c.in[i]) known_params &= is_known(v);
+    return *c.in[i];
+  };
+  std::vector<Shape> shapes;
+  for (const Value* v : c.values) shapes.push_back(v ? v->shape : Shape{});
+  SliceAttrs a = slice_attrs(c.node, shapes, ints);
+  if (!known_params) return std::nullopt;
+  try {
+    std::vector<SliceRange> ranges = slice_ranges(a, {static_cast<int64_t>(data.size())}, "");
+    Content out;
+    int64_t start = 0, step = 1, length = static_cast<int64_t>(data.size());
+    for (const auto& r : ranges) start = r.start, step = r.step, length = r.length;
+    for (int64_t i = 0; i < length; ++i) out.push_back(data[static_cast<size_t>(start + i * step)]);
+    return out;
+  } catch (const Error&) {
+    return std::nullopt;  // the shape rule reports it
+  }
+}
+
 OpRecord slice() {
   OpRecord r;
   r.onnx_names = {"Slice"};
@@ -192,6 +249,7 @@ OpRecord slice() {
   r.attrs = attrs_codec<SliceAttrs, describe_slice>("slice");
   r.shapes = slice_shapes;
   r.shape_reads_inputs = ~1u;
+  r.content = slice_content;
   r.run = run_slice;
   r.non_negative = like_input0;
   return r;
@@ -249,12 +307,22 @@ std::vector<Tensor> run_concat(const OpContext& ctx, std::span<const Tensor* con
   return {y};
 }
 
+std::optional<Content> concat_content(const ContentCall& c) {
+  Content out;
+  for (size_t i = 0; i < c.in.size(); ++i) {
+    if (!c.in[i] || !c.values[i] || !c.values[i]->shape_known || c.values[i]->shape.size() != 1) return std::nullopt;
+    out.insert(out.end(), c.in[i]->begin(), c.in[i]->end());
+  }
+  return out;
+}
+
 OpRecord concat() {
   OpRecord r;
   r.onnx_names = {"Concat"};
   r.import = import_concat;
   r.attrs = attrs_codec<AxisAttrs, describe_axis>("axis");
   r.shapes = concat_shapes;
+  r.content = concat_content;
   r.run = run_concat;
   r.non_negative = like_all_inputs;
   r.integer = IntegerUse::kOnCodes;
@@ -336,6 +404,12 @@ bool cast_non_negative(const SignCall& c) {
   return c.node.attr<CastAttrs>().to == DataType::kFloat32 && c.input_non_negative(0);
 }
 
+// Casting a shape between number types keeps its elements (Paddle's int32 shape arithmetic).
+std::optional<Content> cast_content(const ContentCall& c) {
+  if (c.node.attr<CastAttrs>().to == DataType::kBool) return std::nullopt;
+  return content_of_input0(c);
+}
+
 OpRecord cast() {
   OpRecord r;
   r.onnx_names = {"Cast"};
@@ -343,6 +417,7 @@ OpRecord cast() {
   r.attrs = attrs_codec<CastAttrs, describe_cast, validate_cast>("cast");
   r.shapes = same_shape;
   r.type = cast_type;
+  r.content = cast_content;
   r.run = run_cast;
   r.non_negative = cast_non_negative;
   return r;

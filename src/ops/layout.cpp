@@ -68,11 +68,15 @@ std::vector<Shape> reshape_shapes(ShapeCall& c) {
   bool allow_zero = c.node.attr<ReshapeAttrs>().allow_zero;
   Shape out;
   int infer_at = -1, batch_at = -1;
+  bool unknown_elements = false;
   for (int64_t i = 0; i < target.size(); ++i) {
     int64_t d = target.data<int64_t>()[i];
     if (d == kSymbolicBatch) {
       batch_at = static_cast<int>(i);
       out.push_back(c.context.batch);
+    } else if (d == kUnknownElement && c.context.batch < 0) {  // known only at run time
+      out.push_back(kDynamicDim);
+      unknown_elements = true;
     } else if (d == -1) {
       check(infer_at < 0, who + ": target shape has more than one -1");
       infer_at = static_cast<int>(i);
@@ -99,7 +103,7 @@ std::vector<Shape> reshape_shapes(ShapeCall& c) {
   }
   if (total < 0 && batch_at >= 0 && !x.empty() && x[0] < 0 && out[static_cast<size_t>(batch_at)] < 0)
     total = dims_product(x, 1, x.size(), who);
-  if (total >= 0 && !unknown) {
+  if (total >= 0 && !unknown && !unknown_elements) {
     if (infer_at >= 0) {
       check(known != 0 && total % known == 0, who + ": cannot reshape " + to_string(x) + " to the target");
       out[static_cast<size_t>(infer_at)] = total / known;
@@ -117,6 +121,7 @@ OpRecord reshape() {
   r.attrs = attrs_codec<ReshapeAttrs, describe_reshape>("reshape");
   r.shapes = reshape_shapes;
   r.shape_reads_inputs = 1u << 1;
+  r.shape_reads_partial = true;
   r.run = run_reshaped;
   r.non_negative = like_input0;
   r.integer = IntegerUse::kOnCodes;
@@ -254,6 +259,7 @@ OpRecord axes_record(std::string_view name, ShapeRule shapes) {
   r.attrs = attrs_codec<AxesAttrs, describe_axes>("axes");
   r.shapes = shapes;
   r.shape_reads_inputs = 1u << 1;
+  r.content = content_of_input0;
   r.run = run_reshaped;
   r.non_negative = like_input0;
   return r;
@@ -302,6 +308,7 @@ OpRecord identity() {
   r.import = import_identity;
   r.shapes = identity_shapes;
   r.type = identity_type;
+  r.content = content_of_input0;
   r.run = run_identity;
   r.non_negative = like_input0;
   r.integer = IntegerUse::kOnCodes;

@@ -100,6 +100,22 @@ struct ShapeCall {
 using ShapeRule = std::vector<Shape> (*)(ShapeCall&);
 using TypeRule = DataType (*)(const Node&, std::span<const DataType> inputs, size_t output);
 
+// ---- shape values --------------------------------------------------------------------------------
+
+// What import-time analysis knows of a small integer tensor's elements (a shape being computed by
+// Shape/Gather/Concat/arithmetic): each a number, kSymbolicBatch or kUnknownElement. Constant
+// folding (src/graph/passes.cpp) folds what is fully known, turns Reshape targets known up to the
+// dynamic batch into constants, and leaves the rest to run time with this as a hint for shapes.
+using Content = std::vector<int64_t>;
+struct ContentCall {
+  const Node& node;
+  std::span<const Content* const> in;   // null: nothing known of input i's elements
+  std::span<const Value* const> values; // the inputs' values (shape, type); null when omitted
+};
+using ContentRule = std::optional<Content> (*)(const ContentCall&);
+// Contents larger than this are not tracked (shapes have a handful of elements).
+inline constexpr size_t kMaxContent = 64;
+
 // ---- FP32 reference kernels ------------------------------------------------------------------------
 
 struct OpContext {
@@ -144,6 +160,10 @@ struct OpRecord {
   AttrsCodec attrs;
   ShapeRule shapes = nullptr;
   uint32_t shape_reads_inputs = 0;  // bit i: output shapes depend on input i's content
+  // The shape rule accepts contents with kUnknownElement / kSymbolicBatch elements at import
+  // (Reshape's target known only in part): otherwise such an input leaves the output unknown.
+  bool shape_reads_partial = false;
+  ContentRule content = nullptr;    // null: the output's elements are not tracked
   TypeRule type = nullptr;          // null: every output has input 0's type
   Kernel run = nullptr;
   SignRule non_negative = never_non_negative;

@@ -96,4 +96,11 @@ std::vector<Shape> broadcast_shape(ShapeCall& c) {
   return {broadcast_shapes(c.in[0], c.in[1], c.who)};
 }
 
+std::optional<Content> content_of_input0(const ContentCall& c) {
+  if (c.in.empty() || !c.in[0]) return std::nullopt;
+  return *c.in[0];
+}
+
+bool is_known(int64_t element) { return element != kSymbolicBatch && element != kUnknownElement; }
+
 }  // namespace tern::ops

@@ -127,6 +127,12 @@ inline constexpr auto describe_axis = [](auto& a, auto&& field) {
   field("coerce_2d", a.coerce_2d);
 };
 
+// ---- shape values (ContentRule) ---------------------------------------------------------------------
+
+// Input 0's elements unchanged (Identity, Cast between numbers, Squeeze, Unsqueeze).
+std::optional<Content> content_of_input0(const ContentCall& c);
+bool is_known(int64_t element);  // a number, not kSymbolicBatch or kUnknownElement
+
 // ---- ONNX import helpers ----------------------------------------------------------------------------
 
 // An operator with exactly n inputs and no attributes tern reads.
