@@ -95,8 +95,9 @@ struct AxisAttrs {
 };
 
 struct ReduceAttrs {
-  std::vector<int64_t> axes;  // empty: all axes
+  std::vector<int64_t> axes;  // empty: all axes (or none with noop_with_empty_axes)
   bool keepdims = true;
+  bool noop_with_empty_axes = false;
 };
 
 // Unsqueeze / Squeeze (axes from the attribute or a constant input).
@@ -131,9 +132,12 @@ struct CastAttrs {
   DataType to = DataType::kFloat32;
 };
 
+enum class PadMode { kConstant, kReflect, kEdge, kWrap };
+
 struct PadAttrs {
   std::vector<int64_t> pads;  // begin... then end...
   float value = 0.0f;
+  PadMode mode = PadMode::kConstant;
 };
 
 // FakeQuantize: y = scale * clamp(round(x / scale), qmin, qmax), rounding half away from zero;

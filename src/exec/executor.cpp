@@ -24,6 +24,9 @@ struct Executor::Impl {
   std::vector<std::optional<ops::PackedGemm>> packed_gemm;             // per node
   std::vector<NodeKernel> overrides;                                  // per node (empty: none)
   std::vector<int> uses;                                              // consumers per value
+  // Nodes whose inputs have dynamic dims past the batch (H, W): their attributes (SAME padding,
+  // ConvTranspose's output_shape) are resolved per run on a copy, not once for the first size.
+  std::vector<bool> resolve_per_run;
   bool profiling;
   std::vector<double> node_seconds;
   int64_t runs = 0;
@@ -37,6 +40,14 @@ struct Executor::Impl {
     packed_conv.resize(graph.nodes.size());
     packed_gemm.resize(graph.nodes.size());
     overrides.resize(graph.nodes.size());
+    resolve_per_run.assign(graph.nodes.size(), false);
+    for (size_t i = 0; i < graph.nodes.size(); ++i)
+      for (ValueId id : graph.nodes[i].inputs) {
+        if (id == kNoValue) continue;
+        const Value& v = graph.value(id);
+        for (size_t d = 1; d < v.shape.size(); ++d) resolve_per_run[i] = resolve_per_run[i] || v.shape[d] < 0;
+        resolve_per_run[i] = resolve_per_run[i] || !v.shape_known;
+      }
     for (auto& [name, kernel] : options.node_kernels) {
       auto it = std::find_if(graph.nodes.begin(), graph.nodes.end(), [&, &name = name](const Node& n) { return n.name == name; });
       check(it != graph.nodes.end(), (graph.source.empty() ? std::string("model") : graph.source) +
@@ -158,8 +169,10 @@ struct Executor::Impl {
       if (graph.is_constant(id)) return &graph.constant(id);
       return &values[static_cast<size_t>(id)];
     };
+    std::optional<Node> copy;
     for (size_t n = 0; n < graph.nodes.size(); ++n) {
-      Node& node = graph.nodes[n];
+      if (resolve_per_run[n]) copy = graph.nodes[n];
+      Node& node = resolve_per_run[n] ? *copy : graph.nodes[n];
       std::vector<const Tensor*> in;
       std::vector<Shape> shapes;
       for (ValueId id : node.inputs) {

@@ -51,6 +51,12 @@ Tensor conv_packed(const OpContext& ctx, const Tensor& input, const kernels::Pac
   s.batch = input.dim(0);
   s.in_h = one_d ? 1 : input.dim(2);
   s.in_w = one_d ? input.dim(2) : input.dim(3);
+  // Padding as resolved for this input (SAME padding of a model with dynamic H/W differs per size).
+  kernels::Conv2dShape resolved = conv_shape(a, input.shape(), Shape{s.out_channels, 1, 1, 1});
+  s.pad_top = resolved.pad_top;
+  s.pad_left = resolved.pad_left;
+  s.pad_bottom = resolved.pad_bottom;
+  s.pad_right = resolved.pad_right;
   Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
   kernels::conv2d(s, input.data<float>(), weights, bias ? bias->data<float>() : nullptr, y.data<float>(),
                   {a.clamp_lo, a.clamp_hi}, ctx.pool);

@@ -32,6 +32,11 @@ struct FieldWriter {
     else if constexpr (std::is_floating_point_v<V>) j[name] = std::isfinite(v) ? format::Json(v) : format::Json(nullptr);
     else j[name] = v;
   }
+  // A field added after .tern files were written: absent in old files, read as its default.
+  template <typename V>
+  void optional(const char* name, const V& v, int64_t lo = 0, int64_t hi = 0) const {
+    (*this)(name, v, lo, hi);
+  }
 };
 
 // Reads into a default-constructed struct: a null float keeps the member's default.
@@ -53,6 +58,10 @@ struct FieldReader {
     } else {
       v = f.get<V>();
     }
+  }
+  template <typename V>
+  void optional(const char* name, V& v, int64_t lo = 0, int64_t hi = 0) const {
+    if (j.contains(name)) (*this)(name, v, lo, hi);
   }
 };
 

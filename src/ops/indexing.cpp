@@ -423,22 +423,46 @@ OpRecord cast() {
   return r;
 }
 
-// ---- Pad (constant mode): pads and value as attributes, or inputs (folded when constant).
+// ---- Pad: constant, reflect, edge or wrap; pads and value as attributes (opset < 11), or inputs
+// (folded when constant; opset 18's axes input spread over the full rank).
 
 void import_pad(OnnxNode& n) {
   PadAttrs a;
   std::string mode = n.get_string("mode", "constant");
-  check(mode == "constant", n.who + ": pad mode '" + mode + "' is not supported (only constant)");
+  if (mode == "constant") a.mode = PadMode::kConstant;
+  else if (mode == "reflect") a.mode = PadMode::kReflect;
+  else if (mode == "edge") a.mode = PadMode::kEdge;
+  else if (mode == "wrap") a.mode = PadMode::kWrap;
+  else throw Error(n.who + ": unknown pad mode '" + mode + "'");
   if (n.opset >= 11) {
-    n.need_inputs(2, 3);
+    n.need_inputs(2, 4);
     const Tensor* v = n.node.inputs.size() > 2 ? n.constant_input(2) : nullptr;
-    if (n.constant_input(1) && (n.node.inputs.size() < 3 || v)) {  // else read at run time
-      a.pads = n.constant_ints(1, "pads");
+    bool axes_known = n.node.inputs.size() < 4 || n.node.inputs[3] == kNoValue || n.constant_input(3);
+    if (n.constant_input(1) && (n.node.inputs.size() < 3 || n.node.inputs[2] == kNoValue || v) && axes_known) {
+      a.pads = n.constant_ints(1, "pads");  // else read at run time
       if (v) {
         check(v->dtype() == DataType::kFloat32 && v->size() == 1, n.who + ": constant_value must be a float scalar");
         a.value = v->data<float>()[0];
       }
+      if (n.node.inputs.size() > 3 && n.node.inputs[3] != kNoValue) {
+        std::vector<int64_t> axes = n.constant_ints(3, "axes");
+        check(a.pads.size() == 2 * axes.size(), n.who + ": pads has " + std::to_string(a.pads.size()) + " entries for " +
+                                                    std::to_string(axes.size()) + " axes");
+        const Value& x = n.graph.value(n.node.inputs[0]);
+        check(x.shape_known, n.who + ": pads with axes need the input's rank");
+        int64_t rank = static_cast<int64_t>(x.shape.size());
+        std::vector<int64_t> full(2 * static_cast<size_t>(rank), 0);
+        for (size_t i = 0; i < axes.size(); ++i) {
+          int64_t axis = normalize_axis(axes[i], rank, n.who);
+          full[static_cast<size_t>(axis)] = a.pads[i];
+          full[static_cast<size_t>(axis + rank)] = a.pads[i + axes.size()];
+        }
+        a.pads = full;
+      }
       n.node.inputs.resize(1);
+    } else {
+      check(axes_known && (n.node.inputs.size() < 4 || n.node.inputs[3] == kNoValue),
+            n.who + ": run-time pads with an axes input are not supported");
     }
   } else {
     n.need_inputs(1, 1);
@@ -451,28 +475,53 @@ void import_pad(OnnxNode& n) {
 constexpr auto describe_pad = [](auto& a, auto&& field) {
   field("pads", a.pads);
   field("value", a.value);
+  field.optional("mode", a.mode, 0, static_cast<int64_t>(PadMode::kWrap));
 };
 
 std::vector<Shape> pad_shapes(ShapeCall& c) {
   c.need_inputs(1);
   const Shape& x = c.in[0];
-  PadAttrs a = c.node.attr<PadAttrs>();
-  if (c.in.size() > 1) a.pads = c.ints(1, "pads");
-  check(a.pads.size() == 2 * x.size(), c.who + ": pads has " + std::to_string(a.pads.size()) + " entries for rank " +
-                                           std::to_string(x.size()));
+  const auto& attrs = c.node.attr<PadAttrs>();
+  std::vector<int64_t> pads = c.in.size() > 1 ? c.ints(1, "pads") : attrs.pads;
+  check(pads.size() == 2 * x.size(), c.who + ": pads has " + std::to_string(pads.size()) + " entries for rank " +
+                                         std::to_string(x.size()));
   Shape out = x;
   for (size_t i = 0; i < x.size(); ++i) {
     if (out[i] < 0) continue;
-    out[i] = dim_add(out[i], dim_add(a.pads[i], a.pads[i + x.size()], c.who), c.who);
+    int64_t lo = pads[i], hi = pads[i + x.size()];
+    if (attrs.mode == PadMode::kReflect && (lo > 0 || hi > 0))
+      check(lo < x[i] && hi < x[i], c.who + ": reflect padding " + std::to_string(std::max(lo, hi)) +
+                                        " is not smaller than the dimension " + std::to_string(x[i]));
+    if (attrs.mode != PadMode::kConstant && (lo > 0 || hi > 0))
+      check(x[i] > 0, c.who + ": cannot " + (attrs.mode == PadMode::kEdge ? "edge" : "wrap") + "-pad an empty dimension");
+    out[i] = dim_add(out[i], dim_add(lo, hi, c.who), c.who);
     check(out[i] >= 0, c.who + ": negative output size");
   }
   return {out};
 }
 
+// The input index an output index reads along one axis of size n (begin padding p), or -1 for the
+// constant value.
+int64_t pad_source(int64_t o, int64_t p, int64_t n, PadMode mode) {
+  int64_t i = o - p;
+  if (i >= 0 && i < n) return i;
+  switch (mode) {
+    case PadMode::kConstant: return -1;
+    case PadMode::kEdge: return i < 0 ? 0 : n - 1;
+    case PadMode::kWrap: return ((i % n) + n) % n;
+    case PadMode::kReflect: {
+      if (n == 1) return 0;
+      int64_t period = 2 * (n - 1);
+      int64_t m = ((i % period) + period) % period;
+      return m < n ? m : period - m;
+    }
+  }
+  return -1;
+}
+
 std::vector<Tensor> run_pad(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> outs) {
   const Tensor& x = *in[0];
   const Shape& out_shape = outs[0];
-  require_float(ctx, x, "input");
   PadAttrs a = ctx.node.attr<PadAttrs>();
   if (in.size() > 1) a.pads.assign(in[1]->data<int64_t>(), in[1]->data<int64_t>() + in[1]->size());
   if (in.size() > 2 && in[2]) {
@@ -480,27 +529,32 @@ std::vector<Tensor> run_pad(const OpContext& ctx, std::span<const Tensor* const>
     a.value = in[2]->data<float>()[0];
   }
   size_t rank = static_cast<size_t>(x.rank());
-  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);
-  std::fill(y.data<float>(), y.data<float>() + y.size(), a.value);
-  std::vector<int64_t> ys = strides_of(out_shape), index(rank, 0);
-  for (int64_t i = 0; i < x.size(); ++i) {
-    int64_t o = 0;
+  if (x.dtype() != DataType::kFloat32) check(a.value == 0.0f, ctx.who + ": a non-zero pad value needs float32 data");
+  size_t es = element_size(x.dtype());
+  Tensor y(x.dtype(), out_shape);  // zero-filled: the constant 0 of every type
+  if (x.dtype() == DataType::kFloat32 && a.value != 0.0f) std::fill(y.data<float>(), y.data<float>() + y.size(), a.value);
+  std::vector<int64_t> xs = strides_of(x.shape()), index(rank, 0);
+  for (int64_t o = 0; o < y.size(); ++o) {
+    int64_t src = 0;
     bool inside = true;
-    for (size_t d = 0; d < rank; ++d) {
-      int64_t p = index[d] + a.pads[d];
-      inside &= p >= 0 && p < out_shape[d];
-      o += p * ys[d];
+    for (size_t d = 0; d < rank && inside; ++d) {
+      int64_t i = pad_source(index[d], a.pads[d], x.dim(static_cast<int64_t>(d)), a.mode);
+      inside = i >= 0;
+      src += i * xs[d];
     }
-    if (inside) y.data<float>()[o] = x.data<float>()[i];
+    if (inside) std::memcpy(y.raw() + o * static_cast<int64_t>(es), x.raw() + src * static_cast<int64_t>(es), es);
     for (size_t d = rank; d-- > 0;) {
-      if (++index[d] < x.dim(static_cast<int64_t>(d))) break;
+      if (++index[d] < out_shape[d]) break;
       index[d] = 0;
     }
   }
   return {y};
 }
 
-bool pad_non_negative(const SignCall& c) { return c.node.attr<PadAttrs>().value >= 0.0f && c.input_non_negative(0); }
+bool pad_non_negative(const SignCall& c) {
+  const auto& a = c.node.attr<PadAttrs>();
+  return (a.mode != PadMode::kConstant || a.value >= 0.0f) && c.input_non_negative(0);
+}
 
 OpRecord pad() {
   OpRecord r;
@@ -539,6 +593,7 @@ torch::Tensor concat_forward(TorchCall& c) {
 
 void pad_check(const Node& n, const Graph&, const std::string& who) {
   check(n.inputs.size() == 1, who + ": pads must be attributes (constant)");
+  check(n.attr<PadAttrs>().mode == PadMode::kConstant, who + ": only constant padding is supported for fine-tuning");
 }
 
 torch::Tensor pad_forward(TorchCall& c) {

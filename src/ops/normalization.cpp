@@ -149,10 +149,122 @@ OpRecord layernorm() {
   return r;
 }
 
+// ---- InstanceNormalization: per image and channel over the spatial dims, then scale and bias [C].
+
+void import_instancenorm(OnnxNode& n) {
+  n.need_inputs(3, 3);
+  n.node.attrs = BatchNormAttrs{n.get_float("epsilon", 1e-5f)};
+}
+
+std::vector<Shape> instancenorm_shapes(ShapeCall& c) {
+  c.need_inputs(3);
+  const Shape& x = c.in[0];
+  check(x.size() >= 3, c.who + ": input must have rank >= 3 (N, C, spatial...), got " + to_string(x));
+  for (size_t i = 1; i < 3; ++i)
+    check(c.in[i].size() == 1 && (x[1] < 0 || c.in[i][0] == x[1]), c.who + ": scale and bias must have shape [C]");
+  return {x};
+}
+
+std::vector<Tensor> run_instancenorm(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
+  const Tensor& x = *in[0];
+  require_float(ctx, x, "input");
+  require_float(ctx, *in[1], "scale");
+  require_float(ctx, *in[2], "bias");
+  float eps = ctx.node.attr<BatchNormAttrs>().epsilon;
+  int64_t N = x.dim(0), C = x.dim(1), inner = x.size() / std::max<int64_t>(1, N * C);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const float* p = x.data<float>() + (n * C + c) * inner;
+      float* q = y.data<float>() + (n * C + c) * inner;
+      double mean = 0, var = 0;
+      for (int64_t i = 0; i < inner; ++i) mean += p[i];
+      mean /= static_cast<double>(std::max<int64_t>(1, inner));
+      for (int64_t i = 0; i < inner; ++i) var += (p[i] - mean) * (p[i] - mean);
+      var /= static_cast<double>(std::max<int64_t>(1, inner));
+      float s = static_cast<float>(in[1]->data<float>()[c] / std::sqrt(var + eps));
+      float t = in[2]->data<float>()[c] - static_cast<float>(mean) * s;
+      for (int64_t i = 0; i < inner; ++i) q[i] = p[i] * s + t;
+    }
+  return {y};
+}
+
+OpRecord instancenorm() {
+  OpRecord r;
+  r.onnx_names = {"InstanceNormalization"};
+  r.import = import_instancenorm;
+  r.attrs = attrs_codec<BatchNormAttrs, describe_batchnorm>("batchnorm");
+  r.shapes = instancenorm_shapes;
+  r.run = run_instancenorm;
+  return r;
+}
+
+// ---- LRN: x / (bias + alpha / size * sum of squares over `size` neighbouring channels)^beta.
+
+struct LrnAttrs {
+  float alpha = 1e-4f, beta = 0.75f, bias = 1.0f;
+  int64_t size = 1;
+};
+
+void import_lrn(OnnxNode& n) {
+  n.need_inputs(1, 1);
+  LrnAttrs a{n.get_float("alpha", 1e-4f), n.get_float("beta", 0.75f), n.get_float("bias", 1.0f), n.get_int("size", 0)};
+  check(a.size >= 1, n.who + ": size must be >= 1");
+  n.node.attrs = a;
+}
+
+constexpr auto describe_lrn = [](auto& a, auto&& field) {
+  field("alpha", a.alpha);
+  field("beta", a.beta);
+  field("bias", a.bias);
+  field("size", a.size, 1, 1 << 20);
+};
+
+std::vector<Shape> lrn_shapes(ShapeCall& c) {
+  c.need_inputs(1);
+  check(c.in[0].size() >= 3, c.who + ": input must have rank >= 3, got " + to_string(c.in[0]));
+  return {c.in[0]};
+}
+
+std::vector<Tensor> run_lrn(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
+  const Tensor& x = *in[0];
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<LrnAttrs>();
+  int64_t N = x.dim(0), C = x.dim(1), inner = x.size() / std::max<int64_t>(1, N * C);
+  int64_t before = (a.size - 1) / 2, after = a.size - 1 - before;
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t i = 0; i < inner; ++i) {
+        double sum = 0;
+        for (int64_t k = std::max<int64_t>(0, c - before); k <= std::min(C - 1, c + after); ++k) {
+          double v = x.data<float>()[(n * C + k) * inner + i];
+          sum += v * v;
+        }
+        double v = x.data<float>()[(n * C + c) * inner + i];
+        y.data<float>()[(n * C + c) * inner + i] =
+            static_cast<float>(v / std::pow(a.bias + a.alpha / static_cast<double>(a.size) * sum, a.beta));
+      }
+  return {y};
+}
+
+OpRecord lrn() {
+  OpRecord r;
+  r.onnx_names = {"LRN"};
+  r.import = import_lrn;
+  r.attrs = attrs_codec<LrnAttrs, describe_lrn>("lrn");
+  r.shapes = lrn_shapes;
+  r.run = run_lrn;
+  r.non_negative = like_input0;
+  return r;
+}
+
 }  // namespace
 
 TERN_REGISTER_OP(BatchNormalization, batchnorm)
 TERN_REGISTER_OP(LayerNormalization, layernorm)
+TERN_REGISTER_OP(InstanceNormalization, instancenorm)
+TERN_REGISTER_OP(LRN, lrn)
 
 }  // namespace tern::ops
 
@@ -183,10 +295,18 @@ torch::Tensor layernorm_forward(TorchCall& c) {
   return b.defined() ? y + b : y;
 }
 
+torch::Tensor instancenorm_forward(TorchCall& c) {
+  torch::Tensor x = c.input(0);
+  return torch::instance_norm(x, c.input(1), c.input(2), {}, {}, true, 0.0,
+                              static_cast<double>(c.node.attr<BatchNormAttrs>().epsilon), false);
+}
+
 }  // namespace
 
 TERN_REGISTER_TORCH_OP(BatchNormalization, batchnorm_forward)
 TERN_REGISTER_TORCH_OP(LayerNormalization, layernorm_forward)
+TERN_REGISTER_TORCH_OP(InstanceNormalization, instancenorm_forward)
+TERN_REGISTER_TORCH_OP(LRN)
 
 }  // namespace tern::train
 #endif

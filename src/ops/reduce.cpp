@@ -1,5 +1,9 @@
-// Reductions: ReduceMean (axes as an attribute, or a constant input from opset 18).
+// Reductions: ReduceMean, ReduceSum, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2,
+// ReduceSumSquare (axes as an attribute, or a constant or run-time input: ReduceSum from opset 13,
+// the others from 18), and ArgMax / ArgMin.
 #ifndef TERN_OPS_TORCH
+#include <limits>
+
 #include "ops/attrs_codec.h"
 #include "ops/support.h"
 
@@ -9,11 +13,14 @@ namespace {
 void import_reduce(OnnxNode& n) {
   ReduceAttrs a;
   a.keepdims = n.get_int("keepdims", 1) != 0;
-  if (n.opset >= 18) {
+  a.noop_with_empty_axes = n.get_int("noop_with_empty_axes", 0) != 0;
+  bool axes_input = n.opset >= (n.op_type == "ReduceSum" ? 13 : 18);
+  if (axes_input) {
     n.need_inputs(1, 2);
-    if (n.node.inputs.size() > 1) a.axes = n.constant_ints(1, "axes");
-    check(!(a.axes.empty() && n.get_int("noop_with_empty_axes", 0)), n.who + ": noop_with_empty_axes is not supported");
-    n.node.inputs.resize(1);
+    if (n.node.inputs.size() > 1 && n.constant_input(1)) {  // else read at run time
+      a.axes = n.constant_ints(1, "axes");
+      n.node.inputs.resize(1);
+    }
   } else {
     n.need_inputs(1, 1);
     a.axes = n.get_ints("axes");
@@ -24,18 +31,24 @@ void import_reduce(OnnxNode& n) {
 constexpr auto describe_reduce = [](auto& a, auto&& field) {
   field("axes", a.axes);
   field("keepdims", a.keepdims);
+  field.optional("noop_with_empty_axes", a.noop_with_empty_axes);
 };
+
+// Which axes a node reduces for an input of `rank`: normalized, one flag per axis.
+std::vector<bool> reduced_axes(const ReduceAttrs& a, std::span<const int64_t> axes, size_t rank, const std::string& who) {
+  std::vector<bool> reduce(rank, axes.empty() && !a.noop_with_empty_axes);
+  for (int64_t axis : axes) reduce[static_cast<size_t>(normalize_axis(axis, static_cast<int64_t>(rank), who))] = true;
+  return reduce;
+}
 
 std::vector<Shape> reduce_shapes(ShapeCall& c) {
   c.need_inputs(1);
   const Shape& x = c.in[0];
   auto& a = c.node.attr<ReduceAttrs>();
-  int64_t rank = static_cast<int64_t>(x.size());
-  std::vector<bool> reduce(x.size(), a.axes.empty());
-  for (auto& axis : a.axes) {
-    axis = normalize_axis(axis, rank, c.who);
-    reduce[static_cast<size_t>(axis)] = true;
-  }
+  std::vector<int64_t> axes = c.in.size() > 1 ? c.ints(1, "axes") : a.axes;
+  if (c.in.size() == 1)
+    for (auto& axis : a.axes) axis = normalize_axis(axis, static_cast<int64_t>(x.size()), c.who);
+  std::vector<bool> reduce = reduced_axes(a, axes, x.size(), c.who);
   Shape out;
   for (size_t i = 0; i < x.size(); ++i) {
     if (!reduce[i]) out.push_back(x[i]);
@@ -44,14 +57,16 @@ std::vector<Shape> reduce_shapes(ShapeCall& c) {
   return {out};
 }
 
-std::vector<Tensor> run_reduce_mean(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
+std::vector<Tensor> run_reduce(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
   const Tensor& x = *in[0];
-  require_float(ctx, x, "input");
   const auto& a = ctx.node.attr<ReduceAttrs>();
+  OpType op = ctx.node.op;
+  bool float_only = op != OpType::kReduceMax && op != OpType::kReduceMin && op != OpType::kReduceSum &&
+                    op != OpType::kReduceProd;
+  if (float_only || x.dtype() != DataType::kInt64) require_float(ctx, x, "input");
   size_t rank = static_cast<size_t>(x.rank());
-  std::vector<bool> reduce(rank, a.axes.empty());
-  for (int64_t axis : a.axes) reduce[static_cast<size_t>(axis)] = true;
-  // Output index space = input dims with reduced axes set to 1.
+  std::vector<int64_t> axes = in.size() > 1 && in[1] ? std::vector<int64_t>(in[1]->data<int64_t>(), in[1]->data<int64_t>() + in[1]->size()) : a.axes;
+  std::vector<bool> reduce = reduced_axes(a, axes, rank, ctx.who);
   Shape kept = x.shape();
   int64_t reduced_count = 1;
   for (size_t i = 0; i < rank; ++i)
@@ -59,40 +74,154 @@ std::vector<Tensor> run_reduce_mean(const OpContext& ctx, std::span<const Tensor
       reduced_count *= kept[i];
       kept[i] = 1;
     }
-  Tensor y = Tensor::uninitialized(DataType::kFloat32, out[0]);
-  std::vector<double> acc(static_cast<size_t>(element_count(kept)), 0.0);
+  double init = op == OpType::kReduceMax ? -std::numeric_limits<double>::infinity()
+                : op == OpType::kReduceMin ? std::numeric_limits<double>::infinity()
+                : op == OpType::kReduceProd ? 1.0 : 0.0;
+  std::vector<double> acc(static_cast<size_t>(element_count(kept)), init);
   std::vector<int64_t> ks = strides_of(kept);
   std::vector<int64_t> index(rank, 0);
-  const float* src = x.data<float>();
+  bool is_int = x.dtype() == DataType::kInt64;
   for (int64_t i = 0; i < x.size(); ++i) {
     int64_t o = 0;
     for (size_t d = 0; d < rank; ++d) o += reduce[d] ? 0 : index[d] * ks[d];
-    acc[static_cast<size_t>(o)] += src[i];
+    double v = is_int ? static_cast<double>(x.data<int64_t>()[i]) : static_cast<double>(x.data<float>()[i]);
+    double& r = acc[static_cast<size_t>(o)];
+    switch (op) {
+      case OpType::kReduceMax: r = std::isnan(v) || std::isnan(r) ? NAN : std::max(r, v); break;
+      case OpType::kReduceMin: r = std::isnan(v) || std::isnan(r) ? NAN : std::min(r, v); break;
+      case OpType::kReduceProd: r *= v; break;
+      case OpType::kReduceL1: r += std::fabs(v); break;
+      case OpType::kReduceL2:
+      case OpType::kReduceSumSquare: r += v * v; break;
+      default: r += v; break;  // Mean, Sum
+    }
     for (size_t d = rank; d-- > 0;) {
       if (++index[d] < x.dim(static_cast<int64_t>(d))) break;
       index[d] = 0;
     }
   }
-  for (size_t i = 0; i < acc.size(); ++i)
-    y.data<float>()[i] = reduced_count ? static_cast<float>(acc[i] / static_cast<double>(reduced_count)) : NAN;
+  Tensor y = Tensor::uninitialized(x.dtype(), out[0]);
+  for (size_t i = 0; i < acc.size(); ++i) {
+    double r = acc[i];
+    if (op == OpType::kReduceMean) r = reduced_count ? r / static_cast<double>(reduced_count) : NAN;
+    if (op == OpType::kReduceL2) r = std::sqrt(r);
+    if (is_int) y.data<int64_t>()[i] = static_cast<int64_t>(r);
+    else y.data<float>()[i] = static_cast<float>(r);
+  }
   return {y};
 }
 
-OpRecord reduce_mean() {
+OpRecord reduction(std::string_view name, SignRule sign) {
   OpRecord r;
-  r.onnx_names = {"ReduceMean"};
+  r.onnx_names = {name};
   r.import = import_reduce;
   r.attrs = attrs_codec<ReduceAttrs, describe_reduce>("reduce");
   r.shapes = reduce_shapes;
-  r.run = run_reduce_mean;
-  r.non_negative = like_input0;
+  r.shape_reads_inputs = 1u << 1;
+  r.run = run_reduce;
+  r.non_negative = sign;
+  return r;
+}
+
+OpRecord reduce_mean() {
+  OpRecord r = reduction("ReduceMean", like_input0);
   r.integer = IntegerUse::kFloat;
   return r;
 }
+OpRecord reduce_sum() { return reduction("ReduceSum", like_input0); }
+OpRecord reduce_max() { return reduction("ReduceMax", like_input0); }
+OpRecord reduce_min() { return reduction("ReduceMin", like_input0); }
+OpRecord reduce_prod() { return reduction("ReduceProd", like_input0); }
+OpRecord reduce_l1() { return reduction("ReduceL1", always_non_negative); }
+OpRecord reduce_l2() { return reduction("ReduceL2", always_non_negative); }
+OpRecord reduce_sum_square() { return reduction("ReduceSumSquare", always_non_negative); }
+
+// ---- ArgMax / ArgMin along one axis (int64 indices; the first extreme unless select_last_index).
+
+struct ArgAttrs {
+  int64_t axis = 0;
+  bool keepdims = true;
+  bool select_last_index = false;
+};
+
+void import_arg(OnnxNode& n) {
+  n.need_inputs(1, 1);
+  n.node.attrs = ArgAttrs{n.get_int("axis", 0), n.get_int("keepdims", 1) != 0, n.get_int("select_last_index", 0) != 0};
+}
+
+constexpr auto describe_arg = [](auto& a, auto&& field) {
+  field("axis", a.axis);
+  field("keepdims", a.keepdims);
+  field("select_last_index", a.select_last_index);
+};
+
+std::vector<Shape> arg_shapes(ShapeCall& c) {
+  c.need_inputs(1);
+  const Shape& x = c.in[0];
+  auto& a = c.node.attr<ArgAttrs>();
+  a.axis = normalize_axis(a.axis, static_cast<int64_t>(x.size()), c.who);
+  Shape out;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (static_cast<int64_t>(i) != a.axis) out.push_back(x[i]);
+    else if (a.keepdims) out.push_back(1);
+  }
+  return {out};
+}
+
+DataType int64_type(const Node&, std::span<const DataType>, size_t) { return DataType::kInt64; }
+
+std::vector<Tensor> run_arg(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
+  const Tensor& x = *in[0];
+  require_float(ctx, x, "input");
+  const auto& a = ctx.node.attr<ArgAttrs>();
+  bool is_max = ctx.node.op == OpType::kArgMax;
+  int64_t outer = 1, inner = 1, dim = x.dim(a.axis);
+  check(dim > 0, ctx.who + ": cannot take the index of an empty axis");
+  for (int64_t d = 0; d < x.rank(); ++d) {
+    if (d < a.axis) outer *= x.dim(d);
+    else if (d > a.axis) inner *= x.dim(d);
+  }
+  Tensor y = Tensor::uninitialized(DataType::kInt64, out[0]);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t i = 0; i < inner; ++i) {
+      const float* p = x.data<float>() + o * dim * inner + i;
+      int64_t best = 0;
+      for (int64_t k = 1; k < dim; ++k) {
+        float v = p[k * inner], b = p[best * inner];
+        bool better = is_max ? (v > b || (a.select_last_index && v == b)) : (v < b || (a.select_last_index && v == b));
+        if (better) best = k;
+      }
+      y.data<int64_t>()[o * inner + i] = best;
+    }
+  return {y};
+}
+
+OpRecord arg(std::string_view name) {
+  OpRecord r;
+  r.onnx_names = {name};
+  r.import = import_arg;
+  r.attrs = attrs_codec<ArgAttrs, describe_arg>("arg");
+  r.shapes = arg_shapes;
+  r.type = int64_type;
+  r.run = run_arg;
+  r.non_negative = always_non_negative;
+  return r;
+}
+OpRecord arg_max() { return arg("ArgMax"); }
+OpRecord arg_min() { return arg("ArgMin"); }
 
 }  // namespace
 
 TERN_REGISTER_OP(ReduceMean, reduce_mean)
+TERN_REGISTER_OP(ReduceSum, reduce_sum)
+TERN_REGISTER_OP(ReduceMax, reduce_max)
+TERN_REGISTER_OP(ReduceMin, reduce_min)
+TERN_REGISTER_OP(ReduceProd, reduce_prod)
+TERN_REGISTER_OP(ReduceL1, reduce_l1)
+TERN_REGISTER_OP(ReduceL2, reduce_l2)
+TERN_REGISTER_OP(ReduceSumSquare, reduce_sum_square)
+TERN_REGISTER_OP(ArgMax, arg_max)
+TERN_REGISTER_OP(ArgMin, arg_min)
 
 }  // namespace tern::ops
 
@@ -102,19 +231,43 @@ TERN_REGISTER_OP(ReduceMean, reduce_mean)
 namespace tern::train {
 namespace {
 
-torch::Tensor reduce_mean_forward(TorchCall& c) {
+void reduce_check(const Node& n, const Graph&, const std::string& who) {
+  check(n.inputs.size() == 1, who + ": axes must be constant");
+}
+
+torch::Tensor reduce_forward(TorchCall& c) {
   const auto& a = c.node.attr<ReduceAttrs>();
   torch::Tensor x = c.input(0);
   std::vector<int64_t> dims;
   for (int64_t d : a.axes) dims.push_back(torch_axis(d, x.dim()));
-  if (dims.empty())
+  if (dims.empty()) {
+    if (a.noop_with_empty_axes) return x;
     for (int64_t d = 0; d < x.dim(); ++d) dims.push_back(d);
-  return x.mean(dims, a.keepdims);
+  }
+  switch (c.node.op) {
+    case OpType::kReduceSum: return x.sum(dims, a.keepdims);
+    case OpType::kReduceMax: return x.amax(dims, a.keepdims);
+    case OpType::kReduceMin: return x.amin(dims, a.keepdims);
+    case OpType::kReduceL1: return x.abs().sum(dims, a.keepdims);
+    case OpType::kReduceL2: return x.pow(2).sum(dims, a.keepdims).sqrt();
+    case OpType::kReduceSumSquare: return x.pow(2).sum(dims, a.keepdims);
+    case OpType::kReduceProd: throw Error(c.who + ": ReduceProd is not supported for fine-tuning");
+    default: return x.mean(dims, a.keepdims);
+  }
 }
 
 }  // namespace
 
-TERN_REGISTER_TORCH_OP(ReduceMean, reduce_mean_forward)
+TERN_REGISTER_TORCH_OP(ReduceMean, reduce_forward, reduce_check)
+TERN_REGISTER_TORCH_OP(ReduceSum, reduce_forward, reduce_check)
+TERN_REGISTER_TORCH_OP(ReduceMax, reduce_forward, reduce_check)
+TERN_REGISTER_TORCH_OP(ReduceMin, reduce_forward, reduce_check)
+TERN_REGISTER_TORCH_OP(ReduceProd)
+TERN_REGISTER_TORCH_OP(ReduceL1, reduce_forward, reduce_check)
+TERN_REGISTER_TORCH_OP(ReduceL2, reduce_forward, reduce_check)
+TERN_REGISTER_TORCH_OP(ReduceSumSquare, reduce_forward, reduce_check)
+TERN_REGISTER_TORCH_OP(ArgMax)
+TERN_REGISTER_TORCH_OP(ArgMin)
 
 }  // namespace tern::train
 #endif

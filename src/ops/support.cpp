@@ -48,6 +48,10 @@ void resolve_auto_pad(AutoPad& auto_pad, std::vector<int64_t>& pads, const Shape
                       const std::vector<int64_t>& dilations, const std::string& who) {
   size_t n = kernel.size();
   if (auto_pad == AutoPad::kNotSet) return;
+  // SAME padding depends on the input size: with a dynamic one it is resolved at run time.
+  if (auto_pad != AutoPad::kValid)
+    for (size_t i = 0; i < n; ++i)
+      if (in_shape[2 + i] < 0) return;
   pads.assign(2 * n, 0);
   if (auto_pad != AutoPad::kValid) {
     for (size_t i = 0; i < n; ++i) {
@@ -91,9 +95,15 @@ std::vector<Shape> same_shape(ShapeCall& c) {
   return {c.in[0]};
 }
 
+Shape broadcast_all(std::span<const Shape> shapes, const std::string& who) {
+  Shape out;
+  for (const Shape& s : shapes) out = broadcast_shapes(out, s, who);
+  return out;
+}
+
 std::vector<Shape> broadcast_shape(ShapeCall& c) {
-  c.need_inputs(2);
-  return {broadcast_shapes(c.in[0], c.in[1], c.who)};
+  c.need_inputs(1);  // the import checked the count
+  return {broadcast_all(c.in, c.who)};
 }
 
 std::optional<Content> content_of_input0(const ContentCall& c) {

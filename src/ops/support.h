@@ -87,6 +87,30 @@ void binary_typed(const Tensor& a, const Tensor& b, Tensor& y, F f, ThreadPool* 
   }
 }
 
+// Calls f(flat output index, flat index into each input) over `out` with numpy broadcasting of
+// every input shape (any count: Where's three, Max's many).
+template <typename F>
+void for_each_broadcast(const Shape& out, std::span<const Shape> ins, F f) {
+  size_t rank = out.size();
+  std::vector<std::vector<int64_t>> strides;
+  for (const Shape& s : ins) strides.push_back(broadcast_strides(s, out));
+  std::vector<int64_t> index(rank, 0), at(ins.size(), 0);
+  int64_t total = element_count(out);
+  for (int64_t o = 0; o < total; ++o) {
+    std::fill(at.begin(), at.end(), 0);
+    for (size_t d = 0; d < rank; ++d)
+      for (size_t k = 0; k < ins.size(); ++k) at[k] += index[d] * strides[k][d];
+    f(o, at);
+    for (size_t d = rank; d-- > 0;) {
+      if (++index[d] < out[d]) break;
+      index[d] = 0;
+    }
+  }
+}
+
+// Broadcast of any number of shapes (numpy rules); throws naming `who`.
+Shape broadcast_all(std::span<const Shape> shapes, const std::string& who);
+
 // Calls f(dtype tag) for the numeric types tern's tensors hold; throws for others.
 template <typename F>
 decltype(auto) dispatch_numeric(const OpContext& ctx, DataType type, F&& f) {
@@ -118,7 +142,7 @@ AutoPad parse_auto_pad(const OnnxNode& n);
 
 // Shape rule of element-wise unary operators: the input's shape.
 std::vector<Shape> same_shape(ShapeCall& c);
-// Shape rule of broadcasting binary operators.
+// Shape rule of broadcasting operators (every present input).
 std::vector<Shape> broadcast_shape(ShapeCall& c);
 
 // The JSON fields of AxisAttrs (Concat, Flatten, Softmax, Gather share the struct).

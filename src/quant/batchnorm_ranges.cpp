@@ -413,7 +413,7 @@ std::map<std::string, BatchNormRange> batchnorm_ranges(const Graph& graph,
         bool channel_padded = r < 2 || static_cast<int64_t>(a.pads.size()) != 2 * r || a.pads[1] != 0 ||
                               a.pads[static_cast<size_t>(r + 1)] != 0;
         Stats s = channel_padded ? pooled(*in) : *in;
-        if (any)
+        if (any && a.mode == PadMode::kConstant)  // other modes repeat the input's own values
           for (Channel& c : s.ch) c = include_value(c, a.value);
         result = std::move(s);
         break;
