@@ -150,7 +150,7 @@ TEST(BatchNormRanges, ThresholdMatchesEmpiricalPercentileOfExecutor) {
     b.input("x", {-1, 3, size, size});
     add_conv(b, "x", "c", "conv1", channels, 3, 3, 11);
     b.output("c");
-    Executor e(import_onnx_bytes(b.bytes(), "conv_only", {.optimize = false}));
+    Executor e(import_onnx_bytes(b.bytes(), "conv_only", {.optimize = false, .input_shapes = {}}));
     Tensor c = e.run(random_tensor({batch, 3, size, size}, 5));
     int64_t hw = size * size;
     for (int64_t ch = 0; ch < channels; ++ch) {
@@ -176,7 +176,7 @@ TEST(BatchNormRanges, ThresholdMatchesEmpiricalPercentileOfExecutor) {
   b.output("y");
   std::string bytes = b.bytes();
 
-  Graph plain = import_onnx_bytes(bytes, "conv_bn_relu_conv", {.optimize = false});
+  Graph plain = import_onnx_bytes(bytes, "conv_bn_relu_conv", {.optimize = false, .input_shapes = {}});
   auto ranges = batchnorm_ranges(plain, std::nullopt);
   ASSERT_TRUE(ranges.count("r"));
   const BatchNormRange& r = ranges.at("r");
@@ -196,7 +196,7 @@ TEST(BatchNormRanges, ThresholdMatchesEmpiricalPercentileOfExecutor) {
   // Empirical 99.99th percentile of the Relu output, per channel, on fresh inputs (the unoptimized
   // graph with "r" as an extra output).
   b.output("r");
-  Executor e(import_onnx_bytes(b.bytes(), "with_r", {.optimize = false}));
+  Executor e(import_onnx_bytes(b.bytes(), "with_r", {.optimize = false, .input_shapes = {}}));
   std::vector<std::vector<float>> per_channel(static_cast<size_t>(channels));
   for (uint32_t run = 0; run < 12; ++run) {
     Tensor x = random_tensor({batch, 3, size, size}, 100 + run);
@@ -263,7 +263,7 @@ B residual_model() {
 
 TEST(BatchNormRanges, NamesSurviveOptimization) {
   std::string bytes = residual_model().bytes();
-  Graph plain = import_onnx_bytes(bytes, "residual", {.optimize = false});
+  Graph plain = import_onnx_bytes(bytes, "residual", {.optimize = false, .input_shapes = {}});
   Graph opt = import_onnx_bytes(bytes, "residual");
   for (const Node& n : opt.nodes) EXPECT_NE(n.op, OpType::kBatchNormalization);
 
@@ -303,7 +303,7 @@ TEST(BatchNormRanges, NamesSurviveOptimization) {
 }
 
 TEST(BatchNormRanges, ResidualAddSumsMeansAndVariances) {
-  Graph plain = import_onnx_bytes(residual_model().bytes(), "residual", {.optimize = false});
+  Graph plain = import_onnx_bytes(residual_model().bytes(), "residual", {.optimize = false, .input_shapes = {}});
   double k = 3;
   auto ranges = batchnorm_ranges(plain, std::nullopt, k);
   // s = b2 + p1 per channel; p1 keeps relu(b1)'s moments (MaxPool keeps statistics).
@@ -333,7 +333,7 @@ TEST(BatchNormRanges, InputRangeThroughReluAndMaxPoolWithoutBatchNorm) {
   b.node("Relu", {"c"}, {"cr"}, "relu2");
   add_conv(b, "cr", "y", "conv2", 2, 4, 1, 8);
   b.output("y");
-  Graph plain = import_onnx_bytes(b.bytes(), "no_bn", {.optimize = false});
+  Graph plain = import_onnx_bytes(b.bytes(), "no_bn", {.optimize = false, .input_shapes = {}});
 
   auto ranges = batchnorm_ranges(plain, std::pair{-3.0f, 2.0f});
   std::set<std::string> names;
@@ -364,7 +364,7 @@ TEST(BatchNormRanges, ClipBoundsAndInputNormalization) {
   b.node("Clip", {"c", "zero", "six"}, {"r6"}, "relu6");
   add_conv(b, "r6", "y", "conv2", 2, 2, 1, 10);
   b.output("y");
-  Graph plain = import_onnx_bytes(b.bytes(), "norm", {.optimize = false});
+  Graph plain = import_onnx_bytes(b.bytes(), "norm", {.optimize = false, .input_shapes = {}});
   auto ranges = batchnorm_ranges(plain, std::pair{0.0f, 1.0f});
   EXPECT_EQ(ranges.at("centered").threshold, 0.5f);
   EXPECT_EQ(ranges.at("normalized").threshold, 2.0f);  // channel 0: 0.5 / 0.25
@@ -389,7 +389,7 @@ TEST(BatchNormRanges, BundledModelsHaveEveryBatchNormLayerInput) {
   int checked = 0;
   for (const auto& e : std::filesystem::directory_iterator(std::string(TERN_SOURCE_DIR) + "/models", ec)) {
     if (e.path().extension() != ".onnx") continue;
-    Graph plain = import_onnx(e.path().string(), {.optimize = false});
+    Graph plain = import_onnx(e.path().string(), {.optimize = false, .input_shapes = {}});
     Graph opt = import_onnx(e.path().string());
     auto ranges = batchnorm_ranges(plain, std::nullopt);
     for (const Node& n : opt.nodes) {
@@ -407,7 +407,7 @@ TEST(BatchNormRanges, BundledModelsHaveEveryBatchNormLayerInput) {
 }
 
 TEST(BatchNormRanges, RejectsBadArguments) {
-  Graph plain = import_onnx_bytes(residual_model().bytes(), "residual", {.optimize = false});
+  Graph plain = import_onnx_bytes(residual_model().bytes(), "residual", {.optimize = false, .input_shapes = {}});
   EXPECT_THROW(batchnorm_ranges(plain, std::nullopt, 0.0), Error);
   EXPECT_THROW(batchnorm_ranges(plain, std::nullopt, -1.0), Error);
   EXPECT_THROW(batchnorm_ranges(plain, std::pair{1.0f, -1.0f}), Error);

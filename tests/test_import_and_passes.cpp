@@ -71,7 +71,7 @@ B conv_bn_model() {
 
 TEST(Import, FoldsShapeSubgraphBatchNormDropoutAndRelu) {
   B b = conv_bn_model();
-  Graph plain = import_onnx_bytes(b.bytes(), "conv_bn", {.optimize = false});
+  Graph plain = import_onnx_bytes(b.bytes(), "conv_bn", {.optimize = false, .input_shapes = {}});
   Graph opt = import_onnx_bytes(b.bytes(), "conv_bn");
   EXPECT_TRUE(has_op(plain, OpType::kBatchNormalization));
   EXPECT_FALSE(has_op(opt, OpType::kBatchNormalization));
@@ -246,7 +246,7 @@ TEST(Passes, BatchNormFoldsIntoGemm) {
   B::attr(g, "alpha", 0.5f);
   b.node("BatchNormalization", {"g", "gamma", "beta", "mean", "var"}, {"y"}, "bn");
   b.output("y");
-  Graph plain = import_onnx_bytes(b.bytes(), "gemm_bn", {.optimize = false});
+  Graph plain = import_onnx_bytes(b.bytes(), "gemm_bn", {.optimize = false, .input_shapes = {}});
   Graph opt = import_onnx_bytes(b.bytes(), "gemm_bn");
   EXPECT_FALSE(has_op(opt, OpType::kBatchNormalization));
   Executor r(plain), f(opt);
@@ -301,7 +301,7 @@ TEST(Passes, MatMulAndUntransposedGemmBecomeCanonicalGemm) {
   b.node("MatMul", {"x", "w1"}, {"h"}, "matmul");
   b.node("Gemm", {"h", "w2", "c2"}, {"y"}, "gemm");
   b.output("y");
-  Graph plain = import_onnx_bytes(b.bytes(), "mm", {.optimize = false});
+  Graph plain = import_onnx_bytes(b.bytes(), "mm", {.optimize = false, .input_shapes = {}});
   Graph opt = import_onnx_bytes(b.bytes(), "mm");
   ASSERT_EQ(opt.nodes.size(), 2u);
   for (const Node& n : opt.nodes) {

@@ -106,7 +106,7 @@ TEST(OperatorRecords, AttributesRoundTripThroughTernFiles) {
   B::attr(rm, "axes", std::vector<int64_t>{2, 3});
   B::attr(rm, "keepdims", int64_t{0});
   b.output("y");
-  Graph g = import_onnx_bytes(b.bytes(), "model.onnx", {.optimize = false});
+  Graph g = import_onnx_bytes(b.bytes(), "model.onnx", {.optimize = false, .input_shapes = {}});
   TempDir dir;
   std::string path = dir.file("g.tern");
   save_graph(path, g, "{}");

@@ -168,6 +168,9 @@ struct Value {
   // kSymbolicBatch (the graph's dynamic batch) or kUnknownElement. Empty: nothing known.
   std::vector<int64_t> known_content;
   bool has_known_content = false;
+  // Its first dim is dynamic and is the graph's batch (traced from the input through operators
+  // that keep it): Shape of it may say kSymbolicBatch, a Reshape of it may divide the batch out.
+  bool batch_leading = false;
 };
 
 struct Node {

@@ -7,12 +7,14 @@
 #include <string_view>
 
 #include "tern/graph.h"
+#include "tern/passes.h"
 #include "tern/tensor.h"
 
 namespace tern {
 
 struct ImportOptions {
   bool optimize = true;  // run the default passes (see passes.h)
+  std::vector<InputShape> input_shapes;  // fix these inputs' dims before shapes are inferred
 };
 
 // Throws Error ("PATH: problem") for a missing, unreadable, truncated or non-ONNX file, an

@@ -5,12 +5,29 @@
 
 namespace tern {
 
-// Evaluates every node whose inputs are all constants and replaces it by its outputs; also folds
-// Shape of a tensor whose dims are static except a dynamic batch (recorded as kSymbolicBatch), so
-// the Shape/Gather/Unsqueeze/Concat sub-graphs PyTorch emits for x.view(x.size(0), -1) vanish.
-// Turns Clip's constant min/max inputs into attributes, and infers the shapes of the nodes it
-// keeps (import runs it first for that reason). Returns the number of nodes folded.
+// Evaluates every node whose inputs are all constants and replaces it by its outputs. Shape
+// sub-graphs (Shape, Gather, Slice, Concat, Cast, arithmetic, ...) are followed element by element
+// (each operator record's content rule): what is fully known at import folds, a Reshape target
+// known up to the dynamic batch becomes a constant (kSymbolicBatch), and the rest stays to run for
+// each input, its known elements recorded (Value::known_content) for shape inference. Turns Clip's
+// constant min/max inputs into attributes, and infers the shapes of the nodes it keeps (import
+// runs it first for that reason). Returns the number of nodes folded or removed.
 int fold_constants(Graph& graph);
+
+// A shape a user gives for a model input (--input-shape x=Nx3x48x320): the input's name (empty:
+// the model's only input) and its dims, kDynamicDim where the user keeps one dynamic (a name such
+// as N, or ?).
+struct InputShape {
+  std::string name;
+  Shape dims;
+};
+// Parses "NAME=DIMS" or "DIMS", DIMS separated by x or commas ("Nx3x48x320", "1,3,224,224").
+// Throws Error quoting the text.
+InputShape parse_input_shape(const std::string& text);
+// Gives the named inputs these shapes, then re-infers every shape (and folds what became known).
+// A given dim must agree with a static one the model declares; the rank must match. Throws Error
+// naming the input.
+void set_input_shapes(Graph& graph, const std::vector<InputShape>& shapes);
 
 // Folds a BatchNormalization into the Conv or Gemm feeding it (when that op has constant weights
 // and no other consumer): W' = W * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta.

@@ -16,6 +16,7 @@
 #include "tern/data.h"
 #include "tern/error.h"
 #include "tern/graph.h"
+#include "tern/passes.h"
 
 namespace tern::cli {
 
@@ -50,6 +51,7 @@ class Args {
             value = argv[++i];
           }
           values_[name] = value;
+          all_[name].push_back(value);
         } else {
           throw UsageError("unknown option '" + a + "' for 'tern " + command + "'");
         }
@@ -59,6 +61,11 @@ class Args {
     }
   }
   bool flag(const std::string& n) const { return flags_.count(n) != 0; }
+  // Every value of a repeatable option, in order.
+  std::vector<std::string> get_all(const std::string& n) const {
+    auto it = all_.find(n);
+    return it == all_.end() ? std::vector<std::string>{} : it->second;
+  }
   bool has(const std::string& n) const { return values_.count(n) != 0; }
   std::string get(const std::string& n, const std::string& fallback = "") const {
     auto it = values_.find(n);
@@ -100,6 +107,7 @@ class Args {
 
  private:
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> all_;
   std::set<std::string> flags_;
   std::vector<std::string> positional_;
 };
@@ -123,6 +131,19 @@ auto naming(const std::string& input, F&& f) -> decltype(f()) {
   } catch (const std::length_error& e) {
     throw rethrow(std::string("a size is too large (") + e.what() + ")");
   }
+}
+
+// --input-shape NAME=DIMS (repeatable) as the library takes it.
+inline std::vector<InputShape> input_shapes(const Args& args) {
+  std::vector<InputShape> shapes;
+  for (const std::string& text : args.get_all("input-shape")) {
+    try {
+      shapes.push_back(parse_input_shape(text));
+    } catch (const Error& e) {
+      throw UsageError(std::string("--input-shape: ") + e.what());
+    }
+  }
+  return shapes;
 }
 
 inline std::vector<float> parse_list(const std::string& option, const std::string& text) {

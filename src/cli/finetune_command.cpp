@@ -22,7 +22,7 @@ int cmd_finetune(int argc, char** argv) {
   Args args("finetune", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "calib-images", "percentile", "seed", "threads",
-             "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std"},
+             "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std", "input-shape"},
             {"all-layers", "no-augment", "no-progress", "eval", "json"});
   std::string in_path = args.model("finetune");
   if (!args.has("output")) throw UsageError("'tern finetune' needs -o OUT.tern");
@@ -86,7 +86,7 @@ int cmd_finetune(int argc, char** argv) {
   if (args.has("threads")) torch::set_num_threads(static_cast<int>(args.get_int("threads", 1, 1, 1024)));
 
   // The graph fine-tuning trains: BatchNorm and activations stay separate nodes.
-  TrainingModel model = load_training_model(in_path);
+  TrainingModel model = load_training_model(in_path, input_shapes(args));
   const std::string& bytes = model.bytes;
   const Graph& raw = model.raw;
   const Graph& graph = model.graph;

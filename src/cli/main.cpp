@@ -92,6 +92,12 @@ commands:
              [--verbose]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
 
+  Every command also takes --input-shape [NAME=]DIMS (repeatable; NAME may be left out when the
+  model has one input): fixes a model input's dimensions before shapes are inferred, e.g.
+  x=Nx3x48x320 (a name such as N or ? keeps that dimension dynamic; x or commas separate them).
+  Without it, dynamic dimensions take the size of the data given (eval, run, quantize); bench
+  needs every dimension but the batch.
+
   Every command also takes --max-memory SIZE (e.g. 8G): the most memory a model, data set or run
   may plan to use (default: TERN_MAX_MEMORY, else 3/4 of physical memory); larger plans are refused
   before anything is allocated.
@@ -169,7 +175,8 @@ std::optional<int> level_option(const Args& args) {
   return static_cast<int>(args.get_int("level", 0, 0, 1 << 20));
 }
 
-LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level) {
+LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level,
+                               const std::vector<tern::InputShape>& shapes) {
   LoadedModel m;
   if (tern::is_tern_file(path)) {
     tern::TernFile file = tern::TernFile::open(path);
@@ -186,8 +193,11 @@ LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level
     } else {
       m.graph = tern::load_graph(file);
     }
+    tern::set_input_shapes(m.graph, shapes);
   } else {
-    m.graph = tern::import_onnx(path);
+    tern::ImportOptions options;
+    options.input_shapes = shapes;
+    m.graph = tern::import_onnx(path, options);
   }
   check(!level || m.quantized, path + ": --level needs a quantized .tern model (this one has no residual levels)");
   struct stat st;
@@ -195,8 +205,9 @@ LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level
   return m;
 }
 
-LoadedModel load_model(const std::string& path, std::optional<int> level = std::nullopt) {
-  return naming(path, [&] { return load_model_unnamed(path, level); });
+LoadedModel load_model(const std::string& path, std::optional<int> level = std::nullopt,
+                       const std::vector<tern::InputShape>& shapes = {}) {
+  return naming(path, [&] { return load_model_unnamed(path, level, shapes); });
 }
 
 std::string db_text(const std::optional<double>& db) {
@@ -362,7 +373,7 @@ Runner make_runner(const Args& args, const std::string& model, tern::Graph graph
 // eval --level all: one loaded model, every residual level in turn (switched, not reloaded).
 int eval_levels(const Args& args, const std::string& model, const tern::EvalOptions& options) {
   using namespace tern::quant;
-  LoadedModel loaded = load_model(model);
+  LoadedModel loaded = load_model(model, std::nullopt, input_shapes(args));
   check(loaded.quantized.has_value(), model + ": --level needs a quantized .tern model (this one has no residual levels)");
   tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
@@ -416,14 +427,14 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
 }
 
 int cmd_eval(int argc, char** argv) {
-  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "level", "engine"},
+  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "level", "engine", "input-shape"},
             {"json", "verbose"});
   std::string model = args.model("eval");
   tern::EvalOptions options;
   options.limit = args.get_int("limit", 0, 0, int64_t{1} << 40);
   options.batch = args.get_int("batch", 100, 1, 1 << 16);
   if (args.get("level") == "all") return eval_levels(args, model, options);
-  LoadedModel loaded = load_model(model, level_option(args));
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
   tern::Normalization norm = normalization(args, loaded.graph);
   tern::Dataset data = load_data(args);
   Runner runner = make_runner(args, model, std::move(loaded.graph), loaded.quantized, loaded.engine());
@@ -460,7 +471,7 @@ int cmd_quantize(int argc, char** argv) {
   Args args("quantize", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales", "residual-terms",
-             "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed"},
+             "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape"},
             {"all-layers", "eval", "json"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -566,6 +577,7 @@ int cmd_quantize(int argc, char** argv) {
   std::string bytes = tern::read_whole_file(in_path);
   tern::ImportOptions import_options;
   import_options.optimize = options.activation_mode != q::ActivationMode::kBatchNorm;
+  import_options.input_shapes = input_shapes(args);
   tern::Graph graph = naming(in_path, [&] { return tern::import_onnx_bytes(bytes, in_path, import_options); });
   tern::Normalization norm = normalization(args, graph);
   InputRange range = input_range(norm);
@@ -643,11 +655,11 @@ int cmd_quantize(int argc, char** argv) {
 }
 
 int cmd_run(int argc, char** argv) {
-  Args args("run", argc, argv, 2, {"input", "output", "level"}, {});
+  Args args("run", argc, argv, 2, {"input", "output", "level", "input-shape"}, {});
   std::string model = args.model("run");
   if (!args.has("input") || !args.has("output")) throw UsageError("'tern run' needs --input X.npy and --output Y.npy");
   tern::check_output_paths({model, args.get("input")}, {args.get("output")});
-  tern::Graph graph = load_model(model, level_option(args)).graph;
+  tern::Graph graph = load_model(model, level_option(args), input_shapes(args)).graph;
   tern::Tensor x = tern::read_npy(args.get("input"));
   tern::Executor executor = naming(model, [&] { return tern::Executor(std::move(graph)); });
   tern::Tensor y = naming(args.get("input"), [&] { return executor.run(x); });
@@ -656,9 +668,9 @@ int cmd_run(int argc, char** argv) {
 }
 
 int cmd_inspect(int argc, char** argv) {
-  Args args("inspect", argc, argv, 2, {"level"}, {"json"});
+  Args args("inspect", argc, argv, 2, {"level", "input-shape"}, {"json"});
   std::string model = args.model("inspect");
-  LoadedModel loaded = load_model(model, level_option(args));
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
   const tern::Graph& graph = loaded.graph;
   tern::ModelSummary s = naming(model, [&] { return tern::summarize(graph); });
   if (args.flag("json")) {
@@ -698,6 +710,16 @@ int cmd_inspect(int argc, char** argv) {
   return 0;
 }
 
+// "1x3x224x224"-style dims for a message: the batch, then the model's dims with 224 for unknown ones.
+std::string example_dims(const tern::Shape& shape, int64_t batch) {
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s.push_back('x');
+    s.append(std::to_string(shape[i] >= 0 ? shape[i] : i == 0 ? batch : 224));
+  }
+  return s;
+}
+
 // The process's peak resident memory so far (Linux: ru_maxrss is in KiB).
 int64_t peak_rss_bytes() {
   struct rusage usage {};
@@ -705,11 +727,11 @@ int64_t peak_rss_bytes() {
 }
 
 int cmd_bench(int argc, char** argv) {
-  Args args("bench", argc, argv, 2, {"batch", "seconds", "level", "engine"}, {"json", "profile", "verbose"});
+  Args args("bench", argc, argv, 2, {"batch", "seconds", "level", "engine", "input-shape"}, {"json", "profile", "verbose"});
   std::string model = args.model("bench");
   int64_t batch = args.get_int("batch", 1, 1, 1 << 16);
   double seconds = args.get_double("seconds", 2.0, 0.01, 3600);
-  LoadedModel loaded = load_model(model, level_option(args));
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
   const char* engine = loaded.engine();
   tern::Graph graph = std::move(loaded.graph);
   check(graph.inputs.size() == 1, model + ": bench supports single-input models");
@@ -717,7 +739,9 @@ int cmd_bench(int argc, char** argv) {
   check(!shape.empty(), model + ": input has no shape");
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] < 0 && i == 0) shape[i] = batch;
-    check(shape[i] >= 0, model + ": input dimension " + std::to_string(i) + " is dynamic; bench needs static dims");
+    check(shape[i] >= 0, model + ": input '" + graph.value(graph.inputs[0]).name + "' dimension " + std::to_string(i) +
+                             " is dynamic (" + tern::to_string(shape) + "); give its size with --input-shape, e.g. " +
+                             graph.value(graph.inputs[0]).name + "=" + example_dims(shape, batch));
   }
   tern::Tensor x = naming(model, [&] { return tern::Tensor(tern::DataType::kFloat32, shape); });
   uint32_t state = 12345;

@@ -81,7 +81,7 @@ int cmd_train(int argc, char** argv) {
              "accumulate-weight-grad", "accumulate-chunk", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "seed", "threads",
              "checkpoint", "checkpoint-every", "resume", "steps", "curve-every", "compress", "bin-conv", "bin-fc",
-             "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std"},
+             "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std", "input-shape"},
             {"no-augment", "no-progress", "no-test", "json", "distributed", "exact-values", "timeline"});
   std::string in_path = args.model("train");
   if (!args.has("output")) throw UsageError("'tern train' needs -o OUT.onnx (the trained FP32 model)");
@@ -151,7 +151,7 @@ int cmd_train(int argc, char** argv) {
   install_fault_hook(o, rank);
 
   try {
-    TrainingModel model = load_training_model(in_path);
+    TrainingModel model = load_training_model(in_path, input_shapes(args));
     const Graph& raw = model.raw;
     const Graph& graph = model.graph;
     Normalization norm = normalization(args, graph);

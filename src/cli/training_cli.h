@@ -56,11 +56,12 @@ struct TrainingModel {
   std::string bytes;
   Graph raw, graph;
 };
-inline TrainingModel load_training_model(const std::string& path) {
+inline TrainingModel load_training_model(const std::string& path, const std::vector<InputShape>& shapes = {}) {
   TrainingModel m;
   m.bytes = read_whole_file(path);
   ImportOptions raw_import;
   raw_import.optimize = false;
+  raw_import.input_shapes = shapes;
   m.raw = import_onnx_bytes(m.bytes, path, raw_import);
   m.graph = m.raw;
   optimize(m.graph, OptimizeOptions{.fold_batchnorm = false, .fuse_activations = false});

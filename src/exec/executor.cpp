@@ -160,7 +160,7 @@ struct Executor::Impl {
     }
     int64_t batch = !inputs.empty() && inputs[0].rank() > 0 ? inputs[0].dim(0) : 1;
     check_plan(inputs);
-    InferenceContext ictx{batch, &graph.source};
+    InferenceContext ictx{batch, &graph.source, {}};
     double live_bytes = 0;  // what this run holds now: the backstop when the plan could not see a size
     for (const Tensor& t : inputs) live_bytes += static_cast<double>(t.bytes());
     const double limit = static_cast<double>(memory_limit());
@@ -245,7 +245,7 @@ std::vector<Tensor> evaluate_node(const Node& node, std::span<const Tensor* cons
   Node copy = node;
   std::vector<Shape> shapes;
   for (const Tensor* t : inputs) shapes.push_back(t ? t->shape() : Shape{});
-  InferenceContext ictx{batch, &source};
+  InferenceContext ictx{batch, &source, {}};
   std::vector<Shape> out_shapes = infer_output_shapes(copy, shapes, inputs, ictx);
   ops::OpContext ctx{copy, node_who(source, copy), batch, pool};
   return ops::run(ctx, inputs, out_shapes);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <set>
 
 #include "graph/shape_inference.h"
 #include "ops/op.h"
@@ -58,12 +59,14 @@ std::optional<ops::Content> node_content(const Graph& graph, const Node& node) {
   held.reserve(node.inputs.size());
   std::vector<const ops::Content*> in;
   std::vector<const Value*> values;
+  std::vector<uint8_t> leads;
   for (ValueId id : node.inputs) {
     held.push_back(content_of(graph, id));
     in.push_back(held.back() ? &*held.back() : nullptr);
     values.push_back(id == kNoValue ? nullptr : &graph.value(id));
+    leads.push_back(id != kNoValue && graph.value(id).batch_leading);
   }
-  std::optional<ops::Content> out = r.content({node, in, values});
+  std::optional<ops::Content> out = r.content({node, in, values, leads});
   if (out && out->size() > ops::kMaxContent) return std::nullopt;
   return out;
 }
@@ -108,7 +111,7 @@ double folded_bytes(const Graph& graph, const Node& node, const std::vector<cons
   Node copy = node;
   std::vector<Shape> shapes;
   for (const Tensor* t : inputs) shapes.push_back(t ? t->shape() : Shape{});
-  InferenceContext ictx{kDynamicDim, &graph.source};
+  InferenceContext ictx{kDynamicDim, &graph.source, {}};
   double bytes = 0;
   for (const Shape& shape : infer_output_shapes(copy, shapes, inputs, ictx)) {
     double count = 1;
@@ -123,6 +126,7 @@ double folded_bytes(const Graph& graph, const Node& node, const std::vector<cons
 int fold_constants(Graph& graph) {
   int folded = 0;
   std::vector<Node> kept;
+  mark_batch_leading_inputs(graph);
   for (Node& node : graph.nodes) {
     if (node.op == OpType::kClip && node.inputs.size() > 1) {
       auto& a = node.attr<ClipAttrs>();
@@ -206,6 +210,76 @@ int fold_constants(Graph& graph) {
     graph.nodes = std::move(live);
   }
   return folded;
+}
+
+InputShape parse_input_shape(const std::string& text) {
+  InputShape s;
+  std::string dims = text;
+  if (size_t eq = text.find('='); eq != std::string::npos) {
+    s.name = text.substr(0, eq);
+    dims = text.substr(eq + 1);
+    check(!s.name.empty(), "input shape '" + text + "': the name before '=' is empty");
+  }
+  char separator = dims.find(',') != std::string::npos ? ',' : 'x';
+  size_t start = 0;
+  while (true) {
+    size_t end = dims.find(separator, start);
+    std::string d = dims.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    check(!d.empty(), "input shape '" + text + "': an empty dimension (expected e.g. x=Nx3x224x224)");
+    bool number = std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (number) {
+      check(d.size() <= 12, "input shape '" + text + "': dimension " + d + " is too large");
+      int64_t v = std::stoll(d);
+      check(v >= 1, "input shape '" + text + "': dimension " + d + " must be at least 1");
+      s.dims.push_back(v);
+    } else {
+      bool symbol = d == "?" || std::all_of(d.begin(), d.end(), [](char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; });
+      check(symbol, "input shape '" + text + "': '" + d + "' is neither a size nor a name for a dynamic dimension");
+      s.dims.push_back(kDynamicDim);
+    }
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  check(s.dims.size() <= 16, "input shape '" + text + "': more than 16 dimensions");
+  return s;
+}
+
+void set_input_shapes(Graph& graph, const std::vector<InputShape>& shapes) {
+  if (shapes.empty()) return;
+  const std::string src = graph.source.empty() ? std::string("model") : graph.source;
+  std::vector<ValueId> inputs;
+  for (ValueId id : graph.inputs)
+    if (!graph.is_constant(id)) inputs.push_back(id);
+  std::string names;
+  for (ValueId id : inputs) names += (names.empty() ? "" : ", ") + graph.value(id).name;
+  std::set<ValueId> seen;
+  for (const InputShape& s : shapes) {
+    ValueId id = kNoValue;
+    if (s.name.empty()) {
+      check(inputs.size() == 1, src + ": the model has " + std::to_string(inputs.size()) + " inputs (" + names +
+                                    "): name one, as NAME=DIMS");
+      id = inputs[0];
+    } else {
+      for (ValueId i : inputs)
+        if (graph.value(i).name == s.name) id = i;
+      check(id != kNoValue, src + ": no input named '" + s.name + "' (inputs: " + names + ")");
+    }
+    check(seen.insert(id).second, src + ": input '" + graph.value(id).name + "' is given two shapes");
+    Value& v = graph.value(id);
+    std::string who = src + ": input '" + v.name + "'";
+    if (v.shape_known) {
+      check(v.shape.size() == s.dims.size(), who + " has " + std::to_string(v.shape.size()) + " dimensions " +
+                                                 to_string(v.shape) + ", the given shape " + std::to_string(s.dims.size()));
+      for (size_t d = 0; d < s.dims.size(); ++d)
+        check(v.shape[d] < 0 || v.shape[d] == s.dims[d],
+              who + ": dimension " + std::to_string(d) + " is " + std::to_string(v.shape[d]) + " in the model, not " +
+                  (s.dims[d] < 0 ? std::string("dynamic") : std::to_string(s.dims[d])));
+    }
+    v.shape = s.dims;
+    v.shape_known = true;
+  }
+  fold_constants(graph);  // infers every shape again, folding shape computations that became known
+  graph.compact();
 }
 
 int fold_batchnorm(Graph& graph) {

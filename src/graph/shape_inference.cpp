@@ -95,7 +95,15 @@ DataType infer_output_type(const Node& node, std::span<const DataType> input_typ
   return input_types.empty() ? DataType::kFloat32 : input_types[0];
 }
 
+void mark_batch_leading_inputs(Graph& graph) {
+  for (ValueId id : graph.inputs) {
+    Value& v = graph.value(id);
+    v.batch_leading = v.shape_known && !v.shape.empty() && v.shape[0] < 0;
+  }
+}
+
 void infer_shapes(Graph& graph) {
+  mark_batch_leading_inputs(graph);
   for (Node& node : graph.nodes) infer_node_shapes(graph, node);
 }
 
@@ -137,12 +145,23 @@ void infer_node_shapes(Graph& graph, Node& node) {
       }
       return;
     }
+    std::vector<uint8_t> leads;
+    for (ValueId id : node.inputs) leads.push_back(id != kNoValue && graph.value(id).batch_leading);
+    ctx.batch_leading = leads;
     std::vector<Shape> out = infer_output_shapes(node, shapes, values, ctx);
+    // The batch stays the first dim through operators whose record says so, and Reshapes to a
+    // target that starts with it.
+    const ops::OpRecord& r = ops::record(node.op);
+    bool keeps = !leads.empty() && leads[0] && r.keeps_batch && r.keeps_batch(node, graph);
+    if (node.op == OpType::kReshape && values.size() == 2 && values[1] && values[1]->dtype() == DataType::kInt64 &&
+        values[1]->size() > 0)
+      keeps = values[1]->data<int64_t>()[0] == kSymbolicBatch;
     for (size_t i = 0; i < node.outputs.size() && i < out.size(); ++i) {
       Value& v = graph.value(node.outputs[i]);
       v.shape = out[i];
       v.shape_known = true;
       v.dtype = infer_output_type(node, types, i);
+      v.batch_leading = keeps && !v.shape.empty() && v.shape[0] < 0;
     }
   }
 }

@@ -345,7 +345,10 @@ Graph import_onnx_bytes(std::string_view bytes, const std::string& source_name, 
   check(model.ParseFromArray(bytes.data(), static_cast<int>(bytes.size())),
         source_name + ": not an ONNX model, or truncated (protobuf parse failed)");
   Graph graph = Importer(model, source_name).run();
-  fold_constants(graph);  // infers shapes as it goes: Reshape targets need folded Shape sub-graphs
+  // Shape inference runs as constants fold (Reshape targets need folded Shape sub-graphs), with the
+  // input shapes the user gave, if any.
+  if (options.input_shapes.empty()) fold_constants(graph);
+  else set_input_shapes(graph, options.input_shapes);
   if (options.optimize) optimize(graph);
   return graph;
 }

@@ -22,6 +22,7 @@ OpRecord float_unary(std::string_view onnx_name) {
   r.import = import_plain<1>;
   r.shapes = same_shape;
   r.run = run_unary<F>;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 
@@ -109,6 +110,7 @@ OpRecord clip() {
   r.attrs = attrs_codec<ClipAttrs, describe_clip>("clip");
   r.shapes = same_shape;
   r.run = run_clip;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = clip_non_negative;
   r.integer = IntegerUse::kOnCodes;
   return r;
@@ -135,6 +137,7 @@ OpRecord leaky_relu() {
   r.attrs = attrs_codec<LeakyReluAttrs, describe_leaky_relu>("leaky_relu");
   r.shapes = same_shape;
   r.run = run_leaky_relu;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 
@@ -171,6 +174,7 @@ OpRecord hard_sigmoid() {
   r.attrs = attrs_codec<AffineAttrs, describe_affine>("affine");
   r.shapes = same_shape;
   r.run = run_hard_sigmoid;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = hard_sigmoid_non_negative;
   return r;
 }

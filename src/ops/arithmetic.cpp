@@ -91,6 +91,7 @@ OpRecord arithmetic(std::string_view name) {
   r.shapes = broadcast_shape;
   r.content = arith_content;
   r.run = run_arith;
+  r.keeps_batch = keeps_batch_broadcast;
   return r;
 }
 
@@ -146,6 +147,7 @@ OpRecord pow_op() {
   r.import = import_plain<2>;
   r.shapes = broadcast_shape;
   r.run = run_pow;
+  r.keeps_batch = keeps_batch_broadcast;
   return r;
 }
 

@@ -96,6 +96,7 @@ OpRecord conv() {
   r.shapes = conv_shapes;
   r.run = run_conv;
   r.non_negative = conv_non_negative;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 

@@ -176,6 +176,7 @@ OpRecord conv_transpose() {
   r.attrs = attrs_codec<ConvTransposeAttrs, describe_conv_transpose>("conv_transpose");
   r.shapes = conv_transpose_shapes;
   r.run = run_conv_transpose;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 

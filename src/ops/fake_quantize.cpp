@@ -61,6 +61,7 @@ OpRecord fake_quantize() {
   r.attrs = attrs_codec<FakeQuantAttrs, describe_fake_quant, validate_fake_quant>("fake_quant");
   r.shapes = same_shape;
   r.run = run_fake_quantize;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
   return r;
 }

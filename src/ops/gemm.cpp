@@ -93,6 +93,8 @@ std::vector<Tensor> run_gemm(const OpContext& ctx, std::span<const Tensor* const
 
 bool gemm_non_negative(const SignCall& c) { return c.node.attr<GemmAttrs>().clamp_lo >= 0.0f; }
 
+bool gemm_keeps_batch(const Node& n, const Graph&) { return !n.attr<GemmAttrs>().trans_a; }
+
 OpRecord gemm() {
   OpRecord r;
   r.onnx_names = {"Gemm"};
@@ -100,6 +102,7 @@ OpRecord gemm() {
   r.attrs = attrs_codec<GemmAttrs, describe_gemm>("gemm");
   r.shapes = gemm_shapes;
   r.run = run_gemm;
+  r.keeps_batch = gemm_keeps_batch;
   r.non_negative = gemm_non_negative;
   return r;
 }
@@ -153,12 +156,19 @@ std::vector<Tensor> run_matmul(const OpContext& ctx, std::span<const Tensor* con
   return {Y};
 }
 
+bool matmul_keeps_batch(const Node& n, const Graph& g) {
+  const Value& a = g.value(n.inputs[0]);
+  const Value& b = g.value(n.inputs[1]);
+  return a.shape_known && b.shape_known && a.shape.size() >= 2 && a.shape.size() >= b.shape.size();
+}
+
 OpRecord matmul() {
   OpRecord r;
   r.onnx_names = {"MatMul"};
   r.import = import_plain<2>;
   r.shapes = matmul_shapes;
   r.run = run_matmul;
+  r.keeps_batch = matmul_keeps_batch;
   return r;
 }
 

@@ -40,7 +40,8 @@ std::vector<Tensor> run_shape(const OpContext& ctx, std::span<const Tensor* cons
   return {Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims)};
 }
 
-// The input's dims as far as they are known at import: a dynamic leading dim is the batch.
+// The input's dims as far as they are known at import: a dynamic leading dim is the batch when
+// analysis traced it to the graph input's (ContentCall::batch_leading), else unknown.
 std::optional<Content> shape_content(const ContentCall& c) {
   const Value* x = c.values.empty() ? nullptr : c.values[0];
   if (!x || !x->shape_known) return std::nullopt;
@@ -48,7 +49,8 @@ std::optional<Content> shape_content(const ContentCall& c) {
   Content out;
   for (int64_t i = begin; i < end; ++i) {
     int64_t d = x->shape[static_cast<size_t>(i)];
-    out.push_back(d >= 0 ? d : i == 0 ? kSymbolicBatch : kUnknownElement);
+    bool batch = i == 0 && !c.batch_leading.empty() && c.batch_leading[0];
+    out.push_back(d >= 0 ? d : batch ? kSymbolicBatch : kUnknownElement);
   }
   return out;
 }
@@ -123,6 +125,8 @@ std::optional<Content> gather_content(const ContentCall& c) {
   return out;
 }
 
+bool gather_keeps_batch(const Node& n, const Graph&) { return n.attr<AxisAttrs>().axis != 0; }
+
 OpRecord gather() {
   OpRecord r;
   r.onnx_names = {"Gather"};
@@ -131,6 +135,7 @@ OpRecord gather() {
   r.shapes = gather_shapes;
   r.content = gather_content;
   r.run = run_gather;
+  r.keeps_batch = gather_keeps_batch;
   r.non_negative = like_input0;
   return r;
 }
@@ -242,6 +247,14 @@ std::optional<Content> slice_content(const ContentCall& c) {
   }
 }
 
+bool slice_keeps_batch(const Node& n, const Graph& g) {
+  const auto& a = n.attr<SliceAttrs>();
+  const Value& x = g.value(n.inputs[0]);
+  if (n.inputs.size() > 1 || a.axes.empty() || !x.shape_known) return false;
+  int64_t rank = static_cast<int64_t>(x.shape.size());
+  return std::none_of(a.axes.begin(), a.axes.end(), [rank](int64_t axis) { return axis == 0 || axis == -rank; });
+}
+
 OpRecord slice() {
   OpRecord r;
   r.onnx_names = {"Slice"};
@@ -251,6 +264,7 @@ OpRecord slice() {
   r.shape_reads_inputs = ~1u;
   r.content = slice_content;
   r.run = run_slice;
+  r.keeps_batch = slice_keeps_batch;
   r.non_negative = like_input0;
   return r;
 }
@@ -316,6 +330,8 @@ std::optional<Content> concat_content(const ContentCall& c) {
   return out;
 }
 
+bool concat_keeps_batch(const Node& n, const Graph&) { return n.attr<AxisAttrs>().axis != 0; }
+
 OpRecord concat() {
   OpRecord r;
   r.onnx_names = {"Concat"};
@@ -324,6 +340,7 @@ OpRecord concat() {
   r.shapes = concat_shapes;
   r.content = concat_content;
   r.run = run_concat;
+  r.keeps_batch = concat_keeps_batch;
   r.non_negative = like_all_inputs;
   r.integer = IntegerUse::kOnCodes;
   return r;
@@ -419,6 +436,7 @@ OpRecord cast() {
   r.type = cast_type;
   r.content = cast_content;
   r.run = run_cast;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = cast_non_negative;
   return r;
 }
@@ -556,6 +574,11 @@ bool pad_non_negative(const SignCall& c) {
   return (a.mode != PadMode::kConstant || a.value >= 0.0f) && c.input_non_negative(0);
 }
 
+bool pad_keeps_batch(const Node& n, const Graph&) {
+  const auto& p = n.attr<PadAttrs>().pads;
+  return n.inputs.size() == 1 && !p.empty() && p.size() % 2 == 0 && p[0] == 0 && p[p.size() / 2] == 0;
+}
+
 OpRecord pad() {
   OpRecord r;
   r.onnx_names = {"Pad"};
@@ -564,12 +587,77 @@ OpRecord pad() {
   r.shapes = pad_shapes;
   r.shape_reads_inputs = 1u << 1;
   r.run = run_pad;
+  r.keeps_batch = pad_keeps_batch;
   r.non_negative = pad_non_negative;
+  return r;
+}
+
+// ---- ScatterND(data, indices, updates): data with the slices indices name replaced by updates
+// (reduction none; later updates win where indices repeat, as the ONNX reference loops).
+
+void import_scatter_nd(OnnxNode& n) {
+  n.need_inputs(3, 3);
+  std::string reduction = n.get_string("reduction", "none");
+  n.require(reduction == "none", "reduction '" + reduction + "'");
+}
+
+std::vector<Shape> scatter_nd_shapes(ShapeCall& c) {
+  c.need_inputs(3);
+  const Shape& data = c.in[0];
+  const Shape& idx = c.in[1];
+  check(!idx.empty(), c.who + ": indices must have rank >= 1");
+  int64_t k = idx.back();
+  check(k < 0 || (k >= 1 && k <= static_cast<int64_t>(data.size())), c.who + ": indices' last dimension " +
+                                                                         std::to_string(k) + " does not fit data " + to_string(data));
+  if (k >= 0) {
+    Shape want(idx.begin(), idx.end() - 1);
+    want.insert(want.end(), data.begin() + k, data.end());
+    check(c.in[2].size() == want.size(), c.who + ": updates " + to_string(c.in[2]) + " do not fit " + to_string(want));
+  }
+  return {data};
+}
+
+std::vector<Tensor> run_scatter_nd(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
+  const Tensor& data = *in[0];
+  const Tensor& idx = *in[1];
+  const Tensor& upd = *in[2];
+  check(idx.dtype() == DataType::kInt64, ctx.who + ": indices must be int64");
+  check(upd.dtype() == data.dtype(), ctx.who + ": updates and data differ in type");
+  int64_t k = idx.dim(idx.rank() - 1), rank = data.rank();
+  int64_t slice = 1;
+  for (int64_t d = k; d < rank; ++d) slice *= data.dim(d);
+  int64_t count = k ? idx.size() / k : 0;
+  check(upd.size() == count * slice, ctx.who + ": updates " + to_string(upd.shape()) + " do not fit the indices");
+  Tensor y = Tensor::uninitialized(data.dtype(), data.shape());  // a copy of the data
+  std::memcpy(y.raw(), data.raw(), data.bytes());
+  std::vector<int64_t> ds = strides_of(data.shape());
+  size_t es = element_size(data.dtype());
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t offset = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      int64_t v = idx.data<int64_t>()[i * k + j], dim = data.dim(j);
+      check(v >= -dim && v < dim, ctx.who + ": index " + std::to_string(v) + " out of range for dimension " + std::to_string(dim));
+      offset += (v < 0 ? v + dim : v) * ds[static_cast<size_t>(j)];
+    }
+    std::memcpy(y.raw() + offset * static_cast<int64_t>(es), upd.raw() + i * slice * static_cast<int64_t>(es),
+                static_cast<size_t>(slice) * es);
+  }
+  return {y};
+}
+
+OpRecord scatter_nd() {
+  OpRecord r;
+  r.onnx_names = {"ScatterND"};
+  r.import = import_scatter_nd;
+  r.shapes = scatter_nd_shapes;
+  r.run = run_scatter_nd;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 
 }  // namespace
 
+TERN_REGISTER_OP(ScatterND, scatter_nd)
 TERN_REGISTER_OP(Shape, shape)
 TERN_REGISTER_OP(Gather, gather)
 TERN_REGISTER_OP(Slice, slice)
@@ -606,6 +694,7 @@ torch::Tensor pad_forward(TorchCall& c) {
 
 }  // namespace
 
+TERN_REGISTER_TORCH_OP(ScatterND)
 TERN_REGISTER_TORCH_OP(Shape)
 TERN_REGISTER_TORCH_OP(Gather)
 TERN_REGISTER_TORCH_OP(Slice)

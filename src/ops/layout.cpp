@@ -29,12 +29,15 @@ std::vector<Shape> flatten_shapes(ShapeCall& c) {
   return {{dims_product(x, 0, axis, c.who), dims_product(x, axis, x.size(), c.who)}};
 }
 
+bool flatten_keeps_batch(const Node& n, const Graph&) { return n.attr<AxisAttrs>().axis == 1; }
+
 OpRecord flatten() {
   OpRecord r;
   r.onnx_names = {"Flatten"};
   r.import = import_flatten;
   r.attrs = attrs_codec<AxisAttrs, describe_axis>("axis");
   r.shapes = flatten_shapes;
+  r.keeps_batch = flatten_keeps_batch;
   r.run = run_reshaped;
   r.non_negative = like_input0;
   r.integer = IntegerUse::kOnCodes;
@@ -91,17 +94,18 @@ std::vector<Shape> reshape_shapes(ShapeCall& c) {
     }
   }
   // Element counts with the dynamic batch divided out on both sides when it is the only unknown
-  // (x.view(x.size(0), -1) at import time).
+  // and the input's first dim is that batch (x.view(x.size(0), -1) at import time).
+  bool input_batch = !x.empty() && x[0] < 0 && !c.context.batch_leading.empty() && c.context.batch_leading[0];
   int64_t total = dims_product(x, 0, x.size(), who);
   int64_t known = 1;
   bool unknown = false;
   for (size_t i = 0; i < out.size(); ++i) {
     if (static_cast<int>(i) == infer_at) continue;
     if (out[i] >= 0) known = dim_mul(known, out[i], who);
-    else if (static_cast<int>(i) == batch_at && total < 0 && !x.empty() && x[0] < 0) continue;
+    else if (static_cast<int>(i) == batch_at && total < 0 && input_batch) continue;
     else unknown = true;
   }
-  if (total < 0 && batch_at >= 0 && !x.empty() && x[0] < 0 && out[static_cast<size_t>(batch_at)] < 0)
+  if (total < 0 && batch_at >= 0 && input_batch && out[static_cast<size_t>(batch_at)] < 0)
     total = dims_product(x, 1, x.size(), who);
   if (total >= 0 && !unknown && !unknown_elements) {
     if (infer_at >= 0) {
@@ -177,6 +181,11 @@ std::vector<Tensor> run_transpose(const OpContext& ctx, std::span<const Tensor* 
   return {y};
 }
 
+bool transpose_keeps_batch(const Node& n, const Graph&) {
+  const auto& perm = n.attr<TransposeAttrs>().perm;
+  return !perm.empty() && perm[0] == 0;
+}
+
 OpRecord transpose() {
   OpRecord r;
   r.onnx_names = {"Transpose"};
@@ -184,6 +193,7 @@ OpRecord transpose() {
   r.attrs = attrs_codec<TransposeAttrs, describe_transpose>("transpose");
   r.shapes = transpose_shapes;
   r.run = run_transpose;
+  r.keeps_batch = transpose_keeps_batch;
   r.non_negative = like_input0;
   return r;
 }
@@ -252,6 +262,11 @@ std::vector<Shape> squeeze_shapes(ShapeCall& c) {
   return {out};
 }
 
+bool axes_keep_batch(const Node& n, const Graph&) {
+  const auto& axes = n.attr<AxesAttrs>().axes;  // normalized by shape inference
+  return n.inputs.size() == 1 && !axes.empty() && std::none_of(axes.begin(), axes.end(), [](int64_t a) { return a == 0; });
+}
+
 OpRecord axes_record(std::string_view name, ShapeRule shapes) {
   OpRecord r;
   r.onnx_names = {name};
@@ -260,6 +275,7 @@ OpRecord axes_record(std::string_view name, ShapeRule shapes) {
   r.shapes = shapes;
   r.shape_reads_inputs = 1u << 1;
   r.content = content_of_input0;
+  r.keeps_batch = axes_keep_batch;
   r.run = run_reshaped;
   r.non_negative = like_input0;
   return r;
@@ -278,7 +294,11 @@ void import_identity(OnnxNode& n) {
   if (n.node.inputs.size() == 3) {
     const Tensor* training = n.constant_input(2);
     check(training != nullptr, n.who + ": training_mode must be a constant");
-    check(training->size() == 1 && training->raw()[0] == std::byte{0}, n.who + ": training_mode=true is not supported");
+    check(training->size() == 1, n.who + ": training_mode must be a scalar");
+    // Training mode with a ratio of 0 keeps everything too (torchvision 0.14's Swin exports that).
+    const Tensor* ratio = n.constant_input(1);
+    bool keeps_all = ratio && ratio->dtype() == DataType::kFloat32 && ratio->size() == 1 && ratio->data<float>()[0] == 0.0f;
+    check(training->raw()[0] == std::byte{0} || keeps_all, n.who + ": training_mode=true is not supported");
   }
   check(n.get_int("is_test", 1) != 0 || n.opset >= 7, n.who + ": training-mode Dropout is not supported");
   n.max_outputs = n.kept_outputs = 2;
@@ -310,6 +330,7 @@ OpRecord identity() {
   r.type = identity_type;
   r.content = content_of_input0;
   r.run = run_identity;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
   r.integer = IntegerUse::kOnCodes;
   return r;

@@ -58,6 +58,7 @@ OpRecord comparison(std::string_view name) {
   r.type = bool_type;
   r.content = compare_content;
   r.run = run_compare;
+  r.keeps_batch = keeps_batch_broadcast;
   return r;
 }
 OpRecord equal() { return comparison("Equal"); }
@@ -94,6 +95,7 @@ OpRecord logic(std::string_view name, void (*import)(OnnxNode&), ShapeRule shape
   r.shapes = shapes;
   r.type = bool_type;
   r.run = run_logic;
+  r.keeps_batch = keeps_batch_broadcast;
   return r;
 }
 OpRecord not_op() { return logic("Not", import_plain<1>, same_shape); }
@@ -149,6 +151,7 @@ OpRecord where() {
   r.type = where_type;
   r.content = where_content;
   r.run = run_where;
+  r.keeps_batch = keeps_batch_broadcast;
   r.non_negative = where_non_negative;
   return r;
 }

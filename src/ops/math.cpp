@@ -21,6 +21,7 @@ OpRecord float_math(std::string_view onnx_name, SignRule sign) {
   r.import = import_plain<1>;
   r.shapes = same_shape;
   r.run = run_float<F>;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = sign;
   return r;
 }
@@ -70,6 +71,7 @@ OpRecord neg_abs(std::string_view name, SignRule sign) {
   r.shapes = same_shape;
   r.content = neg_content;
   r.run = run_neg_abs;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = sign;
   return r;
 }
@@ -99,6 +101,7 @@ OpRecord prelu() {
   r.import = import_plain<2>;
   r.shapes = prelu_shapes;
   r.run = run_prelu;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 
@@ -169,14 +172,91 @@ OpRecord min_max(std::string_view name, SignRule sign) {
   r.shapes = broadcast_shape;
   r.content = min_max_content;
   r.run = run_min_max;
+  r.keeps_batch = keeps_batch_broadcast;
   r.non_negative = sign;
   return r;
 }
 OpRecord max_op() { return min_max("Max", max_non_negative); }
 OpRecord min_op() { return min_max("Min", like_all_inputs); }
 
+// ---- Mod: the remainder with the divisor's sign (integers, fmod=0), or C's fmod (fmod=1).
+
+struct ModAttrs {
+  bool fmod = false;
+};
+
+void import_mod(OnnxNode& n) {
+  n.need_inputs(2, 2);
+  n.node.attrs = ModAttrs{n.get_int("fmod", 0) != 0};
+}
+
+constexpr auto describe_mod = [](auto& a, auto&& field) { field("fmod", a.fmod); };
+
+template <typename T>
+T mod_of(T a, T b, bool fmod) {
+  if constexpr (std::is_floating_point_v<T>) {
+    T r = std::fmod(a, b);
+    if (!fmod && r != 0 && ((r < 0) != (b < 0))) r += b;
+    return r;
+  } else {
+    if (b == 0) return 0;
+    if constexpr (std::is_signed_v<T>) {
+      if (a == std::numeric_limits<T>::min() && b == -1) return 0;
+    }
+    T r = static_cast<T>(a % b);
+    if (!fmod && r != 0 && ((r < 0) != (b < 0))) r = static_cast<T>(r + b);
+    return r;
+  }
+}
+
+std::vector<Tensor> run_mod(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
+  const Tensor& a = *in[0];
+  const Tensor& b = *in[1];
+  check(a.dtype() == b.dtype(), ctx.who + ": inputs have different types");
+  bool fmod = ctx.node.attr<ModAttrs>().fmod;
+  check(fmod || a.dtype() != DataType::kFloat32, ctx.who + ": float inputs need fmod=1");
+  Tensor y = Tensor::uninitialized(a.dtype(), out[0]);
+  bool zero = false;
+  dispatch_numeric(ctx, a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    binary_typed<T>(a, b, y, [&](T p, T q) {
+      if constexpr (std::is_integral_v<T>) zero |= q == 0;
+      return mod_of(p, q, fmod);
+    });
+  });
+  check(!zero, ctx.who + ": integer modulo by zero");
+  return {y};
+}
+
+std::optional<Content> mod_content(const ContentCall& c) {
+  if (c.in.size() != 2 || !c.in[0] || !c.in[1]) return std::nullopt;
+  const Content& a = *c.in[0];
+  const Content& b = *c.in[1];
+  if (a.size() != b.size() && a.size() != 1 && b.size() != 1) return std::nullopt;
+  Content out(std::max(a.size(), b.size()));
+  bool fmod = c.node.attr<ModAttrs>().fmod;
+  for (size_t i = 0; i < out.size(); ++i) {
+    int64_t p = a[a.size() == 1 ? 0 : i], q = b[b.size() == 1 ? 0 : i];
+    out[i] = is_known(p) && is_known(q) && q != 0 ? mod_of(p, q, fmod) : kUnknownElement;
+  }
+  return out;
+}
+
+OpRecord mod() {
+  OpRecord r;
+  r.onnx_names = {"Mod"};
+  r.import = import_mod;
+  r.attrs = attrs_codec<ModAttrs, describe_mod>("mod");
+  r.shapes = broadcast_shape;
+  r.content = mod_content;
+  r.run = run_mod;
+  r.keeps_batch = keeps_batch_broadcast;
+  return r;
+}
+
 }  // namespace
 
+TERN_REGISTER_OP(Mod, mod)
 TERN_REGISTER_OP(Exp, exp_op)
 TERN_REGISTER_OP(Log, log_op)
 TERN_REGISTER_OP(Reciprocal, reciprocal)
@@ -222,6 +302,7 @@ torch::Tensor min_forward(TorchCall& c) {
 
 }  // namespace
 
+TERN_REGISTER_TORCH_OP(Mod)
 TERN_REGISTER_TORCH_OP(Exp, exp_forward)
 TERN_REGISTER_TORCH_OP(Log, log_forward)
 TERN_REGISTER_TORCH_OP(Reciprocal, reciprocal_forward)

@@ -54,6 +54,7 @@ OpRecord batchnorm() {
   r.attrs = attrs_codec<BatchNormAttrs, describe_batchnorm>("batchnorm");
   r.shapes = batchnorm_shapes;
   r.run = run_batchnorm;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 
@@ -146,6 +147,7 @@ OpRecord layernorm() {
   r.attrs = attrs_codec<LayerNormAttrs, describe_layernorm>("layer_norm");
   r.shapes = layernorm_shapes;
   r.run = run_layernorm;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 
@@ -196,6 +198,7 @@ OpRecord instancenorm() {
   r.attrs = attrs_codec<BatchNormAttrs, describe_batchnorm>("batchnorm");
   r.shapes = instancenorm_shapes;
   r.run = run_instancenorm;
+  r.keeps_batch = keeps_batch_always;
   return r;
 }
 
@@ -255,6 +258,7 @@ OpRecord lrn() {
   r.attrs = attrs_codec<LrnAttrs, describe_lrn>("lrn");
   r.shapes = lrn_shapes;
   r.run = run_lrn;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
   return r;
 }

@@ -111,6 +111,7 @@ struct ContentCall {
   const Node& node;
   std::span<const Content* const> in;   // null: nothing known of input i's elements
   std::span<const Value* const> values; // the inputs' values (shape, type); null when omitted
+  std::span<const uint8_t> batch_leading;  // input i's dynamic dim 0 is the graph's batch (1) or not (0)
 };
 using ContentRule = std::optional<Content> (*)(const ContentCall&);
 // Contents larger than this are not tracked (shapes have a handful of elements).
@@ -143,6 +144,11 @@ bool always_non_negative(const SignCall&);
 bool like_input0(const SignCall&);        // values of input 0 rearranged, selected, pooled
 bool like_all_inputs(const SignCall&);    // Add, Mul, Concat of non-negative inputs
 
+// keeps_batch rules: always (element-wise, Conv, pooling, ...); broadcasting operators, when
+// input 0 has the largest rank.
+bool keeps_batch_always(const Node&, const Graph&);
+bool keeps_batch_broadcast(const Node&, const Graph&);
+
 // How the integer program treats a node (src/exec/integer_program.cpp).
 enum class IntegerUse {
   kNone,     // no integer implementation: the model runs in the hybrid mode
@@ -164,6 +170,9 @@ struct OpRecord {
   // (Reshape's target known only in part): otherwise such an input leaves the output unknown.
   bool shape_reads_partial = false;
   ContentRule content = nullptr;    // null: the output's elements are not tracked
+  // Whether output 0's first dim is input 0's (so a dynamic batch stays the batch through it:
+  // Shape of it may read the batch). Null: not known to be (the safe answer).
+  bool (*keeps_batch)(const Node&, const Graph&) = nullptr;
   TypeRule type = nullptr;          // null: every output has input 0's type
   Kernel run = nullptr;
   SignRule non_negative = never_non_negative;

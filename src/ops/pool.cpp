@@ -142,6 +142,7 @@ OpRecord pool_record(std::string_view name) {
   r.attrs = attrs_codec<PoolAttrs, describe_pool>("pool");
   r.shapes = pool_shapes;
   r.run = run_pool;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
   return r;
 }
@@ -185,6 +186,7 @@ OpRecord global_pool(std::string_view name) {
   r.import = import_plain<1>;
   r.shapes = global_pool_shapes;
   r.run = run_global_pool;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
   return r;
 }

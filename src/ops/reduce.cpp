@@ -111,6 +111,12 @@ std::vector<Tensor> run_reduce(const OpContext& ctx, std::span<const Tensor* con
   return {y};
 }
 
+bool reduce_keeps_batch(const Node& n, const Graph&) {
+  const auto& a = n.attr<ReduceAttrs>();
+  if (n.inputs.size() > 1 || a.axes.empty()) return a.noop_with_empty_axes && n.inputs.size() == 1;
+  return std::none_of(a.axes.begin(), a.axes.end(), [](int64_t axis) { return axis == 0; });  // normalized
+}
+
 OpRecord reduction(std::string_view name, SignRule sign) {
   OpRecord r;
   r.onnx_names = {name};
@@ -119,6 +125,7 @@ OpRecord reduction(std::string_view name, SignRule sign) {
   r.shapes = reduce_shapes;
   r.shape_reads_inputs = 1u << 1;
   r.run = run_reduce;
+  r.keeps_batch = reduce_keeps_batch;
   r.non_negative = sign;
   return r;
 }
@@ -196,6 +203,8 @@ std::vector<Tensor> run_arg(const OpContext& ctx, std::span<const Tensor* const>
   return {y};
 }
 
+bool arg_keeps_batch(const Node& n, const Graph&) { return n.attr<ArgAttrs>().axis != 0; }
+
 OpRecord arg(std::string_view name) {
   OpRecord r;
   r.onnx_names = {name};
@@ -204,6 +213,7 @@ OpRecord arg(std::string_view name) {
   r.shapes = arg_shapes;
   r.type = int64_type;
   r.run = run_arg;
+  r.keeps_batch = arg_keeps_batch;
   r.non_negative = always_non_negative;
   return r;
 }

@@ -118,6 +118,16 @@ bool like_all_inputs(const SignCall& c) {
   return true;
 }
 
+bool keeps_batch_always(const Node&, const Graph&) { return true; }
+
+bool keeps_batch_broadcast(const Node& node, const Graph& graph) {
+  if (node.inputs.empty() || node.inputs[0] == kNoValue || !graph.value(node.inputs[0]).shape_known) return false;
+  size_t rank = graph.value(node.inputs[0]).shape.size();
+  for (ValueId id : node.inputs)
+    if (id != kNoValue && (!graph.value(id).shape_known || graph.value(id).shape.size() > rank)) return false;
+  return rank > 0;
+}
+
 }  // namespace tern::ops
 
 namespace tern {

@@ -386,6 +386,18 @@ bool resize_non_negative(const SignCall& c) {
          c.input_non_negative(0);
 }
 
+// The batch survives a resize that leaves axis 0 alone: a constant scale of 1 there, or axes
+// without it.
+bool resize_keeps_batch(const Node& n, const Graph& g) {
+  const auto& a = n.attr<ResizeAttrs>();
+  if (!a.axes.empty()) return std::none_of(a.axes.begin(), a.axes.end(), [](int64_t x) { return x == 0; });
+  if (n.inputs.size() > 2 && n.inputs[2] != kNoValue && g.is_constant(n.inputs[2])) {
+    const Tensor& s = g.constant(n.inputs[2]);
+    return s.dtype() == DataType::kFloat32 && s.size() > 0 && s.data<float>()[0] == 1.0f;
+  }
+  return false;
+}
+
 OpRecord resize() {
   OpRecord r;
   r.onnx_names = {"Resize", "Upsample"};
@@ -395,6 +407,7 @@ OpRecord resize() {
   r.shape_reads_inputs = (1u << 2) | (1u << 3);
   r.shape_reads_partial = true;
   r.run = run_resize;
+  r.keeps_batch = resize_keeps_batch;
   r.non_negative = resize_non_negative;
   return r;
 }

@@ -52,6 +52,7 @@ OpRecord softmax() {
   r.attrs = attrs_codec<AxisAttrs, describe_axis>("axis");
   r.shapes = softmax_shapes;
   r.run = run_softmax;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = always_non_negative;
   return r;
 }

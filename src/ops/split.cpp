@@ -92,6 +92,8 @@ std::vector<Tensor> run_split(const OpContext& ctx, std::span<const Tensor* cons
   return ys;
 }
 
+bool split_keeps_batch(const Node& n, const Graph&) { return n.attr<SplitAttrs>().axis != 0; }
+
 OpRecord split() {
   OpRecord r;
   r.onnx_names = {"Split"};
@@ -100,6 +102,7 @@ OpRecord split() {
   r.shapes = split_shapes;
   r.shape_reads_inputs = 1u << 1;
   r.run = run_split;
+  r.keeps_batch = split_keeps_batch;
   r.non_negative = like_input0;
   return r;
 }
@@ -179,6 +182,7 @@ OpRecord block(std::string_view name) {
   r.attrs = attrs_codec<BlockAttrs, describe_block>("block");
   r.shapes = block_shapes;
   r.run = run_block;
+  r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
   return r;
 }
