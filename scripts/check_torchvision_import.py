@@ -56,7 +56,9 @@ def build(name):
     sizes = dict(CLASSIFIERS)
     if name in sizes:
         kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
-        return getattr(torchvision.models, name)(weights=None, **kwargs), sizes[name], True, OPSETS
+        # PyTorch 1.13 cannot export VGG's and AlexNet's adaptive pooling for a dynamic input size.
+        dynamic_hw = name not in ("vgg11_bn", "alexnet")
+        return getattr(torchvision.models, name)(weights=None, **kwargs), sizes[name], dynamic_hw, OPSETS
     if name in dict(SEGMENTATION):
         seg = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None, aux_loss=False)
         return Output(seg, lambda m, x: m(x)["out"]), dict(SEGMENTATION)[name], True, (13, 17)

@@ -29,7 +29,7 @@ EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, c
 struct LayerSummary {
   std::string name;
   std::string op;  // "Conv+Relu" when an activation was fused
-  Shape output;    // at batch 1
+  Shape output;    // at batch 1 (a dynamic batch as 1; other dims the model leaves dynamic: kDynamicDim)
   int64_t parameters = 0;
   int64_t macs = 0;  // multiply-accumulates per image; -1: unknown (a shape the model does not declare)
 };

@@ -154,10 +154,23 @@ commands:
 
 using namespace tern::cli;
 
-std::string json_shape(const tern::Shape& s) {
-  nlohmann::json j = s;
-  return j.dump();
+// "1x3x224x224"-style dims for a message: the batch, then the model's dims with 224 for unknown ones.
+std::string example_dims(const tern::Shape& shape, int64_t batch) {
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s.push_back('x');
+    s.append(std::to_string(shape[i] >= 0 ? shape[i] : i == 0 ? batch : 224));
+  }
+  return s;
 }
+
+// A shape as JSON: dims the model leaves dynamic are null.
+nlohmann::json dims_json(const tern::Shape& s) {
+  nlohmann::json j = nlohmann::json::array();
+  for (int64_t d : s) j.push_back(d >= 0 ? nlohmann::json(d) : nlohmann::json(nullptr));
+  return j;
+}
+
 
 // Any model file: ONNX (imported and optimized), a .tern FP32 graph, or a quantized .tern (its
 // simulation graph; `quantized` keeps the layer records for the report).
@@ -466,6 +479,35 @@ int cmd_eval(int argc, char** argv) {
   return 0;
 }
 
+// A quantized model keeps the dynamic batch; its other dims are fixed, to what --input-shape says
+// or else to the calibration images' size (said on stderr).
+void fix_dynamic_dims_to_data(tern::Graph& graph, const tern::Dataset& data, const std::string& model) {
+  const tern::Value& x = graph.value(graph.inputs[0]);
+  if (!x.shape_known || std::all_of(x.shape.begin() + std::min<size_t>(1, x.shape.size()), x.shape.end(),
+                                    [](int64_t d) { return d >= 0; }))
+    return;
+  tern::Shape image(data.images.shape().begin() + 1, data.images.shape().end());
+  if (image.size() + 2 == x.shape.size()) image.insert(image.begin(), 1);  // [N, H, W] images, one channel
+  check(image.size() + 1 == x.shape.size(), model + ": input '" + x.name + "' " + tern::to_string(x.shape) +
+                                                " does not fit the data's images " + tern::to_string(data.images.shape()));
+  tern::InputShape s{x.name, {tern::kDynamicDim}};
+  s.dims.front() = x.shape[0] >= 0 ? x.shape[0] : tern::kDynamicDim;
+  s.dims.insert(s.dims.end(), image.begin(), image.end());
+  naming(model, [&] { tern::set_input_shapes(graph, {s}); });  // (x is stale from here: values were compacted)
+  std::fprintf(stderr, "tern: note: %s: input '%s' has dynamic dims; quantizing at the data's size %s (--input-shape chooses)\n",
+               model.c_str(), s.name.c_str(), tern::to_string(graph.value(graph.inputs[0]).shape).c_str());
+}
+
+void require_static_dims(const tern::Graph& graph, const std::string& model) {
+  for (tern::ValueId id : graph.inputs) {
+    const tern::Value& x = graph.value(id);
+    for (size_t d = 1; d < x.shape.size(); ++d)
+      check(x.shape[d] >= 0, model + ": input '" + x.name + "' " + tern::to_string(x.shape) +
+                                 " has dynamic dims past the batch; give them with --input-shape, e.g. " + x.name + "=" +
+                                 example_dims(x.shape, 1));
+  }
+}
+
 int cmd_quantize(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("quantize", argc, argv, 2,
@@ -600,10 +642,12 @@ int cmd_quantize(int argc, char** argv) {
     train = npy ? tern::load_npy_dataset(spec, args.get("labels")) : tern::load_idx_dataset(spec, "train");
     check(train.size() > 0, spec + ": no images");
     check(graph.inputs.size() == 1, in_path + ": quantize supports single-input models");
+    fix_dynamic_dims_to_data(graph, train, in_path);
     calibration = tern::make_batch(train, 0, std::min<int64_t>(calib_images, train.size()), norm,
                                    graph.value(graph.inputs[0]).shape);
     options.calibration_labels.assign(train.labels.begin(), train.labels.begin() + calibration->dim(0));
   }
+  if (!calibration) require_static_dims(graph, in_path);
   q::QuantizedModel model =
       naming(in_path, [&] { return q::quantize_model(graph, options, calibration ? &*calibration : nullptr); });
 
@@ -676,11 +720,11 @@ int cmd_inspect(int argc, char** argv) {
   if (args.flag("json")) {
     nlohmann::json layers = nlohmann::json::array();
     for (const auto& l : s.layers)
-      layers.push_back({{"name", l.name}, {"op", l.op}, {"output", l.output}, {"parameters", l.parameters},
+      layers.push_back({{"name", l.name}, {"op", l.op}, {"output", dims_json(l.output)}, {"parameters", l.parameters},
                         {"macs", l.macs >= 0 ? nlohmann::json(l.macs) : nlohmann::json(nullptr)}});
     nlohmann::json inputs = nlohmann::json::array();
     for (tern::ValueId id : graph.inputs)
-      inputs.push_back({{"name", graph.value(id).name}, {"shape", graph.value(id).shape}});
+      inputs.push_back({{"name", graph.value(id).name}, {"shape", dims_json(graph.value(id).shape)}});
     nlohmann::json j = {{"model", model},   {"opset", graph.opset},        {"inputs", inputs},
                         {"layers", layers}, {"parameters", s.parameters}, {"macs", s.macs},
                         {"layers_with_unknown_macs", s.unknown_macs}};
@@ -695,7 +739,7 @@ int cmd_inspect(int argc, char** argv) {
     std::printf("output  %s %s\n", graph.value(id).name.c_str(), tern::to_string(graph.value(id).shape).c_str());
   std::printf("\n%-36s %-22s %-18s %12s %14s\n", "layer", "op", "output (batch 1)", "parameters", "MACs");
   for (const auto& l : s.layers) {
-    std::string shape = json_shape(l.output);
+    std::string shape = tern::to_string(l.output);
     std::string macs = l.macs >= 0 ? std::to_string(l.macs) : "?";
     std::printf("%-36s %-22s %-18s %12lld %14s\n", l.name.c_str(), l.op.c_str(), shape.c_str(),
                 static_cast<long long>(l.parameters), macs.c_str());
@@ -703,21 +747,14 @@ int cmd_inspect(int argc, char** argv) {
   std::printf("%-36s %-22s %-18s %12lld %14lld%s\n", "total", "", "", static_cast<long long>(s.parameters),
               static_cast<long long>(s.macs),
               s.unknown_macs ? (" (+ " + std::to_string(s.unknown_macs) + " layers of unknown size: ?)").c_str() : "");
+  if (s.unknown_macs)
+    std::printf("(dims the model leaves dynamic are '?'; give them with --input-shape, e.g. %s)\n",
+                (graph.value(graph.inputs[0]).name + "=" + example_dims(graph.value(graph.inputs[0]).shape, 1)).c_str());
   if (loaded.quantized) {
     std::printf("\n");
     print_quant_report(*loaded.quantized, loaded.file_bytes);
   }
   return 0;
-}
-
-// "1x3x224x224"-style dims for a message: the batch, then the model's dims with 224 for unknown ones.
-std::string example_dims(const tern::Shape& shape, int64_t batch) {
-  std::string s;
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s.push_back('x');
-    s.append(std::to_string(shape[i] >= 0 ? shape[i] : i == 0 ? batch : 224));
-  }
-  return s;
 }
 
 // The process's peak resident memory so far (Linux: ru_maxrss is in KiB).

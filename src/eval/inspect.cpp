@@ -7,9 +7,10 @@ namespace tern {
 
 namespace {
 
-Shape at_batch_one(Shape s) {
-  for (int64_t& d : s)
-    if (d < 0) d = 1;
+// The batch dim at 1; any other dim the model leaves dynamic stays unknown (kDynamicDim, shown
+// as "?"), never a silent 1.
+Shape at_batch_one(Shape s, bool batch_leading) {
+  if (!s.empty() && s[0] < 0 && batch_leading) s[0] = 1;
   return s;
 }
 
@@ -42,7 +43,7 @@ ModelSummary summarize(const Graph& graph) {
     layer.name = node.name;
     layer.op = to_string(node.op);
     const Value& out = graph.value(node.outputs[0]);
-    layer.output = at_batch_one(out.shape);
+    layer.output = at_batch_one(out.shape, out.batch_leading);
     for (ValueId id : node.inputs)
       if (id != kNoValue && graph.is_constant(id) && graph.constant(id).dtype() == DataType::kFloat32 &&
           (node.op == OpType::kConv || node.op == OpType::kGemm || node.op == OpType::kMatMul ||

@@ -74,9 +74,12 @@ struct Executor::Impl {
     const Value& x = graph.value(node.inputs[0]);
     const Tensor& w = graph.constant(node.inputs[1]);
     if (!x.shape_known || (x.shape.size() != 3 && x.shape.size() != 4) || w.dtype() != DataType::kFloat32) return;
-    Shape x_shape = x.shape;  // packing ignores batch and spatial size; give dynamic dims a placeholder
-    for (int64_t& d : x_shape)
-      if (d < 0) d = 1;
+    // Packing ignores batch and spatial size: dynamic dims get a placeholder the kernel fits in.
+    const auto& a = node.attr<ConvAttrs>();
+    Shape x_shape = x.shape;
+    for (size_t d = 0; d < x_shape.size(); ++d)
+      if (x_shape[d] < 0)
+        x_shape[d] = d < 2 || d - 2 >= a.kernel.size() ? 1 : (a.kernel[d - 2] - 1) * a.dilations[d - 2] + 1;
     packed_conv[i].emplace(ops::conv_shape(node.attr<ConvAttrs>(), x_shape, w.shape()), w.data<float>());
   }
 

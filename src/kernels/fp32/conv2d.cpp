@@ -233,8 +233,7 @@ void conv2d(const Conv2dShape& s, const float* input, const PackedConvWeights& w
   const Conv2dShape& w = weights.shape();
   check(s.in_channels == w.in_channels && s.out_channels == w.out_channels && s.kernel_h == w.kernel_h &&
             s.kernel_w == w.kernel_w && s.stride_h == w.stride_h && s.stride_w == w.stride_w &&
-            s.pad_top == w.pad_top && s.pad_left == w.pad_left && s.pad_bottom == w.pad_bottom &&
-            s.pad_right == w.pad_right && s.dilation_h == w.dilation_h && s.dilation_w == w.dilation_w &&
+            s.dilation_h == w.dilation_h && s.dilation_w == w.dilation_w &&
             s.groups == w.groups,
         "conv2d: shape does not match the packed weights");
   check(!(epilogue.clamp_lo > epilogue.clamp_hi), "conv2d: clamp_lo is greater than clamp_hi");

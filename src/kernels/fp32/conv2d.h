@@ -50,7 +50,8 @@ class PackedConvWeights {
 void conv2d_reference(const Conv2dShape& shape, const float* input, const float* weights, const float* bias,
                       float* output, const Conv2dEpilogue& epilogue);
 
-// shape must match weights.shape() except for batch and the spatial input size. bias may be null.
+// shape must match weights.shape() except for batch, the spatial input size and the padding (SAME
+// padding of a dynamic input size differs per size; packing does not depend on it). bias may be null.
 void conv2d(const Conv2dShape& shape, const float* input, const PackedConvWeights& weights, const float* bias,
             float* output, const Conv2dEpilogue& epilogue, ThreadPool* pool);
 

@@ -1,0 +1,54 @@
+// Expected outputs of the exporter-idiom graphs (tests/data/idioms/<name>/model.onnx) from ONNX
+// Runtime: output_K.npy for each input_K.npy. Run after scripts/make_idiom_models.py:
+//     node scripts/idiom_expected.js        (onnxruntime-node from scripts/install-peers.sh)
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const ort = require(path.join(__dirname, '..', 'bench', 'node_modules', 'onnxruntime-node'));
+
+// Minimal .npy for float32 and int64, C order.
+function readNpy(file) {
+  const buf = fs.readFileSync(file);
+  const headerLen = buf.readUInt16LE(8);
+  const header = buf.toString('latin1', 10, 10 + headerLen);
+  const descr = /'descr': '([^']+)'/.exec(header)[1];
+  const shape = /'shape': \(([^)]*)\)/.exec(header)[1].split(',').map(s => s.trim()).filter(s => s).map(Number);
+  const data = buf.subarray(10 + headerLen);
+  const copy = Buffer.from(data);
+  if (descr === '<f4') return new ort.Tensor('float32', new Float32Array(copy.buffer, copy.byteOffset, copy.length / 4), shape);
+  if (descr === '<i8') return new ort.Tensor('int64', new BigInt64Array(copy.buffer, copy.byteOffset, copy.length / 8), shape);
+  throw new Error(`${file}: unsupported dtype ${descr}`);
+}
+
+function writeNpy(file, tensor) {
+  const descr = tensor.type === 'float32' ? '<f4' : tensor.type === 'int64' ? '<i8' : null;
+  if (!descr) throw new Error(`unsupported output type ${tensor.type}`);
+  const shape = tensor.dims.length === 1 ? `(${tensor.dims[0]},)` : `(${tensor.dims.join(', ')})`;
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shape}, }`;
+  const total = 10 + header.length + 1;
+  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
+  const head = Buffer.alloc(10);
+  head.write('\x93NUMPY', 0, 'latin1');
+  head.writeUInt8(1, 6);
+  head.writeUInt8(0, 7);
+  head.writeUInt16LE(header.length, 8);
+  const body = Buffer.from(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength);
+  fs.writeFileSync(file, Buffer.concat([head, Buffer.from(header, 'latin1'), body]));
+}
+
+async function main() {
+  const root = path.join(__dirname, '..', 'tests', 'data', 'idioms');
+  for (const name of fs.readdirSync(root).sort()) {
+    const dir = path.join(root, name);
+    const session = await ort.InferenceSession.create(path.join(dir, 'model.onnx'), { intraOpNumThreads: 1 });
+    for (let k = 0; fs.existsSync(path.join(dir, `input_${k}.npy`)); ++k) {
+      const feeds = { [session.inputNames[0]]: readNpy(path.join(dir, `input_${k}.npy`)) };
+      const out = await session.run(feeds);
+      writeNpy(path.join(dir, `output_${k}.npy`), out[session.outputNames[0]]);
+      console.log(`${name} ${k}: ${out[session.outputNames[0]].dims.join('x')}`);
+    }
+  }
+  console.log(`ONNX Runtime ${require(path.join(__dirname, '..', 'bench', 'node_modules', 'onnxruntime-node', 'package.json')).version}`);
+}
+
+main().catch(e => { console.error(e.message); process.exit(1); });
