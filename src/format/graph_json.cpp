@@ -83,6 +83,7 @@ json graph_to_json(const Graph& graph, std::vector<std::byte>& payload, const st
   json values = json::array(), tensors = json::array(), nodes = json::array();
   for (const Value& v : graph.values) {
     json jv = {{"name", v.name}, {"dtype", static_cast<int>(v.dtype)}, {"shape", v.shape}, {"shape_known", v.shape_known}};
+    if (v.has_known_content && !v.constant) jv["known_content"] = v.known_content;  // what import knew of a computed shape
     if (v.constant && external.count(v.name)) {
       jv["external"] = true;
     } else if (v.constant) {
@@ -122,6 +123,11 @@ Graph graph_from_json(const json& j, std::span<const std::byte> payload, const s
     v.dtype = dtype_from(jv.at("dtype"));
     v.shape = jv.at("shape").get<Shape>();
     v.shape_known = jv.at("shape_known").get<bool>();
+    if (jv.contains("known_content")) {
+      v.known_content = jv.at("known_content").get<std::vector<int64_t>>();
+      check(v.known_content.size() <= 64, "value '" + v.name + "' has a known content of more than 64 elements");
+      v.has_known_content = true;
+    }
     check(v.shape.size() <= 16, "value '" + v.name + "' has rank > 16");
     for (int64_t d : v.shape)
       check(d >= kDynamicDim && d < (int64_t{1} << 31), "value '" + v.name + "' has an invalid dimension");
