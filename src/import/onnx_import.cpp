@@ -26,9 +26,14 @@ namespace {
 constexpr int64_t kMinOpset = 1;
 constexpr int64_t kMaxOpset = 18;
 
+// float16 and double models run in float32: their tensors are converted as they are read (weights
+// and constants exactly, float16 being a subset of float32; doubles rounded), and values and Casts
+// of those types are float32. Outputs then differ from an fp16 runtime's by fp16's own rounding.
 DataType convert_type(int32_t onnx_type, const std::string& who) {
   switch (onnx_type) {
-    case onnx::TensorProto::FLOAT: return DataType::kFloat32;
+    case onnx::TensorProto::FLOAT:
+    case onnx::TensorProto::FLOAT16:
+    case onnx::TensorProto::DOUBLE: return DataType::kFloat32;
     case onnx::TensorProto::UINT8: return DataType::kUInt8;
     case onnx::TensorProto::INT8: return DataType::kInt8;
     case onnx::TensorProto::INT32: return DataType::kInt32;
@@ -37,7 +42,60 @@ DataType convert_type(int32_t onnx_type, const std::string& who) {
     default: break;
   }
   throw Error(who + ": unsupported tensor data type " + std::to_string(onnx_type) +
-              " (tern supports float32, int64, int32, int8, uint8, bool)");
+              " (tern supports float32, float16 and double (run as float32), int64, int32, int8, uint8, bool)");
+}
+
+float half_to_float(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);  // infinity, NaN
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: normalize
+    int shift = 0;
+    while (!(mantissa & 0x400u)) {
+      mantissa <<= 1;
+      ++shift;
+    }
+    bits = sign | (static_cast<uint32_t>(113 - shift) << 23) | ((mantissa & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// A float16 or double tensor as float32 (see convert_type).
+Tensor widened_tensor(const onnx::TensorProto& proto, const Shape& shape, int64_t count, const std::string& who) {
+  bool half = proto.data_type() == onnx::TensorProto::FLOAT16;
+  size_t width = half ? 2 : 8;
+  size_t n = static_cast<size_t>(count);
+  if (proto.has_raw_data()) {
+    check(proto.raw_data().size() == n * width, who + ": raw data holds " + std::to_string(proto.raw_data().size()) +
+                                                    " bytes, shape " + to_string(shape) + " needs " + std::to_string(n * width));
+  } else {
+    size_t held = half ? static_cast<size_t>(proto.int32_data().size()) : static_cast<size_t>(proto.double_data().size());
+    check(held == n, who + ": holds " + std::to_string(held) + " values, shape " + to_string(shape) + " needs " + std::to_string(n));
+  }
+  Tensor t = Tensor::uninitialized(DataType::kFloat32, shape);
+  float* out = t.data<float>();
+  const char* raw = proto.has_raw_data() ? proto.raw_data().data() : nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    if (half) {
+      uint16_t h;
+      if (raw) std::memcpy(&h, raw + 2 * i, 2);
+      else h = static_cast<uint16_t>(proto.int32_data(static_cast<int>(i)));
+      out[i] = half_to_float(h);
+    } else {
+      double d;
+      if (raw) std::memcpy(&d, raw + 8 * i, 8);
+      else d = proto.double_data(static_cast<int>(i));
+      out[i] = static_cast<float>(d);
+    }
+  }
+  return t;
 }
 
 Tensor tensor_from_proto(const onnx::TensorProto& proto, const std::string& who) {
@@ -52,6 +110,10 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto, const std::string& who)
   // The data the file holds must match the shape before anything is allocated: a few bytes of
   // protobuf must not be able to ask for gigabytes.
   size_t n = static_cast<size_t>(count);
+  if (proto.data_type() == onnx::TensorProto::FLOAT16 || proto.data_type() == onnx::TensorProto::DOUBLE) {
+    check_memory(static_cast<double>(count) * 4.0, who, "a tensor of shape " + to_string(shape));
+    return widened_tensor(proto, shape, count, who);
+  }
   if (proto.has_raw_data()) {
     double need = static_cast<double>(count) * static_cast<double>(element_size(type));
     check(static_cast<double>(proto.raw_data().size()) == need,
