@@ -706,8 +706,8 @@ int cmd_run(int argc, char** argv) {
   tern::Graph graph = load_model(model, level_option(args), input_shapes(args)).graph;
   tern::Tensor x = tern::read_npy(args.get("input"));
   tern::Executor executor = naming(model, [&] { return tern::Executor(std::move(graph)); });
-  tern::Tensor y = naming(args.get("input"), [&] { return executor.run(x); });
-  tern::write_npy(args.get("output"), y);
+  std::vector<tern::Tensor> ys = naming(args.get("input"), [&] { return executor.run(std::span<const tern::Tensor>(&x, 1)); });
+  tern::write_npy(args.get("output"), ys.at(0));  // the first output (the usage says so)
   return 0;
 }
 
