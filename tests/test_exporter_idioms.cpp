@@ -15,6 +15,8 @@
 #include "tern/data.h"
 #include "tern/error.h"
 #include "tern/executor.h"
+#include "tern/integer_executor.h"
+#include "tern/quantized_model.h"
 #include "tern/model_io.h"
 #include "tern/onnx_import.h"
 
@@ -80,6 +82,35 @@ TEST_P(ExporterIdiom, SurvivesATernRoundTrip) {
   }
   Tensor x = read_npy(dir + "/input_1.npy");
   expect_close(Executor(back).run(x), read_npy(dir + "/output_1.npy"), GetParam() + " loaded back");
+}
+
+// Quantized (calibrated on the first input's images) and run on the integer engine: integer where
+// it can, float where it cannot (the engine says which), with the simulation's outputs.
+TEST_P(ExporterIdiom, IntegerEngineMatchesTheSimulation) {
+  std::string dir = std::string(TERN_TEST_DATA_DIR) + "/idioms/" + GetParam();
+  Tensor x = read_npy(dir + "/input_0.npy");
+  ImportOptions fixed;
+  fixed.input_shapes = {{"", x.shape()}};
+  Graph g = import_onnx(dir + "/model.onnx", fixed);
+  quant::QuantizeOptions options;
+  options.input_non_negative = false;  // the inputs are standard normal
+  quant::QuantizedModel m;
+  try {
+    m = quant::quantize_model(g, options, &x);
+  } catch (const Error& e) {  // no Conv/Gemm with constant weights (attention's 3-D MatMuls)
+    EXPECT_NE(std::string(e.what()).find("no"), std::string::npos) << e.what();
+    return;
+  }
+  Tensor want = Executor(quant::simulation_graph(m)).run(x);
+  IntegerExecutor engine(std::move(m));
+  EXPECT_FALSE(engine.mode().empty());
+  for (const IntegerLayerInfo& l : engine.layers()) EXPECT_FALSE(l.kernel.empty()) << l.node;
+  Tensor got = engine.run(x);
+  ASSERT_EQ(got.shape(), want.shape());
+  float scale = 1e-6f, worst = 0;
+  for (float v : want.floats()) scale = std::max(scale, std::fabs(v));
+  for (int64_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs(got.data<float>()[i] - want.data<float>()[i]));
+  EXPECT_LE(worst / scale, 1e-3f) << GetParam() << " (" << engine.mode() << "): max error " << worst << " of " << scale;
 }
 
 INSTANTIATE_TEST_SUITE_P(Idioms, ExporterIdiom, ::testing::ValuesIn(idiom_names()),
