@@ -182,6 +182,30 @@ def se_blocks():
          [(2, 3, 7, 6), (1, 3, 5, 9)], opset=14)
 
 
+def crnn_head():
+    """A CRNN recogniser's sequence head: the feature map squeezed to a sequence, a bidirectional
+    LSTM, the two directions joined by Reshape(0, 0, -1), a GRU (linear_before_reset, as PyTorch
+    exports it) and a reverse RNN. Dynamic batch and sequence length."""
+    c, h1, h2 = 4, 6, 5
+    nodes = [
+        helper.make_node("Squeeze", ["x", "ax2"], ["s"]),
+        helper.make_node("Transpose", ["s"], ["seq"], perm=[2, 0, 1]),
+        helper.make_node("LSTM", ["seq", "w1", "r1", "b1"], ["y1", "", ""], hidden_size=h1, direction="bidirectional"),
+        helper.make_node("Transpose", ["y1"], ["y1t"], perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["y1t", "join"], ["j"]),
+        helper.make_node("GRU", ["j", "w2", "r2", "b2"], ["y2", "h2"], hidden_size=h2, linear_before_reset=1),
+        helper.make_node("Squeeze", ["y2", "ax1"], ["g"]),
+        helper.make_node("RNN", ["g", "w3", "r3", "b3"], ["y3"], hidden_size=h2, direction="reverse"),
+        helper.make_node("Squeeze", ["y3", "ax1"], ["y"]),
+    ]
+    inits = [const("ax2", np.array([2], np.int64)), const("ax1", np.array([1], np.int64)),
+             const("join", np.array([0, 0, -1], np.int64)),
+             weights("w1", 2, 4 * h1, c), weights("r1", 2, 4 * h1, h1), weights("b1", 2, 8 * h1),
+             weights("w2", 1, 3 * h2, 2 * h1), weights("r2", 1, 3 * h2, h2), weights("b2", 1, 6 * h2),
+             weights("w3", 1, h2, h2), weights("r3", 1, h2, h2), weights("b3", 1, 2 * h2)]
+    save("crnn_head", nodes, [dyn("x", ["N", c, 1, "T"])], [dyn("y", ["T", "N", h2])], inits, [(2, c, 1, 7), (3, c, 1, 4)])
+
+
 if __name__ == "__main__":
-    for make in (paddle_reshape, tf_nhwc_conv, resize_from_shape, dbnet_head, attention, se_blocks):
+    for make in (paddle_reshape, tf_nhwc_conv, resize_from_shape, dbnet_head, attention, se_blocks, crnn_head):
         make()

@@ -2,7 +2,7 @@
 // scripts/make_idiom_models.py, expected outputs from ONNX Runtime by scripts/idiom_expected.js):
 // Paddle's int32 shape arithmetic, tf2onnx's NHWC transposes with SAME padding, Resize sizes from a
 // Shape sub-graph, a DBNet ConvTranspose head, attention with Shape-built reshapes, HardSwish and
-// HardSigmoid squeeze-excitation. Each runs from one file at two input sizes (dynamic dims), and
+// HardSigmoid squeeze-excitation, a CRNN head (bidirectional LSTM, GRU, RNN). Each runs from one file at two input sizes (dynamic dims), and
 // again with the dims fixed by --input-shape's path; both match ONNX Runtime.
 #include <gtest/gtest.h>
 
@@ -116,7 +116,7 @@ TEST_P(ExporterIdiom, IntegerEngineMatchesTheSimulation) {
 INSTANTIATE_TEST_SUITE_P(Idioms, ExporterIdiom, ::testing::ValuesIn(idiom_names()),
                          [](const auto& info) { return info.param; });
 
-TEST(ExporterIdioms, AllSixArePresent) { EXPECT_EQ(idiom_names().size(), 6u); }
+TEST(ExporterIdioms, AllSevenArePresent) { EXPECT_EQ(idiom_names().size(), 7u); }
 
 // A model input's shape from --input-shape: parsed, applied, checked against the model.
 TEST(InputShape, ParsesNamesSymbolsAndSeparators) {

@@ -379,14 +379,22 @@ class Importer {
       define(proto.output(0), graph_.add_constant(proto.output(0), std::move(*n.constant_output)));
       return;
     }
-    check(proto.output_size() >= 1 && !proto.output(0).empty(), who + ": has no output");
+    check(std::any_of(proto.output().begin(), proto.output().end(), [](const std::string& o) { return !o.empty(); }),
+          who + ": has no output");
     check(static_cast<size_t>(proto.output_size()) <= n.max_outputs,
           who + ": expects " + std::to_string(n.max_outputs) + " output(s), got " + std::to_string(proto.output_size()));
+    // Outputs up to the last named one; an omitted one before it (an RNN's Y when only Y_h is
+    // read) gets a placeholder value nothing reads.
     size_t outputs = std::min<size_t>(static_cast<size_t>(proto.output_size()), n.kept_outputs);
+    while (outputs > 1 && proto.output(static_cast<int>(outputs - 1)).empty()) --outputs;
     for (size_t i = 0; i < outputs; ++i) {
-      if (proto.output(static_cast<int>(i)).empty()) break;
       Value out;
       out.name = proto.output(static_cast<int>(i));
+      if (out.name.empty()) {
+        out.name = node.name + ".unused_output_" + std::to_string(i);
+        node.outputs.push_back(graph_.add_value(out));
+        continue;
+      }
       node.outputs.push_back(define(out.name, graph_.add_value(out)));
     }
     graph_.nodes.push_back(std::move(node));
