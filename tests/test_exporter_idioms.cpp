@@ -78,7 +78,9 @@ TEST_P(ExporterIdiom, SurvivesATernRoundTrip) {
   ASSERT_EQ(back.values.size(), g.values.size());
   for (size_t i = 0; i < g.values.size(); ++i) {
     EXPECT_EQ(back.values[i].shape_known, g.values[i].shape_known) << g.values[i].name;
-    if (g.values[i].shape_known) EXPECT_EQ(back.values[i].shape, g.values[i].shape) << g.values[i].name;
+    if (g.values[i].shape_known) {
+      EXPECT_EQ(back.values[i].shape, g.values[i].shape) << g.values[i].name;
+    }
   }
   Tensor x = read_npy(dir + "/input_1.npy");
   expect_close(Executor(back).run(x), read_npy(dir + "/output_1.npy"), GetParam() + " loaded back");
