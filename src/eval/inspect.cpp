@@ -81,6 +81,9 @@ ModelSummary summarize(const Graph& graph) {
       const Shape* x = input_shape(0);
       int64_t k = x && !x->empty() ? x->back() : -1;
       layer.macs = checked_product({per_image_out, k}, who);
+    } else if (node.op == OpType::kConvTranspose || node.op == OpType::kConvInteger || node.op == OpType::kMatMulInteger ||
+               node.op == OpType::kLSTM || node.op == OpType::kGRU || node.op == OpType::kRNN) {
+      layer.macs = -1;  // not counted yet: "?" rather than a silent 0
     }
     if (lo == 0 && hi == std::numeric_limits<float>::infinity()) layer.op += "+Relu";
     else if (lo != -std::numeric_limits<float>::infinity() || hi != std::numeric_limits<float>::infinity())
