@@ -747,7 +747,10 @@ int cmd_inspect(int argc, char** argv) {
   std::printf("%-36s %-22s %-18s %12lld %14lld%s\n", "total", "", "", static_cast<long long>(s.parameters),
               static_cast<long long>(s.macs),
               s.unknown_macs ? (" (+ " + std::to_string(s.unknown_macs) + " layers of unknown size: ?)").c_str() : "");
-  if (s.unknown_macs)
+  bool dynamic_input = false;
+  for (tern::ValueId id : graph.inputs)
+    for (size_t d = 1; d < graph.value(id).shape.size(); ++d) dynamic_input |= graph.value(id).shape[d] < 0;
+  if (s.unknown_macs && dynamic_input)
     std::printf("(dims the model leaves dynamic are '?'; give them with --input-shape, e.g. %s)\n",
                 (graph.value(graph.inputs[0]).name + "=" + example_dims(graph.value(graph.inputs[0]).shape, 1)).c_str());
   if (loaded.quantized) {

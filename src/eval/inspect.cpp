@@ -47,7 +47,9 @@ ModelSummary summarize(const Graph& graph) {
     for (ValueId id : node.inputs)
       if (id != kNoValue && graph.is_constant(id) && graph.constant(id).dtype() == DataType::kFloat32 &&
           (node.op == OpType::kConv || node.op == OpType::kGemm || node.op == OpType::kMatMul ||
-           node.op == OpType::kBatchNormalization))
+           node.op == OpType::kBatchNormalization || node.op == OpType::kConvTranspose ||
+           node.op == OpType::kLayerNormalization || node.op == OpType::kInstanceNormalization ||
+           node.op == OpType::kPRelu || node.op == OpType::kLSTM || node.op == OpType::kGRU || node.op == OpType::kRNN))
         check(!__builtin_add_overflow(layer.parameters, graph.constant(id).size(), &layer.parameters),
               who + ": parameter count overflows 64 bits");
     // Per image: the output at batch 1. Any other dimension the model does not declare makes
