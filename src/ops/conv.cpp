@@ -8,8 +8,9 @@
 namespace tern::ops {
 namespace {
 
+// Conv: X, W, B. ConvInteger: X, W, x_zero_point, w_zero_point.
 void import_conv(OnnxNode& n) {
-  n.need_inputs(2, 3);
+  n.need_inputs(2, n.op_type == "ConvInteger" ? 4 : 3);
   ConvAttrs a;
   a.auto_pad = parse_auto_pad(n);
   a.kernel = n.get_ints("kernel_shape");
@@ -100,9 +101,80 @@ OpRecord conv() {
   return r;
 }
 
+// ---- ConvInteger: a convolution of (x - x_zero_point) and (w - w_zero_point) in int32 (ONNX
+// Runtime's dynamic quantization); w's zero point per output channel or tensor. Conv's import,
+// attributes and shape rule.
+
+std::vector<Shape> conv_integer_shapes(ShapeCall& c) {
+  c.need_inputs(2);
+  ShapeCall weights_only{c.node, c.in.subspan(0, 2), c.values.subspan(0, std::min<size_t>(2, c.values.size())), c.context, c.who};
+  return conv_shapes(weights_only);
+}
+
+std::vector<Tensor> run_conv_integer(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> outs) {
+  const Tensor& X = *in[0];
+  const Tensor& W = *in[1];
+  const Tensor* xz = in.size() > 2 ? in[2] : nullptr;
+  const Tensor* wz = in.size() > 3 ? in[3] : nullptr;
+  check(X.rank() == 3 || X.rank() == 4, ctx.who + ": only 1-D and 2-D convolutions are supported");
+  kernels::Conv2dShape s = conv_shape(ctx.node.attr<ConvAttrs>(), X.shape(), W.shape());
+  int64_t OH = s.out_h(), OW = s.out_w(), cin_g = s.in_channels / s.groups, cout_g = s.out_channels / s.groups;
+  Tensor Y = Tensor::uninitialized(DataType::kInt32, outs[0]);
+  // Centered once (x - x_zero_point, w - w_zero_point fit 16 bits), then int64 sums.
+  int64_t x0 = xz ? integer_at(*xz, 0) : 0;
+  std::vector<int16_t> xc(static_cast<size_t>(X.size())), wc(static_cast<size_t>(W.size()));
+  for (int64_t i = 0; i < X.size(); ++i) xc[static_cast<size_t>(i)] = static_cast<int16_t>(integer_at(X, i) - x0);
+  int64_t per_filter = W.size() / std::max<int64_t>(1, s.out_channels);
+  for (int64_t i = 0; i < W.size(); ++i)
+    wc[static_cast<size_t>(i)] = static_cast<int16_t>(integer_at(W, i) - (wz ? integer_at(*wz, wz->size() == 1 ? 0 : i / per_filter) : 0));
+  auto body = [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> acc(static_cast<size_t>(OW));
+    for (int64_t p = begin; p < end; ++p) {  // one (image, output channel) plane
+      int64_t b = p / s.out_channels, oc = p % s.out_channels, g = oc / cout_g;
+      for (int64_t oh = 0; oh < OH; ++oh) {
+        std::fill(acc.begin(), acc.end(), 0);
+        for (int64_t ic = 0; ic < cin_g; ++ic)
+          for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
+            int64_t ih = oh * s.stride_h - s.pad_top + kh * s.dilation_h;
+            if (ih < 0 || ih >= s.in_h) continue;
+            const int16_t* row = &xc[static_cast<size_t>(((b * s.in_channels + g * cin_g + ic) * s.in_h + ih) * s.in_w)];
+            for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
+              int32_t wv = wc[static_cast<size_t>(((oc * cin_g + ic) * s.kernel_h + kh) * s.kernel_w + kw)];
+              for (int64_t ow = 0; ow < OW; ++ow) {
+                int64_t iw = ow * s.stride_w - s.pad_left + kw * s.dilation_w;
+                if (iw >= 0 && iw < s.in_w) acc[static_cast<size_t>(ow)] += static_cast<int32_t>(row[iw]) * wv;
+              }
+            }
+          }
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          int64_t v = acc[static_cast<size_t>(ow)];
+          check(v >= INT32_MIN && v <= INT32_MAX, ctx.who + ": the int32 result overflows");
+          Y.data<int32_t>()[((b * s.out_channels + oc) * OH + oh) * OW + ow] = static_cast<int32_t>(v);
+        }
+      }
+    }
+  };
+  if (ctx.pool) ctx.pool->parallel_for(s.batch * s.out_channels, body);
+  else body(0, s.batch * s.out_channels);
+  return {Y};
+}
+
+OpRecord conv_integer() {
+  OpRecord r;
+  r.onnx_names = {"ConvInteger"};
+  r.import = import_conv;
+  r.attrs = attrs_codec<ConvAttrs, describe_conv>("conv");
+  r.shapes = conv_integer_shapes;
+  r.type = int32_type;
+  r.run = run_conv_integer;
+  r.keeps_batch = keeps_batch_always;
+  return r;
+}
+
 }  // namespace
 
 TERN_REGISTER_OP(Conv, conv)
+TERN_REGISTER_OP(ConvInteger, conv_integer)
 
 }  // namespace tern::ops
 
@@ -133,6 +205,7 @@ torch::Tensor conv_forward(TorchCall& c) {
 }  // namespace
 
 TERN_REGISTER_TORCH_OP(Conv, conv_forward)
+TERN_REGISTER_TORCH_OP(ConvInteger)
 
 }  // namespace tern::train
 #endif

@@ -199,7 +199,7 @@ std::vector<Tensor> run_recurrent(const OpContext& ctx, std::span<const Tensor* 
   std::vector<float> xw(static_cast<size_t>(std::max<int64_t>(1, seq * batch * g * H)));
   std::vector<float> xs(static_cast<size_t>(std::max<int64_t>(1, seq * batch * I)));
   std::vector<float> hr(static_cast<size_t>(batch * g * H)), h(static_cast<size_t>(batch * H)), c(static_cast<size_t>(batch * H));
-  std::vector<float> rh(static_cast<size_t>(batch * H)), gated(static_cast<size_t>(batch * H));
+  std::vector<float> rh(static_cast<size_t>(H)), gated(static_cast<size_t>(batch * H));  // rh: GRU's r (.) H_{t-1}
   for (int64_t t = 0; t < seq; ++t)
     for (int64_t b = 0; b < batch; ++b) std::memcpy(&xs[static_cast<size_t>((t * batch + b) * I)], x_at(t, b), static_cast<size_t>(I) * 4);
   for (int64_t d = 0; d < dirs; ++d) {
@@ -256,36 +256,22 @@ std::vector<Tensor> run_recurrent(const OpContext& ctx, std::span<const Tensor* 
             cb[k] = cn;
           }
         } else if (op == OpType::kGRU) {  // gates z, r, h
+          // The candidate's recurrent term: (r (.) H_{t-1}) Rh^T, or r (.) (H_{t-1} Rh^T + Rbh)
+          // with linear_before_reset (hg already holds H_{t-1} Rh^T).
+          const float* rh_w = r + 2 * H * H;
+          for (int64_t k = 0; k < H; ++k)
+            rh[static_cast<size_t>(k)] = activate(f, clip(xg[H + k] + hg[H + k] + bias(1, k)), fa, fb) * (a.linear_before_reset ? 1.0f : hb_[k]);
           for (int64_t k = 0; k < H; ++k) {
             float z = activate(f, clip(xg[k] + hg[k] + bias(0, k)), fa, fb);
-            float rt = activate(f, clip(xg[H + k] + hg[H + k] + bias(1, k)), fa, fb);
-            float hh;
+            float recurrent_term;
             if (a.linear_before_reset) {
-              hh = xg[2 * H + k] + rt * (hg[2 * H + k] + (rb ? rb[2 * H + k] : 0.0f)) + (wb ? wb[2 * H + k] : 0.0f);
+              recurrent_term = rh[static_cast<size_t>(k)] * (hg[2 * H + k] + (rb ? rb[2 * H + k] : 0.0f));
             } else {
-              // (r (.) H_{t-1}) Rh^T: computed below for the whole row
-              hh = std::numeric_limits<float>::quiet_NaN();
+              recurrent_term = rb ? rb[2 * H + k] : 0.0f;
+              for (int64_t j = 0; j < H; ++j) recurrent_term += rh[static_cast<size_t>(j)] * rh_w[k * H + j];
             }
-            rh[static_cast<size_t>(b * H + k)] = rt;
-            gated[static_cast<size_t>(b * H + k)] = a.linear_before_reset ? activate(gf, clip(hh), ga, gb) : z;
-          }
-          if (!a.linear_before_reset) {
-            // r (.) H_{t-1}, times Rh^T, one row.
-            std::vector<float> rhp(static_cast<size_t>(H));
-            for (int64_t k = 0; k < H; ++k) rhp[static_cast<size_t>(k)] = rh[static_cast<size_t>(b * H + k)] * hb_[k];
-            const float* rh_w = r + 2 * H * H;
-            for (int64_t k = 0; k < H; ++k) {
-              float acc = 0;
-              for (int64_t j = 0; j < H; ++j) acc += rhp[static_cast<size_t>(j)] * rh_w[k * H + j];
-              float z = gated[static_cast<size_t>(b * H + k)];
-              float ht = activate(gf, clip(xg[2 * H + k] + acc + bias(2, k)), ga, gb);
-              gated[static_cast<size_t>(b * H + k)] = (1.0f - z) * ht + z * hb_[k];
-            }
-          } else {
-            for (int64_t k = 0; k < H; ++k) {
-              float z = activate(f, clip(xg[k] + hg[k] + bias(0, k)), fa, fb);
-              gated[static_cast<size_t>(b * H + k)] = (1.0f - z) * gated[static_cast<size_t>(b * H + k)] + z * hb_[k];
-            }
+            float ht = activate(gf, clip(xg[2 * H + k] + recurrent_term + (wb ? wb[2 * H + k] : 0.0f)), ga, gb);
+            gated[static_cast<size_t>(b * H + k)] = (1.0f - z) * ht + z * hb_[k];
           }
         } else {  // RNN
           for (int64_t k = 0; k < H; ++k) gated[static_cast<size_t>(b * H + k)] = activate(f, clip(xg[k] + hg[k] + bias(0, k)), fa, fb);

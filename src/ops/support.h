@@ -157,6 +157,12 @@ inline constexpr auto describe_axis = [](auto& a, auto&& field) {
 std::optional<Content> content_of_input0(const ContentCall& c);
 bool is_known(int64_t element);  // a number, not kSymbolicBatch or kUnknownElement
 
+// ---- integer data (quantize_linear.cpp)
+
+// Element i of a uint8, int8, int32 or int64 tensor; throws for other types.
+int64_t integer_at(const Tensor& t, int64_t i);
+DataType int32_type(const Node&, std::span<const DataType>, size_t);
+
 // ---- ONNX import helpers ----------------------------------------------------------------------------
 
 // An operator with exactly n inputs and no attributes tern reads.
