@@ -2,11 +2,13 @@
 // promise: every unsupported operator named at once, attributes that survive a .tern round trip.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "onnx_builder.h"
 #include "ops/op.h"
 #include "tern/error.h"
+#include "tern/evaluate.h"
 #include "tern/executor.h"
 #include "tern/model_io.h"
 #include "tern/onnx_import.h"
@@ -140,6 +142,169 @@ TEST(OperatorRecords, AttributesOfTheWrongKindAreRefused) {
   }
   EXPECT_TRUE(n.has_attrs<PoolAttrs>());
   EXPECT_FALSE(n.has_attrs<ConvAttrs>());
+}
+
+// Einsum through import, shape inference and the kernel, against loops written out for each case.
+struct Operand {
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+  float at(std::initializer_list<int64_t> index) const {
+    int64_t off = 0, i = 0;
+    for (int64_t v : index) off = off * shape[static_cast<size_t>(i++)] + v;
+    return data[static_cast<size_t>(off)];
+  }
+};
+
+Operand operand(std::vector<int64_t> shape, uint32_t seed) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return {shape, random_floats(static_cast<size_t>(n), seed)};
+}
+
+Tensor einsum(const std::string& equation, const std::vector<Operand>& xs, std::vector<int64_t> dynamic = {}) {
+  B b(13);
+  std::vector<std::string> names;
+  std::vector<Tensor> feeds;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    names.push_back("x" + std::to_string(i));
+    std::vector<int64_t> dims = xs[i].shape;
+    if (!dynamic.empty() && dynamic[i]) dims[0] = -1;
+    b.input(names.back(), dims);
+    feeds.push_back(Tensor::from_floats(xs[i].shape, xs[i].data));
+  }
+  B::attr(b.node("Einsum", names, {"y"}), "equation", equation);
+  b.output("y");
+  Executor e(import_onnx_bytes(b.bytes(), "einsum.onnx"));
+  return e.run(feeds).at(0);
+}
+
+void expect_values(const Tensor& y, const std::vector<int64_t>& shape, const std::vector<double>& want, const std::string& what) {
+  ASSERT_EQ(y.shape(), shape) << what;
+  ASSERT_EQ(static_cast<size_t>(y.size()), want.size()) << what;
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(y.data<float>()[i], want[i], 1e-5) << what << " element " << i;
+}
+
+TEST(OperatorRecords, EinsumBatchedProductAsAttentionWritesIt) {
+  Operand q = operand({2, 3, 4, 5}, 1), k = operand({2, 3, 6, 5}, 2);
+  std::vector<double> want;
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h = 0; h < 3; ++h)
+      for (int64_t i = 0; i < 4; ++i)
+        for (int64_t j = 0; j < 6; ++j) {
+          double s = 0;
+          for (int64_t d = 0; d < 5; ++d) s += double(q.at({b, h, i, d})) * k.at({b, h, j, d});
+          want.push_back(s);
+        }
+  expect_values(einsum("bhqd,bhkd->bhqk", {q, k}), {2, 3, 4, 6}, want, "bhqd,bhkd->bhqk");
+  expect_values(einsum("bhqd,bhkd->bhqk", {q, k}, {1, 1}), {2, 3, 4, 6}, want, "with a dynamic batch");
+  // The output in another order: the product is permuted.
+  Tensor t = einsum("bhqd,bhkd->kbqh", {q, k});
+  ASSERT_EQ(t.shape(), (Shape{6, 2, 4, 3}));
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t h = 0; h < 3; ++h)
+      for (int64_t i = 0; i < 4; ++i)
+        for (int64_t j = 0; j < 6; ++j)
+          EXPECT_NEAR(t.data<float>()[((j * 2 + b) * 4 + i) * 3 + h], want[static_cast<size_t>(((b * 3 + h) * 4 + i) * 6 + j)], 1e-5);
+}
+
+TEST(OperatorRecords, EinsumDiagonalsSumsImplicitOutputsAndEllipsis) {
+  Operand a = operand({3, 3}, 3);
+  expect_values(einsum("ii->i", {a}), {3}, {a.at({0, 0}), a.at({1, 1}), a.at({2, 2})}, "diagonal");
+  expect_values(einsum("ii", {a}), {}, {double(a.at({0, 0})) + a.at({1, 1}) + a.at({2, 2})}, "trace (implicit)");
+  // Implicit output: the labels that appear once, in ASCII order ("ji" is a transpose).
+  std::vector<double> tr;
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < 3; ++j) tr.push_back(a.at({j, i}));
+  expect_values(einsum("ji", {a}), {3, 3}, tr, "implicit transpose");
+  // A label summed within one operand, and three operands.
+  Operand m = operand({2, 3}, 4), n = operand({3, 4}, 5), p = operand({4, 2}, 6);
+  std::vector<double> rows, chain;
+  for (int64_t i = 0; i < 2; ++i) rows.push_back(double(m.at({i, 0})) + m.at({i, 1}) + m.at({i, 2}));
+  expect_values(einsum("ij->i", {m}), {2}, rows, "row sums");
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t l = 0; l < 2; ++l) {
+      double s = 0;
+      for (int64_t j = 0; j < 3; ++j)
+        for (int64_t k = 0; k < 4; ++k) s += double(m.at({i, j})) * n.at({j, k}) * p.at({k, l});
+      chain.push_back(s);
+    }
+  expect_values(einsum("ij,jk,kl->il", {m, n, p}), {2, 2}, chain, "three operands");
+  // "..." broadcasts like numpy: [2,1,3,4] x [5,4,2] -> [2,5,3,2].
+  Operand x = operand({2, 1, 3, 4}, 7), w = operand({5, 4, 2}, 8);
+  std::vector<double> bc;
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t c = 0; c < 5; ++c)
+      for (int64_t i = 0; i < 3; ++i)
+        for (int64_t k = 0; k < 2; ++k) {
+          double s = 0;
+          for (int64_t j = 0; j < 4; ++j) s += double(x.at({b, 0, i, j})) * w.at({c, j, k});
+          bc.push_back(s);
+        }
+  expect_values(einsum("...ij,...jk->...ik", {x, w}), {2, 5, 3, 2}, bc, "ellipsis");
+  expect_values(einsum("...ij,...jk", {x, w}), {2, 5, 3, 2}, bc, "ellipsis, implicit");
+}
+
+TEST(OperatorRecords, EinsumRefusesEquationsThatDoNotFit) {
+  Operand a = operand({2, 3}, 1), b = operand({4, 5}, 2);
+  auto error = [&](const std::string& eq, std::vector<Operand> xs) {
+    try {
+      einsum(eq, xs);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error("ij,jk->ik", {a, b}).find("a label has size"), std::string::npos) << error("ij,jk->ik", {a, b});
+  EXPECT_NE(error("ijk->i", {a}).find("does not fit input 0"), std::string::npos);
+  EXPECT_NE(error("ij->ix", {a}).find("appears in no input"), std::string::npos);
+  EXPECT_NE(error("i1->i", {a}).find("not a letter"), std::string::npos);
+  EXPECT_NE(error("ij,jk->ik", {a}).find("2 operand terms for 1 inputs"), std::string::npos);
+}
+
+// inspect's counts come from the records: parameters of weighted layers, MACs per image by each
+// operator's rule, unknown (-1) where the model leaves a dim the count needs dynamic.
+TEST(OperatorRecords, InspectCountsEachOperatorsMultiplyAccumulates) {
+  B b(13);
+  b.input("x", {-1, 3, 8, 8});
+  b.input("s", {5, -1, 6});
+  b.input("m", {-1, 4, 5});
+  b.floats("w", {4, 3, 3, 3}, random_floats(108, 1));
+  b.floats("wt", {4, 2, 2, 2}, random_floats(32, 2));
+  b.floats("W", {1, 16, 6}, random_floats(96, 3));
+  b.floats("R", {1, 16, 4}, random_floats(64, 4));
+  b.floats("k", {5, 7}, random_floats(35, 5));
+  auto& conv = b.node("Conv", {"x", "w"}, {"c"}, "conv");
+  B::attr(conv, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c"}, {"r"}, "relu");
+  auto& ct = b.node("ConvTranspose", {"r", "wt"}, {"t"}, "deconv");
+  B::attr(ct, "strides", std::vector<int64_t>{2, 2});
+  auto& lstm = b.node("LSTM", {"s", "W", "R"}, {"y"}, "lstm");
+  B::attr(lstm, "hidden_size", int64_t{4});
+  B::attr(b.node("Einsum", {"m", "k"}, {"e"}, "einsum"), "equation", std::string("bij,jk->bik"));
+  b.node("MatMul", {"m", "k"}, {"mm"}, "matmul");
+  for (const char* o : {"t", "y", "e", "mm"}) b.output(o);
+  ModelSummary s = summarize(import_onnx_bytes(b.bytes(), "costs.onnx", {.optimize = false, .input_shapes = {}}));
+  std::map<std::string, LayerSummary> by_name;
+  for (const auto& l : s.layers) by_name[l.name] = l;
+  EXPECT_EQ(by_name["conv"].macs, 4 * 8 * 8 * 27);
+  EXPECT_EQ(by_name["conv"].parameters, 108);
+  EXPECT_EQ(by_name["relu"].macs, 0);
+  EXPECT_EQ(by_name["deconv"].macs, 4 * 8 * 8 * 8);  // every input element x (C_out x 2 x 2)
+  EXPECT_EQ(by_name["deconv"].parameters, 32);
+  EXPECT_EQ(by_name["lstm"].macs, 5 * (96 + 64));     // 5 steps x (W + R)
+  EXPECT_EQ(by_name["lstm"].parameters, 96 + 64);
+  EXPECT_EQ(by_name["einsum"].macs, 4 * 5 * 7);
+  EXPECT_EQ(by_name["matmul"].macs, 4 * 5 * 7);
+  EXPECT_EQ(s.unknown_macs, 0);
+  // A dynamic height leaves the convolutions' counts unknown, never a guess.
+  B d(13);
+  d.input("x", {1, 3, -1, 8});
+  d.floats("w", {4, 3, 3, 3}, random_floats(108, 1));
+  d.node("Conv", {"x", "w"}, {"c"}, "conv");
+  d.output("c");
+  ModelSummary u = summarize(import_onnx_bytes(d.bytes(), "dynamic.onnx", {.optimize = false, .input_shapes = {}}));
+  EXPECT_EQ(u.layers.at(0).macs, -1);
+  EXPECT_EQ(u.unknown_macs, 1);
 }
 
 }  // namespace

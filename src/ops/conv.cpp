@@ -89,6 +89,8 @@ std::vector<Tensor> run_conv(const OpContext& ctx, std::span<const Tensor* const
 
 bool conv_non_negative(const SignCall& c) { return c.node.attr<ConvAttrs>().clamp_lo >= 0.0f; }
 
+std::pair<float, float> conv_clamp(const Node& n) { return {n.attr<ConvAttrs>().clamp_lo, n.attr<ConvAttrs>().clamp_hi}; }
+
 OpRecord conv() {
   OpRecord r;
   r.onnx_names = {"Conv"};
@@ -98,6 +100,9 @@ OpRecord conv() {
   r.run = run_conv;
   r.non_negative = conv_non_negative;
   r.keeps_batch = keeps_batch_always;
+  r.counts_parameters = true;
+  r.macs = macs_per_output_times_weight;
+  r.fused_clamp = conv_clamp;
   return r;
 }
 
@@ -168,6 +173,7 @@ OpRecord conv_integer() {
   r.type = int32_type;
   r.run = run_conv_integer;
   r.keeps_batch = keeps_batch_always;
+  r.macs = macs_per_output_times_weight;
   return r;
 }
 

@@ -169,6 +169,13 @@ std::vector<Tensor> run_conv_transpose(const OpContext& ctx, std::span<const Ten
   return {y};
 }
 
+// Every input element is multiplied by the weights of its channel: C_out/group x kernel.
+int64_t conv_transpose_macs(const CostCall& c) {
+  std::optional<Shape> x = c.input(0), w = c.input(1);
+  if (!x || !w || w->size() < 2) return -1;
+  return mac_product({mac_elements(*x, 0, c.who), mac_elements(*w, 1, c.who)}, c.who);
+}
+
 OpRecord conv_transpose() {
   OpRecord r;
   r.onnx_names = {"ConvTranspose"};
@@ -177,6 +184,8 @@ OpRecord conv_transpose() {
   r.shapes = conv_transpose_shapes;
   r.run = run_conv_transpose;
   r.keeps_batch = keeps_batch_always;
+  r.counts_parameters = true;
+  r.macs = conv_transpose_macs;
   return r;
 }
 

@@ -95,6 +95,14 @@ bool gemm_non_negative(const SignCall& c) { return c.node.attr<GemmAttrs>().clam
 
 bool gemm_keeps_batch(const Node& n, const Graph&) { return !n.attr<GemmAttrs>().trans_a; }
 
+int64_t gemm_macs(const CostCall& c) {
+  std::optional<Shape> x = c.input(0);
+  int64_t k = x && x->size() == 2 ? (*x)[c.node.attr<GemmAttrs>().trans_a ? 0 : 1] : -1;
+  return mac_product({c.outputs_per_image, k}, c.who);
+}
+
+std::pair<float, float> gemm_clamp(const Node& n) { return {n.attr<GemmAttrs>().clamp_lo, n.attr<GemmAttrs>().clamp_hi}; }
+
 OpRecord gemm() {
   OpRecord r;
   r.onnx_names = {"Gemm"};
@@ -104,6 +112,9 @@ OpRecord gemm() {
   r.run = run_gemm;
   r.keeps_batch = gemm_keeps_batch;
   r.non_negative = gemm_non_negative;
+  r.counts_parameters = true;
+  r.macs = gemm_macs;
+  r.fused_clamp = gemm_clamp;
   return r;
 }
 
@@ -169,6 +180,8 @@ OpRecord matmul() {
   r.shapes = matmul_shapes;
   r.run = run_matmul;
   r.keeps_batch = matmul_keeps_batch;
+  r.counts_parameters = true;
+  r.macs = macs_per_output_times_last_dim;
   return r;
 }
 

@@ -102,6 +102,7 @@ OpRecord prelu() {
   r.shapes = prelu_shapes;
   r.run = run_prelu;
   r.keeps_batch = keeps_batch_always;
+  r.counts_parameters = true;
   return r;
 }
 

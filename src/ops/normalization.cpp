@@ -55,6 +55,7 @@ OpRecord batchnorm() {
   r.shapes = batchnorm_shapes;
   r.run = run_batchnorm;
   r.keeps_batch = keeps_batch_always;
+  r.counts_parameters = true;
   return r;
 }
 
@@ -148,6 +149,7 @@ OpRecord layernorm() {
   r.shapes = layernorm_shapes;
   r.run = run_layernorm;
   r.keeps_batch = keeps_batch_always;
+  r.counts_parameters = true;
   return r;
 }
 
@@ -199,6 +201,7 @@ OpRecord instancenorm() {
   r.shapes = instancenorm_shapes;
   r.run = run_instancenorm;
   r.keeps_batch = keeps_batch_always;
+  r.counts_parameters = true;
   return r;
 }
 

@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "format/graph_json.h"
@@ -156,6 +157,21 @@ enum class IntegerUse {
   kFloat,    // runs between integer layers on dequantized values (Add, averages)
 };
 
+// ---- inspect's counts -----------------------------------------------------------------------------
+
+// What `inspect` reports of a node (src/eval/inspect.cpp): its multiply-accumulates per image.
+struct CostCall {
+  const Node& node;
+  const Graph& graph;
+  int64_t outputs_per_image;  // output 0's elements at batch 1; -1 when a dim is unknown
+  std::string who;
+  // Input i's shape with a dynamic batch at 1, or null when omitted or unknown.
+  std::optional<Shape> input(size_t i) const;
+};
+// Multiply-accumulates per image; -1 when a shape it needs is unknown. Products go through
+// mac_product (src/ops/support.h), which refuses a count past 2^63.
+using MacRule = int64_t (*)(const CostCall&);
+
 // ---- the record -----------------------------------------------------------------------------------
 
 struct OpRecord {
@@ -177,6 +193,12 @@ struct OpRecord {
   Kernel run = nullptr;
   SignRule non_negative = never_non_negative;
   IntegerUse integer = IntegerUse::kNone;
+  // inspect: whether its float constant inputs are learned parameters (weights, not shapes or
+  // lookup tables); its multiply-accumulates (null: none worth counting, as element-wise work);
+  // the activation clamp fused into it ("Conv+Relu"), null when it has none.
+  bool counts_parameters = false;
+  MacRule macs = nullptr;
+  std::pair<float, float> (*fused_clamp)(const Node&) = nullptr;
 };
 
 const OpRecord& record(OpType op);

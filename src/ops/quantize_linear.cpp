@@ -233,6 +233,7 @@ OpRecord matmul_integer() {
   r.shapes = matmul_integer_shapes;
   r.type = int32_type;
   r.run = run_matmul_integer;
+  r.macs = macs_per_output_times_last_dim;
   return r;
 }
 

@@ -297,6 +297,18 @@ std::vector<Tensor> run_recurrent(const OpContext& ctx, std::span<const Tensor* 
 
 bool recurrent_keeps_batch(const Node& n, const Graph&) { return n.attr<RecurrentAttrs>().layout == 1; }
 
+// Per sequence: every step multiplies x by W and the hidden state by R, in every direction.
+int64_t recurrent_macs(const CostCall& c) {
+  const Value& xv = c.graph.value(c.node.inputs[0]);
+  std::optional<Shape> w = c.input(1), r = c.input(2);
+  if (!xv.shape_known || xv.shape.size() != 3 || !w || !r) return -1;
+  int64_t steps = xv.shape[c.node.attr<RecurrentAttrs>().layout == 1 ? 1 : 0];
+  int64_t we = mac_elements(*w, 0, c.who), re = mac_elements(*r, 0, c.who), per_step = 0;
+  if (we < 0 || re < 0) return -1;
+  check(!__builtin_add_overflow(we, re, &per_step), c.who + ": its multiply-accumulate count overflows 64 bits");
+  return mac_product({steps, per_step}, c.who);
+}
+
 OpRecord recurrent(std::string_view name) {
   OpRecord r;
   r.onnx_names = {name};
@@ -305,6 +317,8 @@ OpRecord recurrent(std::string_view name) {
   r.shapes = recurrent_shapes;
   r.run = run_recurrent;
   r.keeps_batch = recurrent_keeps_batch;
+  r.counts_parameters = true;
+  r.macs = recurrent_macs;
   return r;
 }
 OpRecord lstm() { return recurrent("LSTM"); }

@@ -62,6 +62,15 @@ std::string node_who(const std::string& source, const Node& node) {
   return (source.empty() ? "" : source + ": ") + "node '" + node.name + "' (" + to_string(node.op) + ")";
 }
 
+std::optional<Shape> CostCall::input(size_t i) const {
+  if (i >= node.inputs.size() || node.inputs[i] == kNoValue) return std::nullopt;
+  const Value& v = graph.value(node.inputs[i]);
+  if (!v.shape_known) return std::nullopt;
+  Shape s = v.shape;
+  if (!s.empty() && s[0] < 0 && v.batch_leading) s[0] = 1;
+  return s;
+}
+
 // ---- OnnxNode helpers -------------------------------------------------------------------------------
 
 void OnnxNode::need_inputs(size_t lo, size_t hi) const {

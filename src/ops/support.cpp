@@ -11,6 +11,34 @@ int64_t dims_product(const Shape& shape, size_t begin, size_t end, const std::st
   return p;
 }
 
+int64_t mac_product(std::initializer_list<int64_t> factors, const std::string& who) {
+  int64_t n = 1;
+  for (int64_t f : factors) {
+    if (f < 0) return -1;
+    check(!__builtin_mul_overflow(n, f, &n), who + ": its multiply-accumulate count overflows 64 bits");
+  }
+  return n;
+}
+
+int64_t mac_elements(const Shape& shape, size_t begin, const std::string& who) {
+  int64_t n = 1;
+  for (size_t i = begin; i < shape.size(); ++i) {
+    if (shape[i] < 0) return -1;
+    n = mac_product({n, shape[i]}, who);
+  }
+  return n;
+}
+
+int64_t macs_per_output_times_last_dim(const CostCall& c) {
+  std::optional<Shape> x = c.input(0);
+  return mac_product({c.outputs_per_image, x && !x->empty() ? x->back() : -1}, c.who);
+}
+
+int64_t macs_per_output_times_weight(const CostCall& c) {
+  std::optional<Shape> w = c.input(1);
+  return mac_product({c.outputs_per_image, w && w->size() >= 2 ? mac_elements(*w, 1, c.who) : -1}, c.who);
+}
+
 std::vector<int64_t> strides_of(const Shape& shape) {
   std::vector<int64_t> s(shape.size(), 1);
   for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];

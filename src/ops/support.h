@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <vector>
 
 #include "ops/op.h"
@@ -23,6 +24,16 @@ inline int64_t dim_add(int64_t a, int64_t b, const std::string& who) {
 }
 // Product of shape[begin, end), kDynamicDim when any of them is unknown.
 int64_t dims_product(const Shape& shape, size_t begin, size_t end, const std::string& who);
+
+// inspect's counts: the product of the factors, -1 when any is unknown (< 0); an Error naming
+// `who` past 2^63.
+int64_t mac_product(std::initializer_list<int64_t> factors, const std::string& who);
+// Elements of shape[begin..) (-1 when one is unknown).
+int64_t mac_elements(const Shape& shape, size_t begin, const std::string& who);
+// MACs of a layer whose every output reads input 0's last dim (MatMul, MatMulInteger) or the
+// weight's dims past the first (Conv, ConvInteger).
+int64_t macs_per_output_times_last_dim(const CostCall& c);
+int64_t macs_per_output_times_weight(const CostCall& c);
 
 // Row-major strides of a shape; strides that read `in` broadcast to `out` (0 along broadcast axes).
 std::vector<int64_t> strides_of(const Shape& shape);
