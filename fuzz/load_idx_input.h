@@ -45,7 +45,7 @@ inline bool load_idx_input(const uint8_t* data, size_t size, std::string* error 
       write_scratch_file(labels, l.data(), l.size());
       Dataset d = load_idx_dataset(ScratchDir::path(), "test");
       Shape input = {kDynamicDim, t.rank() == 4 ? t.dim(1) : 1, t.dim(t.rank() - 2), t.dim(t.rank() - 1)};
-      (void)make_batch(d, 0, std::min<int64_t>(d.size(), 2), Normalization{}, input);
+      (void)make_batch(d, 0, std::min<int64_t>(d.size(), 2), Preprocess{}, input);
     } else if (t.rank() == 1) {  // the input as labels, of as many 1x1 images
       write_scratch_file(labels, data, size);
       std::vector<uint8_t> i = zero_idx({static_cast<uint32_t>(t.dim(0)), 1, 1});

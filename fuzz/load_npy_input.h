@@ -43,7 +43,7 @@ inline bool load_npy_input(const uint8_t* data, size_t size, std::string* error 
       write_npy(other, Tensor(DataType::kInt64, {t.dim(0)}));
       Dataset d = load_npy_dataset(path, other);
       Shape input = {kDynamicDim, t.rank() == 4 ? t.dim(1) : 1, t.dim(t.rank() - 2), t.dim(t.rank() - 1)};
-      (void)make_batch(d, 0, std::min<int64_t>(d.size(), 2), Normalization{}, input);
+      (void)make_batch(d, 0, std::min<int64_t>(d.size(), 2), Preprocess{}, input);
     } else if (t.rank() == 1) {  // the input as labels, of as many 1x1 images
       write_npy(other, Tensor(DataType::kUInt8, {t.dim(0), 1, 1}));
       (void)load_npy_dataset(other, path);

@@ -70,7 +70,7 @@ inline bool load_onnx_input(const uint8_t* data, size_t size, std::string* error
     ImportOptions raw_options;
     raw_options.optimize = false;
     Graph raw = import_onnx_bytes(std::string_view(reinterpret_cast<const char*>(data), size), "input.onnx", raw_options);
-    (void)normalization_from_metadata(raw);
+    (void)preprocess_from_metadata(raw);
     ModelSummary raw_summary = summarize(raw);
     Graph optimized = raw;
     optimize(optimized);

@@ -38,10 +38,10 @@ struct CliOptions {
 inline const std::map<std::string, CliOptions>& cli_commands() {
   static const std::map<std::string, CliOptions> commands = {
       {"eval",
-       {{"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "level", "engine"}, {"json", "verbose"}}},
+       {{"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "level", "engine"}, {"json", "verbose"}}},
       {"quantize",
        {{"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images", "data",
-         "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales", "residual-terms",
+         "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
          "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed"},
         {"all-layers", "eval", "json"}}},
       {"run", {{"input", "output", "level"}, {}}},
@@ -53,12 +53,12 @@ inline const std::map<std::string, CliOptions>& cli_commands() {
          "accumulate-backward", "accumulate-weight-grad", "accumulate-chunk", "epochs", "batch", "lr", "lr-final",
          "schedule", "momentum", "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "seed",
          "threads", "checkpoint", "checkpoint-every", "resume", "steps", "curve-every", "compress", "bin-conv", "bin-fc",
-         "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std"},
+         "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout"},
         {"no-augment", "no-progress", "no-test", "json", "distributed", "exact-values", "timeline"}}},
       {"finetune",
        {{"output", "weights", "method", "group", "acts", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
          "weight-decay", "label-smoothing", "data", "labels", "train-images", "calib-images", "percentile", "seed",
-         "threads", "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std"},
+         "threads", "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout"},
         {"all-layers", "no-augment", "no-progress", "eval", "json"}}},
   };
   return commands;
@@ -166,10 +166,13 @@ inline void check_cli_values(const std::string& command, const cli::Args& args) 
   // --scale/--mean/--std over a model's metadata, and the input range quantize derives from them.
   for (bool with_metadata : {false, true}) {
     Graph g;
-    if (with_metadata) g.metadata = {{"tern.scale", "0.00392156862745098"}, {"tern.mean", "0.5,0.4,0.3"}, {"tern.std", "0.2,0.25,0.3"}};
-    Normalization n = cli::normalization(args, g);
+    if (with_metadata)
+      g.metadata = {{"tern.scale", "0.00392156862745098"}, {"tern.mean", "0.5,0.4,0.3"}, {"tern.std", "0.2,0.25,0.3"},
+                    {"tern.resize", "48x"}, {"tern.pad", "48x320"}};
+    Preprocess n = cli::preprocess(args, g);
     (void)cli::input_range(n);
     (void)n.describe();
+    (void)n.metadata();
   }
   if (command != "accum" || !args.positional().empty()) (void)args.model(command);  // last: the values above first
 }

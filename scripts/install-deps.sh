@@ -10,7 +10,7 @@
 set -euo pipefail
 
 runtime=(build-essential cmake pkg-config libonnx-dev libprotobuf-dev protobuf-compiler zlib1g-dev
-         nlohmann-json3-dev libssl-dev dataset-fashion-mnist)
+         libjpeg62-turbo-dev libpng-dev nlohmann-json3-dev libssl-dev dataset-fashion-mnist)
 extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3 libtorch-dev
        libopenmpi-dev openmpi-bin)
 # libopenmpi-dev, openmpi-bin: the MPI communicator of data-parallel training and its mpirun tests.

@@ -54,7 +54,7 @@ int main() {
   try {
     Graph g = testing::training_graph(testing::small_model_bytes());
     Dataset data = testing::synthetic_dataset(96);
-    Normalization norm;
+    Preprocess norm;
     norm.mean = {0.4f};
     norm.std = {0.3f};
     train::TrainOptions o;

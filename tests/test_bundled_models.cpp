@@ -40,7 +40,7 @@ TEST_P(BundledModel, TopOneMatchesModelCard) {
 
   Graph graph = import_onnx(base + ".onnx");
   EXPECT_EQ(graph.opset, 13);
-  Normalization norm = normalization_from_metadata(graph);
+  Preprocess norm = preprocess_from_metadata(graph);
   EXPECT_EQ(norm.mean.size(), 1u);
   Executor executor(std::move(graph));
   EvalResult r = evaluate_classifier(executor, load_idx_dataset("fashion-mnist", "test"), norm, {.batch = 250});

@@ -125,13 +125,13 @@ TEST(Npy, RoundTripAtomicWriteAndErrors) {
   EXPECT_FALSE(fs::exists(dir.file("no/such/dir/x.npy.tmp")));
 }
 
-TEST(Normalization, MetadataDefaultsAndBatches) {
+TEST(Preprocess, MetadataDefaultsAndBatches) {
   Graph g;
-  Normalization plain = normalization_from_metadata(g);
+  Preprocess plain = preprocess_from_metadata(g);
   EXPECT_DOUBLE_EQ(plain.scale, 1.0 / 255.0);
   g.metadata["tern.mean"] = "0.5";
   g.metadata["tern.std"] = "0.25";
-  Normalization n = normalization_from_metadata(g);
+  Preprocess n = preprocess_from_metadata(g);
   Dataset d;
   d.name = "tiny";
   d.images = Tensor(DataType::kUInt8, {2, 2, 2});
@@ -144,12 +144,20 @@ TEST(Normalization, MetadataDefaultsAndBatches) {
   // pixel / 255 rounds exactly like float32 division
   for (int p = 0; p < 256; ++p)
     EXPECT_EQ(static_cast<float>(p * plain.scale), static_cast<float>(p) / 255.0f) << p;
-  EXPECT_THROW(make_batch(d, 0, 2, n, {kDynamicDim, 3, 2, 2}), Error);
+  // Grey pixels for an RGB model: the channel is replicated. Float arrays are model inputs as they are.
+  Tensor rgb = make_batch(d, 0, 2, n, {kDynamicDim, 3, 2, 2});
+  EXPECT_EQ(rgb.shape(), (Shape{2, 3, 2, 2}));
+  for (int c = 0; c < 3; ++c) EXPECT_FLOAT_EQ(rgb.data<float>()[c * 4], 2.0f);
+  Dataset f = d;
+  f.images = Tensor(DataType::kFloat32, {2, 2, 2});
+  f.images.data<float>()[0] = 7.5f;
+  EXPECT_FLOAT_EQ(make_batch(f, 0, 2, n, {kDynamicDim, 1, 2, 2}).data<float>()[0], 7.5f);
+  EXPECT_THROW(make_batch(f, 0, 2, n, {kDynamicDim, 3, 2, 2}), Error);
   EXPECT_THROW(make_batch(d, 0, 2, n, {kDynamicDim, 1, 28, 28}), Error);
   g.metadata["tern.std"] = "zero";
-  EXPECT_THROW(normalization_from_metadata(g), Error);
+  EXPECT_THROW(preprocess_from_metadata(g), Error);
   g.metadata["tern.std"] = "0";
-  EXPECT_THROW(normalization_from_metadata(g), Error);
+  EXPECT_THROW(preprocess_from_metadata(g), Error);
 }
 
 }  // namespace

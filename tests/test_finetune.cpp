@@ -135,7 +135,7 @@ TEST(FakeQuant, WeightsAreTheQuantizersDequantizedCodesWithIdentityGradient) {
 TEST(TrainableGraph, MatchesTheExecutorInFp32AndTheSimulationWhenQuantized) {
   Graph g = training_graph(small_model_bytes());
   Dataset data = synthetic_dataset(24);
-  Tensor x = make_batch(data, 0, 24, Normalization{}, g.value(g.inputs[0]).shape);
+  Tensor x = make_batch(data, 0, 24, Preprocess{}, g.value(g.inputs[0]).shape);
 
   train::TrainableGraph fp32(g, {});
   Tensor expected = Executor(g).run(x);
@@ -163,7 +163,7 @@ TEST(Finetune, ShortRunLowersTheLossAndRoundTripsThroughTern) {
   TempDir dir;
   Graph g = training_graph(small_model_bytes());
   Dataset data = synthetic_dataset(96);
-  train::FinetuneResult r = train::finetune(g, data, Normalization{}, small_options());
+  train::FinetuneResult r = train::finetune(g, data, Preprocess{}, small_options());
   ASSERT_EQ(r.epochs.size(), 6u);
   EXPECT_LT(r.epochs.back().loss, r.epochs.front().loss * 0.8) << "first " << r.epochs.front().loss;
   EXPECT_EQ(r.steps, 6 * (96 / 16));
@@ -174,14 +174,14 @@ TEST(Finetune, ShortRunLowersTheLossAndRoundTripsThroughTern) {
   std::string path = dir.file("small.tern");
   quant::save_quantized_model(path, r.model);
   quant::QuantizedModel loaded = quant::load_quantized_model(path);
-  Tensor x = make_batch(data, 0, 24, Normalization{}, g.value(g.inputs[0]).shape);
+  Tensor x = make_batch(data, 0, 24, Preprocess{}, g.value(g.inputs[0]).shape);
   Tensor a = Executor(quant::simulation_graph(r.model)).run(x);
   Tensor b = Executor(quant::simulation_graph(loaded)).run(x);
   ASSERT_EQ(a.size(), b.size());
   for (int64_t i = 0; i < a.size(); ++i) EXPECT_EQ(a.floats()[static_cast<size_t>(i)], b.floats()[static_cast<size_t>(i)]);
   // The fine-tuned network scores better than its quantized starting point on the training data.
   auto correct = [&](const quant::QuantizedModel& m) {
-    Tensor y = Executor(quant::simulation_graph(m)).run(make_batch(data, 0, 96, Normalization{}, g.value(g.inputs[0]).shape));
+    Tensor y = Executor(quant::simulation_graph(m)).run(make_batch(data, 0, 96, Preprocess{}, g.value(g.inputs[0]).shape));
     int hits = 0;
     for (int64_t i = 0; i < 96; ++i) {
       const float* row = y.data<float>() + i * 3;
@@ -199,16 +199,16 @@ TEST(Finetune, ResumeFromACheckpointReproducesTheUninterruptedRun) {
   Dataset data = synthetic_dataset(64);
   train::FinetuneOptions o = small_options();
   o.epochs = 2;
-  train::FinetuneResult full = train::finetune(g, data, Normalization{}, o);
-  train::FinetuneResult again = train::finetune(g, data, Normalization{}, o);
+  train::FinetuneResult full = train::finetune(g, data, Preprocess{}, o);
+  train::FinetuneResult again = train::finetune(g, data, Preprocess{}, o);
 
   o.checkpoint_path = dir.file("run.ckpt");
   o.max_steps = 5;  // stops mid-epoch 2 (4 steps per epoch)
-  train::finetune(g, data, Normalization{}, o);
+  train::finetune(g, data, Preprocess{}, o);
   ASSERT_TRUE(fs::exists(o.checkpoint_path));
   o.max_steps = 0;
   o.resume_path = o.checkpoint_path;
-  train::FinetuneResult resumed = train::finetune(g, data, Normalization{}, o);
+  train::FinetuneResult resumed = train::finetune(g, data, Preprocess{}, o);
   EXPECT_EQ(resumed.steps, full.steps);
   for (const auto& [name, value] : full.trained_values) {
     const Tensor& other = resumed.trained_values.at(name);
@@ -224,7 +224,7 @@ TEST(Finetune, ResumeFromACheckpointReproducesTheUninterruptedRun) {
   // A checkpoint from other options is refused.
   o.seed = 2;
   try {
-    train::finetune(g, data, Normalization{}, o);
+    train::finetune(g, data, Preprocess{}, o);
     FAIL() << "mismatched checkpoint accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("different"), std::string::npos) << e.what();
@@ -246,7 +246,7 @@ TEST(Finetune, BadInputsAreClearErrors) {
 
   Dataset empty;
   empty.name = "empty-set";
-  EXPECT_NE(message([&] { train::finetune(g, empty, Normalization{}, o); }).find("empty-set: no training images"),
+  EXPECT_NE(message([&] { train::finetune(g, empty, Preprocess{}, o); }).find("empty-set: no training images"),
             std::string::npos);
 
   OnnxBuilder b;  // nothing to train: Relu and pooling only
@@ -258,12 +258,12 @@ TEST(Finetune, BadInputsAreClearErrors) {
 
   Dataset data = synthetic_dataset(32);
   data.labels[3] = 7;  // the model has 3 classes
-  EXPECT_NE(message([&] { train::finetune(g, data, Normalization{}, o); }).find("label 7"), std::string::npos);
+  EXPECT_NE(message([&] { train::finetune(g, data, Preprocess{}, o); }).find("label 7"), std::string::npos);
   data.labels[3] = 0;
 
   o.checkpoint_path = dir.file("good.ckpt");
   o.max_steps = 2;
-  train::finetune(g, data, Normalization{}, o);
+  train::finetune(g, data, Preprocess{}, o);
   std::string bytes;
   {
     std::ifstream f(o.checkpoint_path, std::ios::binary);
@@ -274,10 +274,10 @@ TEST(Finetune, BadInputsAreClearErrors) {
   std::ofstream(corrupt, std::ios::binary) << bytes;
   o.checkpoint_path.clear();
   o.resume_path = corrupt;
-  std::string m = message([&] { train::finetune(g, data, Normalization{}, o); });
+  std::string m = message([&] { train::finetune(g, data, Preprocess{}, o); });
   EXPECT_NE(m.find("corrupt.ckpt"), std::string::npos) << m;
   std::ofstream(dir.file("text.ckpt")) << "not a checkpoint";
   o.resume_path = dir.file("text.ckpt");
-  m = message([&] { train::finetune(g, data, Normalization{}, o); });
+  m = message([&] { train::finetune(g, data, Preprocess{}, o); });
   EXPECT_NE(m.find("text.ckpt"), std::string::npos) << m;
 }

@@ -337,7 +337,7 @@ TEST(IntegerEngine, LayersWithoutAnIntegerFormRunTheirSimulation) {
 TEST(IntegerEngine, BundledResNet20PredictsLikeTheSimulation) {
   Graph g = import_onnx(std::string(TERN_SOURCE_DIR) + "/models/resnet20.onnx");
   Dataset train = load_idx_dataset("fashion-mnist", "train"), test = load_idx_dataset("fashion-mnist", "test");
-  Normalization norm = normalization_from_metadata(g);
+  Preprocess norm = preprocess_from_metadata(g);
   Shape in_shape = g.value(g.inputs[0]).shape;
   Tensor calib = make_batch(train, 0, 64, norm, in_shape);
   q::QuantizeOptions o;

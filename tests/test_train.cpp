@@ -40,8 +40,8 @@ train::TrainOptions small_options() {
   return o;
 }
 
-Normalization plain_normalization() {
-  Normalization n;
+Preprocess plain_normalization() {
+  Preprocess n;
   n.mean = {0.4f};
   n.std = {0.3f};
   return n;

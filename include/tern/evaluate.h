@@ -23,7 +23,7 @@ struct EvalResult {
 };
 
 // Runs the model over the dataset (first input, first output = class scores [N, classes]).
-EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, const Normalization& norm,
+EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, const Preprocess& norm,
                                const EvalOptions& options = {});
 
 struct LayerSummary {

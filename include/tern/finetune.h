@@ -87,7 +87,7 @@ struct FinetuneResult {
 // normalization. Throws Error for a model without trainable layers, an empty dataset, images that
 // do not fit the model, labels outside the model's classes, a corrupt or mismatched checkpoint,
 // or a loss that diverges.
-FinetuneResult finetune(const Graph& graph, const Dataset& train, const Normalization& norm,
+FinetuneResult finetune(const Graph& graph, const Dataset& train, const Preprocess& norm,
                         const FinetuneOptions& options);
 
 }  // namespace tern::train

@@ -123,7 +123,7 @@ struct TrainResult {
 // finetune). Throws Error for bad options (naming them), a model without trainable layers, an empty
 // data set, labels outside the model's classes, a corrupt or mismatched checkpoint, a diverging
 // loss, or ranks whose weights disagree.
-TrainResult train_network(const Graph& graph, const Dataset& train, const Normalization& norm,
+TrainResult train_network(const Graph& graph, const Dataset& train, const Preprocess& norm,
                           const TrainOptions& options);
 
 }  // namespace tern::train

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tern/data.h"
@@ -165,46 +166,68 @@ inline std::vector<float> parse_list(const std::string& option, const std::strin
   return out;
 }
 
-inline tern::Normalization normalization(const Args& args, const tern::Graph& graph) {
-  tern::Normalization n = tern::normalization_from_metadata(graph);
-  if (args.has("scale")) n.scale = args.get_double("scale", 1, 1e-12, 1e12);
-  if (args.has("mean")) n.mean = parse_list("mean", args.get("mean"));
-  if (args.has("std")) {
-    n.std = parse_list("std", args.get("std"));
-    for (float s : n.std)
-      if (!(s > 0)) throw UsageError("--std: values must be positive");
-  }
-  return n;
+// The preprocessing flags (each command that reads data lists them among its options).
+inline const std::vector<std::string> kPreprocessOptions = {"resize", "crop", "pad", "channels", "layout", "scale", "mean", "std"};
+
+// The model's preprocessing (metadata_props tern.*) with the command's flags over it.
+inline tern::Preprocess preprocess(const Args& args, const tern::Graph& graph) {
+  tern::Preprocess p = tern::preprocess_from_metadata(graph);
+  for (const std::string& key : kPreprocessOptions)
+    if (args.has(key)) {
+      try {
+        p.set(key, args.get(key), "--");
+      } catch (const tern::Error& e) {
+        throw UsageError(e.what());
+      }
+    }
+  return p;
 }
 
 inline bool is_npy_spec(const std::string& spec) { return spec.size() > 4 && spec.substr(spec.size() - 4) == ".npy"; }
 
-inline tern::Dataset load_data(const Args& args) {
-  if (!args.has("data")) throw UsageError("--data is required (fashion-mnist, an IDX directory, or X.npy with --labels)");
-  std::string spec = args.get("data");
-  bool npy = is_npy_spec(spec);
-  if (npy) {
-    if (!args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
-    return tern::load_npy_dataset(spec, args.get("labels"));
-  }
-  if (args.has("labels")) throw UsageError("--labels goes with an .npy --data array");
-  return tern::load_idx_dataset(spec, args.get("split", "test"));
+// --data SPEC [--labels Y.npy] [--split test|train]: Fashion-MNIST, an IDX directory, a folder of
+// JPEG/PNG images (class sub-folders, or unlabelled), or an .npy array. Without --data, the data
+// set the model's metadata names (tern.dataset: the bundled models say fashion-mnist), else an error.
+inline std::string data_spec(const Args& args, const tern::Graph* graph) {
+  if (args.has("data")) return args.get("data");
+  if (graph)
+    if (auto it = graph->metadata.find("tern.dataset"); it != graph->metadata.end()) return it->second;
+  return "";
+}
+inline bool has_data(const Args& args, const tern::Graph* graph) { return !data_spec(args, graph).empty(); }
+// `graph` null: --data is required. `labelled`: an .npy array needs --labels.
+inline tern::Dataset load_data(const Args& args, const tern::Graph* graph, const std::string& split = "", bool labelled = true) {
+  std::string spec = data_spec(args, graph);
+  if (spec.empty())
+    throw UsageError("--data is required (a folder of images, fashion-mnist, an IDX directory, or X.npy with --labels)");
+  if (args.has("labels") && !is_npy_spec(spec)) throw UsageError("--labels goes with an .npy --data array");
+  if (labelled && is_npy_spec(spec) && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
+  return tern::load_dataset(spec, args.get("labels", ""), split.empty() ? args.get("split", "test") : split);
 }
 
-// The exact range of the model input: pixels 0..255 through the normalization. Layers reading the
-// graph input quantize with it (nothing to calibrate for a known, bounded input).
+// What quantization may take as the model input's range: proved from the preprocessing when the
+// data are 8-bit pixels, measured on the calibration batch when they are float arrays, and
+// unknown (the input calibrated like any activation) otherwise. Never assumed.
 struct InputRange {
   float lo = INFINITY, hi = -INFINITY;
-  bool non_negative() const { return lo >= 0.0f; }
-  float threshold() const { return non_negative() ? hi : std::max(-lo, hi); }
+  bool known() const { return lo <= hi; }
+  bool non_negative() const { return known() && lo >= 0.0f; }
+  float threshold() const { return !known() ? 0.0f : non_negative() ? hi : std::max(-lo, hi); }
+  std::string source;  // "proved from the preprocessing", "measured on N calibration images"
 };
-inline InputRange input_range(const tern::Normalization& norm) {
+inline InputRange input_range(const tern::Preprocess& pre) {
   InputRange r;
-  for (size_t c = 0; c < std::max(norm.mean.size(), norm.std.size()); ++c) {
-    float mean = norm.mean[std::min(c, norm.mean.size() - 1)], sd = norm.std[std::min(c, norm.std.size() - 1)];
-    r.lo = std::min(r.lo, static_cast<float>((0.0 * norm.scale - mean) / sd));
-    r.hi = std::max(r.hi, static_cast<float>((255.0 * norm.scale - mean) / sd));
+  std::tie(r.lo, r.hi) = pre.input_range();
+  r.source = "8-bit pixels through the preprocessing (" + pre.describe() + ")";
+  return r;
+}
+inline InputRange measured_range(const tern::Tensor& batch) {
+  InputRange r;
+  for (int64_t i = 0; i < batch.size(); ++i) {
+    r.lo = std::min(r.lo, batch.data<float>()[i]);
+    r.hi = std::max(r.hi, batch.data<float>()[i]);
   }
+  r.source = "measured on " + std::to_string(batch.dim(0)) + " calibration inputs";
   return r;
 }
 

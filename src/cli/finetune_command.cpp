@@ -22,7 +22,7 @@ int cmd_finetune(int argc, char** argv) {
   Args args("finetune", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "calib-images", "percentile", "seed", "threads",
-             "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std", "input-shape"},
+             "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "input-shape"},
             {"all-layers", "no-augment", "no-progress", "eval", "json"});
   std::string in_path = args.model("finetune");
   if (!args.has("output")) throw UsageError("'tern finetune' needs -o OUT.tern");
@@ -90,18 +90,20 @@ int cmd_finetune(int argc, char** argv) {
   const std::string& bytes = model.bytes;
   const Graph& raw = model.raw;
   const Graph& graph = model.graph;
-  Normalization norm = normalization(args, graph);
-  InputRange range = input_range(norm);
-  o.input_non_negative = range.non_negative();
-  o.input_threshold = range.threshold();
-
-  std::string spec = args.get("data", "fashion-mnist");
-  bool npy = is_npy_spec(spec);
-  if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
-  if (npy && args.flag("eval"))
+  Preprocess norm = preprocess(args, graph);
+  std::string spec = data_spec(args, &graph);
+  if (spec.empty()) throw UsageError("--data is required (labelled images: a folder with class sub-folders, fashion-mnist, an IDX directory, or X.npy with --labels)");
+  if (is_npy_spec(spec) && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
+  if (is_npy_spec(spec) && args.flag("eval"))
     throw UsageError("--eval needs a data set with a test split (fashion-mnist or an IDX directory), not .npy arrays");
-  Dataset train = npy ? load_npy_dataset(spec, args.get("labels")) : load_idx_dataset(spec, "train");
-  check(train.size() > 0, spec + ": no training images");
+  Dataset train = load_data(args, &graph, "train");
+  check(train.labelled(), spec + ": fine-tuning needs labelled images (class sub-folders, or --labels)");
+  // The input's range: proved for pixels, measured for float arrays (as quantize does).
+  InputRange range = train.pixels() ? input_range(norm)
+                                    : measured_range(make_batch(train, 0, std::min<int64_t>(o.calibration_images, train.size()), norm,
+                                                                graph.value(graph.inputs[0]).shape));
+  o.input_non_negative = range.non_negative();
+  if (train.pixels()) o.input_threshold = range.threshold();
 
   train::FinetuneResult r = train::finetune(graph, train, norm, o);
 
@@ -132,7 +134,7 @@ int cmd_finetune(int argc, char** argv) {
                 static_cast<long long>(r.steps), r.seconds, r.weight_cosine, r.min_layer_cosine, r.min_layer.c_str());
   }
   if (args.flag("eval")) {
-    Dataset test = load_idx_dataset(spec, "test");
+    Dataset test = load_data(args, &graph, "test");
     Graph folded = raw;
     optimize(folded);
     Executor fp32(folded);

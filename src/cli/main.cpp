@@ -388,8 +388,8 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
   using namespace tern::quant;
   LoadedModel loaded = load_model(model, std::nullopt, input_shapes(args));
   check(loaded.quantized.has_value(), model + ": --level needs a quantized .tern model (this one has no residual levels)");
-  tern::Normalization norm = normalization(args, loaded.graph);
-  tern::Dataset data = load_data(args);
+  tern::Preprocess norm = preprocess(args, loaded.graph);
+  tern::Dataset data = load_data(args, nullptr);
   // One switchable runner: the simulation, or the integer engine (--engine integer).
   const char* engine_name = integer_engine(args) ? "integer" : "simulated";
   QuantizedModel levels_model = *loaded.quantized;  // follows the level: sizes and edge names
@@ -440,7 +440,7 @@ int eval_levels(const Args& args, const std::string& model, const tern::EvalOpti
 }
 
 int cmd_eval(int argc, char** argv) {
-  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "level", "engine", "input-shape"},
+  Args args("eval", argc, argv, 2, {"data", "labels", "split", "limit", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "level", "engine", "input-shape"},
             {"json", "verbose"});
   std::string model = args.model("eval");
   tern::EvalOptions options;
@@ -448,8 +448,8 @@ int cmd_eval(int argc, char** argv) {
   options.batch = args.get_int("batch", 100, 1, 1 << 16);
   if (args.get("level") == "all") return eval_levels(args, model, options);
   LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
-  tern::Normalization norm = normalization(args, loaded.graph);
-  tern::Dataset data = load_data(args);
+  tern::Preprocess norm = preprocess(args, loaded.graph);
+  tern::Dataset data = load_data(args, nullptr);
   Runner runner = make_runner(args, model, std::move(loaded.graph), loaded.quantized, loaded.engine());
   const char* engine = runner.engine;
   tern::InferenceEngine& executor = runner.executor();
@@ -481,18 +481,15 @@ int cmd_eval(int argc, char** argv) {
 
 // A quantized model keeps the dynamic batch; its other dims are fixed, to what --input-shape says
 // or else to the calibration images' size (said on stderr).
-void fix_dynamic_dims_to_data(tern::Graph& graph, const tern::Dataset& data, const std::string& model) {
+void fix_dynamic_dims_to_batch(tern::Graph& graph, const tern::Shape& batch, const std::string& model) {
   const tern::Value& x = graph.value(graph.inputs[0]);
   if (!x.shape_known || std::all_of(x.shape.begin() + std::min<size_t>(1, x.shape.size()), x.shape.end(),
                                     [](int64_t d) { return d >= 0; }))
     return;
-  tern::Shape image(data.images.shape().begin() + 1, data.images.shape().end());
-  if (image.size() + 2 == x.shape.size()) image.insert(image.begin(), 1);  // [N, H, W] images, one channel
-  check(image.size() + 1 == x.shape.size(), model + ": input '" + x.name + "' " + tern::to_string(x.shape) +
-                                                " does not fit the data's images " + tern::to_string(data.images.shape()));
-  tern::InputShape s{x.name, {tern::kDynamicDim}};
+  check(batch.size() == x.shape.size(), model + ": input '" + x.name + "' " + tern::to_string(x.shape) +
+                                            " does not fit the data's batches " + tern::to_string(batch));
+  tern::InputShape s{x.name, batch};
   s.dims.front() = x.shape[0] >= 0 ? x.shape[0] : tern::kDynamicDim;
-  s.dims.insert(s.dims.end(), image.begin(), image.end());
   naming(model, [&] { tern::set_input_shapes(graph, {s}); });  // (x is stale from here: values were compacted)
   std::fprintf(stderr, "tern: note: %s: input '%s' has dynamic dims; quantizing at the data's size %s (--input-shape chooses)\n",
                model.c_str(), s.name.c_str(), tern::to_string(graph.value(graph.inputs[0]).shape).c_str());
@@ -512,7 +509,7 @@ int cmd_quantize(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("quantize", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
-             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "rounding", "group-scales", "residual-terms",
+             "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
              "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape"},
             {"all-layers", "eval", "json"});
   std::string in_path = args.model("quantize");
@@ -621,33 +618,42 @@ int cmd_quantize(int argc, char** argv) {
   import_options.optimize = options.activation_mode != q::ActivationMode::kBatchNorm;
   import_options.input_shapes = input_shapes(args);
   tern::Graph graph = naming(in_path, [&] { return tern::import_onnx_bytes(bytes, in_path, import_options); });
-  tern::Normalization norm = normalization(args, graph);
-  InputRange range = input_range(norm);
-  options.input_non_negative = range.non_negative();
-  options.input_threshold = range.threshold();
-  if (options.activation_mode == q::ActivationMode::kBatchNorm) {
-    for (const auto& [name, r] : q::batchnorm_ranges(graph, std::make_pair(range.lo, range.hi)))
-      options.static_thresholds[name] = {r.threshold, r.source};
-    tern::optimize(graph);
-  }
+  tern::Preprocess norm = preprocess(args, graph);
 
   // Calibration images: the first N of the training split (never test images).
   std::optional<tern::Tensor> calibration;
   bool want_images = options.activation_mode == q::ActivationMode::kCalibrated || args.has("data");
   tern::Dataset train;
   if (want_images) {
-    std::string spec = args.get("data", "fashion-mnist");
-    bool npy = is_npy_spec(spec);
-    if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
-    train = npy ? tern::load_npy_dataset(spec, args.get("labels")) : tern::load_idx_dataset(spec, "train");
-    check(train.size() > 0, spec + ": no images");
+    if (!has_data(args, &graph))
+      throw UsageError("calibration needs --data (a folder of images, fashion-mnist, an IDX directory or X.npy), or --data-free");
+    train = load_data(args, &graph, "train", false);
     check(graph.inputs.size() == 1, in_path + ": quantize supports single-input models");
-    fix_dynamic_dims_to_data(graph, train, in_path);
     calibration = tern::make_batch(train, 0, std::min<int64_t>(calib_images, train.size()), norm,
                                    graph.value(graph.inputs[0]).shape);
-    options.calibration_labels.assign(train.labels.begin(), train.labels.begin() + calibration->dim(0));
+    fix_dynamic_dims_to_batch(graph, calibration->shape(), in_path);
+    if (train.labelled())
+      options.calibration_labels.assign(train.labels.begin(), train.labels.begin() + calibration->dim(0));
   }
   if (!calibration) require_static_dims(graph, in_path);
+
+  // The input's range: proved for pixels, measured for float arrays, never assumed.
+  // Dynamic activations measure every batch: an unknown range only means signed input codes.
+  InputRange range;
+  if (calibration && !train.pixels()) range = measured_range(*calibration);
+  else if (calibration || norm.given) range = input_range(norm);
+  else if (options.activation_mode == q::ActivationMode::kBatchNorm)
+    throw UsageError(in_path + ": the model input's range is unknown (no tern.* preprocessing in its metadata): give --data, "
+                     "or the preprocessing that makes its inputs from 8-bit pixels (--scale, --mean, --std)");
+  options.input_non_negative = range.non_negative();
+  const bool range_proved = !calibration || train.pixels();  // from the preprocessing, not measured
+  if (range.known() && range_proved) options.input_threshold = range.threshold();
+  if (options.activation_mode == q::ActivationMode::kBatchNorm) {
+    for (const auto& [name, r] : q::batchnorm_ranges(graph, std::make_pair(range.lo, range.hi)))
+      options.static_thresholds[name] = {r.threshold, r.source};
+    tern::optimize(graph);
+  }
+  for (const auto& [key, value] : norm.metadata()) graph.metadata[key] = value;  // eval and run read it from the .tern
   q::QuantizedModel model =
       naming(in_path, [&] { return q::quantize_model(graph, options, calibration ? &*calibration : nullptr); });
 
@@ -658,6 +664,8 @@ int cmd_quantize(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) command += (i ? " " : "") + std::string(argv[i]);
   prov["command"] = command;
   if (calibration) prov["calibration_data"] = train.name + " (train split, first " + std::to_string(calibration->dim(0)) + ")";
+  if (range.known()) prov["input_range"] = {{"lo", range.lo}, {"hi", range.hi}, {"source", range.source}};
+  else prov["input_range"] = "unknown: measured per batch (dynamic activations), signed codes";
   model.provenance_json = prov.dump();
   naming(in_path, [&] { q::save_quantized_model(out_path, model); });  // loads its bytes back first
 
@@ -666,14 +674,17 @@ int cmd_quantize(int argc, char** argv) {
   nlohmann::json report = quant_report_json(model, file_bytes);
   report["model"] = out_path;
   report["source"] = in_path;
+  report["input_range"] = prov["input_range"];
   if (!args.flag("json")) {
-    std::printf("quantized   %s -> %s\n\n", in_path.c_str(), out_path.c_str());
+    std::printf("quantized   %s -> %s\n", in_path.c_str(), out_path.c_str());
+    if (range.known())
+      std::printf("input range [%g, %g], %s%s\n", range.lo, range.hi, range.source.c_str(),
+                  range_proved ? "" : "; inputs outside it are clipped");
+    std::printf("\n");
     print_quant_report(model, file_bytes);
   }
   if (args.flag("eval")) {
-    std::string spec = args.get("data", "fashion-mnist");
-    bool npy = is_npy_spec(spec);
-    tern::Dataset test = npy ? tern::load_npy_dataset(spec, args.get("labels")) : tern::load_idx_dataset(spec, "test");
+    tern::Dataset test = load_data(args, &graph, "test");
     tern::EvalOptions eval_options;
     tern::Executor reference(graph);
     tern::Executor simulated(q::simulation_graph(model));

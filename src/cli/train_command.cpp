@@ -81,7 +81,7 @@ int cmd_train(int argc, char** argv) {
              "accumulate-weight-grad", "accumulate-chunk", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "seed", "threads",
              "checkpoint", "checkpoint-every", "resume", "steps", "curve-every", "compress", "bin-conv", "bin-fc",
-             "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std", "input-shape"},
+             "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "input-shape"},
             {"no-augment", "no-progress", "no-test", "json", "distributed", "exact-values", "timeline"});
   std::string in_path = args.model("train");
   if (!args.has("output")) throw UsageError("'tern train' needs -o OUT.onnx (the trained FP32 model)");
@@ -154,15 +154,15 @@ int cmd_train(int argc, char** argv) {
     TrainingModel model = load_training_model(in_path, input_shapes(args));
     const Graph& raw = model.raw;
     const Graph& graph = model.graph;
-    Normalization norm = normalization(args, graph);
+    Preprocess norm = preprocess(args, graph);
     std::string spec = args.get("data", "fashion-mnist");
     bool npy = is_npy_spec(spec);
     if (npy && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
-    Dataset train_set = npy ? load_npy_dataset(spec, args.get("labels")) : load_idx_dataset(spec, "train");
+    Dataset train_set = load_dataset(spec, args.get("labels", ""), "train");
     check(train_set.size() > 0, spec + ": no training images");
     Dataset test_set;
     if (!npy && !args.flag("no-test")) {
-      test_set = load_idx_dataset(spec, "test");
+      test_set = load_dataset(spec, "", "test");
       o.test = &test_set;
     }
 

@@ -7,7 +7,7 @@
 
 namespace tern {
 
-EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, const Normalization& norm,
+EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, const Preprocess& norm,
                                const EvalOptions& options) {
   const Graph& graph = executor.graph();
   check(!graph.inputs.empty() && !graph.outputs.empty(), graph.source + ": model has no inputs or outputs");
@@ -16,6 +16,7 @@ EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, c
   const Shape& input_shape = graph.value(graph.inputs[0]).shape;
   int64_t total = options.limit > 0 ? std::min(options.limit, data.size()) : data.size();
   check(total > 0, data.name + ": no images to evaluate");
+  check(data.labelled(), data.name + ": has no labels to score (class sub-folders, an IDX labels file, or --labels Y.npy)");
   EvalResult r;
   int64_t correct1 = 0, correct5 = 0;
   for (int64_t begin = 0; begin < total; begin += options.batch) {

@@ -121,7 +121,7 @@ const Tensor& constant_named(const Graph& g, const std::string& name) {
 
 }  // namespace
 
-FinetuneResult finetune(const Graph& graph, const Dataset& train, const Normalization& norm,
+FinetuneResult finetune(const Graph& graph, const Dataset& train, const Preprocess& norm,
                         const FinetuneOptions& options) {
   const std::string src = graph.source.empty() ? std::string("model") : graph.source;
   check(options.epochs >= 1, "fine-tuning: --epochs must be at least 1");

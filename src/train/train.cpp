@@ -147,7 +147,7 @@ double evaluate_top1(TrainableGraph& net, const TrainingData& test, int64_t coun
 
 }  // namespace
 
-TrainResult train_network(const Graph& graph, const Dataset& train, const Normalization& norm,
+TrainResult train_network(const Graph& graph, const Dataset& train, const Preprocess& norm,
                           const TrainOptions& options) {
   check_options(options);
   const std::string src = graph.source.empty() ? std::string("model") : graph.source;

@@ -58,7 +58,7 @@ void ProgressBar::step(int epoch, int epochs, int64_t pos, int64_t steps, double
   std::fflush(stderr);
 }
 
-TrainingData load_training_data(const Dataset& data, int64_t count, const Normalization& norm, const Shape& input_shape) {
+TrainingData load_training_data(const Dataset& data, int64_t count, const Preprocess& norm, const Shape& input_shape) {
   TrainingData d;
   d.images = to_torch(make_batch(data, 0, count, norm, input_shape));
   d.labels.assign(data.labels.begin(), data.labels.begin() + count);

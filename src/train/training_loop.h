@@ -48,7 +48,7 @@ struct TrainingData {
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
 };
 // The first `count` images of `data` shaped as the graph input `input_shape`.
-TrainingData load_training_data(const Dataset& data, int64_t count, const Normalization& norm, const Shape& input_shape);
+TrainingData load_training_data(const Dataset& data, int64_t count, const Preprocess& norm, const Shape& input_shape);
 
 // One batch: images `indices`, randomly cropped from a 2-pixel border and flipped when augmenting.
 torch::Tensor make_training_batch(const TrainingData& d, const std::vector<int64_t>& indices, bool augment,
