@@ -164,6 +164,45 @@ if [ -s "$good" ]; then
   bad_level "no residual levels" eval "$model" --data fashion-mnist --limit 10 --level 0
 fi
 
+# compare: the quantized model against its source, per output and per layer; run --engine integer.
+if [ -s "$good" ]; then
+  if "$tern" compare "$model" "$good" --data fashion-mnist --limit 100 --layer-images 16 --json >"$work/cmp.json" 2>"$work/err"; then
+    python3 - "$work/cmp.json" <<'PY' || fail "compare --json output"
+import json, sys
+j = json.load(open(sys.argv[1]))
+o = j["outputs"][0]
+assert j["images"] == 100, j["images"]
+assert 15 < o["sqnr_db"] < 80 and 0.9 < o["cosine"] <= 1, o
+assert o["top1_agreement"] >= 90 and abs(o["top1"] - o["ref_top1"]) < 5, o
+assert len(j["layers"]) >= 3, j["layers"]
+alone = [l["alone_sqnr_db"] for l in j["layers"]]
+assert alone == sorted(alone), "layers are not ranked worst first: %r" % alone
+PY
+  else
+    fail "compare failed: $(cat "$work/err")"
+  fi
+  "$tern" compare "$model" --data fashion-mnist >"$work/out" 2>"$work/err"
+  [ $? -eq 2 ] || fail "compare with one model did not exit 2"
+  check_stderr "compare with one model" "REFERENCE and MODEL"
+  "$tern" compare "$good" "$model" --data fashion-mnist >"$work/out" 2>"$work/err"
+  [ $? -eq 1 ] || fail "compare with a quantized reference did not exit 1"
+  check_stderr "compare with a quantized reference" "must be a float model"
+  python3 "$(dirname "$0")/write_npy.py" "$work/x1.npy" '<f4' 3,1,28,28
+  "$tern" run "$good" --engine integer --input "$work/x1.npy" --output "$work/y1.npy" 2>"$work/err" || fail "run --engine integer failed: $(cat "$work/err")"
+  "$tern" run "$good" --input "$work/x1.npy" --output "$work/y2.npy" 2>"$work/err" || fail "run (simulated) failed: $(cat "$work/err")"
+  python3 - "$work/y1.npy" "$work/y2.npy" <<'PY' || fail "run --engine integer differs from the simulation"
+import struct, sys
+def floats(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<H", b[8:10])[0]
+    body = b[10 + n:]
+    return struct.unpack("<%df" % (len(body) // 4), body)
+a, b = floats(sys.argv[1]), floats(sys.argv[2])
+assert len(a) == len(b) == 30, (len(a), len(b))
+assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3 * max(1.0, max(abs(x) for x in b)), "differ"
+PY
+fi
+
 # A residual model, data-free (weights ranking): levels evaluate, inspect and bench.
 levels=$work/levels.tern
 if "$tern" quantize "$model" -o "$levels" --data-free dynamic --residual edges:3 --fallback none >"$work/out" 2>"$work/err"; then

@@ -15,6 +15,7 @@
 #include <random>
 
 #include "onnx_builder.h"
+#include "tern/compare.h"
 #include "tern/error.h"
 #include "tern/executor.h"
 #include "tern/model_io.h"
@@ -1151,6 +1152,58 @@ TEST(HostileFiles, ScaleCorruptionInEitherLayoutIsAClearError) {
 TEST(HostileFiles, LayerDimensionsMustMatchTheGraph) {
   std::vector<std::byte> bytes = small_quantized_file();
   for (const Corruption& c : dimension_corruptions()) expect_clear_error(c, bytes);
+}
+
+// tern compare's parts: keeping some layers quantized, the per-layer analysis, the output metrics.
+TEST(Compare, KeepingNoLayerIsTheFp32ModelAndEveryLayerTheQuantizedOne) {
+  q::QuantizedModel m = quantize({"ternary fgq N=4", ternary_options(q::TernaryMethod::kFgq, 4)});
+  const Tensor& x = calibration_images();
+  Tensor ref = run_graph(fp32_graph(), x).at(0);
+  Tensor none = run_graph(q::simulation_graph(keep_quantized(m, fp32_graph(), {})), x).at(0);
+  EXPECT_TRUE(bit_identical(ref, none));
+  std::vector<std::string> all;
+  for (const auto& l : m.layers) all.push_back(l.node);
+  EXPECT_TRUE(bit_identical(run_graph(q::simulation_graph(keep_quantized(m, fp32_graph(), all)), x).at(0),
+                            run_graph(q::simulation_graph(m), x).at(0)));
+  std::vector<LayerComparison> layers = compare_layers(m, fp32_graph(), x, 7);
+  ASSERT_EQ(layers.size(), m.layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    EXPECT_EQ(layers[i].node, m.layers[i].node);
+    ASSERT_TRUE(layers[i].alone_sqnr_db && layers[i].accumulated_sqnr_db) << layers[i].node;
+    EXPECT_TRUE(std::isfinite(*layers[i].alone_sqnr_db) && *layers[i].alone_sqnr_db > 0) << layers[i].node;
+  }
+  // The first quantized layer alone: its accumulated error is its own, so its output SQNR is the
+  // model's in the keep-only-it model; the model output's SQNR alone is what compare reports.
+  OutputComparer c;
+  c.add({ref}, {run_graph(q::simulation_graph(keep_quantized(m, fp32_graph(), {m.layers[0].node})), x).at(0)}, nullptr, {"y"});
+  EXPECT_NEAR(c.result().at(0).sqnr_db, *layers[0].alone_sqnr_db, 1e-9);
+  // A reference without the quantized model's weights is refused, naming one.
+  Graph other = fp32_graph();
+  for (auto& v : other.values) v.name += "_renamed";
+  EXPECT_THROW(keep_quantized(m, other, {}), Error);
+}
+
+TEST(Compare, OutputMetricsByHand) {
+  Tensor ref = Tensor::from_floats({2, 3}, std::vector<float>{1, 0, 0, 0, 2, 0});
+  Tensor out = Tensor::from_floats({2, 3}, std::vector<float>{1, 0, 0, 0, 0, 1});
+  OutputComparer c;
+  std::vector<int64_t> labels = {0, 2};
+  c.add({ref}, {out}, &labels, {"scores"});
+  c.add({ref}, {ref}, &labels, {"scores"});
+  OutputComparison r = c.result().at(0);
+  EXPECT_EQ(c.images(), 4);
+  EXPECT_NEAR(r.sqnr_db, 10 * std::log10(10.0 / 5.0), 1e-9);  // signal 2 x 5, noise 4 + 1
+  EXPECT_NEAR(r.cosine, 6.0 / std::sqrt(10.0 * 7.0), 1e-9);  // dot 1 + 5, |out|^2 2 + 5
+  EXPECT_DOUBLE_EQ(r.max_abs_error, 2.0);
+  EXPECT_DOUBLE_EQ(r.ref_max_abs, 2.0);
+  EXPECT_DOUBLE_EQ(*r.top1_agreement, 75.0);  // image 2 of the first batch: argmax 1 vs 2
+  EXPECT_DOUBLE_EQ(*r.ref_top1, 50.0);        // labels 0 and 2: the reference gets image 1 right
+  EXPECT_DOUBLE_EQ(*r.top1, 75.0);
+  OutputComparer same;
+  same.add({ref}, {ref}, nullptr, {"scores"});
+  EXPECT_TRUE(std::isinf(same.result().at(0).sqnr_db));
+  EXPECT_FALSE(same.result().at(0).ref_top1.has_value());
+  EXPECT_THROW(same.add({ref}, {Tensor::from_floats({3, 2}, std::vector<float>(6, 0.0f))}, nullptr, {"scores"}), Error);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "core/file_io.h"
 #include "kernels/cpu_features.h"
 #include "tern/batchnorm_ranges.h"
+#include "tern/compare.h"
 #include "tern/data.h"
 #include "tern/error.h"
 #include "tern/evaluate.h"
@@ -709,15 +710,124 @@ int cmd_quantize(int argc, char** argv) {
   return 0;
 }
 
+// tern compare REFERENCE MODEL --data SPEC: every output's error, and for a quantized MODEL each
+// layer's, on the same inputs.
+int cmd_compare(int argc, char** argv) {
+  Args args("compare", argc, argv, 2,
+            {"data", "labels", "split", "limit", "batch", "layer-images", "engine", "level", "input-shape", "scale", "mean", "std",
+             "resize", "crop", "pad", "channels", "layout"},
+            {"json", "verbose"});
+  if (args.positional().size() != 2)
+    throw UsageError("'tern compare' takes REFERENCE and MODEL, got " + std::to_string(args.positional().size()) + " arguments");
+  const std::string ref_path = args.positional()[0], model_path = args.positional()[1];
+  const int64_t limit = args.get_int("limit", 1000, 1, int64_t{1} << 40), batch = args.get_int("batch", 50, 1, 1 << 16);
+  const int64_t layer_images = args.get_int("layer-images", 64, 0, 1 << 20);
+  LoadedModel ref = load_model(ref_path, std::nullopt, input_shapes(args));
+  check(!ref.quantized, ref_path + ": the reference must be a float model (.onnx or an FP32 .tern)");
+  LoadedModel loaded = load_model(model_path, level_option(args), input_shapes(args));
+  check(ref.graph.inputs.size() == 1 && loaded.graph.inputs.size() == 1, "compare supports single-input models");
+  // The inputs: the quantized model's stored preprocessing when it has one, else the reference's.
+  tern::Preprocess pre = tern::preprocess_from_metadata(loaded.graph).given ? preprocess(args, loaded.graph) : preprocess(args, ref.graph);
+  tern::Dataset data = load_data(args, nullptr, "", false);
+  int64_t total = std::min(limit, data.size());
+  std::optional<tern::quant::QuantizedModel> quantized = loaded.quantized;
+  Runner runner = make_runner(args, model_path, loaded.graph, quantized, loaded.engine());
+  tern::Executor reference = naming(ref_path, [&] { return tern::Executor(ref.graph); });
+  std::vector<std::string> names;
+  for (tern::ValueId id : ref.graph.outputs) names.push_back(ref.graph.value(id).name);
+  const tern::Shape& model_input = loaded.graph.value(loaded.graph.inputs[0]).shape;
+  tern::OutputComparer comparer;
+  for (int64_t b = 0; b < total; b += batch) {
+    int64_t count = std::min(batch, total - b);
+    tern::Tensor x = tern::make_batch(data, b, count, pre, model_input);
+    std::vector<tern::Tensor> r = naming(ref_path, [&] { return reference.run(std::span<const tern::Tensor>(&x, 1)); });
+    std::vector<tern::Tensor> q = naming(model_path, [&] { return runner.executor().run(std::span<const tern::Tensor>(&x, 1)); });
+    std::vector<int64_t> labels;
+    if (data.labelled()) labels.assign(data.labels.begin() + b, data.labels.begin() + b + count);
+    comparer.add(r, q, data.labelled() ? &labels : nullptr, names);
+    if (!args.flag("json") && isatty(STDERR_FILENO))
+      std::fprintf(stderr, "\rcomparing %lld/%lld images", static_cast<long long>(b + count), static_cast<long long>(total));
+  }
+  if (!args.flag("json") && isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
+  std::vector<tern::OutputComparison> outputs = comparer.result();
+  std::vector<tern::LayerComparison> layers;
+  if (loaded.quantized && layer_images > 0) {
+    tern::Tensor x = tern::make_batch(data, 0, std::min(layer_images, data.size()), pre, model_input);
+    layers = naming(model_path, [&] { return tern::compare_layers(*loaded.quantized, ref.graph, x); });
+  }
+  std::vector<size_t> order(layers.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return layers[a].alone_sqnr_db.value_or(INFINITY) < layers[b].alone_sqnr_db.value_or(INFINITY);
+  });
+  auto opt = [](const std::optional<double>& v) -> nlohmann::json { return v ? nlohmann::json(*v) : nlohmann::json(nullptr); };
+  if (args.flag("json")) {
+    nlohmann::json j = {{"reference", ref_path}, {"model", model_path}, {"engine", runner.engine}, {"data", data.name},
+                        {"images", comparer.images()}, {"input", pre.describe()}};
+    for (const auto& o : outputs)
+      j["outputs"].push_back({{"name", o.name}, {"shape", o.shape}, {"sqnr_db", db_json(o.sqnr_db)}, {"cosine", o.cosine},
+                              {"max_abs_error", o.max_abs_error}, {"ref_max_abs", o.ref_max_abs},
+                              {"top1_agreement", opt(o.top1_agreement)}, {"ref_top1", opt(o.ref_top1)}, {"top1", opt(o.top1)}});
+    j["layers"] = nlohmann::json::array();
+    for (size_t i : order)
+      j["layers"].push_back({{"node", layers[i].node}, {"precision", layers[i].precision},
+                             {"alone_sqnr_db", db_json(layers[i].alone_sqnr_db)},
+                             {"accumulated_sqnr_db", db_json(layers[i].accumulated_sqnr_db)}});
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  std::printf("reference   %s\nmodel       %s (%s)\ndata        %s, %lld images\ninput       %s\n\n", ref_path.c_str(),
+              model_path.c_str(), runner.engine, data.name.c_str(), static_cast<long long>(comparer.images()), pre.describe().c_str());
+  std::printf("%-24s %-18s %8s %9s %12s %12s %10s\n", "output", "shape", "SQNR dB", "cosine", "max |error|", "max |ref|", "top-1 agree");
+  for (const auto& o : outputs) {
+    std::string agree = o.top1_agreement ? std::to_string(*o.top1_agreement).substr(0, 6) + " %" : "-";
+    std::printf("%-24s %-18s %8s %9.6f %12.4g %12.4g %10s\n", o.name.c_str(), tern::to_string(o.shape).c_str(),
+                db_text(o.sqnr_db).c_str(), o.cosine, o.max_abs_error, o.ref_max_abs, agree.c_str());
+    if (o.ref_top1)
+      std::printf("%-24s top-1 %.2f %% (reference) vs %.2f %% (model), %+.2f pp\n", "", *o.ref_top1, *o.top1, *o.top1 - *o.ref_top1);
+  }
+  if (!layers.empty()) {
+    std::printf("\nper layer, on %lld images, worst first. alone: SQNR of the model output with only this layer quantized;\n"
+                "accumulated: SQNR of this layer's output in the quantized model\n",
+                static_cast<long long>(std::min(layer_images, data.size())));
+    std::printf("%-48s %-44s %9s %12s\n", "layer", "precision", "alone dB", "accum. dB");
+    for (size_t i : order)
+      std::printf("%-48s %-44s %9s %12s\n", layers[i].node.c_str(), layers[i].precision.c_str(), db_text(layers[i].alone_sqnr_db).c_str(),
+                  db_text(layers[i].accumulated_sqnr_db).c_str());
+  }
+  return 0;
+}
+
 int cmd_run(int argc, char** argv) {
-  Args args("run", argc, argv, 2, {"input", "output", "level", "input-shape"}, {});
+  Args args("run", argc, argv, 2,
+            {"input", "output", "level", "input-shape", "engine", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout"},
+            {"verbose"});
   std::string model = args.model("run");
-  if (!args.has("input") || !args.has("output")) throw UsageError("'tern run' needs --input X.npy and --output Y.npy");
-  tern::check_output_paths({model, args.get("input")}, {args.get("output")});
-  tern::Graph graph = load_model(model, level_option(args), input_shapes(args)).graph;
-  tern::Tensor x = tern::read_npy(args.get("input"));
-  tern::Executor executor = naming(model, [&] { return tern::Executor(std::move(graph)); });
-  std::vector<tern::Tensor> ys = naming(args.get("input"), [&] { return executor.run(std::span<const tern::Tensor>(&x, 1)); });
+  if (!args.has("input") || !args.has("output")) throw UsageError("'tern run' needs --input X.npy|IMAGE and --output Y.npy");
+  const std::string in = args.get("input");
+  tern::check_output_paths({model, in}, {args.get("output")});
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
+  // One rule with eval: pixels (a JPEG/PNG file, a uint8 array) go through the preprocessing; any
+  // other array is the model input as it is.
+  tern::Dataset pixels;
+  tern::Tensor x;
+  if (!is_npy_spec(in)) {
+    pixels.name = in;
+    pixels.files = {in};
+  } else {
+    x = tern::read_npy(in);
+    if (x.dtype() == tern::DataType::kUInt8 && (x.rank() == 3 || x.rank() == 4)) {
+      pixels.name = in;
+      pixels.images = std::move(x);
+    }
+  }
+  if (pixels.size() > 0) {
+    check(loaded.graph.inputs.size() == 1, model + ": images go to single-input models; give a float array for each input");
+    tern::Preprocess pre = preprocess(args, loaded.graph);
+    x = naming(in, [&] { return tern::make_batch(pixels, 0, pixels.size(), pre, loaded.graph.value(loaded.graph.inputs[0]).shape); });
+  }
+  Runner runner = make_runner(args, model, std::move(loaded.graph), loaded.quantized, loaded.engine());
+  std::vector<tern::Tensor> ys = naming(in, [&] { return runner.executor().run(std::span<const tern::Tensor>(&x, 1)); });
   tern::write_npy(args.get("output"), ys.at(0));  // the first output (the usage says so)
   return 0;
 }
@@ -883,6 +993,7 @@ int main(int argc, char** argv) {
     if (command == "quantize") return cmd_quantize(n, args);
     if (command == "eval") return cmd_eval(n, args);
     if (command == "run") return cmd_run(n, args);
+    if (command == "compare") return cmd_compare(n, args);
     if (command == "inspect") return cmd_inspect(n, args);
     if (command == "bench") return cmd_bench(n, args);
     if (command == "accum") return cmd_accum(n, args);
