@@ -203,6 +203,28 @@ assert max(abs(x - y) for x, y in zip(a, b)) < 1e-3 * max(1.0, max(abs(x) for x 
 PY
 fi
 
+# A folder of PNG images (class sub-folders) evaluates; its images alone calibrate.
+python3 - "$work/pngs" <<'PY'
+import os, struct, sys, zlib
+def png(path, w, h, pixels):
+    raw = b"".join(b"\0" + bytes(pixels[y * w:(y + 1) * w]) for y in range(h))
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+    open(path, "wb").write(data + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+for label in ("0_tshirt", "1_trouser"):
+    os.makedirs(os.path.join(sys.argv[1], label))
+    for i in range(3):
+        png(os.path.join(sys.argv[1], label, "%d.png" % i), 28, 28, [(x * 9 + i * 7) % 256 for x in range(28 * 28)])
+PY
+"$tern" eval "$model" --data "$work/pngs" --json >"$work/folder.json" 2>"$work/err" || fail "eval --data FOLDER failed: $(cat "$work/err")"
+grep -q '"images":6' "$work/folder.json" || fail "eval --data FOLDER did not score 6 images: $(cat "$work/folder.json")"
+"$tern" quantize "$model" -o "$work/folder.tern" --data "$work/pngs/0_tshirt" --weights int8 >"$work/out" 2>"$work/err" ||
+  fail "quantize calibrated on an unlabelled folder failed: $(cat "$work/err")"
+grep -q "input range" "$work/out" || fail "quantize did not report the input range it proved"
+"$tern" eval "$model" --data "$work/pngs" --resize 30x30 >"$work/out" 2>"$work/err"
+[ $? -eq 1 ] || fail "eval with images that do not fit the model did not exit 1"
+check_stderr "eval --resize 30x30" "give --resize, --crop or --pad"
+
 # A residual model, data-free (weights ranking): levels evaluate, inspect and bench.
 levels=$work/levels.tern
 if "$tern" quantize "$model" -o "$levels" --data-free dynamic --residual edges:3 --fallback none >"$work/out" 2>"$work/err"; then

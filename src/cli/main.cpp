@@ -52,13 +52,16 @@ commands:
   quantize IN.onnx -o OUT.tern [--weights ternary|binary|int2..int8|float32] [--method fgq|fgq-asym|twn|tnt|cluster]
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2]
              [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
-             [--data SPEC] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
+             [--data SPEC [--labels Y.npy]] [preprocessing] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
              [--residual-max-terms K] [--fallback int8|none] [--sensitivity-images N] [--seed S] [--residual-terms K]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
-      on the first 512 training images of --data (default fashion-mnist) at the 99.99th
-      percentile; first and last layers int8 (--all-layers quantizes them like the rest).
+      on the first 512 training images of --data (default: the data set the model's metadata
+      names, tern.dataset; the bundled models name fashion-mnist) at the 99.99th percentile; first
+      and last layers int8 (--all-layers quantizes them like the rest). The model input's range is
+      proved from the preprocessing for pixels, measured on the calibration batch for float arrays
+      (inputs outside it are clipped), never assumed.
       --rounding output (default with images): codes chosen to minimize each layer's output error
       on the calibration images (GPTQ-style error feedback), keeping the method's group scales;
       weight: each group alone minimizes its weight error (the papers' post-training methods).
@@ -77,21 +80,43 @@ commands:
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
   eval MODEL --data SPEC [--labels Y.npy] [--split test|train] [--limit N] [--batch B] [--json]
-             [--scale S] [--mean M[,M..]] [--std S[,S..]] [--level K|max|all] [--engine simulated|integer]
-             [--verbose]
-      top-1/top-5 accuracy and images/s. SPEC: fashion-mnist (Debian's copy), an IDX directory,
-      or an .npy image array together with --labels. A quantized model adds its per-layer table.
+             [preprocessing] [--level K|max|all] [--engine simulated|integer] [--verbose]
+      top-1/top-5 accuracy and images/s. A quantized model adds its per-layer table.
       --level all evaluates every residual level of one loaded model, switching between them.
       --engine integer runs a quantized model's Conv/Gemm layers on the integer kernels (default:
       simulated, FP32 kernels on the exact quantized values); --verbose names each layer's kernel.
-  run MODEL --input X.npy --output Y.npy [--level K|max]
-      runs the model on an .npy input batch (already normalized) and writes the first output.
+  compare REFERENCE MODEL --data SPEC [--labels Y.npy] [--limit N] [--batch B] [--layer-images N]
+             [preprocessing] [--level K|max] [--engine simulated|integer] [--json]
+      how far MODEL's outputs are from REFERENCE's (an FP32 .onnx or .tern) on the same inputs
+      (default the first 1000): per output SQNR, cosine, max error, top-1 agreement where the output
+      looks like scores (argmax over dim 1), accuracy when the data have labels. For a quantized
+      MODEL also per layer, worst first (on --layer-images, default 64; 0: skip): the model output's
+      SQNR with only that layer quantized ("alone"), and that layer's output SQNR in MODEL
+      ("accumulated"). REFERENCE is the model MODEL was quantized from.
+  run MODEL --input X.npy|IMAGE --output Y.npy [--level K|max] [--engine simulated|integer] [preprocessing]
+      runs the model and writes the first output. A JPEG/PNG file or a uint8 array is pixels (made
+      into the model input by the preprocessing); any other array is the model input as it is.
   inspect MODEL [--json] [--level K|max]
       layers, output shapes, parameters and multiply-accumulates per layer, totals; for a quantized
       model also its per-layer quantization table, sizes and residual levels (JSON: "quantization").
   bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max] [--engine simulated|integer]
              [--verbose]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
+
+  SPEC (--data): a folder of JPEG/PNG images, one sub-folder per class (ImageNet layout; sorted
+  names are labels 0, 1, ...) or the images alone (unlabelled: calibration); fashion-mnist
+  (Debian's copy) or an IDX directory (--split); or an .npy array (--labels Y.npy for labels).
+  Pixels (image files, IDX, uint8 arrays) go through the preprocessing; float arrays are model
+  inputs as they are. preprocessing, in this order (from the model's metadata_props tern.<key>,
+  flags override; quantize stores them in the .tern file):
+      --channels rgb|bgr|grey   order (default: as stored; grey replicated for a 3-channel model)
+      --resize HxW|S|Hx         exact, shorter side S (torchvision's Resize(S)), or height H with
+                                the width by aspect ratio; bilinear, antialiased when shrinking (PIL)
+      --crop HxW|S              center crop (zero-padded when larger than the image)
+      --scale S --mean M[,M..] --std S[,S..]   input = (pixel * S - mean[c]) / std[c] (S: 1/255)
+      --pad HxW                 pad bottom/right with 0 after normalization (a larger image is
+                                squeezed to fit)
+      --layout nchw|nhwc        the model input's layout (default nchw)
 
   Every command also takes --input-shape [NAME=]DIMS (repeatable; NAME may be left out when the
   model has one input): fixes a model input's dimensions before shapes are inferred, e.g.
