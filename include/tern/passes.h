@@ -33,10 +33,15 @@ void set_input_shapes(Graph& graph, const std::vector<InputShape>& shapes);
 // and no other consumer): W' = W * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta.
 int fold_batchnorm(Graph& graph);
 
-// Puts every fully connected layer in one form: a 2-D MatMul with constant weights becomes a Gemm,
-// and a Gemm's constant weights are stored [out, in] (transB = 1), so quantizers and kernels see
-// weights as [out][in] like a Conv's. Returns the number of nodes changed.
+// Puts every fully connected layer in one form: a MatMul by constant 2-D weights becomes a Gemm
+// (its input may keep leading dims: [..., K], a transformer's linear layer), and a Gemm's constant
+// weights are stored [out, in] (transB = 1), so quantizers and kernels see weights as [out][in]
+// like a Conv's. Returns the number of nodes changed.
 int canonicalize_gemm(Graph& graph);
+
+// Folds an Add of a constant per-output bias ([N], [1, N], ...) that alone consumes a bias-free
+// Gemm into the Gemm's C (the exporters' MatMul + Add). Returns the number folded.
+int fuse_gemm_bias(Graph& graph);
 
 // Removes Identity nodes (Dropout imports as Identity), rewiring their consumers.
 int drop_identities(Graph& graph);

@@ -93,7 +93,8 @@ std::optional<PackedGemm> pack_gemm(const Node& node, const Graph& graph) {
 Tensor gemm_packed(const OpContext& ctx, const Tensor& x, const PackedGemm& packed, const Shape& out_shape) {
   require_float(ctx, x, "A");
   const auto& a = ctx.node.attr<GemmAttrs>();
-  int64_t m = out_shape[0], n = out_shape[1], k = packed.weights.depth();
+  // Rows: every leading index of the output ([..., N]: a Gemm on tokens).
+  int64_t n = out_shape.back(), k = packed.weights.depth(), m = element_count(out_shape) / std::max<int64_t>(n, 1);
   kernels::GemmEpilogue epi;
   epi.bias = packed.bias.empty() ? nullptr : packed.bias.data();
   epi.bias_kind = packed.bias.empty() ? kernels::BiasKind::kNone : kernels::BiasKind::kPerRow;

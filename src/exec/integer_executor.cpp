@@ -147,16 +147,18 @@ struct IntegerExecutor::Impl {
     const int64_t steps = (depth + kQStep - 1) / kQStep, stride = steps * kQStep;
     const uint8_t zero_code = L.input.is_unsigned ? 0 : 128;
     kernels::Conv2dShape cs;
-    int64_t positions = 1;  // output positions per image
+    int64_t positions = 1;  // output positions per image (a Gemm's rows per image: its input's [..., K])
+    const int64_t per_image = x.size() / std::max<int64_t>(images, 1);
     if (!L.gemm) {
       cs = ops::conv_shape(L.conv, x.shape(), L.weight_shape);
       positions = cs.out_h() * cs.out_w();
+    } else {
+      positions = per_image / std::max<int64_t>(depth, 1);
     }
-    const int64_t per_image = x.size() / std::max<int64_t>(images, 1);
     std::vector<float> scales(static_cast<size_t>(images));
     // Activation codes, NHWC (one row of channels per pixel) for a Conv, [N][K] for a Gemm.
     const int64_t channels = L.gemm ? depth : L.in * L.groups;
-    const int64_t pixels = L.gemm ? 1 : cs.in_h * cs.in_w;
+    const int64_t pixels = L.gemm ? positions : cs.in_h * cs.in_w;
     codes.resize(std::max(codes.size(), static_cast<size_t>(images * pixels * channels)));
     auto quantize_images = [&](int64_t begin, int64_t end) {
       std::vector<uint8_t> planar(static_cast<size_t>(per_image));
@@ -165,9 +167,11 @@ struct IntegerExecutor::Impl {
         float s = image_scale(L.input, xn, per_image);
         scales[static_cast<size_t>(n)] = s;
         quantize(xn, per_image, s, L.input, planar.data());
-        uint8_t* dst = codes.data() + n * pixels * channels;  // NCHW -> NHWC
-        for (int64_t c = 0; c < channels; ++c)
-          for (int64_t p = 0; p < pixels; ++p) dst[p * channels + c] = planar[static_cast<size_t>(c * pixels + p)];
+        uint8_t* dst = codes.data() + n * pixels * channels;  // NCHW -> NHWC (a Gemm's rows are already)
+        if (L.gemm) std::memcpy(dst, planar.data(), static_cast<size_t>(per_image));
+        else
+          for (int64_t c = 0; c < channels; ++c)
+            for (int64_t p = 0; p < pixels; ++p) dst[p * channels + c] = planar[static_cast<size_t>(c * pixels + p)];
       }
     };
     if (pool && images > 1) pool->parallel_for(images, quantize_images);
@@ -181,8 +185,8 @@ struct IntegerExecutor::Impl {
     for (int64_t gi = 0; gi < L.groups; ++gi) {
       // im2col, tap-major: patch k = tap * in + channel.
       if (L.gemm) {
-        for (int64_t n = 0; n < images; ++n)
-          std::memcpy(&patches[static_cast<size_t>(n * stride)], &codes[static_cast<size_t>(n * depth)], static_cast<size_t>(depth));
+        for (int64_t col = 0; col < cols; ++col)
+          std::memcpy(&patches[static_cast<size_t>(col * stride)], &codes[static_cast<size_t>(col * depth)], static_cast<size_t>(depth));
       } else {
         auto im2col = [&](int64_t begin, int64_t end) {
           for (int64_t col = begin; col < end; ++col) {
@@ -229,7 +233,8 @@ struct IntegerExecutor::Impl {
           for (int64_t r = 0; r < rows; ++r) {
             int64_t o = gi * rows + r;
             float v = sum[static_cast<size_t>(col * rows + r)] + (L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(o)]);
-            y.data<float>()[(n * L.out + o) * positions + p] = std::clamp(v, L.clamp_lo, L.clamp_hi);
+            int64_t at = L.gemm ? (n * positions + p) * L.out + o : (n * L.out + o) * positions + p;  // [..., N] or NCHW
+            y.data<float>()[at] = std::clamp(v, L.clamp_lo, L.clamp_hi);
           }
         }
       };

@@ -665,6 +665,7 @@ struct Compiler {
         if (n.op == OpType::kGemm) {
           const GemmAttrs& a = n.attr<GemmAttrs>();
           if (a.trans_a || !a.trans_b || a.alpha != 1.0f || a.beta != 1.0f) return fail(n.name + ": Gemm attributes");
+          if (g.value(n.inputs[0]).shape.size() != 2) return fail(n.name + ": a Gemm on [..., K] rows (the hybrid engine runs it)");
         }
       } else if (n.op == OpType::kFakeQuantize) {
         for (int r : readers[static_cast<size_t>(n.outputs[0])])

@@ -368,7 +368,8 @@ int canonicalize_gemm(Graph& graph) {
     const Tensor& w = graph.constant(node.inputs[1]);
     const Value& x = graph.value(node.inputs[0]);
     if (w.dtype() != DataType::kFloat32 || w.rank() != 2) continue;
-    if (matmul && !(x.shape_known && x.shape.size() == 2)) continue;
+    // A MatMul by constant weights: x [..., K] (any leading dims) x W [K, N], tern's Gemm.
+    if (matmul && !(x.shape_known && x.shape.size() >= 2)) continue;
     if (!matmul && node.attr<GemmAttrs>().trans_b) continue;
     int64_t k = w.dim(0), n = w.dim(1);
     Tensor t = Tensor::uninitialized(DataType::kFloat32, {n, k});
@@ -383,6 +384,47 @@ int canonicalize_gemm(Graph& graph) {
     ++changed;
   }
   return changed;
+}
+
+int fuse_gemm_bias(Graph& graph) {
+  int fused = 0;
+  std::vector<int> producer = graph.producers();
+  std::vector<int> consumers = graph.consumer_counts();
+  std::vector<bool> removed(graph.nodes.size(), false);
+  for (size_t i = 0; i < graph.nodes.size(); ++i) {
+    Node& add = graph.nodes[i];
+    if (add.op != OpType::kAdd || add.inputs.size() != 2) continue;
+    for (int side = 0; side < 2; ++side) {
+      ValueId x = add.inputs[static_cast<size_t>(side)], b = add.inputs[static_cast<size_t>(1 - side)];
+      int p = producer[static_cast<size_t>(x)];
+      if (p < 0 || !graph.is_constant(b) || consumers[static_cast<size_t>(x)] != 1 || is_graph_output(graph, x)) continue;
+      Node& gemm = graph.nodes[static_cast<size_t>(p)];
+      if (gemm.op != OpType::kGemm || (gemm.inputs.size() > 2 && gemm.inputs[2] != kNoValue)) continue;
+      const auto& a = gemm.attr<GemmAttrs>();
+      if (!a.trans_b || a.trans_a || a.alpha != 1.0f || a.clamp_lo != -std::numeric_limits<float>::infinity() ||
+          a.clamp_hi != std::numeric_limits<float>::infinity() || !graph.is_constant(gemm.inputs[1]))
+        continue;
+      const Tensor& bias = graph.constant(b);
+      int64_t n = graph.constant(gemm.inputs[1]).dim(0);
+      const Value& y = graph.value(gemm.outputs[0]);
+      bool per_column = bias.dtype() == DataType::kFloat32 && bias.size() == n && bias.rank() >= 1 && bias.shape().back() == n &&
+                        static_cast<size_t>(bias.rank()) <= y.shape.size();
+      if (!per_column) continue;
+      gemm.inputs.resize(3);
+      gemm.inputs[2] = graph.add_constant(gemm.name + ".bias", Tensor::from_floats({n}, std::vector<float>(bias.data<float>(), bias.data<float>() + n)));
+      gemm.attr<GemmAttrs>().beta = 1.0f;
+      graph.value(gemm.outputs[0]).name = graph.value(add.outputs[0]).name;
+      replace_uses(graph, add.outputs[0], gemm.outputs[0]);
+      removed[i] = true;
+      ++fused;
+      break;
+    }
+  }
+  std::vector<Node> kept;
+  for (size_t i = 0; i < graph.nodes.size(); ++i)
+    if (!removed[i]) kept.push_back(std::move(graph.nodes[i]));
+  graph.nodes = std::move(kept);
+  return fused;
 }
 
 int drop_identities(Graph& graph) {
@@ -447,6 +489,7 @@ int fuse_activations(Graph& graph) {
 void optimize(Graph& graph, const OptimizeOptions& options) {
   fold_constants(graph);
   canonicalize_gemm(graph);
+  fuse_gemm_bias(graph);
   if (options.fold_batchnorm) fold_batchnorm(graph);
   drop_identities(graph);
   if (options.fuse_activations) fuse_activations(graph);

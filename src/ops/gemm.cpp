@@ -1,5 +1,7 @@
 // Gemm (Y = alpha * A' B' + beta * C, with a fused activation clamp) and MatMul (numpy-style
-// batched matrix product).
+// batched matrix product). tern's Gemm also takes an A with leading dims ([..., K], not
+// transposed): a MatMul by constant weights (a transformer's linear layer) becomes one at import
+// (passes.cpp, canonicalize_gemm), so it is quantized like any fully connected layer.
 #ifndef TERN_OPS_TORCH
 #include "kernels/fp32/sgemm.h"
 #include "ops/attrs_codec.h"
@@ -37,16 +39,20 @@ std::vector<Shape> gemm_shapes(ShapeCall& c) {
   const auto& a = c.node.attr<GemmAttrs>();
   check(a.clamp_lo <= a.clamp_hi, who + ": fused clamp [" + std::to_string(a.clamp_lo) + ", " +
                                       std::to_string(a.clamp_hi) + "] is empty or NaN");
-  check(in[0].size() == 2 && in[1].size() == 2, who + ": Gemm inputs must be 2-D, got " + to_string(in[0]) +
-                                                    " and " + to_string(in[1]));
-  int64_t m = a.trans_a ? in[0][1] : in[0][0], ka = a.trans_a ? in[0][0] : in[0][1];
+  check((in[0].size() == 2 || (in[0].size() > 2 && !a.trans_a)) && in[1].size() == 2,
+        who + ": Gemm inputs must be 2-D (A may have leading dims when not transposed), got " + to_string(in[0]) + " and " +
+            to_string(in[1]));
+  int64_t m = a.trans_a ? in[0][1] : in[0][in[0].size() - 2], ka = a.trans_a ? in[0][0] : in[0].back();
   int64_t kb = a.trans_b ? in[1][1] : in[1][0], n = a.trans_b ? in[1][0] : in[1][1];
   check(ka < 0 || kb < 0 || ka == kb, who + ": inner dimensions differ: " + to_string(in[0]) + " x " +
                                           to_string(in[1]));
-  Shape out = {m, n};
+  Shape out = a.trans_a ? Shape{m, n} : Shape(in[0].begin(), in[0].end() - 1);
+  if (!a.trans_a) out.push_back(n);
   if (in.size() > 2 && !in[2].empty()) {
-    Shape cs = broadcast_shapes(out, in[2], who + " (bias C)");
-    check(cs.size() == 2 && (m < 0 || cs[0] == m) && (n < 0 || cs[1] == n),
+    Shape last2 = {m, n};
+    Shape cs = broadcast_shapes(last2, in[2], who + " (bias C)");
+    bool per_column = std::all_of(in[2].begin(), in[2].end() - 1, [](int64_t d) { return d == 1; });  // [N], [1, N], [1]
+    check(cs.size() == 2 && (m < 0 || cs[0] == m) && (n < 0 || cs[1] == n) && (out.size() == 2 || per_column),
           who + ": bias C " + to_string(in[2]) + " does not broadcast to " + to_string(out));
   }
   return {out};
@@ -59,7 +65,9 @@ std::vector<Tensor> run_gemm(const OpContext& ctx, std::span<const Tensor* const
   const Tensor& B = *in[1];
   require_float(ctx, A, "A");
   require_float(ctx, B, "B");
-  int64_t M = out_shape[0], N = out_shape[1], K = a.trans_a ? A.dim(0) : A.dim(1);
+  // A with leading dims: its rows are every leading index ([..., K] -> [M, K]).
+  int64_t N = out_shape.back(), K = a.trans_a ? A.dim(0) : A.shape().back();
+  int64_t M = a.trans_a ? out_shape[0] : (K > 0 ? A.size() / K : element_count(Shape(out_shape.begin(), out_shape.end() - 1)));
   MatrixView va{A.data<float>(), a.trans_a ? 1 : K, a.trans_a ? M : 1};
   MatrixView vb{B.data<float>(), a.trans_b ? 1 : N, a.trans_b ? K : 1};
   Tensor Y = Tensor::uninitialized(DataType::kFloat32, out_shape);
@@ -69,14 +77,14 @@ std::vector<Tensor> run_gemm(const OpContext& ctx, std::span<const Tensor* const
   if (simple && C && C->size() == N && C->shape().back() == N && N != 1) {
     epi.bias = C->data<float>();
     epi.bias_kind = kernels::BiasKind::kPerColumn;
-  } else if (simple && C && C->rank() == 2 && C->dim(0) == M && C->dim(1) == 1 && M != 1) {
+  } else if (simple && C && out_shape.size() == 2 && C->rank() == 2 && C->dim(0) == M && C->dim(1) == 1 && M != 1) {
     epi.bias = C->data<float>();
     epi.bias_kind = kernels::BiasKind::kPerRow;
   } else if (C || !simple) {
     // General alpha, beta and broadcast C: product first, then combine.
     kernels::sgemm(M, N, K, va, vb, Y.data<float>(), N, epi, ctx.pool);
     float* y = Y.data<float>();
-    std::vector<int64_t> sc = C ? broadcast_strides(C->shape(), out_shape) : std::vector<int64_t>{0, 0};
+    std::vector<int64_t> sc = C ? broadcast_strides(C->shape(), {M, N}) : std::vector<int64_t>{0, 0};
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) {
         float v = a.alpha * y[i * N + j];
@@ -97,7 +105,8 @@ bool gemm_keeps_batch(const Node& n, const Graph&) { return !n.attr<GemmAttrs>()
 
 int64_t gemm_macs(const CostCall& c) {
   std::optional<Shape> x = c.input(0);
-  int64_t k = x && x->size() == 2 ? (*x)[c.node.attr<GemmAttrs>().trans_a ? 0 : 1] : -1;
+  bool trans_a = c.node.attr<GemmAttrs>().trans_a;
+  int64_t k = x && x->size() >= 2 ? (trans_a ? (*x)[0] : x->back()) : -1;
   return mac_product({c.outputs_per_image, k}, c.who);
 }
 

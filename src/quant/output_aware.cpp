@@ -120,14 +120,16 @@ void InputCovariance::add(const Tensor& x, ThreadPool* pool) {
     std::fill(hf.begin(), hf.end(), 0.0f);
   };
   if (!conv_) {
-    check(x.rank() == 2 && x.dim(1) == in_, "output-aware rounding: Gemm input must be [batch, " + std::to_string(in_) + "]");
-    for (int64_t b = 0; b < x.dim(0); b += chunk) {
-      int64_t rows = std::min(chunk, x.dim(0) - b);
+    // Every row of [..., K] is a sample (a token of a transformer's linear layer).
+    check(x.rank() >= 2 && x.shape().back() == in_, "output-aware rounding: Gemm input must be [..., " + std::to_string(in_) + "]");
+    const int64_t samples = x.size() / in_;
+    for (int64_t b = 0; b < samples; b += chunk) {
+      int64_t rows = std::min(chunk, samples - b);
       patches.assign(x.data<float>() + b * d, x.data<float>() + (b + rows) * d);
       accumulate(rows);
     }
     flush(0);
-    samples_ += x.dim(0);
+    samples_ += samples;
     return;
   }
   check(x.rank() == 4 && x.dim(1) == groups_ * in_, "output-aware rounding: Conv input has the wrong shape");
