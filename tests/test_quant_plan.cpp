@@ -46,6 +46,46 @@ TEST(Plan, DefaultsKeepFirstAndLastAtInt8) {
   EXPECT_EQ(make_plan(four_layers(), o)[0].weights.format, WeightFormat::kTernary);
 }
 
+// conv1 -> depthwise 3x3 -> pointwise 1x1 -> gemm: under ternary weights the depthwise layer
+// stays int8 (per channel) unless told otherwise; under int4 it follows the default.
+TEST(Plan, DepthwiseLayersStayInt8UnderTernaryWeights) {
+  OnnxBuilder b;
+  b.input("x", {-1, 2, 6, 6});
+  b.floats("w1", {4, 2, 3, 3}, tern::testing::random_floats(72, 1));
+  b.floats("wd", {4, 1, 3, 3}, tern::testing::random_floats(36, 2));
+  b.floats("wp", {4, 4, 1, 1}, tern::testing::random_floats(16, 3));
+  b.floats("fc", {5, 144}, tern::testing::random_floats(720, 4));
+  auto& c1 = b.node("Conv", {"x", "w1"}, {"a"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  auto& dw = b.node("Conv", {"a", "wd"}, {"b"}, "dw");
+  OnnxBuilder::attr(dw, "group", int64_t{4});
+  OnnxBuilder::attr(dw, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Conv", {"b", "wp"}, {"c"}, "pw");
+  b.node("Flatten", {"c"}, {"f"}, "flatten");
+  auto& g = b.node("Gemm", {"f", "fc"}, {"y"}, "fc");
+  OnnxBuilder::attr(g, "transB", int64_t{1});
+  b.output("y");
+  Graph graph = import_onnx_bytes(b.bytes(), "dw.onnx");
+  PlanOptions o;
+  auto plan = make_plan(graph, o);
+  ASSERT_EQ(plan.size(), 4u);
+  EXPECT_EQ(plan[1].node, "dw");
+  EXPECT_EQ(plan[1].weights.format, WeightFormat::kInt);
+  EXPECT_EQ(plan[1].weights.bits, 8);
+  EXPECT_EQ(plan[1].weights.group_size, 0);
+  EXPECT_EQ(plan[1].reason, "depthwise (int8)");
+  EXPECT_EQ(plan[2].weights.format, WeightFormat::kTernary);  // the pointwise layer is not depthwise
+  // Off by option or config; a layer entry still wins; int4 weights are left alone.
+  o.depthwise_8bit = false;
+  EXPECT_EQ(make_plan(graph, o)[1].weights.format, WeightFormat::kTernary);
+  EXPECT_EQ(make_plan(graph, PlanOptions{}, std::string(R"({"depthwise_8bit": false})"))[1].weights.format, WeightFormat::kTernary);
+  EXPECT_EQ(make_plan(graph, PlanOptions{}, std::string(R"({"layers": [{"name": "dw", "weights": "ternary"}]})"))[1].weights.format,
+            WeightFormat::kTernary);
+  PlanOptions int4;
+  parse_weight_spec("int4", int4.weights, "test");
+  EXPECT_EQ(make_plan(graph, int4)[1].weights.bits, 4);
+}
+
 TEST(Plan, JsonOverridesByNameAndRegex) {
   std::string config = R"({
     "group_size": 8, "activation_bits": 4, "first_last_8bit": false,

@@ -1,6 +1,7 @@
 // Classification accuracy and model summaries: what `tern eval` and `tern inspect` print.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@ namespace tern {
 struct EvalOptions {
   int64_t batch = 100;
   int64_t limit = 0;  // 0: every image
+  std::function<void(int64_t done, int64_t total)> progress;  // after each batch; may be empty
 };
 
 struct EvalResult {

@@ -9,6 +9,7 @@
 // store it in a .tern file with codes packed at 1, 2, 4 or 8 bits (see docs/tern-format.md).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -158,6 +159,9 @@ struct QuantizeOptions {
   std::vector<int64_t> calibration_labels;
   int histogram_bins = 2048;
   int64_t batch = 64;             // images per calibration run
+  // Called after each calibration batch with the stage ("calibrating") and images done of total
+  // (the CLI's progress bar); may be empty.
+  std::function<void(const std::string& stage, int64_t done, int64_t total)> progress;
   bool input_non_negative = false;  // the graph input is >= 0 (unsigned codes for the first layer)
   // The exact max |x| of the graph input when known (pixels 0..255 through the normalization).
   // Layers reading the graph input then use it in every mode but dynamic: clipping a known, bounded

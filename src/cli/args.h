@@ -2,6 +2,8 @@
 // from the command line.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -203,6 +205,15 @@ inline tern::Dataset load_data(const Args& args, const tern::Graph* graph, const
   if (args.has("labels") && !is_npy_spec(spec)) throw UsageError("--labels goes with an .npy --data array");
   if (labelled && is_npy_spec(spec) && !args.has("labels")) throw UsageError("--data " + spec + " needs --labels Y.npy");
   return tern::load_dataset(spec, args.get("labels", ""), split.empty() ? args.get("split", "test") : split);
+}
+
+// A progress line on stderr ("\rcalibrating 256/512 images"), only when stderr is a terminal (logs
+// and the tests' one-line errors stay clean); the line ends when done reaches total.
+inline void progress_line(const std::string& stage, int64_t done, int64_t total) {
+  if (!isatty(STDERR_FILENO)) return;
+  std::fprintf(stderr, "\r%s %lld/%lld images", stage.c_str(), static_cast<long long>(done), static_cast<long long>(total));
+  if (done >= total) std::fprintf(stderr, "\r%*s\r", static_cast<int>(stage.size()) + 32, "");
+  std::fflush(stderr);
 }
 
 // What quantization may take as the model input's range: proved from the preprocessing when the

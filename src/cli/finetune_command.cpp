@@ -57,6 +57,7 @@ int cmd_finetune(int argc, char** argv) {
   if (acts != "8" && acts != "4") throw UsageError("--acts: expected 8 or 4, got '" + acts + "'");
   o.plan.activation_bits = std::stoi(acts);
   o.plan.first_last_8bit = !args.flag("all-layers");
+  o.plan.depthwise_8bit = !args.flag("all-layers");
   o.epochs = static_cast<int>(args.get_int("epochs", 1, 1, 10000));
   o.batch = args.get_int("batch", 256, 1, 1 << 16);
   o.lr = args.get_double("lr", 1e-4, 1e-12, 10);

@@ -59,7 +59,8 @@ commands:
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default: the data set the model's metadata
       names, tern.dataset; the bundled models name fashion-mnist) at the 99.99th percentile; first
-      and last layers int8 (--all-layers quantizes them like the rest). The model input's range is
+      and last layers int8, and under ternary/binary weights depthwise layers too (--all-layers
+      quantizes them like the rest). The model input's range is
       proved from the preprocessing for pixels, measured on the calibration batch for float arrays
       (inputs outside it are clipped), never assumed.
       --rounding output (default with images): codes chosen to minimize each layer's output error
@@ -470,6 +471,7 @@ int cmd_eval(int argc, char** argv) {
             {"json", "verbose"});
   std::string model = args.model("eval");
   tern::EvalOptions options;
+  if (!args.flag("json")) options.progress = [](int64_t done, int64_t total) { progress_line("evaluating", done, total); };
   options.limit = args.get_int("limit", 0, 0, int64_t{1} << 40);
   options.batch = args.get_int("batch", 100, 1, 1 << 16);
   if (args.get("level") == "all") return eval_levels(args, model, options);
@@ -549,6 +551,8 @@ int cmd_quantize(int argc, char** argv) {
 
   // Every option is checked before any work, so a bad one never leaves a file behind.
   q::QuantizeOptions options;
+  if (!args.flag("json"))
+    options.progress = [](const std::string& stage, int64_t done, int64_t total) { progress_line(stage, done, total); };
   q::WeightQuantConfig& w = options.plan.weights;
   try {
     q::parse_weight_spec(args.get("weights", "ternary"), w, "--weights");
@@ -572,6 +576,7 @@ int cmd_quantize(int argc, char** argv) {
   if (act_scale != "real" && act_scale != "pow2") throw UsageError("--act-scale: expected real or pow2, got '" + act_scale + "'");
   options.power_of_two = act_scale == "pow2";
   options.plan.first_last_8bit = !args.flag("all-layers");
+  options.plan.depthwise_8bit = !args.flag("all-layers");
   std::string rounding = args.get("rounding", "output");
   if (rounding != "output" && rounding != "weight")
     throw UsageError("--rounding: expected output or weight, got '" + rounding + "'");
@@ -712,6 +717,7 @@ int cmd_quantize(int argc, char** argv) {
   if (args.flag("eval")) {
     tern::Dataset test = load_data(args, &graph, "test");
     tern::EvalOptions eval_options;
+    if (!args.flag("json")) eval_options.progress = [](int64_t done, int64_t total) { progress_line("evaluating", done, total); };
     tern::Executor reference(graph);
     tern::Executor simulated(q::simulation_graph(model));
     tern::EvalResult a = tern::evaluate_classifier(reference, test, norm, eval_options);
@@ -770,10 +776,8 @@ int cmd_compare(int argc, char** argv) {
     std::vector<int64_t> labels;
     if (data.labelled()) labels.assign(data.labels.begin() + b, data.labels.begin() + b + count);
     comparer.add(r, q, data.labelled() ? &labels : nullptr, names);
-    if (!args.flag("json") && isatty(STDERR_FILENO))
-      std::fprintf(stderr, "\rcomparing %lld/%lld images", static_cast<long long>(b + count), static_cast<long long>(total));
+    if (!args.flag("json")) progress_line("comparing", b + count, total);
   }
-  if (!args.flag("json") && isatty(STDERR_FILENO)) std::fprintf(stderr, "\n");
   std::vector<tern::OutputComparison> outputs = comparer.result();
   std::vector<tern::LayerComparison> layers;
   if (loaded.quantized && layer_images > 0) {

@@ -43,6 +43,7 @@ EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, c
       correct1 += rank < 1;
       correct5 += rank < 5;
     }
+    if (options.progress) options.progress(begin + count, total);
   }
   r.images = total;
   r.top1 = 100.0 * static_cast<double>(correct1) / static_cast<double>(total);

@@ -26,7 +26,7 @@ void validate(const LayerPlan& p, const std::string& who) {
 // Applies the keys of one JSON object (top level or a layer entry) to a layer plan.
 void apply(const json& j, LayerPlan& p, const std::string& who) {
   static const std::set<std::string> known = {"weights", "method", "group_size", "activation_bits", "first_last_8bit",
-                                              "layers", "name", "match"};
+                                              "depthwise_8bit", "layers", "name", "match"};
   for (auto it = j.begin(); it != j.end(); ++it)
     check(known.count(it.key()) != 0, who + ": unknown key '" + it.key() + "'");
   if (j.contains("weights")) parse_weight_spec(j.at("weights").get<std::string>(), p.weights, who + ": weights");
@@ -84,7 +84,7 @@ std::vector<LayerPlan> make_plan(const Graph& graph, const PlanOptions& options,
   base.weights = options.weights;
   base.activation_bits = options.activation_bits;
   base.reason = "default";
-  bool first_last_8bit = options.first_last_8bit;
+  bool first_last_8bit = options.first_last_8bit, depthwise_8bit = options.depthwise_8bit;
   json config;
   if (config_json) {
     try {
@@ -96,6 +96,7 @@ std::vector<LayerPlan> make_plan(const Graph& graph, const PlanOptions& options,
     try {
       apply(config, base, config_name);
       if (config.contains("first_last_8bit")) first_last_8bit = config.at("first_last_8bit").get<bool>();
+      if (config.contains("depthwise_8bit")) depthwise_8bit = config.at("depthwise_8bit").get<bool>();
     } catch (const json::exception& e) {
       throw Error(config_name + ": " + e.what());
     }
@@ -105,6 +106,15 @@ std::vector<LayerPlan> make_plan(const Graph& graph, const PlanOptions& options,
     if (n.op == OpType::kConv || n.op == OpType::kGemm) {
       LayerPlan p = base;
       p.node = n.name;
+      bool depthwise = n.op == OpType::kConv && n.attr<ConvAttrs>().group > 1 && n.inputs.size() > 1 &&
+                       graph.is_constant(n.inputs[1]) && graph.constant(n.inputs[1]).rank() >= 2 &&
+                       graph.constant(n.inputs[1]).dim(1) == 1;
+      if (depthwise_8bit && depthwise && (p.weights.format == WeightFormat::kTernary || p.weights.format == WeightFormat::kBinary)) {
+        p.weights.format = WeightFormat::kInt;
+        p.weights.bits = 8;
+        p.weights.group_size = 0;  // per output channel
+        p.reason = "depthwise (int8)";
+      }
       plan.push_back(p);
     }
   check(!plan.empty(), graph.source + ": the model has no Conv or Gemm layer to quantize");
@@ -127,7 +137,8 @@ std::vector<LayerPlan> make_plan(const Graph& graph, const PlanOptions& options,
         std::string who = config_name + ": layers[" + std::to_string(i) + "]";
         check(entry.is_object() && (entry.contains("name") != entry.contains("match")),
               who + ": needs exactly one of 'name' or 'match'");
-        check(!entry.contains("layers") && !entry.contains("first_last_8bit"), who + ": nested settings are not allowed here");
+        check(!entry.contains("layers") && !entry.contains("first_last_8bit") && !entry.contains("depthwise_8bit"),
+              who + ": nested settings are not allowed here");
         std::string pattern = entry.contains("name") ? entry.at("name").get<std::string>() : entry.at("match").get<std::string>();
         std::optional<std::regex> re;
         if (entry.contains("match")) {

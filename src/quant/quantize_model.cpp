@@ -168,7 +168,7 @@ CanonicalLayer canonicalize(Graph& g, Node& n, const std::vector<int>& consumers
 // Runs `graph` over `images` in batches and hands the values `ids` of each batch to `visit`.
 template <typename Visit>
 void for_each_batch(const Graph& graph, const std::vector<ValueId>& ids, const Tensor& images, int64_t batch,
-                    ThreadPool* pool, Visit visit) {
+                    ThreadPool* pool, Visit visit, const QuantizeOptions* progress_to = nullptr) {
   Graph g = graph;
   g.outputs = ids;
   ExecutorOptions options;
@@ -178,6 +178,8 @@ void for_each_batch(const Graph& graph, const std::vector<ValueId>& ids, const T
     Tensor x = slice_images(images, b, std::min(batch, images.dim(0) - b));
     std::vector<Tensor> out = exec.run(std::span<const Tensor>(&x, 1));
     visit(out);
+    if (progress_to && progress_to->progress)
+      progress_to->progress("calibrating", std::min(b + batch, images.dim(0)), images.dim(0));
   }
 }
 
@@ -403,7 +405,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
             for (size_t i = 0; i < m.layers.size(); ++i)
               if (covariances[i] && input_of(m.layers[i]) == ids[k]) covariances[i]->add(values[k], pool);
           }
-        });
+        }, &options);
       } catch (const Error& e) {
         throw Error(std::string("calibration: ") + e.what());
       }
@@ -499,7 +501,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
       {"defaults",
        {{"weights", describe_weights(defaults)},
         {"activation_bits", options.plan.activation_bits},
-        {"first_last_8bit", options.plan.first_last_8bit}}}};
+        {"first_last_8bit", options.plan.first_last_8bit}, {"depthwise_8bit", options.plan.depthwise_8bit}}}};
   if (options.config_json) prov["config"] = *options.config_json;
   if (residual) prov["residual"] = residual_json;
   m.provenance_json = prov.dump();
