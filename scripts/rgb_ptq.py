@@ -8,7 +8,8 @@ architectures with trained weights. Writes docs/results/rgb_ptq.md (and rgb_ptq.
 For each model it runs `tern quantize MODEL -o OUT.tern CONFIG --eval --json` (512 calibration
 images of the training split; every test image) for: int8 per channel (W8A8), int4
 per channel (W4A8), ternary FGQ N=4 with the default plan (first, last and depthwise layers int8)
-and with --all-layers (every layer ternary). The FP32 top-1 is tern's own evaluation of the ONNX
+with depthwise layers ternary too (a plan config {"depthwise_8bit": false}), and with --all-layers
+(every layer ternary, first and last included). The FP32 top-1 is tern's own evaluation of the ONNX
 model with the preprocessing stored in its metadata.
 """
 import argparse
@@ -25,8 +26,12 @@ CONFIGS = [
     ("W8A8 int8 per channel", ["--weights", "int8", "--group", "channel"]),
     ("W4A8 int4 per channel", ["--weights", "int4", "--group", "channel"]),
     ("ternary FGQ N=4 W2A8 (default plan)", ["--weights", "ternary", "--group", "4"]),
+    ("ternary FGQ N=4 W2A8, depthwise ternary too", ["--weights", "ternary", "--group", "4", "--config", "{DEPTHWISE_TERNARY}"]),
     ("ternary FGQ N=4 W2A8 --all-layers", ["--weights", "ternary", "--group", "4", "--all-layers"]),
 ]
+# The plan config of the "depthwise ternary too" row (written to the temporary directory).
+DEPTHWISE_TERNARY = '{"depthwise_8bit": false}'
+
 
 
 def main():
@@ -45,15 +50,18 @@ def main():
     paths = [f"models/rgb/{m}.onnx" for m in args.models] if args.models else sorted(glob.glob("models/rgb/*.onnx"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "depthwise_ternary.json")
+        open(config, "w").write(DEPTHWISE_TERNARY)
         for path in paths:
             name = os.path.basename(path)[:-5]
             for label, options in CONFIGS:
                 out = os.path.join(tmp, name + ".tern")
-                cmd = [args.tern, "quantize", path, "-o", out, *options, "--eval", "--json"]
+                cmd = [args.tern, "quantize", path, "-o", out, *[config if o == "{DEPTHWISE_TERNARY}" else o for o in options],
+                       "--eval", "--json"]
                 start = time.time()
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 seconds = time.time() - start
-                shown = " ".join(["tern"] + cmd[1:3] + ["-o", "OUT.tern"] + cmd[5:])
+                shown = " ".join(["tern"] + cmd[1:3] + ["-o", "OUT.tern"] + cmd[5:]).replace(config, "CONFIG.json")
                 if r.returncode != 0:
                     rows.append({"model": name, "config": label, "command": shown, "error": r.stderr.strip()[-300:]})
                 else:
@@ -81,7 +89,7 @@ def main():
             else:
                 f.write(f"| {r['model']} | {r['config']} | {r['fp32_top1']:.2f} | {r['top1']:.2f} | {-r['drop_pp']:+.2f} | "
                         f"{r['size_bytes']:,} | {r['ratio_to_fp32']:.2f}x | {r['ratio_to_int8']:.2f}x |\n")
-        f.write("\nCommands (OUT.tern in a temporary directory):\n\n")
+        f.write(f"\nCommands (OUT.tern in a temporary directory; CONFIG.json holds `{DEPTHWISE_TERNARY}`):\n\n")
         for r in rows:
             f.write(f"- `{r['command']}`\n")
     os.replace(args.out + ".tmp", args.out)
