@@ -369,6 +369,59 @@ TEST(Passes, PaddleShapeCastSliceConcatReshapeFolds) {
   EXPECT_TRUE(std::equal(y.floats().begin(), y.floats().end(), x.floats().begin()));
 }
 
+// torchvision's ViT: a class token expanded to the batch (Shape -> Gather -> Concat with -1s ->
+// Reshape -> Equal(shape, -1) -> Where -> Expand), concatenated with the patch tokens, then a
+// linear layer. The shapes are known at import with the batch dynamic, so the MatMul by constant
+// weights becomes a Gemm (quantizable) and the batch stays the batch.
+TEST(Passes, ClassTokenExpandedToTheBatchKeepsShapesKnown) {
+  B b;
+  b.input("x", {-1, 4, 8});
+  b.floats("token", {1, 1, 8}, random_floats(8, 1));
+  b.floats("w", {8, 5}, random_floats(40, 2));
+  b.ints("zero", {}, {0});
+  b.ints("axes0", {1}, {0});
+  b.ints("minus", {1}, {-1});
+  b.ints("three", {1}, {3});
+  b.ints("all_minus", {3}, {-1, -1, -1});
+  b.ints("ones", {3}, {1, 1, 1});
+  b.node("Shape", {"x"}, {"s"});
+  auto& gather = b.node("Gather", {"s", "zero"}, {"n"});
+  B::attr(gather, "axis", int64_t{0});
+  b.node("Unsqueeze", {"n", "axes0"}, {"n1"});
+  auto& cat = b.node("Concat", {"n1", "minus", "minus"}, {"target"});
+  B::attr(cat, "axis", int64_t{0});
+  b.node("Reshape", {"target", "three"}, {"target3"});
+  b.node("Equal", {"target3", "all_minus"}, {"eq"});
+  b.node("Where", {"eq", "ones", "target3"}, {"shape"});
+  b.node("Expand", {"token", "shape"}, {"cls"});
+  auto& join = b.node("Concat", {"cls", "x"}, {"tokens"});
+  B::attr(join, "axis", int64_t{1});
+  b.node("MatMul", {"tokens", "w"}, {"y"});
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "vit.onnx");
+  const Value& y = g.value(g.outputs[0]);
+  ASSERT_TRUE(y.shape_known);
+  EXPECT_EQ(y.shape, (Shape{kDynamicDim, 5, 5}));
+  EXPECT_TRUE(y.batch_leading);
+  bool gemm = false;
+  for (const Node& n : g.nodes) gemm = gemm || n.op == OpType::kGemm;
+  EXPECT_TRUE(gemm) << "the MatMul by constant weights did not become a Gemm";
+  Tensor x = random_tensor({3, 4, 8}, 3);
+  Tensor out = Executor(g).run(x);
+  ASSERT_EQ(out.shape(), (Shape{3, 5, 5}));
+  std::vector<float> token = random_floats(8, 1), w = random_floats(40, 2);
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < 5; ++j) {
+      double cls = 0, first = 0;
+      for (int64_t k = 0; k < 8; ++k) {
+        cls += double(token[static_cast<size_t>(k)]) * w[static_cast<size_t>(k * 5 + j)];
+        first += double(x.floats()[static_cast<size_t>(i * 32 + k)]) * w[static_cast<size_t>(k * 5 + j)];
+      }
+      EXPECT_NEAR(out.floats()[static_cast<size_t>(i * 25 + j)], cls, 1e-5);
+      EXPECT_NEAR(out.floats()[static_cast<size_t>(i * 25 + 5 + j)], first, 1e-5);
+    }
+}
+
 // Shapes that depend on dynamic spatial sizes stay computations, run for the real input: the
 // reshape to [N, C, H*W] of a model whose H and W are dynamic.
 TEST(Passes, ShapeArithmeticOnDynamicSpatialSizesRunsForEachInput) {

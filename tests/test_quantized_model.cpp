@@ -1183,6 +1183,15 @@ TEST(Compare, KeepingNoLayerIsTheFp32ModelAndEveryLayerTheQuantizedOne) {
   EXPECT_THROW(keep_quantized(m, other, {}), Error);
 }
 
+// A layer's values per image: every dim but the batch, which is the one dynamic dim wherever it is.
+TEST(Accounting, ValuesPerImageFindTheBatchWhereverItStands) {
+  EXPECT_EQ(q::values_per_image({kDynamicDim, 3, 4}), 12);
+  EXPECT_EQ(q::values_per_image({65, kDynamicDim, 384}), 65 * 384);  // a sequence-first projection
+  EXPECT_EQ(q::values_per_image({2, 3, 4}), 12);                       // fixed: dim 0 is the batch
+  EXPECT_FALSE(q::values_per_image({kDynamicDim, kDynamicDim, 4}).has_value());
+  EXPECT_FALSE(q::values_per_image({1, int64_t{1} << 40, int64_t{1} << 40}).has_value());
+}
+
 TEST(Compare, OutputMetricsByHand) {
   Tensor ref = Tensor::from_floats({2, 3}, std::vector<float>{1, 0, 0, 0, 2, 0});
   Tensor out = Tensor::from_floats({2, 3}, std::vector<float>{1, 0, 0, 0, 0, 1});

@@ -181,6 +181,11 @@ struct QuantizeOptions {
 QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options, const Tensor* calibration,
                               ThreadPool* pool = nullptr);
 
+// Values per image of a layer output: the product of every dim but the batch, which is the one
+// dynamic dim wherever it stands (a sequence-first [T, N, D] attention projection), else dim 0.
+// Nullopt when more than one dim is dynamic or the count overflows.
+std::optional<int64_t> values_per_image(const Shape& shape);
+
 // The executable simulation of the quantized model (see the file comment).
 Graph simulation_graph(const QuantizedModel& model);
 

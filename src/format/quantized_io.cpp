@@ -383,11 +383,8 @@ QuantizedModel load_quantized_model(const TernFile& file) {
       for (const Node& node : m.graph.nodes)
         if (node.name == l.node) {
           const Value& y = m.graph.value(node.outputs[0]);
-          int64_t count = 1;
-          bool fits = y.shape_known;  // and no dimension so large that the count overflows
-          for (size_t d = 1; fits && d < y.shape.size(); ++d) fits = !__builtin_mul_overflow(count, y.shape[d], &count);
-          check(fits && count == l.outputs_per_image,
-                "layer '" + l.node + "': outputs_per_image does not match the graph");
+          std::optional<int64_t> count = y.shape_known && !y.shape.empty() ? values_per_image(y.shape) : std::nullopt;
+          check(count && *count == l.outputs_per_image, "layer '" + l.node + "': outputs_per_image does not match the graph");
         }
   } catch (const Error& e) {
     std::string msg = e.what();

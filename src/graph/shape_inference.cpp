@@ -149,13 +149,16 @@ void infer_node_shapes(Graph& graph, Node& node) {
     for (ValueId id : node.inputs) leads.push_back(id != kNoValue && graph.value(id).batch_leading);
     ctx.batch_leading = leads;
     std::vector<Shape> out = infer_output_shapes(node, shapes, values, ctx);
-    // The batch stays the first dim through operators whose record says so, and Reshapes to a
-    // target that starts with it.
+    // The batch stays the first dim through operators whose record says so, and Reshapes and
+    // Expands to a target that starts with it (a class token expanded to the batch).
     const ops::OpRecord& r = ops::record(node.op);
     bool keeps = !leads.empty() && leads[0] && r.keeps_batch && r.keeps_batch(node, graph);
-    if (node.op == OpType::kReshape && values.size() == 2 && values[1] && values[1]->dtype() == DataType::kInt64 &&
-        values[1]->size() > 0)
-      keeps = values[1]->data<int64_t>()[0] == kSymbolicBatch;
+    if ((node.op == OpType::kReshape || node.op == OpType::kExpand) && values.size() == 2 && values[1] &&
+        values[1]->dtype() == DataType::kInt64 && values[1]->size() > 0 && values[1]->data<int64_t>()[0] == kSymbolicBatch)
+      keeps = true;
+    else if (node.op == OpType::kReshape && values.size() == 2 && values[1] && values[1]->dtype() == DataType::kInt64 &&
+             values[1]->size() > 0)
+      keeps = false;
     for (size_t i = 0; i < node.outputs.size() && i < out.size(); ++i) {
       Value& v = graph.value(node.outputs[i]);
       v.shape = out[i];

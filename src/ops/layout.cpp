@@ -126,6 +126,7 @@ OpRecord reshape() {
   r.shapes = reshape_shapes;
   r.shape_reads_inputs = 1u << 1;
   r.shape_reads_partial = true;
+  r.content = content_of_input0;  // the elements in the same order
   r.run = run_reshaped;
   r.non_negative = like_input0;
   r.integer = IntegerUse::kOnCodes;

@@ -45,6 +45,11 @@ std::optional<Content> compare_content(const ContentCall& c) {
   Content out(std::max(a.size(), b.size()));
   for (size_t i = 0; i < out.size(); ++i) {
     int64_t p = a[a.size() == 1 ? 0 : i], q = b[b.size() == 1 ? 0 : i];
+    // The batch is >= 1: against itself or a constant below 1 (exporters' Equal(shape, -1)) the
+    // answer is known; 1 stands for it.
+    if (p == kSymbolicBatch && q == kSymbolicBatch) p = q = 1;
+    else if (p == kSymbolicBatch && is_known(q) && q < 1) p = 1;
+    else if (q == kSymbolicBatch && is_known(p) && p < 1) q = 1;
     out[i] = is_known(p) && is_known(q) ? compare(c.node.op, p, q) : kUnknownElement;
   }
   return out;

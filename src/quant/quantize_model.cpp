@@ -68,22 +68,39 @@ class NonNegative {
   std::map<ValueId, bool> memo_;
 };
 
+}  // namespace
+
+std::optional<int64_t> values_per_image(const Shape& shape) {
+  size_t batch = 0;
+  int dynamic = 0;
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (shape[d] < 0) {
+      batch = d;
+      ++dynamic;
+    }
+  if (dynamic > 1) return std::nullopt;
+  int64_t count = 1;
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (d != batch && __builtin_mul_overflow(count, shape[d], &count)) return std::nullopt;
+  return count;
+}
+
+namespace {
+
 ValueId find_value(const Graph& g, const std::string& name) {
   for (size_t i = 0; i < g.values.size(); ++i)
     if (g.values[i].name == name) return static_cast<ValueId>(i);
   return kNoValue;
 }
 
-// Output values per image: the product of the output's dimensions after the batch.
+// Output values per image (values_per_image).
 int64_t outputs_per_image(const Graph& g, const Node& n) {
   const Value& y = g.value(n.outputs[0]);
   check(y.shape_known && !y.shape.empty(), g.source + ": node '" + n.name + "' has an unknown output shape");
-  int64_t count = 1;
-  for (size_t d = 1; d < y.shape.size(); ++d) {
-    check(y.shape[d] >= 0, g.source + ": node '" + n.name + "' has a dynamic non-batch output dimension");
-    check(!__builtin_mul_overflow(count, y.shape[d], &count), g.source + ": node '" + n.name + "' has too many outputs");
-  }
-  return count;
+  std::optional<int64_t> count = values_per_image(y.shape);
+  check(count.has_value(), g.source + ": node '" + n.name + "' output " + to_string(y.shape) +
+                               " has a dynamic dimension besides the batch, or too many values");
+  return *count;
 }
 
 // Gives the node a private copy of constant input `slot` when another node shares it, so that
