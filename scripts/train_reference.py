@@ -165,10 +165,10 @@ ARCH_TEXT = {
 
 
 # ---------------------------------------------------------------- training
-def augment(x, gen):
-    """Random crop (pad 2) and horizontal flip, done on the batch tensor."""
+def augment(x, gen, pad_value=-MEAN / STD):
+    """Random crop (pad 2 with pad_value) and horizontal flip, done on the batch tensor."""
     n = x.shape[0]
-    padded = F.pad(x, (2, 2, 2, 2), value=-MEAN / STD)
+    padded = F.pad(x, (2, 2, 2, 2), value=pad_value)
     dx = torch.randint(0, 5, (n,), generator=gen)
     dy = torch.randint(0, 5, (n,), generator=gen)
     flip = torch.rand(n, generator=gen) < 0.5

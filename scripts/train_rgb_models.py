@@ -39,7 +39,7 @@ import torch.nn.functional as F
 import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_reference import DATA_DIR, read_idx  # noqa: E402  (the IDX reader, shared)
+from train_reference import DATA_DIR, augment, read_idx  # noqa: E402  (shared with the bundled models)
 
 SCALE_TEXT = "0.00392156862745098"  # 1/255, as written into tern.scale
 RESIZE = 96
@@ -123,20 +123,6 @@ def load_split(split):
     images = read_idx(os.path.join(DATA_DIR, f"{prefix}-images-idx3-ubyte.gz"))
     labels = read_idx(os.path.join(DATA_DIR, f"{prefix}-labels-idx1-ubyte.gz"))
     return torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype("int64"))
-
-
-def augment(x, gen):
-    """Random crop 28 from 2-pixel zero (black) padding and horizontal flip, on uint8 [n,1,28,28]."""
-    n = x.shape[0]
-    padded = F.pad(x, (2, 2, 2, 2), value=0)
-    dx = torch.randint(0, 5, (n,), generator=gen)
-    dy = torch.randint(0, 5, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
-    out = torch.empty_like(x)
-    for i in range(n):
-        crop = padded[i, :, dy[i]:dy[i] + 28, dx[i]:dx[i] + 28]
-        out[i] = crop.flip(-1) if flip[i] else crop
-    return out
 
 
 def preprocess(x):
@@ -272,7 +258,7 @@ def train_one(name, cfg, args, data):
             total_loss, correct, seen = 0.0, 0, 0
             for step in range(steps_per_epoch):
                 idx = perm[step * batch:(step + 1) * batch]
-                xb = preprocess(augment(x_train[idx], gen))
+                xb = preprocess(augment(x_train[idx], gen, pad_value=0))  # zero (black) padding on the uint8 image
                 if channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 logits = model(xb)

@@ -14,6 +14,7 @@
 #include "temp_dir.h"
 #include "tern/data.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern::testing {
 namespace {
@@ -194,6 +195,18 @@ TEST(Images, ShorterSideCenterCropPadChannelsAndLayout) {
   EXPECT_NE(error_of([&] { make_batch(rgb, 0, 1, spec({}), {1, 1, 1, 1}); }).find("--channels grey"), std::string::npos);
   // A size that does not fit the model: refused, naming the flags that fix it.
   EXPECT_NE(error_of([&] { make_batch(d, 0, 1, spec({}), {1, 1, 4, 4}); }).find("give --resize, --crop or --pad"), std::string::npos);
+}
+
+// A resize or batch larger than the memory limit is refused before anything is allocated.
+TEST(Images, ResizesAndBatchesOverTheMemoryLimitAreRefused) {
+  int64_t before = memory_limit();
+  set_memory_limit(int64_t{64} << 20);
+  Dataset d = one_image(1, 2, 2, {0, 1, 2, 3});
+  std::string huge = error_of([&] { make_batch(d, 0, 1, spec({{"resize", "16000x16000"}}), {1, 1, 16000, 16000}); });
+  std::string ok = error_of([&] { make_batch(d, 0, 1, spec({{"resize", "64x64"}}), {1, 1, 64, 64}); });
+  set_memory_limit(before);
+  EXPECT_NE(huge.find("above the memory limit"), std::string::npos) << huge;
+  EXPECT_EQ(ok, "no error");
 }
 
 TEST(Images, SpecsRoundTripThroughMetadataAndBadValuesAreNamed) {

@@ -149,25 +149,6 @@ inline std::vector<InputShape> input_shapes(const Args& args) {
   return shapes;
 }
 
-inline std::vector<float> parse_list(const std::string& option, const std::string& text) {
-  std::vector<float> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    try {
-      size_t used = 0;
-      float v = std::stof(item, &used);
-      if (used == item.size() && std::isfinite(v)) {
-        out.push_back(v);
-        continue;
-      }
-    } catch (const std::logic_error&) {
-    }
-    throw UsageError("--" + option + ": not a finite number: '" + item + "'");
-  }
-  if (out.empty()) throw UsageError("--" + option + ": empty list");
-  return out;
-}
-
 // The preprocessing flags (each command that reads data lists them among its options).
 inline const std::vector<std::string> kPreprocessOptions = {"resize", "crop", "pad", "channels", "layout", "scale", "mean", "std"};
 

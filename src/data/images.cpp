@@ -14,6 +14,7 @@
 
 #include "tern/data.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern {
 
@@ -71,6 +72,13 @@ bool decode_jpeg_into(JpegState& s, FILE* f) {
     return false;
   }
   s.info.out_color_space = s.info.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  try {  // the pixels, and the float planes make_batch makes of them
+    check_memory(5.0 * s.info.image_width * s.info.image_height * s.info.num_components, "image", "the decoded image");
+  } catch (const Error& e) {
+    s.failure = e.what();
+    jpeg_destroy_decompress(&s.info);
+    return false;
+  }
   jpeg_start_decompress(&s.info);
   s.image.height = s.info.output_height;
   s.image.width = s.info.output_width;
@@ -104,6 +112,12 @@ Image decode_png(const std::string& path) {
                 " pixels is larger than " + std::to_string(kMaxSide) + " on a side");
   }
   bool colour = (png.format & PNG_FORMAT_FLAG_COLOR) != 0;
+  try {  // the pixels, and the float planes make_batch makes of them
+    check_memory(5.0 * png.width * png.height * (colour ? 3 : 1), path, "the decoded image");
+  } catch (const Error&) {
+    png_image_free(&png);
+    throw;
+  }
   png.format = colour ? PNG_FORMAT_RGB : PNG_FORMAT_GRAY;  // alpha composited onto black, 16 bits to 8
   Image image;
   image.height = png.height;

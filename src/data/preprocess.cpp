@@ -4,6 +4,7 @@
 
 #include "tern/data.h"
 #include "tern/error.h"
+#include "tern/limits.h"
 
 namespace tern {
 
@@ -197,6 +198,7 @@ void geometry(Planes& p, const Preprocess& pre) {
   }
   if (pre.pad_h > 0) oh = std::min(oh, pre.pad_h);  // larger than the padded size: squeezed to fit
   if (pre.pad_w > 0) ow = std::min(ow, pre.pad_w);
+  check_memory(4.0 * p.c * (static_cast<double>(p.h) * ow + static_cast<double>(oh) * ow), p.who, "the resized image");
   p.v = resize_planes(p.v, p.c, p.h, p.w, oh, ow);
   p.h = oh;
   p.w = ow;
@@ -350,6 +352,7 @@ Tensor make_batch(const Dataset& data, int64_t begin, int64_t count, const Prepr
       check((want_h < 0 || want_h == h) && (want_w < 0 || want_w == w),
             p.who + ": " + chw(p.c, p.h, p.w) + " (CxHxW) after preprocessing (" + pre.describe() +
                 ") does not fit the model input " + to_string(input_shape) + "; give --resize, --crop or --pad");
+      check_memory(4.0 * static_cast<double>(count) * c * h * w, data.name, "a batch of model inputs");
       batch = Tensor(DataType::kFloat32, pre.nhwc ? Shape{count, h, w, c} : Shape{count, c, h, w});
     }
     check(oh == h && ow == w, p.who + ": " + std::to_string(oh) + "x" + std::to_string(ow) + " after preprocessing, but the batch's first image is " +

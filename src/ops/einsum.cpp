@@ -220,7 +220,6 @@ void direct_sum(const Equation& e, std::span<const Tensor* const> in, const std:
     out_strides.push_back(std::move(so));
     sum_strides.push_back(std::move(ss));
   }
-  std::vector<int64_t> base(in.size());
   for_each_index(out_dims, out_strides, [&](const std::vector<int64_t>& ob) {
     double acc = 0.0;
     for_each_index(sum_dims, sum_strides, [&](const std::vector<int64_t>& os) {
