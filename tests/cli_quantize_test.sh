@@ -87,7 +87,11 @@ bad_quantize "--residual" "$out" -- "$model" --residual size:-1
 bad_quantize "--residual" "$out" -- "$model" --residual edges:1.5
 bad_quantize "--residual" "$out" -- "$model" --residual drop:200
 bad_quantize "below the plain quantized model" "$out" -- "$model" --data-free dynamic --residual size:1000
-bad_quantize "calibration images" "$out" -- "$model" --data-free dynamic --residual drop:1
+bad_quantize "held-out images: give --data" "$out" -- "$model" --data-free dynamic --residual drop:1
+bad_quantize "--max-drop" "$out" -- "$model" --max-drop 1 --residual all
+bad_quantize "--max-drop" "$out" -- "$model" --max-drop -1
+bad_quantize "--drop-images goes with --max-drop" "$out" -- "$model" --drop-images 100
+bad_quantize "--drop-images" "$out" -- "$model" --max-drop 1 --drop-images 5
 bad_quantize "--residual-ranking" "$out" -- "$model" --residual all --residual-ranking best
 bad_quantize "--fallback" "$out" -- "$model" --residual all --fallback int4
 bad_quantize "--residual-max-terms" "$out" -- "$model" --residual all --residual-max-terms 0
@@ -247,6 +251,27 @@ PY
   [ -e "$work/y.npy" ] && fail "run with a bad level left an output"
 else
   fail "a residual quantize failed: $(cat "$work/err")"
+fi
+
+# --max-drop: upgrades chosen on held-out training images, the drop estimated on others, reported
+# and stored; --eval puts the test drop next to it.
+maxdrop=$work/maxdrop.tern
+if "$tern" quantize "$model" -o "$maxdrop" --max-drop 0.5 --drop-images 400 --calib-images 128 --sensitivity-images 64 \
+    --eval >"$work/out" 2>"$work/err"; then
+  grep -q "max-drop    target 0.5 pp: estimated drop" "$work/out" || fail "quantize --max-drop does not report its estimate: $(cat "$work/out")"
+  grep -q "on 200 held-out images" "$work/out" || fail "quantize --max-drop did not hold out 200 + 200 images: $(cat "$work/out")"
+  grep -qE "^max-drop     estimated -?[0-9.]+ \+- [0-9.]+ pp, measured -?[0-9.]+ pp" "$work/out" || fail "--eval does not put the estimate next to the test drop"
+  "$tern" inspect "$maxdrop" --json >"$work/md.json" 2>"$work/err" || fail "inspect of a --max-drop model failed: $(cat "$work/err")"
+  python3 - "$work/md.json" <<'PY' || fail "the --max-drop model's provenance"
+import json, sys
+j = json.load(open(sys.argv[1]))
+d = j["quantization"]["provenance"]["residual"]["drop"]
+assert d["target_pp"] == 0.5 and d["estimating_images"] == 200 and d["choosing_images"] == 200, d
+assert d["choosing_drop_pp"] <= 0.5, d
+assert d["met"] == (d["estimated_drop_pp"] <= 0.5), d
+PY
+else
+  fail "quantize --max-drop failed: $(cat "$work/err")"
 fi
 
 if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi

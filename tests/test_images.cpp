@@ -109,16 +109,19 @@ TEST(Images, FoldersAreClassesOrUnlabelledCalibrationSets) {
   write_png(dir.file("set/dog/1.png"), 1, 1, 1, {10});
   write_png(dir.file("set/dog/0.PNG"), 1, 1, 1, {20});
   write_png(dir.file("set/cat/x.png"), 1, 1, 1, {30});
+  write_png(dir.file("set/cat/y.png"), 1, 1, 1, {40});
+  write_png(dir.file("set/cat/z.png"), 1, 1, 1, {50});
   std::ofstream(dir.file("set/cat/notes.txt")) << "ignored";
   Dataset d = load_dataset(dir.file("set"), "", "test");
-  ASSERT_EQ(d.size(), 3);
+  ASSERT_EQ(d.size(), 5);
   EXPECT_EQ(d.classes, (std::vector<std::string>{"cat", "dog"}));  // sorted; the empty folder is no class
-  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1, 1}));
+  // Classes interleaved, so that the first N images (calibration's) hold every class.
+  EXPECT_EQ(d.labels, (std::vector<int64_t>{0, 1, 0, 1, 0}));
   EXPECT_TRUE(d.labelled());
   EXPECT_TRUE(d.pixels());
-  Tensor x = make_batch(d, 0, 3, Preprocess{}, {kDynamicDim, 1, 1, 1});
-  EXPECT_FLOAT_EQ(x.data<float>()[0], 30.0f / 255.0f);
-  EXPECT_FLOAT_EQ(x.data<float>()[1], 20.0f / 255.0f);  // dog/0.PNG before dog/1.png
+  Tensor x = make_batch(d, 0, 5, Preprocess{}, {kDynamicDim, 1, 1, 1});
+  const float expected[] = {30, 20, 40, 10, 50};  // cat/x, dog/0.PNG (before dog/1.png), cat/y, dog/1, cat/z
+  for (int i = 0; i < 5; ++i) EXPECT_FLOAT_EQ(x.data<float>()[i], expected[i] / 255.0f) << i;
   // Images directly in the folder: unlabelled.
   Dataset u = load_dataset(dir.file("set/dog"), "", "test");
   EXPECT_EQ(u.size(), 2);

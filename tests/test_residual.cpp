@@ -167,7 +167,8 @@ struct Classifier {
   std::vector<int64_t> labels;
 };
 
-Classifier classifier() {
+// fc_bias: the Gemm's bias (none when empty); output "f" (the pooled features) instead of "y".
+Classifier classifier(const std::vector<float>& fc_bias = {}, bool features = false) {
   OnnxBuilder b;
   b.input("x", {-1, 4, 6, 6});
   b.floats("w1", {8, 4, 3, 3}, random_floats(288, 11));
@@ -184,9 +185,14 @@ Classifier classifier() {
   }
   b.node("GlobalAveragePool", {"r3"}, {"p"}, "pool");
   b.node("Flatten", {"p"}, {"f"}, "flatten");
-  auto& fc = b.node("Gemm", {"f", "wf"}, {"y"}, "fc");
+  std::vector<std::string> fc_inputs = {"f", "wf"};
+  if (!fc_bias.empty()) {
+    b.floats("bf", {5}, fc_bias);
+    fc_inputs.push_back("bf");
+  }
+  auto& fc = b.node("Gemm", fc_inputs, {"y"}, "fc");
   OnnxBuilder::attr(fc, "transB", int64_t{1});
-  b.output("y");
+  b.output(features ? "f" : "y");
   Classifier c;
   c.graph = import_onnx_bytes(b.bytes(), "classifier.onnx");
   c.images = Tensor::from_floats({24, 4, 6, 6}, random_floats(24 * 144, 16));
@@ -307,35 +313,141 @@ TEST(ResidualBudgets, SizeIsRespectedAndImpossibleBudgetsAreErrors) {
   EXPECT_THROW(q::quantize_model(c.graph, int4, &c.images), Error);
 }
 
-TEST(ResidualBudgets, DropBudgetStopsAtTheFirstLevelWithinIt) {
-  Classifier c = classifier();
+// Top-1 of every image ([N, classes] scores).
+std::vector<int64_t> top1(const Graph& g, const Tensor& x) {
+  Executor e(g);
+  Tensor y = e.run(x);
+  std::vector<int64_t> p;
+  for (int64_t i = 0; i < y.dim(0); ++i) {
+    const float* row = y.data<float>() + i * y.dim(1);
+    p.push_back(std::max_element(row, row + y.dim(1)) - row);
+  }
+  return p;
+}
+
+// Percent of images [begin, begin + n) whose top-1 is `truth`'s.
+double accuracy(const Graph& g, const Tensor& images, const std::vector<int64_t>& truth, int64_t begin, int64_t n) {
+  Shape s = images.shape();
+  s[0] = n;
+  int64_t per = images.size() / images.dim(0);
+  std::vector<float> part(images.floats().begin() + begin * per, images.floats().begin() + (begin + n) * per);
+  std::vector<int64_t> p = top1(g, Tensor::from_floats(s, part));
+  int64_t right = 0;
+  for (int64_t i = 0; i < n; ++i) right += p[static_cast<size_t>(i)] == truth[static_cast<size_t>(begin + i)];
+  return 100.0 * static_cast<double>(right) / static_cast<double>(n);
+}
+
+TEST(ResidualAllocator, FloatIsALastResortThatEndsTheLayersMoves) {
+  std::vector<q::ResidualCandidate> t = table();
+  // Layer B's weights barely matter, but quantizing its input costs a lot: only float helps it.
+  t[1].float_bytes = 400;
+  t[1].float_extra = 5.0;
+  std::vector<q::ResidualMove> all = q::order_residual_moves(t, q::ResidualRanking::kMeasured);
+  auto fl = std::find_if(all.begin(), all.end(), [](const q::ResidualMove& m) { return m.term == q::kFloatMove; });
+  ASSERT_NE(fl, all.end());
+  EXPECT_EQ(fl->layer, 1u);
+  EXPECT_EQ(fl, all.begin()) << "5.0 per 300 bytes beats every edge";
+  EXPECT_EQ(fl->bytes, 300);  // 400 float bytes replace the 100-byte base term
+  for (auto it = fl + 1; it != all.end(); ++it) EXPECT_NE(it->layer, 1u) << "a float layer takes no more moves";
+  q::ResidualAllocation before = q::allocation_from_moves(t, all, 0), after = q::allocation_from_moves(t, all, 1);
+  EXPECT_TRUE(after.kept_float[1]);
+  EXPECT_FALSE(after.fallback[1]);
+  EXPECT_NEAR(before.estimated_distortion - after.estimated_distortion, 0.01 + 5.0, 1e-12);
+  // Without an accuracy budget nothing is offered float (float_bytes < 0 in the table).
+  for (const q::ResidualMove& m : q::order_residual_moves(table(), q::ResidualRanking::kMeasured)) EXPECT_NE(m.term, q::kFloatMove);
+}
+
+// Held-out images for accuracy budgets, and a classifier whose classes differ between them: the
+// fc bias centres the logits over the images (random ReLU features share a large mean, which alone
+// would pick one class for every image). Labels: FP32's top-1, changed for every fourth image.
+struct HeldOut {
+  Classifier c;
+  Tensor images;
+  std::vector<int64_t> labels;
+};
+HeldOut held_out(int64_t n) {
+  HeldOut h;
+  h.images = Tensor::from_floats({n, 4, 6, 6}, random_floats(n * 144, 17));
+  Executor features(classifier({}, true).graph);
+  Tensor f = features.run(h.images);  // [n, 8]
+  std::vector<float> wf = random_floats(40, 15), bias(5, 0.0f);  // classifier()'s fc weights
+  for (int64_t i = 0; i < n; ++i)
+    for (int k = 0; k < 5; ++k)
+      for (int j = 0; j < 8; ++j) bias[static_cast<size_t>(k)] -= wf[static_cast<size_t>(k * 8 + j)] * f.data<float>()[i * 8 + j] / static_cast<float>(n);
+  h.c = classifier(bias);
+  h.labels = top1(h.c.graph, h.images);
+  for (size_t i = 0; i < h.labels.size(); i += 4) h.labels[i] = (h.labels[i] + 1) % 5;
+  return h;
+}
+
+TEST(AccuracyBudget, TheTestClassifierGivesEveryClass) {
+  HeldOut h = held_out(200);
+  std::vector<int> count(5, 0);
+  for (int64_t l : top1(h.c.graph, h.images)) ++count[static_cast<size_t>(l)];
+  for (int k = 0; k < 5; ++k) EXPECT_GE(count[static_cast<size_t>(k)], 3) << "class " << k;
+}
+
+TEST(AccuracyBudget, ChosenOnOneHeldOutHalfAndEstimatedOnTheOther) {
+  HeldOut h = held_out(200);
+  const Classifier& c = h.c;
+  for (double target : {0.0, 3.0}) {
+    q::QuantizeOptions o = residual_options("drop:" + std::to_string(target));
+    o.residual_fallback = true;
+    o.drop_images = &h.images;
+    o.drop_labels = h.labels;
+    q::QuantizedModel m = q::quantize_model(c.graph, o, &c.images);
+    nlohmann::json r = nlohmann::json::parse(m.provenance_json)["residual"];
+    const nlohmann::json& d = r["drop"];
+    EXPECT_EQ(d["choosing_images"].get<int64_t>(), 100);
+    EXPECT_EQ(d["estimating_images"].get<int64_t>(), 100);
+    EXPECT_EQ(d["measured_on"].get<std::string>(), "labelled held-out images");
+    // Both reported drops are those of the model as stored, each on its own half.
+    Graph sim = q::simulation_graph(m);
+    double choosing = accuracy(c.graph, h.images, h.labels, 0, 100) - accuracy(sim, h.images, h.labels, 0, 100);
+    double estimate = accuracy(c.graph, h.images, h.labels, 100, 100) - accuracy(sim, h.images, h.labels, 100, 100);
+    EXPECT_NEAR(d["choosing_drop_pp"].get<double>(), choosing, 1e-9) << target;
+    EXPECT_NEAR(d["estimated_drop_pp"].get<double>(), estimate, 1e-9) << target;
+    EXPECT_NEAR(d["reference_top1"].get<double>(), accuracy(c.graph, h.images, h.labels, 100, 100), 1e-9);
+    EXPECT_LE(choosing, target);
+    EXPECT_EQ(d["met"].get<bool>(), estimate <= target);
+    // Its standard error: of the paired per-image differences (right in FP32 - right quantized).
+    std::vector<int64_t> p_fp32 = top1(c.graph, h.images), p_sim = top1(sim, h.images);
+    double sum = 0, sq = 0;
+    for (size_t i = 100; i < 200; ++i) sum += (p_fp32[i] == h.labels[i]) - (p_sim[i] == h.labels[i]);
+    for (size_t i = 100; i < 200; ++i) sq += std::pow((p_fp32[i] == h.labels[i]) - (p_sim[i] == h.labels[i]) - sum / 100, 2);
+    EXPECT_NEAR(d["standard_error_pp"].get<double>(), 100.0 * std::sqrt(sq / 99 / 100), 1e-9);
+    if (target == 0.0) EXPECT_GT(r["moves_taken"].get<int64_t>(), 0) << "the ternary base model loses images; upgrades are needed";
+  }
+}
+
+TEST(AccuracyBudget, UpgradesInt8LayersToFloatAndWithoutLabelsKeepsFp32sAnswers) {
+  HeldOut h = held_out(160);
+  const Classifier& c = h.c;
   q::QuantizeOptions o = residual_options("drop:0");
-  o.calibration_labels = c.labels;
+  o.plan.weights = q::WeightQuantConfig{q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+  o.plan.activation_bits = 4;  // coarse inputs: weights at int8 cannot remove their error
+  o.drop_images = &h.images;   // no labels: the drop is disagreement with FP32's top-1
   q::QuantizedModel m = q::quantize_model(c.graph, o, &c.images);
-  // The chosen level agrees with FP32 at least as well as required; one level fewer does not
-  // (unless nothing was needed at all).
-  auto top1 = [&](const Graph& g) {
-    Executor e(g);
-    Tensor y = e.run(c.images);
-    std::vector<int64_t> p;
-    for (int64_t i = 0; i < y.dim(0); ++i) {
-      const float* row = y.data<float>() + i * y.dim(1);
-      p.push_back(std::max_element(row, row + y.dim(1)) - row);
+  nlohmann::json d = nlohmann::json::parse(m.provenance_json)["residual"]["drop"];
+  EXPECT_EQ(d["measured_on"].get<std::string>(), "agreement with FP32 top-1");
+  EXPECT_DOUBLE_EQ(d["reference_top1"].get<double>(), 100.0);
+  Graph sim = q::simulation_graph(m);
+  std::vector<int64_t> reference = top1(c.graph, h.images);
+  EXPECT_DOUBLE_EQ(accuracy(sim, h.images, reference, 0, 80), 100.0);
+  EXPECT_NEAR(d["estimated_drop_pp"].get<double>(), 100.0 - accuracy(sim, h.images, reference, 80, 80), 1e-9);
+  // Layers kept float leave the quantized layers and say why in the plan.
+  int kept_float = 0;
+  for (const q::LayerPlan& p : m.plan)
+    if (p.weights.format == q::WeightFormat::kFloat32) {
+      ++kept_float;
+      EXPECT_EQ(m.find(p.node), nullptr);
+      EXPECT_NE(p.reason.find("--max-drop"), std::string::npos) << p.reason;
     }
-    int64_t right = 0;
-    for (size_t i = 0; i < p.size(); ++i) right += p[i] == c.labels[i];
-    return right;
-  };
-  int64_t reference = top1(c.graph);
-  nlohmann::json prov = nlohmann::json::parse(m.provenance_json);
-  ASSERT_TRUE(prov.contains("residual"));
-  if (prov["residual"]["drop"]["met"].get<bool>()) {
-    EXPECT_GE(top1(q::simulation_graph(m)), reference);
-  }
-  if (m.max_level() > 0 && prov["residual"]["drop"]["met"].get<bool>()) {
-    q::set_level(m, m.max_level() - 1);
-    EXPECT_LT(top1(q::simulation_graph(m)), reference);
-  }
+  EXPECT_GT(kept_float, 0);
+  EXPECT_EQ(m.layers.size() + static_cast<size_t>(kept_float), m.plan.size());
+  // No held-out images: an error, not a guess on the calibration images.
+  o.drop_images = nullptr;
+  EXPECT_THROW(q::quantize_model(c.graph, o, &c.images), Error);
 }
 
 }  // namespace

@@ -209,6 +209,7 @@ class Graph {
 
   ValueId add_value(Value value);
   ValueId add_constant(std::string name, Tensor tensor);
+  ValueId find_value(const std::string& name) const;  // kNoValue when no value has that name
   const Value& value(ValueId id) const { return values.at(static_cast<size_t>(id)); }
   Value& value(ValueId id) { return values.at(static_cast<size_t>(id)); }
   bool is_constant(ValueId id) const { return id != kNoValue && value(id).constant.has_value(); }

@@ -154,9 +154,13 @@ struct QuantizeOptions {
   bool residual_fallback = true;        // offer int8 per-channel weights as an upgrade of ternary layers
   int64_t sensitivity_images = 256;     // calibration images the measured ranking runs per layer
   uint64_t residual_seed = 1;           // kRandom
-  // kDrop: labels of the calibration images; without them the drop is measured as disagreement
-  // with the FP32 model's top-1.
-  std::vector<int64_t> calibration_labels;
+  // kDrop (--max-drop): every quantized layer may be upgraded (int8 weights, float32 as a last
+  // resort), and the drop is measured on `drop_images`, never used for calibration: the first half
+  // chooses how many upgrades, the second half estimates the drop of that choice. Not owned; must
+  // outlive the call. `drop_labels` (one per image, for [N, classes] outputs): the drop in top-1
+  // accuracy; without them, the share of top-1 predictions that differ from FP32's.
+  const Tensor* drop_images = nullptr;
+  std::vector<int64_t> drop_labels;
   int histogram_bins = 2048;
   int64_t batch = 64;             // images per calibration run
   // Called after each calibration batch with the stage ("calibrating") and images done of total

@@ -62,9 +62,16 @@ struct ResidualCandidate {
   int64_t fallback_bytes = -1;      // bytes of the layer at int8 instead; < 0: no fallback offered
   double fallback_error = 0;        // its relative error
   double sensitivity = 0;           // D_l: output distortion with the base term alone
+  // Keeping the layer float32 (weights and input): offered as a last resort by accuracy budgets
+  // (--max-drop). float_bytes < 0: not offered. It removes the layer's remaining weight distortion
+  // and float_extra, the distortion its input activation quantization adds.
+  int64_t float_bytes = -1;
+  double float_extra = 0;
 };
 
-// One upgrade: the next residual term of a layer (term >= 1), or its int8 fallback (term 0).
+// One upgrade: the next residual term of a layer (term >= 1), its int8 fallback (term 0), or
+// keeping it float32 (term kFloatMove).
+inline constexpr int kFloatMove = -1;
 struct ResidualMove {
   size_t layer = 0;
   int term = 0;
@@ -75,7 +82,7 @@ struct ResidualMove {
 // Upgrades in the order the ranking picks them, while their added bytes fit `max_bytes`. Greedy
 // rankings (measured, weights) take the best gain per added byte among the upgrades that fit and
 // still help; a layer's term j is offered only after its term j - 1; a layer that falls back to
-// int8 takes no further terms.
+// int8 takes no further terms, and a float32 layer nothing more.
 std::vector<ResidualMove> order_residual_moves(const std::vector<ResidualCandidate>& layers, ResidualRanking ranking,
                                                int64_t max_bytes = std::numeric_limits<int64_t>::max(),
                                                uint64_t seed = 1);
@@ -84,6 +91,7 @@ std::vector<ResidualMove> order_residual_moves(const std::vector<ResidualCandida
 // left, in pick order (edges of a layer that fell back later are dropped: int8 replaces them).
 struct ResidualAllocation {
   std::vector<bool> fallback;         // per layer
+  std::vector<bool> kept_float;       // per layer (a float move was taken; fallback is then false)
   std::vector<ResidualMove> edges;    // importance order: level k enables the first k
   double estimated_distortion = 0;    // sum_l D_l E_l / E_l,0 after the moves
 };

@@ -56,6 +56,7 @@ commands:
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
              [--residual-max-terms K] [--fallback int8|none] [--sensitivity-images N] [--seed S] [--residual-terms K]
+             [--max-drop PP [--drop-images N]]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default: the data set the model's metadata
       names, tern.dataset; the bundled models name fashion-mnist) at the 99.99th percentile; first
@@ -73,11 +74,18 @@ commands:
       --residual-max-terms (default 3) ternary terms, each quantizing what the previous ones left;
       the extra terms ("edge sets") and int8 fallbacks are ranked by estimated output error removed
       per byte and taken until the budget: the total size in bytes (k/M suffixes) or in % of the
-      int8 model, K upgrades, a top-1 drop of at most PP points on the calibration images, or all
-      that help. Ranking: measured (default with images: per-layer sensitivity on calibration
+      int8 model, K upgrades, drop:PP (= --max-drop PP), or all that help. Ranking: measured (default with images: per-layer sensitivity on calibration
       images), weights (data-free: from the weights alone), uniform, random (baselines). The file
       stores the edges in importance order: level k = the first k (see --level).
       --residual-terms K: shorthand for every ternary layer with K terms (--residual all, uniform).
+      --max-drop PP: accuracy-driven precision. Every quantized layer's sensitivity is measured on
+      calibration images; the upgrades (ternary residual edges, int8 weights for layers below 8
+      bits, float32 as a last resort) are ranked, and the fewest are taken whose top-1 drop on
+      held-out training images is within PP points by one standard error. The held-out images
+      (--drop-images, default 10000 or 1 GB of inputs, at most half the data) follow the
+      calibration images and are never calibrated on: half choose, the other half estimate the
+      drop, which is reported (with its standard error) and stored. With labels the drop is in accuracy; without, or for [N, ..., classes]
+      outputs (a recogniser), it is the share of top-1 predictions that change from FP32's.
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
   eval MODEL --data SPEC [--labels Y.npy] [--split test|train] [--limit N] [--batch B] [--json]
@@ -318,8 +326,27 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
   for (const ResidualEdge& e : q.edges)
     edges.push_back({{"layer", e.layer}, {"term", e.term}, {"bytes", e.bytes}, {"gain", e.gain}});
   j["edges"] = edges;
+  nlohmann::json prov = nlohmann::json::parse(q.provenance_json, nullptr, false);
+  if (prov.is_object()) j["provenance"] = prov;
   if (file_bytes) j["file_bytes"] = file_bytes;
   return j;
+}
+
+// What --max-drop measured on its held-out images, from a quantized model's provenance.
+struct DropEstimate {
+  double target = 0, estimate = 0, standard_error = 0;
+  int64_t images = 0, choosing_images = 0;
+  std::string measured_on;
+  bool met = false;
+};
+std::optional<DropEstimate> drop_estimate(const tern::quant::QuantizedModel& q) {
+  nlohmann::json prov = nlohmann::json::parse(q.provenance_json, nullptr, false);
+  if (!prov.is_object() || !prov.contains("residual") || !prov["residual"].contains("drop")) return std::nullopt;
+  const nlohmann::json& d = prov["residual"]["drop"];
+  if (!d.contains("estimated_drop_pp")) return std::nullopt;  // models from before held-out estimates
+  return DropEstimate{d.value("target_pp", 0.0), d.value("estimated_drop_pp", 0.0), d.value("standard_error_pp", 0.0),
+                      d.value("estimating_images", int64_t{0}), d.value("choosing_images", int64_t{0}),
+                      d.value("measured_on", std::string()), d.value("met", false)};
 }
 
 void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes) {
@@ -369,6 +396,18 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
       std::printf("          %s%5d  %-*s %5d %9lld %12lld %10.3g\n", k == q.level ? "->" : "  ", k, width, e.layer.c_str(),
                   e.term, static_cast<long long>(e.bytes), static_cast<long long>(cumulative), e.gain);
     }
+  }
+  if (std::optional<DropEstimate> d = drop_estimate(q)) {
+    int fallbacks = 0, kept_float = 0;
+    for (const auto& l : prov["residual"]["layers"]) {
+      fallbacks += l.value("fallback", false);
+      kept_float += l.value("kept_float", false);
+    }
+    std::printf("max-drop    target %g pp: estimated drop %.2f +- %.2f pp on %lld held-out images (%s; chosen on %lld others)%s\n",
+                d->target, d->estimate, d->standard_error, static_cast<long long>(d->images), d->measured_on.c_str(),
+                static_cast<long long>(d->choosing_images), d->met ? "" : " - TARGET MISSED");
+    std::printf("            upgrades: %d layers to int8, %d kept float32, %d residual edge sets\n", fallbacks, kept_float,
+                q.max_level());
   }
   std::printf("multiplies  %.1f %% eliminated (%lld of %lld per image left; one per group of N)\n",
               100.0 * size.mults_eliminated(), static_cast<long long>(size.multiplies_per_image),
@@ -538,7 +577,8 @@ int cmd_quantize(int argc, char** argv) {
   Args args("quantize", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
-             "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape"},
+             "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape",
+             "max-drop", "drop-images"},
             {"all-layers", "eval", "json"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -594,13 +634,21 @@ int cmd_quantize(int argc, char** argv) {
     options.residual_ranking = q::ResidualRanking::kUniform;
     options.residual_fallback = false;
   }
+  if (args.has("max-drop")) {
+    for (const char* o : {"residual", "residual-terms"})
+      if (args.has(o)) throw UsageError(std::string("--max-drop is a budget of its own; it excludes --") + o);
+    options.residual.kind = q::ResidualBudget::Kind::kDrop;
+    options.residual.value = args.get_double("max-drop", 1, 0, 100);
+  } else if (args.has("drop-images")) {
+    throw UsageError("--drop-images goes with --max-drop");
+  }
   if (args.has("residual")) {
     try {
       options.residual = q::parse_residual_budget(args.get("residual"));
     } catch (const Error& e) {
       throw UsageError(std::string("--residual: ") + e.what());
     }
-  } else {
+  } else if (!args.has("max-drop")) {
     for (const char* o : {"residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed"})
       if (args.has(o)) throw UsageError(std::string("--") + o + " goes with --residual");
   }
@@ -610,7 +658,7 @@ int cmd_quantize(int argc, char** argv) {
     } catch (const Error& e) {
       throw UsageError(std::string("--residual-ranking: ") + e.what());
     }
-  } else if (args.has("residual") && args.has("data-free")) {
+  } else if ((args.has("residual") || args.has("max-drop")) && args.has("data-free")) {
     options.residual_ranking = q::ResidualRanking::kWeights;  // no images to measure on
   }
   if (args.has("residual-max-terms"))
@@ -652,19 +700,39 @@ int cmd_quantize(int argc, char** argv) {
   tern::Preprocess norm = preprocess(args, graph);
 
   // Calibration images: the first N of the training split (never test images).
-  std::optional<tern::Tensor> calibration;
-  bool want_images = options.activation_mode == q::ActivationMode::kCalibrated || args.has("data");
+  std::optional<tern::Tensor> calibration, drop_images;
+  const bool drop_budget = options.residual.kind == q::ResidualBudget::Kind::kDrop;
+  bool want_images = options.activation_mode == q::ActivationMode::kCalibrated || args.has("data") || drop_budget;
   tern::Dataset train;
+  if (drop_budget && args.has("data-free") && !args.has("data"))
+    throw UsageError("--max-drop measures the drop on held-out images: give --data (--data-free reads none by default)");
   if (want_images) {
     if (!has_data(args, &graph))
       throw UsageError("calibration needs --data (a folder of images, fashion-mnist, an IDX directory or X.npy), or --data-free");
     train = load_data(args, &graph, "train", false);
     check(graph.inputs.size() == 1, in_path + ": quantize supports single-input models");
-    calibration = tern::make_batch(train, 0, std::min<int64_t>(calib_images, train.size()), norm,
-                                   graph.value(graph.inputs[0]).shape);
+    // An accuracy budget holds out images after the calibration ones (at most half the data).
+    int64_t held = 0;
+    if (drop_budget) {
+      // Default: 10000 images (an estimate within about 0.2 pp), fewer where they would take over 1 GB.
+      int64_t per_image = tern::make_batch(train, 0, 1, norm, graph.value(graph.inputs[0]).shape).size();
+      int64_t fits = (int64_t{1} << 30) / (4 * std::max<int64_t>(1, per_image));
+      held = std::min(args.get_int("drop-images", std::clamp<int64_t>(fits, 1000, 10000), 20, 1 << 20), train.size() / 2);
+      check(held >= 20, train.name + ": --max-drop holds out images to measure the drop on, and " + std::to_string(train.size()) +
+                            " images are too few (at least 40)");
+    }
+    int64_t calib_n = std::min<int64_t>(calib_images, train.size() - held);
+    if (calib_n < calib_images && held > 0)
+      std::fprintf(stderr, "tern: note: %s: %lld images: %lld calibrate, %lld are held out for --max-drop\n", train.name.c_str(),
+                   static_cast<long long>(train.size()), static_cast<long long>(calib_n), static_cast<long long>(held));
+    calibration = tern::make_batch(train, 0, calib_n, norm, graph.value(graph.inputs[0]).shape);
     fix_dynamic_dims_to_batch(graph, calibration->shape(), in_path);
-    if (train.labelled())
-      options.calibration_labels.assign(train.labels.begin(), train.labels.begin() + calibration->dim(0));
+    if (held > 0) {
+      drop_images = tern::make_batch(train, calib_n, held, norm, graph.value(graph.inputs[0]).shape);
+      options.drop_images = &*drop_images;
+      if (train.labelled())
+        options.drop_labels.assign(train.labels.begin() + calib_n, train.labels.begin() + calib_n + held);
+    }
   }
   if (!calibration) require_static_dims(graph, in_path);
 
@@ -725,6 +793,7 @@ int cmd_quantize(int argc, char** argv) {
     report["fp32_top1"] = a.top1;
     report["top1"] = b.top1;
     report["top1_drop_pp"] = a.top1 - b.top1;
+    if (std::optional<DropEstimate> d = drop_estimate(model)) report["max_drop_estimate_pp"] = d->estimate;
     report["eval_data"] = test.name;
     report["eval_images"] = b.images;
     if (!args.flag("json")) {
@@ -735,6 +804,8 @@ int cmd_quantize(int argc, char** argv) {
                   static_cast<double>(size.fp32) / static_cast<double>(size.quantized), 100.0 * (1 - size.mults_eliminated()));
       std::printf("top-1 change %+.2f pp on %lld %s test images\n", b.top1 - a.top1, static_cast<long long>(b.images),
                   test.name.c_str());
+      if (std::optional<DropEstimate> d = drop_estimate(model))
+        std::printf("max-drop     estimated %.2f +- %.2f pp, measured %.2f pp\n", d->estimate, d->standard_error, a.top1 - b.top1);
     }
   }
   if (args.flag("json")) std::cout << report.dump() << "\n";

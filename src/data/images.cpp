@@ -178,13 +178,22 @@ Dataset load_image_folder(const std::string& dir) {
     d.files = images_in(dir);
     if (!sub.empty()) {
       check(d.files.empty(), dir + ": holds both images and sub-folders; expected one sub-folder per class, or images only");
+      // Classes are interleaved (the first image of every class, then the second, ...), so the
+      // first N images - calibration takes those - hold every class, not the first one alone.
+      std::vector<std::vector<std::string>> by_class;
       for (const fs::path& s : sub) {
         std::vector<std::string> files = images_in(s);
         if (files.empty()) continue;  // not a class (hidden or unrelated folders)
         d.classes.push_back(s.filename().string());
-        for (std::string& f : files) {
-          d.files.push_back(std::move(f));
-          d.labels.push_back(static_cast<int64_t>(d.classes.size()) - 1);
+        by_class.push_back(std::move(files));
+      }
+      for (size_t i = 0, left = 1; left > 0; ++i) {
+        left = 0;
+        for (size_t c = 0; c < by_class.size(); ++c) {
+          if (i >= by_class[c].size()) continue;
+          d.files.push_back(std::move(by_class[c][i]));
+          d.labels.push_back(static_cast<int64_t>(c));
+          left += i + 1 < by_class[c].size();
         }
       }
     }

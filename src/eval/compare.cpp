@@ -18,12 +18,6 @@ double db(double signal, double noise) {
   return 10.0 * std::log10(signal / noise);
 }
 
-ValueId value_named(const Graph& g, const std::string& name) {
-  for (size_t i = 0; i < g.values.size(); ++i)
-    if (g.values[i].name == name) return static_cast<ValueId>(i);
-  return kNoValue;
-}
-
 const Node* node_named(const Graph& g, const std::string& name) {
   for (const Node& n : g.nodes)
     if (n.name == name) return &n;
@@ -112,7 +106,7 @@ quant::QuantizedModel keep_quantized(const quant::QuantizedModel& model, const G
     l.input.reset();
     for (const std::string& name : {l.weight_value, l.bias_value}) {
       if (name.empty()) continue;
-      ValueId r = value_named(reference, name), v = value_named(m.graph, name);
+      ValueId r = reference.find_value(name), v = m.graph.find_value(name);
       check(r != kNoValue && reference.is_constant(r), "compare: the reference model has no weight '" + name + "' (layer '" +
                                                            l.node + "'): compare with the model it was quantized from");
       check(v != kNoValue && reference.constant(r).shape() == m.graph.constant(v).shape(),

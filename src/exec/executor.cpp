@@ -85,9 +85,7 @@ struct Executor::Impl {
 
   void set_constant(const std::string& name, Tensor value) {
     std::string who = (graph.source.empty() ? std::string("model") : graph.source) + ": constant '" + name + "'";
-    ValueId id = kNoValue;
-    for (size_t i = 0; i < graph.values.size() && id == kNoValue; ++i)
-      if (graph.values[i].name == name) id = static_cast<ValueId>(i);
+    ValueId id = graph.find_value(name);
     check(id != kNoValue && graph.is_constant(id), who + ": no such constant");
     const Tensor& old = graph.constant(id);
     check(value.dtype() == old.dtype() && value.shape() == old.shape(),

@@ -13,6 +13,12 @@ ValueId Graph::add_value(Value value) {
   return static_cast<ValueId>(values.size() - 1);
 }
 
+ValueId Graph::find_value(const std::string& name) const {
+  for (size_t i = 0; i < values.size(); ++i)
+    if (values[i].name == name) return static_cast<ValueId>(i);
+  return kNoValue;
+}
+
 ValueId Graph::add_constant(std::string name, Tensor tensor) {
   Value v;
   v.name = std::move(name);

@@ -87,12 +87,6 @@ std::optional<int64_t> values_per_image(const Shape& shape) {
 
 namespace {
 
-ValueId find_value(const Graph& g, const std::string& name) {
-  for (size_t i = 0; i < g.values.size(); ++i)
-    if (g.values[i].name == name) return static_cast<ValueId>(i);
-  return kNoValue;
-}
-
 // Output values per image (values_per_image).
 int64_t outputs_per_image(const Graph& g, const Node& n) {
   const Value& y = g.value(n.outputs[0]);
@@ -295,7 +289,7 @@ std::vector<std::string> set_level(QuantizedModel& m, int level) {
     check(want <= static_cast<int>(l.terms.size()), "layer '" + l.node + "': level needs more terms than stored");
     if (want == l.active_terms) continue;
     l.active_terms = want;
-    ValueId id = find_value(m.graph, l.weight_value);
+    ValueId id = m.graph.find_value(l.weight_value);
     check(id != kNoValue && m.graph.is_constant(id), "layer '" + l.node + "': weight value is missing");
     *m.graph.value(id).constant = active_weights(l, m.graph.constant(id).shape());
     changed.push_back(l.weight_value);
@@ -309,7 +303,7 @@ QuantizedSession::QuantizedSession(QuantizedModel model, ExecutorOptions options
 
 void QuantizedSession::set_level(int level) {
   for (const std::string& name : quant::set_level(model_, level)) {
-    ValueId id = find_value(model_.graph, name);
+    ValueId id = model_.graph.find_value(name);
     executor_.set_constant(name, model_.graph.constant(id));
   }
 }
@@ -326,8 +320,8 @@ void quantize_biases(QuantizedModel& m, const Graph& fp32) {
     l.bias.clear();
     l.bias_scale.clear();
     if (l.bias_value.empty() || !l.input || l.input->dynamic) continue;
-    ValueId id = find_value(g, l.bias_value);
-    ValueId source = find_value(fp32, l.bias_value);
+    ValueId id = g.find_value(l.bias_value);
+    ValueId source = fp32.find_value(l.bias_value);
     check(id != kNoValue && source != kNoValue, "layer '" + l.node + "': bias value is missing");
     const Tensor& b = fp32.constant(source);
     std::vector<float> dequantized = quantize_layer_bias(l, {b.data<float>(), static_cast<size_t>(b.size())});
@@ -448,7 +442,9 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     l.active_terms = 1;
     l.weight_sqnr_db = l.terms[0].sqnr_db;
     *g.value(n.inputs[1]).constant = active_weights(l, w.shape());
-    if (residual && l.config.format == WeightFormat::kTernary) original[i] = std::move(weights);
+    // The residual step expands ternary layers; an accuracy budget may upgrade any layer.
+    if (residual && (l.config.format == WeightFormat::kTernary || options.residual.kind == ResidualBudget::Kind::kDrop))
+      original[i] = std::move(weights);
   }
 
   // Activation scales.
@@ -577,7 +573,7 @@ std::vector<std::optional<double>> output_sqnr(const QuantizedModel& model, cons
       if (x.name == l.node) n = &x;
     check(n != nullptr, "output SQNR: layer '" + l.node + "' is not in the graph");
     const std::string& y = sim.value(n->outputs[0]).name;
-    ValueId r = find_value(reference, y);
+    ValueId r = reference.find_value(y);
     check(r != kNoValue, "output SQNR: the reference graph has no value '" + y + "'");
     ref_ids.push_back(r);
     sim_ids.push_back(n->outputs[0]);

@@ -81,15 +81,18 @@ namespace {
 struct LayerState {
   int terms = 1;
   bool fallback = false;
+  bool kept_float = false;
 };
 
 double error_scale(const ResidualCandidate& c) { return c.error[0] > 0 ? c.sensitivity / c.error[0] : 0.0; }
 
 double current_error(const ResidualCandidate& c, const LayerState& s) {
+  if (s.kept_float) return 0.0;
   return s.fallback ? c.fallback_error : c.error[static_cast<size_t>(s.terms - 1)];
 }
 
 int64_t current_bytes(const ResidualCandidate& c, const LayerState& s) {
+  if (s.kept_float) return c.float_bytes;
   if (s.fallback) return c.fallback_bytes;
   int64_t b = 0;
   for (int j = 0; j < s.terms; ++j) b += c.term_bytes[static_cast<size_t>(j)];
@@ -97,7 +100,8 @@ int64_t current_bytes(const ResidualCandidate& c, const LayerState& s) {
 }
 
 void apply_move(std::vector<LayerState>& state, const ResidualMove& m) {
-  if (m.term == 0) state[m.layer].fallback = true;
+  if (m.term == kFloatMove) state[m.layer] = {1, false, true};
+  else if (m.term == 0) state[m.layer].fallback = true;
   else state[m.layer].terms = m.term + 1;
 }
 
@@ -141,6 +145,10 @@ std::vector<ResidualMove> order_residual_moves(const std::vector<ResidualCandida
     for (size_t l = 0; l < layers.size(); ++l) {
       const ResidualCandidate& c = layers[l];
       const LayerState& s = state[l];
+      if (s.kept_float) continue;
+      if (c.float_bytes >= 0 && ranking != ResidualRanking::kRandom)
+        options.push_back({l, kFloatMove, c.float_bytes - current_bytes(c, s),
+                           error_scale(c) * current_error(c, s) + c.float_extra});
       if (s.fallback) continue;
       if (static_cast<size_t>(s.terms) < c.term_bytes.size()) options.push_back(edge_move(l));
       if (c.fallback_bytes >= 0 && ranking != ResidualRanking::kRandom)  // random distributes edges only
@@ -179,18 +187,22 @@ ResidualAllocation allocation_from_moves(const std::vector<ResidualCandidate>& l
   std::vector<LayerState> state(layers.size());
   ResidualAllocation a;
   a.fallback.assign(layers.size(), false);
+  a.kept_float.assign(layers.size(), false);
   for (size_t i = 0; i < count; ++i) {
     const ResidualMove& m = moves[i];
     check(m.layer < layers.size(), "residual allocation: move names no layer");
     apply_move(state, m);
-    if (m.term == 0) {
-      a.fallback[m.layer] = true;
+    if (m.term == 0 || m.term == kFloatMove) {
+      (m.term == 0 ? a.fallback : a.kept_float)[m.layer] = true;
+      if (m.term == kFloatMove) a.fallback[m.layer] = false;
       std::erase_if(a.edges, [&](const ResidualMove& e) { return e.layer == m.layer; });
     } else {
       a.edges.push_back(m);
     }
   }
-  for (size_t l = 0; l < layers.size(); ++l) a.estimated_distortion += error_scale(layers[l]) * current_error(layers[l], state[l]);
+  for (size_t l = 0; l < layers.size(); ++l)
+    a.estimated_distortion +=
+        error_scale(layers[l]) * current_error(layers[l], state[l]) + (state[l].kept_float ? 0.0 : layers[l].float_extra);
   return a;
 }
 
