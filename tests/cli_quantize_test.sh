@@ -90,6 +90,7 @@ bad_quantize "below the plain quantized model" "$out" -- "$model" --data-free dy
 bad_quantize "held-out images: give --data" "$out" -- "$model" --data-free dynamic --residual drop:1
 bad_quantize "--max-drop" "$out" -- "$model" --max-drop 1 --residual all
 bad_quantize "--max-drop" "$out" -- "$model" --max-drop -1
+bad_quantize "--bias-correction measures means on calibration images" "$out" -- "$model" --data-free dynamic --bias-correction
 bad_quantize "--drop-images goes with --max-drop" "$out" -- "$model" --drop-images 100
 bad_quantize "--drop-images" "$out" -- "$model" --max-drop 1 --drop-images 5
 bad_quantize "--residual-ranking" "$out" -- "$model" --residual all --residual-ranking best

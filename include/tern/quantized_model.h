@@ -142,6 +142,10 @@ struct QuantizeOptions {
   // per-group quantization of the weights alone when false or without images.
   bool output_aware = false;
   double damping = 0.01;
+  // Empirical bias correction (Nagel et al. 2019) on up to bias_correction_images calibration
+  // images: each layer's bias absorbs the shift quantization gives its mean output per channel.
+  bool bias_correction = false;
+  int64_t bias_correction_images = 256;
   // Layers with more inputs per output (in * taps) keep per-group rounding: H takes (in*taps)^2
   // doubles and its inverse O((in*taps)^3) time (2048: 32 MB, a few seconds).
   int64_t output_aware_max_inputs = 2048;

@@ -56,7 +56,7 @@ commands:
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
              [--residual-max-terms K] [--fallback int8|none] [--sensitivity-images N] [--seed S] [--residual-terms K]
-             [--max-drop PP [--drop-images N]]
+             [--max-drop PP [--drop-images N]] [--bias-correction]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default: the data set the model's metadata
       names, tern.dataset; the bundled models name fashion-mnist) at the 99.99th percentile; first
@@ -70,6 +70,8 @@ commands:
       --group-scales u8 (default): fine-grained group scales as 7-bit multiples (0..127) of one float32 step
       per filter; log8: 8-bit codes on a logarithmic grid below the filter's largest scale
       (2^(k/16) steps); f32: every group scale float32.
+      --bias-correction: empirical bias correction (Nagel et al. 2019): every layer's bias absorbs
+      the shift quantization gives its mean output per channel on 256 calibration images.
       --residual BUDGET: ternary residual edges. Every ternary layer is expanded into up to
       --residual-max-terms (default 3) ternary terms, each quantizing what the previous ones left;
       the extra terms ("edge sets") and int8 fallbacks are ranked by estimated output error removed
@@ -579,7 +581,7 @@ int cmd_quantize(int argc, char** argv) {
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
              "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape",
              "max-drop", "drop-images"},
-            {"all-layers", "eval", "json"});
+            {"all-layers", "eval", "json", "bias-correction"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
   std::string out_path = args.get("output");
@@ -621,6 +623,9 @@ int cmd_quantize(int argc, char** argv) {
   if (rounding != "output" && rounding != "weight")
     throw UsageError("--rounding: expected output or weight, got '" + rounding + "'");
   options.output_aware = rounding == "output";
+  options.bias_correction = args.flag("bias-correction");
+  if (options.bias_correction && args.has("data-free") && !args.has("data"))
+    throw UsageError("--bias-correction measures means on calibration images: give --data (--data-free reads none by default)");
   std::string group_scales = args.get("group-scales", "u8");
   if (group_scales != "u8" && group_scales != "log8" && group_scales != "f32")
     throw UsageError("--group-scales: expected u8, log8 or f32, got '" + group_scales + "'");

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "tern/executor.h"
+#include "tern/quantized_model.h"
 #include "tern/tensor.h"
 
 namespace tern::quant {
@@ -16,6 +18,24 @@ inline Tensor slice_images(const Tensor& images, int64_t begin, int64_t count) {
   int64_t per = images.size() / std::max<int64_t>(1, images.dim(0));
   std::memcpy(t.raw(), images.data<float>() + begin * per, static_cast<size_t>(count * per) * sizeof(float));
   return t;
+}
+
+// Runs `graph` over `images` in batches and hands the values `ids` of each batch to `visit`.
+template <typename Visit>
+void for_each_batch(const Graph& graph, const std::vector<ValueId>& ids, const Tensor& images, int64_t batch,
+                    ThreadPool* pool, Visit visit, const QuantizeOptions* progress_to = nullptr) {
+  Graph g = graph;
+  g.outputs = ids;
+  ExecutorOptions options;
+  options.pool = pool;
+  Executor exec(std::move(g), options);
+  for (int64_t b = 0; b < images.dim(0); b += batch) {
+    Tensor x = slice_images(images, b, std::min(batch, images.dim(0) - b));
+    std::vector<Tensor> out = exec.run(std::span<const Tensor>(&x, 1));
+    visit(out);
+    if (progress_to && progress_to->progress)
+      progress_to->progress("calibrating", std::min(b + batch, images.dim(0)), images.dim(0));
+  }
 }
 
 }  // namespace tern::quant

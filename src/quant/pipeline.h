@@ -1,6 +1,7 @@
 // Internal steps of quantize_model() that live in their own files.
 #pragma once
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
@@ -15,6 +16,13 @@ namespace tern::quant {
 // with dynamic or float inputs keep float biases.
 void quantize_biases(QuantizedModel& m, const Graph& fp32);
 
+// Empirical bias correction (bias_correction.cpp): each layer's bias moves by the difference
+// between the FP32 and the quantized model's mean output per channel, measured on `images` (as
+// many as fit in one batch of about 1 GB) layer after layer, each with the earlier corrections in
+// place. Sets the biases as quantize_biases() does; returns a summary for provenance.
+nlohmann::json correct_biases(QuantizedModel& m, const Graph& fp32, const Tensor& images, int64_t batch,
+                              ThreadPool* pool);
+
 // What the residual allocation needs from quantize_model().
 struct ResidualContext {
   const Graph& fp32;                                              // canonical FP32 weights
@@ -23,6 +31,9 @@ struct ResidualContext {
   const QuantizeOptions& options;
   const Tensor* calibration;
   ThreadPool* pool;
+  // Sets a model's biases (quantize_biases, or bias correction): every model an accuracy budget
+  // measures is finished as the one stored.
+  std::function<void(QuantizedModel&)> finish_biases;
 };
 
 // Expands the ternary layers, ranks the upgrades, applies the budget and stores the chosen terms,

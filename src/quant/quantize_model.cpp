@@ -176,24 +176,6 @@ CanonicalLayer canonicalize(Graph& g, Node& n, const std::vector<int>& consumers
   return c;
 }
 
-// Runs `graph` over `images` in batches and hands the values `ids` of each batch to `visit`.
-template <typename Visit>
-void for_each_batch(const Graph& graph, const std::vector<ValueId>& ids, const Tensor& images, int64_t batch,
-                    ThreadPool* pool, Visit visit, const QuantizeOptions* progress_to = nullptr) {
-  Graph g = graph;
-  g.outputs = ids;
-  ExecutorOptions options;
-  options.pool = pool;
-  Executor exec(std::move(g), options);
-  for (int64_t b = 0; b < images.dim(0); b += batch) {
-    Tensor x = slice_images(images, b, std::min(batch, images.dim(0) - b));
-    std::vector<Tensor> out = exec.run(std::span<const Tensor>(&x, 1));
-    visit(out);
-    if (progress_to && progress_to->progress)
-      progress_to->progress("calibrating", std::min(b + batch, images.dim(0)), images.dim(0));
-  }
-}
-
 // The largest scale of the groups holding filter o's weights (the bias's reference weight scale).
 float filter_reference_scale(const QuantizedWeights& q, int64_t o) {
   const WeightGrouping& g = q.grouping;
@@ -488,12 +470,22 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     }
   }
 
+  check(!options.bias_correction || calibration, src + ": bias correction measures means on calibration images, and there are none");
+  check(options.bias_correction_images >= 1, "bias correction images must be >= 1");
+  std::optional<Tensor> bias_images;
+  if (options.bias_correction)
+    bias_images = slice_images(*calibration, 0, std::min(options.bias_correction_images, calibration->dim(0)));
+  nlohmann::json bias_json;
+  auto finish_biases = [&](QuantizedModel& model) {
+    if (bias_images) bias_json = correct_biases(model, fp32, *bias_images, options.batch, pool);
+    else quantize_biases(model, fp32);
+  };
   nlohmann::json residual_json;
   if (residual) {
-    ResidualContext ctx{fp32, original, covariances, options, calibration, pool};
+    ResidualContext ctx{fp32, original, covariances, options, calibration, pool, finish_biases};
     residual_json = allocate_residual(m, ctx);
   }
-  quantize_biases(m, fp32);
+  finish_biases(m);
 
   if (calibration) {
     std::vector<std::optional<double>> sqnr = output_sqnr(m, graph, *calibration, options.batch, pool);
@@ -517,6 +509,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
         {"first_last_8bit", options.plan.first_last_8bit}, {"depthwise_8bit", options.plan.depthwise_8bit}}}};
   if (options.config_json) prov["config"] = *options.config_json;
   if (residual) prov["residual"] = residual_json;
+  if (options.bias_correction) prov["bias_correction"] = bias_json;
   m.provenance_json = prov.dump();
   return m;
 }

@@ -323,11 +323,9 @@ size_t search_drop(QuantizedModel& m, const ResidualContext& ctx, const Candidat
                      ctx.pool);
   const std::string why = "--max-drop " + nlohmann::json(o.residual.value).dump() + " pp";
   auto model_at = [&](size_t k) {
-    std::vector<size_t> kept_float = apply_moves(m, c.expansions, c.cands, moves, k, why);
-    quantize_biases(m, ctx.fp32);
-    if (kept_float.empty()) return simulation_graph(m);
     QuantizedModel e = m;
-    keep_float(e, kept_float, ctx.fp32, why);
+    keep_float(e, apply_moves(e, c.expansions, c.cands, moves, k, why), ctx.fp32, why);
+    ctx.finish_biases(e);
     return simulation_graph(e);
   };
   // The smallest k in [lo, moves.size()] whose drop on the choosing half is within `target` by one
