@@ -203,6 +203,9 @@ def main():
                     help="keep the configurations whose label contains one of these substrings (case insensitive)")
     ap.add_argument("--out", default="docs/results/rgb_ptq.md")
     ap.add_argument("--pages", default=None, help="folder of the per-model pages (default: rgb/ next to --out)")
+    ap.add_argument("--pages-only", action="store_true",
+                    help="write the pages from the rows an earlier run saved (--out's .json), running nothing; "
+                         "for a run cut short after some models")
     args = ap.parse_args()
     if not args.out.endswith(".md"):
         ap.error("--out must name a .md file")
@@ -216,6 +219,17 @@ def main():
     for path in paths:
         if not os.path.isfile(path):
             ap.error(f"no model {path}")
+    if args.pages_only:
+        saved = json.load(open(args.out[:-3] + ".json"))
+        rows = saved["rows"]
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        head = header(saved["commit"], "dirty" if saved["dirty"] else "", saved["cpu"], saved.get("command", "scripts/rgb_ptq.py"))
+        os.makedirs(pages, exist_ok=True)
+        for m in models:
+            write_page(os.path.join(pages, m + ".md"), args.out, m, [r for r in rows if r["model"] == m], head)
+        write_main(args.out, rows, models, pages, head)
+        print("wrote", args.out, "and", len(models), "model pages from", args.out[:-3] + ".json")
+        return 0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
     cpu = ""
@@ -234,7 +248,7 @@ def main():
             for label, options in configs:
                 rows.append(run(args.tern, path, label, options, tmp, config))
                 print(rows[-1], flush=True)
-                json.dump({"commit": commit, "dirty": bool(dirty), "cpu": cpu, "rows": rows},
+                json.dump({"commit": commit, "dirty": bool(dirty), "cpu": cpu, "command": command, "rows": rows},
                           open(args.out[:-3] + ".json.tmp", "w"), indent=1)
                 os.replace(args.out[:-3] + ".json.tmp", args.out[:-3] + ".json")
     models = list(dict.fromkeys(r["model"] for r in rows))

@@ -167,8 +167,9 @@ struct Classifier {
   std::vector<int64_t> labels;
 };
 
-// fc_bias: the Gemm's bias (none when empty); output "f" (the pooled features) instead of "y".
-Classifier classifier(const std::vector<float>& fc_bias = {}, bool features = false) {
+// fc_bias: the Gemm's bias (none when empty); output "f" (the pooled features) instead of "y";
+// sequence: output [N, 2, 5], a recogniser's scores per position (y, then -y).
+Classifier classifier(const std::vector<float>& fc_bias = {}, bool features = false, bool sequence = false) {
   OnnxBuilder b;
   b.input("x", {-1, 4, 6, 6});
   b.floats("w1", {8, 4, 3, 3}, random_floats(288, 11));
@@ -192,7 +193,14 @@ Classifier classifier(const std::vector<float>& fc_bias = {}, bool features = fa
   }
   auto& fc = b.node("Gemm", fc_inputs, {"y"}, "fc");
   OnnxBuilder::attr(fc, "transB", int64_t{1});
-  b.output(features ? "f" : "y");
+  if (sequence) {
+    b.node("Neg", {"y"}, {"neg"}, "neg");
+    auto& cat = b.node("Concat", {"y", "neg"}, {"both"}, "concat");
+    OnnxBuilder::attr(cat, "axis", int64_t{1});
+    b.ints("shape", {3}, {-1, 2, 5});
+    b.node("Reshape", {"both", "shape"}, {"seq"}, "reshape");
+  }
+  b.output(features ? "f" : sequence ? "seq" : "y");
   Classifier c;
   c.graph = import_onnx_bytes(b.bytes(), "classifier.onnx");
   c.images = Tensor::from_floats({24, 4, 6, 6}, random_floats(24 * 144, 16));
@@ -365,7 +373,7 @@ struct HeldOut {
   Tensor images;
   std::vector<int64_t> labels;
 };
-HeldOut held_out(int64_t n) {
+HeldOut held_out(int64_t n, bool sequence = false) {
   HeldOut h;
   h.images = Tensor::from_floats({n, 4, 6, 6}, random_floats(n * 144, 17));
   Executor features(classifier({}, true).graph);
@@ -374,7 +382,8 @@ HeldOut held_out(int64_t n) {
   for (int64_t i = 0; i < n; ++i)
     for (int k = 0; k < 5; ++k)
       for (int j = 0; j < 8; ++j) bias[static_cast<size_t>(k)] -= wf[static_cast<size_t>(k * 8 + j)] * f.data<float>()[i * 8 + j] / static_cast<float>(n);
-  h.c = classifier(bias);
+  h.c = classifier(bias, false, sequence);
+  if (sequence) return h;
   h.labels = top1(h.c.graph, h.images);
   for (size_t i = 0; i < h.labels.size(); i += 4) h.labels[i] = (h.labels[i] + 1) % 5;
   return h;
@@ -448,6 +457,32 @@ TEST(AccuracyBudget, UpgradesInt8LayersToFloatAndWithoutLabelsKeepsFp32sAnswers)
   // No held-out images: an error, not a guess on the calibration images.
   o.drop_images = nullptr;
   EXPECT_THROW(q::quantize_model(c.graph, o, &c.images), Error);
+}
+
+TEST(AccuracyBudget, ScoresPerPositionAgainstFp32ForSequenceOutputs) {
+  HeldOut h = held_out(120, true);
+  const Classifier& c = h.c;
+  q::QuantizeOptions o = residual_options("drop:0");
+  o.residual_fallback = true;
+  o.drop_images = &h.images;
+  o.drop_labels.assign(120, 0);  // one label per image cannot score [N, 2, 5]: ignored
+  q::QuantizedModel m = q::quantize_model(c.graph, o, &c.images);
+  nlohmann::json r = nlohmann::json::parse(m.provenance_json)["residual"], d = r["drop"];
+  EXPECT_EQ(d["measured_on"].get<std::string>(), "agreement with FP32 top-1");
+  // The estimate: the share of (image, position) top-1s on the second half that differ from FP32's.
+  auto top1s = [&](const Graph& g) {
+    Executor e(g);
+    Tensor y = e.run(h.images);
+    EXPECT_EQ(y.shape(), (Shape{120, 2, 5}));
+    std::vector<int64_t> p;
+    for (int64_t r = 0; r < 240; ++r) p.push_back(std::max_element(y.data<float>() + r * 5, y.data<float>() + r * 5 + 5) - (y.data<float>() + r * 5));
+    return p;
+  };
+  std::vector<int64_t> a = top1s(c.graph), b = top1s(q::simulation_graph(m));
+  int64_t differ = 0;
+  for (size_t i = 120; i < 240; ++i) differ += a[i] != b[i];
+  EXPECT_NEAR(d["estimated_drop_pp"].get<double>(), 100.0 * static_cast<double>(differ) / 120.0, 1e-9);
+  EXPECT_GT(r["moves_taken"].get<int64_t>(), 0);
 }
 
 }  // namespace

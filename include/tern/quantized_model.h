@@ -167,8 +167,9 @@ struct QuantizeOptions {
   std::vector<int64_t> drop_labels;
   int histogram_bins = 2048;
   int64_t batch = 64;             // images per calibration run
-  // Called after each calibration batch with the stage ("calibrating") and images done of total
-  // (the CLI's progress bar); may be empty.
+  // The CLI's progress bar; may be empty. Called with a stage and how much of it is done:
+  // "calibrating" (images), "measuring sensitivities" (layers, accuracy budgets) and
+  // "searching --max-drop" (drop measurements; the total is an upper bound).
   std::function<void(const std::string& stage, int64_t done, int64_t total)> progress;
   bool input_non_negative = false;  // the graph input is >= 0 (unsigned codes for the first layer)
   // The exact max |x| of the graph input when known (pixels 0..255 through the normalization).

@@ -190,9 +190,9 @@ inline tern::Dataset load_data(const Args& args, const tern::Graph* graph, const
 
 // A progress line on stderr ("\rcalibrating 256/512 images"), only when stderr is a terminal (logs
 // and the tests' one-line errors stay clean); the line ends when done reaches total.
-inline void progress_line(const std::string& stage, int64_t done, int64_t total) {
+inline void progress_line(const std::string& stage, int64_t done, int64_t total, const char* unit = "images") {
   if (!isatty(STDERR_FILENO)) return;
-  std::fprintf(stderr, "\r%s %lld/%lld images", stage.c_str(), static_cast<long long>(done), static_cast<long long>(total));
+  std::fprintf(stderr, "\r%s %lld/%lld %s", stage.c_str(), static_cast<long long>(done), static_cast<long long>(total), unit);
   if (done >= total) std::fprintf(stderr, "\r%*s\r", static_cast<int>(stage.size()) + 32, "");
   std::fflush(stderr);
 }

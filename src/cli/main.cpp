@@ -594,7 +594,9 @@ int cmd_quantize(int argc, char** argv) {
   // Every option is checked before any work, so a bad one never leaves a file behind.
   q::QuantizeOptions options;
   if (!args.flag("json"))
-    options.progress = [](const std::string& stage, int64_t done, int64_t total) { progress_line(stage, done, total); };
+    options.progress = [](const std::string& stage, int64_t done, int64_t total) {
+      progress_line(stage, done, total, stage == "calibrating" ? "images" : stage == "measuring sensitivities" ? "layers" : "steps");
+    };
   q::WeightQuantConfig& w = options.plan.weights;
   try {
     q::parse_weight_spec(args.get("weights", "ternary"), w, "--weights");

@@ -133,7 +133,8 @@ double squared_distance(const std::vector<Tensor>& a, const std::vector<Tensor>&
 // For each expansion, the relative output distortion with that layer alone quantized at its base
 // term, input activation quantization included (every other layer FP32).
 std::vector<double> isolated_distortions(const QuantizedModel& m, const std::vector<Expansion>& expansions,
-                                         const Graph& fp32, const Tensor& images, int64_t batch, ThreadPool* pool) {
+                                         const Graph& fp32, const Tensor& images, int64_t batch, ThreadPool* pool,
+                                         const QuantizeOptions& o) {
   std::vector<Tensor> reference = first_output(fp32, images, batch, pool);
   double signal = 0;
   for (const Tensor& t : reference)
@@ -151,6 +152,7 @@ std::vector<double> isolated_distortions(const QuantizedModel& m, const std::vec
     quantize_biases(solo, fp32);
     d.push_back(signal > 0 ? squared_distance(first_output(simulation_graph(solo), images, batch, pool), reference) / signal
                            : 0.0);
+    if (o.progress) o.progress("measuring sensitivities", static_cast<int64_t>(d.size()), static_cast<int64_t>(expansions.size()));
   }
   return d;
 }
@@ -300,7 +302,7 @@ void set_sensitivities(const QuantizedModel& m, const ResidualContext& ctx, Cand
   std::vector<double> d = measured_sensitivities(ctx.fp32, weight_values, base, images, o.batch, ctx.pool);
   for (size_t k = 0; k < c.cands.size(); ++k) c.cands[k].sensitivity = d[k];
   if (!accuracy_budget) return;
-  std::vector<double> full = isolated_distortions(m, c.expansions, ctx.fp32, images, o.batch, ctx.pool);
+  std::vector<double> full = isolated_distortions(m, c.expansions, ctx.fp32, images, o.batch, ctx.pool, o);
   for (size_t k = 0; k < c.cands.size(); ++k) c.cands[k].float_extra = std::max(0.0, full[k] - d[k]);
 }
 
@@ -322,7 +324,11 @@ size_t search_drop(QuantizedModel& m, const ResidualContext& ctx, const Candidat
   DropMeter estimate(ctx.fp32, slice_images(held, half, held.dim(0) - half), labels(half, held.dim(0) - half), o.batch,
                      ctx.pool);
   const std::string why = "--max-drop " + nlohmann::json(o.residual.value).dump() + " pp";
+  // Drop measurements: two bisections and three more at most.
+  const int64_t steps = 2 * static_cast<int64_t>(std::ceil(std::log2(static_cast<double>(moves.size()) + 1))) + 3;
+  int64_t step = 0;
   auto model_at = [&](size_t k) {
+    if (o.progress) o.progress("searching --max-drop", std::min(++step, steps - 1), steps);
     QuantizedModel e = m;
     keep_float(e, apply_moves(e, c.expansions, c.cands, moves, k, why), ctx.fp32, why);
     ctx.finish_biases(e);
@@ -351,10 +357,12 @@ size_t search_drop(QuantizedModel& m, const ResidualContext& ctx, const Candidat
     held_out = estimate.drop(model_at(k));
     rounds = 2;
   }
+  const double choosing = choose.drop(model_at(k)).first;
+  if (o.progress) o.progress("searching --max-drop", steps, steps);
   summary["drop"] = {{"target_pp", target},
                      {"measured_on", choose.labelled() ? "labelled held-out images" : "agreement with FP32 top-1"},
                      {"choosing_images", choose.images()},
-                     {"choosing_drop_pp", choose.drop(model_at(k)).first},
+                     {"choosing_drop_pp", choosing},
                      {"estimating_images", estimate.images()},
                      {"estimated_drop_pp", held_out.first},
                      {"standard_error_pp", held_out.second},
