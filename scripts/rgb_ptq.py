@@ -33,6 +33,7 @@ import time
 
 CONFIGS = [
     ("W8A8 int8 per channel", ["--weights", "int8", "--group", "channel"]),
+    ("W8A8 int8 per channel --bias-correction", ["--weights", "int8", "--group", "channel", "--bias-correction"]),
     ("W4A8 int4 per channel", ["--weights", "int4", "--group", "channel"]),
     ("W4A8 int4 per channel --bias-correction", ["--weights", "int4", "--group", "channel", "--bias-correction"]),
     ("ternary FGQ N=4 W2A8 (default plan)", ["--weights", "ternary", "--group", "4"]),
