@@ -86,7 +86,8 @@ TEST(BiasCorrection, ConvWithPaddingStridesAndGroupsGetsFp32sMeans) {
   expect_means_restored(g, Tensor::from_floats({12, 4, 9, 7}, x));
 }
 
-TEST(BiasCorrection, GemmGetsFp32sMeans) {
+// x [N, 16] -> Gemm with skewed weights and a bias -> y [N, 5].
+Graph skewed_gemm() {
   OnnxBuilder b;
   b.input("x", {-1, 16});
   b.floats("w", {16, 5}, skewed(80, 4));
@@ -94,19 +95,18 @@ TEST(BiasCorrection, GemmGetsFp32sMeans) {
   b.node("Gemm", {"x", "w", "b"}, {"y"}, "fc");
   b.output("y");
   Graph g = import_onnx_bytes(b.bytes(), "fc.onnx");
+  return g;
+}
+
+TEST(BiasCorrection, GemmGetsFp32sMeans) {
+  Graph g = skewed_gemm();
   std::vector<float> x = random_floats(40 * 16, 6);
   for (float& v : x) v = v + 0.5f;
   expect_means_restored(g, Tensor::from_floats({40, 16}, x));
 }
 
 TEST(BiasCorrection, NeedsCalibrationImages) {
-  OnnxBuilder b;
-  b.input("x", {-1, 16});
-  b.floats("w", {16, 5}, skewed(80, 4));
-  b.floats("b", {5}, random_floats(5, 5));
-  b.node("Gemm", {"x", "w", "b"}, {"y"}, "fc");
-  b.output("y");
-  Graph g = import_onnx_bytes(b.bytes(), "fc.onnx");
+  Graph g = skewed_gemm();
   q::QuantizeOptions o = ternary(true);
   o.activation_mode = q::ActivationMode::kDynamic;
   EXPECT_THROW(q::quantize_model(g, o, nullptr), Error);

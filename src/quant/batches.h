@@ -1,8 +1,9 @@
-// Small helpers for running a graph over a batch tensor in slices.
+// Small helpers for running a graph over a batch tensor in slices and comparing its outputs.
 #pragma once
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "tern/executor.h"
 #include "tern/quantized_model.h"
@@ -36,6 +37,18 @@ void for_each_batch(const Graph& graph, const std::vector<ValueId>& ids, const T
     if (progress_to && progress_to->progress)
       progress_to->progress("calibrating", std::min(b + batch, images.dim(0)), images.dim(0));
   }
+}
+
+// Sum of squared differences between two equally shaped lists of float tensors (a model's
+// outputs batch by batch, against a reference's).
+inline double squared_distance(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  double d = 0;
+  for (size_t k = 0; k < a.size(); ++k) {
+    const float* p = a[k].data<float>();
+    const float* r = b[k].data<float>();
+    for (int64_t i = 0; i < a[k].size(); ++i) d += (static_cast<double>(p[i]) - r[i]) * (static_cast<double>(p[i]) - r[i]);
+  }
+  return d;
 }
 
 }  // namespace tern::quant

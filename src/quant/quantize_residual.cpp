@@ -120,16 +120,6 @@ std::vector<Tensor> first_output(const Graph& graph, const Tensor& images, int64
   return out;
 }
 
-double squared_distance(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  double d = 0;
-  for (size_t k = 0; k < a.size(); ++k) {
-    const float* p = a[k].data<float>();
-    const float* r = b[k].data<float>();
-    for (int64_t i = 0; i < a[k].size(); ++i) d += (static_cast<double>(p[i]) - r[i]) * (static_cast<double>(p[i]) - r[i]);
-  }
-  return d;
-}
-
 // For each expansion, the relative output distortion with that layer alone quantized at its base
 // term, input activation quantization included (every other layer FP32).
 std::vector<double> isolated_distortions(const QuantizedModel& m, const std::vector<Expansion>& expansions,

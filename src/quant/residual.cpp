@@ -335,13 +335,7 @@ std::vector<double> measured_sensitivities(const Graph& graph, const std::vector
     exec.set_constant(weight_values[l], replacements[l]);
     std::vector<Tensor> out = run_all();
     exec.set_constant(weight_values[l], original);
-    double noise = 0;
-    for (size_t b = 0; b < out.size(); ++b) {
-      const float* p = out[b].data<float>();
-      const float* r = reference[b].data<float>();
-      for (int64_t i = 0; i < out[b].size(); ++i) noise += (static_cast<double>(p[i]) - r[i]) * (static_cast<double>(p[i]) - r[i]);
-    }
-    d[l] = signal > 0 ? noise / signal : 0.0;
+    d[l] = signal > 0 ? squared_distance(out, reference) / signal : 0.0;
   }
   return d;
 }
