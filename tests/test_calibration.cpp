@@ -313,6 +313,92 @@ TEST(Calibration, QuantizeRoundsHalfAwayFromZeroAndSaturates) {
   EXPECT_EQ(quantize_activation(-0.4f, 1.0f, 4, true), 0);
 }
 
+// SiLU(x) for x ~ N(0, 2): a long positive side and a short negative one (>= -0.2785).
+std::vector<float> silu(std::vector<float> v) {
+  for (float& x : v) x = x / (1.0f + std::exp(-x));
+  return v;
+}
+
+TEST(Calibration, MirroredHistogramIsTheHistogramOfMinusX) {
+  std::vector<float> v = laplace(5001, 1.0f, 3);
+  v.push_back(0.0f);
+  v.push_back(-0.0f);
+  std::vector<float> minus;
+  for (float x : v) minus.push_back(-x);
+  ActivationHistogram h = histogram_of(v, 256), m = histogram_of(minus, 256);
+  ActivationHistogram r = h.mirrored();
+  EXPECT_EQ(r.count(), m.count());
+  EXPECT_EQ(r.negative_count(), m.negative_count());
+  EXPECT_EQ(r.zero_count(), m.zero_count());
+  EXPECT_EQ(r.min(), m.min());
+  EXPECT_EQ(r.max(), m.max());
+  EXPECT_EQ(r.range(), m.range());
+  for (bool is_unsigned : {false, true}) EXPECT_EQ(r.counts(is_unsigned), m.counts(is_unsigned)) << is_unsigned;
+}
+
+TEST(Calibration, AsymmetricCodesSpendEveryLevelOnTheRangeUsed) {
+  std::vector<float> v = silu(gaussian(20000, 2.0f, 5));
+  ActivationHistogram h = histogram_of(v);
+  const float lo = h.min(), hi = h.max();
+  ASSERT_LT(lo, 0.0f);
+  ASSERT_GT(lo, -0.28f);
+  ActivationRange a = calibrate_asymmetric(h, CalibrationMethod::kMinMax, 8);
+  EXPECT_TRUE(a.is_unsigned);
+  EXPECT_FLOAT_EQ(a.scale, (hi - lo) / 255);
+  EXPECT_EQ(a.zero_point, static_cast<int32_t>(std::lround(-lo / a.scale)));
+  EXPECT_FLOAT_EQ(a.lower, -a.zero_point * a.scale);
+  EXPECT_FLOAT_EQ(a.threshold, (255 - a.zero_point) * a.scale);
+  // Nearly twice as fine as symmetric codes over max |x|.
+  ActivationRange s = calibrate(h, CalibrationMethod::kMinMax, 8, false, false);
+  EXPECT_LT(a.scale, 0.53f * s.scale);
+  // Every value is within half a step of its quantized value (minmax clips nothing but the
+  // rounding of the zero point, less than half a step at either end).
+  std::vector<float> y(v.size());
+  fake_quantize(v, y, a.scale, 255, true, a.zero_point);
+  double worst = 0;
+  for (size_t i = 0; i < v.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(y[i]) - v[i]));
+  EXPECT_LE(worst, a.scale * 1.0001);
+  for (size_t i = 0; i < v.size(); i += 97) {
+    int32_t code = quantize_activation(v[i], a.scale, 8, true, a.zero_point);
+    EXPECT_GE(code, 0);
+    EXPECT_LE(code, 255);
+    EXPECT_EQ(y[i], static_cast<float>(code - a.zero_point) * a.scale) << v[i];
+  }
+  // Percentile clips each side at its own tail: both thresholds within the range, below the max.
+  ActivationRange p = calibrate_asymmetric(h, CalibrationMethod::kPercentile, 8, 99.9);
+  EXPECT_LT(p.threshold, hi);
+  EXPECT_GT(p.threshold, 0.5f * hi);
+  EXPECT_LE(p.lower, 0.0f);
+  EXPECT_GE(p.lower, lo - p.scale);
+  // Values that are never negative get plain unsigned codes.
+  ActivationRange u = calibrate_asymmetric(histogram_of(relu(gaussian(1000, 1.0f, 2))), CalibrationMethod::kMinMax, 8);
+  EXPECT_EQ(u.zero_point, 0);
+  // 4 bits: 15 levels over the same range.
+  ActivationRange a4 = calibrate_asymmetric(h, CalibrationMethod::kMinMax, 4);
+  EXPECT_FLOAT_EQ(a4.scale, (hi - lo) / 15);
+  EXPECT_EQ(a4.zero_point, static_cast<int32_t>(std::lround(-lo / a4.scale)));
+}
+
+TEST(Calibration, ZeroPointShiftsTheCodes) {
+  EXPECT_EQ(quantize_activation(0.0f, 1.0f, 8, true, 10), 10);
+  EXPECT_EQ(quantize_activation(-2.5f, 1.0f, 8, true, 10), 7);   // half away from zero: -3
+  EXPECT_EQ(quantize_activation(-50.0f, 1.0f, 8, true, 10), 0);  // clipped at -zero_point
+  EXPECT_EQ(quantize_activation(300.0f, 1.0f, 8, true, 10), 255);
+  EXPECT_EQ(quantize_activation(244.6f, 1.0f, 8, true, 10), 255);
+  std::vector<float> x = {-50.0f, -2.5f, 0.0f, 1.4f, 244.6f, 300.0f}, y(x.size());
+  fake_quantize(x, y, 1.0f, 255, true, 10);
+  EXPECT_EQ(y, (std::vector<float>{-10.0f, -3.0f, 0.0f, 1.0f, 245.0f, 245.0f}));
+  EXPECT_THROW(quantize_activation(0.0f, 1.0f, 8, false, 10), Error);  // signed codes have no zero point
+  EXPECT_THROW(quantize_activation(0.0f, 1.0f, 8, true, 256), Error);
+  EXPECT_THROW(quantize_activation(0.0f, 1.0f, 8, true, -1), Error);
+  CodeBounds b = code_bounds(255, true, 10);
+  EXPECT_EQ(b.lo, -10.0f);
+  EXPECT_EQ(b.hi, 245.0f);
+  b = code_bounds(127, false);
+  EXPECT_EQ(b.lo, -127.0f);
+  EXPECT_EQ(b.hi, 127.0f);
+}
+
 TEST(Calibration, IsDeterministic) {
   std::vector<float> a = laplace(30000, 2.0f, 51), b = gaussian(30000, 9.0f, 52);
   ActivationHistogram h1(2048), h2(2048);

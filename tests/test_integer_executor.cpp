@@ -332,6 +332,56 @@ TEST(IntegerEngine, LayersWithoutAnIntegerFormRunTheirSimulation) {
   expect_close(engine.run(x), sim.run(x), "log scales");
 }
 
+// A layer output that is mostly positive with a short negative side (a conv with a large bias;
+// HardSwish and SiLU give the same shape) is the next layer's input in asymmetric u8 codes with a
+// zero point, which padding must fill as the value 0. The engine, fused (codes written by conv1's
+// epilogue) or not, reproduces the simulation; symmetric codes (--act-codes symmetric) are coarser.
+TEST_P(IntegerEngine, AsymmetricCodesMatchTheSimulation) {
+  OnnxBuilder b;
+  b.input("x", {-1, 8, 6, 6});
+  std::vector<float> w1 = random_floats(576, 61);
+  for (float& v : w1) v *= 0.2f;
+  b.floats("w1", {8, 8, 3, 3}, w1);
+  b.floats("b1", {8}, std::vector<float>(8, 1.0f));  // conv1 ~ N(1, 0.57): a few % negative
+  b.floats("w2", {8, 8, 3, 3}, random_floats(576, 63));
+  b.floats("wf", {5, 8}, random_floats(40, 64));
+  auto& c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  auto& c2 = b.node("Conv", {"c1", "w2"}, {"c2"}, "conv2");
+  OnnxBuilder::attr(c2, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c2"}, {"r2"}, "relu2");
+  b.node("GlobalAveragePool", {"r2"}, {"p"}, "gap");
+  b.node("Flatten", {"p"}, {"f"}, "flatten");
+  auto& fc = b.node("Gemm", {"f", "wf"}, {"y"}, "fc");
+  OnnxBuilder::attr(fc, "transB", int64_t{1});
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "asymmetric.onnx");
+  Tensor calib = images(32, 65), x = images(16, 66);
+  for (int bits : {8, 4}) {
+    q::QuantizeOptions o;
+    o.plan.first_last_8bit = false;
+    o.plan.activation_bits = bits;
+    o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+    q::QuantizedModel m = q::quantize_model(g, o, &calib);
+    const q::QuantizedLayer* conv2 = m.find("conv2");
+    ASSERT_NE(conv2, nullptr);
+    ASSERT_TRUE(conv2->input && conv2->input->is_unsigned);
+    EXPECT_GT(conv2->input->zero_point, 0);
+    EXPECT_LT(conv2->input->zero_point, (1 << bits) / 2);  // the short side gets the fewer codes
+    o.asymmetric = false;
+    q::QuantizedModel symmetric = q::quantize_model(g, o, &calib);
+    ASSERT_FALSE(symmetric.find("conv2")->input->is_unsigned);
+    EXPECT_LT(conv2->input->scale, 0.9f * symmetric.find("conv2")->input->scale);
+    Executor sim(q::simulation_graph(m));
+    Tensor want = sim.run(x);
+    for (bool fused : {true, false}) {
+      IntegerExecutor engine(m, {}, IntegerEngineOptions{fused});
+      EXPECT_EQ(engine.fused(), fused) << engine.mode();
+      expect_close(engine.run(x), want, std::to_string(bits) + "-bit asymmetric" + (fused ? " (fused)" : " (hybrid)"));
+    }
+  }
+}
+
 // A transformer's linear layers: MatMul by constant weights on [N, T, K] tokens (+ bias Add)
 // imports as tern's Gemm, quantizes like any fully connected layer (int8 and ternary weights) and
 // runs on the integer engine as the simulation does.

@@ -3,7 +3,9 @@
 //
 // Codes are unsigned [0, 2^b - 1] after a ReLU and symmetric signed [-(2^(b-1)-1), 2^(b-1)-1]
 // elsewhere; real x ~= code * scale, scale = T / qmax (or the power of two 2^ceil(log2(T / qmax))
-// for dynamic fixed point). Activations arrive batch by batch, so every method works from an
+// for dynamic fixed point). Values with a short negative side (SiLU, HardSwish, GELU: >= -0.28,
+// -0.375, -0.17) may instead take asymmetric codes: unsigned [0, 2^b - 1] with a zero point z,
+// x ~= (code - z) * scale, which spends every level on the range actually used. Activations arrive batch by batch, so every method works from an
 // ActivationHistogram rather than the raw values: memory stays O(bins) however many images are run.
 #pragma once
 
@@ -60,6 +62,9 @@ class ActivationHistogram {
   // (unsigned: negatives are clipped to zero, so they land in bin 0).
   std::vector<int64_t> counts(bool is_unsigned) const;
 
+  // The histogram of -x: calibrating it as unsigned picks the threshold of the negative side.
+  ActivationHistogram mirrored() const;
+
  private:
   std::vector<int64_t> positive_;  // x >= 0 (including -0), by bin of x
   std::vector<int64_t> negative_;  // x < 0, by bin of -x
@@ -77,6 +82,10 @@ struct ActivationRange {
   int bits = 8;
   bool is_unsigned = false;
   bool power_of_two = false;
+  // Asymmetric (unsigned codes only): x ~= (code - zero_point) * scale; lower is the clipping
+  // point of the negative side (<= 0) it was derived from.
+  int32_t zero_point = 0;
+  float lower = 0.0f;
 };
 
 // Largest code: 2^bits - 1 unsigned, 2^(bits-1) - 1 signed. bits in [2, 8].
@@ -99,19 +108,38 @@ int32_t activation_qmax(int bits, bool is_unsigned);
 ActivationRange calibrate(const ActivationHistogram& histogram, CalibrationMethod method, int bits, bool is_unsigned,
                           bool power_of_two, double percentile = 99.99);
 
+// Asymmetric codes for values of both signs: each side's threshold is picked by `method` on its own
+// (T+ from max(x, 0), T- from max(-x, 0), as unsigned calibration sees them: mse and entropy then
+// model the side's rounding with all qmax levels, an approximation), scale = (T+ + T-) / qmax and
+// zero_point = round(T- / scale), so the codes [0, qmax] cover [-zero_point, qmax - zero_point]
+// steps. Static scales only (no power of two). Throws as calibrate.
+ActivationRange calibrate_asymmetric(const ActivationHistogram& histogram, CalibrationMethod method, int bits,
+                                     double percentile = 99.99);
+
+// The clamp bounds of x / scale, in steps: [-zero_point, qmax - zero_point] unsigned, [-qmax, qmax]
+// signed (whose zero_point is 0).
+struct CodeBounds {
+  float lo = 0.0f, hi = 0.0f;
+};
+CodeBounds code_bounds(int32_t qmax, bool is_unsigned, int32_t zero_point = 0);
+
 // 2^ceil(log2(threshold / qmax)), exactly: the finest power-of-two scale whose range covers the
 // threshold. threshold > 0 and finite, qmax >= 1.
 float power_of_two_scale(float threshold, int32_t qmax);
 
-// clamp(round(x / scale), qmin, qmax) with qmin = 0 unsigned and -qmax signed. x / scale is computed
-// in float and rounded half away from zero (std::lround), as everywhere else in tern; infinities
-// saturate. Throws tern::Error for NaN x, a non-positive or non-finite scale, or bits outside [2, 8].
-int32_t quantize_activation(float x, float scale, int bits, bool is_unsigned);
+// clamp(round(x / scale), lo, hi) + zero_point with the bounds of code_bounds: [0, qmax] unsigned,
+// [-qmax, qmax] signed. x / scale is computed in float and rounded half away from zero
+// (std::lround), as everywhere else in tern; infinities saturate. Throws tern::Error for NaN x, a
+// non-positive or non-finite scale, bits outside [2, 8] or a zero point outside [0, qmax] (or
+// non-zero on signed codes).
+int32_t quantize_activation(float x, float scale, int bits, bool is_unsigned, int32_t zero_point = 0);
 
-// y[i] = scale * clamp(round(x[i] / scale), qmin, qmax) with the codes of quantize_activation;
-// NaN stays NaN. The one loop behind the simulation's FakeQuantize and fine-tuning's fake
-// quantization, so training sees exactly the values inference computes. qmax from
-// activation_qmax; scale > 0 (not checked here: callers validate once, not per element).
-void fake_quantize(std::span<const float> x, std::span<float> y, float scale, int32_t qmax, bool is_unsigned);
+// y[i] = scale * clamp(round(x[i] / scale), lo, hi) with the bounds of code_bounds: the values of
+// quantize_activation's codes; NaN stays NaN. The one loop behind the simulation's FakeQuantize and
+// fine-tuning's fake quantization, so training sees exactly the values inference computes. qmax
+// from activation_qmax; scale > 0 and the zero point in range (not checked here: callers validate
+// once, not per element).
+void fake_quantize(std::span<const float> x, std::span<float> y, float scale, int32_t qmax, bool is_unsigned,
+                   int32_t zero_point = 0);
 
 }  // namespace tern::quant

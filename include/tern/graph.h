@@ -141,7 +141,9 @@ struct PadAttrs {
 };
 
 // FakeQuantize: y = scale * clamp(round(x / scale), qmin, qmax), rounding half away from zero;
-// qmin = 0, qmax = 2^bits - 1 unsigned; qmin = -qmax, qmax = 2^(bits-1) - 1 signed. A dynamic one
+// qmin = 0, qmax = 2^bits - 1 unsigned; qmin = -qmax, qmax = 2^(bits-1) - 1 signed. Asymmetric
+// (unsigned, static): codes [0, 2^bits - 1] less zero_point, i.e. qmin = -zero_point,
+// qmax = 2^bits - 1 - zero_point. A dynamic one
 // picks the scale per image (per index of axis 0) from that image's max |x| (unsigned: max x):
 // T / qmax, or the power of two 2^ceil(log2(T / qmax)); an all-zero image stays zero.
 struct FakeQuantAttrs {
@@ -150,6 +152,7 @@ struct FakeQuantAttrs {
   bool dynamic = false;
   bool power_of_two = false;  // dynamic only (a static scale is stored as chosen)
   float scale = 1.0f;         // static only
+  int32_t zero_point = 0;     // static unsigned only
 };
 
 // The node's typed attribute struct (ConvAttrs, ...; empty for operators without attributes).

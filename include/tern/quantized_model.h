@@ -38,6 +38,7 @@ enum class ActivationMode {
 struct ActivationQuant {
   int bits = 8;               // 2..8
   bool is_unsigned = false;   // [0, 2^b - 1] (the input is provably >= 0, e.g. after a ReLU)
+  int32_t zero_point = 0;     // unsigned, static: asymmetric codes, x ~= (code - zero_point) * scale
   bool power_of_two = false;  // dynamic fixed point: the scale is a power of two
   bool dynamic = false;       // scale chosen per image at run time; scale/threshold unused
   float scale = 0.0f;         // static: x ~= code * scale
@@ -138,6 +139,10 @@ struct QuantizeOptions {
   CalibrationMethod calibration = CalibrationMethod::kPercentile;
   double percentile = 99.99;
   bool power_of_two = false;      // power-of-two activation scales (dynamic fixed point)
+  // Calibrated inputs that may be negative take asymmetric codes (unsigned with a zero point) where
+  // their step is at least 10 % finer than symmetric signed codes' (a SiLU's or HardSwish's short
+  // negative side); false keeps every such input symmetric.
+  bool asymmetric = true;
   // Output-aware rounding (output_aware.h) from the calibration images' input covariances; plain
   // per-group quantization of the weights alone when false or without images.
   bool output_aware = false;

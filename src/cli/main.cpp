@@ -50,7 +50,7 @@ simulation of its quantized values).
 
 commands:
   quantize IN.onnx -o OUT.tern [--weights ternary|binary|int2..int8|float32] [--method fgq|fgq-asym|twn|tnt|cluster]
-             [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2]
+             [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2] [--act-codes auto|symmetric]
              [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
              [--data SPEC [--labels Y.npy]] [preprocessing] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
@@ -70,6 +70,9 @@ commands:
       --group-scales u8 (default): fine-grained group scales as 7-bit multiples (0..127) of one float32 step
       per filter; log8: 8-bit codes on a logarithmic grid below the filter's largest scale
       (2^(k/16) steps); f32: every group scale float32.
+      --act-codes auto (default): a calibrated input that may be negative gets asymmetric u8 codes
+      with a zero point where their step is at least 10 % finer than symmetric s8's (the short
+      negative side of SiLU, HardSwish, GELU); symmetric: s8 codes for every such input.
       --bias-correction: empirical bias correction (Nagel et al. 2019): every layer's bias absorbs
       the shift quantization gives its mean output per channel on 256 calibration images.
       --residual BUDGET: ternary residual edges. Every ternary layer is expanded into up to
@@ -307,7 +310,7 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
       j["activation"] = {{"bits", l->input->bits},       {"unsigned", l->input->is_unsigned},
                          {"dynamic", l->input->dynamic}, {"power_of_two", l->input->power_of_two},
                          {"scale", l->input->scale},     {"threshold", l->input->threshold},
-                         {"source", l->input->source}};
+                         {"source", l->input->source},   {"zero_point", l->input->zero_point}};
     else
       j["activation"] = nullptr;
     layers.push_back(j);
@@ -577,7 +580,7 @@ void require_static_dims(const tern::Graph& graph, const std::string& model) {
 int cmd_quantize(int argc, char** argv) {
   namespace q = tern::quant;
   Args args("quantize", argc, argv, 2,
-            {"output", "weights", "method", "group", "acts", "act-scale", "calibration", "percentile", "calib-images",
+            {"output", "weights", "method", "group", "acts", "act-scale", "act-codes", "calibration", "percentile", "calib-images",
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
              "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape",
              "max-drop", "drop-images"},
@@ -619,6 +622,10 @@ int cmd_quantize(int argc, char** argv) {
   std::string act_scale = args.get("act-scale", "real");
   if (act_scale != "real" && act_scale != "pow2") throw UsageError("--act-scale: expected real or pow2, got '" + act_scale + "'");
   options.power_of_two = act_scale == "pow2";
+  std::string act_codes = args.get("act-codes", "auto");
+  if (act_codes != "auto" && act_codes != "symmetric")
+    throw UsageError("--act-codes: expected auto or symmetric, got '" + act_codes + "'");
+  options.asymmetric = act_codes == "auto";
   options.plan.first_last_8bit = !args.flag("all-layers");
   options.plan.depthwise_8bit = !args.flag("all-layers");
   std::string rounding = args.get("rounding", "output");

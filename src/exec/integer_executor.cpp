@@ -115,12 +115,14 @@ struct IntegerExecutor::Impl {
     return s + " " + kernels::qgemm_kernel_name();
   }
 
+  // The byte of value 0: the zero point, or 128 for signed codes (VNNI multiplies u8).
+  static int32_t zero_code(const quant::ActivationQuant& a) { return a.is_unsigned ? a.zero_point : 128; }
+
   // Codes of `count` values at `scale` (the simulation's rounding: x / scale, clamped, half away
-  // from zero), offset by 128 when signed (VNNI multiplies u8). A plain loop the compiler vectorizes.
+  // from zero), offset by zero_code. A plain loop the compiler vectorizes.
   static void quantize(const float* x, int64_t count, float scale, const quant::ActivationQuant& a, uint8_t* out) {
-    const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
-    const float hi = static_cast<float>(qmax), lo = a.is_unsigned ? 0.0f : -hi;
-    const float offset = a.is_unsigned ? 0.0f : 128.0f;
+    const auto [lo, hi] = quant::code_bounds(quant::activation_qmax(a.bits, a.is_unsigned), a.is_unsigned, a.zero_point);
+    const float offset = static_cast<float>(zero_code(a));
     bool nan = false;
     for (int64_t i = 0; i < count; ++i) {
       float v = x[i] / scale;
@@ -145,7 +147,7 @@ struct IntegerExecutor::Impl {
     check(x.dtype() == DataType::kFloat32, L.node + ": integer layer needs float input");
     const int64_t images = x.dim(0), rows = L.out / L.groups, depth = L.in * L.taps;
     const int64_t steps = (depth + kQStep - 1) / kQStep, stride = steps * kQStep;
-    const uint8_t zero_code = L.input.is_unsigned ? 0 : 128;
+    const uint8_t zero = static_cast<uint8_t>(zero_code(L.input));
     kernels::Conv2dShape cs;
     int64_t positions = 1;  // output positions per image (a Gemm's rows per image: its input's [..., K])
     const int64_t per_image = x.size() / std::max<int64_t>(images, 1);
@@ -197,7 +199,7 @@ struct IntegerExecutor::Impl {
                   int64_t ih = oh * cs.stride_h - cs.pad_top + kh * cs.dilation_h;
                   int64_t iw = ow * cs.stride_w - cs.pad_left + kw * cs.dilation_w;
                   uint8_t* dst = patch + (kh * cs.kernel_w + kw) * L.in;
-                  if (ih < 0 || ih >= cs.in_h || iw < 0 || iw >= cs.in_w) std::memset(dst, zero_code, static_cast<size_t>(L.in));
+                  if (ih < 0 || ih >= cs.in_h || iw < 0 || iw >= cs.in_w) std::memset(dst, zero, static_cast<size_t>(L.in));
                   else
                     std::memcpy(dst, &codes[static_cast<size_t>(((n * cs.in_h + ih) * cs.in_w + iw) * channels + gi * L.in)],
                                 static_cast<size_t>(L.in));
@@ -213,7 +215,7 @@ struct IntegerExecutor::Impl {
         const TermGroup& tg = term.groups[static_cast<size_t>(gi)];
         tg.gemm(cols, patches.data(), stride, acc.data(), rows, scratch, pool);
         auto accumulate = [&](int64_t begin, int64_t end) {
-          const int32_t offset = L.input.is_unsigned ? 0 : 128;
+          const int32_t offset = zero_code(L.input);
           for (int64_t col = begin; col < end; ++col) {
             float s = scales[static_cast<size_t>(col / positions)];
             const int32_t* a = &acc[static_cast<size_t>(col * rows)];

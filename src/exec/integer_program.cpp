@@ -32,20 +32,26 @@ struct Format {
   bool dynamic = false;
   bool power_of_two = false;
   float scale = 1.0f;  // static only
+  int32_t zero_point = 0;  // asymmetric unsigned codes
   bool operator==(const Format&) const = default;
   int32_t qmax() const { return quant::activation_qmax(bits, is_unsigned); }
-  int32_t zero() const { return is_unsigned ? 0 : 128; }  // VNNI multiplies u8: signed codes + 128
-  float lo() const { return is_unsigned ? 0.0f : -static_cast<float>(qmax()); }
-  float hi() const { return static_cast<float>(qmax()); }
+  // The stored byte of value code 0: the zero point, or 128 for signed codes (VNNI multiplies u8).
+  int32_t zero() const { return is_unsigned ? zero_point : 128; }
+  // The value codes' bounds (stored bytes less zero()).
+  float lo() const { return quant::code_bounds(qmax(), is_unsigned, zero_point).lo; }
+  float hi() const { return quant::code_bounds(qmax(), is_unsigned, zero_point).hi; }
 };
 
-Format format_of(const FakeQuantAttrs& a) { return {a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale}; }
+Format format_of(const FakeQuantAttrs& a) {
+  return {a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale, a.zero_point};
+}
 Format format_of(const quant::ActivationQuant& a) {
-  return {a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale};
+  return {a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale, a.zero_point};
 }
 
 std::string describe(const Format& f) {
   std::string s = (f.is_unsigned ? "u" : "s") + std::to_string(f.bits);
+  if (f.zero_point != 0) s += " zp " + std::to_string(f.zero_point);
   return s + (f.dynamic ? " dynamic" : "");
 }
 

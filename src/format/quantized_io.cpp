@@ -36,7 +36,7 @@ json blob(std::vector<std::byte>& payload, const void* data, size_t bytes) {
 json activation_json(const ActivationQuant& a) {
   return {{"bits", a.bits},           {"is_unsigned", a.is_unsigned}, {"power_of_two", a.power_of_two},
           {"dynamic", a.dynamic},     {"scale", a.scale},             {"threshold", a.threshold},
-          {"source", a.source}};
+          {"source", a.source},       {"zero_point", a.zero_point}};
 }
 
 ActivationQuant activation_from(const json& j) {
@@ -50,6 +50,10 @@ ActivationQuant activation_from(const json& j) {
   a.source = j.at("source").get<std::string>();
   check(a.bits >= 2 && a.bits <= 8, "activation bits must be in [2, 8]");
   check(a.dynamic || (std::isfinite(a.scale) && a.scale > 0), "activation scale must be positive and finite");
+  if (j.contains("zero_point")) a.zero_point = j.at("zero_point").get<int32_t>();  // files before asymmetric codes lack it
+  check(a.zero_point == 0 || (a.is_unsigned && !a.dynamic && !a.power_of_two && a.zero_point > 0 &&
+                              a.zero_point <= activation_qmax(a.bits, true)),
+        "activation zero point " + std::to_string(a.zero_point) + " is outside the unsigned codes of a static scale");
   if (a.power_of_two && !a.dynamic) {
     int e = 0;
     check(std::frexp(a.scale, &e) == 0.5f, "activation scale is not a power of two");

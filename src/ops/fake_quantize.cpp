@@ -11,6 +11,9 @@ namespace {
 void validate_fake_quant(const FakeQuantAttrs& a) {
   check(a.bits >= 2 && a.bits <= 8, "fake_quant bits must be in [2, 8]");
   check(a.dynamic || (std::isfinite(a.scale) && a.scale > 0), "fake_quant scale must be positive and finite");
+  check(a.zero_point == 0 || (a.is_unsigned && !a.dynamic && a.zero_point > 0 &&
+                              a.zero_point <= quant::activation_qmax(a.bits, true)),
+        "fake_quant zero point must be within the unsigned codes of a static quantizer");
 }
 
 constexpr auto describe_fake_quant = [](auto& a, auto&& field) {
@@ -19,10 +22,11 @@ constexpr auto describe_fake_quant = [](auto& a, auto&& field) {
   field("dynamic", a.dynamic);
   field("power_of_two", a.power_of_two);
   field("scale", a.scale);
+  field.optional("zero_point", a.zero_point, 0, 255);
 };
 
 // The same codes as quant::quantize_activation (x / scale in float, clamp, round half away from
-// zero), times the scale. NaN stays NaN. The loop is quant::fake_quantize, which fine-tuning shares.
+// zero), less the zero point, times the scale. NaN stays NaN. The loop is quant::fake_quantize, which fine-tuning shares.
 std::vector<Tensor> run_fake_quantize(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
   const Tensor& x = *in[0];
   const auto& a = ctx.node.attr<FakeQuantAttrs>();
@@ -48,7 +52,7 @@ std::vector<Tensor> run_fake_quantize(const OpContext& ctx, std::span<const Tens
     }
     auto body = [&](int64_t b, int64_t e) {
       quant::fake_quantize({src + b, static_cast<size_t>(e - b)}, {out + b, static_cast<size_t>(e - b)}, scale, qmax,
-                           a.is_unsigned);
+                           a.is_unsigned, a.zero_point);
     };
     if (ctx.pool) ctx.pool->parallel_for(per_image, body, 1 << 14);
     else body(0, per_image);

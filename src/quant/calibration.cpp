@@ -281,6 +281,20 @@ std::vector<int64_t> ActivationHistogram::counts(bool is_unsigned) const {
   return c;
 }
 
+ActivationHistogram ActivationHistogram::mirrored() const {
+  ActivationHistogram m = *this;
+  // -0 and +0 both count as exact zeros and live in positive_[0]; a mirrored negative value is
+  // positive, a mirrored positive one negative (zeros stay in bin 0 of the positive side).
+  m.positive_ = negative_;
+  m.negative_ = positive_;
+  m.negative_[0] -= zeros_;
+  m.positive_[0] += zeros_;
+  m.negatives_ = count_ - negatives_ - zeros_;
+  m.min_ = -max_;
+  m.max_ = -min_;
+  return m;
+}
+
 int32_t activation_qmax(int bits, bool is_unsigned) {
   check_bits(bits);
   return is_unsigned ? (1 << bits) - 1 : (1 << (bits - 1)) - 1;
@@ -320,6 +334,26 @@ ActivationRange calibrate(const ActivationHistogram& histogram, CalibrationMetho
   return r;
 }
 
+ActivationRange calibrate_asymmetric(const ActivationHistogram& histogram, CalibrationMethod method, int bits,
+                                     double percentile) {
+  const int32_t qmax = activation_qmax(bits, true);
+  ActivationRange r = calibrate(histogram, method, bits, true, false, percentile);
+  if (histogram.min() >= 0) return r;  // nothing below zero: plain unsigned codes
+  const float upper = histogram.max() > 0 ? r.threshold : 0.0f;
+  const float lower = calibrate(histogram.mirrored(), method, bits, true, false, percentile).threshold;
+  r.scale = (upper + lower) / static_cast<float>(qmax);
+  check(r.scale > 0 && std::isfinite(r.scale), "calibration: thresholds give no usable scale");
+  r.zero_point = std::clamp(static_cast<int32_t>(std::lround(lower / r.scale)), int32_t{0}, qmax);
+  r.threshold = static_cast<float>(qmax - r.zero_point) * r.scale;
+  r.lower = -static_cast<float>(r.zero_point) * r.scale;
+  return r;
+}
+
+CodeBounds code_bounds(int32_t qmax, bool is_unsigned, int32_t zero_point) {
+  if (!is_unsigned) return {-static_cast<float>(qmax), static_cast<float>(qmax)};
+  return {-static_cast<float>(zero_point), static_cast<float>(qmax - zero_point)};
+}
+
 float power_of_two_scale(float threshold, int32_t qmax) {
   check(std::isfinite(threshold) && threshold > 0, "power-of-two scale: threshold must be positive and finite");
   check(qmax >= 1, "power-of-two scale: qmax must be at least 1");
@@ -328,17 +362,20 @@ float power_of_two_scale(float threshold, int32_t qmax) {
   return std::ldexp(1.0f, e);
 }
 
-int32_t quantize_activation(float x, float scale, int bits, bool is_unsigned) {
+int32_t quantize_activation(float x, float scale, int bits, bool is_unsigned, int32_t zero_point) {
   const int32_t qmax = activation_qmax(bits, is_unsigned);
   check(std::isfinite(scale) && scale > 0, "quantize activation: scale must be positive and finite");
   check(!std::isnan(x), "quantize activation: value is NaN");
-  const float qmin = is_unsigned ? 0.0f : static_cast<float>(-qmax);
+  check(zero_point >= 0 && zero_point <= qmax && (is_unsigned || zero_point == 0),
+        "quantize activation: zero point " + std::to_string(zero_point) + " is outside the codes");
+  const CodeBounds b = code_bounds(qmax, is_unsigned, zero_point);
   // Clamping before rounding keeps lround in range; it gives the same code as rounding first.
-  return static_cast<int32_t>(std::lround(std::clamp(x / scale, qmin, static_cast<float>(qmax))));
+  return static_cast<int32_t>(std::lround(std::clamp(x / scale, b.lo, b.hi))) + zero_point;
 }
 
-void fake_quantize(std::span<const float> x, std::span<float> y, float scale, int32_t qmax, bool is_unsigned) {
-  const float hi = static_cast<float>(qmax), lo = is_unsigned ? 0.0f : -hi;
+void fake_quantize(std::span<const float> x, std::span<float> y, float scale, int32_t qmax, bool is_unsigned,
+                   int32_t zero_point) {
+  const auto [lo, hi] = code_bounds(qmax, is_unsigned, zero_point);
   const size_t n = std::min(x.size(), y.size());
   for (size_t i = 0; i < n; ++i) {
     float v = x[i] / scale;

@@ -195,6 +195,7 @@ ActivationQuant from_range(const ActivationRange& r, const std::string& source) 
   ActivationQuant a;
   a.bits = r.bits;
   a.is_unsigned = r.is_unsigned;
+  a.zero_point = r.zero_point;
   a.power_of_two = r.power_of_two;
   a.scale = r.scale;
   a.threshold = r.threshold;
@@ -452,9 +453,13 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
           std::snprintf(buf, sizeof buf, " %g", options.percentile);
           how += buf;
         }
-        a = from_range(calibrate(histograms.at(in), options.calibration, a.bits, a.is_unsigned, a.power_of_two,
-                                 options.percentile),
-                       how);
+        const ActivationHistogram& h = histograms.at(in);
+        ActivationRange r = calibrate(h, options.calibration, a.bits, a.is_unsigned, a.power_of_two, options.percentile);
+        if (options.asymmetric && !a.is_unsigned && !a.power_of_two && h.min() < 0) {
+          ActivationRange asymmetric = calibrate_asymmetric(h, options.calibration, a.bits, options.percentile);
+          if (asymmetric.scale < 0.9f * r.scale) r = asymmetric, how += ", asymmetric";
+        }
+        a = from_range(r, how);
         break;
       }
       case ActivationMode::kBatchNorm:
@@ -520,16 +525,16 @@ Graph simulation_graph(const QuantizedModel& model) {
   for (const QuantizedLayer& l : model.layers) by_node[l.node] = &l;
   std::set<std::string> names;
   for (const Value& v : g.values) names.insert(v.name);
-  std::map<std::tuple<ValueId, int, bool, bool, bool, float>, ValueId> made;
+  std::map<std::tuple<ValueId, int, bool, bool, bool, float, int32_t>, ValueId> made;
   std::vector<Node> nodes;
   nodes.reserve(g.nodes.size() * 2);
   for (Node& n : g.nodes) {
     auto it = by_node.find(n.name);
     if (it != by_node.end() && it->second->input) {
       const ActivationQuant& a = *it->second->input;
-      FakeQuantAttrs fq{a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale};
+      FakeQuantAttrs fq{a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale, a.zero_point};
       ValueId x = n.inputs[0];
-      auto key = std::make_tuple(x, fq.bits, fq.is_unsigned, fq.dynamic, fq.power_of_two, fq.scale);
+      auto key = std::make_tuple(x, fq.bits, fq.is_unsigned, fq.dynamic, fq.power_of_two, fq.scale, fq.zero_point);
       auto done = made.find(key);
       if (done == made.end()) {
         Value v = g.value(x);
@@ -718,6 +723,7 @@ std::string describe_activation(const ActivationQuant& a) {
   char buf[64];
   if (a.power_of_two) std::snprintf(buf, sizeof buf, " 2^%d", static_cast<int>(std::lround(std::log2(a.scale))));
   else std::snprintf(buf, sizeof buf, " %.3g", a.scale);
+  if (a.zero_point != 0) s += std::string(buf) + " zp " + std::to_string(a.zero_point), buf[0] = 0;
   return s + buf + " (" + a.source + ")";
 }
 

@@ -48,7 +48,7 @@ class StraightThrough : public torch::autograd::Function<StraightThrough> {
 class ActivationFakeQuant : public torch::autograd::Function<ActivationFakeQuant> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, double scale_d, int64_t qmax,
-                               bool is_unsigned) {
+                               bool is_unsigned, int64_t zero_point) {
     const float scale = static_cast<float>(scale_d);
     torch::Tensor in = x.contiguous();
     torch::Tensor out = torch::empty_like(in);
@@ -57,12 +57,12 @@ class ActivationFakeQuant : public torch::autograd::Function<ActivationFakeQuant
     float* dst = out.data_ptr<float>();
     float* pass = inside.data_ptr<float>();
     const int64_t n = in.numel();
-    const float hi = static_cast<float>(qmax), lo = is_unsigned ? 0.0f : -hi;
+    const auto [lo, hi] = quant::code_bounds(static_cast<int32_t>(qmax), is_unsigned, static_cast<int32_t>(zero_point));
     // Chunks on torch's intra-op threads; each runs tern's loop, then marks the values it did not
     // clip (the same x / scale it compared).
     at::parallel_for(0, n, 1 << 14, [&](int64_t b, int64_t e) {
       quant::fake_quantize({src + b, static_cast<size_t>(e - b)}, {dst + b, static_cast<size_t>(e - b)}, scale,
-                           static_cast<int32_t>(qmax), is_unsigned);
+                           static_cast<int32_t>(qmax), is_unsigned, static_cast<int32_t>(zero_point));
       for (int64_t i = b; i < e; ++i) {
         float v = src[i] / scale;
         pass[i] = v >= lo && v <= hi ? 1.0f : 0.0f;
@@ -73,7 +73,7 @@ class ActivationFakeQuant : public torch::autograd::Function<ActivationFakeQuant
   }
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::tensor_list grads) {
     torch::Tensor inside = ctx->get_saved_variables()[0];
-    return {grads[0] * inside, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grads[0] * inside, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -103,7 +103,7 @@ torch::Tensor fake_quantize_activation(const torch::Tensor& x, const quant::Acti
   check(std::isfinite(a.scale) && a.scale > 0, "fine-tuning: activation scale must be positive and finite");
   check(x.scalar_type() == torch::kFloat32, "fine-tuning: activations must be float32");
   return ActivationFakeQuant::apply(x, static_cast<double>(a.scale), quant::activation_qmax(a.bits, a.is_unsigned),
-                                    a.is_unsigned);
+                                    a.is_unsigned, static_cast<int64_t>(a.zero_point));
 }
 
 }  // namespace tern::train
