@@ -70,6 +70,8 @@ bad_quantize "--percentile" "$out" -- "$model" --percentile 0
 bad_quantize "--percentile" "$out" -- "$model" --percentile 101
 bad_quantize "--percentile" "$out" -- "$model" --percentile nan
 bad_quantize "--percentile" "$out" -- "$model" --calibration mse --percentile 99
+bad_quantize "--percentile" "$out" -- "$model" --calibration auto --percentile 99
+bad_quantize "--act-codes" "$out" -- "$model" --act-codes maybe
 bad_quantize "--calib-images" "$out" -- "$model" --calib-images 0
 bad_quantize "--calib-images" "$out" -- "$model" --calib-images -5
 bad_quantize "--calibration" "$out" -- "$model" --calibration foo

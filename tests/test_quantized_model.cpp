@@ -1215,5 +1215,57 @@ TEST(Compare, OutputMetricsByHand) {
   EXPECT_THROW(same.add({ref}, {Tensor::from_floats({3, 2}, std::vector<float>(6, 0.0f))}, nullptr, {"scores"}), Error);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// --calibration auto: per input, the method whose range gives the layers reading it the least
+// output error.
+
+// x[N,6,5,5] -> conv 3x3 -> y. Inputs with a heavy tail (a few values 30x the bulk), where methods
+// disagree: minmax keeps the outliers at the cost of resolution, percentiles and mse clip them.
+TEST(CalibrationChoice, KeepsTheMethodWithTheLeastLayerOutputError) {
+  B b;
+  b.input("x", {-1, 6, 5, 5});
+  b.floats("w", {4, 6, 3, 3}, random_floats(216, 71));
+  auto& c = b.node("Conv", {"x", "w"}, {"y"}, "conv");
+  B::attr(c, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "choice.onnx");
+  std::vector<float> v = random_floats(64 * 150, 72);
+  for (size_t i = 0; i < v.size(); i += 331) v[i] *= 30.0f;
+  Tensor calib = Tensor::from_floats({64, 6, 5, 5}, v);
+  Executor reference(g);
+  Tensor want = reference.run(calib);
+  auto error_of = [&](const q::QuantizedModel& m) {
+    Tensor got = Executor(q::simulation_graph(m)).run(calib);
+    double e = 0;
+    for (int64_t i = 0; i < got.size(); ++i) e += std::pow(static_cast<double>(got.data<float>()[i]) - want.data<float>()[i], 2);
+    return e;
+  };
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+  double best = std::numeric_limits<double>::infinity(), worst = 0;
+  for (auto method : {q::CalibrationMethod::kMinMax, q::CalibrationMethod::kMse, q::CalibrationMethod::kEntropy,
+                      q::CalibrationMethod::kPercentile}) {
+    for (double p : {99.9, 99.99, 99.999}) {
+      if (method != q::CalibrationMethod::kPercentile && p != 99.99) continue;
+      o.calibration = method;
+      o.percentile = p;
+      double e = error_of(q::quantize_model(g, o, &calib));
+      best = std::min(best, e);
+      worst = std::max(worst, e);
+    }
+  }
+  ASSERT_GT(worst, 1.5 * best);  // the choice matters here
+  o.choose_calibration = true;
+  o.choice_images = 64;
+  q::QuantizedModel chosen = q::quantize_model(g, o, &calib);
+  EXPECT_NE(chosen.find("conv")->input->source.find("chosen by layer output error"), std::string::npos)
+      << chosen.find("conv")->input->source;
+  // The int32 bias is absent (no bias), so the error measured while choosing is the model's.
+  EXPECT_LE(error_of(chosen), best * (1 + 1e-9));
+  EXPECT_THROW(q::quantize_model(g, o, nullptr), Error);  // nothing to try the methods on
+}
+
 }  // namespace
 }  // namespace tern::testing

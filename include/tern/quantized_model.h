@@ -138,6 +138,11 @@ struct QuantizeOptions {
   ActivationMode activation_mode = ActivationMode::kCalibrated;
   CalibrationMethod calibration = CalibrationMethod::kPercentile;
   double percentile = 99.99;
+  // Per-layer choice (--calibration auto): every method's range (minmax, percentile 99.9 / 99.99 /
+  // 99.999, mse, entropy) is tried on up to choice_images calibration images and each layer input
+  // keeps the one giving its layers the least output error; `calibration` is then unused.
+  bool choose_calibration = false;
+  int64_t choice_images = 128;
   bool power_of_two = false;      // power-of-two activation scales (dynamic fixed point)
   // Calibrated inputs that may be negative take asymmetric codes (unsigned with a zero point) where
   // their step is at least 10 % finer than symmetric signed codes' (a SiLU's or HardSwish's short

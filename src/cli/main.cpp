@@ -51,7 +51,7 @@ simulation of its quantized values).
 commands:
   quantize IN.onnx -o OUT.tern [--weights ternary|binary|int2..int8|float32] [--method fgq|fgq-asym|twn|tnt|cluster]
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2] [--act-codes auto|symmetric]
-             [--calibration percentile|minmax|mse|entropy] [--percentile P] [--calib-images N]
+             [--calibration percentile|minmax|mse|entropy|auto] [--percentile P] [--calib-images N]
              [--data SPEC [--labels Y.npy]] [preprocessing] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
@@ -70,6 +70,9 @@ commands:
       --group-scales u8 (default): fine-grained group scales as 7-bit multiples (0..127) of one float32 step
       per filter; log8: 8-bit codes on a logarithmic grid below the filter's largest scale
       (2^(k/16) steps); f32: every group scale float32.
+      --calibration auto: per layer input, every method's range (minmax, percentile 99.9, 99.99,
+      99.999, mse, entropy) is tried on 128 calibration images; the one giving the layers that read
+      it the least output error (their quantized weights, against FP32) is kept.
       --act-codes auto (default): a calibrated input that may be negative gets asymmetric u8 codes
       with a zero point where their step is at least 10 % finer than symmetric s8's (the short
       negative side of SiLU, HardSwish, GELU); symmetric: s8 codes for every such input.
@@ -690,12 +693,14 @@ int cmd_quantize(int argc, char** argv) {
       if (args.has(o)) throw UsageError(std::string("--") + o + " does not apply with --data-free");
     options.activation_mode = q::parse_activation_mode(mode);
   }
+  options.choose_calibration = args.get("calibration", "percentile") == "auto";
   try {
-    options.calibration = q::parse_calibration_method(args.get("calibration", "percentile"));
+    if (!options.choose_calibration)
+      options.calibration = q::parse_calibration_method(args.get("calibration", "percentile"));
   } catch (const Error& e) {
-    throw UsageError(std::string("--calibration: ") + e.what());
+    throw UsageError(std::string("--calibration: ") + e.what() + " or auto");
   }
-  if (args.has("percentile") && options.calibration != q::CalibrationMethod::kPercentile)
+  if (args.has("percentile") && (options.calibration != q::CalibrationMethod::kPercentile || options.choose_calibration))
     throw UsageError("--percentile goes with --calibration percentile");
   options.percentile = args.get_double("percentile", 99.99, 1e-9, 100);
   int64_t calib_images = args.get_int("calib-images", 512, 1, 1 << 20);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
@@ -22,6 +23,16 @@ void quantize_biases(QuantizedModel& m, const Graph& fp32);
 // place. Sets the biases as quantize_biases() does; returns a summary for provenance.
 nlohmann::json correct_biases(QuantizedModel& m, const Graph& fp32, const Tensor& images, int64_t batch,
                               ThreadPool* pool);
+
+// Candidate activation quantizations per layer input (--calibration auto): one per method.
+using RangeCandidates = std::map<ValueId, std::vector<ActivationQuant>>;
+
+// Per-layer choice of calibration (range_choice.cpp): for every input with several candidates,
+// sets the quantization of the layers reading it to the candidate whose fake quantization gives
+// those layers (with m's quantized weights) the least squared output error against FP32 on
+// `images`. m.graph must hold the quantized weights; biases may still be float.
+void choose_activation_ranges(QuantizedModel& m, const Graph& fp32, const RangeCandidates& candidates,
+                              const Tensor& images, int64_t batch, ThreadPool* pool);
 
 // What the residual allocation needs from quantize_model().
 struct ResidualContext {

@@ -431,6 +431,9 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
   }
 
   // Activation scales.
+  RangeCandidates range_candidates;
+  check(!options.choose_calibration || calibration || options.activation_mode != ActivationMode::kCalibrated,
+        src + ": --calibration auto tries each method on calibration images, and there are none");
   for (QuantizedLayer& l : m.layers) {
     if (!l.input) continue;
     ActivationQuant& a = *l.input;
@@ -454,12 +457,38 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
           how += buf;
         }
         const ActivationHistogram& h = histograms.at(in);
-        ActivationRange r = calibrate(h, options.calibration, a.bits, a.is_unsigned, a.power_of_two, options.percentile);
-        if (options.asymmetric && !a.is_unsigned && !a.power_of_two && h.min() < 0) {
-          ActivationRange asymmetric = calibrate_asymmetric(h, options.calibration, a.bits, options.percentile);
-          if (asymmetric.scale < 0.9f * r.scale) r = asymmetric, how += ", asymmetric";
+        auto range = [&](CalibrationMethod method, double percentile, std::string how) {
+          ActivationRange r = calibrate(h, method, a.bits, a.is_unsigned, a.power_of_two, percentile);
+          if (options.asymmetric && !a.is_unsigned && !a.power_of_two && h.min() < 0) {
+            ActivationRange asymmetric = calibrate_asymmetric(h, method, a.bits, percentile);
+            if (asymmetric.scale < 0.9f * r.scale) r = asymmetric, how += ", asymmetric";
+          }
+          return from_range(r, how);
+        };
+        if (!options.choose_calibration) {
+          a = range(options.calibration, options.percentile, how);
+          break;
         }
-        a = from_range(r, how);
+        std::vector<ActivationQuant>& c = range_candidates[in];
+        if (c.empty()) {  // once per input value, shared by the layers reading it
+          for (double p : {99.9, 99.99, 99.999}) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "percentile %g", p);
+            c.push_back(range(CalibrationMethod::kPercentile, p, buf));
+          }
+          for (CalibrationMethod method : {CalibrationMethod::kMinMax, CalibrationMethod::kMse, CalibrationMethod::kEntropy})
+            if (method != CalibrationMethod::kEntropy || h.bins() >= activation_qmax(a.bits, a.is_unsigned))
+              c.push_back(range(method, options.percentile, calibration_method_name(method)));
+          // Methods that agree are one candidate.
+          std::vector<ActivationQuant> distinct;
+          for (const ActivationQuant& q : c)
+            if (std::none_of(distinct.begin(), distinct.end(), [&](const ActivationQuant& d) {
+                  return d.scale == q.scale && d.zero_point == q.zero_point && d.is_unsigned == q.is_unsigned;
+                }))
+              distinct.push_back(q);
+          c = std::move(distinct);
+        }
+        a = c.front();
         break;
       }
       case ActivationMode::kBatchNorm:
@@ -473,6 +502,12 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
         a.source = "dynamic";
         break;
     }
+  }
+
+  if (!range_candidates.empty()) {
+    check(options.choice_images >= 1, "calibration choice images must be >= 1");
+    Tensor choice = slice_images(*calibration, 0, std::min(options.choice_images, calibration->dim(0)));
+    choose_activation_ranges(m, fp32, range_candidates, choice, options.batch, pool);
   }
 
   check(!options.bias_correction || calibration, src + ": bias correction measures means on calibration images, and there are none");
