@@ -33,8 +33,10 @@ import time
 
 CONFIGS = [
     ("W8A8 int8 per channel", ["--weights", "int8", "--group", "channel"]),
+    ("W8A8 int8 per channel --calibration auto", ["--weights", "int8", "--group", "channel", "--calibration", "auto"]),
     ("W8A8 int8 per channel --bias-correction", ["--weights", "int8", "--group", "channel", "--bias-correction"]),
     ("W4A8 int4 per channel", ["--weights", "int4", "--group", "channel"]),
+    ("W4A8 int4 per channel --calibration auto", ["--weights", "int4", "--group", "channel", "--calibration", "auto"]),
     ("W4A8 int4 per channel --bias-correction", ["--weights", "int4", "--group", "channel", "--bias-correction"]),
     ("ternary FGQ N=4 W2A8 (default plan)", ["--weights", "ternary", "--group", "4"]),
     ("ternary FGQ N=4 W2A8 --bias-correction", ["--weights", "ternary", "--group", "4", "--bias-correction"]),
@@ -111,14 +113,15 @@ def write_main(path, rows, models, pages, head):
                           for m in models)
         f.write(f"Per model (table, commands and a plot of top-1 against size): {links}.\n\n")
         f.write("| model | configuration | FP32 top-1 % | top-1 % | change (pp) | est. (max-drop) | size (bytes) "
-                "| % of int8 | vs FP32 |\n")
-        f.write("|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+                "| % of int8 | vs FP32 | tern commit |\n")
+        f.write("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
         for r in rows:
             if "error" in r:
-                f.write(f"| {r['model']} | {r['config']} | | error | | | | | {r['error'].replace('|', '/')} |\n")
+                f.write(f"| {r['model']} | {r['config']} | | error | | | | | {r['error'].replace('|', '/')} | {r.get('commit', '')} |\n")
             else:
                 f.write(f"| {r['model']} | {r['config']} | {r['fp32_top1']:.2f} | {r['top1']:.2f} | {-r['drop_pp']:+.2f} | "
-                        f"{estimate(r)} | {r['size_bytes']:,} | {pct_of_int8(r):.1f} % | {r['ratio_to_fp32']:.2f}x |\n")
+                        f"{estimate(r)} | {r['size_bytes']:,} | {pct_of_int8(r):.1f} % | {r['ratio_to_fp32']:.2f}x | "
+                        f"{r.get('commit', '')} |\n")
         f.write(commands_note(rows))
         for r in rows:
             f.write(f"- `{r['command']}`\n")
@@ -133,18 +136,19 @@ def write_page(path, main, model, rows, head):
         f.write(f"# {model}: post-training quantization (3x96x96 Fashion-MNIST)\n\n")
         f.write(f"All models: [{os.path.basename(main)}]({os.path.relpath(main, os.path.dirname(path))}). ")
         f.write(head + DESCRIPTION)
-        f.write("| configuration | top-1 % | change (pp) | est. (max-drop) | size (bytes) | % of int8 | vs FP32 | time (s) |\n")
-        f.write("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+        f.write("| configuration | top-1 % | change (pp) | est. (max-drop) | size (bytes) | % of int8 | vs FP32 | time (s) "
+                "| tern commit |\n")
+        f.write("|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
         if ok:
             r = ok[0]
             f.write(f"| FP32 | {r['fp32_top1']:.2f} | | | {r['fp32_bytes']:,} | {pct_of_int8(r, r['fp32_bytes']):.1f} % "
-                    "| 1.00x | |\n")
+                    "| 1.00x | | |\n")
         for r in rows:
             if "error" in r:
-                f.write(f"| {r['config']} | error | | | | | | {r['error'].replace('|', '/')} |\n")
+                f.write(f"| {r['config']} | error | | | | | | {r['error'].replace('|', '/')} | {r.get('commit', '')} |\n")
             else:
                 f.write(f"| {r['config']} | {r['top1']:.2f} | {-r['drop_pp']:+.2f} | {estimate(r)} | {r['size_bytes']:,} | "
-                        f"{pct_of_int8(r):.1f} % | {r['ratio_to_fp32']:.2f}x | {r['seconds']:.0f} |\n")
+                        f"{pct_of_int8(r):.1f} % | {r['ratio_to_fp32']:.2f}x | {r['seconds']:.0f} | {r.get('commit', '')} |\n")
         if ok:
             f.write(f"\nTop-1 on {ok[0]['images']:,} test images. Time: the whole `tern quantize ... --eval` run "
                     "(quantization and both evaluations).\n")
@@ -204,6 +208,8 @@ def main():
                     help="keep the configurations whose label contains one of these substrings (case insensitive)")
     ap.add_argument("--out", default="docs/results/rgb_ptq.md")
     ap.add_argument("--pages", default=None, help="folder of the per-model pages (default: rgb/ next to --out)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the saved rows of other (model, configuration) pairs, each with the commit it ran at")
     ap.add_argument("--pages-only", action="store_true",
                     help="write the pages from the rows an earlier run saved (--out's .json), running nothing; "
                          "for a run cut short after some models")
@@ -241,17 +247,31 @@ def main():
     command = shlex.join(["scripts/rgb_ptq.py"] + (["--models", *args.models] if args.models else [])
                          + (["--configs", *args.configs] if args.configs else []))
     head = header(commit, dirty, cpu, command)
+    kept = []
+    if args.merge and os.path.isfile(args.out[:-3] + ".json"):
+        saved = json.load(open(args.out[:-3] + ".json"))
+        ran = {(os.path.basename(p)[:-5], label) for p in paths for label, _ in configs}
+        kept = [dict(r, commit=r.get("commit", saved["commit"])) for r in saved["rows"] if (r["model"], r["config"]) not in ran]
+        head = header(commit, dirty, cpu, command + " --merge")
+        head += "Rows kept from earlier runs name the tern commit they ran at. "
     rows = []
+
+    def ordered(rows):
+        order = {label: i for i, (label, _) in enumerate(CONFIGS)}
+        models = list(dict.fromkeys([r["model"] for r in kept] + [r["model"] for r in rows]))
+        return sorted(kept + rows, key=lambda r: (models.index(r["model"]), order.get(r["config"], len(order))))
+
     with tempfile.TemporaryDirectory() as tmp:
         config = os.path.join(tmp, "depthwise_ternary.json")
         open(config, "w").write(DEPTHWISE_TERNARY)
         for path in paths:
             for label, options in configs:
-                rows.append(run(args.tern, path, label, options, tmp, config))
+                rows.append(dict(run(args.tern, path, label, options, tmp, config), commit=commit + ("+" if dirty else "")))
                 print(rows[-1], flush=True)
-                json.dump({"commit": commit, "dirty": bool(dirty), "cpu": cpu, "command": command, "rows": rows},
+                json.dump({"commit": commit, "dirty": bool(dirty), "cpu": cpu, "command": command, "rows": ordered(rows)},
                           open(args.out[:-3] + ".json.tmp", "w"), indent=1)
                 os.replace(args.out[:-3] + ".json.tmp", args.out[:-3] + ".json")
+    rows = ordered(rows)
     models = list(dict.fromkeys(r["model"] for r in rows))
     os.makedirs(pages, exist_ok=True)
     for m in models:
