@@ -219,7 +219,11 @@ def main():
     pages = args.pages or os.path.join(os.path.dirname(args.out), "rgb")
     configs = CONFIGS
     if args.configs:
-        configs = [(label, options) for label, options in CONFIGS if any(c.lower() in label.lower() for c in args.configs)]
+        # Each name selects the configuration of exactly that label, or else every label containing it.
+        def selects(c, label):
+            exact = any(c.lower() == l.lower() for l, _ in CONFIGS)
+            return c.lower() == label.lower() if exact else c.lower() in label.lower()
+        configs = [(label, options) for label, options in CONFIGS if any(selects(c, label) for c in args.configs)]
         if not configs:
             ap.error(f"no configuration matches {' '.join(args.configs)}; they are: {'; '.join(l for l, _ in CONFIGS)}")
     paths = [f"models/rgb/{m}.onnx" for m in args.models] if args.models else sorted(glob.glob("models/rgb/*.onnx"))
