@@ -242,7 +242,9 @@ def main():
         print("wrote", args.out, "and", len(models), "model pages from", args.out[:-3] + ".json")
         return 0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    # The results this script writes do not count (a --merge run follows another's output).
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/results"],
+                           capture_output=True, text=True).stdout.strip()
     cpu = ""
     for line in open("/proc/cpuinfo"):
         if line.startswith("model name"):
