@@ -41,6 +41,8 @@ CONFIGS = [
     ("ternary FGQ N=4 W2A8 (default plan)", ["--weights", "ternary", "--group", "4"]),
     ("ternary FGQ N=4 W2A8 --bias-correction", ["--weights", "ternary", "--group", "4", "--bias-correction"]),
     ("ternary FGQ N=4 --max-drop 1", ["--weights", "ternary", "--group", "4", "--max-drop", "1"]),
+    ("ternary FGQ N=4 --max-drop 1 --calibration auto", ["--weights", "ternary", "--group", "4", "--max-drop", "1",
+                                                         "--calibration", "auto"]),
     ("ternary FGQ N=4 --max-drop 1 --bias-correction", ["--weights", "ternary", "--group", "4", "--max-drop", "1",
                                                         "--bias-correction"]),
 ]
