@@ -382,6 +382,57 @@ TEST_P(IntegerEngine, AsymmetricCodesMatchTheSimulation) {
   }
 }
 
+// MobileNetV3's blocks: HardSwish, a squeeze-excitation (global pool -> 1x1 conv -> ReLU -> 1x1
+// conv -> HardSigmoid -> broadcasting Mul) and a layer kept float32. Nodes without an integer form
+// run their FP32 kernels inside the fused program, between integer layers, as in the simulation.
+TEST_P(IntegerEngine, OperationsWithoutAnIntegerFormRunInsideTheProgram) {
+  OnnxBuilder b;
+  b.input("x", {-1, 8, 6, 6});
+  b.floats("w1", {8, 8, 3, 3}, random_floats(576, 81));
+  b.floats("b1", {8}, random_floats(8, 82));
+  b.floats("wr", {4, 8, 1, 1}, random_floats(32, 83));
+  b.floats("br", {4}, random_floats(4, 84));
+  b.floats("we", {8, 4, 1, 1}, random_floats(32, 85));
+  b.floats("be", {8}, random_floats(8, 86));
+  b.floats("w2", {8, 8, 1, 1}, random_floats(64, 87));
+  b.floats("w3", {8, 8, 3, 3}, random_floats(576, 88));
+  b.floats("wf", {5, 8}, random_floats(40, 89));
+  auto& c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("HardSwish", {"c1"}, {"h1"}, "hswish");
+  b.node("GlobalAveragePool", {"h1"}, {"s0"}, "se_pool");
+  b.node("Conv", {"s0", "wr", "br"}, {"s1"}, "se_reduce");
+  b.node("Relu", {"s1"}, {"s2"}, "se_relu");
+  b.node("Conv", {"s2", "we", "be"}, {"s3"}, "se_expand");
+  b.node("HardSigmoid", {"s3"}, {"gate"}, "se_gate");
+  b.node("Mul", {"h1", "gate"}, {"m"}, "se_scale");
+  b.node("Conv", {"m", "w2"}, {"c2"}, "project");
+  b.node("Sigmoid", {"c2"}, {"g2"}, "sigmoid");
+  auto& c3 = b.node("Conv", {"g2", "w3"}, {"c3"}, "kept_float");
+  OnnxBuilder::attr(c3, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("GlobalAveragePool", {"c3"}, {"p"}, "gap");
+  b.node("Flatten", {"p"}, {"f"}, "flatten");
+  auto& fc = b.node("Gemm", {"f", "wf"}, {"y"}, "fc");
+  OnnxBuilder::attr(fc, "transB", int64_t{1});
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "se.onnx");
+  Tensor calib = images(32, 91), x = images(7, 92);
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.config_json = R"({"layers": [{"name": "kept_float", "weights": "float32"}]})";
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ASSERT_EQ(m.find("kept_float"), nullptr);
+  Executor sim(q::simulation_graph(m));
+  Tensor want = sim.run(x);
+  IntegerExecutor engine(m);
+  ASSERT_TRUE(engine.fused()) << engine.mode();
+  int fp32_steps = 0;
+  for (const std::string& step : engine.steps()) fp32_steps += step.find("FP32 kernel") != std::string::npos;
+  EXPECT_EQ(fp32_steps, 5);  // HardSwish, HardSigmoid, Mul, Sigmoid, the float32 conv
+  expect_close(engine.run(x), want, "fused with FP32 steps");
+  expect_close(engine.run(images(1, 93)), sim.run(images(1, 93)), "one image");
+}
+
 // A transformer's linear layers: MatMul by constant weights on [N, T, K] tokens (+ bias Add)
 // imports as tern's Gemm, quantizes like any fully connected layer (int8 and ternary weights) and
 // runs on the integer engine as the simulation does.

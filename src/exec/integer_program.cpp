@@ -16,6 +16,7 @@
 #include "tern/calibration.h"
 #include "ops/op.h"
 #include "tern/error.h"
+#include "tern/executor.h"
 #include "tern/limits.h"
 
 namespace tern::integer {
@@ -606,6 +607,10 @@ struct Compiler {
   };
   std::map<int, Fusion> fusion;  // by integer layer node index
   std::set<int> fused;           // Add / activation nodes folded into a layer
+  // Nodes with no integer form (activations such as HardSigmoid or Sigmoid, a squeeze-excitation's
+  // broadcasting Mul, Softmax, a layer kept float32): run by their FP32 kernel on the float
+  // values between integer layers, as the simulation runs them.
+  std::set<int> generic;
 
   std::vector<bool> need_float;
   std::vector<std::vector<std::pair<Format, int64_t>>> need_codes;  // (format, border)
@@ -662,8 +667,10 @@ struct Compiler {
     for (size_t i = 0; i < g.nodes.size(); ++i) {
       const Node& n = g.nodes[i];
       auto it = layer_of.find(n.name);
-      if (n.op == OpType::kConv || n.op == OpType::kGemm) {
-        if (it == layer_of.end()) return fail(n.name + " runs in float32");
+      if ((n.op == OpType::kConv || n.op == OpType::kGemm) && it == layer_of.end()) {
+        if (n.outputs.size() != 1) return fail(n.name + ": several outputs");
+        generic.insert(static_cast<int>(i));  // kept float32
+      } else if (n.op == OpType::kConv || n.op == OpType::kGemm) {
         ValueId x = n.inputs[0];
         int p = producer[static_cast<size_t>(x)];
         if (p < 0 || g.nodes[static_cast<size_t>(p)].op != OpType::kFakeQuantize)
@@ -681,14 +688,15 @@ struct Compiler {
       } else if (n.op == OpType::kMaxPool) {
         const PoolAttrs& a = n.attr<PoolAttrs>();
         if (a.kernel.size() != 2) return fail(n.name + ": not a 2-D pooling");
-      } else if (n.op == OpType::kAdd) {
-        if (g.value(n.inputs[0]).shape != g.value(n.inputs[1]).shape) return fail(n.name + ": a broadcasting Add");
+      } else if (n.op == OpType::kAdd && (g.value(n.inputs[0]).shape != g.value(n.inputs[1]).shape ||
+                                          g.is_constant(n.inputs[0]) || g.is_constant(n.inputs[1]))) {
+        generic.insert(static_cast<int>(i));  // broadcasting, or a constant operand
       } else if (n.op == OpType::kReduceMean) {
         const ReduceAttrs& a = n.attr<ReduceAttrs>();
         std::vector<int64_t> axes = a.axes;
         std::sort(axes.begin(), axes.end());
-        if (g.value(n.inputs[0]).shape.size() != 4 || axes != std::vector<int64_t>{2, 3})
-          return fail(n.name + ": a ReduceMean other than over H and W");
+        if (g.value(n.inputs[0]).shape.size() != 4 || axes != std::vector<int64_t>{2, 3} || !a.keepdims)
+          generic.insert(static_cast<int>(i));
       } else if (n.op == OpType::kFlatten) {
         if (n.attr<AxisAttrs>().axis != 1) return fail(n.name + ": Flatten axis other than 1");
       } else if (n.op == OpType::kReshape) {
@@ -705,7 +713,8 @@ struct Compiler {
         for (size_t k = 1; k < n.inputs.size(); ++k)
           if (n.inputs[k] != kNoValue) return fail(n.name + ": Clip with bound inputs");
       } else if (!is_passthrough(n.op) && !is_float_op(n.op)) {
-        return fail(n.name + ": " + to_string(n.op) + " has no integer implementation");
+        if (n.outputs.size() != 1) return fail(n.name + ": " + to_string(n.op) + " with several outputs");
+        generic.insert(static_cast<int>(i));
       }
       for (ValueId v : n.outputs)
         if (!geometry(v, h, w, c)) return false;
@@ -792,8 +801,8 @@ struct Compiler {
           for (auto& [format, b] : need_codes[static_cast<size_t>(out)]) want_codes(x, format, 0);
         }
       } else {  // float operations: float in, float out, codes by a quantize step after
-        want_float(n.inputs[0]);
-        if (n.op == OpType::kAdd) want_float(n.inputs[1]);
+        for (size_t k = 0; k < (generic.count(i) || n.op == OpType::kAdd ? n.inputs.size() : 1); ++k)
+          if (n.inputs[k] != kNoValue && !g.is_constant(n.inputs[k])) want_float(n.inputs[k]);
         if (!need_codes[static_cast<size_t>(out)].empty()) want_float(out);
       }
     }
@@ -1033,6 +1042,57 @@ struct Compiler {
     quantize_after(out, n.name);
   }
 
+  // A node without an integer form: its FP32 kernel on NCHW copies of its float inputs (the
+  // constant ones copied at compile time: the engine releases the graph's), written back NHWC.
+  void build_generic(int i) {
+    const Node& n = g.nodes[static_cast<size_t>(i)];
+    struct Input {
+      Buffer* buffer = nullptr;  // a computed value, or
+      std::shared_ptr<const Tensor> constant;  // a constant, or neither (absent)
+      bool rank4 = false;
+    };
+    std::vector<Input> ins(n.inputs.size());
+    for (size_t k = 0; k < n.inputs.size(); ++k) {
+      ValueId v = n.inputs[k];
+      if (v == kNoValue) continue;
+      if (g.is_constant(v)) ins[k].constant = std::make_shared<const Tensor>(g.constant(v));
+      else ins[k].buffer = float_buffer(v), ins[k].rank4 = g.value(v).shape.size() == 4;
+    }
+    ValueId out = n.outputs[0];
+    Buffer* o = float_buffer(out);
+    add_step(n.name, to_string(n.op) + " on f32 (FP32 kernel)",
+             [ins, o, node = n, source = g.source, pool = P.pool](int64_t images) {
+               o->allocate(images);
+               std::vector<Tensor> nchw(ins.size());
+               std::vector<const Tensor*> args(ins.size(), nullptr);
+               for (size_t k = 0; k < ins.size(); ++k) {
+                 if (ins[k].constant) args[k] = ins[k].constant.get();
+                 if (!ins[k].buffer) continue;
+                 const Buffer& b = *ins[k].buffer;
+                 Shape shape = ins[k].rank4 ? Shape{images, b.c, b.h, b.w} : Shape{images, b.c};
+                 nchw[k] = Tensor::uninitialized(DataType::kFloat32, shape);
+                 float* dst = nchw[k].data<float>();
+                 const int64_t hw = b.h * b.w;
+                 for (int64_t m = 0; m < images; ++m)
+                   for (int64_t p = 0; p < hw; ++p) {
+                     const float* src = b.f.data() + (m * hw + p) * b.stride;
+                     for (int64_t c = 0; c < b.c; ++c) dst[(m * b.c + c) * hw + p] = src[c];
+                   }
+                 args[k] = &nchw[k];
+               }
+               std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
+               const int64_t hw = o->h * o->w;
+               check(y[0].size() == images * o->c * hw, node.name + ": output size differs from the plan");
+               const float* src = y[0].data<float>();
+               for (int64_t m = 0; m < images; ++m)
+                 for (int64_t p = 0; p < hw; ++p) {
+                   float* dst = o->f.data() + (m * hw + p) * o->stride;
+                   for (int64_t c = 0; c < o->c; ++c) dst[c] = src[(m * o->c + c) * hw + p];
+                 }
+             });
+    quantize_after(out, n.name);
+  }
+
   void build_dynamic_quantize(int i) {
     const Node& n = g.nodes[static_cast<size_t>(i)];
     Format f = format_of(n.attr<FakeQuantAttrs>());
@@ -1056,7 +1116,8 @@ struct Compiler {
       if (layer_of.count(n.name)) build_layer(i);
       else if (n.op == OpType::kFakeQuantize) {
         if (n.attr<FakeQuantAttrs>().dynamic) build_dynamic_quantize(i);
-      } else if (is_passthrough(n.op)) build_passthrough(i);
+      } else if (generic.count(i)) build_generic(i);
+      else if (is_passthrough(n.op)) build_passthrough(i);
       else build_float_op(i);
     }
     for (ValueId v : g.outputs) {
