@@ -557,27 +557,51 @@ void concat(std::vector<Buffer*>& in, Buffer& out, int64_t images) {
 }
 
 // Float to codes (a FakeQuantize whose input is not a quantized layer's output, or a dynamic one).
+// Codes of `pixels` NHWC pixels of `channels` floats at `scale`, by the layers' vectorized
+// epilogue (requantize.h: a multiply by the reciprocal, as every layer's output codes are made).
+void quantize_pixels(const float* src, int64_t src_stride, int64_t pixels, int64_t channels, float scale, const Format& f,
+                     uint8_t* dst, int64_t dst_stride) {
+  static thread_local std::vector<float> zeros;
+  if (zeros.size() < static_cast<size_t>(channels)) zeros.assign(static_cast<size_t>(channels), 0.0f);
+  static const int32_t no_sums = 0;
+  kernels::RequantArgs a;
+  a.cols = pixels;
+  a.rows = channels;
+  a.terms = 0;  // v = 0 + src: the float values themselves
+  a.acc = &no_sums;
+  a.bias = zeros.data();
+  a.residual = src;
+  a.residual_stride = src_stride;
+  a.codes = dst;
+  a.codes_stride = dst_stride;
+  a.inv_scale = 1.0f / scale;
+  a.qlo = f.lo();
+  a.qhi = f.hi();
+  a.zero = f.zero();
+  kernels::requantize_block(a);
+}
+
 void quantize_buffer(Buffer& in, Buffer& out, int64_t images, ThreadPool* pool) {
   const Format& f = out.format;
-  parallel(pool, images, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      float scale = f.scale;
-      if (f.dynamic) {
+  if (f.dynamic) {  // each image's own scale
+    parallel(pool, images, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) {
         float t = 0.0f;
         const float* x = in.float_at(n, 0, 0);
         const bool is_unsigned = f.is_unsigned;
         for (int64_t i = 0; i < in.h * in.w * in.stride; ++i) t = std::max(t, is_unsigned ? x[i] : std::fabs(x[i]));
-        scale = dynamic_scale(f, t);
+        const float scale = dynamic_scale(f, t);
         out.scales[static_cast<size_t>(n)] = scale;
+        for (int64_t y = 0; y < in.h; ++y)
+          quantize_pixels(in.float_at(n, y, 0), in.stride, in.w, in.c, scale, f, out.code_at(n, y, 0), out.stride);
       }
-      const float lo = f.lo(), hi = f.hi();
-      const int32_t zero = f.zero();
-      for (int64_t y = 0; y < in.h; ++y)
-        for (int64_t x = 0; x < in.w; ++x) {
-          const float* src = in.float_at(n, y, x);
-          uint8_t* dst = out.code_at(n, y, x);
-          for (int64_t c = 0; c < in.c; ++c) dst[c] = quantize_code(src[c], scale, lo, hi, zero);
-        }
+    });
+    return;
+  }
+  parallel(pool, images * in.h, [&](int64_t begin, int64_t end) {  // image rows: both cores at batch 1
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / in.h, y = row % in.h;
+      quantize_pixels(in.float_at(n, y, 0), in.stride, in.w, in.c, f.scale, f, out.code_at(n, y, 0), out.stride);
     }
   });
 }
@@ -875,22 +899,25 @@ struct Compiler {
                  b->allocate(images);
                  const float* x = impl->input->data<float>();
                  const int64_t hw = b->h * b->w, per_image = b->c * hw;
-                 parallel(impl->pool, images, [&](int64_t begin, int64_t end) {
-                   for (int64_t n = begin; n < end; ++n) {
-                     const float* xn = x + n * per_image;
-                     if (!b->codes) {
-                       for (int64_t p = 0; p < hw; ++p)
-                         for (int64_t c = 0; c < b->c; ++c) b->float_at(n, p / b->w, p % b->w)[c] = xn[c * hw + p];
+                 // Image rows over the pool: both cores at batch 1.
+                 parallel(impl->pool, images * b->h, [&](int64_t begin, int64_t end) {
+                   std::vector<uint8_t> row(static_cast<size_t>(b->w * b->c));
+                   for (int64_t r = begin; r < end; ++r) {
+                     const int64_t n = r / b->h, y = r % b->h;
+                     const float* xn = x + n * per_image + y * b->w;
+                     if (!b->codes) {  // NCHW row to NHWC
+                       float* dst = b->float_at(n, y, 0);
+                       for (int64_t c = 0; c < b->c; ++c)
+                         for (int64_t px = 0; px < b->w; ++px) dst[px * b->c + c] = xn[c * hw + px];
                        continue;
                      }
-                     const float scale = b->format.scale, lo = b->format.lo(), hi = b->format.hi();
-                     const int32_t zero = b->format.zero();
+                     // Each channel's row quantized where it lies (contiguous: vectorized even for
+                     // 3 channels), then the bytes moved to NHWC.
                      for (int64_t c = 0; c < b->c; ++c)
-                       for (int64_t y = 0; y < b->h; ++y) {
-                         const float* src = xn + c * hw + y * b->w;
-                         uint8_t* dst = b->code_at(n, y, 0) + c;
-                         for (int64_t x = 0; x < b->w; ++x) dst[x * b->stride] = quantize_code(src[x], scale, lo, hi, zero);
-                       }
+                       quantize_pixels(xn + c * hw, 0, 1, b->w, b->format.scale, b->format, row.data() + c * b->w, 0);
+                     uint8_t* dst = b->code_at(n, y, 0);
+                     for (int64_t px = 0; px < b->w; ++px)
+                       for (int64_t c = 0; c < b->c; ++c) dst[px * b->stride + c] = row[static_cast<size_t>(c * b->w + px)];
                    }
                  });
                });
