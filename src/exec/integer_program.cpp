@@ -659,6 +659,12 @@ struct Compiler {
     const Value& val = g.value(v);
     if (!val.shape_known) return fail("value '" + val.name + "' has no known shape");
     const Shape& s = val.shape;
+    if (val.dtype != DataType::kFloat32) return fail("value '" + val.name + "' is " + to_string(val.dtype) + ", not float32");
+    // Every buffer holds whole images: its first dim must be the graph input's batch.
+    const Shape& in = g.value(g.inputs[0]).shape;
+    if (!s.empty() && !in.empty() &&
+        (in[0] < 0 ? s[0] >= 0 || (!val.batch_leading && v != g.inputs[0]) : s[0] != in[0]))
+      return fail("value '" + val.name + "' does not lead with the batch");
     for (size_t i = 1; i < s.size(); ++i)
       if (s[i] < 0) return fail("value '" + val.name + "' has a dynamic dimension beyond the batch");
     if (s.size() == 4) {
