@@ -479,8 +479,10 @@ TEST(IntegerEngine, MatMulLinearLayersOnTokensQuantizeAndRun) {
     ASSERT_EQ(m.layers.size(), 2u) << weights;
     Tensor sim = Executor(q::simulation_graph(m)).run(x);
     IntegerExecutor engine(m);
+    EXPECT_TRUE(engine.fused()) << engine.mode();  // tokens [N, T, D] as a row of T pixels
     for (const IntegerLayerInfo& l : engine.layers()) EXPECT_EQ(l.kernel.find("float"), std::string::npos) << l.node << ": " << l.kernel;
     expect_close(engine.run(x), sim, weights);
+    expect_close(IntegerExecutor(m, {}, IntegerEngineOptions{false}).run(x), sim, std::string(weights) + " (hybrid)");
     // int8 stays close to FP32 on these tokens.
     if (std::string(weights) == "int8") {
       double signal = 0, noise = 0;

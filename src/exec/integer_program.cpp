@@ -452,20 +452,24 @@ void run_gemm(LayerStep& s, int64_t images, ThreadPool* pool) {
   Buffer& in = *s.in;
   const int64_t rows = L.rows(), padded_rows = round_up(rows, kQPanelRows);
   const int64_t stacked_rows = L.active * padded_rows;
+  // Rows of a Gemm: one per image ([N, K]) or per token ([N, T, K] as a row of T pixels); the
+  // codes are contiguous (a Gemm's input has no border).
+  const int64_t positions = in.h * in.w, cols = images * positions;
+  check(in.pad == 0, L.node + ": a Gemm input with a border");
   for (Buffer* b : s.out_codes) b->allocate(images);
   if (s.out_float) s.out_float->allocate(images);
   thread_local std::vector<int32_t> acc;
-  acc.resize(static_cast<size_t>(images * stacked_rows));
+  acc.resize(static_cast<size_t>(cols * stacked_rows));
   std::vector<const int32_t*> row_sums;
   for (int j = 0; j < L.active; ++j) {
     const TermGroup& tg = L.terms[static_cast<size_t>(j)].groups[0];
     row_sums.push_back(tg.row_sums.data());
-    tg.gemm(images, in.q.data(), in.stride, acc.data() + j * padded_rows, stacked_rows, *s.panels, pool);
+    tg.gemm(cols, in.q.data(), in.stride, acc.data() + j * padded_rows, stacked_rows, *s.panels, pool);
   }
   Epilogue e;
   for (int64_t n = 0; n < images; ++n) {
     if (n == 0 || in.format.dynamic) make_epilogue(L, 0, rows, in.scales[static_cast<size_t>(n)], in.format.zero(), padded_rows, row_sums, e);
-    finish_pixels(s, e, 0, n, 0, 0, 1, acc.data() + n * stacked_rows, stacked_rows, padded_rows);
+    finish_pixels(s, e, 0, n, 0, 0, positions, acc.data() + n * positions * stacked_rows, stacked_rows, padded_rows);
   }
 }
 
@@ -671,11 +675,35 @@ struct Compiler {
       c = s[1], h = s[2], w = s[3];
       return true;
     }
+    if (s.size() == 3) {  // tokens [N, T, D]: one row of T pixels of D channels
+      c = s[2], h = 1, w = s[1];
+      return true;
+    }
     if (s.size() == 2) {
       c = s[1], h = w = 1;
       return true;
     }
-    return fail("value '" + val.name + "' has rank " + std::to_string(s.size()) + " (2 or 4 supported)");
+    return fail("value '" + val.name + "' has rank " + std::to_string(s.size()) + " (2, 3 or 4 supported)");
+  }
+
+  // Whether a passthrough node can run on codes: the layouts its code path knows.
+  bool on_codes(const Node& n) const {
+    for (ValueId v : n.inputs)
+      if (v != kNoValue && !g.is_constant(v) && g.value(v).shape.size() == 3 && n.op != OpType::kRelu && n.op != OpType::kClip)
+        return false;  // tokens: only element-wise clamps
+    if (n.op == OpType::kFlatten) return n.attr<AxisAttrs>().axis == 1;
+    if (n.op == OpType::kReshape) {
+      const Shape& out = g.value(n.outputs[0]).shape;
+      const Shape& in = g.value(n.inputs[0]).shape;
+      int64_t per_image = 1;
+      for (size_t k = 1; k < in.size(); ++k) per_image *= in[k];
+      return out.size() == 2 && !in.empty() && out[0] == in[0] && out[1] == per_image;
+    }
+    if (n.op == OpType::kConcat) return n.attr<AxisAttrs>().axis == 1;
+    if (n.op == OpType::kClip)  // bounds as attributes only (constant inputs were folded at import)
+      for (size_t k = 1; k < n.inputs.size(); ++k)
+        if (n.inputs[k] != kNoValue) return false;
+    return true;
   }
 
   bool check_supported() {
@@ -708,7 +736,8 @@ struct Compiler {
         if (n.op == OpType::kGemm) {
           const GemmAttrs& a = n.attr<GemmAttrs>();
           if (a.trans_a || !a.trans_b || a.alpha != 1.0f || a.beta != 1.0f) return fail(n.name + ": Gemm attributes");
-          if (g.value(n.inputs[0]).shape.size() != 2) return fail(n.name + ": a Gemm on [..., K] rows (the hybrid engine runs it)");
+          const size_t rank = g.value(n.inputs[0]).shape.size();
+          if (rank != 2 && rank != 3) return fail(n.name + ": a Gemm on rank-" + std::to_string(rank) + " rows");
         }
       } else if (n.op == OpType::kFakeQuantize) {
         for (int r : readers[static_cast<size_t>(n.outputs[0])])
@@ -727,21 +756,11 @@ struct Compiler {
         std::sort(axes.begin(), axes.end());
         if (g.value(n.inputs[0]).shape.size() != 4 || axes != std::vector<int64_t>{2, 3} || !a.keepdims)
           generic.insert(static_cast<int>(i));
-      } else if (n.op == OpType::kFlatten) {
-        if (n.attr<AxisAttrs>().axis != 1) return fail(n.name + ": Flatten axis other than 1");
-      } else if (n.op == OpType::kReshape) {
-        const Shape& out = g.value(n.outputs[0]).shape;
-        const Shape& in = g.value(n.inputs[0]).shape;
-        int64_t per_image = 1;
-        for (size_t k = 1; k < in.size(); ++k) per_image *= in[k];
-        if (out.size() != 2 || in.empty() || out[0] != in[0] || out[1] != per_image)
-          return fail(n.name + ": a Reshape other than a flatten of each image");
-      } else if (n.op == OpType::kConcat) {
-        if (n.attr<AxisAttrs>().axis != 1) return fail(n.name + ": Concat along an axis other than channels");
-      } else if (n.op == OpType::kClip) {
-        // bounds as attributes only (constant inputs were folded at import)
-        for (size_t k = 1; k < n.inputs.size(); ++k)
-          if (n.inputs[k] != kNoValue) return fail(n.name + ": Clip with bound inputs");
+      } else if (is_passthrough(n.op) && !on_codes(n)) {
+        // A layout move the codes path does not do (a Reshape other than a flatten of each image,
+        // a Concat along tokens, anything on [N, T, D] tokens ...): run by its FP32 kernel.
+        if (n.outputs.size() != 1) return fail(n.name + ": " + to_string(n.op) + " with several outputs");
+        generic.insert(static_cast<int>(i));
       } else if (!is_passthrough(n.op) && !is_float_op(n.op)) {
         if (n.outputs.size() != 1) return fail(n.name + ": " + to_string(n.op) + " with several outputs");
         generic.insert(static_cast<int>(i));
@@ -823,7 +842,7 @@ struct Compiler {
       } else if (n.op == OpType::kFakeQuantize) {
         const FakeQuantAttrs& a = n.attr<FakeQuantAttrs>();
         if (a.dynamic) want_float(n.inputs[0]);  // quantized per image by a step of its own
-      } else if (is_passthrough(n.op)) {
+      } else if (is_passthrough(n.op) && !generic.count(i)) {
         std::vector<ValueId> ins = {n.inputs[0]};
         if (n.op == OpType::kConcat) ins = n.inputs;
         for (ValueId x : ins) {
@@ -900,11 +919,22 @@ struct Compiler {
     P.input_name = g.value(v).name;
     P.input_shape.assign(g.value(v).shape.begin() + 1, g.value(v).shape.end());
     for (Buffer* b : forms(v)) {
+      const bool nchw = g.value(v).shape.size() == 4;  // [N, C] and [N, T, D] are already pixel-major
       add_step(P.input_name, b->codes ? "quantize input " + describe(b->format) : "input to NHWC",
-               [b, impl = &P](int64_t images) {
+               [b, nchw, impl = &P](int64_t images) {
                  b->allocate(images);
                  const float* x = impl->input->data<float>();
                  const int64_t hw = b->h * b->w, per_image = b->c * hw;
+                 if (!nchw) {
+                   parallel(impl->pool, images, [&](int64_t begin, int64_t end) {
+                     for (int64_t n = begin; n < end; ++n) {
+                       const float* xn = x + n * per_image;
+                       if (b->codes) quantize_pixels(xn, b->c, hw, b->c, b->format.scale, b->format, b->code_at(n, 0, 0), b->stride);
+                       else std::memcpy(b->float_at(n, 0, 0), xn, static_cast<size_t>(per_image) * sizeof(float));
+                     }
+                   });
+                   return;
+                 }
                  // Image rows over the pool: both cores at batch 1.
                  parallel(impl->pool, images * b->h, [&](int64_t begin, int64_t end) {
                    std::vector<uint8_t> row(static_cast<size_t>(b->w * b->c));
@@ -1082,14 +1112,14 @@ struct Compiler {
     struct Input {
       Buffer* buffer = nullptr;  // a computed value, or
       std::shared_ptr<const Tensor> constant;  // a constant, or neither (absent)
-      bool rank4 = false;
+      size_t rank = 0;
     };
     std::vector<Input> ins(n.inputs.size());
     for (size_t k = 0; k < n.inputs.size(); ++k) {
       ValueId v = n.inputs[k];
       if (v == kNoValue) continue;
       if (g.is_constant(v)) ins[k].constant = std::make_shared<const Tensor>(g.constant(v));
-      else ins[k].buffer = float_buffer(v), ins[k].rank4 = g.value(v).shape.size() == 4;
+      else ins[k].buffer = float_buffer(v), ins[k].rank = g.value(v).shape.size();
     }
     ValueId out = n.outputs[0];
     Buffer* o = float_buffer(out);
@@ -1102,21 +1132,30 @@ struct Compiler {
                  if (ins[k].constant) args[k] = ins[k].constant.get();
                  if (!ins[k].buffer) continue;
                  const Buffer& b = *ins[k].buffer;
-                 Shape shape = ins[k].rank4 ? Shape{images, b.c, b.h, b.w} : Shape{images, b.c};
+                 const size_t rank = ins[k].rank;
+                 Shape shape = rank == 4 ? Shape{images, b.c, b.h, b.w} : rank == 3 ? Shape{images, b.w, b.c} : Shape{images, b.c};
                  nchw[k] = Tensor::uninitialized(DataType::kFloat32, shape);
                  float* dst = nchw[k].data<float>();
                  const int64_t hw = b.h * b.w;
-                 for (int64_t m = 0; m < images; ++m)
-                   for (int64_t p = 0; p < hw; ++p) {
-                     const float* src = b.f.data() + (m * hw + p) * b.stride;
-                     for (int64_t c = 0; c < b.c; ++c) dst[(m * b.c + c) * hw + p] = src[c];
-                   }
+                 if (rank != 4) {  // [N, C] and [N, T, D] are their buffers' layout
+                   std::memcpy(dst, b.f.data(), static_cast<size_t>(nchw[k].size()) * sizeof(float));
+                 } else {
+                   for (int64_t m = 0; m < images; ++m)
+                     for (int64_t p = 0; p < hw; ++p) {
+                       const float* src = b.f.data() + (m * hw + p) * b.stride;
+                       for (int64_t c = 0; c < b.c; ++c) dst[(m * b.c + c) * hw + p] = src[c];
+                     }
+                 }
                  args[k] = &nchw[k];
                }
                std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
                const int64_t hw = o->h * o->w;
                check(y[0].size() == images * o->c * hw, node.name + ": output size differs from the plan");
                const float* src = y[0].data<float>();
+               if (y[0].rank() != 4) {
+                 std::memcpy(o->f.data(), src, static_cast<size_t>(y[0].size()) * sizeof(float));
+                 return;
+               }
                for (int64_t m = 0; m < images; ++m)
                  for (int64_t p = 0; p < hw; ++p) {
                    float* dst = o->f.data() + (m * hw + p) * o->stride;
@@ -1214,11 +1253,15 @@ std::vector<Tensor> Program::run(std::span<const Tensor> inputs) {
     Tensor y(DataType::kFloat32, shape);
     float* dst = y.data<float>();
     const int64_t hw = b.h * b.w;
-    for (int64_t n = 0; n < images; ++n)
-      for (int64_t p = 0; p < hw; ++p) {
-        const float* src = b.float_at(n, p / b.w, p % b.w);
-        for (int64_t c = 0; c < b.c; ++c) dst[(n * b.c + c) * hw + p] = src[c];
-      }
+    if (shape.size() != 4) {  // [N, C] and [N, T, D]: the buffer's own layout
+      std::memcpy(dst, b.f.data(), static_cast<size_t>(y.size()) * sizeof(float));
+    } else {
+      for (int64_t n = 0; n < images; ++n)
+        for (int64_t p = 0; p < hw; ++p) {
+          const float* src = b.float_at(n, p / b.w, p % b.w);
+          for (int64_t c = 0; c < b.c; ++c) dst[(n * b.c + c) * hw + p] = src[c];
+        }
+    }
     out.push_back(std::move(y));
   }
   return out;
