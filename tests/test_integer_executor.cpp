@@ -433,6 +433,36 @@ TEST_P(IntegerEngine, OperationsWithoutAnIntegerFormRunInsideTheProgram) {
   expect_close(engine.run(images(1, 93)), sim.run(images(1, 93)), "one image");
 }
 
+// A value that is not a float batch of images (an ArgMax's int64 indices) is kept whole between
+// FP32 steps inside the program.
+TEST(IntegerEngine, ValuesThatAreNotFloatImagesStayWholeBetweenFp32Steps) {
+  OnnxBuilder b;
+  b.input("x", {-1, 8, 6, 6});
+  b.floats("w1", {8, 8, 3, 3}, random_floats(576, 101));
+  b.floats("w2", {4, 8, 1, 1}, random_floats(32, 102));
+  auto& c1 = b.node("Conv", {"x", "w1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  auto& am = b.node("ArgMax", {"c1"}, {"idx"}, "argmax");
+  OnnxBuilder::attr(am, "axis", int64_t{1});
+  auto& cast = b.node("Cast", {"idx"}, {"idxf"}, "cast");
+  OnnxBuilder::attr(cast, "to", int64_t{1});
+  b.node("Mul", {"c1", "idxf"}, {"m"}, "scale");
+  b.node("Conv", {"m", "w2"}, {"y"}, "conv2");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "argmax.onnx");
+  Tensor calib = images(16, 103), x = images(3, 104);
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  IntegerExecutor engine(m);
+  std::string steps;
+  for (const std::string& s : engine.steps()) steps += s + "\n";
+  EXPECT_TRUE(engine.fused()) << engine.mode();
+  EXPECT_NE(steps.find("ArgMax on a whole tensor"), std::string::npos) << steps;
+  Executor sim(q::simulation_graph(m));
+  expect_close(engine.run(x), sim.run(x), "whole tensors between FP32 steps");
+}
+
 // A transformer's linear layers: MatMul by constant weights on [N, T, K] tokens (+ bias Add)
 // imports as tern's Gemm, quantizes like any fully connected layer (int8 and ternary weights) and
 // runs on the integer engine as the simulation does.

@@ -131,6 +131,9 @@ struct Program::Impl {
   std::vector<Shape> output_shapes;  // graph shapes (dim 0: the batch)
   std::map<std::string, std::string> kernels;
   std::vector<int8_t> panels;  // decoded/stacked weight panels of the layer running now
+  // Values that are not batches of images (a Shape's int64 result, attention heads merged into
+  // the batch dim, ...): whole tensors, written and read only by FP32 steps.
+  std::vector<std::unique_ptr<Tensor>> side;
 };
 
 namespace {
@@ -639,6 +642,7 @@ struct Compiler {
   // broadcasting Mul, Softmax, a layer kept float32): run by their FP32 kernel on the float
   // values between integer layers, as the simulation runs them.
   std::set<int> generic;
+  std::map<ValueId, Tensor*> side;  // values kept as whole tensors (Impl::side)
 
   std::vector<bool> need_float;
   std::vector<std::vector<std::pair<Format, int64_t>>> need_codes;  // (format, border)
@@ -706,6 +710,15 @@ struct Compiler {
     return true;
   }
 
+  // geometry() without recording why not.
+  bool fits(ValueId v) {
+    std::string saved = why;
+    int64_t h, w, c;
+    bool ok = geometry(v, h, w, c);
+    why = saved;
+    return ok;
+  }
+
   bool check_supported() {
     for (const IntLayer& L : layers) layer_of[L.node] = &L;
     producer = g.producers();
@@ -765,8 +778,19 @@ struct Compiler {
         if (n.outputs.size() != 1) return fail(n.name + ": " + to_string(n.op) + " with several outputs");
         generic.insert(static_cast<int>(i));
       }
-      for (ValueId v : n.outputs)
+      const bool is_generic = generic.count(static_cast<int>(i)) > 0;
+      if (!is_generic)
+        for (ValueId v : n.inputs)
+          if (v != kNoValue && side.count(v)) return fail(n.name + ": reads '" + g.value(v).name + "', which is not a batch of images");
+      for (ValueId v : n.outputs) {
+        if (is_generic && !fits(v)) {  // kept whole, for FP32 steps only
+          if (is_output[static_cast<size_t>(v)]) return fail("graph output '" + g.value(v).name + "' is not a batch of images");
+          P.side.push_back(std::make_unique<Tensor>());
+          side[v] = P.side.back().get();
+          continue;
+        }
         if (!geometry(v, h, w, c)) return false;
+      }
     }
     return true;
   }
@@ -851,7 +875,7 @@ struct Compiler {
         }
       } else {  // float operations: float in, float out, codes by a quantize step after
         for (size_t k = 0; k < (generic.count(i) || n.op == OpType::kAdd ? n.inputs.size() : 1); ++k)
-          if (n.inputs[k] != kNoValue && !g.is_constant(n.inputs[k])) want_float(n.inputs[k]);
+          if (n.inputs[k] != kNoValue && !g.is_constant(n.inputs[k]) && !side.count(n.inputs[k])) want_float(n.inputs[k]);
         if (!need_codes[static_cast<size_t>(out)].empty()) want_float(out);
       }
     }
@@ -1110,8 +1134,9 @@ struct Compiler {
   void build_generic(int i) {
     const Node& n = g.nodes[static_cast<size_t>(i)];
     struct Input {
-      Buffer* buffer = nullptr;  // a computed value, or
-      std::shared_ptr<const Tensor> constant;  // a constant, or neither (absent)
+      Buffer* buffer = nullptr;  // a computed batch of images, or
+      const Tensor* whole = nullptr;  // a computed value kept whole, or
+      std::shared_ptr<const Tensor> constant;  // a constant, or none of them (absent)
       size_t rank = 0;
     };
     std::vector<Input> ins(n.inputs.size());
@@ -1119,17 +1144,20 @@ struct Compiler {
       ValueId v = n.inputs[k];
       if (v == kNoValue) continue;
       if (g.is_constant(v)) ins[k].constant = std::make_shared<const Tensor>(g.constant(v));
+      else if (side.count(v)) ins[k].whole = side.at(v);
       else ins[k].buffer = float_buffer(v), ins[k].rank = g.value(v).shape.size();
     }
     ValueId out = n.outputs[0];
-    Buffer* o = float_buffer(out);
-    add_step(n.name, to_string(n.op) + " on f32 (FP32 kernel)",
-             [ins, o, node = n, source = g.source, pool = P.pool](int64_t images) {
-               o->allocate(images);
+    Tensor* whole = side.count(out) ? side.at(out) : nullptr;
+    Buffer* o = whole ? nullptr : float_buffer(out);
+    add_step(n.name, to_string(n.op) + " on " + (whole ? "a whole tensor" : "f32") + " (FP32 kernel)",
+             [ins, o, whole, node = n, source = g.source, pool = P.pool](int64_t images) {
+               if (o) o->allocate(images);
                std::vector<Tensor> nchw(ins.size());
                std::vector<const Tensor*> args(ins.size(), nullptr);
                for (size_t k = 0; k < ins.size(); ++k) {
                  if (ins[k].constant) args[k] = ins[k].constant.get();
+                 if (ins[k].whole) args[k] = ins[k].whole;
                  if (!ins[k].buffer) continue;
                  const Buffer& b = *ins[k].buffer;
                  const size_t rank = ins[k].rank;
@@ -1149,6 +1177,10 @@ struct Compiler {
                  args[k] = &nchw[k];
                }
                std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
+               if (whole) {
+                 *whole = std::move(y[0]);
+                 return;
+               }
                const int64_t hw = o->h * o->w;
                check(y[0].size() == images * o->c * hw, node.name + ": output size differs from the plan");
                const float* src = y[0].data<float>();
@@ -1162,7 +1194,7 @@ struct Compiler {
                    for (int64_t c = 0; c < o->c; ++c) dst[c] = src[(m * o->c + c) * hw + p];
                  }
              });
-    quantize_after(out, n.name);
+    if (!whole) quantize_after(out, n.name);
   }
 
   void build_dynamic_quantize(int i) {
