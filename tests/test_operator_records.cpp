@@ -305,6 +305,20 @@ TEST(OperatorRecords, InspectCountsEachOperatorsMultiplyAccumulates) {
   ModelSummary u = summarize(import_onnx_bytes(d.bytes(), "dynamic.onnx", {.optimize = false, .input_shapes = {}}));
   EXPECT_EQ(u.layers.at(0).macs, -1);
   EXPECT_EQ(u.unknown_macs, 1);
+  // Heads merged into the batch dim ([N, 6, 8] -> [2N, 6, 4], as attention exports do): a MatMul
+  // on them counts both heads of the image, from the shapes of one run at batch 1.
+  B h(13);
+  h.input("x", {-1, 6, 8});
+  h.ints("heads", {3}, {-1, 6, 4});
+  h.floats("k", {4, 5}, random_floats(20, 6));
+  h.node("Reshape", {"x", "heads"}, {"xh"}, "split_heads");
+  h.node("MatMul", {"xh", "k"}, {"y"}, "per_head");
+  h.output("y");
+  ModelSummary m = summarize(import_onnx_bytes(h.bytes(), "heads.onnx", {.optimize = false, .input_shapes = {}}));
+  std::map<std::string, LayerSummary> heads;
+  for (const auto& l : m.layers) heads[l.name] = l;
+  EXPECT_EQ(heads["per_head"].macs, 2 * 6 * 5 * 4);
+  EXPECT_EQ(heads["per_head"].output, (Shape{2, 6, 5}));
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 #include <limits>
+#include <map>
 #include <tuple>
 
 #include "ops/support.h"
 #include "tern/error.h"
 #include "tern/evaluate.h"
+#include "tern/executor.h"
 
 namespace tern {
 
@@ -16,10 +18,51 @@ Shape at_batch_one(Shape s, bool batch_leading) {
   return s;
 }
 
+// Values whose first dim is dynamic but not the batch (attention heads merged into it: [N*H, T, d])
+// have a size per image the declared shapes do not give. Their shapes at batch 1 come from one run
+// of the graph on zeros, done only when such a value exists and every input's other dims are known;
+// empty when it cannot be done.
+std::map<ValueId, Shape> shapes_at_batch_one(const Graph& graph) {
+  bool needed = false;
+  for (const Node& node : graph.nodes)
+    for (ValueId v : node.outputs) {
+      const Value& val = graph.value(v);
+      needed = needed || (val.shape_known && !val.shape.empty() && val.shape[0] < 0 && !val.batch_leading);
+    }
+  if (!needed) return {};
+  std::vector<Tensor> inputs;
+  for (ValueId id : graph.inputs) {
+    const Value& in = graph.value(id);
+    if (!in.shape_known) return {};
+    Shape s = in.shape;
+    for (size_t d = 0; d < s.size(); ++d)
+      if (s[d] < 0) {
+        if (d > 0) return {};
+        s[d] = 1;
+      }
+    inputs.emplace_back(in.dtype, s);
+  }
+  Graph g = graph;
+  g.outputs.clear();
+  for (const Node& node : graph.nodes)
+    for (ValueId v : node.outputs)
+      if (!graph.is_constant(v)) g.outputs.push_back(v);
+  std::map<ValueId, Shape> shapes;
+  try {
+    Executor exec(g);
+    std::vector<Tensor> out = exec.run(inputs);
+    for (size_t k = 0; k < out.size(); ++k) shapes[g.outputs[k]] = out[k].shape();
+  } catch (const Error&) {
+    return {};
+  }
+  return shapes;
+}
+
 }  // namespace
 
 ModelSummary summarize(const Graph& graph) {
   ModelSummary summary;
+  const std::map<ValueId, Shape> concrete = shapes_at_batch_one(graph);
   for (const Node& node : graph.nodes) {
     std::string who = (graph.source.empty() ? "" : graph.source + ": ") + "node '" + node.name + "'";
     LayerSummary layer;
@@ -36,7 +79,11 @@ ModelSummary summarize(const Graph& graph) {
     // Per image: the output at batch 1. Any other dimension the model does not declare makes
     // the count unknown (-1), never a guess.
     int64_t per_image_out = -1;
-    if (out.shape_known && !out.shape.empty()) {
+    if (auto it = concrete.find(node.outputs[0]); it != concrete.end() && !out.batch_leading && !out.shape.empty() &&
+                                                  out.shape[0] < 0) {
+      layer.output = it->second;
+      per_image_out = ops::mac_elements(it->second, 0, who);
+    } else if (out.shape_known && !out.shape.empty()) {
       Shape one = out.shape;
       if (one[0] < 0) one[0] = 1;  // the dynamic batch
       per_image_out = ops::mac_elements(one, 0, who);
