@@ -14,6 +14,7 @@
 #include "tern/integer_executor.h"
 #include "tern/onnx_import.h"
 #include "tern/quantized_model.h"
+#include "tern/tern_file.h"
 #include "tern/thread_pool.h"
 
 namespace tern::testing {
@@ -461,6 +462,86 @@ TEST(IntegerEngine, ValuesThatAreNotFloatImagesStayWholeBetweenFp32Steps) {
   EXPECT_NE(steps.find("ArgMax on a whole tensor"), std::string::npos) << steps;
   Executor sim(q::simulation_graph(m));
   expect_close(engine.run(x), sim.run(x), "whole tensors between FP32 steps");
+}
+
+// Self-attention on tokens [N, T, D]: Q, K, V projections (MatMul by weights: quantized layers),
+// Q x K^T and softmax x V (MatMuls of two computed operands). --attention int8 quantizes both
+// operands of those two: the values they multiply are on their grids (the softmax's unsigned),
+// the file keeps them, and the integer engine runs the model fused as the simulation does.
+TEST(IntegerEngine, AttentionMatMulsQuantizeBothOperands) {
+  OnnxBuilder b;
+  b.input("x", {-1, 6, 8});
+  b.floats("wq", {8, 8}, random_floats(64, 111));
+  b.floats("wk", {8, 8}, random_floats(64, 112));
+  b.floats("wv", {8, 8}, random_floats(64, 113));
+  b.node("MatMul", {"x", "wq"}, {"q"}, "q_proj");
+  b.node("MatMul", {"x", "wk"}, {"k"}, "k_proj");
+  b.node("MatMul", {"x", "wv"}, {"v"}, "v_proj");
+  auto& t = b.node("Transpose", {"k"}, {"kt"}, "k_t");
+  OnnxBuilder::attr(t, "perm", std::vector<int64_t>{0, 2, 1});
+  b.node("MatMul", {"q", "kt"}, {"scores"}, "scores");
+  auto& sm = b.node("Softmax", {"scores"}, {"p"}, "softmax");
+  OnnxBuilder::attr(sm, "axis", int64_t{-1});
+  b.node("MatMul", {"p", "v"}, {"y"}, "context");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "attention.onnx");
+  Tensor calib = Tensor::from_floats({32, 6, 8}, random_floats(32 * 48, 114));
+  Tensor x = Tensor::from_floats({4, 6, 8}, random_floats(4 * 48, 115));
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+  q::QuantizedModel plain = q::quantize_model(g, o, &calib);
+  EXPECT_TRUE(plain.inputs.empty());
+  o.quantize_attention = true;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ASSERT_EQ(m.layers.size(), 3u);
+  ASSERT_EQ(m.inputs.size(), 4u);
+  for (const q::QuantizedInput& in : m.inputs) {
+    EXPECT_TRUE(in.node == "scores" || in.node == "context") << in.node;
+    EXPECT_FALSE(in.quant.dynamic);
+    EXPECT_EQ(in.quant.is_unsigned, in.node == "context" && in.input == 0) << in.node << " " << in.input;  // probabilities
+  }
+  // The operands the MatMuls multiply are codes times the scale.
+  Graph sim = q::simulation_graph(m);
+  std::vector<std::pair<ValueId, const q::QuantizedInput*>> fed;
+  for (const Node& n : sim.nodes)
+    for (const q::QuantizedInput& in : m.inputs)
+      if (n.name == in.node) fed.emplace_back(n.inputs[static_cast<size_t>(in.input)], &in);
+  ASSERT_EQ(fed.size(), 4u);
+  Graph probe = sim;
+  probe.outputs.clear();
+  for (auto& [v, in] : fed) probe.outputs.push_back(v);
+  std::vector<Tensor> operands = Executor(probe).run(std::span<const Tensor>(&x, 1));
+  for (size_t k = 0; k < operands.size(); ++k) {
+    const q::ActivationQuant& a = fed[k].second->quant;
+    for (float v : operands[k].floats()) {
+      float code = v / a.scale;
+      EXPECT_NEAR(code, std::round(code), 1e-3) << fed[k].second->node;
+    }
+  }
+  // Close to FP32, and different from the float-attention model.
+  Tensor want = Executor(g).run(x), got = Executor(sim).run(x), without = Executor(q::simulation_graph(plain)).run(x);
+  double signal = 0, noise = 0, moved = 0;
+  for (int64_t i = 0; i < want.size(); ++i) {
+    signal += std::pow(double(want.data<float>()[i]), 2);
+    noise += std::pow(double(want.data<float>()[i]) - got.data<float>()[i], 2);
+    moved += std::fabs(double(got.data<float>()[i]) - without.data<float>()[i]);
+  }
+  EXPECT_GT(10 * std::log10(signal / noise), 25.0);
+  EXPECT_GT(moved, 0.0);
+  // The file keeps them.
+  q::QuantizedModel back = q::load_quantized_model(TernFile::from_bytes(q::serialize_quantized_model(m), "attention.tern"));
+  ASSERT_EQ(back.inputs.size(), 4u);
+  for (size_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(back.inputs[k].node, m.inputs[k].node);
+    EXPECT_EQ(back.inputs[k].input, m.inputs[k].input);
+    EXPECT_EQ(back.inputs[k].quant.scale, m.inputs[k].quant.scale);
+    EXPECT_EQ(back.inputs[k].quant.zero_point, m.inputs[k].quant.zero_point);
+  }
+  expect_close(Executor(q::simulation_graph(back)).run(x), got, "reloaded");
+  IntegerExecutor engine(m);
+  EXPECT_TRUE(engine.fused()) << engine.mode();
+  expect_close(engine.run(x), got, "integer engine, int8 attention");
 }
 
 // A transformer's linear layers: MatMul by constant weights on [N, T, K] tokens (+ bias Add)

@@ -85,9 +85,18 @@ struct ResidualEdge {
   double gain = 0;    // estimated output distortion it removes (the ranking's estimate)
 };
 
+// One input of a node without weights quantized like a layer's: both operands of an attention
+// MatMul (activation by activation: Q x K^T, softmax x V) with --attention int8.
+struct QuantizedInput {
+  std::string node;
+  int input = 0;  // which operand
+  ActivationQuant quant;
+};
+
 struct QuantizedModel {
   Graph graph;  // FP32 graph; quantized layers' weights and biases hold their dequantized values
   std::vector<QuantizedLayer> layers;        // quantized layers, in graph order
+  std::vector<QuantizedInput> inputs;        // operands of weightless nodes, in graph order
   std::vector<LayerPlan> plan;               // every Conv/Gemm, quantized or kept float
   // Residual edge sets, most important first: level k runs every layer's term 0 plus the first k.
   // A layer's edges appear in term order (term j only after term j - 1).
@@ -148,6 +157,9 @@ struct QuantizeOptions {
   // their step is at least 10 % finer than symmetric signed codes' (a SiLU's or HardSwish's short
   // negative side); false keeps every such input symmetric.
   bool asymmetric = true;
+  // Attention MatMuls (both operands computed, none a weight) get static activation codes on both
+  // operands, calibrated like a layer's input, at plan.activation_bits (--attention int8).
+  bool quantize_attention = false;
   // Output-aware rounding (output_aware.h) from the calibration images' input covariances; plain
   // per-group quantization of the weights alone when false or without images.
   bool output_aware = false;

@@ -51,7 +51,7 @@ simulation of its quantized values).
 commands:
   quantize IN.onnx -o OUT.tern [--weights ternary|binary|int2..int8|float32] [--method fgq|fgq-asym|twn|tnt|cluster]
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2] [--act-codes auto|symmetric]
-             [--calibration percentile|minmax|mse|entropy|auto] [--percentile P] [--calib-images N]
+             [--attention float|int8] [--calibration percentile|minmax|mse|entropy|auto] [--percentile P] [--calib-images N]
              [--data SPEC [--labels Y.npy]] [preprocessing] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
@@ -73,6 +73,8 @@ commands:
       --calibration auto: per layer input, every method's range (minmax, percentile 99.9, 99.99,
       99.999, mse, entropy) is tried on 128 calibration images; the one giving the layers that read
       it the least output error (their quantized weights, against FP32) is kept.
+      --attention int8: attention MatMuls (both operands computed: Q x K^T, softmax x V) quantize
+      both operands like a layer's input, at the --acts bits (default float: they stay float32).
       --act-codes auto (default): a calibrated input that may be negative gets asymmetric u8 codes
       with a zero point where their step is at least 10 % finer than symmetric s8's (the short
       negative side of SiLU, HardSwish, GELU); symmetric: s8 codes for every such input.
@@ -318,6 +320,9 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
       j["activation"] = nullptr;
     layers.push_back(j);
   }
+  nlohmann::json operands = nlohmann::json::array();
+  for (const tern::quant::QuantizedInput& in : q.inputs)
+    operands.push_back({{"node", in.node}, {"input", in.input}, {"activation", describe_activation(in.quant)}});
   nlohmann::json j = {{"size_bytes", size.quantized},
                       {"fp32_bytes", size.fp32},
                       {"int8_bytes", size.int8},
@@ -328,6 +333,7 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
                       {"mults_eliminated", size.mults_eliminated()},
                       {"stored_bytes", size.stored},
                       {"level", q.level},
+                      {"attention_operands", operands},
                       {"max_level", q.max_level()},
                       {"layers", layers}};
   nlohmann::json edges = nlohmann::json::array();
@@ -375,6 +381,8 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
                 db_text(l->output_sqnr_db).c_str(), static_cast<long long>(l->multiplies_per_image()),
                 static_cast<long long>(layer_bytes(*l)));
   }
+  for (const tern::quant::QuantizedInput& in : q.inputs)
+    std::printf("attention   %s operand %d: %s\n", in.node.c_str(), in.input, describe_activation(in.quant).c_str());
   ModelSize size = model_size(q);
   nlohmann::json prov = nlohmann::json::parse(q.provenance_json, nullptr, false);
   if (prov.is_object() && prov.contains("activations") && prov["activations"].is_object()) {
@@ -586,7 +594,7 @@ int cmd_quantize(int argc, char** argv) {
             {"output", "weights", "method", "group", "acts", "act-scale", "act-codes", "calibration", "percentile", "calib-images",
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
              "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape",
-             "max-drop", "drop-images"},
+             "max-drop", "drop-images", "attention"},
             {"all-layers", "eval", "json", "bias-correction"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -629,6 +637,11 @@ int cmd_quantize(int argc, char** argv) {
   if (act_codes != "auto" && act_codes != "symmetric")
     throw UsageError("--act-codes: expected auto or symmetric, got '" + act_codes + "'");
   options.asymmetric = act_codes == "auto";
+  std::string attention = args.get("attention", "float");
+  if (attention != "float" && attention != "int8")
+    throw UsageError("--attention: expected int8 or float, got '" + attention + "'");
+  if (attention == "int8" && options.plan.activation_bits == 0) throw UsageError("--attention int8 needs quantized activations (--acts 8 or 4)");
+  options.quantize_attention = attention == "int8";
   options.plan.first_last_8bit = !args.flag("all-layers");
   options.plan.depthwise_8bit = !args.flag("all-layers");
   std::string rounding = args.get("rounding", "output");

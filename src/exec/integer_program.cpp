@@ -753,10 +753,12 @@ struct Compiler {
           if (rank != 2 && rank != 3) return fail(n.name + ": a Gemm on rank-" + std::to_string(rank) + " rows");
         }
       } else if (n.op == OpType::kFakeQuantize) {
-        for (int r : readers[static_cast<size_t>(n.outputs[0])])
-          if (!layer_of.count(g.nodes[static_cast<size_t>(r)].name)) return fail(n.name + ": read by a float operation");
         if (is_output[static_cast<size_t>(n.outputs[0])]) return fail(n.name + ": a graph output");
-        if (!n.attr<FakeQuantAttrs>().dynamic) alias[static_cast<size_t>(n.outputs[0])] = n.inputs[0];
+        bool layers_only = true;
+        for (int r : readers[static_cast<size_t>(n.outputs[0])])
+          layers_only = layers_only && layer_of.count(g.nodes[static_cast<size_t>(r)].name);
+        if (!layers_only) generic.insert(static_cast<int>(i));  // an operand of a float operation (an attention MatMul)
+        else if (!n.attr<FakeQuantAttrs>().dynamic) alias[static_cast<size_t>(n.outputs[0])] = n.inputs[0];
       } else if (n.op == OpType::kMaxPool) {
         const PoolAttrs& a = n.attr<PoolAttrs>();
         if (a.kernel.size() != 2) return fail(n.name + ": not a 2-D pooling");
@@ -863,7 +865,7 @@ struct Compiler {
         // Its result's forms are written by its epilogue; a fused Add's other operand is read in float.
         if (auto f = fusion.find(i); f != fusion.end()) want_float(f->second.residual);
         want_codes(n.inputs[0], format_of(L.input), L.gemm ? 0 : conv_border(L.conv));
-      } else if (n.op == OpType::kFakeQuantize) {
+      } else if (n.op == OpType::kFakeQuantize && !generic.count(i)) {
         const FakeQuantAttrs& a = n.attr<FakeQuantAttrs>();
         if (a.dynamic) want_float(n.inputs[0]);  // quantized per image by a step of its own
       } else if (is_passthrough(n.op) && !generic.count(i)) {
@@ -1166,6 +1168,8 @@ struct Compiler {
                  float* dst = nchw[k].data<float>();
                  const int64_t hw = b.h * b.w;
                  if (rank != 4) {  // [N, C] and [N, T, D] are their buffers' layout
+                   check(b.f.size() >= static_cast<size_t>(nchw[k].size()),
+                         node.name + ": input " + std::to_string(k) + " (" + b.name + ") holds " + std::to_string(b.f.size()) + " values, not " + std::to_string(nchw[k].size()));
                    std::memcpy(dst, b.f.data(), static_cast<size_t>(nchw[k].size()) * sizeof(float));
                  } else {
                    for (int64_t m = 0; m < images; ++m)
@@ -1218,9 +1222,10 @@ struct Compiler {
       if (fused.count(i)) continue;
       const Node& n = g.nodes[static_cast<size_t>(i)];
       if (layer_of.count(n.name)) build_layer(i);
+      else if (generic.count(i)) build_generic(i);
       else if (n.op == OpType::kFakeQuantize) {
         if (n.attr<FakeQuantAttrs>().dynamic) build_dynamic_quantize(i);
-      } else if (generic.count(i)) build_generic(i);
+      }
       else if (is_passthrough(n.op)) build_passthrough(i);
       else build_float_op(i);
     }

@@ -175,6 +175,12 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
   for (const ResidualEdge& e : m.edges)
     edges.push_back({{"layer", e.layer}, {"term", e.term}, {"bytes", e.bytes}, {"gain", e.gain}});
   json quant = {{"version", kQuantizationVersion}, {"layers", layers}, {"plan", plan}, {"edges", edges}, {"level", m.level}};
+  if (!m.inputs.empty()) {  // absent in files without quantized attention operands
+    json inputs = json::array();
+    for (const QuantizedInput& q : m.inputs)
+      inputs.push_back({{"node", q.node}, {"input", q.input}, {"activation", activation_json(q.quant)}});
+    quant["inputs"] = inputs;
+  }
   json provenance = format::parse_provenance(m.provenance_json);
   return {{SectionType::kGraph, format::to_bytes(graph.dump())},
           {SectionType::kTensors, std::move(payload)},
@@ -362,6 +368,27 @@ QuantizedModel load_quantized_model(const TernFile& file) {
     check(level >= 0 && level <= m.max_level(),
           "level " + std::to_string(level) + " is outside the stored levels 0.." + std::to_string(m.max_level()));
     set_level(m, level);
+    if (jq.contains("inputs")) {
+      const json& ji = jq.at("inputs");
+      check(ji.is_array(), "inputs must be a list");
+      std::set<std::pair<std::string, int>> seen;
+      for (const json& e : ji) {
+        QuantizedInput q;
+        q.node = e.at("node").get<std::string>();
+        q.input = e.at("input").get<int>();
+        std::string who = "quantized input " + std::to_string(q.input) + " of node '" + q.node + "'";
+        auto ni = node_index.find(q.node);
+        check(ni != node_index.end(), who + ": no such node");
+        const Node& node = g.nodes[ni->second];
+        check(node.op == OpType::kMatMul, who + ": not a MatMul");
+        check(q.input >= 0 && static_cast<size_t>(q.input) < node.inputs.size() && node.inputs[static_cast<size_t>(q.input)] != kNoValue &&
+                  !g.is_constant(node.inputs[static_cast<size_t>(q.input)]),
+              who + ": not a computed operand");
+        check(seen.insert({q.node, q.input}).second, who + ": described twice");
+        q.quant = activation_from(e.at("activation"));
+        m.inputs.push_back(std::move(q));
+      }
+    }
     for (const json& jp2 : jq.at("plan")) {
       LayerPlan p;
       p.node = jp2.at("node").get<std::string>();

@@ -363,6 +363,19 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     }
     m.layers.push_back(std::move(l));
   }
+  // Attention MatMuls: both operands computed (a MatMul by a constant weight imports as a Gemm).
+  if (options.quantize_attention && options.plan.activation_bits > 0)
+    for (const Node& n : g.nodes)
+      if (n.op == OpType::kMatMul && n.inputs.size() == 2 && !g.is_constant(n.inputs[0]) && !g.is_constant(n.inputs[1]))
+        for (int k = 0; k < 2; ++k) {
+          QuantizedInput q;
+          q.node = n.name;
+          q.input = k;
+          q.quant.bits = options.plan.activation_bits;
+          q.quant.is_unsigned = non_negative(n.inputs[static_cast<size_t>(k)]);  // a softmax's probabilities
+          q.quant.power_of_two = options.power_of_two;
+          m.inputs.push_back(std::move(q));
+        }
   // Values whose names collide would make the file ambiguous; imported graphs never have them.
   std::set<std::string> names;
   for (const Value& v : g.values) check(names.insert(v.name).second, src + ": duplicate value name '" + v.name + "'");
@@ -376,6 +389,9 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     if (options.activation_mode == ActivationMode::kCalibrated)
       for (const QuantizedLayer& l : m.layers)
         if (l.input) histograms.try_emplace(input_of(l), options.histogram_bins);
+    if (options.activation_mode == ActivationMode::kCalibrated)
+      for (const QuantizedInput& q : m.inputs)
+        histograms.try_emplace(g.nodes[node_index.at(q.node)].inputs[static_cast<size_t>(q.input)], options.histogram_bins);
     if (options.output_aware)
       for (size_t i = 0; i < m.layers.size(); ++i) {
         const QuantizedLayer& l = m.layers[i];
@@ -434,14 +450,9 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
   RangeCandidates range_candidates;
   check(!options.choose_calibration || calibration || options.activation_mode != ActivationMode::kCalibrated,
         src + ": --calibration auto tries each method on calibration images, and there are none");
-  for (QuantizedLayer& l : m.layers) {
-    if (!l.input) continue;
-    ActivationQuant& a = *l.input;
-    if (auto fixed = options.fixed_activations.find(l.node); fixed != options.fixed_activations.end()) {
-      a = fixed->second;
-      continue;
-    }
-    ValueId in = input_of(l);
+  // The scale of activation quantizer `a` of value `in`; `choose`: with --calibration auto, the
+  // method is chosen later from the candidates (layers' inputs).
+  auto set_scale = [&](ActivationQuant& a, ValueId in, bool choose) {
     const std::string& in_name = g.value(in).name;
     switch (options.activation_mode) {
       case ActivationMode::kCalibrated: {
@@ -465,7 +476,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
           }
           return from_range(r, how);
         };
-        if (!options.choose_calibration) {
+        if (!options.choose_calibration || !choose) {
           a = range(options.calibration, options.percentile, how);
           break;
         }
@@ -502,7 +513,16 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
         a.source = "dynamic";
         break;
     }
+  };
+  for (QuantizedLayer& l : m.layers) {
+    if (!l.input) continue;
+    if (auto fixed = options.fixed_activations.find(l.node); fixed != options.fixed_activations.end()) {
+      *l.input = fixed->second;
+      continue;
+    }
+    set_scale(*l.input, input_of(l), true);
   }
+  for (QuantizedInput& q : m.inputs) set_scale(q.quant, g.nodes[node_index.at(q.node)].inputs[static_cast<size_t>(q.input)], false);
 
   if (!range_candidates.empty()) {
     check(options.choice_images >= 1, "calibration choice images must be >= 1");
@@ -563,33 +583,40 @@ Graph simulation_graph(const QuantizedModel& model) {
   std::map<std::tuple<ValueId, int, bool, bool, bool, float, int32_t>, ValueId> made;
   std::vector<Node> nodes;
   nodes.reserve(g.nodes.size() * 2);
+  std::map<std::string, std::vector<const QuantizedInput*>> operands;  // by node
+  for (const QuantizedInput& q : model.inputs) operands[q.node].push_back(&q);
+  // A FakeQuantize of value x in format a before node n's input k (shared by readers of the same
+  // value and format).
+  auto quantize_input = [&](Node& n, size_t k, const ActivationQuant& a, const std::string& suffix) {
+    FakeQuantAttrs fq{a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale, a.zero_point};
+    ValueId x = n.inputs[k];
+    auto key = std::make_tuple(x, fq.bits, fq.is_unsigned, fq.dynamic, fq.power_of_two, fq.scale, fq.zero_point);
+    auto done = made.find(key);
+    if (done == made.end()) {
+      Value v = g.value(x);
+      v.constant.reset();
+      std::string base = v.name + "/quantized";
+      v.name = base;
+      for (int j = 2; names.count(v.name); ++j) v.name = base + std::to_string(j);
+      names.insert(v.name);
+      ValueId id = g.add_value(std::move(v));
+      Node q;
+      q.name = n.name + suffix;
+      q.op = OpType::kFakeQuantize;
+      q.inputs = {x};
+      q.outputs = {id};
+      q.attrs = fq;
+      nodes.push_back(std::move(q));
+      done = made.emplace(key, id).first;
+    }
+    n.inputs[k] = done->second;
+  };
   for (Node& n : g.nodes) {
     auto it = by_node.find(n.name);
-    if (it != by_node.end() && it->second->input) {
-      const ActivationQuant& a = *it->second->input;
-      FakeQuantAttrs fq{a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale, a.zero_point};
-      ValueId x = n.inputs[0];
-      auto key = std::make_tuple(x, fq.bits, fq.is_unsigned, fq.dynamic, fq.power_of_two, fq.scale, fq.zero_point);
-      auto done = made.find(key);
-      if (done == made.end()) {
-        Value v = g.value(x);
-        v.constant.reset();
-        std::string base = v.name + "/quantized";
-        v.name = base;
-        for (int k = 2; names.count(v.name); ++k) v.name = base + std::to_string(k);
-        names.insert(v.name);
-        ValueId id = g.add_value(std::move(v));
-        Node q;
-        q.name = n.name + "/input_quant";
-        q.op = OpType::kFakeQuantize;
-        q.inputs = {x};
-        q.outputs = {id};
-        q.attrs = fq;
-        nodes.push_back(std::move(q));
-        done = made.emplace(key, id).first;
-      }
-      n.inputs[0] = done->second;
-    }
+    if (it != by_node.end() && it->second->input) quantize_input(n, 0, *it->second->input, "/input_quant");
+    if (auto o = operands.find(n.name); o != operands.end())
+      for (const QuantizedInput* q : o->second)
+        quantize_input(n, static_cast<size_t>(q->input), q->quant, "/input" + std::to_string(q->input) + "_quant");
     nodes.push_back(std::move(n));
   }
   g.nodes = std::move(nodes);
