@@ -72,6 +72,9 @@ bad_quantize "--percentile" "$out" -- "$model" --percentile nan
 bad_quantize "--percentile" "$out" -- "$model" --calibration mse --percentile 99
 bad_quantize "--percentile" "$out" -- "$model" --calibration auto --percentile 99
 bad_quantize "--act-codes" "$out" -- "$model" --act-codes maybe
+bad_quantize "--attention" "$out" -- "$model" --attention int4
+bad_quantize "--attention int8 needs quantized activations" "$out" -- "$model" --acts float --attention int8
+bad_quantize "--token-scales needs quantized activations" "$out" -- "$model" --acts float --token-scales
 bad_quantize "--calib-images" "$out" -- "$model" --calib-images 0
 bad_quantize "--calib-images" "$out" -- "$model" --calib-images -5
 bad_quantize "--calibration" "$out" -- "$model" --calibration foo

@@ -544,6 +544,54 @@ TEST(IntegerEngine, AttentionMatMulsQuantizeBothOperands) {
   expect_close(engine.run(x), got, "integer engine, int8 attention");
 }
 
+// --token-scales: a Gemm on tokens quantizes each token with a scale of its own (its max |x| at
+// run time): a token 50x larger than the others leaves their resolution intact. The hybrid engine
+// runs it in integers as the simulation does, and the file keeps it.
+TEST(IntegerEngine, PerTokenScalesGiveEachTokenItsOwnGrid) {
+  OnnxBuilder b;
+  b.input("x", {-1, 5, 8});
+  b.floats("w1", {8, 6}, random_floats(48, 121));
+  b.node("MatMul", {"x", "w1"}, {"y"}, "fc1");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "tokens.onnx");
+  std::vector<float> v = random_floats(16 * 40, 122);
+  for (size_t i = 0; i < 8; ++i) v[i] *= 50.0f;  // image 0, token 0: an outlier token
+  Tensor calib = Tensor::from_floats({16, 5, 8}, v);
+  Tensor x = Tensor::from_floats({2, 5, 8}, std::vector<float>(v.begin(), v.begin() + 80));
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+  o.per_token_scales = true;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ASSERT_EQ(m.layers.size(), 1u);
+  const q::ActivationQuant& a = *m.layers[0].input;
+  EXPECT_TRUE(a.dynamic && a.per_token) << a.source;
+  EXPECT_FALSE(a.is_unsigned);  // signed inputs stay signed (asymmetric codes are for static scales)
+  // The simulation's quantized input: every token on the grid of its own max |x| / 127.
+  Graph sim = q::simulation_graph(m);
+  Graph probe = sim;
+  probe.outputs = {sim.nodes[0].outputs[0]};
+  ASSERT_EQ(sim.nodes[0].op, OpType::kFakeQuantize);
+  Tensor xq = Executor(probe).run(x);
+  for (int64_t t = 0; t < 10; ++t) {
+    float peak = 0;
+    for (int64_t k = 0; k < 8; ++k) peak = std::max(peak, std::fabs(x.data<float>()[t * 8 + k]));
+    for (int64_t k = 0; k < 8; ++k) {
+      float code = xq.data<float>()[t * 8 + k] / (peak / 127);
+      EXPECT_NEAR(code, std::round(code), 2e-3) << "token " << t;
+      EXPECT_NEAR(xq.data<float>()[t * 8 + k], x.data<float>()[t * 8 + k], 0.5f * peak / 127 * 1.001f) << "token " << t;
+    }
+  }
+  Tensor want = Executor(sim).run(x);
+  IntegerExecutor engine(m);
+  EXPECT_FALSE(engine.fused());  // per-token scales: the hybrid engine
+  for (const IntegerLayerInfo& l : engine.layers()) EXPECT_EQ(l.kernel.find("float"), std::string::npos) << l.kernel;
+  expect_close(engine.run(x), want, "per-token scales");
+  q::QuantizedModel back = q::load_quantized_model(TernFile::from_bytes(q::serialize_quantized_model(m), "tokens.tern"));
+  EXPECT_TRUE(back.layers[0].input->per_token);
+  expect_close(Executor(q::simulation_graph(back)).run(x), want, "reloaded");
+}
+
 // A transformer's linear layers: MatMul by constant weights on [N, T, K] tokens (+ bias Add)
 // imports as tern's Gemm, quantizes like any fully connected layer (int8 and ternary weights) and
 // runs on the integer engine as the simulation does.

@@ -153,6 +153,7 @@ struct FakeQuantAttrs {
   bool power_of_two = false;  // dynamic only (a static scale is stored as chosen)
   float scale = 1.0f;         // static only
   int32_t zero_point = 0;     // static unsigned only
+  bool per_row = false;       // dynamic only: a scale per slice along the last axis (per token)
 };
 
 // The node's typed attribute struct (ConvAttrs, ...; empty for operators without attributes).

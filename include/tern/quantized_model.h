@@ -41,6 +41,7 @@ struct ActivationQuant {
   int32_t zero_point = 0;     // unsigned, static: asymmetric codes, x ~= (code - zero_point) * scale
   bool power_of_two = false;  // dynamic fixed point: the scale is a power of two
   bool dynamic = false;       // scale chosen per image at run time; scale/threshold unused
+  bool per_token = false;     // dynamic only: a scale per token (per slice along the last axis)
   float scale = 0.0f;         // static: x ~= code * scale
   float threshold = 0.0f;     // the clipping point the scale was derived from
   std::string source;         // how: "percentile 99.99", "minmax", "batchnorm", "input range", "dynamic"
@@ -160,6 +161,9 @@ struct QuantizeOptions {
   // Attention MatMuls (both operands computed, none a weight) get static activation codes on both
   // operands, calibrated like a layer's input, at plan.activation_bits (--attention int8).
   bool quantize_attention = false;
+  // Gemm layers on tokens ([N, T, K] inputs: transformer linear layers) quantize their input with a
+  // dynamic scale per token (--token-scales): each token's max |x| at run time.
+  bool per_token_scales = false;
   // Output-aware rounding (output_aware.h) from the calibration images' input covariances; plain
   // per-group quantization of the weights alone when false or without images.
   bool output_aware = false;

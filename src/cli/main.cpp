@@ -51,7 +51,7 @@ simulation of its quantized values).
 commands:
   quantize IN.onnx -o OUT.tern [--weights ternary|binary|int2..int8|float32] [--method fgq|fgq-asym|twn|tnt|cluster]
              [--group N|channel|tensor] [--acts 8|4|float] [--act-scale real|pow2] [--act-codes auto|symmetric]
-             [--attention float|int8] [--calibration percentile|minmax|mse|entropy|auto] [--percentile P] [--calib-images N]
+             [--attention float|int8] [--token-scales] [--calibration percentile|minmax|mse|entropy|auto] [--percentile P] [--calib-images N]
              [--data SPEC [--labels Y.npy]] [preprocessing] [--data-free dynamic|batchnorm] [--config PLAN.json] [--all-layers]
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
@@ -75,6 +75,8 @@ commands:
       it the least output error (their quantized weights, against FP32) is kept.
       --attention int8: attention MatMuls (both operands computed: Q x K^T, softmax x V) quantize
       both operands like a layer's input, at the --acts bits (default float: they stay float32).
+      --token-scales: Gemm layers on tokens ([N, T, K]: a transformer's linear layers) quantize their
+      input with a scale per token chosen at run time from its max |x| (for outlier tokens).
       --act-codes auto (default): a calibrated input that may be negative gets asymmetric u8 codes
       with a zero point where their step is at least 10 % finer than symmetric s8's (the short
       negative side of SiLU, HardSwish, GELU); symmetric: s8 codes for every such input.
@@ -595,7 +597,7 @@ int cmd_quantize(int argc, char** argv) {
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
              "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape",
              "max-drop", "drop-images", "attention"},
-            {"all-layers", "eval", "json", "bias-correction"});
+            {"all-layers", "eval", "json", "bias-correction", "token-scales"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
   std::string out_path = args.get("output");
@@ -642,6 +644,8 @@ int cmd_quantize(int argc, char** argv) {
     throw UsageError("--attention: expected int8 or float, got '" + attention + "'");
   if (attention == "int8" && options.plan.activation_bits == 0) throw UsageError("--attention int8 needs quantized activations (--acts 8 or 4)");
   options.quantize_attention = attention == "int8";
+  options.per_token_scales = args.flag("token-scales");
+  if (options.per_token_scales && options.plan.activation_bits == 0) throw UsageError("--token-scales needs quantized activations (--acts 8 or 4)");
   options.plan.first_last_8bit = !args.flag("all-layers");
   options.plan.depthwise_8bit = !args.flag("all-layers");
   std::string rounding = args.get("rounding", "output");

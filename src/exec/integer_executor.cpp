@@ -158,6 +158,9 @@ struct IntegerExecutor::Impl {
       positions = per_image / std::max<int64_t>(depth, 1);
     }
     std::vector<float> scales(static_cast<size_t>(images));
+    // Per-token scales (a Gemm on [N, T, K] tokens): one per row of codes, i.e. per column.
+    const bool per_token = L.input.per_token && L.gemm;
+    std::vector<float> token_scales(per_token ? static_cast<size_t>(images * positions) : 0);
     // Activation codes, NHWC (one row of channels per pixel) for a Conv, [N][K] for a Gemm.
     const int64_t channels = L.gemm ? depth : L.in * L.groups;
     const int64_t pixels = L.gemm ? positions : cs.in_h * cs.in_w;
@@ -166,9 +169,17 @@ struct IntegerExecutor::Impl {
       std::vector<uint8_t> planar(static_cast<size_t>(per_image));
       for (int64_t n = begin; n < end; ++n) {
         const float* xn = x.data<float>() + n * per_image;
-        float s = image_scale(L.input, xn, per_image);
-        scales[static_cast<size_t>(n)] = s;
-        quantize(xn, per_image, s, L.input, planar.data());
+        if (per_token) {
+          for (int64_t p = 0; p < positions; ++p) {
+            float s = image_scale(L.input, xn + p * depth, depth);
+            token_scales[static_cast<size_t>(n * positions + p)] = s;
+            quantize(xn + p * depth, depth, s, L.input, planar.data() + p * depth);
+          }
+        } else {
+          float s = image_scale(L.input, xn, per_image);
+          scales[static_cast<size_t>(n)] = s;
+          quantize(xn, per_image, s, L.input, planar.data());
+        }
         uint8_t* dst = codes.data() + n * pixels * channels;  // NCHW -> NHWC (a Gemm's rows are already)
         if (L.gemm) std::memcpy(dst, planar.data(), static_cast<size_t>(per_image));
         else
@@ -217,7 +228,7 @@ struct IntegerExecutor::Impl {
         auto accumulate = [&](int64_t begin, int64_t end) {
           const int32_t offset = zero_code(L.input);
           for (int64_t col = begin; col < end; ++col) {
-            float s = scales[static_cast<size_t>(col / positions)];
+            float s = per_token ? token_scales[static_cast<size_t>(col)] : scales[static_cast<size_t>(col / positions)];
             const int32_t* a = &acc[static_cast<size_t>(col * rows)];
             float* out = &sum[static_cast<size_t>(col * rows)];
             const float* st = &term.step[static_cast<size_t>(gi * rows)];

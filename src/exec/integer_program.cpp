@@ -754,6 +754,7 @@ struct Compiler {
         }
       } else if (n.op == OpType::kFakeQuantize) {
         if (is_output[static_cast<size_t>(n.outputs[0])]) return fail(n.name + ": a graph output");
+        if (n.attr<FakeQuantAttrs>().per_row) return fail(n.name + ": per-token scales (the hybrid engine runs them)");
         bool layers_only = true;
         for (int r : readers[static_cast<size_t>(n.outputs[0])])
           layers_only = layers_only && layer_of.count(g.nodes[static_cast<size_t>(r)].name);

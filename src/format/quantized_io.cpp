@@ -36,7 +36,7 @@ json blob(std::vector<std::byte>& payload, const void* data, size_t bytes) {
 json activation_json(const ActivationQuant& a) {
   return {{"bits", a.bits},           {"is_unsigned", a.is_unsigned}, {"power_of_two", a.power_of_two},
           {"dynamic", a.dynamic},     {"scale", a.scale},             {"threshold", a.threshold},
-          {"source", a.source},       {"zero_point", a.zero_point}};
+          {"source", a.source},       {"zero_point", a.zero_point},   {"per_token", a.per_token}};
 }
 
 ActivationQuant activation_from(const json& j) {
@@ -51,6 +51,8 @@ ActivationQuant activation_from(const json& j) {
   check(a.bits >= 2 && a.bits <= 8, "activation bits must be in [2, 8]");
   check(a.dynamic || (std::isfinite(a.scale) && a.scale > 0), "activation scale must be positive and finite");
   if (j.contains("zero_point")) a.zero_point = j.at("zero_point").get<int32_t>();  // files before asymmetric codes lack it
+  if (j.contains("per_token")) a.per_token = j.at("per_token").get<bool>();
+  check(!a.per_token || a.dynamic, "activation per-token scales must be dynamic");
   check(a.zero_point == 0 || (a.is_unsigned && !a.dynamic && !a.power_of_two && a.zero_point > 0 &&
                               a.zero_point <= activation_qmax(a.bits, true)),
         "activation zero point " + std::to_string(a.zero_point) + " is outside the unsigned codes of a static scale");

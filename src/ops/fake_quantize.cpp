@@ -11,6 +11,7 @@ namespace {
 void validate_fake_quant(const FakeQuantAttrs& a) {
   check(a.bits >= 2 && a.bits <= 8, "fake_quant bits must be in [2, 8]");
   check(a.dynamic || (std::isfinite(a.scale) && a.scale > 0), "fake_quant scale must be positive and finite");
+  check(!a.per_row || a.dynamic, "fake_quant per-row scales are dynamic");
   check(a.zero_point == 0 || (a.is_unsigned && !a.dynamic && a.zero_point > 0 &&
                               a.zero_point <= quant::activation_qmax(a.bits, true)),
         "fake_quant zero point must be within the unsigned codes of a static quantizer");
@@ -23,6 +24,7 @@ constexpr auto describe_fake_quant = [](auto& a, auto&& field) {
   field("power_of_two", a.power_of_two);
   field("scale", a.scale);
   field.optional("zero_point", a.zero_point, 0, 255);
+  field.optional("per_row", a.per_row);
 };
 
 // The same codes as quant::quantize_activation (x / scale in float, clamp, round half away from
@@ -34,7 +36,9 @@ std::vector<Tensor> run_fake_quantize(const OpContext& ctx, std::span<const Tens
   const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
   const float hi = static_cast<float>(qmax);
   Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
-  const int64_t images = x.rank() > 0 ? x.dim(0) : 1;
+  // Slices with a scale of their own: images, or with per_row each row along the last axis.
+  const int64_t last = x.rank() > 0 ? x.dim(x.rank() - 1) : 1;
+  const int64_t images = a.per_row ? (last > 0 ? x.size() / last : 0) : x.rank() > 0 ? x.dim(0) : 1;
   const int64_t per_image = images > 0 ? x.size() / images : 0;
   for (int64_t n = 0; n < images; ++n) {
     const float* src = x.data<float>() + n * per_image;
@@ -43,7 +47,7 @@ std::vector<Tensor> run_fake_quantize(const OpContext& ctx, std::span<const Tens
     if (a.dynamic) {
       float t = 0.0f;
       for (int64_t i = 0; i < per_image; ++i) t = std::max(t, a.is_unsigned ? src[i] : std::fabs(src[i]));
-      check(std::isfinite(t), ctx.who + ": image " + std::to_string(n) + " holds an infinite value");
+      check(std::isfinite(t), ctx.who + (a.per_row ? ": row " : ": image ") + std::to_string(n) + " holds an infinite value");
       if (t == 0.0f) {  // nothing above zero: every code is 0
         for (int64_t i = 0; i < per_image; ++i) out[i] = std::isnan(src[i]) ? src[i] : 0.0f;
         continue;

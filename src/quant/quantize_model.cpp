@@ -521,6 +521,16 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
       continue;
     }
     set_scale(*l.input, input_of(l), true);
+    const Node& n = g.nodes[node_index.at(l.node)];
+    if (options.per_token_scales && n.op == OpType::kGemm && g.value(input_of(l)).shape.size() >= 3) {
+      ActivationQuant& a = *l.input;
+      a.dynamic = a.per_token = true;
+      a.is_unsigned = non_negative(input_of(l));  // not the asymmetric codes of a static scale
+      a.zero_point = 0;
+      a.power_of_two = false;
+      a.scale = a.threshold = 0.0f;
+      a.source = "dynamic per token";
+    }
   }
   for (QuantizedInput& q : m.inputs) set_scale(q.quant, g.nodes[node_index.at(q.node)].inputs[static_cast<size_t>(q.input)], false);
 
@@ -580,7 +590,7 @@ Graph simulation_graph(const QuantizedModel& model) {
   for (const QuantizedLayer& l : model.layers) by_node[l.node] = &l;
   std::set<std::string> names;
   for (const Value& v : g.values) names.insert(v.name);
-  std::map<std::tuple<ValueId, int, bool, bool, bool, float, int32_t>, ValueId> made;
+  std::map<std::tuple<ValueId, int, bool, bool, bool, float, int32_t, bool>, ValueId> made;
   std::vector<Node> nodes;
   nodes.reserve(g.nodes.size() * 2);
   std::map<std::string, std::vector<const QuantizedInput*>> operands;  // by node
@@ -588,9 +598,9 @@ Graph simulation_graph(const QuantizedModel& model) {
   // A FakeQuantize of value x in format a before node n's input k (shared by readers of the same
   // value and format).
   auto quantize_input = [&](Node& n, size_t k, const ActivationQuant& a, const std::string& suffix) {
-    FakeQuantAttrs fq{a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale, a.zero_point};
+    FakeQuantAttrs fq{a.bits, a.is_unsigned, a.dynamic, a.power_of_two, a.dynamic ? 1.0f : a.scale, a.zero_point, a.per_token};
     ValueId x = n.inputs[k];
-    auto key = std::make_tuple(x, fq.bits, fq.is_unsigned, fq.dynamic, fq.power_of_two, fq.scale, fq.zero_point);
+    auto key = std::make_tuple(x, fq.bits, fq.is_unsigned, fq.dynamic, fq.power_of_two, fq.scale, fq.zero_point, fq.per_row);
     auto done = made.find(key);
     if (done == made.end()) {
       Value v = g.value(x);
@@ -781,7 +791,7 @@ std::string describe_weights(const QuantizedLayer& l) {
 
 std::string describe_activation(const ActivationQuant& a) {
   std::string s = std::string(a.is_unsigned ? "u" : "s") + std::to_string(a.bits);
-  if (a.dynamic) return s + (a.power_of_two ? " dynamic 2^k" : " dynamic");
+  if (a.dynamic) return s + (a.power_of_two ? " dynamic 2^k" : a.per_token ? " dynamic per token" : " dynamic");
   char buf[64];
   if (a.power_of_two) std::snprintf(buf, sizeof buf, " 2^%d", static_cast<int>(std::lround(std::log2(a.scale))));
   else std::snprintf(buf, sizeof buf, " %.3g", a.scale);
