@@ -161,8 +161,9 @@ struct QuantizeOptions {
   // Attention MatMuls (both operands computed, none a weight) get static activation codes on both
   // operands, calibrated like a layer's input, at plan.activation_bits (--attention int8).
   bool quantize_attention = false;
-  // Gemm layers on tokens ([N, T, K] inputs: transformer linear layers) quantize their input with a
-  // dynamic scale per token (--token-scales): each token's max |x| at run time.
+  // Gemm (fully connected) layers quantize their input with a dynamic scale per row (--token-scales):
+  // per token for a transformer's linear layers on [N, T, K] (or flattened [T * N, K]) tokens, per
+  // image for [N, K]; each row's max |x| at run time.
   bool per_token_scales = false;
   // Output-aware rounding (output_aware.h) from the calibration images' input covariances; plain
   // per-group quantization of the weights alone when false or without images.

@@ -75,8 +75,8 @@ commands:
       it the least output error (their quantized weights, against FP32) is kept.
       --attention int8: attention MatMuls (both operands computed: Q x K^T, softmax x V) quantize
       both operands like a layer's input, at the --acts bits (default float: they stay float32).
-      --token-scales: Gemm layers on tokens ([N, T, K]: a transformer's linear layers) quantize their
-      input with a scale per token chosen at run time from its max |x| (for outlier tokens).
+      --token-scales: Gemm (fully connected) layers quantize their input with a scale per row chosen
+      at run time from its max |x|: per token for a transformer's linear layers (outlier tokens).
       --act-codes auto (default): a calibrated input that may be negative gets asymmetric u8 codes
       with a zero point where their step is at least 10 % finer than symmetric s8's (the short
       negative side of SiLU, HardSwish, GELU); symmetric: s8 codes for every such input.

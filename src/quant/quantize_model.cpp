@@ -522,7 +522,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
     }
     set_scale(*l.input, input_of(l), true);
     const Node& n = g.nodes[node_index.at(l.node)];
-    if (options.per_token_scales && n.op == OpType::kGemm && g.value(input_of(l)).shape.size() >= 3) {
+    if (options.per_token_scales && n.op == OpType::kGemm) {  // rows: tokens (or [N, K] images)
       ActivationQuant& a = *l.input;
       a.dynamic = a.per_token = true;
       a.is_unsigned = non_negative(input_of(l));  // not the asymmetric codes of a static scale
