@@ -500,6 +500,10 @@ TEST(IntegerEngine, AttentionMatMulsQuantizeBothOperands) {
     EXPECT_TRUE(in.node == "scores" || in.node == "context") << in.node;
     EXPECT_FALSE(in.quant.dynamic);
     EXPECT_EQ(in.quant.is_unsigned, in.node == "context" && in.input == 0) << in.node << " " << in.input;  // probabilities
+    if (in.node == "context" && in.input == 0) {  // [0, 1], proved: never clipped
+      EXPECT_EQ(in.quant.source, "softmax range");
+      EXPECT_FLOAT_EQ(in.quant.scale, 1.0f / 255);
+    }
   }
   // The operands the MatMuls multiply are codes times the scale.
   Graph sim = q::simulation_graph(m);

@@ -532,7 +532,19 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
       a.source = "dynamic per token";
     }
   }
-  for (QuantizedInput& q : m.inputs) set_scale(q.quant, g.nodes[node_index.at(q.node)].inputs[static_cast<size_t>(q.input)], false);
+  const std::vector<int> producers = g.producers();
+  for (QuantizedInput& q : m.inputs) {
+    ValueId in = g.nodes[node_index.at(q.node)].inputs[static_cast<size_t>(q.input)];
+    int p = producers[static_cast<size_t>(in)];
+    if (p >= 0 && g.nodes[static_cast<size_t>(p)].op == OpType::kSoftmax && q.quant.is_unsigned && !q.quant.power_of_two &&
+        options.activation_mode != ActivationMode::kDynamic) {
+      // Probabilities: [0, 1] is proved. A percentile would clip the few large ones, which carry
+      // most of the attention.
+      q.quant = from_threshold(1.0f, q.quant.bits, true, false, "softmax range");
+      continue;
+    }
+    set_scale(q.quant, in, false);
+  }
 
   if (!range_candidates.empty()) {
     check(options.choice_images >= 1, "calibration choice images must be >= 1");
