@@ -34,6 +34,9 @@ import time
 CONFIGS = [
     ("W8A8 int8 per channel", ["--weights", "int8", "--group", "channel"]),
     ("W8A8 int8 per channel --calibration auto", ["--weights", "int8", "--group", "channel", "--calibration", "auto"]),
+    ("W8A8 int8 per channel --attention int8", ["--weights", "int8", "--group", "channel", "--attention", "int8"]),
+    ("W8A8 int8 per channel --attention int8 --token-scales", ["--weights", "int8", "--group", "channel", "--attention",
+                                                              "int8", "--token-scales"]),
     ("W8A8 int8 per channel --bias-correction", ["--weights", "int8", "--group", "channel", "--bias-correction"]),
     ("W4A8 int4 per channel", ["--weights", "int4", "--group", "channel"]),
     ("W4A8 int4 per channel --calibration auto", ["--weights", "int4", "--group", "channel", "--calibration", "auto"]),
