@@ -1153,6 +1153,43 @@ struct Compiler {
     ValueId out = n.outputs[0];
     Tensor* whole = side.count(out) ? side.at(out) : nullptr;
     Buffer* o = whole ? nullptr : float_buffer(out);
+    // Element by element, without broadcasting (but of scalar constants): the buffers' own layout
+    // serves, as one flat run of values, with no NCHW copies.
+    static const std::set<OpType> elementwise = {
+        OpType::kRelu, OpType::kClip, OpType::kLeakyRelu, OpType::kSigmoid, OpType::kTanh, OpType::kAdd, OpType::kSub,
+        OpType::kMul, OpType::kDiv, OpType::kHardSigmoid, OpType::kSqrt, OpType::kErf, OpType::kPow, OpType::kExp,
+        OpType::kLog, OpType::kReciprocal, OpType::kFloor, OpType::kCeil, OpType::kSoftplus, OpType::kNeg, OpType::kAbs,
+        OpType::kMax, OpType::kMin};
+    bool flat = o && (elementwise.count(n.op) ||
+                      (n.op == OpType::kFakeQuantize && !n.attr<FakeQuantAttrs>().dynamic));
+    for (size_t k = 0; k < ins.size() && flat; ++k) {
+      if (ins[k].whole) flat = false;
+      else if (ins[k].constant) flat = ins[k].constant->size() == 1;
+      else if (ins[k].buffer) flat = g.value(n.inputs[k]).shape == g.value(out).shape;
+    }
+    if (flat) {
+      add_step(n.name, to_string(n.op) + " on f32 (FP32 kernel, element-wise)",
+               [ins, o, node = n, source = g.source, pool = P.pool](int64_t images) {
+                 o->allocate(images);
+                 const int64_t count = images * o->image_elements();
+                 std::vector<Tensor> flat_in(ins.size());
+                 std::vector<const Tensor*> args(ins.size(), nullptr);
+                 for (size_t k = 0; k < ins.size(); ++k) {
+                   if (ins[k].constant) {
+                     args[k] = ins[k].constant.get();  // one value: broadcasts to any shape
+                   } else if (ins[k].buffer) {
+                     flat_in[k] = Tensor::uninitialized(DataType::kFloat32, Shape{count});
+                     std::memcpy(flat_in[k].data<float>(), ins[k].buffer->f.data(), static_cast<size_t>(count) * sizeof(float));
+                     args[k] = &flat_in[k];
+                   }
+                 }
+                 std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
+                 check(y[0].size() == count, node.name + ": output size differs from the plan");
+                 std::memcpy(o->f.data(), y[0].data<float>(), static_cast<size_t>(count) * sizeof(float));
+               });
+      quantize_after(out, n.name);
+      return;
+    }
     add_step(n.name, to_string(n.op) + " on " + (whole ? "a whole tensor" : "f32") + " (FP32 kernel)",
              [ins, o, whole, node = n, source = g.source, pool = P.pool](int64_t images) {
                if (o) o->allocate(images);
