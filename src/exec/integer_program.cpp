@@ -563,7 +563,6 @@ void concat(std::vector<Buffer*>& in, Buffer& out, int64_t images) {
       }
 }
 
-// Float to codes (a FakeQuantize whose input is not a quantized layer's output, or a dynamic one).
 // Codes of `pixels` NHWC pixels of `channels` floats at `scale`, by the layers' vectorized
 // epilogue (requantize.h: a multiply by the reciprocal, as every layer's output codes are made).
 void quantize_pixels(const float* src, int64_t src_stride, int64_t pixels, int64_t channels, float scale, const Format& f,
@@ -588,6 +587,7 @@ void quantize_pixels(const float* src, int64_t src_stride, int64_t pixels, int64
   kernels::requantize_block(a);
 }
 
+// Float to codes (a FakeQuantize whose input is not a quantized layer's output, or a dynamic one).
 void quantize_buffer(Buffer& in, Buffer& out, int64_t images, ThreadPool* pool) {
   const Format& f = out.format;
   if (f.dynamic) {  // each image's own scale
@@ -611,6 +611,43 @@ void quantize_buffer(Buffer& in, Buffer& out, int64_t images, ThreadPool* pool) 
       quantize_pixels(in.float_at(n, y, 0), in.stride, in.w, in.c, f.scale, f, out.code_at(n, y, 0), out.stride);
     }
   });
+}
+
+// A float buffer's images as the graph's tensor of `shape` (dim 0: images). [N, C] and [N, T, D]
+// are the buffer's own layout; [N, C, H, W] is transposed from NHWC.
+Tensor buffer_to_tensor(const Buffer& b, Shape shape, int64_t images) {
+  shape[0] = images;
+  Tensor t = Tensor::uninitialized(DataType::kFloat32, shape);
+  float* dst = t.data<float>();
+  check(b.f.size() >= static_cast<size_t>(t.size()), "integer engine: '" + b.name + "' holds fewer values than its shape");
+  if (shape.size() != 4) {
+    std::memcpy(dst, b.f.data(), static_cast<size_t>(t.size()) * sizeof(float));
+    return t;
+  }
+  const int64_t hw = b.h * b.w;
+  for (int64_t n = 0; n < images; ++n)
+    for (int64_t p = 0; p < hw; ++p) {
+      const float* src = b.f.data() + (n * hw + p) * b.stride;
+      for (int64_t c = 0; c < b.c; ++c) dst[(n * b.c + c) * hw + p] = src[c];
+    }
+  return t;
+}
+
+// The inverse: a tensor of the buffer's geometry into the (allocated) buffer.
+void tensor_to_buffer(const Tensor& t, Buffer& b, int64_t images) {
+  const int64_t hw = b.h * b.w;
+  check(t.size() == images * b.c * hw, "integer engine: '" + b.name + "': a result of " + std::to_string(t.size()) +
+                                           " values, planned " + std::to_string(images * b.c * hw));
+  const float* src = t.data<float>();
+  if (t.rank() != 4) {
+    std::memcpy(b.f.data(), src, static_cast<size_t>(t.size()) * sizeof(float));
+    return;
+  }
+  for (int64_t n = 0; n < images; ++n)
+    for (int64_t p = 0; p < hw; ++p) {
+      float* dst = b.f.data() + (n * hw + p) * b.stride;
+      for (int64_t c = 0; c < b.c; ++c) dst[c] = src[(n * b.c + c) * hw + p];
+    }
 }
 
 bool is_passthrough(OpType op) { return ops::record(op).integer == ops::IntegerUse::kOnCodes; }
@@ -1140,7 +1177,7 @@ struct Compiler {
       Buffer* buffer = nullptr;  // a computed batch of images, or
       const Tensor* whole = nullptr;  // a computed value kept whole, or
       std::shared_ptr<const Tensor> constant;  // a constant, or none of them (absent)
-      size_t rank = 0;
+      Shape shape;  // a buffer's graph shape
     };
     std::vector<Input> ins(n.inputs.size());
     for (size_t k = 0; k < n.inputs.size(); ++k) {
@@ -1148,7 +1185,7 @@ struct Compiler {
       if (v == kNoValue) continue;
       if (g.is_constant(v)) ins[k].constant = std::make_shared<const Tensor>(g.constant(v));
       else if (side.count(v)) ins[k].whole = side.at(v);
-      else ins[k].buffer = float_buffer(v), ins[k].rank = g.value(v).shape.size();
+      else ins[k].buffer = float_buffer(v), ins[k].shape = g.value(v).shape;
     }
     ValueId out = n.outputs[0];
     Tensor* whole = side.count(out) ? side.at(out) : nullptr;
@@ -1199,42 +1236,12 @@ struct Compiler {
                  if (ins[k].constant) args[k] = ins[k].constant.get();
                  if (ins[k].whole) args[k] = ins[k].whole;
                  if (!ins[k].buffer) continue;
-                 const Buffer& b = *ins[k].buffer;
-                 const size_t rank = ins[k].rank;
-                 Shape shape = rank == 4 ? Shape{images, b.c, b.h, b.w} : rank == 3 ? Shape{images, b.w, b.c} : Shape{images, b.c};
-                 nchw[k] = Tensor::uninitialized(DataType::kFloat32, shape);
-                 float* dst = nchw[k].data<float>();
-                 const int64_t hw = b.h * b.w;
-                 if (rank != 4) {  // [N, C] and [N, T, D] are their buffers' layout
-                   check(b.f.size() >= static_cast<size_t>(nchw[k].size()),
-                         node.name + ": input " + std::to_string(k) + " (" + b.name + ") holds " + std::to_string(b.f.size()) + " values, not " + std::to_string(nchw[k].size()));
-                   std::memcpy(dst, b.f.data(), static_cast<size_t>(nchw[k].size()) * sizeof(float));
-                 } else {
-                   for (int64_t m = 0; m < images; ++m)
-                     for (int64_t p = 0; p < hw; ++p) {
-                       const float* src = b.f.data() + (m * hw + p) * b.stride;
-                       for (int64_t c = 0; c < b.c; ++c) dst[(m * b.c + c) * hw + p] = src[c];
-                     }
-                 }
+                 nchw[k] = buffer_to_tensor(*ins[k].buffer, ins[k].shape, images);
                  args[k] = &nchw[k];
                }
                std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
-               if (whole) {
-                 *whole = std::move(y[0]);
-                 return;
-               }
-               const int64_t hw = o->h * o->w;
-               check(y[0].size() == images * o->c * hw, node.name + ": output size differs from the plan");
-               const float* src = y[0].data<float>();
-               if (y[0].rank() != 4) {
-                 std::memcpy(o->f.data(), src, static_cast<size_t>(y[0].size()) * sizeof(float));
-                 return;
-               }
-               for (int64_t m = 0; m < images; ++m)
-                 for (int64_t p = 0; p < hw; ++p) {
-                   float* dst = o->f.data() + (m * hw + p) * o->stride;
-                   for (int64_t c = 0; c < o->c; ++c) dst[c] = src[(m * o->c + c) * hw + p];
-                 }
+               if (whole) *whole = std::move(y[0]);
+               else tensor_to_buffer(y[0], *o, images);
              });
     if (!whole) quantize_after(out, n.name);
   }
@@ -1323,20 +1330,7 @@ std::vector<Tensor> Program::run(std::span<const Tensor> inputs) {
   std::vector<Tensor> out;
   for (size_t k = 0; k < P.outputs.size(); ++k) {
     Buffer& b = *P.outputs[k];
-    Shape shape = P.output_shapes[k];
-    shape[0] = images;
-    Tensor y(DataType::kFloat32, shape);
-    float* dst = y.data<float>();
-    const int64_t hw = b.h * b.w;
-    if (shape.size() != 4) {  // [N, C] and [N, T, D]: the buffer's own layout
-      std::memcpy(dst, b.f.data(), static_cast<size_t>(y.size()) * sizeof(float));
-    } else {
-      for (int64_t n = 0; n < images; ++n)
-        for (int64_t p = 0; p < hw; ++p) {
-          const float* src = b.float_at(n, p / b.w, p % b.w);
-          for (int64_t c = 0; c < b.c; ++c) dst[(n * b.c + c) * hw + p] = src[c];
-        }
-    }
+    Tensor y = buffer_to_tensor(b, P.output_shapes[k], images);
     out.push_back(std::move(y));
   }
   return out;

@@ -1,6 +1,8 @@
 // The integer engine's epilogue and depthwise kernel on every ISA, bit for bit against the
 // reference loops: channel counts with every tail, 1-4 stacked terms, with and without a residual,
-// a float output and codes (signed and unsigned), and values at the clamps and rounding ties.
+// a float output and codes (signed, unsigned, and unsigned with a zero point), and values at the
+// clamps and rounding ties. No terms and a residual is how the integer program turns float values
+// into codes.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -22,8 +24,8 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
   std::uniform_int_distribution<int32_t> accd(-40000, 40000), offd(-3000, 3000);
   std::uniform_real_distribution<float> md(1e-4f, 3e-3f), bd(-2.0f, 2.0f), rd(-3.0f, 3.0f);
   for (int64_t rows : {1, 5, 8, 15, 16, 17, 33, 64, 70})
-    for (int terms : {1, 2, 4})
-      for (int variant = 0; variant < 4; ++variant) {
+    for (int terms : {0, 1, 2, 4})
+      for (int variant = 0; variant < 5; ++variant) {
         const int64_t cols = 7, term_stride = rows + 3, acc_stride = terms * term_stride + 1;
         std::vector<int32_t> acc(static_cast<size_t>(cols * acc_stride)), offset(static_cast<size_t>(terms * term_stride));
         for (int32_t& v : acc) v = accd(gen);
@@ -51,15 +53,15 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
         a.bias = bias.data();
         a.lo = variant == 0 ? 0.0f : -__builtin_inff();
         a.hi = variant == 0 ? 6.0f : __builtin_inff();
-        if (variant == 1 || variant == 2) {
+        if (variant == 1 || variant == 2 || variant == 4 || terms == 0) {
           a.residual = residual.data();
           a.residual_stride = rows;
-          a.lo2 = 0.0f;
+          a.lo2 = variant == 4 || terms == 0 ? -__builtin_inff() : 0.0f;  // negatives reach the zero point
         }
         a.inv_scale = variant == 3 ? 4.0f : 23.0f;
-        a.qlo = variant == 2 ? -127.0f : 0.0f;
-        a.qhi = variant == 2 ? 127.0f : 255.0f;
-        a.zero = variant == 2 ? 128 : 0;
+        a.qlo = variant == 2 ? -127.0f : variant == 4 ? -37.0f : 0.0f;  // variant 4: asymmetric, zero point 37
+        a.qhi = variant == 2 ? 127.0f : variant == 4 ? 218.0f : 255.0f;
+        a.zero = variant == 2 ? 128 : variant == 4 ? 37 : 0;
         std::vector<float> out_ref(static_cast<size_t>(cols * rows), -1), out(out_ref);
         std::vector<uint8_t> codes_ref(static_cast<size_t>(cols * rows), 7), codes(codes_ref);
         RequantArgs ref = a;
