@@ -98,6 +98,10 @@ bad_quantize "--max-drop" "$out" -- "$model" --max-drop -1
 bad_quantize "--bias-correction measures means on calibration images" "$out" -- "$model" --data-free dynamic --bias-correction
 bad_quantize "--drop-images goes with --max-drop" "$out" -- "$model" --drop-images 100
 bad_quantize "--drop-images" "$out" -- "$model" --max-drop 1 --drop-images 5
+bad_quantize "--drop-data goes with --max-drop" "$out" -- "$model" --drop-data fashion-mnist
+bad_quantize "--drop-labels goes with an .npy --drop-data" "$out" -- "$model" --max-drop 1 --drop-labels y.npy
+bad_quantize "must not be the calibration data" "$out" -- "$model" --max-drop 1 --drop-data fashion-mnist
+bad_quantize "/nonexistent/val.npy" "$out" -- "$model" --max-drop 1 --drop-data /nonexistent/val.npy
 bad_quantize "--residual-ranking" "$out" -- "$model" --residual all --residual-ranking best
 bad_quantize "--fallback" "$out" -- "$model" --residual all --fallback int4
 bad_quantize "--residual-max-terms" "$out" -- "$model" --residual all --residual-max-terms 0
@@ -279,6 +283,30 @@ PY
 else
   fail "quantize --max-drop failed: $(cat "$work/err")"
 fi
+
+# --drop-data: the held-out images come from a validation set of their own (here 60 blank images,
+# labelled 3, then unlabelled), all of them when --drop-images is larger; calibration keeps --data.
+python3 "$(dirname "$0")/write_npy.py" "$work/val.npy" '<f4' 60,1,28,28
+python3 "$(dirname "$0")/write_npy.py" "$work/val_y.npy" '<i8' 60 $(printf '3 %.0s' $(seq 60))
+for labels in labelled unlabelled; do
+  extra=(); [ "$labels" = labelled ] && extra=(--drop-labels "$work/val_y.npy")
+  if "$tern" quantize "$model" -o "$maxdrop" --max-drop 1 --drop-data "$work/val.npy" "${extra[@]}" --calib-images 64 \
+      --sensitivity-images 32 >"$work/out" 2>"$work/err"; then
+    "$tern" inspect "$maxdrop" --json >"$work/md.json" 2>"$work/err" || fail "inspect of a --drop-data model failed: $(cat "$work/err")"
+    python3 - "$work/md.json" "$labels" <<'PY' || fail "--drop-data $labels: the held-out images are not the validation set's"
+import json, sys
+d = json.load(open(sys.argv[1]))["quantization"]["provenance"]["residual"]["drop"]
+assert d["estimating_images"] == 30 and d["choosing_images"] == 30, d
+if sys.argv[2] == "labelled":
+    # 30 identical blank images labelled 3: FP32 gets all or none of them right.
+    assert d["measured_on"] == "labelled held-out images" and d["reference_top1"] in (0.0, 100.0), d
+else:
+    assert d["measured_on"] == "agreement with FP32 top-1", d
+PY
+  else
+    fail "quantize --max-drop --drop-data ($labels) failed: $(cat "$work/err")"
+  fi
+done
 
 if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi
 echo "all quantize CLI checks passed"

@@ -56,7 +56,7 @@ commands:
              [--rounding output|weight] [--group-scales u8|log8|f32] [--eval] [--json]
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
              [--residual-max-terms K] [--fallback int8|none] [--sensitivity-images N] [--seed S] [--residual-terms K]
-             [--max-drop PP [--drop-images N]] [--bias-correction]
+             [--max-drop PP [--drop-images N] [--drop-data SPEC [--drop-labels Y.npy]]] [--bias-correction]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default: the data set the model's metadata
       names, tern.dataset; the bundled models name fashion-mnist) at the 99.99th percentile; first
@@ -93,10 +93,13 @@ commands:
       --max-drop PP: accuracy-driven precision. Every quantized layer's sensitivity is measured on
       calibration images; the upgrades (ternary residual edges, int8 weights for layers below 8
       bits, float32 as a last resort) are ranked, and the fewest are taken whose top-1 drop on
-      held-out training images is within PP points by one standard error. The held-out images
-      (--drop-images, default 10000 or 1 GB of inputs, at most half the data) follow the
-      calibration images and are never calibrated on: half choose, the other half estimate the
-      drop, which is reported (with its standard error) and stored. With labels the drop is in accuracy; without, or for [N, ..., classes]
+      held-out images is within PP points by one standard error. The held-out images
+      (--drop-images, default 10000 or 1 GB of inputs) are never calibrated on: half choose, the
+      other half estimate the drop, which is reported (with its standard error) and stored. They
+      come from --drop-data SPEC (a validation set, any --data form; --drop-labels for an .npy
+      array; an IDX directory's train split), else from --data after the calibration images (at
+      most half of it). Give --drop-data when the model was trained on --data: a drop measured
+      on images the model has seen is smaller than on new ones. With labels the drop is in accuracy; without, or for [N, ..., classes]
       outputs (a recogniser), it is the share of top-1 predictions that change from FP32's.
       --data-free: no images; activation scales per image at run time (dynamic) or from BatchNorm
       statistics where the model has them. --eval: also evaluate FP32 and quantized on the test set.
@@ -596,7 +599,7 @@ int cmd_quantize(int argc, char** argv) {
             {"output", "weights", "method", "group", "acts", "act-scale", "act-codes", "calibration", "percentile", "calib-images",
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
              "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape",
-             "max-drop", "drop-images", "attention"},
+             "max-drop", "drop-images", "drop-data", "drop-labels", "attention"},
             {"all-layers", "eval", "json", "bias-correction", "token-scales"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
@@ -673,9 +676,12 @@ int cmd_quantize(int argc, char** argv) {
       if (args.has(o)) throw UsageError(std::string("--max-drop is a budget of its own; it excludes --") + o);
     options.residual.kind = q::ResidualBudget::Kind::kDrop;
     options.residual.value = args.get_double("max-drop", 1, 0, 100);
-  } else if (args.has("drop-images")) {
-    throw UsageError("--drop-images goes with --max-drop");
+  } else {
+    for (const char* o : {"drop-images", "drop-data", "drop-labels"})
+      if (args.has(o)) throw UsageError(std::string("--") + o + " goes with --max-drop");
   }
+  if (args.has("drop-labels") && !(args.has("drop-data") && is_npy_spec(args.get("drop-data"))))
+    throw UsageError("--drop-labels goes with an .npy --drop-data array");
   if (args.has("residual")) {
     try {
       options.residual = q::parse_residual_budget(args.get("residual"));
@@ -747,27 +753,38 @@ int cmd_quantize(int argc, char** argv) {
       throw UsageError("calibration needs --data (a folder of images, fashion-mnist, an IDX directory or X.npy), or --data-free");
     train = load_data(args, &graph, "train", false);
     check(graph.inputs.size() == 1, in_path + ": quantize supports single-input models");
-    // An accuracy budget holds out images after the calibration ones (at most half the data).
+    // An accuracy budget holds out images: from --drop-data, else after the calibration ones (at
+    // most half the data).
+    tern::Dataset validation;
+    if (args.has("drop-data")) {
+      if (args.get("drop-data") == data_spec(args, &graph))
+        throw UsageError("--drop-data " + args.get("drop-data") + ": the held-out images must not be the calibration data (--data)");
+      validation = tern::load_dataset(args.get("drop-data"), args.get("drop-labels", ""), "train");
+    }
+    const tern::Dataset& held_from = args.has("drop-data") ? validation : train;
     int64_t held = 0;
     if (drop_budget) {
       // Default: 10000 images (an estimate within about 0.2 pp), fewer where they would take over 1 GB.
-      int64_t per_image = tern::make_batch(train, 0, 1, norm, graph.value(graph.inputs[0]).shape).size();
+      int64_t per_image = tern::make_batch(held_from, 0, 1, norm, graph.value(graph.inputs[0]).shape).size();
       int64_t fits = (int64_t{1} << 30) / (4 * std::max<int64_t>(1, per_image));
-      held = std::min(args.get_int("drop-images", std::clamp<int64_t>(fits, 1000, 10000), 20, 1 << 20), train.size() / 2);
-      check(held >= 20, train.name + ": --max-drop holds out images to measure the drop on, and " + std::to_string(train.size()) +
-                            " images are too few (at least 40)");
+      int64_t available = args.has("drop-data") ? held_from.size() : train.size() / 2;
+      held = std::min(args.get_int("drop-images", std::clamp<int64_t>(fits, 1000, 10000), 20, 1 << 20), available);
+      check(held >= 20, held_from.name + ": --max-drop holds out images to measure the drop on, and " +
+                            std::to_string(held_from.size()) + " images are too few (at least " +
+                            (args.has("drop-data") ? "20" : "40") + ")");
     }
-    int64_t calib_n = std::min<int64_t>(calib_images, train.size() - held);
-    if (calib_n < calib_images && held > 0)
+    int64_t calib_n = std::min<int64_t>(calib_images, args.has("drop-data") ? train.size() : train.size() - held);
+    const int64_t first_held = args.has("drop-data") ? 0 : calib_n;
+    if (calib_n < calib_images && held > 0 && !args.has("drop-data"))
       std::fprintf(stderr, "tern: note: %s: %lld images: %lld calibrate, %lld are held out for --max-drop\n", train.name.c_str(),
                    static_cast<long long>(train.size()), static_cast<long long>(calib_n), static_cast<long long>(held));
     calibration = tern::make_batch(train, 0, calib_n, norm, graph.value(graph.inputs[0]).shape);
     fix_dynamic_dims_to_batch(graph, calibration->shape(), in_path);
     if (held > 0) {
-      drop_images = tern::make_batch(train, calib_n, held, norm, graph.value(graph.inputs[0]).shape);
+      drop_images = tern::make_batch(held_from, first_held, held, norm, graph.value(graph.inputs[0]).shape);
       options.drop_images = &*drop_images;
-      if (train.labelled())
-        options.drop_labels.assign(train.labels.begin() + calib_n, train.labels.begin() + calib_n + held);
+      if (held_from.labelled())
+        options.drop_labels.assign(held_from.labels.begin() + first_held, held_from.labels.begin() + first_held + held);
     }
   }
   if (!calibration) require_static_dims(graph, in_path);
