@@ -169,6 +169,12 @@ struct QuantizeOptions {
   // per-group quantization of the weights alone when false or without images.
   bool output_aware = false;
   double damping = 0.01;
+  // Before anything else, function-preserving rescalings (tern/equalization.h): cross-layer
+  // equalization of Conv/Gemm pairs (--equalize), and SmoothQuant's migration of activation
+  // outliers into the weights of Gemm layers after a per-channel affine map, with this alpha
+  // (--smooth ALPHA; needs calibration images). The stored FP32 graph is the rescaled one.
+  bool equalize = false;
+  std::optional<double> smooth_alpha;
   // Empirical bias correction (Nagel et al. 2019) on up to bias_correction_images calibration
   // images: each layer's bias absorbs the shift quantization gives its mean output per channel.
   bool bias_correction = false;

@@ -57,6 +57,7 @@ commands:
              [--residual size:BYTES|size:P%|edges:K|drop:PP|all] [--residual-ranking measured|weights|uniform|random]
              [--residual-max-terms K] [--fallback int8|none] [--sensitivity-images N] [--seed S] [--residual-terms K]
              [--max-drop PP [--drop-images N] [--drop-data SPEC [--drop-labels Y.npy]]] [--bias-correction]
+             [--equalize] [--smooth ALPHA]
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default: the data set the model's metadata
       names, tern.dataset; the bundled models name fashion-mnist) at the 99.99th percentile; first
@@ -80,6 +81,14 @@ commands:
       --act-codes auto (default): a calibrated input that may be negative gets asymmetric u8 codes
       with a zero point where their step is at least 10 % finer than symmetric s8's (the short
       negative side of SiLU, HardSwish, GELU); symmetric: s8 codes for every such input.
+      --equalize: cross-layer equalization (Nagel et al. 2019) first: in each Conv/Gemm pair joined
+      by nothing or a ReLU, output channel i of the first is divided by s_i and the second's
+      weights reading it multiplied by s_i, so both have range sqrt(r1 r2) (the FP32 function is
+      unchanged).
+      --smooth ALPHA: SmoothQuant (Xiao et al. 2023) first: the input channels of Gemm layers after
+      a per-channel affine map (a LayerNorm's gamma and beta) are divided by
+      max|x_j|^ALPHA / max|w_j|^(1-ALPHA), measured on the calibration images, and the weights
+      multiplied by it: activation outliers move into the per-channel weight scales (0.5 usual).
       --bias-correction: empirical bias correction (Nagel et al. 2019): every layer's bias absorbs
       the shift quantization gives its mean output per channel on 256 calibration images.
       --residual BUDGET: ternary residual edges. Every ternary layer is expanded into up to
@@ -418,6 +427,12 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
                   e.term, static_cast<long long>(e.bytes), static_cast<long long>(cumulative), e.gain);
     }
   }
+  if (prov.contains("equalization"))
+    std::printf("equalized   %zu Conv/Gemm pairs (cross-layer equalization, %d sweeps)\n", prov["equalization"]["pairs"].size(),
+                prov["equalization"]["sweeps"].get<int>());
+  if (prov.contains("smoothing"))
+    std::printf("smoothed    %zu Gemm inputs (SmoothQuant, alpha %g)\n", prov["smoothing"]["inputs"].size(),
+                prov["smoothing"]["alpha"].get<double>());
   if (std::optional<DropEstimate> d = drop_estimate(q)) {
     int fallbacks = 0, kept_float = 0;
     for (const auto& l : prov["residual"]["layers"]) {
@@ -599,8 +614,8 @@ int cmd_quantize(int argc, char** argv) {
             {"output", "weights", "method", "group", "acts", "act-scale", "act-codes", "calibration", "percentile", "calib-images",
              "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "rounding", "group-scales", "residual-terms",
              "residual", "residual-ranking", "residual-max-terms", "fallback", "sensitivity-images", "seed", "input-shape",
-             "max-drop", "drop-images", "drop-data", "drop-labels", "attention"},
-            {"all-layers", "eval", "json", "bias-correction", "token-scales"});
+             "max-drop", "drop-images", "drop-data", "drop-labels", "attention", "smooth"},
+            {"all-layers", "eval", "json", "bias-correction", "token-scales", "equalize"});
   std::string in_path = args.model("quantize");
   if (!args.has("output")) throw UsageError("'tern quantize' needs -o OUT.tern");
   std::string out_path = args.get("output");
@@ -656,6 +671,12 @@ int cmd_quantize(int argc, char** argv) {
     throw UsageError("--rounding: expected output or weight, got '" + rounding + "'");
   options.output_aware = rounding == "output";
   options.bias_correction = args.flag("bias-correction");
+  options.equalize = args.flag("equalize");
+  if (args.has("smooth")) options.smooth_alpha = args.get_double("smooth", 0.5, 0, 1);
+  if (options.equalize && args.get("data-free", "") == "batchnorm")
+    throw UsageError("--equalize rescales layers, and --data-free batchnorm reads ranges from the BatchNorm statistics they had");
+  if (options.smooth_alpha && args.has("data-free") && !args.has("data"))
+    throw UsageError("--smooth measures activations on calibration images: give --data (--data-free reads none by default)");
   if (options.bias_correction && args.has("data-free") && !args.has("data"))
     throw UsageError("--bias-correction measures means on calibration images: give --data (--data-free reads none by default)");
   std::string group_scales = args.get("group-scales", "u8");

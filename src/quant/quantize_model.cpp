@@ -11,6 +11,7 @@
 #include "quant/batches.h"
 #include "quant/pipeline.h"
 #include "ops/op.h"
+#include "tern/equalization.h"
 #include "tern/error.h"
 #include "tern/executor.h"
 #include "tern/output_aware.h"
@@ -315,6 +316,29 @@ void quantize_biases(QuantizedModel& m, const Graph& fp32) {
 QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options, const Tensor* calibration,
                               ThreadPool* pool) {
   const std::string& src = graph.source;
+  // Rescalings first: every later stage (calibration, rounding, bias correction, budgets) takes the
+  // rescaled graph as its FP32 reference.
+  if (options.equalize || options.smooth_alpha) {
+    check(!options.smooth_alpha || calibration, src + ": smoothing measures activations on calibration images, and there are none");
+    Graph rescaled = graph;
+    nlohmann::json done;
+    if (options.equalize) {
+      EqualizationReport r = equalize_cross_layer(rescaled);
+      done["equalization"] = {{"pairs", r.pairs}, {"sweeps", r.sweeps}};
+    }
+    if (options.smooth_alpha) {
+      SmoothingReport r = smooth_activations(rescaled, *calibration, *options.smooth_alpha, options.batch, pool);
+      done["smoothing"] = {{"alpha", r.alpha}, {"inputs", r.inputs}};
+    }
+    QuantizeOptions rest = options;
+    rest.equalize = false;
+    rest.smooth_alpha.reset();
+    QuantizedModel m = quantize_model(rescaled, rest, calibration, pool);
+    nlohmann::json prov = nlohmann::json::parse(m.provenance_json);
+    for (auto& [key, value] : done.items()) prov[key] = value;
+    m.provenance_json = prov.dump();
+    return m;
+  }
   check(options.batch >= 1, "quantize: calibration batch must be >= 1");
   check(options.activation_mode != ActivationMode::kCalibrated || calibration,
         src + ": calibrated activation scales need calibration images (or choose a data-free mode)");
