@@ -429,9 +429,67 @@ TEST_P(IntegerEngine, OperationsWithoutAnIntegerFormRunInsideTheProgram) {
   ASSERT_TRUE(engine.fused()) << engine.mode();
   int fp32_steps = 0;
   for (const std::string& step : engine.steps()) fp32_steps += step.find("FP32 kernel") != std::string::npos;
-  EXPECT_EQ(fp32_steps, 5);  // HardSwish, HardSigmoid, Mul, Sigmoid, the float32 conv
+  EXPECT_EQ(fp32_steps, 1);  // the float32 conv
+  // HardSwish, HardSigmoid and Sigmoid run in their layers' epilogues, the squeeze-excitation's
+  // broadcasting Mul on the NHWC pixels.
+  std::string all;
+  for (const std::string& step : engine.steps()) all += step + "\n";
+  for (const char* fused : {"+ HardSwish", "+ HardSigmoid", "+ Sigmoid", "per-channel gate"})
+    EXPECT_NE(all.find(fused), std::string::npos) << all;
   expect_close(engine.run(x), want, "fused with FP32 steps");
   expect_close(engine.run(images(1, 93)), sim.run(images(1, 93)), "one image");
+}
+
+// EfficientNet's SiLU (x * Sigmoid(x), two nodes), MobileNetV3's HardSwish as exported at opset 13
+// (x * HardSigmoid(x)) and a plain Sigmoid after integer layers run in the layers' epilogues, on the FP32 operators' own exp (activation_math.h): the engine's codes are
+// the simulation's. A SiLU whose Sigmoid has another reader stays two FP32 steps.
+TEST_P(IntegerEngine, ActivationsRunInTheLayersEpilogues) {
+  for (bool shared_sigmoid : {false, true}) {
+    OnnxBuilder b;
+    b.input("x", {-1, 8, 6, 6});
+    b.floats("w1", {8, 8, 3, 3}, random_floats(576, 101));
+    b.floats("b1", {8}, random_floats(8, 102));
+    b.floats("w2", {8, 8, 1, 1}, random_floats(64, 103));
+    b.floats("w3", {8, 8, 3, 3}, random_floats(576, 104));
+    b.floats("wf", {5, 8}, random_floats(40, 105));
+    auto& c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
+    OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+    b.node("Sigmoid", {"c1"}, {"s1"}, "silu_sigmoid");
+    b.node("Mul", {"c1", "s1"}, {"h1"}, "silu_mul");
+    b.node("Conv", {"h1", "w2"}, {"c2"}, "conv2");
+    b.node("Sigmoid", {"c2"}, {"g2"}, "sigmoid");
+    auto& c3 = b.node("Conv", {"g2", "w3"}, {"c3"}, "conv3");
+    OnnxBuilder::attr(c3, "pads", std::vector<int64_t>{1, 1, 1, 1});
+    auto& hs = b.node("HardSigmoid", {"c3"}, {"hs3"}, "hswish_gate");  // MobileNetV3's HardSwish at opset 13
+    OnnxBuilder::attr(hs, "alpha", 1.0f / 6.0f);
+    OnnxBuilder::attr(hs, "beta", 0.5f);
+    b.node("Mul", {"hs3", "c3"}, {"h3"}, "hswish_mul");
+    std::string last = "h3";
+    if (shared_sigmoid) {
+      b.node("Add", {"h3", "s1"}, {"c3s"}, "reads_the_sigmoid");
+      last = "c3s";
+    }
+    b.node("GlobalAveragePool", {last}, {"p"}, "gap");
+    b.node("Flatten", {"p"}, {"f"}, "flatten");
+    auto& fc = b.node("Gemm", {"f", "wf"}, {"y"}, "fc");
+    OnnxBuilder::attr(fc, "transB", int64_t{1});
+    b.output("y");
+    Graph g = import_onnx_bytes(b.bytes(), "silu.onnx");
+    Tensor calib = images(32, 106), x = images(9, 107);
+    q::QuantizeOptions o;
+    o.plan.first_last_8bit = false;
+    o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+    q::QuantizedModel m = q::quantize_model(g, o, &calib);
+    Executor sim(q::simulation_graph(m));
+    IntegerExecutor engine(m);
+    ASSERT_TRUE(engine.fused()) << engine.mode();
+    std::string all;
+    for (const std::string& step : engine.steps()) all += step + "\n";
+    EXPECT_EQ(all.find("+ SiLU") != std::string::npos, !shared_sigmoid) << all;
+    EXPECT_NE(all.find("+ Sigmoid"), std::string::npos) << all;
+    EXPECT_NE(all.find("+ HardSwish"), std::string::npos) << all;
+    expect_close(engine.run(x), sim.run(x), shared_sigmoid ? "SiLU unfused" : "SiLU fused");
+  }
 }
 
 // A value that is not a float batch of images (an ArgMax's int64 indices) is kept whole between

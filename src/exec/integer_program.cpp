@@ -155,6 +155,8 @@ struct LayerStep {
   std::vector<Buffer*> out_codes;       // static-scale codes outputs
   Buffer* residual = nullptr;           // fused residual Add operand (float) or null
   float lo2 = -INFINITY, hi2 = INFINITY;  // the clamp after the Add (a fused ReLU)
+  kernels::Activation act = kernels::Activation::kNone;  // a fused activation (after the clamp)
+  float act_alpha = 0, act_beta = 0;
   kernels::Conv2dShape cs;              // Conv geometry (per image)
   enum class Mode { kImplicit, kGather, kDepthwise, kGemm } mode = Mode::kGemm;
   std::vector<int8_t>* panels = nullptr;  // shared scratch
@@ -232,6 +234,9 @@ void finish_pixels(const LayerStep& s, const Epilogue& e, int64_t gi, int64_t n,
   a.bias = e.bias.data() + r0;
   a.lo = L.clamp_lo;
   a.hi = L.clamp_hi;
+  a.act = s.act;
+  a.act_alpha = s.act_alpha;
+  a.act_beta = s.act_beta;
   if (s.residual) {
     a.residual = s.residual->float_at(n, y, x) + gi * rows + r0;
     a.residual_stride = s.residual->stride;
@@ -669,9 +674,13 @@ struct Compiler {
   std::vector<bool> is_output;
   std::vector<ValueId> alias;  // a static FakeQuantize's output: its input (the same codes)
 
+  // What a layer's epilogue computes after its own clamp: a residual Add (and the ReLU/Clip after
+  // it), or an activation function (act, and for SiLU the Mul after the Sigmoid as act2).
   struct Fusion {
-    int add = -1, act = -1;
+    int add = -1, act = -1, act2 = -1;
     ValueId residual = kNoValue, result = kNoValue;
+    kernels::Activation function = kernels::Activation::kNone;
+    float alpha = 0, beta = 0;
   };
   std::map<int, Fusion> fusion;  // by integer layer node index
   std::set<int> fused;           // Add / activation nodes folded into a layer
@@ -869,6 +878,60 @@ struct Compiler {
       fused.insert(f.add);
       if (f.act >= 0) fused.insert(f.act);
     }
+    // An activation that alone reads a layer's output: HardSigmoid / HardSwish, Sigmoid; or a gate
+    // times the output, as exporters write SiLU (x * Sigmoid(x)) and HardSwish (x * HardSigmoid(x)):
+    // the gate's only reader is a Mul of the output by it.
+    for (size_t p = 0; p < g.nodes.size(); ++p) {
+      const Node& n = g.nodes[p];
+      if (!layer_of.count(n.name) || fusion.count(static_cast<int>(p))) continue;
+      ValueId v = n.outputs[0];
+      const std::vector<int>& r = readers[static_cast<size_t>(v)];
+      if (is_output[static_cast<size_t>(v)] || r.empty() || r.size() > 2) continue;
+      auto gate_of = [&](int k, Fusion& f) {  // a gate node's function (Sigmoid, or HardSigmoid alone)
+        const Node& a = g.nodes[static_cast<size_t>(k)];
+        if (a.op == OpType::kSigmoid) {
+          f.function = kernels::Activation::kSigmoid;
+          return true;
+        }
+        if (a.op != OpType::kHardSigmoid) return false;
+        const AffineAttrs& at = a.attr<AffineAttrs>();
+        f.function = at.multiply_input ? kernels::Activation::kHardSwish : kernels::Activation::kHardSigmoid;
+        f.alpha = at.alpha;
+        f.beta = at.beta;
+        return true;
+      };
+      Fusion f;
+      if (r.size() == 1) {
+        if (!gate_of(r[0], f)) continue;
+        f.act = r[0];
+        f.result = g.nodes[static_cast<size_t>(r[0])].outputs[0];
+      } else {
+        int gate = -1;
+        for (int k : r) {
+          Fusion t;
+          if (gate_of(k, t) && (t.function == kernels::Activation::kSigmoid || t.function == kernels::Activation::kHardSigmoid))
+            gate = k, f = t;
+        }
+        if (gate < 0) continue;
+        int mul = r[0] == gate ? r[1] : r[0];
+        const Node& m = g.nodes[static_cast<size_t>(mul)];
+        ValueId s = g.nodes[static_cast<size_t>(gate)].outputs[0];
+        const std::vector<int>& rs = readers[static_cast<size_t>(s)];
+        if (m.op != OpType::kMul || m.inputs.size() != 2 || rs.size() != 1 || rs[0] != mul || is_output[static_cast<size_t>(s)] ||
+            !((m.inputs[0] == v && m.inputs[1] == s) || (m.inputs[0] == s && m.inputs[1] == v)))
+          continue;
+        f.function = f.function == kernels::Activation::kSigmoid ? kernels::Activation::kSilu : kernels::Activation::kHardSwish;
+        f.act = gate;
+        f.act2 = mul;
+        f.result = m.outputs[0];
+      }
+      if (side.count(f.result) || !fits(f.result)) continue;
+      fusion[static_cast<int>(p)] = f;
+      fused.insert(f.act);
+      if (f.act2 >= 0) fused.insert(f.act2);
+      generic.erase(f.act);
+      generic.erase(f.act2);
+    }
   }
 
   void want_float(ValueId v) { need_float[static_cast<size_t>(v)] = true; }
@@ -901,7 +964,7 @@ struct Compiler {
       if (auto it = layer_of.find(n.name); it != layer_of.end()) {
         const IntLayer& L = *it->second;
         // Its result's forms are written by its epilogue; a fused Add's other operand is read in float.
-        if (auto f = fusion.find(i); f != fusion.end()) want_float(f->second.residual);
+        if (auto f = fusion.find(i); f != fusion.end() && f->second.add >= 0) want_float(f->second.residual);
         want_codes(n.inputs[0], format_of(L.input), L.gemm ? 0 : conv_border(L.conv));
       } else if (n.op == OpType::kFakeQuantize && !generic.count(i)) {
         const FakeQuantAttrs& a = n.attr<FakeQuantAttrs>();
@@ -1038,7 +1101,13 @@ struct Compiler {
     for (auto& [format, b] : need_codes[static_cast<size_t>(result)])
       if (!format.dynamic) s->out_codes.push_back(code_buffer(result, format));
     std::string fused_note;
-    if (f != fusion.end()) {
+    if (f != fusion.end() && f->second.add < 0) {
+      s->act = f->second.function;
+      s->act_alpha = f->second.alpha;
+      s->act_beta = f->second.beta;
+      static const char* const kNames[] = {"", "HardSigmoid", "HardSwish", "Sigmoid", "SiLU"};
+      fused_note = std::string(" + ") + kNames[static_cast<int>(f->second.function)];
+    } else if (f != fusion.end()) {
       s->residual = float_buffer(f->second.residual);
       fused_note = " + Add";
       if (f->second.act >= 0) {
@@ -1203,6 +1272,36 @@ struct Compiler {
       if (ins[k].whole) flat = false;
       else if (ins[k].constant) flat = ins[k].constant->size() == 1;
       else if (ins[k].buffer) flat = g.value(n.inputs[k]).shape == g.value(out).shape;
+    }
+    // A squeeze-excitation's Mul: images [N, C, H, W] times a gate [N, C, 1, 1], on NHWC pixels.
+    if (o && n.op == OpType::kMul && ins.size() == 2 && ins[0].buffer && ins[1].buffer) {
+      const Shape& s0 = g.value(n.inputs[0]).shape;
+      const Shape& s1 = g.value(n.inputs[1]).shape;
+      int image = -1;
+      if (s0.size() == 4 && s1.size() == 4 && s0[1] == s1[1]) {
+        if (s1[2] == 1 && s1[3] == 1 && s0 == g.value(out).shape) image = 0;
+        else if (s0[2] == 1 && s0[3] == 1 && s1 == g.value(out).shape) image = 1;
+      }
+      if (image >= 0) {
+        Buffer* x = ins[static_cast<size_t>(image)].buffer;
+        Buffer* gate = ins[static_cast<size_t>(1 - image)].buffer;
+        add_step(n.name, "Mul by a per-channel gate on f32", [x, gate, o, pool = P.pool](int64_t images) {
+          o->allocate(images);
+          parallel(pool, images * x->h, [&](int64_t begin, int64_t end) {
+            for (int64_t row = begin; row < end; ++row) {
+              const int64_t k = row / x->h, y = row % x->h;
+              const float* gk = gate->float_at(k, 0, 0);
+              for (int64_t px = 0; px < x->w; ++px) {
+                const float* src = x->float_at(k, y, px);
+                float* dst = o->float_at(k, y, px);
+                for (int64_t c = 0; c < x->c; ++c) dst[c] = src[c] * gk[c];
+              }
+            }
+          });
+        });
+        quantize_after(out, n.name);
+        return;
+      }
     }
     if (flat) {
       add_step(n.name, to_string(n.op) + " on f32 (FP32 kernel, element-wise)",

@@ -3,6 +3,7 @@
 #ifndef TERN_OPS_TORCH
 #include <limits>
 
+#include "kernels/activation_math.h"
 #include "ops/attrs_codec.h"
 #include "ops/support.h"
 
@@ -27,7 +28,7 @@ OpRecord float_unary(std::string_view onnx_name) {
 }
 
 float relu_f(float v) { return v > 0.0f ? v : 0.0f; }
-float sigmoid_f(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+float sigmoid_f(float v) { return kernels::sigmoid(v); }  // the integer epilogue's, bit for bit
 float tanh_f(float v) { return std::tanh(v); }
 float sqrt_f(float v) { return std::sqrt(v); }
 float erf_f(float v) { return std::erf(v); }
@@ -160,7 +161,7 @@ constexpr auto describe_affine = [](auto& a, auto&& field) {
 std::vector<Tensor> run_hard_sigmoid(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape>) {
   const auto& a = ctx.node.attr<AffineAttrs>();
   return {unary(ctx, *in[0], [a](float v) {
-    float h = std::min(std::max(a.alpha * v + a.beta, 0.0f), 1.0f);
+    float h = kernels::hard_sigmoid(v, a.alpha, a.beta);
     return a.multiply_input ? v * h : h;
   })};
 }

@@ -1,15 +1,17 @@
 // The integer engine's epilogue and depthwise kernel on every ISA, bit for bit against the
 // reference loops: channel counts with every tail, 1-4 stacked terms, with and without a residual,
-// a float output and codes (signed, unsigned, and unsigned with a zero point), and values at the
-// clamps and rounding ties. No terms and a residual is how the integer program turns float values
+// a float output and codes (signed, unsigned, and unsigned with a zero point), values at the
+// clamps and rounding ties, and each fused activation (on every ISA, the reference's bits). No terms and a residual is how the integer program turns float values
 // into codes.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
 
 #include "kernel_test_util.h"
+#include "kernels/activation_math.h"
 #include "kernels/int8/requantize.h"
 
 namespace tern::kernels {
@@ -25,7 +27,7 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
   std::uniform_real_distribution<float> md(1e-4f, 3e-3f), bd(-2.0f, 2.0f), rd(-3.0f, 3.0f);
   for (int64_t rows : {1, 5, 8, 15, 16, 17, 33, 64, 70})
     for (int terms : {0, 1, 2, 4})
-      for (int variant = 0; variant < 5; ++variant) {
+      for (int variant = 0; variant < 9; ++variant) {
         const int64_t cols = 7, term_stride = rows + 3, acc_stride = terms * term_stride + 1;
         std::vector<int32_t> acc(static_cast<size_t>(cols * acc_stride)), offset(static_cast<size_t>(terms * term_stride));
         for (int32_t& v : acc) v = accd(gen);
@@ -57,6 +59,13 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
           a.residual = residual.data();
           a.residual_stride = rows;
           a.lo2 = variant == 4 || terms == 0 ? -__builtin_inff() : 0.0f;  // negatives reach the zero point
+        }
+        // Variants 5-8: each fused activation, on sums spread over [-100, 100] (exp's clamps included).
+        if (variant >= 5) {
+          a.act = static_cast<Activation>(variant - 4);
+          a.act_alpha = variant == 5 ? 0.2f : 1.0f / 6.0f;
+          a.act_beta = 0.5f;
+          for (float& v : mult) v = 100.0f / 40000.0f;
         }
         a.inv_scale = variant == 3 ? 4.0f : 23.0f;
         a.qlo = variant == 2 ? -127.0f : variant == 4 ? -37.0f : 0.0f;  // variant 4: asymmetric, zero point 37
@@ -97,6 +106,25 @@ TEST_P(RequantizeTest, DepthwiseRowMatchesReference) {
     depthwise_row_int8(x.data(), 2 * stride, tap_offset.data(), taps, w.data(), channels, out_w, got.data());
     ASSERT_EQ(got, want) << "channels=" << channels;
   }
+}
+
+// The epilogue's e^x (activation_math.h, also the FP32 Sigmoid's) against libm: within 2 ulp over
+// the range it does not clamp, and the clamped ends stay finite and ordered.
+TEST(ActivationMath, ExpIsWithinTwoUlpOfLibm) {
+  double worst = 0;
+  for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+    double want = std::exp(static_cast<double>(x));
+    float got = exp_approx(x);
+    double ulp = std::ldexp(1.0, std::ilogb(static_cast<float>(want)) - 23);
+    worst = std::max(worst, std::fabs(got - want) / ulp);
+  }
+  EXPECT_LE(worst, 2.0);
+  EXPECT_EQ(exp_approx(0.0f), 1.0f);
+  EXPECT_GT(exp_approx(-1000.0f), 0.0f);
+  EXPECT_TRUE(std::isfinite(exp_approx(1000.0f)));
+  EXPECT_EQ(sigmoid(1000.0f), 1.0f);
+  EXPECT_LT(sigmoid(-1000.0f), 1e-37f);
+  EXPECT_NEAR(sigmoid(1.0f), 1.0 / (1.0 + std::exp(-1.0)), 1e-7);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, RequantizeTest, ::testing::ValuesIn(testing::all_isas()), testing::isa_name);

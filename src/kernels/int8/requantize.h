@@ -4,6 +4,8 @@
 // output channels, several residual-expansion terms stacked) into the layer's outputs:
 //     v = sum_j (acc_j[r] - offset_j[r]) * multiplier_j[r] + bias[r]
 //     v = clamp(v, lo, hi)
+//     v = act(v)                           (a fused HardSigmoid, HardSwish, Sigmoid or SiLU:
+//                                           activation_math.h, the FP32 operators' own functions)
 // (multiplier = input scale * weight step; offset = the activation zero point times the row's
 // weight sum, taken off in int32 so that it costs no precision)
 //     v = clamp(v + residual[r], lo2, hi2)                  (a fused residual Add and its ReLU)
@@ -23,6 +25,8 @@
 
 namespace tern::kernels {
 
+enum class Activation : uint8_t { kNone, kHardSigmoid, kHardSwish, kSigmoid, kSilu };
+
 struct RequantArgs {
   int64_t cols = 0, rows = 0;
   int terms = 1;
@@ -33,6 +37,8 @@ struct RequantArgs {
   int64_t multiplier_term_stride = 0;
   const float* bias = nullptr;        // [r]
   float lo = -__builtin_inff(), hi = __builtin_inff();
+  Activation act = Activation::kNone;
+  float act_alpha = 0.0f, act_beta = 0.0f;  // HardSigmoid / HardSwish: clamp(alpha v + beta, 0, 1)
   const float* residual = nullptr;    // [col * residual_stride + r], or null
   int64_t residual_stride = 0;
   float lo2 = -__builtin_inff(), hi2 = __builtin_inff();

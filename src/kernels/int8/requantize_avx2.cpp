@@ -63,6 +63,8 @@ void requantize_rows8(const RequantArgs& a, int64_t r) {
 }  // namespace
 
 void requantize_block_avx2(const RequantArgs& a) {
+  // A fused activation: the shared loops, vectorized by the compiler for this ISA (exp included).
+  if (a.act != Activation::kNone) return requantize_block_avx2_loops(a);
   int64_t r = 0;
   for (; r + 8 <= a.rows; r += 8) {
     switch (a.terms) {

@@ -58,6 +58,8 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
 }  // namespace
 
 void requantize_block_avx512(const RequantArgs& a) {
+  // A fused activation: the shared loops, vectorized by the compiler for this ISA (exp included).
+  if (a.act != Activation::kNone) return requantize_block_avx512_loops(a);
   for (int64_t r = 0; r < a.rows; r += 16) {
     const int64_t left = a.rows - r;
     const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);

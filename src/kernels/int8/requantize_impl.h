@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/activation_math.h"
 #include "kernels/int8/requantize.h"
 
 #define REQUANT_CAT2(a, b) a##b
@@ -28,6 +29,21 @@ void REQUANT_NAME(requantize_block)(const RequantArgs& a) {
         for (int64_t r = 0; r < n; ++r) v[r] += static_cast<float>(aj[r] - (oj ? oj[r] : 0)) * mj[r];
       }
       for (int64_t r = 0; r < n; ++r) v[r] = std::min(std::max(v[r], a.lo), a.hi);
+      switch (a.act) {
+        case Activation::kNone: break;
+        case Activation::kHardSigmoid:
+          for (int64_t r = 0; r < n; ++r) v[r] = hard_sigmoid(v[r], a.act_alpha, a.act_beta);
+          break;
+        case Activation::kHardSwish:
+          for (int64_t r = 0; r < n; ++r) v[r] = v[r] * hard_sigmoid(v[r], a.act_alpha, a.act_beta);
+          break;
+        case Activation::kSigmoid:
+          for (int64_t r = 0; r < n; ++r) v[r] = sigmoid(v[r]);
+          break;
+        case Activation::kSilu:
+          for (int64_t r = 0; r < n; ++r) v[r] = v[r] * sigmoid(v[r]);
+          break;
+      }
       if (a.residual) {
         const float* res = a.residual + col * a.residual_stride + r0;
         for (int64_t r = 0; r < n; ++r) v[r] = std::min(std::max(v[r] + res[r], a.lo2), a.hi2);
