@@ -1285,8 +1285,14 @@ struct Compiler {
       if (image >= 0) {
         Buffer* x = ins[static_cast<size_t>(image)].buffer;
         Buffer* gate = ins[static_cast<size_t>(1 - image)].buffer;
-        add_step(n.name, "Mul by a per-channel gate on f32", [x, gate, o, pool = P.pool](int64_t images) {
+        // The next layers' static codes are made from each row while it is in cache.
+        std::vector<Buffer*> codes;
+        for (auto& [format, b] : need_codes[static_cast<size_t>(out)])
+          if (!format.dynamic) codes.push_back(code_buffer(out, format));
+        add_step(n.name, "Mul by a per-channel gate on f32" + std::string(codes.empty() ? "" : " + quantize"),
+                 [x, gate, o, codes, pool = P.pool](int64_t images) {
           o->allocate(images);
+          for (Buffer* b : codes) b->allocate(images);
           parallel(pool, images * x->h, [&](int64_t begin, int64_t end) {
             for (int64_t row = begin; row < end; ++row) {
               const int64_t k = row / x->h, y = row % x->h;
@@ -1296,10 +1302,12 @@ struct Compiler {
                 float* dst = o->float_at(k, y, px);
                 for (int64_t c = 0; c < x->c; ++c) dst[c] = src[c] * gk[c];
               }
+              for (Buffer* b : codes)
+                quantize_pixels(o->float_at(k, y, 0), o->stride, o->w, o->c, b->format.scale, b->format, b->code_at(k, y, 0),
+                                b->stride);
             }
           });
         });
-        quantize_after(out, n.name);
         return;
       }
     }
