@@ -47,7 +47,7 @@ TEST(Plan, DefaultsKeepFirstAndLastAtInt8) {
 }
 
 // conv1 -> depthwise 3x3 -> pointwise 1x1 -> gemm: under ternary weights the depthwise layer
-// stays int8 (per channel) unless told otherwise; under int4 it follows the default.
+// stays int8 (per channel) unless told otherwise, and so under any weights below 8 bits (int4).
 TEST(Plan, DepthwiseLayersStayInt8UnderTernaryWeights) {
   OnnxBuilder b;
   b.input("x", {-1, 2, 6, 6});
@@ -75,7 +75,7 @@ TEST(Plan, DepthwiseLayersStayInt8UnderTernaryWeights) {
   EXPECT_EQ(plan[1].weights.group_size, 0);
   EXPECT_EQ(plan[1].reason, "depthwise (int8)");
   EXPECT_EQ(plan[2].weights.format, WeightFormat::kTernary);  // the pointwise layer is not depthwise
-  // Off by option or config; a layer entry still wins; int4 weights are left alone.
+  // Off by option or config; a layer entry still wins; int4 weights too; int8 is int8.
   o.depthwise_8bit = false;
   EXPECT_EQ(make_plan(graph, o)[1].weights.format, WeightFormat::kTernary);
   EXPECT_EQ(make_plan(graph, PlanOptions{}, std::string(R"({"depthwise_8bit": false})"))[1].weights.format, WeightFormat::kTernary);
@@ -83,6 +83,10 @@ TEST(Plan, DepthwiseLayersStayInt8UnderTernaryWeights) {
             WeightFormat::kTernary);
   PlanOptions int4;
   parse_weight_spec("int4", int4.weights, "test");
+  EXPECT_EQ(make_plan(graph, int4)[1].weights.bits, 8);
+  EXPECT_EQ(make_plan(graph, int4)[1].reason, "depthwise (int8)");
+  EXPECT_EQ(make_plan(graph, int4)[2].weights.bits, 4);
+  int4.depthwise_8bit = false;
   EXPECT_EQ(make_plan(graph, int4)[1].weights.bits, 4);
 }
 

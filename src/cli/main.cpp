@@ -61,7 +61,7 @@ commands:
       post-training quantization. Defaults: ternary fgq N=4 weights, 8-bit activations calibrated
       on the first 512 training images of --data (default: the data set the model's metadata
       names, tern.dataset; the bundled models name fashion-mnist) at the 99.99th percentile; first
-      and last layers int8, and under ternary/binary weights depthwise layers too (--all-layers
+      and last layers int8, and under weights below 8 bits depthwise layers too (--all-layers
       quantizes them like the rest). The model input's range is
       proved from the preprocessing for pixels, measured on the calibration batch for float arrays
       (inputs outside it are clipped), never assumed.

@@ -109,7 +109,9 @@ std::vector<LayerPlan> make_plan(const Graph& graph, const PlanOptions& options,
       bool depthwise = n.op == OpType::kConv && n.attr<ConvAttrs>().group > 1 && n.inputs.size() > 1 &&
                        graph.is_constant(n.inputs[1]) && graph.constant(n.inputs[1]).rank() >= 2 &&
                        graph.constant(n.inputs[1]).dim(1) == 1;
-      if (depthwise_8bit && depthwise && (p.weights.format == WeightFormat::kTernary || p.weights.format == WeightFormat::kBinary)) {
+      const bool below_8bit = p.weights.format == WeightFormat::kTernary || p.weights.format == WeightFormat::kBinary ||
+                              (p.weights.format == WeightFormat::kInt && p.weights.bits < 8);
+      if (depthwise_8bit && depthwise && below_8bit) {
         p.weights.format = WeightFormat::kInt;
         p.weights.bits = 8;
         p.weights.group_size = 0;  // per output channel
