@@ -92,20 +92,21 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
 
 TEST_P(RequantizeTest, DepthwiseRowMatchesReference) {
   std::mt19937 gen(9);
-  std::uniform_int_distribution<int> xd(0, 255), wd(-127, 127);
-  for (int64_t channels : {1, 7, 16, 33, 96}) {
-    const int64_t stride = (channels + 3) / 4 * 4, width = 11, out_w = 5, taps = 9;
-    std::vector<uint8_t> x(static_cast<size_t>(3 * width * stride));
-    for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
-    std::vector<int8_t> w(static_cast<size_t>(taps * channels));
-    for (int8_t& v : w) v = static_cast<int8_t>(wd(gen));
-    std::vector<int64_t> tap_offset;
-    for (int64_t t = 0; t < taps; ++t) tap_offset.push_back(((t / 3) * width + t % 3) * stride);
-    std::vector<int32_t> want(static_cast<size_t>(out_w * channels)), got(want);
-    depthwise_row_int8_reference(x.data(), 2 * stride, tap_offset.data(), taps, w.data(), channels, out_w, want.data());
-    depthwise_row_int8(x.data(), 2 * stride, tap_offset.data(), taps, w.data(), channels, out_w, got.data());
-    ASSERT_EQ(got, want) << "channels=" << channels;
-  }
+  std::uniform_int_distribution<int> xd(0, 255), wd(-128, 127);
+  for (int64_t channels : {1, 7, 16, 31, 32, 33, 48, 96, 120})
+    for (int64_t kernel : {2, 3, 5}) {  // 4, 9 and 25 taps (an odd last tap pairs with zero)
+      const int64_t stride = (channels + 3) / 4 * 4, width = 11, out_w = 5, taps = kernel * kernel;
+      std::vector<uint8_t> x(static_cast<size_t>((kernel + 1) * width * stride));
+      for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
+      std::vector<int8_t> w(static_cast<size_t>(taps * channels));
+      for (int8_t& v : w) v = static_cast<int8_t>(wd(gen));
+      std::vector<int64_t> tap_offset;
+      for (int64_t t = 0; t < taps; ++t) tap_offset.push_back(((t / kernel) * width + t % kernel) * stride);
+      std::vector<int32_t> want(static_cast<size_t>(out_w * channels)), got(want);
+      depthwise_row_int8_reference(x.data(), 2 * stride, tap_offset.data(), taps, w.data(), channels, out_w, want.data());
+      depthwise_row_int8(x.data(), 2 * stride, tap_offset.data(), taps, w.data(), channels, out_w, got.data());
+      ASSERT_EQ(got, want) << "channels=" << channels << " taps=" << taps;
+    }
 }
 
 // The epilogue's e^x (activation_math.h, also the FP32 Sigmoid's) against libm: within 2 ulp over

@@ -3,6 +3,8 @@
 // depthwise row kernel is the shared loop source, vectorized by the compiler.
 #include <immintrin.h>
 
+#include <vector>
+
 #define REQUANT_SUFFIX _avx512_loops
 #include "kernels/int8/requantize_impl.h"
 
@@ -72,9 +74,56 @@ void requantize_block_avx512(const RequantArgs& a) {
   }
 }
 
+// Depthwise: taps in pairs. For 32 channels, the u8 codes of taps t and t+1 widen to int16 and
+// interleave (vpunpck{l,h}wd: channels 8k..8k+3 of each 128-bit lane in the low half, 8k+4..8k+7 in
+// the high), and vpmaddwd multiplies each pair by the weights interleaved the same way and adds
+// the two taps: 32 multiply-adds per instruction, the sums in registers over every tap. A last odd
+// tap pairs with zero. The weights are interleaved once per call (one output row).
 void depthwise_row_int8_avx512(const uint8_t* x_row, int64_t x_step, const int64_t* tap_offset, int64_t taps,
                                const int8_t* w, int64_t channels, int64_t out_w, int32_t* acc) {
-  depthwise_row_int8_avx512_loops(x_row, x_step, tap_offset, taps, w, channels, out_w, acc);
+  const int64_t pairs = (taps + 1) / 2, blocks = (channels + 31) / 32;
+  thread_local std::vector<__m512i> wp;
+  wp.resize(static_cast<size_t>(pairs * blocks * 2));
+  auto mask32 = [&](int64_t b) {
+    const int64_t left = channels - b * 32;
+    return left >= 32 ? static_cast<__mmask32>(0xFFFFFFFFu) : static_cast<__mmask32>((1u << left) - 1u);
+  };
+  for (int64_t p = 0; p < pairs; ++p)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const __mmask32 m = mask32(b);
+      const __m512i wa = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, w + 2 * p * channels + b * 32));
+      const __m512i wb = 2 * p + 1 < taps ? _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(m, w + (2 * p + 1) * channels + b * 32))
+                                          : _mm512_setzero_si512();
+      wp[static_cast<size_t>((p * blocks + b) * 2)] = _mm512_unpacklo_epi16(wa, wb);
+      wp[static_cast<size_t>((p * blocks + b) * 2 + 1)] = _mm512_unpackhi_epi16(wa, wb);
+    }
+  // From the (low, high) sums back to channel order: channels 0-15, then 16-31.
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int64_t ow = 0; ow < out_w; ++ow) {
+    const uint8_t* pixel = x_row + ow * x_step;
+    int32_t* out = acc + ow * channels;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const __mmask32 m = mask32(b);
+      const uint8_t* base = pixel + b * 32;
+      __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+      const __m512i* wb = wp.data() + b * 2;
+      for (int64_t p = 0; p < pairs; ++p, wb += blocks * 2) {
+        const __m512i xa = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, base + tap_offset[2 * p]));
+        const __m512i xb = 2 * p + 1 < taps ? _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, base + tap_offset[2 * p + 1]))
+                                            : _mm512_setzero_si512();
+        lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(xa, xb), wb[0]));
+        hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(xa, xb), wb[1]));
+      }
+      const int64_t left = channels - b * 32;
+      const __mmask16 m0 = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+      _mm512_mask_storeu_epi32(out + b * 32, m0, _mm512_permutex2var_epi32(lo, first, hi));
+      if (left > 16) {
+        const __mmask16 m1 = left >= 32 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (left - 16)) - 1u);
+        _mm512_mask_storeu_epi32(out + b * 32 + 16, m1, _mm512_permutex2var_epi32(lo, second, hi));
+      }
+    }
+  }
 }
 
 }  // namespace tern::kernels
