@@ -1,7 +1,8 @@
 // AVX2 epilogue (requantize.h): 8 channels per vector, the reference's operations in its order (no
-// FMA); a channel tail of fewer than 8 goes through the loop source. The depthwise row kernel is
-// the loop source, vectorized by the compiler.
+// FMA); a channel tail of fewer than 8 goes through the loop source.
 #include <immintrin.h>
+
+#include <vector>
 
 #define REQUANT_SUFFIX _avx2_loops
 #include "kernels/int8/requantize_impl.h"
@@ -87,9 +88,65 @@ void requantize_block_avx2(const RequantArgs& a) {
   requantize_block_avx2_loops(tail);
 }
 
+// Depthwise: as the AVX-512 kernel (requantize_avx512.cpp), 16 channels per block: tap pairs
+// widened to int16 and interleaved, vpmaddwd, the sums in registers over every tap. Channels past
+// the last whole block of 16 take a block of 8, then a plain loop.
 void depthwise_row_int8_avx2(const uint8_t* x_row, int64_t x_step, const int64_t* tap_offset, int64_t taps,
                              const int8_t* w, int64_t channels, int64_t out_w, int32_t* acc) {
-  depthwise_row_int8_avx2_loops(x_row, x_step, tap_offset, taps, w, channels, out_w, acc);
+  const int64_t pairs = (taps + 1) / 2, blocks = channels / 16, done = blocks * 16;
+  thread_local std::vector<__m256i> wp;
+  wp.resize(static_cast<size_t>(pairs * blocks * 2));
+  for (int64_t p = 0; p < pairs; ++p)
+    for (int64_t b = 0; b < blocks; ++b) {
+      auto widen = [&](int64_t t) {
+        return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + t * channels + b * 16)));
+      };
+      const __m256i wa = widen(2 * p), wb = 2 * p + 1 < taps ? widen(2 * p + 1) : _mm256_setzero_si256();
+      wp[static_cast<size_t>((p * blocks + b) * 2)] = _mm256_unpacklo_epi16(wa, wb);
+      wp[static_cast<size_t>((p * blocks + b) * 2 + 1)] = _mm256_unpackhi_epi16(wa, wb);
+    }
+  for (int64_t ow = 0; ow < out_w; ++ow) {
+    const uint8_t* pixel = x_row + ow * x_step;
+    int32_t* out = acc + ow * channels;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* base = pixel + b * 16;
+      __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+      const __m256i* wb = wp.data() + b * 2;
+      for (int64_t p = 0; p < pairs; ++p, wb += blocks * 2) {
+        auto widen = [&](int64_t t) {
+          return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(base + tap_offset[t])));
+        };
+        const __m256i xa = widen(2 * p), xb = 2 * p + 1 < taps ? widen(2 * p + 1) : _mm256_setzero_si256();
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(_mm256_unpacklo_epi16(xa, xb), wb[0]));
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(_mm256_unpackhi_epi16(xa, xb), wb[1]));
+      }
+      // lo holds channels 0-3 and 8-11, hi 4-7 and 12-15.
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * 16), _mm256_permute2x128_si256(lo, hi, 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b * 16 + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+    }
+    int64_t c0 = done;
+    if (channels - done >= 8) {  // a half block of 8: one 128-bit pair per tap pair, already in order
+      __m128i lo = _mm_setzero_si128(), hi = _mm_setzero_si128();
+      auto widen_x = [&](int64_t t) { return _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(pixel + tap_offset[t] + done))); };
+      auto widen_w = [&](int64_t t) { return _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + t * channels + done))); };
+      for (int64_t p = 0; p < pairs; ++p) {
+        const bool two = 2 * p + 1 < taps;
+        const __m128i xa = widen_x(2 * p), xb = two ? widen_x(2 * p + 1) : _mm_setzero_si128();
+        const __m128i wa = widen_w(2 * p), wb = two ? widen_w(2 * p + 1) : _mm_setzero_si128();
+        lo = _mm_add_epi32(lo, _mm_madd_epi16(_mm_unpacklo_epi16(xa, xb), _mm_unpacklo_epi16(wa, wb)));
+        hi = _mm_add_epi32(hi, _mm_madd_epi16(_mm_unpackhi_epi16(xa, xb), _mm_unpackhi_epi16(wa, wb)));
+      }
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + done), lo);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + done + 4), hi);
+      c0 = done + 8;
+    }
+    for (int64_t c = c0; c < channels; ++c) {
+      int32_t sum = 0;
+      for (int64_t t = 0; t < taps; ++t)
+        sum += static_cast<int32_t>(pixel[tap_offset[t] + c]) * static_cast<int32_t>(w[t * channels + c]);
+      out[c] = sum;
+    }
+  }
 }
 
 }  // namespace tern::kernels
