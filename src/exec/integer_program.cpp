@@ -381,8 +381,17 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
   for (int64_t gi = 0; gi < L.groups; ++gi) {
     const int64_t stacked_rows = L.active * padded_rows;
     LayerStep::Group& group = s.groups[static_cast<size_t>(gi)];
-    std::vector<const int32_t*> row_sums;
-    stack_panels(s, gi, *s.panels, row_sums, pool);
+    // One int8 term is multiplied from its stored panels; stacked terms and ternary / int4 codes
+    // are copied or decoded into the shared scratch once per run.
+    const TermGroup& only = s.group(0, gi);
+    const int8_t* panels = nullptr;
+    if (L.active == 1 && !only.ternary && !only.int4) {
+      panels = only.dense.data();
+    } else {
+      std::vector<const int32_t*> row_sums;
+      stack_panels(s, gi, *s.panels, row_sums, pool);
+      panels = s.panels->data();
+    }
     const std::vector<int32_t>& stacked_sums = group.stacked_sums;
     const std::vector<int64_t>& step_offset = group.step_offset;
     std::vector<Epilogue>& per_image = s.epilogues;  // (not thread_local: the workers read it)
@@ -402,7 +411,6 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     const int64_t blocks = (padded_rows + block_rows - 1) / block_rows;
     const int64_t panel_bytes = steps * kQPanelRows * kQStep;
     const int64_t items = row_items * blocks;
-    const int8_t* panels = s.panels->data();
     parallel(pool, items, [&](int64_t begin, int64_t end) {
       thread_local std::vector<int32_t> acc;
       thread_local std::vector<const uint8_t*> base;
@@ -1122,7 +1130,12 @@ struct Compiler {
     } else {
       Shape in_shape = {1, s->in->c, s->in->h, s->in->w};
       s->cs = ops::conv_shape(L.conv, in_shape, L.weight_shape);
-      if (L.depthwise()) s->mode = LayerStep::Mode::kDepthwise;
+      // A 1x1 convolution of a 1x1 map (a squeeze-excitation's) is a Gemm over the images: the
+      // GEMV kernels stream its weights instead of a one-column implicit-GEMM tile.
+      const bool one_by_one = L.groups == 1 && L.taps == 1 && s->in->h == 1 && s->in->w == 1 && s->in->pad == 0 &&
+                              s->cs.out_h() == 1 && s->cs.out_w() == 1;
+      if (one_by_one) s->mode = LayerStep::Mode::kGemm;
+      else if (L.depthwise()) s->mode = LayerStep::Mode::kDepthwise;
       else if (L.in % kQStep == 0) s->mode = LayerStep::Mode::kImplicit;
       else if (L.groups == 1) {
         s->mode = LayerStep::Mode::kImplicit;
