@@ -142,7 +142,9 @@ TEST(CrossLayerEqualization, MakesPerTensorInt8WeightsMoreAccurate) {
 
 // x [N, T, 16] -> Mul(gamma) -> Add(beta) -> MatMul(W [16, 8]) (a LayerNorm's tail and a linear
 // layer); channels 3 and 11 of x are outliers (50x).
-Graph linear_after_affine() {
+// transposed: a Transpose to sequence-first ([T, N, 16], the channels still last) before the MatMul,
+// as torchvision's attention does.
+Graph linear_after_affine(bool transposed = false) {
   B b;
   b.input("x", {-1, 5, 16});
   std::vector<float> gamma = random_floats(16, 21);
@@ -154,7 +156,11 @@ Graph linear_after_affine() {
   b.floats("w", {16, 8}, random_floats(128, 23));
   b.node("Mul", {"x", "gamma"}, {"g"});
   b.node("Add", {"g", "beta"}, {"h"});
-  b.node("MatMul", {"h", "w"}, {"y"}, "fc");
+  if (transposed) {
+    auto& t = b.node("Transpose", {"h"}, {"ht"});
+    B::attr(t, "perm", std::vector<int64_t>{1, 0, 2});
+  }
+  b.node("MatMul", {transposed ? "ht" : "h", "w"}, {"y"}, "fc");
   b.output("y");
   return import_onnx_bytes(b.bytes(), "affine.onnx");
 }
@@ -182,6 +188,14 @@ TEST(SmoothQuant, KeepsTheFunctionAndLowersTheInt8Error) {
   EXPECT_THROW(q::quantize_model(g, o, &x), Error);
   o.smooth_alpha = 0.5;
   EXPECT_THROW(q::quantize_model(g, o, nullptr), Error);  // nothing to measure on
+}
+
+TEST(SmoothQuant, SeesThroughATransposeThatKeepsTheChannelsLast) {
+  Graph g = linear_after_affine(true);
+  Tensor x = Tensor::from_floats({8, 5, 16}, random_floats(8 * 80, 26));
+  Graph s = g;
+  ASSERT_EQ(smooth_activations(s, x, 0.5, 8).inputs.size(), 1u);
+  EXPECT_LT(relative_gap(Executor(s).run(x), Executor(g).run(x)), 1e-5);
 }
 
 TEST(SmoothQuant, LeavesAValueOtherNodesReadAlone) {

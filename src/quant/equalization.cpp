@@ -146,6 +146,23 @@ std::vector<ValueId*> affine_source(Graph& g, ValueId x, int64_t d, const std::v
   int p = producer[static_cast<size_t>(x)];
   if (p < 0) return {};
   Node& n = g.nodes[static_cast<size_t>(p)];
+  // Moves that keep the channels on the last axis (a Transpose to sequence-first, a Reshape that
+  // merges leading dims) commute with a per-channel scale: look through them when they alone read
+  // their input.
+  if ((n.op == OpType::kTranspose || n.op == OpType::kReshape) && !n.inputs.empty()) {
+    ValueId in = n.inputs[0];
+    const Shape& si = g.value(in).shape;
+    const Shape& so = g.value(x).shape;
+    bool keeps_last = !si.empty() && !so.empty() && si.back() == d && so.back() == d;
+    if (n.op == OpType::kTranspose) {
+      const std::vector<int64_t>& perm = n.attr<TransposeAttrs>().perm;
+      keeps_last = keeps_last && !perm.empty() && perm.back() == static_cast<int64_t>(si.size()) - 1;
+    }
+    if (!keeps_last || g.is_constant(in) || consumers[static_cast<size_t>(in)] != 1 ||
+        std::find(g.outputs.begin(), g.outputs.end(), in) != g.outputs.end())
+      return {};
+    return affine_source(g, in, d, producer, consumers);
+  }
   if (n.op == OpType::kLayerNormalization) {
     if (n.attr<LayerNormAttrs>().axis != -1 && n.attr<LayerNormAttrs>().axis != static_cast<int64_t>(g.value(x).shape.size()) - 1)
       return {};
@@ -197,7 +214,7 @@ SmoothingReport smooth_activations(Graph& graph, const Tensor& calibration, doub
   for (size_t i = 0; i < graph.nodes.size(); ++i)
     for (size_t k = 0; k < graph.nodes[i].inputs.size(); ++k) {
       ValueId v = graph.nodes[i].inputs[k];
-      if (v == kNoValue) continue;
+      if (v == kNoValue || graph.nodes[i].op == OpType::kShape) continue;  // a Shape reads no values
       ++reads[v];
       const Node& n = graph.nodes[i];
       if (k == 0 && n.op == OpType::kGemm && view(graph, n).ok) readers[v].push_back(i);
