@@ -11,12 +11,48 @@ namespace tern::kernels {
 
 namespace {
 
+// activation_math.h's functions on 8 lanes, the same operations in the same order (no FMA).
+inline __m256 exp_approx8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 magic = _mm256_set1_ps(12582912.0f);
+  const __m256 n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), magic), magic);
+  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+  r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r), _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+inline __m256 activate8(__m256 v, Activation act, __m256 alpha, __m256 beta) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  auto hard_sigmoid = [&](__m256 x) {
+    return _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(alpha, x), beta), _mm256_setzero_ps()), one);
+  };
+  auto sigmoid = [&](__m256 x) {
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp_approx8(_mm256_xor_ps(x, _mm256_set1_ps(-0.0f)))));
+  };
+  switch (act) {
+    case Activation::kHardSigmoid: return hard_sigmoid(v);
+    case Activation::kHardSwish: return _mm256_mul_ps(v, hard_sigmoid(v));
+    case Activation::kSigmoid: return sigmoid(v);
+    case Activation::kSilu: return _mm256_mul_ps(v, sigmoid(v));
+    default: return v;
+  }
+}
+
 template <int kTerms>
 void requantize_rows8(const RequantArgs& a, int64_t r) {
   const __m256 lo = _mm256_set1_ps(a.lo), hi = _mm256_set1_ps(a.hi);
   const __m256 lo2 = _mm256_set1_ps(a.lo2), hi2 = _mm256_set1_ps(a.hi2);
   const __m256 inv = _mm256_set1_ps(a.inv_scale), qlo = _mm256_set1_ps(a.qlo), qhi = _mm256_set1_ps(a.qhi);
   const __m256 half = _mm256_set1_ps(0.5f);
+  const __m256 act_alpha = _mm256_set1_ps(a.act_alpha), act_beta = _mm256_set1_ps(a.act_beta);
   const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(0x80000000u)));
   const __m256i zero = _mm256_set1_epi32(a.zero);
   const int terms = kTerms > 0 ? kTerms : a.terms;
@@ -41,6 +77,7 @@ void requantize_rows8(const RequantArgs& a, int64_t r) {
       v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_cvtepi32_ps(s), mj));
     }
     v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
+    if (a.act != Activation::kNone) v = activate8(v, a.act, act_alpha, act_beta);
     if (a.residual) {
       v = _mm256_add_ps(v, _mm256_loadu_ps(a.residual + col * a.residual_stride + r));
       v = _mm256_min_ps(_mm256_max_ps(v, lo2), hi2);
@@ -64,8 +101,6 @@ void requantize_rows8(const RequantArgs& a, int64_t r) {
 }  // namespace
 
 void requantize_block_avx2(const RequantArgs& a) {
-  // A fused activation: the shared loops, vectorized by the compiler for this ISA (exp included).
-  if (a.act != Activation::kNone) return requantize_block_avx2_loops(a);
   int64_t r = 0;
   for (; r + 8 <= a.rows; r += 8) {
     switch (a.terms) {

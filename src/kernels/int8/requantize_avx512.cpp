@@ -12,6 +12,42 @@ namespace tern::kernels {
 
 namespace {
 
+// activation_math.h's functions on 16 lanes, the same operations in the same order (no FMA), so
+// every lane rounds as the scalar code does.
+inline __m512 exp_approx16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic), magic);
+  __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+  r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+inline __m512 activate16(__m512 v, Activation act, __m512 alpha, __m512 beta) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  auto hard_sigmoid = [&](__m512 x) {
+    return _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(alpha, x), beta), _mm512_setzero_ps()), one);
+  };
+  auto sigmoid = [&](__m512 x) {
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp_approx16(_mm512_xor_ps(x, _mm512_set1_ps(-0.0f)))));
+  };
+  switch (act) {
+    case Activation::kHardSigmoid: return hard_sigmoid(v);
+    case Activation::kHardSwish: return _mm512_mul_ps(v, hard_sigmoid(v));
+    case Activation::kSigmoid: return sigmoid(v);
+    case Activation::kSilu: return _mm512_mul_ps(v, sigmoid(v));
+    default: return v;
+  }
+}
+
 // One block of 16 channels over every column: the channel constants stay in registers (up to
 // kMaxTerms terms; more go through memory), the columns stream.
 template <int kTerms>
@@ -20,6 +56,7 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
   const __m512 lo2 = _mm512_set1_ps(a.lo2), hi2 = _mm512_set1_ps(a.hi2);
   const __m512 inv = _mm512_set1_ps(a.inv_scale), qlo = _mm512_set1_ps(a.qlo), qhi = _mm512_set1_ps(a.qhi);
   const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512 act_alpha = _mm512_set1_ps(a.act_alpha), act_beta = _mm512_set1_ps(a.act_beta);
   const __m512i zero = _mm512_set1_epi32(a.zero);
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
   const int terms = kTerms > 0 ? kTerms : a.terms;
@@ -42,6 +79,7 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
       v = _mm512_add_ps(v, _mm512_mul_ps(s, mj));
     }
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
+    if (a.act != Activation::kNone) v = activate16(v, a.act, act_alpha, act_beta);
     if (a.residual) {
       v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a.residual + col * a.residual_stride + r));
       v = _mm512_min_ps(_mm512_max_ps(v, lo2), hi2);
@@ -60,8 +98,6 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
 }  // namespace
 
 void requantize_block_avx512(const RequantArgs& a) {
-  // A fused activation: the shared loops, vectorized by the compiler for this ISA (exp included).
-  if (a.act != Activation::kNone) return requantize_block_avx512_loops(a);
   for (int64_t r = 0; r < a.rows; r += 16) {
     const int64_t left = a.rows - r;
     const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
