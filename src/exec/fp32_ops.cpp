@@ -114,7 +114,7 @@ Tensor gemm_packed(const OpContext& ctx, const Tensor& x, const PackedGemm& pack
 
 std::vector<Tensor> run(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out_shapes) {
   const OpRecord& r = record(ctx.node.op);
-  check(r.run != nullptr, ctx.who + ": operator has no implementation");
+  if (r.run == nullptr) throw Error(ctx.who + ": operator has no implementation");  // (every run: no message built)
   return r.run(ctx, in, out_shapes);
 }
 

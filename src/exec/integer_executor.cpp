@@ -138,7 +138,7 @@ struct IntegerExecutor::Impl {
     const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
     float t = 0.0f;
     for (int64_t i = 0; i < count; ++i) t = std::max(t, a.is_unsigned ? x[i] : std::fabs(x[i]));
-    check(std::isfinite(t), "integer engine: an image holds an infinite value");
+    if (!std::isfinite(t)) throw Error("integer engine: an image holds an infinite value");
     if (t == 0.0f) return 1.0f;  // every code is 0 at any scale
     return a.power_of_two ? quant::power_of_two_scale(t, qmax) : t / static_cast<float>(qmax);
   }

@@ -66,7 +66,7 @@ inline uint8_t quantize_code(float x, float scale, float lo, float hi, int32_t z
 
 // One image's dynamic scale, as the simulation picks it (an all-zero image keeps every code 0).
 float dynamic_scale(const Format& f, float max_abs) {
-  check(std::isfinite(max_abs), "integer engine: an activation holds an infinite or NaN value");
+  if (!std::isfinite(max_abs)) throw Error("integer engine: an activation holds an infinite or NaN value");
   if (max_abs == 0.0f) return 1.0f;
   return f.power_of_two ? quant::power_of_two_scale(max_abs, f.qmax()) : max_abs / f.hi();
 }
@@ -471,7 +471,7 @@ void run_gemm(LayerStep& s, int64_t images, ThreadPool* pool) {
   // Rows of a Gemm: one per image ([N, K]) or per token ([N, T, K] as a row of T pixels); the
   // codes are contiguous (a Gemm's input has no border).
   const int64_t positions = in.h * in.w, cols = images * positions;
-  check(in.pad == 0, L.node + ": a Gemm input with a border");
+  if (in.pad != 0) throw Error(L.node + ": a Gemm input with a border");  // (no message built per run)
   for (Buffer* b : s.out_codes) b->allocate(images);
   if (s.out_float) s.out_float->allocate(images);
   thread_local std::vector<int32_t> acc;
@@ -632,7 +632,7 @@ Tensor buffer_to_tensor(const Buffer& b, Shape shape, int64_t images) {
   shape[0] = images;
   Tensor t = Tensor::uninitialized(DataType::kFloat32, shape);
   float* dst = t.data<float>();
-  check(b.f.size() >= static_cast<size_t>(t.size()), "integer engine: '" + b.name + "' holds fewer values than its shape");
+  if (b.f.size() < static_cast<size_t>(t.size())) throw Error("integer engine: '" + b.name + "' holds fewer values than its shape");
   if (shape.size() != 4) {
     std::memcpy(dst, b.f.data(), static_cast<size_t>(t.size()) * sizeof(float));
     return t;
@@ -649,8 +649,9 @@ Tensor buffer_to_tensor(const Buffer& b, Shape shape, int64_t images) {
 // The inverse: a tensor of the buffer's geometry into the (allocated) buffer.
 void tensor_to_buffer(const Tensor& t, Buffer& b, int64_t images) {
   const int64_t hw = b.h * b.w;
-  check(t.size() == images * b.c * hw, "integer engine: '" + b.name + "': a result of " + std::to_string(t.size()) +
-                                           " values, planned " + std::to_string(images * b.c * hw));
+  if (t.size() != images * b.c * hw)
+    throw Error("integer engine: '" + b.name + "': a result of " + std::to_string(t.size()) + " values, planned " +
+                std::to_string(images * b.c * hw));
   const float* src = t.data<float>();
   if (t.rank() != 4) {
     std::memcpy(b.f.data(), src, static_cast<size_t>(t.size()) * sizeof(float));
@@ -1341,7 +1342,7 @@ struct Compiler {
                    }
                  }
                  std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
-                 check(y[0].size() == count, node.name + ": output size differs from the plan");
+                 if (y[0].size() != count) throw Error(node.name + ": output size differs from the plan");
                  std::memcpy(o->f.data(), y[0].data<float>(), static_cast<size_t>(count) * sizeof(float));
                });
       quantize_after(out, n.name);
@@ -1422,19 +1423,21 @@ Program::~Program() = default;
 
 std::vector<Tensor> Program::run(std::span<const Tensor> inputs) {
   Impl& P = *impl_;
-  check(inputs.size() == 1, "integer engine: expected 1 input, got " + std::to_string(inputs.size()));
+  // Messages are built only on failure: this runs for every inference.
+  if (inputs.size() != 1) throw Error("integer engine: expected 1 input, got " + std::to_string(inputs.size()));
   const Tensor& x = inputs[0];
-  check(x.dtype() == DataType::kFloat32, "input '" + P.input_name + "': expected float32");
-  check(x.rank() == static_cast<int64_t>(P.input_shape.size()) + 1 &&
-            std::equal(P.input_shape.begin(), P.input_shape.end(), x.shape().begin() + 1),
-        "input '" + P.input_name + "': shape " + to_string(x.shape()) + " does not fit the model's [N," +
-            to_string(P.input_shape).substr(1));
+  if (x.dtype() != DataType::kFloat32) throw Error("input '" + P.input_name + "': expected float32");
+  if (!(x.rank() == static_cast<int64_t>(P.input_shape.size()) + 1 &&
+        std::equal(P.input_shape.begin(), P.input_shape.end(), x.shape().begin() + 1)))
+    throw Error("input '" + P.input_name + "': shape " + to_string(x.shape()) + " does not fit the model's [N," +
+                to_string(P.input_shape).substr(1));
   const int64_t images = x.dim(0);
   double need = 0;  // every buffer is held for the whole run
   for (const auto& b : P.buffers)
     need += static_cast<double>(images) * static_cast<double>(b->image_elements()) * (b->codes ? 1.0 : 4.0);
   check_memory(need, "integer engine: a batch of " + std::to_string(images), "activation buffers");
-  for (float v : x.floats()) check(std::isfinite(v), "input '" + P.input_name + "': holds NaN or infinity");
+  for (float v : x.floats())
+    if (!std::isfinite(v)) throw Error("input '" + P.input_name + "': holds NaN or infinity");
   P.input = &x;
   for (Step& s : P.steps) {
     if (!P.profiling) {

@@ -131,9 +131,9 @@ std::vector<Tensor> run_pow(const OpContext& ctx, std::span<const Tensor* const>
     binary_typed<float, T>(base, exponent, y, [&](float p, float q) {
       double v = std::pow(static_cast<double>(p), static_cast<double>(q));
       if constexpr (std::is_integral_v<T>) {
-        check(std::isfinite(v) && v > static_cast<double>(std::numeric_limits<T>::lowest()) - 1.0 &&
-                  v < static_cast<double>(std::numeric_limits<T>::max()) + 1.0,
-              ctx.who + ": " + std::to_string(v) + " is outside " + to_string(in[0]->dtype()));
+        if (!(std::isfinite(v) && v > static_cast<double>(std::numeric_limits<T>::lowest()) - 1.0 &&
+              v < static_cast<double>(std::numeric_limits<T>::max()) + 1.0))  // per element: no message built
+          throw Error(ctx.who + ": " + std::to_string(v) + " is outside " + to_string(in[0]->dtype()));
       }
       return static_cast<T>(v);
     });

@@ -47,7 +47,8 @@ std::vector<Tensor> run_fake_quantize(const OpContext& ctx, std::span<const Tens
     if (a.dynamic) {
       float t = 0.0f;
       for (int64_t i = 0; i < per_image; ++i) t = std::max(t, a.is_unsigned ? src[i] : std::fabs(src[i]));
-      check(std::isfinite(t), ctx.who + (a.per_row ? ": row " : ": image ") + std::to_string(n) + " holds an infinite value");
+      if (!std::isfinite(t))  // (the message is built only on failure: this runs per row)
+        throw Error(ctx.who + (a.per_row ? ": row " : ": image ") + std::to_string(n) + " holds an infinite value");
       if (t == 0.0f) {  // nothing above zero: every code is 0
         for (int64_t i = 0; i < per_image; ++i) out[i] = std::isnan(src[i]) ? src[i] : 0.0f;
         continue;

@@ -140,7 +140,7 @@ std::vector<Tensor> run_dynamic_quantize(const OpContext& ctx, std::span<const T
   require_float(ctx, x, "x");
   float lo = 0.0f, hi = 0.0f;
   for (float v : x.floats()) {
-    check(std::isfinite(v), ctx.who + ": x holds a non-finite value");
+    if (!std::isfinite(v)) throw Error(ctx.who + ": x holds a non-finite value");  // per element: no message built
     lo = std::min(lo, v);
     hi = std::max(hi, v);
   }

@@ -54,7 +54,8 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
 }
 
 void require_float(const OpContext& ctx, const Tensor& t, const char* what) {
-  check(t.dtype() == DataType::kFloat32, ctx.who + ": " + what + " must be float32, got " + to_string(t.dtype()));
+  if (t.dtype() != DataType::kFloat32)  // (every run: the message is built only on failure)
+    throw Error(ctx.who + ": " + what + " must be float32, got " + to_string(t.dtype()));
 }
 
 int64_t window_output(int64_t in, int64_t kernel, int64_t stride, int64_t dilation, int64_t pad_begin, int64_t pad_end,
