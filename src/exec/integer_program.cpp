@@ -168,6 +168,8 @@ struct LayerStep {
     std::vector<int64_t> step_offset;            // implicit GEMM: of each K step
     std::vector<int32_t> stacked_sums;           // the active terms' row sums, stacked like the panels
     std::vector<const int32_t*> row_sums;        // per active term
+    std::vector<int8_t> panels;                  // the active terms' int8 panels, stacked (empty: one
+                                                 // int8 term, multiplied from its stored panels)
   };
   std::vector<Group> groups;
   std::vector<Epilogue> epilogues;               // of the group running now: one, or one per image
@@ -262,8 +264,9 @@ void finish_pixels(const LayerStep& s, const Epilogue& e, int64_t gi, int64_t n,
 }
 
 // The active terms' panels of group gi, stacked (term j's rows at j * padded rows), and their row
-// sums. Ternary terms are decoded here, once per run: the only int8 form they take, transient.
-// Decoding is split over the pool's threads (at batch 1 it is a tenth of the run).
+// sums. Convolutions decode ternary and int4 terms here once per level (prepare_layer) and keep
+// the int8 panels: decoding them on every run cost EfficientNet-B0 half its ternary speed at
+// batch 1. The program then holds the int8 form of those layers beside their codes.
 int64_t stack_panels(const LayerStep& s, int64_t gi, std::vector<int8_t>& out, std::vector<const int32_t*>& row_sums,
                      ThreadPool* pool) {
   const IntLayer& L = *s.L;
@@ -319,6 +322,12 @@ void prepare_layer(LayerStep& s) {
       const std::vector<int32_t>& sums = s.group(j, static_cast<int64_t>(gi)).row_sums;
       g.row_sums.push_back(sums.data());
       g.stacked_sums.insert(g.stacked_sums.end(), sums.begin(), sums.begin() + padded_rows);
+    }
+    // Ternary and int4 codes, and stacked terms, become int8 panels once per level (not per run).
+    const TermGroup& only = s.group(0, static_cast<int64_t>(gi));
+    if (!(L.active == 1 && !only.ternary && !only.int4)) {
+      std::vector<const int32_t*> unused;
+      stack_panels(s, static_cast<int64_t>(gi), g.panels, unused, nullptr);
     }
     // Implicit GEMM: k = tap * in + channel, 4 channels per step.
     if (s.mode == LayerStep::Mode::kImplicit)
@@ -382,16 +391,8 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     const int64_t stacked_rows = L.active * padded_rows;
     LayerStep::Group& group = s.groups[static_cast<size_t>(gi)];
     // One int8 term is multiplied from its stored panels; stacked terms and ternary / int4 codes
-    // are copied or decoded into the shared scratch once per run.
-    const TermGroup& only = s.group(0, gi);
-    const int8_t* panels = nullptr;
-    if (L.active == 1 && !only.ternary && !only.int4) {
-      panels = only.dense.data();
-    } else {
-      std::vector<const int32_t*> row_sums;
-      stack_panels(s, gi, *s.panels, row_sums, pool);
-      panels = s.panels->data();
-    }
+    // from the int8 panels prepare_layer made for this level.
+    const int8_t* panels = group.panels.empty() ? s.group(0, gi).dense.data() : group.panels.data();
     const std::vector<int32_t>& stacked_sums = group.stacked_sums;
     const std::vector<int64_t>& step_offset = group.step_offset;
     std::vector<Epilogue>& per_image = s.epilogues;  // (not thread_local: the workers read it)
