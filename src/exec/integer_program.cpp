@@ -172,6 +172,8 @@ struct LayerStep {
                                                  // int8 term, multiplied from its stored panels)
   };
   std::vector<Group> groups;
+  std::vector<std::vector<int32_t>> depthwise_sums;  // depthwise: each active term's sums per channel
+  std::optional<Epilogue> depthwise_epilogue;        // depthwise, static input scale: made once per level
   std::vector<Epilogue> epilogues;               // of the group running now: one, or one per image
   // A convolution whose input channels are not a multiple of 4 (a first layer on a grayscale
   // image): its weights with channels padded with zeros to `channels`, so that the implicit GEMM
@@ -316,6 +318,16 @@ void prepare_layer(LayerStep& s) {
       s.tap_offset[static_cast<size_t>(t)] =
           ((t / cs.kernel_w) * cs.dilation_h * in.wp() + (t % cs.kernel_w) * cs.dilation_w) * in.stride;
   s.groups.assign(static_cast<size_t>(L.depthwise() ? 0 : L.groups), {});
+  s.depthwise_sums.clear();
+  s.depthwise_epilogue.reset();
+  if (s.mode == LayerStep::Mode::kDepthwise)
+    for (int j = 0; j < L.active; ++j) {
+      std::vector<int32_t> sums(static_cast<size_t>(L.groups), 0);
+      const std::vector<int8_t>& w = L.terms[static_cast<size_t>(j)].depthwise;
+      for (int64_t t = 0; t < L.taps; ++t)
+        for (int64_t c = 0; c < L.groups; ++c) sums[static_cast<size_t>(c)] += w[static_cast<size_t>(t * L.groups + c)];
+      s.depthwise_sums.push_back(std::move(sums));
+    }
   for (size_t gi = 0; gi < s.groups.size(); ++gi) {
     LayerStep::Group& g = s.groups[gi];
     for (int j = 0; j < L.active; ++j) {
@@ -357,20 +369,18 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
 
   if (s.mode == LayerStep::Mode::kDepthwise) {
     const int64_t channels = L.groups;
-    std::vector<std::vector<int32_t>> sums(static_cast<size_t>(L.active));
     std::vector<const int32_t*> row_sums;
-    for (int j = 0; j < L.active; ++j) {
-      sums[static_cast<size_t>(j)].assign(static_cast<size_t>(channels), 0);
-      const std::vector<int8_t>& w = L.terms[static_cast<size_t>(j)].depthwise;
-      for (int64_t t = 0; t < L.taps; ++t)
-        for (int64_t c = 0; c < channels; ++c) sums[static_cast<size_t>(j)][static_cast<size_t>(c)] += w[static_cast<size_t>(t * channels + c)];
-      row_sums.push_back(sums[static_cast<size_t>(j)].data());
-    }
-    // The depthwise epilogue runs over all channels at once (rows = channels, group 0).
+    for (const std::vector<int32_t>& sums : s.depthwise_sums) row_sums.push_back(sums.data());
+    // The depthwise epilogue runs over all channels at once (rows = channels, group 0); with a
+    // static input scale it is the same on every run.
     const bool dynamic = in.format.dynamic;
-    std::vector<Epilogue> per_image(dynamic ? static_cast<size_t>(images) : 1);
+    std::vector<Epilogue> per_image(dynamic ? static_cast<size_t>(images) : 0);
     for (size_t n = 0; n < per_image.size(); ++n)
       make_epilogue(L, 0, channels, in.scales[n], zero, channels, row_sums, per_image[n]);
+    if (!dynamic && !s.depthwise_epilogue) {
+      s.depthwise_epilogue.emplace();
+      make_epilogue(L, 0, channels, in.scales[0], zero, channels, row_sums, *s.depthwise_epilogue);
+    }
     parallel(pool, images * out_h, [&](int64_t begin, int64_t end) {
       thread_local std::vector<int32_t> acc;
       acc.resize(static_cast<size_t>(L.active * out_w * channels));
@@ -380,8 +390,8 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
           kernels::depthwise_row_int8(origin(n, oh, 0), cs.stride_w * in.stride, tap_offset.data(), L.taps,
                                       L.terms[static_cast<size_t>(j)].depthwise.data(), channels, out_w,
                                       acc.data() + j * out_w * channels);
-        finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], 0, n, oh, 0, out_w, acc.data(), channels,
-                      out_w * channels);
+        finish_pixels(s, dynamic ? per_image[static_cast<size_t>(n)] : *s.depthwise_epilogue, 0, n, oh, 0, out_w, acc.data(),
+                      channels, out_w * channels);
       }
     });
     return;
