@@ -168,6 +168,7 @@ struct LayerStep {
     std::vector<int64_t> step_offset;            // implicit GEMM: of each K step
     std::vector<int32_t> stacked_sums;           // the active terms' row sums, stacked like the panels
     std::vector<const int32_t*> row_sums;        // per active term
+    std::optional<Epilogue> epilogue;            // with a static input scale: made once per level
     std::vector<int8_t> panels;                  // the active terms' int8 panels, stacked (empty: one
                                                  // int8 term, multiplied from its stored panels)
   };
@@ -407,9 +408,15 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     const std::vector<int64_t>& step_offset = group.step_offset;
     std::vector<Epilogue>& per_image = s.epilogues;  // (not thread_local: the workers read it)
     const bool dynamic = in.format.dynamic;
-    per_image.resize(dynamic ? static_cast<size_t>(images) : 1);
-    for (size_t n = 0; n < per_image.size(); ++n)
-      make_epilogue(L, gi * rows, rows, in.scales[n], zero, padded_rows, group.row_sums, per_image[n]);
+    if (dynamic) {
+      per_image.resize(static_cast<size_t>(images));
+      for (size_t n = 0; n < per_image.size(); ++n)
+        make_epilogue(L, gi * rows, rows, in.scales[n], zero, padded_rows, group.row_sums, per_image[n]);
+    } else if (!group.epilogue) {  // a static input scale: the same constants on every run
+      group.epilogue.emplace();
+      make_epilogue(L, gi * rows, rows, in.scales[0], zero, padded_rows, group.row_sums, *group.epilogue);
+    }
+    const Epilogue* fixed = dynamic ? nullptr : &*group.epilogue;
     // Work items: runs of output pixels within one output row, about 96 pixels each. Small maps
     // (batch 1, late layers) have too few rows to keep the threads busy: their items also split
     // the channels into blocks of two panels.
@@ -454,7 +461,7 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
         };
         if (!split) {  // every term's panels in one pass
           multiply(panels, stacked_sums.data(), stacked_rows, acc.data());
-          finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], gi, n, oh, ow0, cols, acc.data(), acc_rows,
+          finish_pixels(s, fixed ? *fixed : per_image[static_cast<size_t>(n)], gi, n, oh, ow0, cols, acc.data(), acc_rows,
                         padded_rows);
           continue;
         }
@@ -465,7 +472,7 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
           multiply(panels + first / kQPanelRows * panel_bytes, stacked_sums.data() + first, count,
                    acc.data() + j * block_rows);
         }
-        finish_pixels(s, per_image[dynamic ? static_cast<size_t>(n) : 0], gi, n, oh, ow0, cols, acc.data(), acc_rows,
+        finish_pixels(s, fixed ? *fixed : per_image[static_cast<size_t>(n)], gi, n, oh, ow0, cols, acc.data(), acc_rows,
                       block_rows, r0, count);
       }
     });
