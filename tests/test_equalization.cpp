@@ -138,6 +138,17 @@ TEST(CrossLayerEqualization, MakesPerTensorInt8WeightsMoreAccurate) {
   EXPECT_LT(equalized, 0.1 * plain) << "plain " << plain << ", equalized " << equalized;
   auto prov = nlohmann::json::parse(m.provenance_json);
   EXPECT_EQ(prov["equalization"]["pairs"].size(), 1u);
+  // The weights it replaced are gone: the model is no larger than without equalization.
+  o.equalize = false;
+  q::QuantizedModel plain_model = q::quantize_model(g, o, &x);
+  EXPECT_EQ(q::model_size(m).fp32, q::model_size(plain_model).fp32);
+  EXPECT_EQ(q::model_size(m).quantized, q::model_size(plain_model).quantized);
+  auto constants = [](const Graph& graph) {
+    int64_t n = 0;
+    for (const Value& v : graph.values) n += v.constant.has_value();
+    return n;
+  };
+  EXPECT_EQ(constants(m.graph), constants(plain_model.graph));
 }
 
 // x [N, T, 16] -> Mul(gamma) -> Add(beta) -> MatMul(W [16, 8]) (a LayerNorm's tail and a linear

@@ -330,6 +330,7 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
       SmoothingReport r = smooth_activations(rescaled, *calibration, *options.smooth_alpha, options.batch, pool);
       done["smoothing"] = {{"alpha", r.alpha}, {"inputs", r.inputs}};
     }
+    rescaled.compact();  // the replaced weights are no longer read: not stored, not counted
     QuantizeOptions rest = options;
     rest.equalize = false;
     rest.smooth_alpha.reset();
