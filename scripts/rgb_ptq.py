@@ -167,12 +167,23 @@ def write_main(path, rows, models, pages, head):
                 f.write(f"| {r['model']} | {r['config']} | | error | | | | | {r['error'].replace('|', '/')} | {r.get('commit', '')} |\n")
             else:
                 f.write(f"| {r['model']} | {r['config']} | {r['fp32_top1']:.2f} | {r['top1']:.2f} | {-r['drop_pp']:+.2f} | "
-                        f"{estimate(r)} | {r['size_bytes']:,} | {pct_of_int8(r):.1f} % | {r['ratio_to_fp32']:.2f}x | "
+                        f"{estimate(r)} | {size_cell(r)} | {pct_of_int8(r):.1f} % | {r['ratio_to_fp32']:.2f}x | "
                         f"{r.get('commit', '')} |\n")
+        f.write(size_notes(rows))
         f.write(commands_note(rows))
         for r in rows:
             f.write(f"- `{r['command']}`\n")
     os.replace(path + ".tmp", path)
+
+
+def size_cell(r):
+    """The size in bytes, marked when a note qualifies it (see size_notes)."""
+    return f"{r['size_bytes']:,}" + (" †" if r.get("size_note") else "")
+
+
+def size_notes(rows):
+    notes = list(dict.fromkeys(r["size_note"] for r in rows if r.get("size_note")))
+    return "".join(f"\n† {n}\n" for n in notes)
 
 
 def write_page(path, main, model, rows, head):
@@ -194,13 +205,14 @@ def write_page(path, main, model, rows, head):
             if "error" in r:
                 f.write(f"| {r['config']} | error | | | | | | {r['error'].replace('|', '/')} | {r.get('commit', '')} |\n")
             else:
-                f.write(f"| {r['config']} | {r['top1']:.2f} | {-r['drop_pp']:+.2f} | {estimate(r)} | {r['size_bytes']:,} | "
+                f.write(f"| {r['config']} | {r['top1']:.2f} | {-r['drop_pp']:+.2f} | {estimate(r)} | {size_cell(r)} | "
                         f"{pct_of_int8(r):.1f} % | {r['ratio_to_fp32']:.2f}x | {r['seconds']:.0f} | {r.get('commit', '')} |\n")
         if ok:
             f.write(f"\nTop-1 on {ok[0]['images']:,} test images. Time: the whole `tern quantize ... --eval` run "
                     "(quantization and both evaluations).\n")
         if plot:
             f.write(f"\n![{model}: top-1 against size]({os.path.basename(plot)})\n")
+        f.write(size_notes(rows))
         f.write(commands_note(rows))
         for r in rows:
             f.write(f"- {r['config']}: `{r['command']}`\n")
