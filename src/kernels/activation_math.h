@@ -11,12 +11,16 @@
 
 namespace tern::kernels {
 
-// e^x within 2 ulp for x in [-87, 88] (clamped there; e^-87 ~ 1.6e-38 is the least normal result):
+// e^x within 2 ulp for x in [-87, 88] (clamped there; e^-87 ~ 1.6e-38 is the least normal result;
+// NaN gives e^-87: callers that must propagate NaN test for it):
 // x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite, ln2 in two parts), a degree-6 polynomial for e^r
 // (Cephes' expf coefficients), and 2^n built in the exponent bits. n is rounded to nearest by
 // adding and subtracting 1.5 * 2^23 (exact in round-to-nearest arithmetic).
 static inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
+  // Clamped as vmaxps / vminps clamp (a NaN becomes -87, as in the intrinsic builds), so that the
+  // integer conversion below never sees a NaN.
+  x = x > -87.0f ? x : -87.0f;
+  x = x < 88.0f ? x : 88.0f;
   const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;

@@ -28,7 +28,8 @@ OpRecord float_unary(std::string_view onnx_name) {
 }
 
 float relu_f(float v) { return v > 0.0f ? v : 0.0f; }
-float sigmoid_f(float v) { return kernels::sigmoid(v); }  // the integer epilogue's, bit for bit
+// The integer epilogue's sigmoid, bit for bit; NaN stays NaN.
+float sigmoid_f(float v) { return std::isnan(v) ? v : kernels::sigmoid(v); }
 float tanh_f(float v) { return std::tanh(v); }
 float sqrt_f(float v) { return std::sqrt(v); }
 float erf_f(float v) { return std::erf(v); }
