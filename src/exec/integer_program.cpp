@@ -266,26 +266,21 @@ void finish_pixels(const LayerStep& s, const Epilogue& e, int64_t gi, int64_t n,
   }
 }
 
-// The active terms' panels of group gi, stacked (term j's rows at j * padded rows), and their row
-// sums. Convolutions decode ternary and int4 terms here once per level (prepare_layer) and keep
-// the int8 panels: decoding them on every run cost EfficientNet-B0 half its ternary speed at
-// batch 1. The program then holds the int8 form of those layers beside their codes.
-int64_t stack_panels(const LayerStep& s, int64_t gi, std::vector<int8_t>& out, std::vector<const int32_t*>& row_sums,
-                     ThreadPool* pool) {
+// The active terms' int8 panels of group gi, stacked (term j's rows at j * padded rows): ternary
+// and int4 codes decoded, int8 copied. prepare_layer makes them once per level; decoding on every
+// run had cost MobileNetV3-large more than half its ternary time at batch 1.
+std::vector<int8_t> stacked_panels(const LayerStep& s, int64_t gi) {
   const IntLayer& L = *s.L;
   int64_t total = 0;
-  row_sums.clear();
   for (int j = 0; j < L.active; ++j) total += s.group(j, gi).panel_bytes();
-  if (out.size() < static_cast<size_t>(total)) out.resize(static_cast<size_t>(total));
+  std::vector<int8_t> out(static_cast<size_t>(total));
   int64_t offset = 0;
   for (int j = 0; j < L.active; ++j) {
     const TermGroup& tg = s.group(j, gi);
-    int8_t* dst = out.data() + offset;
-    parallel(pool, tg.panel_count(), [&](int64_t begin, int64_t end) { tg.panels(dst, begin, end); });
+    tg.panels(out.data() + offset);
     offset += tg.panel_bytes();
-    row_sums.push_back(tg.row_sums.data());
   }
-  return offset;
+  return out;
 }
 
 // Zero weights for the channels between L.in and the next multiple of 4 (see LayerStep::padded).
@@ -338,10 +333,7 @@ void prepare_layer(LayerStep& s) {
     }
     // Ternary and int4 codes, and stacked terms, become int8 panels once per level (not per run).
     const TermGroup& only = s.group(0, static_cast<int64_t>(gi));
-    if (!(L.active == 1 && !only.ternary && !only.int4)) {
-      std::vector<const int32_t*> unused;
-      stack_panels(s, static_cast<int64_t>(gi), g.panels, unused, nullptr);
-    }
+    if (!(L.active == 1 && !only.ternary && !only.int4)) g.panels = stacked_panels(s, static_cast<int64_t>(gi));
     // Implicit GEMM: k = tap * in + channel, 4 channels per step.
     if (s.mode == LayerStep::Mode::kImplicit)
       for (int64_t st = 0; st < steps; ++st)
