@@ -119,9 +119,9 @@ TEST(PackCodes, UnpackRejectsInvalidFieldsPaddingAndLengths) {
 //   -> Relu -> conv3 (8->16, 3x3, bias; 5x5 -> 3x3) -> GlobalAveragePool -> Flatten -> fc (16->10)
 // conv2's 6 input channels make group size 4 leave a remainder (groups of 4 and 2).
 
-std::string conv_model() {
+std::string conv_model(int64_t batch = -1) {
   B b;
-  b.input("x", {-1, 3, 7, 7});
+  b.input("x", {batch, 3, 7, 7});
   b.floats("w1", {6, 3, 3, 3}, random_floats(162, 11));
   b.floats("b1", {6}, random_floats(6, 12));
   b.floats("w2", {8, 6, 3, 3}, random_floats(432, 13));
@@ -442,6 +442,44 @@ TEST(QuantizedModelFile, LoadGraphOnAQuantizedFileIsAClearError) {
       EXPECT_NE(msg.find("quantized"), std::string::npos) << "the message should say why: " << msg;
       EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models whose exporter fixed the batch in the input shape ([1,3,7,7]) calibrate in batches of it.
+
+TEST(FixedBatch, CalibratesInBatchesOfTheInputsFixedBatch) {
+  auto scales = [](const q::QuantizedModel& m) {
+    std::vector<float> s;
+    for (const q::QuantizedLayer& l : m.layers)
+      if (l.input) s.push_back(l.input->scale);
+    return s;
+  };
+  q::QuantizeOptions o = ternary_options(q::TernaryMethod::kFgq, 4);  // asks for batches of 10
+  q::QuantizeOptions per_image = o;
+  per_image.batch = 1;
+  const std::vector<float> want = scales(q::quantize_model(fp32_graph(), per_image, &calibration_images()));
+  ASSERT_FALSE(want.empty());
+  Graph one = import_onnx_bytes(conv_model(1), "batch1.onnx");
+  EXPECT_EQ(one.fixed_batch(), 1);
+  EXPECT_EQ(fp32_graph().fixed_batch(), 0);
+  EXPECT_EQ(scales(q::quantize_model(one, o, &calibration_images())), want);
+
+  // A fixed batch of 5 over 24 images: 20 of them, in batches of 5.
+  Graph five = import_onnx_bytes(conv_model(5), "batch5.onnx");
+  q::QuantizeOptions by5 = o;
+  by5.batch = 5;
+  const float* all = calibration_images().data<float>();
+  Tensor first20 = Tensor::from_floats({20, 3, 7, 7}, std::vector<float>(all, all + 20 * 3 * 7 * 7));
+  EXPECT_EQ(scales(q::quantize_model(five, o, &calibration_images())), scales(q::quantize_model(fp32_graph(), by5, &first20)));
+
+  // Fewer images than the fixed batch: a clear error.
+  Graph many = import_onnx_bytes(conv_model(32), "batch32.onnx");
+  try {
+    q::quantize_model(many, o, &calibration_images());
+    ADD_FAILURE() << "24 images cannot fill a fixed batch of 32";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("batch is fixed at 32"), std::string::npos) << e.what();
   }
 }
 

@@ -230,6 +230,10 @@ class Graph {
 
   // Drops constants and values no node or output references; renumbers ids.
   void compact();
+
+  // The batch an exporter fixed in the first input's shape ([1,3,224,224]: 1), or 0 when that
+  // dimension is dynamic or unknown. Tools that run many images feed such a model in batches of it.
+  int64_t fixed_batch() const;
 };
 
 }  // namespace tern

@@ -896,7 +896,7 @@ int cmd_compare(int argc, char** argv) {
   if (args.positional().size() != 2)
     throw UsageError("'tern compare' takes REFERENCE and MODEL, got " + std::to_string(args.positional().size()) + " arguments");
   const std::string ref_path = args.positional()[0], model_path = args.positional()[1];
-  const int64_t limit = args.get_int("limit", 1000, 1, int64_t{1} << 40), batch = args.get_int("batch", 50, 1, 1 << 16);
+  const int64_t limit = args.get_int("limit", 1000, 1, int64_t{1} << 40);
   const int64_t layer_images = args.get_int("layer-images", 64, 0, 1 << 20);
   LoadedModel ref = load_model(ref_path, std::nullopt, input_shapes(args));
   check(!ref.quantized, ref_path + ": the reference must be a float model (.onnx or an FP32 .tern)");
@@ -906,6 +906,14 @@ int cmd_compare(int argc, char** argv) {
   tern::Preprocess pre = tern::preprocess_from_metadata(loaded.graph).given ? preprocess(args, loaded.graph) : preprocess(args, ref.graph);
   tern::Dataset data = load_data(args, nullptr, "", false);
   int64_t total = std::min(limit, data.size());
+  // A batch fixed in the model's input shape is the batch (a tail shorter than it is left out).
+  const int64_t fixed = ref.graph.fixed_batch();
+  const int64_t batch = fixed > 0 ? fixed : args.get_int("batch", 50, 1, 1 << 16);
+  if (fixed > 1) {
+    check(total >= fixed, ref_path + ": the input's batch is fixed at " + std::to_string(fixed) + " and there are only " +
+                              std::to_string(total) + " images");
+    total = total / fixed * fixed;
+  }
   std::optional<tern::quant::QuantizedModel> quantized = loaded.quantized;
   Runner runner = make_runner(args, model_path, loaded.graph, quantized, loaded.engine());
   tern::Executor reference = naming(ref_path, [&] { return tern::Executor(ref.graph); });
@@ -925,8 +933,9 @@ int cmd_compare(int argc, char** argv) {
   }
   std::vector<tern::OutputComparison> outputs = comparer.result();
   std::vector<tern::LayerComparison> layers;
-  if (loaded.quantized && layer_images > 0) {
-    tern::Tensor x = tern::make_batch(data, 0, std::min(layer_images, data.size()), pre, model_input);
+  const int64_t layer_count = fixed > 1 ? std::min(layer_images, data.size()) / fixed * fixed : std::min(layer_images, data.size());
+  if (loaded.quantized && layer_count > 0) {
+    tern::Tensor x = tern::make_batch(data, 0, layer_count, pre, model_input);
     layers = naming(model_path, [&] { return tern::compare_layers(*loaded.quantized, ref.graph, x); });
   }
   std::vector<size_t> order(layers.size());
@@ -963,7 +972,7 @@ int cmd_compare(int argc, char** argv) {
   if (!layers.empty()) {
     std::printf("\nper layer, on %lld images, worst first. alone: SQNR of the model output with only this layer quantized;\n"
                 "accumulated: SQNR of this layer's output in the quantized model\n",
-                static_cast<long long>(std::min(layer_images, data.size())));
+                static_cast<long long>(layer_count));
     std::printf("%-48s %-44s %9s %12s\n", "layer", "precision", "alone dB", "accum. dB");
     for (size_t i : order)
       std::printf("%-48s %-44s %9s %12s\n", layers[i].node.c_str(), layers[i].precision.c_str(), db_text(layers[i].alone_sqnr_db).c_str(),

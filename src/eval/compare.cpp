@@ -120,6 +120,7 @@ quant::QuantizedModel keep_quantized(const quant::QuantizedModel& model, const G
 std::vector<LayerComparison> compare_layers(const quant::QuantizedModel& model, const Graph& reference, const Tensor& images,
                                             int64_t batch) {
   check(batch >= 1 && images.rank() >= 1 && images.dim(0) >= 1, "compare: no images for the per-layer analysis");
+  if (reference.fixed_batch() > 0) batch = reference.fixed_batch();  // the exporter's fixed batch
   std::vector<LayerComparison> layers;
   std::vector<std::optional<double>> accumulated = quant::output_sqnr(model, reference, images, batch);
   // The reference's outputs once; then each layer alone.

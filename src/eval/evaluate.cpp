@@ -19,8 +19,15 @@ EvalResult evaluate_classifier(InferenceEngine& executor, const Dataset& data, c
   check(data.labelled(), data.name + ": has no labels to score (class sub-folders, an IDX labels file, or --labels Y.npy)");
   EvalResult r;
   int64_t correct1 = 0, correct5 = 0;
-  for (int64_t begin = 0; begin < total; begin += options.batch) {
-    int64_t count = std::min(options.batch, total - begin);
+  // A batch the exporter fixed in the input shape is the batch; a tail shorter than it is left out.
+  const int64_t batch = graph.fixed_batch() > 0 ? graph.fixed_batch() : options.batch;
+  if (graph.fixed_batch() > 1) {
+    check(total >= batch, data.name + ": " + std::to_string(total) + " images, fewer than the model's fixed batch of " +
+                              std::to_string(batch));
+    total = total / batch * batch;
+  }
+  for (int64_t begin = 0; begin < total; begin += batch) {
+    int64_t count = std::min(batch, total - begin);
     Tensor x = make_batch(data, begin, count, norm, input_shape);
     auto start = std::chrono::steady_clock::now();
     Tensor y = executor.run(x);

@@ -79,6 +79,12 @@ void Graph::validate() const {
   }
 }
 
+int64_t Graph::fixed_batch() const {
+  if (inputs.empty()) return 0;
+  const Value& v = value(inputs[0]);
+  return v.shape_known && !v.shape.empty() && v.shape[0] > 0 ? v.shape[0] : 0;
+}
+
 void Graph::compact() {
   std::vector<int> uses = consumer_counts();
   for (ValueId id : inputs) ++uses[static_cast<size_t>(id)];

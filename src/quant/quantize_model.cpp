@@ -316,6 +316,17 @@ void quantize_biases(QuantizedModel& m, const Graph& fp32) {
 QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options, const Tensor* calibration,
                               ThreadPool* pool) {
   const std::string& src = graph.source;
+  // An input shape with a fixed batch ([1,3,224,224], as many exporters write): every stage runs
+  // the calibration images in batches of it, and a tail that cannot fill one is left out.
+  if (int64_t fixed = graph.fixed_batch(); fixed > 0 && options.batch != fixed) {
+    QuantizeOptions o = options;
+    o.batch = fixed;
+    if (!calibration || calibration->dim(0) % fixed == 0) return quantize_model(graph, o, calibration, pool);
+    check(calibration->dim(0) >= fixed, src + ": the input's batch is fixed at " + std::to_string(fixed) + " and there are only " +
+                                            std::to_string(calibration->dim(0)) + " calibration images");
+    Tensor whole = slice_images(*calibration, 0, calibration->dim(0) / fixed * fixed);
+    return quantize_model(graph, o, &whole, pool);
+  }
   // Rescalings first: every later stage (calibration, rounding, bias correction, budgets) takes the
   // rescaled graph as its FP32 reference.
   if (options.equalize || options.smooth_alpha) {
