@@ -103,6 +103,14 @@ if "$tern" --help | grep -q "^  train"; then
   expect_error 1 "bad.ckpt" -- "$tern" train "$model" -o "$work/tr.onnx" --train-images 256 --no-test --resume "$work/bad.ckpt" --no-progress
   [ -e "$work/tr.onnx" ] && fail "train left an output file behind after an error"
 fi
+# tern export: ONNX that tern reads back; bad input is a one-line error and writes nothing.
+"$tern" export "$model" -o "$work/exp.onnx" >/dev/null || fail "export of an FP32 model failed"
+"$tern" inspect "$work/exp.onnx" >/dev/null || fail "the exported model does not import"
+expect_error 2 "-o OUT.onnx" -- "$tern" export "$model"
+expect_error 1 "text.onnx" -- "$tern" export "$work/text.onnx" -o "$work/bad.onnx"
+[ -e "$work/bad.onnx" ] && fail "export left an output file behind after an error"
+expect_error 1 "same file" -- "$tern" export "$model" -o "$model"
+expect_error 2 "--level" -- "$tern" export "$model" -o "$work/bad.onnx" --level x
 expect_error 2 "--m" -- "$tern" accum --n 100 --m 60
 expect_error 1 "text.onnx" -- "$tern" accum "$work/text.onnx"
 

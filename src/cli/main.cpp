@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -33,6 +34,7 @@
 #include "tern/integer_executor.h"
 #include "tern/limits.h"
 #include "tern/model_io.h"
+#include "tern/onnx_export.h"
 #include "tern/onnx_import.h"
 #include "tern/passes.h"
 #include "tern/quantized_model.h"
@@ -135,6 +137,13 @@ commands:
   bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max] [--engine simulated|integer]
              [--verbose]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
+  export MODEL -o OUT.onnx [--level K|max] [--json]
+      writes the model as standard ONNX (opset 17) for other runtimes: a quantized model as QDQ
+      (int8 weights times a step per output channel behind DequantizeLinear, int32 biases, each
+      quantized activation as QuantizeLinear -> DequantizeLinear), which ONNX Runtime runs with its
+      int8 kernels. Ternary and int4 weights are written as the int8 values they are (codes times
+      group units). Then re-reads the file and runs it beside tern's simulation on random inputs:
+      prints where ONNX cannot state what tern computes and the largest output difference.
 
   SPEC (--data): a folder of JPEG/PNG images, one sub-folder per class (ImageNet layout; sorted
   names are labels 0, 1, ...) or the images alone (unlabelled: calibration); fashion-mnist
@@ -1015,6 +1024,51 @@ int cmd_run(int argc, char** argv) {
   return 0;
 }
 
+int cmd_export(int argc, char** argv) {
+  Args args("export", argc, argv, 2, {"output", "level", "input-shape"}, {"json"});
+  std::string model = args.model("export");
+  if (!args.has("output")) throw UsageError("'tern export' needs -o OUT.onnx");
+  const std::string out = args.get("output");
+  tern::check_output_paths({model}, {out});
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
+  tern::OnnxExportReport report;
+  std::string bytes = naming(model, [&] {
+    return loaded.quantized ? tern::qdq_onnx_bytes(*loaded.quantized, &report) : tern::graph_onnx_bytes(loaded.graph, &report);
+  });
+  // Random inputs (batch 2 where the batch is free) through both: the file must compute tern's model.
+  check(loaded.graph.inputs.size() == 1, model + ": export checks single-input models");
+  const tern::Value& in = loaded.graph.value(loaded.graph.inputs[0]);
+  check(in.shape_known && in.dtype == tern::DataType::kFloat32, model + ": export checks a float input of known rank");
+  tern::Shape shape = in.shape;
+  for (size_t d = 0; d < shape.size(); ++d)
+    if (shape[d] < 0) shape[d] = d == 0 ? 2 : 1;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(tern::element_count(shape)));
+  for (float& v : x) v = normal(rng);
+  tern::ExportCheck c = naming(out, [&] { return tern::check_export(loaded.graph, bytes, tern::Tensor::from_floats(shape, x)); });
+  tern::write_file_atomically(out, {std::span<const char>(bytes.data(), bytes.size())});
+  if (args.flag("json")) {
+    nlohmann::json j = {{"model", model}, {"output", out}, {"bytes", bytes.size()}, {"opset", 17}, {"nodes", report.nodes},
+                        {"int8_layers", report.int8_layers}, {"float_layers", report.float_layers},
+                        {"quantized_activations", report.quantized_activations}, {"notes", report.notes},
+                        {"check", {{"inputs", tern::to_string(shape)}, {"values", c.values}, {"differing", c.differing},
+                                   {"max_abs_diff", c.max_abs_diff}, {"max_abs_reference", c.max_abs_reference}}}};
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  std::printf("wrote   %s (%zu bytes, opset 17, %lld nodes)\n", out.c_str(), bytes.size(), static_cast<long long>(report.nodes));
+  if (loaded.quantized)
+    std::printf("layers  %lld with int8 weights + DequantizeLinear, %lld with float32 weights; %lld quantized activations\n",
+                static_cast<long long>(report.int8_layers), static_cast<long long>(report.float_layers),
+                static_cast<long long>(report.quantized_activations));
+  for (const std::string& n : report.notes) std::printf("note    %s\n", n.c_str());
+  std::printf("check   on random inputs %s: %lld of %lld output values differ from tern's, by at most %.3g (outputs up to %.3g)\n",
+              tern::to_string(shape).c_str(), static_cast<long long>(c.differing), static_cast<long long>(c.values),
+              c.max_abs_diff, c.max_abs_reference);
+  return 0;
+}
+
 int cmd_inspect(int argc, char** argv) {
   Args args("inspect", argc, argv, 2, {"level", "input-shape"}, {"json"});
   std::string model = args.model("inspect");
@@ -1178,6 +1232,7 @@ int main(int argc, char** argv) {
     if (command == "run") return cmd_run(n, args);
     if (command == "compare") return cmd_compare(n, args);
     if (command == "inspect") return cmd_inspect(n, args);
+    if (command == "export") return cmd_export(n, args);
     if (command == "bench") return cmd_bench(n, args);
     if (command == "accum") return cmd_accum(n, args);
     if (command == "version" || command == "--version") {

@@ -13,49 +13,6 @@ namespace {
 using kernels::kQPanelRows;
 using kernels::kQStep;
 
-// The exact integer form of a term: w[o][k] (tap-major within each group) with w * step[o] its
-// value. nullopt (and `why`) when there is none.
-// units (when not null) receives each weight's group unit (1 without two-level scales), same order.
-std::optional<std::vector<int8_t>> integer_weights(const quant::QuantizedLayer& l, const quant::QuantizedWeights& q,
-                                                   std::vector<float>& step, std::string& why,
-                                                   std::vector<uint8_t>* units = nullptr) {
-  using namespace quant;
-  if (l.config.log_scales) {
-    why = "logarithmic group scales";
-    return std::nullopt;
-  }
-  const WeightGrouping& g = q.grouping;
-  const int64_t out = g.out, in = g.in, taps = g.taps;
-  const bool two_level = !q.filter_steps.empty();
-  step.assign(static_cast<size_t>(out), 0.0f);
-  std::vector<int8_t> w(static_cast<size_t>(out * in * taps));
-  if (units) units->assign(w.size(), 1);
-  for (int64_t o = 0; o < out; ++o) {
-    const GroupScales& first = q.scales[static_cast<size_t>(g.group_of(o, 0, 0))];
-    step[static_cast<size_t>(o)] = two_level ? q.filter_steps[static_cast<size_t>(o)] : first.positive;
-    for (int64_t c = 0; c < in; ++c)
-      for (int64_t t = 0; t < taps; ++t) {
-        const GroupScales& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
-        int code = q.codes[static_cast<size_t>((o * in + c) * taps + t)];
-        int value = code;
-        if (two_level) {
-          float st = q.filter_steps[static_cast<size_t>(o)];
-          int unit = scale_unit(code >= 0 ? s.positive : s.negative, st, false);
-          value = code * unit;
-          if (units) (*units)[static_cast<size_t>((o * taps + t) * in + c)] = static_cast<uint8_t>(std::clamp(unit, 0, 255));
-        } else if (s.positive != first.positive || s.negative != first.positive) {
-          why = s.positive != s.negative ? "asymmetric float32 scales" : "float32 scales per group";
-          return std::nullopt;
-        }
-        if (value < -127 || value > 127) {
-          why = "codes times group units exceed int8";
-          return std::nullopt;
-        }
-        w[static_cast<size_t>((o * taps + t) * in + c)] = static_cast<int8_t>(value);  // tap-major
-      }
-  }
-  return w;
-}
 
 // The most K steps per block (16, 8, 4, 2 or 1) over which value_of(row, step) is one number
 // wherever it is nonzero (0: "no value here").
@@ -120,6 +77,50 @@ std::optional<kernels::Int4Panels> int4_form(const int8_t* w, const int8_t* code
 }
 
 }  // namespace
+
+// The exact integer form of a term: w[o][k] (tap-major within each group) with w * step[o] its
+// value. nullopt (and `why`) when there is none.
+// units (when not null) receives each weight's group unit (1 without two-level scales), same order.
+std::optional<std::vector<int8_t>> term_integer_weights(const quant::QuantizedLayer& l, const quant::QuantizedWeights& q,
+                                                        std::vector<float>& step, std::string& why,
+                                                        std::vector<uint8_t>* units) {
+  using namespace quant;
+  if (l.config.log_scales) {
+    why = "logarithmic group scales";
+    return std::nullopt;
+  }
+  const WeightGrouping& g = q.grouping;
+  const int64_t out = g.out, in = g.in, taps = g.taps;
+  const bool two_level = !q.filter_steps.empty();
+  step.assign(static_cast<size_t>(out), 0.0f);
+  std::vector<int8_t> w(static_cast<size_t>(out * in * taps));
+  if (units) units->assign(w.size(), 1);
+  for (int64_t o = 0; o < out; ++o) {
+    const GroupScales& first = q.scales[static_cast<size_t>(g.group_of(o, 0, 0))];
+    step[static_cast<size_t>(o)] = two_level ? q.filter_steps[static_cast<size_t>(o)] : first.positive;
+    for (int64_t c = 0; c < in; ++c)
+      for (int64_t t = 0; t < taps; ++t) {
+        const GroupScales& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
+        int code = q.codes[static_cast<size_t>((o * in + c) * taps + t)];
+        int value = code;
+        if (two_level) {
+          float st = q.filter_steps[static_cast<size_t>(o)];
+          int unit = scale_unit(code >= 0 ? s.positive : s.negative, st, false);
+          value = code * unit;
+          if (units) (*units)[static_cast<size_t>((o * taps + t) * in + c)] = static_cast<uint8_t>(std::clamp(unit, 0, 255));
+        } else if (s.positive != first.positive || s.negative != first.positive) {
+          why = s.positive != s.negative ? "asymmetric float32 scales" : "float32 scales per group";
+          return std::nullopt;
+        }
+        if (value < -127 || value > 127) {
+          why = "codes times group units exceed int8";
+          return std::nullopt;
+        }
+        w[static_cast<size_t>((o * taps + t) * in + c)] = static_cast<int8_t>(value);  // tap-major
+      }
+  }
+  return w;
+}
 
 TermGroup make_term_group(const int8_t* w, int64_t rows, int64_t depth, bool int4, const int8_t* codes,
                           const uint8_t* units) {
@@ -262,7 +263,7 @@ std::optional<IntLayer> build_int_layer(const quant::QuantizedLayer& l, const No
     IntTerm term;
     std::string why;
     std::vector<uint8_t> units;
-    std::optional<std::vector<int8_t>> w = integer_weights(l, q, term.step, why, &units);
+    std::optional<std::vector<int8_t>> w = term_integer_weights(l, q, term.step, why, &units);
     if (!w) return fail(why);
     // Int4 codes in the same tap-major order as w (for int4 codes times units).
     const bool int4 = l.config.format == quant::WeightFormat::kInt && l.config.bits <= 4;

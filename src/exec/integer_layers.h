@@ -67,6 +67,15 @@ struct IntLayer {
   bool depthwise() const { return !gemm && in == 1 && groups > 1 && rows() == 1; }
 };
 
+// The exact integer form of one term of layer l: w[o][k], K tap-major within each group
+// (k = tap * channels + channel), values in [-127, 127], with w * step[o] the term's dequantized
+// weight. nullopt and `why` when there is none (logarithmic or float32 group scales, codes times
+// units above 127). units (when not null) receives each weight's group unit (1 without two-level
+// scales), same order.
+std::optional<std::vector<int8_t>> term_integer_weights(const quant::QuantizedLayer& l, const quant::QuantizedWeights& q,
+                                                        std::vector<float>& step, std::string& why,
+                                                        std::vector<uint8_t>* units = nullptr);
+
 // Builds the integer form of quantized layer `l` (its node in `g`); nullopt and `why` when it has
 // none (float32 input, logarithmic or per-group float scales, codes times units above 127, ...).
 std::optional<IntLayer> build_int_layer(const quant::QuantizedLayer& l, const Node& node, const Graph& g,

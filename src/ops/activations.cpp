@@ -105,6 +105,20 @@ std::vector<Tensor> run_clip(const OpContext& ctx, std::span<const Tensor* const
 
 bool clip_non_negative(const SignCall& c) { return c.node.attr<ClipAttrs>().lo >= 0.0f || c.input_non_negative(0); }
 
+void export_clip(OnnxWriter& w) {
+  std::vector<std::string> ins = w.inputs;
+  if (ins.size() == 1) {  // bounds folded into the attributes
+    const ClipAttrs& a = w.node.attr<ClipAttrs>();
+    auto bound = [&](float v, const char* hint) {
+      return std::isfinite(v) ? w.constant(w.outputs[0] + hint, Tensor::from_floats({}, std::vector<float>{v})) : std::string();
+    };
+    ins.push_back(bound(a.lo, "/min"));
+    ins.push_back(bound(a.hi, "/max"));
+    while (ins.size() > 1 && ins.back().empty()) ins.pop_back();
+  }
+  w.emit("Clip", ins, w.outputs);
+}
+
 OpRecord clip() {
   OpRecord r;
   r.onnx_names = {"Clip"};
@@ -115,6 +129,7 @@ OpRecord clip() {
   r.keeps_batch = keeps_batch_always;
   r.non_negative = clip_non_negative;
   r.integer = IntegerUse::kOnCodes;
+  r.export_onnx = export_clip;
   return r;
 }
 
@@ -132,6 +147,10 @@ std::vector<Tensor> run_leaky_relu(const OpContext& ctx, std::span<const Tensor*
   return {unary(ctx, *in[0], [alpha](float v) { return v >= 0.0f ? v : v * alpha; })};
 }
 
+void export_leaky_relu(OnnxWriter& w) {
+  w.attr(w.emit("LeakyRelu", w.inputs, w.outputs), "alpha", w.node.attr<LeakyReluAttrs>().alpha);
+}
+
 OpRecord leaky_relu() {
   OpRecord r;
   r.onnx_names = {"LeakyRelu"};
@@ -140,6 +159,7 @@ OpRecord leaky_relu() {
   r.shapes = same_shape;
   r.run = run_leaky_relu;
   r.keeps_batch = keeps_batch_always;
+  r.export_onnx = export_leaky_relu;
   return r;
 }
 
@@ -169,6 +189,20 @@ std::vector<Tensor> run_hard_sigmoid(const OpContext& ctx, std::span<const Tenso
 
 bool hard_sigmoid_non_negative(const SignCall& c) { return !c.node.attr<AffineAttrs>().multiply_input; }
 
+// HardSwish when the constants are its own (opset 14), else x * HardSigmoid(x).
+void export_hard_sigmoid(OnnxWriter& w) {
+  const AffineAttrs& a = w.node.attr<AffineAttrs>();
+  if (a.multiply_input && a.alpha == 1.0f / 6.0f && a.beta == 0.5f) {
+    w.emit("HardSwish", w.inputs, w.outputs);
+    return;
+  }
+  std::string gate = a.multiply_input ? w.temp(w.outputs[0] + "/gate") : w.outputs[0];
+  size_t n = w.emit("HardSigmoid", w.inputs, {gate});
+  w.attr(n, "alpha", a.alpha);
+  w.attr(n, "beta", a.beta);
+  if (a.multiply_input) w.emit("Mul", {w.inputs[0], gate}, w.outputs);
+}
+
 OpRecord hard_sigmoid() {
   OpRecord r;
   r.onnx_names = {"HardSigmoid", "HardSwish"};
@@ -178,6 +212,7 @@ OpRecord hard_sigmoid() {
   r.run = run_hard_sigmoid;
   r.keeps_batch = keeps_batch_always;
   r.non_negative = hard_sigmoid_non_negative;
+  r.export_onnx = export_hard_sigmoid;
   return r;
 }
 

@@ -91,6 +91,14 @@ bool conv_non_negative(const SignCall& c) { return c.node.attr<ConvAttrs>().clam
 
 std::pair<float, float> conv_clamp(const Node& n) { return {n.attr<ConvAttrs>().clamp_lo, n.attr<ConvAttrs>().clamp_hi}; }
 
+void export_conv(OnnxWriter& w) {
+  const ConvAttrs& a = w.node.attr<ConvAttrs>();
+  std::string out = w.clamped_output(a.clamp_lo, a.clamp_hi);
+  size_t n = w.emit("Conv", w.inputs, {out});
+  export_window(w, n, a.auto_pad, a.kernel, a.strides, a.pads, a.dilations);
+  w.attr(n, "group", a.group);
+}
+
 OpRecord conv() {
   OpRecord r;
   r.onnx_names = {"Conv"};
@@ -103,6 +111,7 @@ OpRecord conv() {
   r.counts_parameters = true;
   r.macs = macs_per_output_times_weight;
   r.fused_clamp = conv_clamp;
+  r.export_onnx = export_conv;
   return r;
 }
 

@@ -65,6 +65,39 @@ std::vector<Tensor> run_fake_quantize(const OpContext& ctx, std::span<const Tens
   return {y};
 }
 
+// QuantizeLinear -> DequantizeLinear at the same scale and zero point (u8 or s8). ONNX rounds
+// x / scale half to even where tern rounds half away from zero, and saturates s8 at -128 where
+// tern's symmetric codes stop at -127: the two differ by one step at exact ties and below -127.
+// Fewer than 8 bits clip first to the codes' range. A dynamic scale has no QDQ form: the value
+// stays float (noted).
+void export_fake_quantize(OnnxWriter& w) {
+  const FakeQuantAttrs& a = w.node.attr<FakeQuantAttrs>();
+  if (a.dynamic) {
+    w.note("dynamic activation scales (chosen per " + std::string(a.per_row ? "row" : "image") +
+           " at run time) have no QDQ form: '" + w.inputs[0] + "' stays float32");
+    w.emit("Identity", w.inputs, w.outputs);
+    return;
+  }
+  const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
+  std::string x = w.inputs[0];
+  if (a.bits < 8) {  // clip to the codes' range first: u8/s8 would keep more
+    const float lo = a.is_unsigned ? -static_cast<float>(a.zero_point) * a.scale : -static_cast<float>(qmax) * a.scale;
+    const float hi = static_cast<float>(qmax - a.zero_point) * a.scale;
+    std::string clipped = w.temp(w.outputs[0] + "/clipped");
+    w.emit("Clip", {x, w.constant(w.outputs[0] + "/min", Tensor::from_floats({}, std::vector<float>{lo})),
+                    w.constant(w.outputs[0] + "/max", Tensor::from_floats({}, std::vector<float>{hi}))},
+           {clipped});
+    x = clipped;
+  }
+  Tensor zero = a.is_unsigned ? Tensor(DataType::kUInt8, {}) : Tensor(DataType::kInt8, {});
+  if (a.is_unsigned) zero.data<uint8_t>()[0] = static_cast<uint8_t>(a.zero_point);
+  const std::string scale = w.constant(w.outputs[0] + "/scale", Tensor::from_floats({}, std::vector<float>{a.scale}));
+  const std::string zp = w.constant(w.outputs[0] + "/zero_point", zero);
+  const std::string codes = w.temp(w.outputs[0] + "/codes");
+  w.emit("QuantizeLinear", {x, scale, zp}, {codes});
+  w.emit("DequantizeLinear", {codes, scale, zp}, w.outputs);
+}
+
 OpRecord fake_quantize() {
   OpRecord r;  // no ONNX name: tern's own
   r.attrs = attrs_codec<FakeQuantAttrs, describe_fake_quant, validate_fake_quant>("fake_quant");
@@ -72,6 +105,7 @@ OpRecord fake_quantize() {
   r.run = run_fake_quantize;
   r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
+  r.export_onnx = export_fake_quantize;
   return r;
 }
 

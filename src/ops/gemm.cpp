@@ -112,6 +112,16 @@ int64_t gemm_macs(const CostCall& c) {
 
 std::pair<float, float> gemm_clamp(const Node& n) { return {n.attr<GemmAttrs>().clamp_lo, n.attr<GemmAttrs>().clamp_hi}; }
 
+void export_gemm(OnnxWriter& w) {
+  const GemmAttrs& a = w.node.attr<GemmAttrs>();
+  std::string out = w.clamped_output(a.clamp_lo, a.clamp_hi);
+  size_t n = w.emit("Gemm", w.inputs, {out});
+  w.attr(n, "alpha", a.alpha);
+  w.attr(n, "beta", a.beta);
+  w.attr(n, "transA", int64_t{a.trans_a});
+  w.attr(n, "transB", int64_t{a.trans_b});
+}
+
 OpRecord gemm() {
   OpRecord r;
   r.onnx_names = {"Gemm"};
@@ -124,6 +134,7 @@ OpRecord gemm() {
   r.counts_parameters = true;
   r.macs = gemm_macs;
   r.fused_clamp = gemm_clamp;
+  r.export_onnx = export_gemm;
   return r;
 }
 

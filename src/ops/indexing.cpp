@@ -55,6 +55,13 @@ std::optional<Content> shape_content(const ContentCall& c) {
   return out;
 }
 
+void export_shape(OnnxWriter& w) {
+  const ShapeAttrs& a = w.node.attr<ShapeAttrs>();
+  size_t n = w.emit("Shape", w.inputs, w.outputs);
+  if (a.start != 0) w.attr(n, "start", a.start);
+  if (a.end != std::numeric_limits<int64_t>::max()) w.attr(n, "end", a.end);
+}
+
 OpRecord shape() {
   OpRecord r;
   r.onnx_names = {"Shape"};
@@ -64,6 +71,7 @@ OpRecord shape() {
   r.type = int64_type;
   r.content = shape_content;
   r.run = run_shape;
+  r.export_onnx = export_shape;
   return r;
 }
 
@@ -127,6 +135,8 @@ std::optional<Content> gather_content(const ContentCall& c) {
 
 bool gather_keeps_batch(const Node& n, const Graph&) { return n.attr<AxisAttrs>().axis != 0; }
 
+void export_gather(OnnxWriter& w) { w.attr(w.emit("Gather", w.inputs, w.outputs), "axis", w.node.attr<AxisAttrs>().axis); }
+
 OpRecord gather() {
   OpRecord r;
   r.onnx_names = {"Gather"};
@@ -137,6 +147,7 @@ OpRecord gather() {
   r.run = run_gather;
   r.keeps_batch = gather_keeps_batch;
   r.non_negative = like_input0;
+  r.export_onnx = export_gather;
   return r;
 }
 
@@ -255,6 +266,26 @@ bool slice_keeps_batch(const Node& n, const Graph& g) {
   return std::none_of(a.axes.begin(), a.axes.end(), [rank](int64_t axis) { return axis == 0 || axis == -rank; });
 }
 
+void export_slice(OnnxWriter& w) {
+  const SliceAttrs& a = w.node.attr<SliceAttrs>();
+  std::vector<std::string> ins = w.inputs;
+  if (ins.size() == 1) {  // constant starts/ends folded into the attributes
+    auto list = [&](const std::vector<int64_t>& v, const char* hint) {
+      return w.constant(w.outputs[0] + hint, Tensor::from_int64s({static_cast<int64_t>(v.size())}, v));
+    };
+    ins.push_back(list(a.starts, "/starts"));
+    ins.push_back(list(a.ends, "/ends"));
+    if (!a.axes.empty() || !a.steps.empty()) {
+      std::vector<int64_t> axes = a.axes;
+      if (axes.empty())
+        for (size_t i = 0; i < a.starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+      ins.push_back(list(axes, "/axes"));
+    }
+    if (!a.steps.empty()) ins.push_back(list(a.steps, "/steps"));
+  }
+  w.emit("Slice", ins, w.outputs);
+}
+
 OpRecord slice() {
   OpRecord r;
   r.onnx_names = {"Slice"};
@@ -266,6 +297,7 @@ OpRecord slice() {
   r.run = run_slice;
   r.keeps_batch = slice_keeps_batch;
   r.non_negative = like_input0;
+  r.export_onnx = export_slice;
   return r;
 }
 
@@ -332,6 +364,8 @@ std::optional<Content> concat_content(const ContentCall& c) {
 
 bool concat_keeps_batch(const Node& n, const Graph&) { return n.attr<AxisAttrs>().axis != 0; }
 
+void export_concat(OnnxWriter& w) { w.attr(w.emit("Concat", w.inputs, w.outputs), "axis", w.node.attr<AxisAttrs>().axis); }
+
 OpRecord concat() {
   OpRecord r;
   r.onnx_names = {"Concat"};
@@ -343,6 +377,7 @@ OpRecord concat() {
   r.keeps_batch = concat_keeps_batch;
   r.non_negative = like_all_inputs;
   r.integer = IntegerUse::kOnCodes;
+  r.export_onnx = export_concat;
   return r;
 }
 
@@ -427,6 +462,10 @@ std::optional<Content> cast_content(const ContentCall& c) {
   return content_of_input0(c);
 }
 
+void export_cast(OnnxWriter& w) {
+  w.attr(w.emit("Cast", w.inputs, w.outputs), "to", static_cast<int64_t>(w.node.attr<CastAttrs>().to));  // ONNX numbering
+}
+
 OpRecord cast() {
   OpRecord r;
   r.onnx_names = {"Cast"};
@@ -438,6 +477,7 @@ OpRecord cast() {
   r.run = run_cast;
   r.keeps_batch = keeps_batch_always;
   r.non_negative = cast_non_negative;
+  r.export_onnx = export_cast;
   return r;
 }
 
@@ -579,6 +619,18 @@ bool pad_keeps_batch(const Node& n, const Graph&) {
   return n.inputs.size() == 1 && !p.empty() && p.size() % 2 == 0 && p[0] == 0 && p[p.size() / 2] == 0;
 }
 
+void export_pad(OnnxWriter& w) {
+  const PadAttrs& a = w.node.attr<PadAttrs>();
+  std::vector<std::string> ins = w.inputs;
+  if (ins.size() == 1) {
+    ins.push_back(w.constant(w.outputs[0] + "/pads", Tensor::from_int64s({static_cast<int64_t>(a.pads.size())}, a.pads)));
+    if (a.value != 0.0f) ins.push_back(w.constant(w.outputs[0] + "/value", Tensor::from_floats({}, std::vector<float>{a.value})));
+  }
+  static const char* const kModes[] = {"constant", "reflect", "edge", "wrap"};
+  if (a.mode == PadMode::kWrap) w.fail("Pad mode 'wrap' (opset 19)");
+  w.attr(w.emit("Pad", ins, w.outputs), "mode", std::string(kModes[static_cast<int>(a.mode)]));
+}
+
 OpRecord pad() {
   OpRecord r;
   r.onnx_names = {"Pad"};
@@ -589,6 +641,7 @@ OpRecord pad() {
   r.run = run_pad;
   r.keeps_batch = pad_keeps_batch;
   r.non_negative = pad_non_negative;
+  r.export_onnx = export_pad;
   return r;
 }
 

@@ -1,6 +1,8 @@
 // Operators that move or relabel data without computing: Flatten, Reshape, Transpose, Squeeze,
 // Unsqueeze, Identity (and inference-mode Dropout), Constant.
 #ifndef TERN_OPS_TORCH
+#include <algorithm>
+
 #include "ops/attrs_codec.h"
 #include "ops/support.h"
 
@@ -31,6 +33,8 @@ std::vector<Shape> flatten_shapes(ShapeCall& c) {
 
 bool flatten_keeps_batch(const Node& n, const Graph&) { return n.attr<AxisAttrs>().axis == 1; }
 
+void export_flatten(OnnxWriter& w) { w.attr(w.emit("Flatten", w.inputs, w.outputs), "axis", w.node.attr<AxisAttrs>().axis); }
+
 OpRecord flatten() {
   OpRecord r;
   r.onnx_names = {"Flatten"};
@@ -41,6 +45,7 @@ OpRecord flatten() {
   r.run = run_reshaped;
   r.non_negative = like_input0;
   r.integer = IntegerUse::kOnCodes;
+  r.export_onnx = export_flatten;
   return r;
 }
 
@@ -118,6 +123,30 @@ std::vector<Shape> reshape_shapes(ShapeCall& c) {
   return {out};
 }
 
+// A target import made constant up to the dynamic batch (kSymbolicBatch) says the batch as ONNX
+// does: 0 (copy the input's dim) where the batch stays in place, else -1 (inferred).
+void export_reshape(OnnxWriter& w) {
+  const bool allow_zero = w.node.attr<ReshapeAttrs>().allow_zero;
+  std::vector<std::string> ins = w.inputs;
+  const ValueId target = w.node.inputs[1];
+  if (w.graph.is_constant(target)) {
+    std::vector<int64_t> dims(w.graph.constant(target).int64s().begin(), w.graph.constant(target).int64s().end());
+    if (std::find(dims.begin(), dims.end(), kSymbolicBatch) != dims.end()) {
+      const Value& x = w.graph.value(w.node.inputs[0]);
+      const bool inferred = std::find(dims.begin(), dims.end(), int64_t{-1}) != dims.end();
+      for (size_t d = 0; d < dims.size(); ++d) {
+        if (dims[d] != kSymbolicBatch) continue;
+        if (d == 0 && x.batch_leading && !allow_zero) dims[d] = 0;
+        else if (!inferred && std::count(dims.begin(), dims.end(), kSymbolicBatch) == 1) dims[d] = -1;
+        else w.fail("a Reshape target with the batch at dim " + std::to_string(d));
+      }
+      ins[1] = w.constant(w.outputs[0] + "/shape", Tensor::from_int64s({static_cast<int64_t>(dims.size())}, dims));
+    }
+  }
+  size_t n = w.emit("Reshape", ins, w.outputs);
+  if (allow_zero) w.attr(n, "allowzero", int64_t{1});
+}
+
 OpRecord reshape() {
   OpRecord r;
   r.onnx_names = {"Reshape"};
@@ -130,6 +159,7 @@ OpRecord reshape() {
   r.run = run_reshaped;
   r.non_negative = like_input0;
   r.integer = IntegerUse::kOnCodes;
+  r.export_onnx = export_reshape;
   return r;
 }
 
@@ -187,6 +217,11 @@ bool transpose_keeps_batch(const Node& n, const Graph&) {
   return !perm.empty() && perm[0] == 0;
 }
 
+void export_transpose(OnnxWriter& w) {
+  size_t n = w.emit("Transpose", w.inputs, w.outputs);
+  if (!w.node.attr<TransposeAttrs>().perm.empty()) w.attr(n, "perm", w.node.attr<TransposeAttrs>().perm);
+}
+
 OpRecord transpose() {
   OpRecord r;
   r.onnx_names = {"Transpose"};
@@ -196,6 +231,7 @@ OpRecord transpose() {
   r.run = run_transpose;
   r.keeps_batch = transpose_keeps_batch;
   r.non_negative = like_input0;
+  r.export_onnx = export_transpose;
   return r;
 }
 
@@ -268,6 +304,15 @@ bool axes_keep_batch(const Node& n, const Graph&) {
   return n.inputs.size() == 1 && !axes.empty() && std::none_of(axes.begin(), axes.end(), [](int64_t a) { return a == 0; });
 }
 
+// Unsqueeze / Squeeze: axes as an input (opset 13).
+void export_axes(OnnxWriter& w) {
+  const std::vector<int64_t>& axes = w.node.attr<AxesAttrs>().axes;
+  std::vector<std::string> ins = w.inputs;
+  if (ins.size() == 1 && !axes.empty())
+    ins.push_back(w.constant(w.outputs[0] + "/axes", Tensor::from_int64s({static_cast<int64_t>(axes.size())}, axes)));
+  w.emit(w.node.op == OpType::kUnsqueeze ? "Unsqueeze" : "Squeeze", ins, w.outputs);
+}
+
 OpRecord axes_record(std::string_view name, ShapeRule shapes) {
   OpRecord r;
   r.onnx_names = {name};
@@ -279,6 +324,7 @@ OpRecord axes_record(std::string_view name, ShapeRule shapes) {
   r.keeps_batch = axes_keep_batch;
   r.run = run_reshaped;
   r.non_negative = like_input0;
+  r.export_onnx = export_axes;
   return r;
 }
 OpRecord unsqueeze() { return axes_record("Unsqueeze", unsqueeze_shapes); }

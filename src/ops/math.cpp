@@ -243,6 +243,8 @@ std::optional<Content> mod_content(const ContentCall& c) {
   return out;
 }
 
+void export_mod(OnnxWriter& w) { w.attr(w.emit("Mod", w.inputs, w.outputs), "fmod", int64_t{w.node.attr<ModAttrs>().fmod}); }
+
 OpRecord mod() {
   OpRecord r;
   r.onnx_names = {"Mod"};
@@ -252,6 +254,7 @@ OpRecord mod() {
   r.content = mod_content;
   r.run = run_mod;
   r.keeps_batch = keeps_batch_broadcast;
+  r.export_onnx = export_mod;
   return r;
 }
 

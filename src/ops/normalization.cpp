@@ -47,6 +47,12 @@ std::vector<Tensor> run_batchnorm(const OpContext& ctx, std::span<const Tensor* 
   return {y};
 }
 
+void export_batchnorm(OnnxWriter& w) {
+  w.attr(w.emit(w.node.op == OpType::kInstanceNormalization ? "InstanceNormalization" : "BatchNormalization", w.inputs,
+                w.outputs),
+         "epsilon", w.node.attr<BatchNormAttrs>().epsilon);
+}
+
 OpRecord batchnorm() {
   OpRecord r;
   r.onnx_names = {"BatchNormalization"};
@@ -56,6 +62,7 @@ OpRecord batchnorm() {
   r.run = run_batchnorm;
   r.keeps_batch = keeps_batch_always;
   r.counts_parameters = true;
+  r.export_onnx = export_batchnorm;
   return r;
 }
 
@@ -141,6 +148,13 @@ std::vector<Tensor> run_layernorm(const OpContext& ctx, std::span<const Tensor* 
   return out;
 }
 
+void export_layernorm(OnnxWriter& w) {
+  const LayerNormAttrs& a = w.node.attr<LayerNormAttrs>();
+  size_t n = w.emit("LayerNormalization", w.inputs, w.outputs);
+  w.attr(n, "axis", a.axis);
+  w.attr(n, "epsilon", a.epsilon);
+}
+
 OpRecord layernorm() {
   OpRecord r;
   r.onnx_names = {"LayerNormalization"};
@@ -150,6 +164,7 @@ OpRecord layernorm() {
   r.run = run_layernorm;
   r.keeps_batch = keeps_batch_always;
   r.counts_parameters = true;
+  r.export_onnx = export_layernorm;
   return r;
 }
 
@@ -202,6 +217,7 @@ OpRecord instancenorm() {
   r.run = run_instancenorm;
   r.keeps_batch = keeps_batch_always;
   r.counts_parameters = true;
+  r.export_onnx = export_batchnorm;
   return r;
 }
 

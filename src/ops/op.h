@@ -157,6 +157,44 @@ enum class IntegerUse {
   kFloat,    // runs between integer layers on dequantized values (Add, averages)
 };
 
+// ---- ONNX export -----------------------------------------------------------------------------------
+
+// One node being written as ONNX (tern export; src/import/onnx_export_qdq.cpp implements it, so
+// protobuf stays in src/import/). A record's exporter emits ONNX nodes (opset kExportOpset) that
+// read `inputs` and write `outputs`; records without attributes whose ONNX name is their own are
+// written as they are. Errors go through fail(), which names the node.
+inline constexpr int64_t kExportOpset = 17;
+
+class OnnxWriter {
+ public:
+  OnnxWriter(const Node& node, const Graph& graph, std::string who) : node(node), graph(graph), who(std::move(who)) {}
+  virtual ~OnnxWriter() = default;
+
+  const Node& node;
+  const Graph& graph;
+  std::string who;
+  std::vector<std::string> inputs;   // value names ("" for an omitted input)
+  std::vector<std::string> outputs;
+
+  // Adds an ONNX node; the returned index takes attributes.
+  virtual size_t emit(const std::string& op_type, std::vector<std::string> ins, std::vector<std::string> outs) = 0;
+  virtual void attr(size_t node, const std::string& name, int64_t value) = 0;
+  virtual void attr(size_t node, const std::string& name, float value) = 0;
+  virtual void attr(size_t node, const std::string& name, const std::string& value) = 0;
+  virtual void attr(size_t node, const std::string& name, const std::vector<int64_t>& value) = 0;
+  // A new initializer holding `value`, or a fresh value name; both derived from `hint`.
+  virtual std::string constant(const std::string& hint, const Tensor& value) = 0;
+  virtual std::string temp(const std::string& hint) = 0;
+  // Says where the ONNX model will not compute what tern does (the export's report lists it).
+  virtual void note(const std::string& what) = 0;
+  [[noreturn]] void fail(const std::string& what) const { throw Error(who + ": " + what + " cannot be written to ONNX"); }
+
+  // Conv/Gemm's fused activation clamp, after the node: y = clamp(x, lo, hi) as Relu or Clip.
+  // Returns the name the node itself must write (a temporary when there is a clamp).
+  std::string clamped_output(float lo, float hi);
+};
+using Exporter = void (*)(OnnxWriter&);
+
 // ---- inspect's counts -----------------------------------------------------------------------------
 
 // What `inspect` reports of a node (src/eval/inspect.cpp): its multiply-accumulates per image.
@@ -199,6 +237,9 @@ struct OpRecord {
   bool counts_parameters = false;
   MacRule macs = nullptr;
   std::pair<float, float> (*fused_clamp)(const Node&) = nullptr;
+  // tern export: writes the node as ONNX nodes (null: as it is, for operators without attributes
+  // whose ONNX name is tern's; otherwise not exportable).
+  Exporter export_onnx = nullptr;
 };
 
 const OpRecord& record(OpType op);

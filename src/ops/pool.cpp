@@ -135,6 +135,17 @@ std::vector<Tensor> run_pool(const OpContext& ctx, std::span<const Tensor* const
   return {x.dtype() == DataType::kUInt8 ? pool<uint8_t>(ctx, x, out[0]) : pool<int8_t>(ctx, x, out[0])};
 }
 
+void export_pool(OnnxWriter& w) {
+  const PoolAttrs& a = w.node.attr<PoolAttrs>();
+  const bool max = w.node.op == OpType::kMaxPool;
+  size_t n = w.emit(max ? "MaxPool" : "AveragePool", w.inputs, w.outputs);
+  export_window(w, n, a.auto_pad, a.kernel, a.strides, a.pads, max ? a.dilations : std::vector<int64_t>{});
+  if (!max && !a.dilations.empty() && std::any_of(a.dilations.begin(), a.dilations.end(), [](int64_t d) { return d != 1; }))
+    w.fail("AveragePool dilations (opset 19)");
+  w.attr(n, "ceil_mode", int64_t{a.ceil_mode});
+  if (!max) w.attr(n, "count_include_pad", int64_t{a.count_include_pad});
+}
+
 OpRecord pool_record(std::string_view name) {
   OpRecord r;
   r.onnx_names = {name};
@@ -144,6 +155,7 @@ OpRecord pool_record(std::string_view name) {
   r.run = run_pool;
   r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
+  r.export_onnx = export_pool;
   return r;
 }
 

@@ -95,6 +95,10 @@ std::vector<Tensor> run_dequantize_linear(const OpContext& ctx, std::span<const 
   return {y};
 }
 
+void export_qdq(OnnxWriter& w) {
+  w.attr(w.emit(to_string(w.node.op), w.inputs, w.outputs), "axis", w.node.attr<AxisAttrs>().axis);
+}
+
 OpRecord quantize_linear() {
   OpRecord r;
   r.onnx_names = {"QuantizeLinear"};
@@ -104,6 +108,7 @@ OpRecord quantize_linear() {
   r.type = quantized_type;
   r.run = run_quantize_linear;
   r.keeps_batch = keeps_batch_always;
+  r.export_onnx = export_qdq;
   return r;
 }
 
@@ -116,6 +121,7 @@ OpRecord dequantize_linear() {
   r.type = float_type;
   r.run = run_dequantize_linear;
   r.keeps_batch = keeps_batch_always;
+  r.export_onnx = export_qdq;
   return r;
 }
 

@@ -117,6 +117,24 @@ bool reduce_keeps_batch(const Node& n, const Graph&) {
   return std::none_of(a.axes.begin(), a.axes.end(), [](int64_t axis) { return axis == 0; });  // normalized
 }
 
+// Opset 17: ReduceSum reads its axes from an input, the others from an attribute.
+void export_reduce(OnnxWriter& w) {
+  const ReduceAttrs& a = w.node.attr<ReduceAttrs>();
+  const std::string op = to_string(w.node.op);
+  std::vector<std::string> ins = w.inputs;
+  const bool input_axes = op == "ReduceSum";
+  if (input_axes && ins.size() == 1 && !a.axes.empty())
+    ins.push_back(w.constant(w.outputs[0] + "/axes", Tensor::from_int64s({static_cast<int64_t>(a.axes.size())}, a.axes)));
+  if (!input_axes && ins.size() > 1) w.fail("run-time axes of " + op + " (opset 18)");
+  size_t n = w.emit(op, ins, w.outputs);
+  if (!input_axes && !a.axes.empty()) w.attr(n, "axes", a.axes);
+  w.attr(n, "keepdims", int64_t{a.keepdims});
+  if (a.noop_with_empty_axes) {
+    if (!input_axes) w.fail("noop_with_empty_axes of " + op + " (opset 18)");
+    w.attr(n, "noop_with_empty_axes", int64_t{1});
+  }
+}
+
 OpRecord reduction(std::string_view name, SignRule sign) {
   OpRecord r;
   r.onnx_names = {name};
@@ -127,6 +145,7 @@ OpRecord reduction(std::string_view name, SignRule sign) {
   r.run = run_reduce;
   r.keeps_batch = reduce_keeps_batch;
   r.non_negative = sign;
+  r.export_onnx = export_reduce;
   return r;
 }
 
@@ -205,6 +224,14 @@ std::vector<Tensor> run_arg(const OpContext& ctx, std::span<const Tensor* const>
 
 bool arg_keeps_batch(const Node& n, const Graph&) { return n.attr<ArgAttrs>().axis != 0; }
 
+void export_arg(OnnxWriter& w) {
+  const ArgAttrs& a = w.node.attr<ArgAttrs>();
+  size_t n = w.emit(to_string(w.node.op), w.inputs, w.outputs);
+  w.attr(n, "axis", a.axis);
+  w.attr(n, "keepdims", int64_t{a.keepdims});
+  w.attr(n, "select_last_index", int64_t{a.select_last_index});
+}
+
 OpRecord arg(std::string_view name) {
   OpRecord r;
   r.onnx_names = {name};
@@ -215,6 +242,7 @@ OpRecord arg(std::string_view name) {
   r.run = run_arg;
   r.keeps_batch = arg_keeps_batch;
   r.non_negative = always_non_negative;
+  r.export_onnx = export_arg;
   return r;
 }
 OpRecord arg_max() { return arg("ArgMax"); }

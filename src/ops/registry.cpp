@@ -1,6 +1,8 @@
 // The operator table: one record per OpType, collected from the op files in ops.def order.
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <limits>
 #include <map>
 
 #include "ops/op.h"
@@ -56,6 +58,23 @@ std::vector<std::string> onnx_operator_names() {
   std::vector<std::string> names;
   for (const auto& [n, r] : registry().by_onnx_name) names.emplace_back(n);
   return names;
+}
+
+std::string OnnxWriter::clamped_output(float lo, float hi) {
+  const float inf = std::numeric_limits<float>::infinity();
+  if (lo == -inf && hi == inf) return outputs[0];
+  std::string raw = temp(outputs[0] + "/unclamped");
+  if (lo == 0.0f && hi == inf) {
+    emit("Relu", {raw}, {outputs[0]});
+    return raw;
+  }
+  auto bound = [&](float v, const char* hint) {
+    return std::isfinite(v) ? constant(outputs[0] + hint, Tensor::from_floats({}, std::vector<float>{v})) : std::string();
+  };
+  std::vector<std::string> ins = {raw, bound(lo, "/min"), bound(hi, "/max")};
+  while (ins.back().empty()) ins.pop_back();
+  emit("Clip", ins, {outputs[0]});
+  return raw;
 }
 
 std::string node_who(const std::string& source, const Node& node) {

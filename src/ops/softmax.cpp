@@ -45,6 +45,15 @@ std::vector<Tensor> run_softmax(const OpContext& ctx, std::span<const Tensor* co
   return {y};
 }
 
+void export_softmax(OnnxWriter& w) {
+  const AxisAttrs& a = w.node.attr<AxisAttrs>();
+  const Value& x = w.graph.value(w.node.inputs[0]);
+  // Before opset 13 the input was coerced to 2-D at axis: the same as opset 13's only for the last axis.
+  if (a.coerce_2d && !(x.shape_known && a.axis == static_cast<int64_t>(x.shape.size()) - 1))
+    w.fail("opset-12 Softmax over several trailing axes");
+  w.attr(w.emit("Softmax", w.inputs, w.outputs), "axis", a.axis);
+}
+
 OpRecord softmax() {
   OpRecord r;
   r.onnx_names = {"Softmax"};
@@ -54,6 +63,7 @@ OpRecord softmax() {
   r.run = run_softmax;
   r.keeps_batch = keeps_batch_always;
   r.non_negative = always_non_negative;
+  r.export_onnx = export_softmax;
   return r;
 }
 

@@ -94,6 +94,14 @@ std::vector<Tensor> run_split(const OpContext& ctx, std::span<const Tensor* cons
 
 bool split_keeps_batch(const Node& n, const Graph&) { return n.attr<SplitAttrs>().axis != 0; }
 
+void export_split(OnnxWriter& w) {
+  const SplitAttrs& a = w.node.attr<SplitAttrs>();
+  std::vector<std::string> ins = w.inputs;
+  if (ins.size() == 1 && !a.split.empty())
+    ins.push_back(w.constant(w.outputs[0] + "/split", Tensor::from_int64s({static_cast<int64_t>(a.split.size())}, a.split)));
+  w.attr(w.emit("Split", ins, w.outputs), "axis", a.axis);
+}
+
 OpRecord split() {
   OpRecord r;
   r.onnx_names = {"Split"};
@@ -104,6 +112,7 @@ OpRecord split() {
   r.run = run_split;
   r.keeps_batch = split_keeps_batch;
   r.non_negative = like_input0;
+  r.export_onnx = export_split;
   return r;
 }
 
@@ -175,6 +184,13 @@ std::vector<Tensor> run_block(const OpContext& ctx, std::span<const Tensor* cons
   return {y};
 }
 
+void export_block(OnnxWriter& w) {
+  const BlockAttrs& a = w.node.attr<BlockAttrs>();
+  size_t n = w.emit(to_string(w.node.op), w.inputs, w.outputs);
+  w.attr(n, "blocksize", a.blocksize);
+  if (w.node.op == OpType::kDepthToSpace) w.attr(n, "mode", std::string(a.crd ? "CRD" : "DCR"));
+}
+
 OpRecord block(std::string_view name) {
   OpRecord r;
   r.onnx_names = {name};
@@ -184,6 +200,7 @@ OpRecord block(std::string_view name) {
   r.run = run_block;
   r.keeps_batch = keeps_batch_always;
   r.non_negative = like_input0;
+  r.export_onnx = export_block;
   return r;
 }
 OpRecord depth_to_space() { return block("DepthToSpace"); }

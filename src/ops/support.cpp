@@ -119,6 +119,20 @@ AutoPad parse_auto_pad(const OnnxNode& n) {
   throw Error(n.who + ": unknown auto_pad '" + s + "'");
 }
 
+void export_window(OnnxWriter& w, size_t n, AutoPad auto_pad, const std::vector<int64_t>& kernel,
+                   const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+                   const std::vector<int64_t>& dilations) {
+  w.attr(n, "kernel_shape", kernel);
+  if (!strides.empty()) w.attr(n, "strides", strides);
+  if (!dilations.empty()) w.attr(n, "dilations", dilations);
+  if (auto_pad != AutoPad::kNotSet) {
+    static const char* const kNames[] = {"NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"};
+    w.attr(n, "auto_pad", std::string(kNames[static_cast<int>(auto_pad)]));
+  } else if (!pads.empty()) {
+    w.attr(n, "pads", pads);
+  }
+}
+
 std::vector<Shape> same_shape(ShapeCall& c) {
   c.need_inputs(1);
   return {c.in[0]};

@@ -150,6 +150,10 @@ void check_window_attrs(const std::vector<int64_t>& kernel, const std::vector<in
                         const std::vector<int64_t>& pads, const std::vector<int64_t>& dilations, size_t spatial,
                         const std::string& who);
 AutoPad parse_auto_pad(const OnnxNode& n);
+// tern export: a window's attributes on ONNX node n (Conv, pools): auto_pad only while unresolved.
+void export_window(OnnxWriter& w, size_t n, AutoPad auto_pad, const std::vector<int64_t>& kernel,
+                   const std::vector<int64_t>& strides, const std::vector<int64_t>& pads,
+                   const std::vector<int64_t>& dilations);
 
 // Shape rule of element-wise unary operators: the input's shape.
 std::vector<Shape> same_shape(ShapeCall& c);
