@@ -19,6 +19,9 @@ thread count (--threads, default 2):
   pytorch_int8   bench/bench_pytorch_int8.py (FX post-training static quantization; best of the
                  GraphModule and the frozen TorchScript module), quantized engine onednn or qnnpack
   ort_fp32       ONNX Runtime (npm onnxruntime-node, scripts/install-peers.sh) via bench/bench_onnxruntime.js
+  ort_int8       the same runtime on tern's W8A8 model written as QDQ ONNX by `tern export` (the int8
+                 runtime users deploy with; layers whose output tern keeps float, e.g. before a
+                 residual Add, run in float there too)
 The .tern models are quantized by this script into BUILD/models (calibrated on Fashion-MNIST
 training images) and re-quantized when the ONNX file or the tern binary is newer.
 
@@ -80,13 +83,14 @@ ENGINES = {  # engine -> (label, kind)
     "pytorch_frozen": ("PyTorch FP32 frozen", "fp32 peer"),
     "pytorch_int8": ("PyTorch int8", "int8 peer"),
     "ort_fp32": ("ONNX Runtime FP32", "fp32 peer"),
+    "ort_int8": ("ONNX Runtime int8 (tern export of W8A8)", "int8 peer"),
 }
 GROUPS = {
     "all": list(ENGINES),
     "tern": [e for e in ENGINES if ENGINES[e][1] == "tern"],
     "peers": [e for e in ENGINES if ENGINES[e][1] != "tern"],
     "fp32": ["tern_fp32", "onednn_fp32", "pytorch_eager", "pytorch_frozen", "ort_fp32"],
-    "int8": ["tern_ternary", "tern_w4a8", "tern_w8a8", "pytorch_int8"],
+    "int8": ["tern_ternary", "tern_w4a8", "tern_w8a8", "pytorch_int8", "ort_int8"],
 }
 FP32_PEERS = [e for e in ENGINES if ENGINES[e][1] == "fp32 peer"]
 INT8_PEERS = [e for e in ENGINES if ENGINES[e][1] == "int8 peer"]
@@ -238,13 +242,13 @@ def check_peer(engine, args, bins):
             if not {"onednn", "qnnpack"} & set(engines):
                 raise Missing(f"PyTorch int8: this PyTorch has neither the onednn nor the qnnpack quantized engine "
                               f"({','.join(engines)})")
-    elif engine == "ort_fp32":
+    elif engine in ("ort_fp32", "ort_int8"):
         if not shutil.which("node"):
-            raise Missing("ONNX Runtime FP32: node is not installed (run scripts/install-peers.sh)")
+            raise Missing(f"{ENGINES[engine][0]}: node is not installed (run scripts/install-peers.sh)")
         probe = subprocess.run(["node", "-e", "require('onnxruntime-node')"], cwd=os.path.join(REPO, "bench"),
                                capture_output=True, text=True)
         if probe.returncode != 0:
-            raise Missing("ONNX Runtime FP32: onnxruntime-node is not installed in bench/node_modules "
+            raise Missing(f"{ENGINES[engine][0]}: onnxruntime-node is not installed in bench/node_modules "
                           "(run scripts/install-peers.sh)")
 
 
@@ -285,6 +289,19 @@ def quantize(args, tern, onnx_path, engine):
         info = json.load(f)
     info["file_bytes"] = os.path.getsize(out)
     return out, info
+
+
+def export_qdq(args, tern, onnx_path):
+    """tern's W8A8 model of onnx_path written as QDQ ONNX (for ONNX Runtime int8), unless a newer one exists."""
+    tern_path, _ = quantize(args, tern, onnx_path, "tern_w8a8")
+    out = os.path.splitext(tern_path)[0] + ".qdq.onnx"
+    if not os.path.exists(out) or os.path.getmtime(out) < max(os.path.getmtime(tern_path), os.path.getmtime(tern)):
+        cmd = [tern, "export", tern_path, "-o", out, "--json"]
+        log("+ " + shlex.join(cmd))
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EngineError(f"tern export: {one_line(proc.stderr) or one_line(proc.stdout)}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -351,8 +368,11 @@ def measure(engine, model, batch, policy, args, bins):
         best = r["best_int8"]
         return {"ips": best["images_per_s"], "rss": best["peak_rss_bytes"], "mode": best["mode"],
                 "info": {k: v for k, v in j.items() if k != "results"}}
-    if engine == "ort_fp32":
-        cmd = ["node", os.path.join(REPO, "bench", "bench_onnxruntime.js"), "--model", model["path"], "--batch",
+    if engine in ("ort_fp32", "ort_int8"):
+        path = model["path"] if engine == "ort_fp32" else model.get("ort_int8_path")
+        if path is None:
+            raise EngineError(model["quantize_errors"].get(engine, "not exported"))
+        cmd = ["node", os.path.join(REPO, "bench", "bench_onnxruntime.js"), "--model", path, "--batch",
                str(batch), "--seconds", f"{s:g}", "--threads", str(args.threads), "--warmup", f"{args.warmup:g}"]
         if policy == "active":
             cmd.append("--spin")
@@ -363,7 +383,7 @@ def measure(engine, model, batch, policy, args, bins):
 
 
 def policies_for(engine, args):
-    if engine in OPENMP_ENGINES or engine == "ort_fp32":
+    if engine in OPENMP_ENGINES or engine in ("ort_fp32", "ort_int8"):
         return args.policy_list
     return ["-"]  # tern's own pool: sleeps while idle, nothing to choose
 
@@ -372,7 +392,7 @@ def baselines(args, engines):
     """Peak RSS of the peers' runtimes doing nothing: Node with onnxruntime-node loaded, Python
     with torch imported."""
     out = {}
-    if "ort_fp32" in engines:
+    if "ort_fp32" in engines or "ort_int8" in engines:
         try:
             o, _, _ = run_measured(["node", "-e", "require('onnxruntime-node');"
                                     "console.log(process.resourceUsage().maxRSS * 1024)"],
@@ -670,7 +690,8 @@ def write_report(path, args, models, figures, notes, meta, kernels):
     # Ratios.
     lines += ["", "## Ratios", "",
               "*Fastest FP32 peer*: the best of oneDNN, PyTorch eager/frozen and ONNX Runtime (tern FP32 is not a "
-              "peer); *fastest int8 peer*: PyTorch int8 (best of its GraphModule and frozen TorchScript). Above 1: "
+              "peer); *fastest int8 peer*: PyTorch int8 (best of its GraphModule and frozen TorchScript) or ONNX Runtime "
+              "int8 on tern's QDQ export of its W8A8 model. Above 1: "
               "tern ternary is faster (or, for RSS, uses more).", "",
               "| model | batch | ternary images/s | fastest FP32 peer | ternary / it | fastest int8 peer | ternary / it | "
               "ternary / ORT FP32 | RSS ternary / RSS ORT |",
@@ -928,6 +949,13 @@ def main():
                 if not args.allow_missing:
                     fail(f"{m['name']} {ENGINES[engine][0]}: {e}")
                 m["quantize_errors"][engine] = str(e)
+        if "ort_int8" in args.engine_list:
+            try:
+                m["ort_int8_path"] = export_qdq(args, bins["tern"], m["path"])
+            except EngineError as e:
+                if not args.allow_missing:
+                    fail(f"{m['name']} {ENGINES['ort_int8'][0]}: {e}")
+                m["quantize_errors"]["ort_int8"] = str(e)
 
     engines = args.engine_list
     meta = {**machine_meta(), "started": started, "compiler": compiler(args.build_dir),

@@ -12,9 +12,10 @@ set -euo pipefail
 runtime=(build-essential cmake pkg-config libonnx-dev libprotobuf-dev protobuf-compiler zlib1g-dev
          libjpeg62-turbo-dev libpng-dev nlohmann-json3-dev libssl-dev dataset-fashion-mnist)
 extra=(libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev ocl-icd-opencl-dev libonnx-testdata python3 libtorch-dev
-       libopenmpi-dev openmpi-bin python3-numpy)
+       libopenmpi-dev openmpi-bin python3-numpy pybind11-dev python3-dev python3-pytest)
 # libopenmpi-dev, openmpi-bin: the MPI communicator of data-parallel training and its mpirun tests.
 # python3-numpy: scripts/check_export.py (the exported models' test) reads and writes arrays.
+# pybind11-dev, python3-dev, python3-pytest: the Python package (python/) and its tests.
 # ocl-icd-opencl-dev: Debian's oneDNN CMake config requires OpenCL, without declaring it.
 fuzz=(clang libclang-rt-dev)
 # libclang-rt-dev: libFuzzer and the ASan/UBSan runtimes (only a Recommends of clang).

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh all
 scripts/install-peers.sh  # ONNX Runtime: the exported models' test runs them
-cmake -S . -B build/all -DCMAKE_BUILD_TYPE=Release -DTERN_TORCH=ON -DTERN_MPI=ON >/dev/null
+cmake -S . -B build/all -DCMAKE_BUILD_TYPE=Release -DTERN_TORCH=ON -DTERN_MPI=ON -DTERN_PYTHON=ON >/dev/null
 cmake --build build/all -j"$(nproc)"
+scripts/install-python.sh build/all  # `import tern` for /usr/bin/python3
 (cd build/all && ctest --output-on-failure -j"$(nproc)" --timeout 900)
 fuzz_seconds="${TERN_FUZZ_SECONDS:-180}"
 if [ "$fuzz_seconds" -gt 0 ]; then

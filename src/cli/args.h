@@ -20,6 +20,7 @@
 #include "tern/error.h"
 #include "tern/graph.h"
 #include "tern/passes.h"
+#include "tern/quantized_model.h"
 
 namespace tern::cli {
 
@@ -222,6 +223,18 @@ inline InputRange measured_range(const tern::Tensor& batch) {
   r.source = "measured on " + std::to_string(batch.dim(0)) + " calibration inputs";
   return r;
 }
+
+// `tern quantize`'s options (quantize_options.cpp; the Python package's tern.quantize takes the
+// same): the valued ones and the flags, and the QuantizeOptions they make, every one checked (a
+// bad one is a UsageError naming it, before any work). Data loading, the input range and the
+// progress bar are the caller's.
+inline const std::set<std::string> kQuantizeValued = {
+    "output", "weights", "method", "group", "acts", "act-scale", "act-codes", "calibration", "percentile", "calib-images",
+    "data", "labels", "data-free", "config", "batch", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout",
+    "rounding", "group-scales", "residual-terms", "residual", "residual-ranking", "residual-max-terms", "fallback",
+    "sensitivity-images", "seed", "input-shape", "max-drop", "drop-images", "drop-data", "drop-labels", "attention", "smooth"};
+inline const std::set<std::string> kQuantizeFlags = {"all-layers", "eval", "json", "bias-correction", "token-scales", "equalize"};
+tern::quant::QuantizeOptions quantize_options(const Args& args);
 
 // tern finetune (finetune_command.cpp; built with libtorch only).
 int cmd_finetune(int argc, char** argv);
