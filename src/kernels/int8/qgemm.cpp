@@ -67,7 +67,7 @@ void qgemm_block_scalar(const QgemmBlock& b) {
 QgemmMicroKernel qgemm_micro_kernel() {
   const CpuFeatures& f = cpu_features();
   const Isa isa = active_isa();
-  if (isa == Isa::kAvx512 && f.avx512vnni) return {"avx512-vnni", qgemm_block_avx512_vnni, 12};
+  if (isa == Isa::kAvx512 && f.avx512vnni) return {"avx512-vnni", qgemm_block_avx512_vnni, 8};
   if (isa >= Isa::kAvx2) return {"avx2", qgemm_block_avx2, 4};
   return {"scalar", qgemm_block_scalar, 4};
 }
