@@ -70,7 +70,9 @@ std::vector<Tensor> run_quantize_linear(const OpContext& ctx, std::span<const Te
     int64_t c = at(i);
     float s = scale.data<float>()[c];
     check(s > 0 && std::isfinite(s), ctx.who + ": y_scale must be positive");
-    double q = std::nearbyint(static_cast<double>(x.data<float>()[i]) / s) + (zp ? integer_at(*zp, c) : 0);
+    // x / scale in float, as the ONNX definition and ONNX Runtime compute it (a double quotient
+    // rounds differently next to a tie), then to the nearest even integer.
+    double q = static_cast<double>(std::nearbyint(x.data<float>()[i] / s)) + (zp ? integer_at(*zp, c) : 0);
     int64_t v = std::isnan(q) ? 0 : static_cast<int64_t>(std::clamp(q, static_cast<double>(lo), static_cast<double>(hi)));
     if (type == DataType::kUInt8) y.data<uint8_t>()[i] = static_cast<uint8_t>(v);
     else y.data<int8_t>()[i] = static_cast<int8_t>(v);
