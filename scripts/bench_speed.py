@@ -4,6 +4,8 @@ docs/results/speed.md.
 
     /usr/bin/python3 scripts/bench_speed.py              # everything, ~30 min on a 2-core VM
     /usr/bin/python3 scripts/bench_speed.py --kernels    # plus the kernel section (~5 min more)
+    /usr/bin/python3 scripts/bench_speed.py --imagenet   # torchvision models at 224 (random weights),
+                                                         # batch 1 and 8: docs/results/speed_imagenet.md
     /usr/bin/python3 scripts/bench_speed.py --quick      # development: short runs, 1 round, passive
                                                          # waits only; writes BUILD/speed-quick.md
 
@@ -258,7 +260,8 @@ def quantize(args, tern, onnx_path, engine):
     name = os.path.splitext(os.path.basename(onnx_path))[0]
     out = os.path.join(args.build_dir, "models", f"{name}-{suffix}.tern")
     info_path = out + ".json"
-    wanted = [*options, "--data", args.data]
+    calib = ["--calib-images", str(args.calib_images)] if args.calib_images else []
+    wanted = [*options, "--data", args.data, *calib]
     fresh = (os.path.exists(out) and os.path.exists(info_path) and
              os.path.getmtime(out) >= max(os.path.getmtime(onnx_path), os.path.getmtime(tern)))
     if fresh:
@@ -269,7 +272,7 @@ def quantize(args, tern, onnx_path, engine):
             fresh = False
     if not fresh:
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        cmd = [tern, "quantize", onnx_path, "-o", out, *options, "--data", args.data, "--json"]
+        cmd = [tern, "quantize", onnx_path, "-o", out, *options, "--data", args.data, *calib, "--json"]
         log("+ " + shlex.join(cmd))
         start = time.monotonic()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ,
@@ -278,7 +281,7 @@ def quantize(args, tern, onnx_path, engine):
             raise EngineError(f"tern quantize: {one_line(proc.stderr) or one_line(proc.stdout)}")
         report = last_json(proc.stdout, "tern quantize")
         info = {"command": shlex.join([rel(tern), "quantize", rel(onnx_path), "-o", rel(out), *options, "--data",
-                                       args.data]),
+                                       args.data, *calib]),
                 "options": wanted, "seconds": round(time.monotonic() - start, 1)}
         for key in ("size_bytes", "fp32_bytes", "ratio_to_fp32", "mults_eliminated"):
             if key in report:
@@ -838,6 +841,12 @@ def parse_args():
     ap.add_argument("--warmup", type=float, default=0.3, help="untimed seconds per process")
     ap.add_argument("--wait-policies", default="passive,active", help="OpenMP wait policies tried for the peers")
     ap.add_argument("--data", default="fashion-mnist", help="calibration data for `tern quantize`")
+    ap.add_argument("--calib-images", type=int, help="calibration images for `tern quantize` (its default: 512)")
+    ap.add_argument("--imagenet", action="store_true",
+                    help="ImageNet-size models instead of the bundled ones: torchvision ResNet-18/50, MobileNetV2/V3, "
+                         "EfficientNet-B0 and ViT-B/16 at 224 with random weights (scripts/make_imagenet_models.py, "
+                         "into BUILD/imagenet); defaults --batches 1,8 --engines tern,ort_fp32,ort_int8 --calib-images 64 "
+                         "--out docs/results/speed_imagenet.md")
     ap.add_argument("--quick", action="store_true",
                     help="development: --seconds 0.3 --rounds 1 --repetitions 2 --warmup 0.1 --wait-policies passive, "
                          "report to BUILD/speed-quick.md (explicit options still win)")
@@ -855,6 +864,11 @@ def parse_args():
     if args.quick:
         for opt, value in (("seconds", 0.3), ("rounds", 1), ("repetitions", 2), ("warmup", 0.1),
                            ("wait_policies", "passive")):
+            if "--" + opt.replace("_", "-") not in given:
+                setattr(args, opt, value)
+    if args.imagenet:
+        for opt, value in (("batches", "1,8"), ("engines", "tern,ort_fp32,ort_int8"), ("calib_images", 64),
+                           ("out", os.path.join(REPO, "docs", "results", "speed_imagenet.md"))):
             if "--" + opt.replace("_", "-") not in given:
                 setattr(args, opt, value)
     args.build_dir = os.path.abspath(args.build_dir)
@@ -886,6 +900,10 @@ def parse_args():
 
 
 def resolve_models(args):
+    if args.imagenet:
+        import make_imagenet_models
+        names = [s for item in (args.models or []) for s in item.split(",") if s] or list(make_imagenet_models.MODELS)
+        args.models = make_imagenet_models.main(["--out", os.path.join(args.build_dir, "imagenet"), "--models", *names])
     specs = [s for item in (args.models or BUNDLED) for s in item.split(",") if s]
     models = []
     for spec in specs:
