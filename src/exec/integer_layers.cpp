@@ -78,9 +78,7 @@ std::optional<kernels::Int4Panels> int4_form(const int8_t* w, const int8_t* code
 
 }  // namespace
 
-// The exact integer form of a term: w[o][k] (tap-major within each group) with w * step[o] its
-// value. nullopt (and `why`) when there is none.
-// units (when not null) receives each weight's group unit (1 without two-level scales), same order.
+// (integer_layers.h) Also what `tern export` writes as a layer's int8 weights.
 std::optional<std::vector<int8_t>> term_integer_weights(const quant::QuantizedLayer& l, const quant::QuantizedWeights& q,
                                                         std::vector<float>& step, std::string& why,
                                                         std::vector<uint8_t>* units) {
