@@ -10,7 +10,10 @@ build="$(cd "$root" && cd "${1:-build/all}" && pwd)"
 site="$(/usr/bin/python3 -c 'import site; print(site.getsitepackages()[0])')"
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "install-python.sh: need root (or sudo) to write $site/tern.pth" >&2; exit 1; }
+  if ! command -v sudo >/dev/null; then  # not fatal: the package works with PYTHONPATH too
+    echo "install-python.sh: note: no root or sudo to write $site/tern.pth; use PYTHONPATH=$build/python" >&2
+    exit 0
+  fi
   sudo=sudo
 fi
 if [ "$(cat "$site/tern.pth" 2>/dev/null)" != "$build/python" ]; then
