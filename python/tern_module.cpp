@@ -174,6 +174,7 @@ class Model {
     py::dict d;
     d["path"] = out;
     d["bytes"] = bytes.size();
+    d["opset"] = r.opset;
     d["nodes"] = r.nodes;
     d["int8_layers"] = r.int8_layers;
     d["float_layers"] = r.float_layers;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <set>
 
 #include "onnx_builder.h"
 #include "tern/error.h"
@@ -25,12 +26,15 @@ namespace q = tern::quant;
 
 // A small CNN with the shapes exporters give: a fused ReLU6 (Clip), a HardSwish, a residual Add,
 // global pooling, a Reshape whose target import knows only up to the batch, a Gemm.
-std::string cnn_model() {
+// zero_filter: conv2's first filter all zero (a pruned filter), its bias not.
+std::string cnn_model(bool zero_filter = false) {
   B b;
   b.input("x", {-1, 3, 8, 8});
   b.floats("w1", {8, 3, 3, 3}, random_floats(216, 21));
   b.floats("b1", {8}, random_floats(8, 22));
-  b.floats("w2", {8, 8, 3, 3}, random_floats(576, 23));
+  std::vector<float> w2 = random_floats(576, 23);
+  if (zero_filter) std::fill(w2.begin(), w2.begin() + 72, 0.0f);
+  b.floats("w2", {8, 8, 3, 3}, w2);
   b.floats("b2", {8}, random_floats(8, 24));
   b.floats("w3", {8, 1, 3, 3}, random_floats(72, 25));
   b.floats("fc_w", {5, 8}, random_floats(40, 26));
@@ -105,11 +109,19 @@ const Case kCases[] = {{"ternary fgq N=4", q::WeightFormat::kTernary, 2, 4},
                        {"int4 per channel", q::WeightFormat::kInt, 4, 0},
                        {"int8 per channel", q::WeightFormat::kInt, 8, 0}};
 
+const Tensor& calibration() {
+  static const Tensor t = images(16, 101);
+  return t;
+}
+
+q::QuantizedModel quantized(const Case& c, const Graph& g = cnn()) {
+  return q::quantize_model(g, options(c.format, c.bits, c.group), &calibration());
+}
+
 TEST(QdqExport, WeightsAreIntegersTimesAStepPerChannelBitForBit) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(c.name);
-    Tensor calib = images(16, 101);
-    q::QuantizedModel m = q::quantize_model(cnn(), options(c.format, c.bits, c.group), &calib);
+    q::QuantizedModel m = quantized(c);
     OnnxExportReport r;
     onnx::ModelProto proto = parse(qdq_onnx_bytes(m, &r));
     EXPECT_EQ(r.int8_layers, static_cast<int64_t>(m.layers.size()));
@@ -150,8 +162,8 @@ TEST(QdqExport, WeightsAreIntegersTimesAStepPerChannelBitForBit) {
 TEST(QdqExport, ReadBackItComputesTheSimulation) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(c.name);
-    Tensor calib = images(16, 101);
-    q::QuantizedModel m = q::quantize_model(cnn(), options(c.format, c.bits, c.group), &calib);
+    q::QuantizedModel m = quantized(c);
+    const Tensor& calib = calibration();
     OnnxExportReport r;
     std::string bytes = qdq_onnx_bytes(m, &r);
     EXPECT_EQ(r.quantized_activations, static_cast<int64_t>(m.layers.size()));
@@ -166,6 +178,19 @@ TEST(QdqExport, ReadBackItComputesTheSimulation) {
   }
 }
 
+TEST(QdqExport, AZeroFilterKeepsItsBias) {
+  // Its step is zero, so no int32 at the input scale times the step holds the bias: it stays
+  // float (noted), and the file still computes the simulation.
+  const Graph g = import_onnx_bytes(cnn_model(true), "pruned.onnx");
+  q::QuantizedModel m = quantized(kCases[2], g);
+  OnnxExportReport r;
+  std::string bytes = qdq_onnx_bytes(m, &r);
+  bool noted = false;
+  for (const std::string& n : r.notes) noted |= n.find("conv2") != std::string::npos && n.find("float32 bias") != std::string::npos;
+  EXPECT_TRUE(noted) << "no note on conv2's bias";
+  EXPECT_LE(check_export(q::simulation_graph(m), bytes, calibration()).max_abs_diff, 1e-6);
+}
+
 TEST(QdqExport, FloatGraphRoundTripsExactly) {
   OnnxExportReport r;
   std::string bytes = graph_onnx_bytes(cnn(), &r);
@@ -178,12 +203,15 @@ TEST(QdqExport, FloatGraphRoundTripsExactly) {
   std::map<std::string, int> ops;
   for (const auto& n : proto.graph().node()) ++ops[n.op_type()];
   EXPECT_EQ(ops["Clip"], 1);
+  std::set<std::string> read;
+  for (const auto& n : proto.graph().node()) read.insert(n.input().begin(), n.input().end());
+  for (const auto& t : proto.graph().initializer()) EXPECT_TRUE(read.count(t.name())) << t.name() << " is written but not read";
   EXPECT_EQ(ops["HardSwish"], 1);
   EXPECT_EQ(ops["Conv"], 3);
 }
 
 TEST(QdqExport, ResidualTermsFoldOrStayFloatWithANote) {
-  Tensor calib = images(16, 101);
+  const Tensor& calib = calibration();
   q::QuantizeOptions o = options(q::WeightFormat::kTernary, 2, 4);
   o.output_aware = true;
   o.residual = q::parse_residual_budget("all");
@@ -206,7 +234,7 @@ TEST(QdqExport, ResidualTermsFoldOrStayFloatWithANote) {
 }
 
 TEST(QdqExport, DynamicActivationsAreNotedAndStayFloat) {
-  Tensor calib = images(8, 101);
+  const Tensor& calib = calibration();
   q::QuantizeOptions o = options(q::WeightFormat::kInt, 8, 0);
   o.activation_mode = q::ActivationMode::kDynamic;
   q::QuantizedModel m = q::quantize_model(cnn(), o, &calib);

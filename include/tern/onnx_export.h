@@ -27,6 +27,7 @@
 namespace tern {
 
 struct OnnxExportReport {
+  int64_t opset = 0;                // of the default domain
   int64_t nodes = 0;                // ONNX nodes written
   int64_t int8_layers = 0;          // quantized layers with int8 weights + DequantizeLinear
   int64_t float_layers = 0;         // quantized layers written with float32 weights (see notes)

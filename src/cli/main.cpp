@@ -933,7 +933,7 @@ int cmd_export(int argc, char** argv) {
   tern::ExportCheck c = naming(out, [&] { return tern::check_export(loaded.graph, bytes, tern::Tensor::from_floats(shape, x)); });
   tern::write_file_atomically(out, {std::span<const char>(bytes.data(), bytes.size())});
   if (args.flag("json")) {
-    nlohmann::json j = {{"model", model}, {"output", out}, {"bytes", bytes.size()}, {"opset", 17}, {"nodes", report.nodes},
+    nlohmann::json j = {{"model", model}, {"output", out}, {"bytes", bytes.size()}, {"opset", report.opset}, {"nodes", report.nodes},
                         {"int8_layers", report.int8_layers}, {"float_layers", report.float_layers},
                         {"quantized_activations", report.quantized_activations}, {"notes", report.notes},
                         {"check", {{"inputs", tern::to_string(shape)}, {"values", c.values}, {"differing", c.differing},
@@ -941,7 +941,8 @@ int cmd_export(int argc, char** argv) {
     std::cout << j.dump() << "\n";
     return 0;
   }
-  std::printf("wrote   %s (%zu bytes, opset 17, %lld nodes)\n", out.c_str(), bytes.size(), static_cast<long long>(report.nodes));
+  std::printf("wrote   %s (%zu bytes, opset %lld, %lld nodes)\n", out.c_str(), bytes.size(),
+              static_cast<long long>(report.opset), static_cast<long long>(report.nodes));
   if (loaded.quantized)
     std::printf("layers  %lld with int8 weights + DequantizeLinear, %lld with float32 weights; %lld quantized activations\n",
                 static_cast<long long>(report.int8_layers), static_cast<long long>(report.float_layers),

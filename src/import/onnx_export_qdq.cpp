@@ -164,15 +164,26 @@ std::string write_graph(const Graph& g, const std::map<std::string, Dequantized>
   std::set<std::string> used;
   for (const Value& v : g.values) used.insert(v.name);
 
-  // Constants read by a node or the graph: initializers, or integers behind a DequantizeLinear.
-  std::vector<bool> read(g.values.size(), false);
-  for (const Node& n : g.nodes)
-    for (ValueId id : n.inputs)
-      if (id != kNoValue) read[static_cast<size_t>(id)] = true;
-  for (ValueId id : g.outputs) read[static_cast<size_t>(id)] = true;
-  for (size_t i = 0; i < g.values.size(); ++i) {
-    const Value& v = g.values[i];
-    if (!read[i] || !v.constant) continue;
+  for (const Node& node : g.nodes) {
+    const ops::OpRecord& rec = ops::record(node.op);
+    ProtoWriter w(node, g, ops::node_who(g.source, node), out, used, r.notes);
+    for (ValueId id : node.inputs) w.inputs.push_back(id == kNoValue ? std::string() : g.value(id).name);
+    for (ValueId id : node.outputs) w.outputs.push_back(g.value(id).name);
+    if (rec.export_onnx) {
+      rec.export_onnx(w);
+    } else if (!rec.attrs.kind && std::find(rec.onnx_names.begin(), rec.onnx_names.end(), rec.name) != rec.onnx_names.end()) {
+      w.emit(std::string(rec.name), w.inputs, w.outputs);
+    } else {
+      w.fail(std::string(rec.name));
+    }
+  }
+  // Constants the written nodes or the graph read (an exporter may have replaced one, as Reshape
+  // does its batch-relative target): initializers, or integers behind a DequantizeLinear.
+  std::set<std::string> read;
+  for (const onnx::NodeProto& n : out.node()) read.insert(n.input().begin(), n.input().end());
+  for (ValueId id : g.outputs) read.insert(g.value(id).name);
+  for (const Value& v : g.values) {
+    if (!v.constant || !read.count(v.name)) continue;
     auto it = dequantized.find(v.name);
     if (it == dequantized.end()) {
       fill_tensor(*out.add_initializer(), v.name, *v.constant);
@@ -197,24 +208,12 @@ std::string write_graph(const Graph& g, const std::map<std::string, Dequantized>
     a->set_i(d.axis);
   }
 
-  for (const Node& node : g.nodes) {
-    const ops::OpRecord& rec = ops::record(node.op);
-    ProtoWriter w(node, g, ops::node_who(g.source, node), out, used, r.notes);
-    for (ValueId id : node.inputs) w.inputs.push_back(id == kNoValue ? std::string() : g.value(id).name);
-    for (ValueId id : node.outputs) w.outputs.push_back(g.value(id).name);
-    if (rec.export_onnx) {
-      rec.export_onnx(w);
-    } else if (!rec.attrs.kind && std::find(rec.onnx_names.begin(), rec.onnx_names.end(), rec.name) != rec.onnx_names.end()) {
-      w.emit(std::string(rec.name), w.inputs, w.outputs);
-    } else {
-      w.fail(std::string(rec.name));
-    }
-  }
   sort_topologically(out);
 
   for (ValueId id : g.inputs) fill_value_info(*out.add_input(), g.value(id));
   for (ValueId id : g.outputs) fill_value_info(*out.add_output(), g.value(id));
   r.nodes = out.node_size();
+  r.opset = ops::kExportOpset;
   try {
     onnx::checker::check_model(model);
   } catch (const std::exception& e) {
@@ -322,15 +321,17 @@ std::string qdq_onnx_bytes(const quant::QuantizedModel& model, OnnxExportReport*
     double worst = 0;  // in accumulator steps
     bool fits = b.size() == l.out;
     for (int64_t o = 0; fits && o < b.size(); ++o) {
+      // A filter of zero weights has a zero step: no int32 at that scale holds its bias.
       const float s = l.input->scale * step[static_cast<size_t>(o)];
-      const double k = s > 0 ? std::nearbyint(static_cast<double>(b.data<float>()[o]) / s) : 0.0;
+      const double k = s > 0 && std::isfinite(s) ? std::nearbyint(static_cast<double>(b.data<float>()[o]) / s) : NAN;
       fits = std::fabs(k) < 2147483647.0;
+      if (!fits) break;
       d.q.data<int32_t>()[o] = static_cast<int32_t>(k);
       d.scale.data<float>()[o] = s;
-      if (s > 0) worst = std::max(worst, static_cast<double>(std::fabs(static_cast<float>(k) * s - b.data<float>()[o]) / s));
+      worst = std::max(worst, static_cast<double>(std::fabs(static_cast<float>(k) * s - b.data<float>()[o]) / s));
     }
     if (!fits) {
-      r.notes.push_back(who + "float32 bias (it does not fit int32 at the input scale times the weight step)");
+      r.notes.push_back(who + "float32 bias (it has no int32 form at the input scale times the weight step)");
       continue;
     }
     if (worst > 0.01)

@@ -73,7 +73,9 @@ TEST_P(QgemmIndirectTest, MatchesIm2colReference) {
            {8, 8, 4, 70, 3, 1, 2, 0, 4},     // dilated, several panels
            {6, 6, 24, 12, 3, 1, 1, 8, 8},    // the second of three groups
            {30, 30, 16, 16, 3, 1, 1, 0, 16}, // many column blocks, a column tail
-           {1, 1, 64, 48, 1, 1, 1, 0, 64}})  // one column
+           {1, 1, 64, 48, 1, 1, 1, 0, 64},   // one column
+           {5, 5, 16, 20, 3, 1, 1, 0, 16},   // 9 columns: tiles of 5 and 4
+           {3, 16, 8, 40, 3, 1, 1, 0, 8}})   // one row of 14: tiles of 7 and 7, evenly spaced
     check_conv(k, seed++);
 }
 
