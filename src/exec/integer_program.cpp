@@ -588,8 +588,11 @@ void concat(std::vector<Buffer*>& in, Buffer& out, int64_t images) {
 
 // Codes of `pixels` NHWC pixels of `channels` floats at `scale`, by the layers' vectorized
 // epilogue (requantize.h: a multiply by the reciprocal, as every layer's output codes are made).
+// With a gate, the values are src[c] * gate[c] (a squeeze-excitation's Mul), also written as
+// float to `out` when given; without codes (dst null), only that.
 void quantize_pixels(const float* src, int64_t src_stride, int64_t pixels, int64_t channels, float scale, const Format& f,
-                     uint8_t* dst, int64_t dst_stride) {
+                     uint8_t* dst, int64_t dst_stride, const float* gate = nullptr, float* out = nullptr,
+                     int64_t out_stride = 0) {
   static thread_local std::vector<float> zeros;
   if (zeros.size() < static_cast<size_t>(channels)) zeros.assign(static_cast<size_t>(channels), 0.0f);
   static const int32_t no_sums = 0;
@@ -601,6 +604,9 @@ void quantize_pixels(const float* src, int64_t src_stride, int64_t pixels, int64
   a.bias = zeros.data();
   a.residual = src;
   a.residual_stride = src_stride;
+  a.residual_scale = gate;
+  a.out = out;
+  a.out_stride = out_stride;
   a.codes = dst;
   a.codes_stride = dst_stride;
   a.inv_scale = 1.0f / scale;
@@ -971,6 +977,22 @@ struct Compiler {
     return b;
   }
 
+  // A squeeze-excitation's Mul, images [N, C, H, W] times a gate [N, C, 1, 1] (either order), both
+  // computed batches of images: which input is the images, or -1.
+  int gate_image(const Node& n) const {
+    if (n.op != OpType::kMul || n.inputs.size() != 2) return -1;
+    for (ValueId v : n.inputs)
+      if (v == kNoValue || g.is_constant(v) || side.count(v)) return -1;
+    if (side.count(n.outputs[0])) return -1;
+    const Shape& s0 = g.value(n.inputs[0]).shape;
+    const Shape& s1 = g.value(n.inputs[1]).shape;
+    const Shape& so = g.value(n.outputs[0]).shape;
+    if (s0.size() != 4 || s1.size() != 4 || s0[1] != s1[1]) return -1;
+    if (s1[2] == 1 && s1[3] == 1 && s0 == so) return 0;
+    if (s0[2] == 1 && s0[3] == 1 && s1 == so) return 1;
+    return -1;
+  }
+
   // Which forms each value is needed in, from the outputs back to the input.
   void propagate() {
     need_float.assign(g.values.size(), false);
@@ -998,7 +1020,7 @@ struct Compiler {
       } else {  // float operations: float in, float out, codes by a quantize step after
         for (size_t k = 0; k < (generic.count(i) || n.op == OpType::kAdd ? n.inputs.size() : 1); ++k)
           if (n.inputs[k] != kNoValue && !g.is_constant(n.inputs[k]) && !side.count(n.inputs[k])) want_float(n.inputs[k]);
-        if (!need_codes[static_cast<size_t>(out)].empty()) want_float(out);
+        if (!need_codes[static_cast<size_t>(out)].empty() && gate_image(n) < 0) want_float(out);  // for a quantize step
       }
     }
   }
@@ -1244,19 +1266,25 @@ struct Compiler {
         }, 1 << 14);
       });
     } else {  // GlobalAveragePool, ReduceMean over H and W
-      add_step(n.name, to_string(n.op) + " on f32", [a, o](int64_t images) {
+      // Blocks of 64 channels of one image per work item, so that both cores share an image.
+      add_step(n.name, to_string(n.op) + " on f32", [a, o, pool](int64_t images) {
         o->allocate(images);
         const float inv = 1.0f / static_cast<float>(a->h * a->w);
-        for (int64_t k = 0; k < images; ++k) {
-          float* dst = o->float_at(k, 0, 0);
-          std::fill(dst, dst + a->c, 0.0f);
-          for (int64_t y = 0; y < a->h; ++y)
-            for (int64_t x = 0; x < a->w; ++x) {
-              const float* src = a->float_at(k, y, x);
-              for (int64_t c = 0; c < a->c; ++c) dst[c] += src[c];
-            }
-          for (int64_t c = 0; c < a->c; ++c) dst[c] *= inv;
-        }
+        constexpr int64_t kBlock = 64;
+        const int64_t blocks = (a->c + kBlock - 1) / kBlock;
+        parallel(pool, images * blocks, [&](int64_t begin, int64_t end) {
+          for (int64_t item = begin; item < end; ++item) {
+            const int64_t k = item / blocks, c0 = item % blocks * kBlock, count = std::min(kBlock, a->c - c0);
+            float* dst = o->float_at(k, 0, 0) + c0;
+            std::fill(dst, dst + count, 0.0f);
+            for (int64_t y = 0; y < a->h; ++y)
+              for (int64_t x = 0; x < a->w; ++x) {
+                const float* src = a->float_at(k, y, x) + c0;
+                for (int64_t c = 0; c < count; ++c) dst[c] += src[c];
+              }
+            for (int64_t c = 0; c < count; ++c) dst[c] *= inv;
+          }
+        });
       });
     }
     quantize_after(out, n.name);
@@ -1297,43 +1325,36 @@ struct Compiler {
       else if (ins[k].constant) flat = ins[k].constant->size() == 1;
       else if (ins[k].buffer) flat = g.value(n.inputs[k]).shape == g.value(out).shape;
     }
-    // A squeeze-excitation's Mul: images [N, C, H, W] times a gate [N, C, 1, 1], on NHWC pixels.
-    if (o && n.op == OpType::kMul && ins.size() == 2 && ins[0].buffer && ins[1].buffer) {
-      const Shape& s0 = g.value(n.inputs[0]).shape;
-      const Shape& s1 = g.value(n.inputs[1]).shape;
-      int image = -1;
-      if (s0.size() == 4 && s1.size() == 4 && s0[1] == s1[1]) {
-        if (s1[2] == 1 && s1[3] == 1 && s0 == g.value(out).shape) image = 0;
-        else if (s0[2] == 1 && s0[3] == 1 && s1 == g.value(out).shape) image = 1;
-      }
-      if (image >= 0) {
-        Buffer* x = ins[static_cast<size_t>(image)].buffer;
-        Buffer* gate = ins[static_cast<size_t>(1 - image)].buffer;
-        // The next layers' static codes are made from each row while it is in cache.
-        std::vector<Buffer*> codes;
-        for (auto& [format, b] : need_codes[static_cast<size_t>(out)])
-          if (!format.dynamic) codes.push_back(code_buffer(out, format));
-        add_step(n.name, "Mul by a per-channel gate on f32" + std::string(codes.empty() ? "" : " + quantize"),
-                 [x, gate, o, codes, pool = P.pool](int64_t images) {
-          o->allocate(images);
-          for (Buffer* b : codes) b->allocate(images);
-          parallel(pool, images * x->h, [&](int64_t begin, int64_t end) {
-            for (int64_t row = begin; row < end; ++row) {
-              const int64_t k = row / x->h, y = row % x->h;
-              const float* gk = gate->float_at(k, 0, 0);
-              for (int64_t px = 0; px < x->w; ++px) {
-                const float* src = x->float_at(k, y, px);
-                float* dst = o->float_at(k, y, px);
-                for (int64_t c = 0; c < x->c; ++c) dst[c] = src[c] * gk[c];
-              }
-              for (Buffer* b : codes)
-                quantize_pixels(o->float_at(k, y, 0), o->stride, o->w, o->c, b->format.scale, b->format, b->code_at(k, y, 0),
-                                b->stride);
+    // A squeeze-excitation's Mul: images [N, C, H, W] times a gate [N, C, 1, 1], on NHWC pixels,
+    // made into the next layers' static codes in the same pass (by the epilogue), and into float
+    // only where a reader needs it.
+    if (const int image = o ? gate_image(n) : -1; image >= 0) {
+      Buffer* x = ins[static_cast<size_t>(image)].buffer;
+      Buffer* gate = ins[static_cast<size_t>(1 - image)].buffer;
+      Buffer* fo = need_float[static_cast<size_t>(out)] ? o : nullptr;
+      std::vector<Buffer*> codes;
+      for (auto& [format, b] : need_codes[static_cast<size_t>(out)])
+        if (!format.dynamic) codes.push_back(code_buffer(out, format));
+      add_step(n.name, "Mul by a per-channel gate on f32" + std::string(codes.empty() ? "" : " + quantize"),
+               [x, gate, fo, codes, pool = P.pool](int64_t images) {
+        if (fo) fo->allocate(images);
+        for (Buffer* b : codes) b->allocate(images);
+        parallel(pool, images * x->h, [&](int64_t begin, int64_t end) {
+          for (int64_t row = begin; row < end; ++row) {
+            const int64_t k = row / x->h, y = row % x->h;
+            const float* gk = gate->float_at(k, 0, 0);
+            float* dst = fo ? fo->float_at(k, y, 0) : nullptr;
+            if (codes.empty() && fo)
+              quantize_pixels(x->float_at(k, y, 0), x->stride, x->w, x->c, 1.0f, Format{}, nullptr, 0, gk, dst, fo->stride);
+            for (Buffer* b : codes) {
+              quantize_pixels(x->float_at(k, y, 0), x->stride, x->w, x->c, b->format.scale, b->format, b->code_at(k, y, 0),
+                              b->stride, gk, dst, fo ? fo->stride : 0);
+              dst = nullptr;  // written once
             }
-          });
+          }
         });
-        return;
-      }
+      });
+      return;
     }
     if (flat) {
       add_step(n.name, to_string(n.op) + " on f32 (FP32 kernel, element-wise)",

@@ -1,8 +1,9 @@
 // The integer engine's epilogue and depthwise kernel on every ISA, bit for bit against the
 // reference loops: channel counts with every tail, 1-4 stacked terms, with and without a residual,
-// a float output and codes (signed, unsigned, and unsigned with a zero point), values at the
-// clamps and rounding ties, and each fused activation (on every ISA, the reference's bits). No terms and a residual is how the integer program turns float values
-// into codes.
+// a residual scaled per channel (a gate), a float output and codes (signed, unsigned, and unsigned
+// with a zero point), values at the clamps and rounding ties, and each fused activation (on every
+// ISA, the reference's bits). No terms and a residual is how the integer program turns float
+// values into codes.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -27,7 +28,7 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
   std::uniform_real_distribution<float> md(1e-4f, 3e-3f), bd(-2.0f, 2.0f), rd(-3.0f, 3.0f);
   for (int64_t rows : {1, 5, 8, 15, 16, 17, 33, 64, 70})
     for (int terms : {0, 1, 2, 4})
-      for (int variant = 0; variant < 9; ++variant) {
+      for (int variant = 0; variant < 10; ++variant) {
         const int64_t cols = 7, term_stride = rows + 3, acc_stride = terms * term_stride + 1;
         std::vector<int32_t> acc(static_cast<size_t>(cols * acc_stride)), offset(static_cast<size_t>(terms * term_stride));
         for (int32_t& v : acc) v = accd(gen);
@@ -55,10 +56,13 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
         a.bias = bias.data();
         a.lo = variant == 0 ? 0.0f : -__builtin_inff();
         a.hi = variant == 0 ? 6.0f : __builtin_inff();
-        if (variant == 1 || variant == 2 || variant == 4 || terms == 0) {
+        std::vector<float> gate(static_cast<size_t>(rows));
+        for (float& v : gate) v = md(gen) * 300.0f;
+        if (variant == 1 || variant == 2 || variant == 4 || variant == 9 || terms == 0) {
           a.residual = residual.data();
           a.residual_stride = rows;
           a.lo2 = variant == 4 || terms == 0 ? -__builtin_inff() : 0.0f;  // negatives reach the zero point
+          if (variant == 9) a.residual_scale = gate.data();  // a squeeze-excitation gate per channel
         }
         // Variants 5-8: each fused activation, on sums spread over [-100, 100] (exp's clamps included).
         if (variant >= 5) {
@@ -87,6 +91,12 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
         ASSERT_EQ(std::memcmp(out.data(), out_ref.data(), out.size() * sizeof(float)), 0)
             << "rows=" << rows << " terms=" << terms << " variant=" << variant;
         ASSERT_EQ(codes, codes_ref) << "rows=" << rows << " terms=" << terms << " variant=" << variant;
+        if (variant == 9 && terms == 0)  // no sums: the bias plus the gated values (no clamp)
+          for (int64_t c = 0; c < cols; ++c)
+            for (int64_t r = 0; r < rows; ++r) {
+              const size_t i = static_cast<size_t>(c * rows + r);
+              ASSERT_EQ(out[i], bias[static_cast<size_t>(r)] + residual[i] * gate[static_cast<size_t>(r)]) << "col " << c << " row " << r;
+            }
       }
 }
 

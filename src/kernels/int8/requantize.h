@@ -9,6 +9,7 @@
 // (multiplier = input scale * weight step; offset = the activation zero point times the row's
 // weight sum, taken off in int32 so that it costs no precision)
 //     v = clamp(v + residual[r], lo2, hi2)                  (a fused residual Add and its ReLU)
+//     (residual[r] * residual_scale[r] where residual_scale is given: a squeeze-excitation gate)
 // and writes v as float32 and/or as the next layer's activation codes,
 //     code = clamp(round_half_away(v * inv_scale), qlo, qhi) + zero,
 // the simulation's FakeQuantize (x / scale) with a multiply by the reciprocal instead of a divide.
@@ -41,6 +42,7 @@ struct RequantArgs {
   float act_alpha = 0.0f, act_beta = 0.0f;  // HardSigmoid / HardSwish: clamp(alpha v + beta, 0, 1)
   const float* residual = nullptr;    // [col * residual_stride + r], or null
   int64_t residual_stride = 0;
+  const float* residual_scale = nullptr;  // [r], or null (one)
   float lo2 = -__builtin_inff(), hi2 = __builtin_inff();
   float* out = nullptr;               // [col * out_stride + r], or null
   int64_t out_stride = 0;

@@ -79,7 +79,9 @@ void requantize_rows8(const RequantArgs& a, int64_t r) {
     v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
     if (a.act != Activation::kNone) v = activate8(v, a.act, act_alpha, act_beta);
     if (a.residual) {
-      v = _mm256_add_ps(v, _mm256_loadu_ps(a.residual + col * a.residual_stride + r));
+      __m256 res = _mm256_loadu_ps(a.residual + col * a.residual_stride + r);
+      if (a.residual_scale) res = _mm256_mul_ps(res, _mm256_loadu_ps(a.residual_scale + r));
+      v = _mm256_add_ps(v, res);
       v = _mm256_min_ps(_mm256_max_ps(v, lo2), hi2);
     }
     if (a.out) _mm256_storeu_ps(a.out + col * a.out_stride + r, v);
@@ -118,6 +120,7 @@ void requantize_block_avx2(const RequantArgs& a) {
   if (tail.offset) tail.offset += r;
   tail.bias += r;
   if (tail.residual) tail.residual += r;
+  if (tail.residual_scale) tail.residual_scale += r;
   if (tail.out) tail.out += r;
   if (tail.codes) tail.codes += r;
   requantize_block_avx2_loops(tail);

@@ -12,12 +12,15 @@ namespace tern::kernels {
 
 namespace {
 
-// activation_math.h's functions on 16 lanes, the same operations in the same order (no FMA), so
-// every lane rounds as the scalar code does.
+// activation_math.h's functions on 16 lanes, bit for bit (no FMA; the polynomial in its order).
+// Two steps take one instruction each where the scalar code takes several: n = round(x log2 e) by
+// vrndscaleps (to nearest even, as the magic-number add and subtract round for |x log2 e| < 2^22),
+// and p * 2^n by vscalefps (exact for the integers n in [-126, 127] that the clamp allows, as the
+// multiply by 2^n built in the exponent bits is).
 inline __m512 exp_approx16(__m512 x) {
   x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  const __m512 magic = _mm512_set1_ps(12582912.0f);
-  const __m512 n = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), magic), magic);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
   r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
   __m512 p = _mm512_set1_ps(1.9875691500e-4f);
@@ -27,30 +30,28 @@ inline __m512 exp_approx16(__m512 x) {
   p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
   p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  return _mm512_scalef_ps(p, n);
 }
 
-inline __m512 activate16(__m512 v, Activation act, __m512 alpha, __m512 beta) {
+template <Activation kAct>
+inline __m512 activate16(__m512 v, __m512 alpha, __m512 beta) {
   const __m512 one = _mm512_set1_ps(1.0f);
-  auto hard_sigmoid = [&](__m512 x) {
-    return _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(alpha, x), beta), _mm512_setzero_ps()), one);
-  };
-  auto sigmoid = [&](__m512 x) {
-    return _mm512_div_ps(one, _mm512_add_ps(one, exp_approx16(_mm512_xor_ps(x, _mm512_set1_ps(-0.0f)))));
-  };
-  switch (act) {
-    case Activation::kHardSigmoid: return hard_sigmoid(v);
-    case Activation::kHardSwish: return _mm512_mul_ps(v, hard_sigmoid(v));
-    case Activation::kSigmoid: return sigmoid(v);
-    case Activation::kSilu: return _mm512_mul_ps(v, sigmoid(v));
-    default: return v;
+  if constexpr (kAct == Activation::kHardSigmoid || kAct == Activation::kHardSwish) {
+    const __m512 h = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(alpha, v), beta), _mm512_setzero_ps()), one);
+    return kAct == Activation::kHardSwish ? _mm512_mul_ps(v, h) : h;
+  } else if constexpr (kAct == Activation::kSigmoid || kAct == Activation::kSilu) {
+    const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp_approx16(_mm512_xor_ps(v, _mm512_set1_ps(-0.0f)))));
+    return kAct == Activation::kSilu ? _mm512_mul_ps(v, s) : s;
+  } else {
+    return v;
   }
 }
 
-// One block of 16 channels over every column: the channel constants stay in registers (up to
-// kMaxTerms terms; more go through memory), the columns stream.
-template <int kTerms>
+// One block of 16 channels over every column: the channel constants stay in registers (up to 3
+// terms; more go through memory), the columns stream. The term count and the activation are
+// template arguments, and every field the loop reads is a local: a u8 store may alias anything,
+// so fields read through `a` would be loaded again after each one.
+template <int kTerms, Activation kAct>
 void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
   const __m512 lo = _mm512_set1_ps(a.lo), hi = _mm512_set1_ps(a.hi);
   const __m512 lo2 = _mm512_set1_ps(a.lo2), hi2 = _mm512_set1_ps(a.hi2);
@@ -61,36 +62,64 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
   const int terms = kTerms > 0 ? kTerms : a.terms;
   const __m512 bias = _mm512_maskz_loadu_ps(m, a.bias + r);
+  const float* multiplier = a.multiplier + r;
+  const int32_t* offsets = a.offset ? a.offset + r : nullptr;
+  const int64_t multiplier_term_stride = a.multiplier_term_stride;
   __m512 mult[kTerms > 0 ? kTerms : 1];
   __m512i offset[kTerms > 0 ? kTerms : 1];
   for (int j = 0; j < (kTerms > 0 ? kTerms : 0); ++j) {
-    mult[j] = _mm512_maskz_loadu_ps(m, a.multiplier + j * a.multiplier_term_stride + r);
-    offset[j] = a.offset ? _mm512_maskz_loadu_epi32(m, a.offset + j * a.multiplier_term_stride + r) : _mm512_setzero_si512();
+    mult[j] = _mm512_maskz_loadu_ps(m, multiplier + j * multiplier_term_stride);
+    offset[j] = offsets ? _mm512_maskz_loadu_epi32(m, offsets + j * multiplier_term_stride) : _mm512_setzero_si512();
   }
+  const int64_t cols = a.cols, acc_stride = a.acc_stride, term_stride = a.term_stride;
+  const float* residual = a.residual ? a.residual + r : nullptr;
+  const int64_t residual_stride = a.residual_stride;
+  const bool scaled = a.residual_scale != nullptr;
+  const __m512 residual_scale = scaled ? _mm512_maskz_loadu_ps(m, a.residual_scale + r) : _mm512_set1_ps(1.0f);
+  float* out = a.out ? a.out + r : nullptr;
+  const int64_t out_stride = a.out_stride;
+  uint8_t* codes = a.codes ? a.codes + r : nullptr;
+  const int64_t codes_stride = a.codes_stride;
   const int32_t* acc = a.acc + r;
-  for (int64_t col = 0; col < a.cols; ++col, acc += a.acc_stride) {
+  for (int64_t col = 0; col < cols; ++col, acc += acc_stride) {
     __m512 v = bias;
     for (int j = 0; j < terms; ++j) {
-      __m512i oj = kTerms > 0 ? offset[kTerms > 0 ? j : 0]
-                              : (a.offset ? _mm512_maskz_loadu_epi32(m, a.offset + j * a.multiplier_term_stride + r)
-                                          : _mm512_setzero_si512());
-      __m512 s = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + j * a.term_stride), oj));
-      __m512 mj = kTerms > 0 ? mult[kTerms > 0 ? j : 0] : _mm512_maskz_loadu_ps(m, a.multiplier + j * a.multiplier_term_stride + r);
+      const __m512i oj = kTerms > 0 ? offset[kTerms > 0 ? j : 0]
+                                    : (offsets ? _mm512_maskz_loadu_epi32(m, offsets + j * multiplier_term_stride)
+                                               : _mm512_setzero_si512());
+      const __m512 s = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + j * term_stride), oj));
+      const __m512 mj = kTerms > 0 ? mult[kTerms > 0 ? j : 0] : _mm512_maskz_loadu_ps(m, multiplier + j * multiplier_term_stride);
       v = _mm512_add_ps(v, _mm512_mul_ps(s, mj));
     }
     v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    if (a.act != Activation::kNone) v = activate16(v, a.act, act_alpha, act_beta);
-    if (a.residual) {
-      v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, a.residual + col * a.residual_stride + r));
+    v = activate16<kAct>(v, act_alpha, act_beta);
+    if (residual) {
+      __m512 res = _mm512_maskz_loadu_ps(m, residual + col * residual_stride);
+      if (scaled) res = _mm512_mul_ps(res, residual_scale);
+      v = _mm512_add_ps(v, res);
       v = _mm512_min_ps(_mm512_max_ps(v, lo2), hi2);
     }
-    if (a.out) _mm512_mask_storeu_ps(a.out + col * a.out_stride + r, m, v);
-    if (a.codes) {
-      __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), qlo), qhi);
+    if (out) _mm512_mask_storeu_ps(out + col * out_stride, m, v);
+    if (codes) {
+      const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), qlo), qhi);
       // Half away from zero: truncate t + copysign(0.5, t).
-      __m512 h = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), sign), _mm512_castps_si512(half)));
-      __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_add_ps(t, h)), zero);
-      _mm_mask_storeu_epi8(a.codes + col * a.codes_stride + r, m, _mm512_cvtepi32_epi8(q));
+      const __m512 h = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), sign), _mm512_castps_si512(half)));
+      const __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_add_ps(t, h)), zero);
+      _mm_mask_storeu_epi8(codes + col * codes_stride, m, _mm512_cvtepi32_epi8(q));
+    }
+  }
+}
+
+template <Activation kAct>
+void requantize_all_rows(const RequantArgs& a) {
+  for (int64_t r = 0; r < a.rows; r += 16) {
+    const int64_t left = a.rows - r;
+    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+    switch (a.terms) {
+      case 1: requantize_rows<1, kAct>(a, r, m); break;
+      case 2: requantize_rows<2, kAct>(a, r, m); break;
+      case 3: requantize_rows<3, kAct>(a, r, m); break;
+      default: requantize_rows<0, kAct>(a, r, m);
     }
   }
 }
@@ -98,15 +127,12 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
 }  // namespace
 
 void requantize_block_avx512(const RequantArgs& a) {
-  for (int64_t r = 0; r < a.rows; r += 16) {
-    const int64_t left = a.rows - r;
-    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
-    switch (a.terms) {
-      case 1: requantize_rows<1>(a, r, m); break;
-      case 2: requantize_rows<2>(a, r, m); break;
-      case 3: requantize_rows<3>(a, r, m); break;
-      default: requantize_rows<0>(a, r, m);
-    }
+  switch (a.act) {
+    case Activation::kHardSigmoid: return requantize_all_rows<Activation::kHardSigmoid>(a);
+    case Activation::kHardSwish: return requantize_all_rows<Activation::kHardSwish>(a);
+    case Activation::kSigmoid: return requantize_all_rows<Activation::kSigmoid>(a);
+    case Activation::kSilu: return requantize_all_rows<Activation::kSilu>(a);
+    default: return requantize_all_rows<Activation::kNone>(a);
   }
 }
 

@@ -46,7 +46,12 @@ void REQUANT_NAME(requantize_block)(const RequantArgs& a) {
       }
       if (a.residual) {
         const float* res = a.residual + col * a.residual_stride + r0;
-        for (int64_t r = 0; r < n; ++r) v[r] = std::min(std::max(v[r] + res[r], a.lo2), a.hi2);
+        if (a.residual_scale) {
+          const float* rs = a.residual_scale + r0;
+          for (int64_t r = 0; r < n; ++r) v[r] = std::min(std::max(v[r] + res[r] * rs[r], a.lo2), a.hi2);
+        } else {
+          for (int64_t r = 0; r < n; ++r) v[r] = std::min(std::max(v[r] + res[r], a.lo2), a.hi2);
+        }
       }
       if (a.out) {
         float* out = a.out + col * a.out_stride + r0;
