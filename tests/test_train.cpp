@@ -9,6 +9,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "gradient_fixtures.h"
 #include "temp_dir.h"
 #include "tern/error.h"
 #include "tern/fixed_point.h"
@@ -327,4 +328,27 @@ TEST(Train, TimelineRecordsWhenBackpropProducesEachGradient) {
   EXPECT_EQ(p.back()["name"], "w1");
   EXPECT_LE(p.front()["ready_ms"].get<double>(), p.back()["ready_ms"].get<double>());
   EXPECT_LE(p.back()["ready_ms"].get<double>(), t["backward_ms"].get<double>());
+}
+
+// Data parallel: the first all-reduce of a step starts from a gradient hook while backprop still
+// runs (more gradients are handed in after it, each followed by a progress call), not after
+// backprop in finish(). The communicator is a two-rank mirror that records its calls.
+TEST(Train, DataParallelAllReduceStartsDuringBackprop) {
+  ThreadsGuard one_thread;
+  Graph g = training_graph(small_model_bytes());
+  tern::testing::RecordingCommunicator comm;
+  train::TrainOptions o = small_options();
+  o.epochs = 1;
+  o.distributed.communicator = &comm;
+  o.distributed.bucket_bytes = 64;  // 16 floats: several buckets even for this small model
+  train::TrainResult r = train::train_network(g, synthetic_dataset(64), plain_normalization(), o);
+  EXPECT_TRUE(std::isfinite(first_epoch_loss(r)));
+  const std::vector<std::string>& e = comm.events;
+  const auto first_start = std::find(e.begin(), e.end(), "allreduce");
+  ASSERT_NE(first_start, e.end());
+  const auto first_wait = std::find(first_start, e.end(), "wait");
+  ASSERT_NE(first_wait, e.end());
+  // One progress call ends each gradient_ready; two or more after the first start mean at least
+  // one more gradient arrived after the first bucket had started.
+  EXPECT_GE(std::count(first_start, first_wait, "progress"), 2);
 }
