@@ -112,6 +112,8 @@ expect_error 1 "text.onnx" -- "$tern" export "$work/text.onnx" -o "$work/bad.onn
 expect_error 1 "same file" -- "$tern" export "$model" -o "$model"
 expect_error 2 "--level" -- "$tern" export "$model" -o "$work/bad.onnx" --level x
 expect_error 2 "--m" -- "$tern" accum --n 100 --m 60
+expect_error 2 "--estimate" -- "$tern" accum --n 100 --estimate exact
+expect_error 2 "--trials" -- "$tern" accum --n 100 --trials 64
 expect_error 1 "text.onnx" -- "$tern" accum "$work/text.onnx"
 
 if [ "$failures" -ne 0 ]; then echo "$failures failure(s)"; exit 1; fi

@@ -58,7 +58,8 @@ nlohmann::json estimate_json(const ac::VrrEstimate& e) {
 }  // namespace
 
 int cmd_accum(int argc, char** argv) {
-  Args args("accum", argc, argv, 2, {"n", "m", "chunk", "trials", "seed", "terms", "criterion", "batch"}, {"json"});
+  Args args("accum", argc, argv, 2, {"n", "m", "chunk", "trials", "seed", "terms", "criterion", "batch", "estimate"},
+            {"json"});
   const bool json = args.flag("json");
   const bool model_mode = !args.positional().empty();
   if (model_mode && args.has("n")) throw UsageError("'tern accum' takes either MODEL.onnx or --n N, not both");
@@ -75,16 +76,35 @@ int cmd_accum(int argc, char** argv) {
     throw UsageError(std::string("--terms: ") + e.what());
   }
   try {
+    search.estimator = ac::parse_estimator(args.get("estimate", "analytic"));
+  } catch (const Error& e) {
+    throw UsageError(std::string("--estimate: ") + e.what());
+  }
+  const bool monte_carlo = search.estimator == ac::Estimator::kMonteCarlo;
+  if (!monte_carlo && (args.has("trials") || args.has("seed")) && !args.has("m"))
+    throw UsageError("--trials and --seed go with --estimate monte-carlo (the analytic model draws nothing)");
+  try {
     if (args.has("criterion")) search.criterion = ac::parse_criterion(args.get("criterion"));
   } catch (const Error& e) {
     throw UsageError(std::string("--criterion: ") + e.what());
   }
   const int64_t chunk = args.get_int("chunk", model_mode ? 64 : 0, 0, int64_t{1} << 40);
   const auto start = std::chrono::steady_clock::now();
-  nlohmann::json report = {{"trials", search.vrr.trials}, {"seed", search.vrr.seed},
+  nlohmann::json report = {{"estimate", ac::estimator_name(search.estimator)},
                            {"terms", ac::term_distribution_name(search.vrr.terms)}, {"chunk", chunk},
                            {"threads", ThreadPool::global().size()}};
+  if (monte_carlo || args.has("m")) report["trials"] = search.vrr.trials, report["seed"] = search.vrr.seed;
   const char* terms = ac::term_distribution_name(search.vrr.terms);
+  // "analytic model, normal terms" or "256 trials of normal terms, seed 1".
+  auto how = [&] {
+    char buf[128];
+    if (monte_carlo)
+      std::snprintf(buf, sizeof buf, "%lld trials of %s terms, seed %llu", static_cast<long long>(search.vrr.trials),
+                    terms, static_cast<unsigned long long>(search.vrr.seed));
+    else
+      std::snprintf(buf, sizeof buf, "analytic model, %s terms", terms);
+    return std::string(buf);
+  };
 
   if (model_mode) {
     const std::string path = args.model("accum");
@@ -112,9 +132,8 @@ int cmd_accum(int argc, char** argv) {
       std::cout << report.dump() << "\n";
       return 0;
     }
-    std::printf("%s: minimal accumulator mantissa bits per training GEMM (batch %lld, %s, %lld trials of %s terms, seed %llu)\n",
-                path.c_str(), static_cast<long long>(batch), search.criterion.name().c_str(),
-                static_cast<long long>(search.vrr.trials), terms, static_cast<unsigned long long>(search.vrr.seed));
+    std::printf("%s: minimal accumulator mantissa bits per training GEMM (batch %lld, %s, %s)\n", path.c_str(),
+                static_cast<long long>(batch), search.criterion.name().c_str(), how().c_str());
     char chunked[32];
     std::snprintf(chunked, sizeof chunked, "m@%lld", static_cast<long long>(chunk));
     int width = 5;
@@ -144,12 +163,19 @@ int cmd_accum(int argc, char** argv) {
     std::vector<ac::VrrEstimate> plain = ac::vrr_curve(n, lo, hi, 0, search.vrr), chunked;
     if (chunk > 0) chunked = ac::vrr_curve(n, lo, hi, chunk, search.vrr);
     report["seconds"] = seconds_since(start);
+    // The analytic model beside each Monte-Carlo estimate.
+    auto analytic = [&](int m, int64_t c) {
+      const ac::AnalyticVrr a = ac::analytic_vrr(n, m, c, search.vrr.terms);
+      return nlohmann::json{{"vrr", a.vrr}, {"error_ratio", a.error_ratio}, {"swamped", a.swamped}};
+    };
     nlohmann::json rows = nlohmann::json::array();
     for (size_t i = 0; i < plain.size(); ++i) {
       nlohmann::json row = estimate_json(plain[i]);
+      row["analytic"] = analytic(plain[i].mantissa_bits, 0);
       if (!chunked.empty()) {
         row["chunked"] = estimate_json(chunked[i]);
         row["chunked"].erase("m");
+        row["chunked"]["analytic"] = analytic(plain[i].mantissa_bits, chunk);
       }
       rows.push_back(row);
     }
@@ -159,23 +185,24 @@ int cmd_accum(int argc, char** argv) {
       return 0;
     }
     std::printf("%lld-term sums, %lld trials of %s terms (seed %llu): variance retention ratio VRR and the error's\n"
-                "variance in units of one term's, n * E[(s_m - s)^2] / E[s^2], each +- its standard error\n",
+                "variance in units of one term's, n * E[(s_m - s)^2] / E[s^2], each +- its standard error; then\n"
+                "the analytic model's error (the variance lost, in terms)\n",
                 static_cast<long long>(n), static_cast<long long>(search.vrr.trials), terms,
                 static_cast<unsigned long long>(search.vrr.seed));
-    std::printf("%4s  %-38s", "m", "unchunked: VRR, error (terms)");
-    if (chunk > 0) std::printf("  chunks of %lld: VRR, error (terms)", static_cast<long long>(chunk));
+    std::printf("%4s  %-49s", "m", "unchunked: VRR, error (terms), analytic");
+    if (chunk > 0) std::printf("  chunks of %lld: VRR, error (terms), analytic", static_cast<long long>(chunk));
     std::printf("\n");
     const double terms_per_ratio = static_cast<double>(n);
-    auto cell = [&](const ac::VrrEstimate& e) {
-      std::printf("%.6f +- %.6f  %9.3g +- %-9.2g", e.vrr, e.std_error, e.error_ratio * terms_per_ratio,
-                  e.error_std_error * terms_per_ratio);
+    auto cell = [&](const ac::VrrEstimate& e, const nlohmann::json& a) {
+      std::printf("%.6f +- %.6f  %9.3g +- %-9.2g %9.3g", e.vrr, e.std_error, e.error_ratio * terms_per_ratio,
+                  e.error_std_error * terms_per_ratio, a["error_ratio"].get<double>() * terms_per_ratio);
     };
     for (size_t i = 0; i < plain.size(); ++i) {
       std::printf("%4d  ", plain[i].mantissa_bits);
-      cell(plain[i]);
+      cell(plain[i], rows[i]["analytic"]);
       if (chunk > 0) {
         std::printf("  ");
-        cell(chunked[i]);
+        cell(chunked[i], rows[i]["chunked"]["analytic"]);
       }
       std::printf("\n");
     }
@@ -194,8 +221,7 @@ int cmd_accum(int argc, char** argv) {
   }
   std::printf("n = %lld: minimal accumulator mantissa %d bits", static_cast<long long>(n), m_plain);
   if (chunk > 0) std::printf(", %d bits in chunks of %lld", m_chunked, static_cast<long long>(chunk));
-  std::printf(" (%s, %lld trials of %s terms, seed %llu)\n", search.criterion.name().c_str(),
-              static_cast<long long>(search.vrr.trials), terms, static_cast<unsigned long long>(search.vrr.seed));
+  std::printf(" (%s, %s)\n", search.criterion.name().c_str(), how().c_str());
   return 0;
 }
 

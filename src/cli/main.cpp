@@ -208,15 +208,17 @@ commands:
       backprop's hooks or exchanged with AdaComp; weight hashes compared every epoch; a rank that
       dies or hangs ends the job within --timeout seconds). --timeline: forward and backprop time
       per step and when each gradient is ready (the scaling model's input). docs/training.md
-  accum --n N [--m M|LO..HI] [--chunk C] [--trials T] [--seed S] [--terms normal|product]
-        [--criterion error-variance[:C]|variance-lost[:C]|retention[:EPS]] [--json]
-  accum MODEL.onnx [--batch B] [--chunk C] [--trials T] [--seed S] [--terms normal|product] [--criterion ...] [--json]
+  accum --n N [--m M|LO..HI] [--chunk C] [--estimate analytic|monte-carlo] [--trials T] [--seed S]
+        [--terms normal|product] [--criterion variance-lost[:C]|error-variance[:C]|retention[:EPS]] [--json]
+  accum MODEL.onnx [--batch B] [--chunk C] [--estimate ...] [--trials T] [--seed S] [--terms normal|product]
+        [--criterion ...] [--json]
       reduced-precision accumulation (Sakr et al. 2019): with --m, the variance retention ratio
       and the accumulation error's variance of N-term sums at M mantissa bits (unchunked, and in
-      chunks of C); without --m, the smallest M that keeps the sum (default: the error's variance
-      below ln 50 terms'). For a model: each Conv/Gemm/MatMul's accumulation lengths and minimal M
-      for its forward, input-gradient and weight-gradient GEMMs (batch 128, chunks of 64 by default).
-      docs/accumulation.md
+      chunks of C), Monte-Carlo beside the analytic model; without --m, the smallest M that keeps
+      the sum (default: the analytic model and the paper's criterion, the variance lost below
+      ln 50 terms'; --estimate monte-carlo simulates T sums instead). For a model: each
+      Conv/Gemm/MatMul's accumulation lengths and minimal M for its forward, input-gradient and
+      weight-gradient GEMMs (batch 128, chunks of 64 by default). docs/accumulation.md
   version
 )";
 

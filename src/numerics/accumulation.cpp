@@ -202,6 +202,27 @@ std::vector<std::vector<VrrEstimate>> vrr_curves(int64_t n, int m_lo, int m_hi, 
 
 // Minimal widths for several chunk sizes from one set of draws.
 std::vector<int> min_bits(int64_t n, const std::vector<int64_t>& chunks, const MantissaSearch& search) {
+  if (search.estimator == Estimator::kAnalytic) {
+    std::vector<int> result;
+    for (int64_t chunk : chunks) {
+      // The analytic error falls by about 4x per bit; widths whose error is 10^-6 of the cutoff's
+      // pass, and so does every wider one.
+      int highest_failure = 0;
+      for (int m = 1; m <= kDoubleMantissaBits; ++m) {
+        const AnalyticVrr a = analytic_vrr(n, m, chunk, search.vrr.terms);
+        VrrEstimate e;
+        e.mantissa_bits = m;
+        e.vrr = a.vrr;
+        e.error_ratio = a.error_ratio;
+        if (!search.criterion.accepts(e, n)) highest_failure = m;
+        else if (static_cast<double>(n) * a.error_ratio < 1e-6 * std::log(search.criterion.cutoff)) break;
+      }
+      check(highest_failure < kDoubleMantissaBits,
+            "no accumulator up to 52 mantissa bits meets " + search.criterion.name() + " for n = " + std::to_string(n));
+      result.push_back(highest_failure + 1);
+    }
+    return result;
+  }
   const int top = std::min(kDoubleMantissaBits, static_cast<int>(std::bit_width(static_cast<uint64_t>(n))) + 12);
   auto low = vrr_curves(n, 1, top, chunks, search.vrr);
   std::vector<int> result;
@@ -319,6 +340,14 @@ TermDistribution parse_term_distribution(const std::string& name) {
 }
 
 const char* term_distribution_name(TermDistribution d) { return d == TermDistribution::kNormal ? "normal" : "product"; }
+
+Estimator parse_estimator(const std::string& name) {
+  if (name == "analytic") return Estimator::kAnalytic;
+  if (name == "monte-carlo") return Estimator::kMonteCarlo;
+  throw Error("VRR estimator '" + name + "': expected analytic or monte-carlo");
+}
+
+const char* estimator_name(Estimator e) { return e == Estimator::kAnalytic ? "analytic" : "monte-carlo"; }
 
 VrrEstimate variance_retention_ratio(int64_t n, int mantissa_bits, int64_t chunk, const VrrOptions& options) {
   return vrr_curve(n, mantissa_bits, mantissa_bits, chunk, options)[0];

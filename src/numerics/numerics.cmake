@@ -1,6 +1,6 @@
 # Included from src/CMakeLists.txt: training numerics, part of libtern (no libtorch needed):
 # fixed-point rounding and reduced-precision accumulation, and `tern accum`.
-target_sources(tern PRIVATE numerics/fixed_point.cpp numerics/accumulation.cpp numerics/accumulation_avx512.cpp)
+target_sources(tern PRIVATE numerics/fixed_point.cpp numerics/accumulation.cpp numerics/accumulation_analytic.cpp numerics/accumulation_avx512.cpp)
 target_sources(tern_cli PRIVATE cli/accum_command.cpp)
 # The AVX-512 kernels get their own flags and are entered only after run-time detection. No
 # contraction anywhere: TwoSum and the exact products must stay as written.
