@@ -383,13 +383,14 @@ TEST_P(IntegerEngine, AsymmetricCodesMatchTheSimulation) {
   }
 }
 
-// MobileNetV3's blocks: HardSwish, a squeeze-excitation (global pool -> 1x1 conv -> ReLU -> 1x1
-// conv -> HardSigmoid -> broadcasting Mul) and a layer kept float32. Nodes without an integer form
-// run their FP32 kernels inside the fused program, between integer layers, as in the simulation.
+// MobileNetV3's blocks: a depthwise layer with HardSwish, a squeeze-excitation (global pool, summed
+// in the depthwise layer's epilogue -> 1x1 conv -> ReLU -> 1x1 conv -> HardSigmoid -> broadcasting
+// Mul) and a layer kept float32. Nodes without an integer form run their FP32 kernels inside the
+// fused program, between integer layers, as in the simulation.
 TEST_P(IntegerEngine, OperationsWithoutAnIntegerFormRunInsideTheProgram) {
   OnnxBuilder b;
   b.input("x", {-1, 8, 6, 6});
-  b.floats("w1", {8, 8, 3, 3}, random_floats(576, 81));
+  b.floats("w1", {8, 1, 3, 3}, random_floats(72, 81));
   b.floats("b1", {8}, random_floats(8, 82));
   b.floats("wr", {4, 8, 1, 1}, random_floats(32, 83));
   b.floats("br", {4}, random_floats(4, 84));
@@ -400,6 +401,7 @@ TEST_P(IntegerEngine, OperationsWithoutAnIntegerFormRunInsideTheProgram) {
   b.floats("wf", {5, 8}, random_floats(40, 89));
   auto& c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
   OnnxBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  OnnxBuilder::attr(c1, "group", int64_t{8});
   b.node("HardSwish", {"c1"}, {"h1"}, "hswish");
   b.node("GlobalAveragePool", {"h1"}, {"s0"}, "se_pool");
   b.node("Conv", {"s0", "wr", "br"}, {"s1"}, "se_reduce");
@@ -434,7 +436,7 @@ TEST_P(IntegerEngine, OperationsWithoutAnIntegerFormRunInsideTheProgram) {
   // broadcasting Mul on the NHWC pixels.
   std::string all;
   for (const std::string& step : engine.steps()) all += step + "\n";
-  for (const char* fused : {"+ HardSwish", "+ HardSigmoid", "+ Sigmoid", "per-channel gate"})
+  for (const char* fused : {"+ HardSwish", "+ HardSigmoid", "+ Sigmoid", "per-channel gate", "summed in conv1's epilogue"})
     EXPECT_NE(all.find(fused), std::string::npos) << all;
   expect_close(engine.run(x), want, "fused with FP32 steps");
   expect_close(engine.run(images(1, 93)), sim.run(images(1, 93)), "one image");

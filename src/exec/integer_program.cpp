@@ -154,6 +154,8 @@ struct LayerStep {
   Buffer* out_float = nullptr;          // float output (or null)
   std::vector<Buffer*> out_codes;       // static-scale codes outputs
   Buffer* residual = nullptr;           // fused residual Add operand (float) or null
+  Buffer* pool_out = nullptr;           // depthwise: a GlobalAveragePool of out_float, summed per
+                                        // output row while the row is in cache (or null)
   float lo2 = -INFINITY, hi2 = INFINITY;  // the clamp after the Add (a fused ReLU)
   kernels::Activation act = kernels::Activation::kNone;  // a fused activation (after the clamp)
   float act_alpha = 0, act_beta = 0;
@@ -374,6 +376,8 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
       s.depthwise_epilogue.emplace();
       make_epilogue(L, 0, channels, in.scales[0], zero, channels, row_sums, *s.depthwise_epilogue);
     }
+    // A fused GlobalAveragePool: each output row's channel sums, then the rows' sums per image.
+    std::vector<float> pool_rows(s.pool_out ? static_cast<size_t>(images * out_h * channels) : 0);
     parallel(pool, images * out_h, [&](int64_t begin, int64_t end) {
       thread_local std::vector<int32_t> acc;
       acc.resize(static_cast<size_t>(L.active * out_w * channels));
@@ -385,8 +389,28 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
                                       acc.data() + j * out_w * channels);
         finish_pixels(s, dynamic ? per_image[static_cast<size_t>(n)] : *s.depthwise_epilogue, 0, n, oh, 0, out_w, acc.data(),
                       channels, out_w * channels);
+        if (s.pool_out) {
+          float* sum = pool_rows.data() + item * channels;
+          for (int64_t ow = 0; ow < out_w; ++ow) {
+            const float* v = s.out_float->float_at(n, oh, ow);
+            for (int64_t c = 0; c < channels; ++c) sum[c] += v[c];
+          }
+        }
       }
     });
+    if (s.pool_out) {
+      s.pool_out->allocate(images);
+      const float inv = 1.0f / static_cast<float>(out_h * out_w);
+      for (int64_t n = 0; n < images; ++n) {
+        float* dst = s.pool_out->float_at(n, 0, 0);
+        std::fill(dst, dst + channels, 0.0f);
+        for (int64_t oh = 0; oh < out_h; ++oh) {
+          const float* sum = pool_rows.data() + (n * out_h + oh) * channels;
+          for (int64_t c = 0; c < channels; ++c) dst[c] += sum[c];
+        }
+        for (int64_t c = 0; c < channels; ++c) dst[c] *= inv;
+      }
+    }
     return;
   }
 
@@ -714,6 +738,7 @@ struct Compiler {
   // values between integer layers, as the simulation runs them.
   std::set<int> generic;
   std::map<ValueId, Tensor*> side;  // values kept as whole tensors (Impl::side)
+  std::map<ValueId, LayerStep*> depthwise_writer;  // float outputs written by a depthwise layer's epilogue
 
   std::vector<bool> need_float;
   std::vector<std::vector<std::pair<Format, int64_t>>> need_codes;  // (format, border)
@@ -1182,6 +1207,7 @@ struct Compiler {
     std::string what = weights + " " + mode_name(s->mode) + " " + isa + fused_note;
     if (L.terms.size() > 1) what += " (terms " + std::to_string(L.active) + "/" + std::to_string(L.terms.size()) + ")";
     P.kernels[L.node] = what;
+    if (s->mode == LayerStep::Mode::kDepthwise && s->out_float) depthwise_writer[result] = s.get();
     ThreadPool* pool = P.pool;
     add_step(L.node, what, [s, pool](int64_t images) {
       if (s->mode == LayerStep::Mode::kGemm) run_gemm(*s, images, pool);
@@ -1265,6 +1291,11 @@ struct Compiler {
           for (int64_t k = begin; k < end; ++k) o->f[static_cast<size_t>(k)] = a->f[static_cast<size_t>(k)] + b->f[static_cast<size_t>(k)];
         }, 1 << 14);
       });
+    } else if (auto w = depthwise_writer.find(n.inputs[0]); w != depthwise_writer.end() && !w->second->pool_out) {
+      // GlobalAveragePool / ReduceMean over H and W of a depthwise layer's output: summed by that
+      // layer row by row as it writes them (run_conv), not read again here.
+      w->second->pool_out = o;
+      add_step(n.name, to_string(n.op) + " on f32 (summed in " + w->second->L->node + "'s epilogue)", [](int64_t) {});
     } else {  // GlobalAveragePool, ReduceMean over H and W
       // Blocks of 64 channels of one image per work item, so that both cores share an image.
       add_step(n.name, to_string(n.op) + " on f32", [a, o, pool](int64_t images) {
