@@ -44,15 +44,17 @@ TEST(adacomp, HandComputedFirstStep) {
   const std::vector<float> gradient = {1, -3, 2, 0.5f, 0, 0, 4, -1};
   const std::vector<std::uint8_t> message = ac::encode(residual, gradient, options(4));
 
-  // Selected: |H| >= bin max -> index 1 (|-6| >= 3), 2 (|4| >= 3), 6 (|8| >= 4).
+  // Selected: |H| >= bin max -> index 1 (|-6| >= 3), 2 (|4| >= 3), 6 (|8| >= 4). Packed, least
+  // significant bit first: bin 0 count 2 (1 1 0), position 1 (1 0) negative (1), position 2 (0 1)
+  // positive (0); bin 1 count 1 (1 0), position 2 (0 1) positive (0): 14 bits, 0xAB 0x12.
   const std::vector<std::uint8_t> expected = {
-      0xAC, 1, 0, 0,           // magic, version, mode sign_scale, reserved
+      0xAC, 2, 0, 0,           // magic, version, mode sign_scale, reserved
       8,    0, 0, 0,           // elements
       3,    0, 0, 0,           // selected
       0x00, 0x00, 0x60, 0x40,  // scale 3.5f
-      3,    0, 0, 0,           // (1 << 1) | negative
-      4,    0, 0, 0,           // (2 << 1)
-      12,   0, 0, 0,           // (6 << 1)
+      4,    0, 0, 0,           // bin
+      2,    0, 0, 0,           // packed bytes
+      0xAB, 0x12,
   };
   EXPECT_EQ(message, expected);
   EXPECT_EQ(residual, (std::vector<float>{1, 0.5f, -1.5f, 0.5f, 0, 0, 0.5f, -1}));
@@ -99,7 +101,8 @@ TEST(adacomp, ThresholdScaleControlsSelection) {
     const auto message = ac::encode(residual, gradient, options(3, 2.5f));  // |2g| >= 2.5 max: none
     EXPECT_EQ(ac::read_header(message).selected, 0u);
     EXPECT_EQ(residual, gradient);
-    EXPECT_EQ(message.size(), ac::kHeaderBytes);
+    EXPECT_EQ(message.size(), ac::kHeaderBytes + 1);  // two empty bins: two zero bits
+    EXPECT_EQ(message.size(), ac::message_bytes(6, 3, 0, ac::ValueMode::sign_scale));
   }
 }
 
@@ -115,7 +118,7 @@ TEST(adacomp, ExactModeIsLossless) {
   const ac::MessageInfo info = ac::read_header(message);
   EXPECT_EQ(info.mode, ac::ValueMode::exact);
   EXPECT_EQ(info.selected, 999u);  // the zero is not sent
-  EXPECT_EQ(message.size(), ac::message_bytes(999, ac::ValueMode::exact));
+  EXPECT_EQ(message.size(), ac::message_bytes(1000, 1, 999, ac::ValueMode::exact));
   const std::vector<float> decoded = decode(message, gradient.size());
   EXPECT_EQ(std::memcmp(decoded.data(), gradient.data(), gradient.size() * sizeof(float)), 0);
   for (float r : residual) EXPECT_EQ(r, 0.0f);
@@ -152,7 +155,9 @@ TEST(adacomp, MessageSizeAccounting) {
   for (float& g : gradient) g = normal(rng);
   const auto message = ac::encode(residual, gradient, options(50));
   const ac::MessageInfo info = ac::read_header(message);
-  EXPECT_EQ(message.size(), 16u + 4u * info.selected);
+  // 738 bins of 50 (the last of 36): one bit each plus 6 + 2 bits per entry.
+  EXPECT_EQ(message.size(), 24u + (738u + 8u * info.selected + 7u) / 8u);
+  EXPECT_EQ(message.size(), ac::message_bytes(gradient.size(), 50, info.selected, ac::ValueMode::sign_scale));
   EXPECT_GT(info.selected, 0u);
   EXPECT_LT(info.selected, gradient.size());
   // Every selected element changed its residual by exactly the scale.
@@ -177,12 +182,42 @@ TEST(adacomp, EncodeRejectsBadArguments) {
   EXPECT_THROW(ac::encode(residual, ok, options(2, NAN)), tern::Error);
 }
 
+// A message packed by hand from the format's description: per bin a unary count, then each
+// entry's position (position_bits(bin) bits) and sign; `selected` and the packed length as the
+// entries imply unless overridden.
+std::vector<std::uint8_t> pack(std::uint32_t elements, std::uint32_t bin,
+                               const std::vector<std::vector<std::pair<std::uint32_t, bool>>>& bins,
+                               std::int64_t selected = -1) {
+  std::vector<bool> bits;
+  std::uint32_t count = 0;
+  for (const auto& entries : bins) {
+    for (std::size_t k = 0; k < entries.size(); ++k) bits.push_back(true);
+    bits.push_back(false);
+    for (const auto& [position, negative] : entries) {
+      for (int b = 0; b < ac::position_bits(bin); ++b) bits.push_back((position >> b) & 1u);
+      bits.push_back(negative);
+      ++count;
+    }
+  }
+  std::vector<std::uint8_t> m(24 + (bits.size() + 7) / 8, 0);
+  m[0] = 0xAC;
+  m[1] = 2;
+  set_u32(m, 4, elements);
+  set_u32(m, 8, selected >= 0 ? static_cast<std::uint32_t>(selected) : count);
+  set_u32(m, 12, 0x3F800000u);  // scale 1
+  set_u32(m, 16, bin);
+  set_u32(m, 20, static_cast<std::uint32_t>((bits.size() + 7) / 8));
+  for (std::size_t i = 0; i < bits.size(); ++i)
+    if (bits[i]) m[24 + i / 8] |= static_cast<std::uint8_t>(1u << (i % 8));
+  return m;
+}
+
 // Every malformed message is an Error, and a rejected message leaves the sum unchanged.
 TEST(adacomp, RejectsCorruptMessages) {
   std::vector<float> residual(10, 0.0f);
   const std::vector<float> gradient = {5, -1, 0, 2, 0, -6, 1, 0, 3, 0};
   const std::vector<std::uint8_t> good = ac::encode(residual, gradient, options(2, 0.0f));
-  ASSERT_GE(ac::read_header(good).selected, 3u);
+  ASSERT_EQ(ac::read_header(good).selected, 6u);
 
   auto rejected = [&](std::vector<std::uint8_t> message, std::size_t elements = 10) {
     std::vector<float> sum(elements, 1.0f);
@@ -199,7 +234,7 @@ TEST(adacomp, RejectsCorruptMessages) {
   EXPECT_FALSE(rejected(good));
   EXPECT_TRUE(rejected(good, 9));  // element count differs from the tensor
   EXPECT_TRUE(rejected({}));
-  EXPECT_TRUE(rejected(std::vector<std::uint8_t>(good.begin(), good.begin() + 15)));  // truncated header
+  EXPECT_TRUE(rejected(std::vector<std::uint8_t>(good.begin(), good.begin() + 23)));  // truncated header
   EXPECT_TRUE(rejected(std::vector<std::uint8_t>(good.begin(), good.end() - 1)));     // truncated entries
   {
     auto longer = good;
@@ -217,24 +252,39 @@ TEST(adacomp, RejectsCorruptMessages) {
     EXPECT_TRUE(rejected(bad));
   }
   {
-    auto bad = good;  // index == element count, last entry
-    const std::size_t last = bad.size() - 4;
-    set_u32(bad, last, (10u << 1) | (u32_at(bad, last) & 1u));
-    EXPECT_TRUE(rejected(bad));
-  }
-  {
-    auto bad = good;  // a huge index
-    set_u32(bad, 16, 0xFFFFFFFEu);
-    EXPECT_TRUE(rejected(bad));
-  }
-  {
-    auto bad = good;  // duplicate index
-    set_u32(bad, 20, u32_at(bad, 16));
-    EXPECT_TRUE(rejected(bad));
-  }
-  {
     auto bad = good;  // negative scale
     bad[15] |= 0x80;
+    EXPECT_TRUE(rejected(bad));
+  }
+  for (std::uint32_t bin : {0u, 3u, 70000u}) {  // bin size 0, another size, over the limit
+    auto bad = good;
+    set_u32(bad, 16, bin);
+    EXPECT_TRUE(rejected(bad)) << "bin " << bin;
+  }
+  {
+    auto bad = good;  // packed length disagrees with the header
+    set_u32(bad, 20, u32_at(bad, 20) + 1);
+    bad.push_back(0);
+    EXPECT_TRUE(rejected(bad));
+  }
+  // Hand-packed: the well-formed one decodes; each fault is an Error.
+  const std::vector<std::vector<std::pair<std::uint32_t, bool>>> ok = {{{0, false}, {2, true}}, {}, {{1, false}}, {}};
+  EXPECT_FALSE(rejected(pack(10, 3, ok)));  // bins of 3, 3, 3, 1
+  {
+    std::vector<float> sum(10, 0.0f);
+    ac::decode_add(pack(10, 3, ok), sum);
+    EXPECT_EQ(sum, (std::vector<float>{1, 0, -1, 0, 0, 0, 0, 1, 0, 0}));
+  }
+  EXPECT_TRUE(rejected(pack(10, 3, {{{3, false}}, {}, {}, {}})));               // position 3 in a bin of 3
+  EXPECT_TRUE(rejected(pack(10, 3, {{}, {}, {}, {{1, false}}})));                // position 1 in the last bin of 1
+  EXPECT_TRUE(rejected(pack(10, 3, {{{2, false}, {1, false}}, {}, {}, {}})));   // not increasing
+  EXPECT_TRUE(rejected(pack(10, 3, {{{1, false}, {1, true}}, {}, {}, {}})));    // repeated
+  EXPECT_TRUE(rejected(pack(10, 3, {{{0, false}, {1, false}, {2, false}, {2, false}}, {}, {}, {}})));  // 4 in a bin of 3
+  EXPECT_TRUE(rejected(pack(10, 3, ok, 2)));  // 3 entries, 2 announced (the same packed length)
+  EXPECT_TRUE(rejected(pack(10, 3, {{{0, false}}, {{0, false}}, {}, {}}, 3)));  // 2 entries, 3 announced
+  {
+    auto bad = pack(10, 3, ok);  // non-zero padding
+    bad.back() |= 0x80;
     EXPECT_TRUE(rejected(bad));
   }
 }

@@ -174,7 +174,9 @@ TEST(gradient_exchange, AdaCompAccounting) {
       std::size_t nonzero = 0;
       for (float v : grads[t]) nonzero += v != 0.0f;
       EXPECT_EQ(traffic.selected, nonzero) << specs[t].name;
-      EXPECT_EQ(traffic.bytes, tern::adacomp::message_bytes(nonzero, tern::adacomp::ValueMode::sign_scale) + 8);
+      const std::size_t bin = specs[t].kind == TensorKind::conv ? options.bin_conv : options.bin_fc;
+      EXPECT_EQ(traffic.bytes,
+                tern::adacomp::message_bytes(specs[t].elements, bin, nonzero, tern::adacomp::ValueMode::sign_scale) + 8);
       if (specs[t].kind == TensorKind::conv) {
         conv_bytes += traffic.bytes;
         conv_elements += traffic.elements;

@@ -24,10 +24,12 @@ namespace tern::adacomp {
 
 // Wire format constants: little-endian, append-only (receivers check both bytes).
 inline constexpr std::uint8_t kMagic = 0xAC;
-inline constexpr std::uint8_t kVersion = 1;
-inline constexpr std::size_t kHeaderBytes = 16;
-// An entry is (index << 1) | sign in 32 bits, so a tensor has at most 2^31 elements.
+inline constexpr std::uint8_t kVersion = 2;
+inline constexpr std::size_t kHeaderBytes = 24;
+// Element counts are u32 in the header; tensors are kept below 2^31 elements.
 inline constexpr std::uint64_t kMaxElements = std::uint64_t{1} << 31;
+// Bins are at most 2^16 elements (a position within a bin takes at most 16 bits).
+inline constexpr std::size_t kMaxBin = std::size_t{1} << 16;
 
 enum class ValueMode : std::uint8_t {
   sign_scale = 0,  // each selected element is sign * the tensor's scale (AdaComp)
@@ -35,7 +37,7 @@ enum class ValueMode : std::uint8_t {
 };
 
 struct EncodeOptions {
-  std::size_t bin = 50;         // T: elements per bin (>= 1)
+  std::size_t bin = 50;         // T: elements per bin (1..kMaxBin)
   float threshold_scale = 1.0f;  // select |H| >= threshold_scale * gmax; 0 selects every non-zero
   bool exact_values = false;     // send R_i itself instead of sign * scale
 };
@@ -46,10 +48,16 @@ struct MessageInfo {
   std::uint32_t selected = 0;
   ValueMode mode = ValueMode::sign_scale;
   float scale = 0.0f;  // 0 in exact mode
+  std::uint32_t bin = 0;
+  std::uint32_t stream_bytes = 0;  // the packed bins' bytes
 };
 
-// Bytes of a message with `selected` entries.
-std::size_t message_bytes(std::size_t selected, ValueMode mode);
+// Bits of one entry's position within a bin of `bin` elements: ceil(log2 bin) (0 for bin 1).
+int position_bits(std::size_t bin);
+// Bytes of a message of `elements` elements in bins of `bin` with `selected` entries: the header,
+// then per bin a unary count (count + 1 bits) and per entry its position and sign, packed
+// (docs/adacomp-format.md), then 4 bytes per entry in exact mode.
+std::size_t message_bytes(std::size_t elements, std::size_t bin, std::size_t selected, ValueMode mode);
 
 // Adds gradient to residual, selects, writes the message and subtracts what it sends from
 // residual. residual and gradient must have the same length (<= kMaxElements); throws Error
@@ -62,8 +70,9 @@ std::vector<std::uint8_t> encode(std::span<float> residual, std::span<const floa
 MessageInfo read_header(std::span<const std::uint8_t> message);
 
 // sum[i] += the value the message sends for element i. Validates everything before it writes:
-// header, length, element count == sum.size(), every index < element count and strictly
-// increasing. A bad message throws Error and leaves sum unchanged.
+// header, length, element count == sum.size(), every bin's count and positions (within the bin,
+// strictly increasing), the total count, zero padding. A bad message throws Error and leaves sum
+// unchanged.
 void decode_add(std::span<const std::uint8_t> message, std::span<float> sum);
 
 }  // namespace tern::adacomp

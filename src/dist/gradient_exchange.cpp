@@ -121,7 +121,9 @@ GradientExchange::GradientExchange(Communicator& comm, std::vector<TensorSpec> t
   const bool adacomp = options.compression == Compression::adacomp;
   check(options.bucket_bytes >= sizeof(float), "gradient exchange: bucket_bytes must be at least 4");
   if (adacomp) {
-    check(options.bin_conv >= 1 && options.bin_fc >= 1, "gradient exchange: AdaComp bin sizes must be at least 1");
+    check(options.bin_conv >= 1 && options.bin_fc >= 1 && options.bin_conv <= adacomp::kMaxBin &&
+              options.bin_fc <= adacomp::kMaxBin,
+          "gradient exchange: AdaComp bin sizes must be in 1.." + std::to_string(adacomp::kMaxBin));
     check(std::isfinite(options.threshold_scale) && options.threshold_scale >= 0.0f,
           "gradient exchange: threshold_scale must be finite and >= 0");
   }

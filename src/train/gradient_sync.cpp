@@ -18,7 +18,8 @@ GradientSync::GradientSync(const DistributedOptions& options) : options_(options
   size_ = comm_->size();
   check(options.compression == "none" || options.compression == "adacomp",
         "training: --compress '" + options.compression + "': expected none or adacomp");
-  check(options.bin_conv >= 1 && options.bin_fc >= 1, "training: AdaComp bins must be at least 1");
+  check(options.bin_conv >= 1 && options.bin_fc >= 1 && options.bin_conv <= 65536 && options.bin_fc <= 65536,
+        "training: AdaComp bins must be in 1..65536");
   check(options.threshold_scale >= 0, "training: the AdaComp threshold scale must be >= 0");
   check(options.bucket_bytes >= 4, "training: the all-reduce bucket must hold at least one float");
 }
