@@ -119,16 +119,17 @@ struct IntegerExecutor::Impl {
   static int32_t zero_code(const quant::ActivationQuant& a) { return a.is_unsigned ? a.zero_point : 128; }
 
   // Codes of `count` values at `scale` (the simulation's rounding: x / scale, clamped, half away
-  // from zero), offset by zero_code. A plain loop the compiler vectorizes.
+  // from zero: truncation of v + copysign(0.5, v)), offset by zero_code. Branch-free, so the
+  // compiler vectorizes it (with a branch per value it ran at 3-12 ns a value).
   static void quantize(const float* x, int64_t count, float scale, const quant::ActivationQuant& a, uint8_t* out) {
     const auto [lo, hi] = quant::code_bounds(quant::activation_qmax(a.bits, a.is_unsigned), a.is_unsigned, a.zero_point);
-    const float offset = static_cast<float>(zero_code(a));
-    bool nan = false;
+    const int32_t offset = zero_code(a);
+    int32_t nan = 0;
     for (int64_t i = 0; i < count; ++i) {
       float v = x[i] / scale;
       nan |= v != v;
       v = std::min(std::max(v, lo), hi);
-      out[i] = static_cast<uint8_t>(static_cast<int32_t>(v + (v >= 0.0f ? 0.5f : -0.5f)) + static_cast<int32_t>(offset));
+      out[i] = static_cast<uint8_t>(static_cast<int32_t>(v + std::copysign(0.5f, v)) + offset);
     }
     if (nan) throw Error("integer engine: NaN input");
   }

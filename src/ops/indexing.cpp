@@ -216,17 +216,14 @@ std::vector<Tensor> run_slice(const OpContext& ctx, std::span<const Tensor* cons
     start[static_cast<size_t>(r.axis)] = r.start;
     step[static_cast<size_t>(r.axis)] = r.step;
   }
-  std::vector<int64_t> in_strides = strides_of(x.shape()), index(rank, 0);
-  Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
-  for (int64_t o = 0; o < y.size(); ++o) {
-    int64_t src = 0;
-    for (size_t d = 0; d < rank; ++d) src += (start[d] + index[d] * step[d]) * in_strides[d];
-    std::memcpy(y.raw() + o * static_cast<int64_t>(es), x.raw() + src * static_cast<int64_t>(es), es);
-    for (size_t d = rank; d-- > 0;) {
-      if (++index[d] < out_shape[d]) break;
-      index[d] = 0;
-    }
+  std::vector<int64_t> in_strides = strides_of(x.shape()), s(rank);
+  int64_t offset = 0;
+  for (size_t d = 0; d < rank; ++d) {
+    offset += start[d] * in_strides[d];
+    s[d] = step[d] * in_strides[d];
   }
+  Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
+  strided_copy(x.raw(), offset, out_shape, s, es, y.raw());
   return {y};
 }
 

@@ -199,16 +199,7 @@ std::vector<Tensor> run_transpose(const OpContext& ctx, std::span<const Tensor* 
   Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
   std::vector<int64_t> in_strides = strides_of(x.shape()), s(rank);
   for (size_t i = 0; i < rank; ++i) s[i] = in_strides[static_cast<size_t>(perm[i])];
-  std::vector<int64_t> index(rank, 0);
-  for (int64_t o = 0; o < y.size(); ++o) {
-    int64_t src = 0;
-    for (size_t d = 0; d < rank; ++d) src += index[d] * s[d];
-    std::memcpy(y.raw() + o * static_cast<int64_t>(es), x.raw() + src * static_cast<int64_t>(es), es);
-    for (size_t d = rank; d-- > 0;) {
-      if (++index[d] < out_shape[d]) break;
-      index[d] = 0;
-    }
-  }
+  strided_copy(x.raw(), 0, out_shape, s, es, y.raw());
   return {y};
 }
 

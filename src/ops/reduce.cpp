@@ -2,6 +2,7 @@
 // ReduceSumSquare (axes as an attribute, or a constant or run-time input: ReduceSum from opset 13,
 // the others from 18), and ArgMax / ArgMin.
 #ifndef TERN_OPS_TORCH
+#include <algorithm>
 #include <limits>
 
 #include "ops/attrs_codec.h"
@@ -81,7 +82,42 @@ std::vector<Tensor> run_reduce(const OpContext& ctx, std::span<const Tensor* con
   std::vector<int64_t> ks = strides_of(kept);
   std::vector<int64_t> index(rank, 0);
   bool is_int = x.dtype() == DataType::kInt64;
-  for (int64_t i = 0; i < x.size(); ++i) {
+  // Trailing axes only (a LayerNorm's last axis, a pool's H and W): each output reduces one
+  // contiguous run, in the same order as the general loop below (so to the same bits).
+  size_t first = rank;
+  while (first > 0 && reduce[first - 1]) --first;
+  const bool trailing = !is_int && std::none_of(reduce.begin(), reduce.begin() + static_cast<int64_t>(first), [](bool r) { return r; });
+  if (trailing && x.size() > 0) {
+    const int64_t inner = reduced_count, outer = x.size() / std::max<int64_t>(inner, 1);
+    const float* data = x.data<float>();
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* v = data + o * inner;
+      double r = init;
+      switch (op) {
+        case OpType::kReduceMax:
+          for (int64_t j = 0; j < inner; ++j) r = std::isnan(v[j]) || std::isnan(r) ? NAN : std::max(r, static_cast<double>(v[j]));
+          break;
+        case OpType::kReduceMin:
+          for (int64_t j = 0; j < inner; ++j) r = std::isnan(v[j]) || std::isnan(r) ? NAN : std::min(r, static_cast<double>(v[j]));
+          break;
+        case OpType::kReduceProd:
+          for (int64_t j = 0; j < inner; ++j) r *= static_cast<double>(v[j]);
+          break;
+        case OpType::kReduceL1:
+          for (int64_t j = 0; j < inner; ++j) r += std::fabs(static_cast<double>(v[j]));
+          break;
+        case OpType::kReduceL2:
+        case OpType::kReduceSumSquare:
+          for (int64_t j = 0; j < inner; ++j) r += static_cast<double>(v[j]) * static_cast<double>(v[j]);
+          break;
+        default:
+          for (int64_t j = 0; j < inner; ++j) r += static_cast<double>(v[j]);
+          break;
+      }
+      acc[static_cast<size_t>(o)] = r;
+    }
+  }
+  for (int64_t i = 0; i < (trailing ? 0 : x.size()); ++i) {
     int64_t o = 0;
     for (size_t d = 0; d < rank; ++d) o += reduce[d] ? 0 : index[d] * ks[d];
     double v = is_int ? static_cast<double>(x.data<int64_t>()[i]) : static_cast<double>(x.data<float>()[i]);

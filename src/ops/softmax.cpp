@@ -2,6 +2,7 @@
 #ifndef TERN_OPS_TORCH
 #include <limits>
 
+#include "kernels/activation_math.h"
 #include "ops/attrs_codec.h"
 #include "ops/support.h"
 
@@ -32,16 +33,23 @@ std::vector<Tensor> run_softmax(const OpContext& ctx, std::span<const Tensor* co
     else inner *= dim;
   }
   Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t i = 0; i < inner; ++i) {
+  // Rows of n values, split over the pool; e^x by activation_math.h's exp_approx (within 2 ulp,
+  // vectorized, no libm call: as the FP32 Sigmoid and the integer engine's epilogues compute it).
+  auto rows = [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t o = r / inner, i = r % inner;
       const float* src = x.data<float>() + o * n * inner + i;
       float* dst = y.data<float>() + o * n * inner + i;
       float m = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) m = std::max(m, src[j * inner]);
+      for (int64_t j = 0; j < n; ++j) dst[j * inner] = kernels::exp_approx(src[j * inner] - m);
       float sum = 0.0f;
-      for (int64_t j = 0; j < n; ++j) sum += dst[j * inner] = std::exp(src[j * inner] - m);
+      for (int64_t j = 0; j < n; ++j) sum += dst[j * inner];
       for (int64_t j = 0; j < n; ++j) dst[j * inner] /= sum;
     }
+  };
+  if (ctx.pool && x.size() >= (1 << 14)) ctx.pool->parallel_for(outer * inner, rows, std::max<int64_t>(1, (1 << 12) / std::max<int64_t>(n, 1)));
+  else rows(0, outer * inner);
   return {y};
 }
 

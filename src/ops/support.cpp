@@ -1,5 +1,7 @@
 #include "ops/support.h"
 
+#include <cstring>
+
 namespace tern::ops {
 
 int64_t dims_product(const Shape& shape, size_t begin, size_t end, const std::string& who) {
@@ -43,6 +45,60 @@ std::vector<int64_t> strides_of(const Shape& shape) {
   std::vector<int64_t> s(shape.size(), 1);
   for (size_t i = shape.size(); i-- > 1;) s[i - 1] = s[i] * shape[i];
   return s;
+}
+
+void strided_copy(const std::byte* x, int64_t offset, const Shape& shape, std::span<const int64_t> stride, size_t es,
+                  std::byte* y) {
+  // (extent, stride) per output dimension, outermost first, without size-1 dimensions, merged.
+  std::vector<std::pair<int64_t, int64_t>> dims;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 0) return;
+    if (shape[d] == 1) continue;
+    if (!dims.empty() && dims.back().second == stride[d] * shape[d]) dims.back() = {dims.back().first * shape[d], stride[d]};
+    else dims.emplace_back(shape[d], stride[d]);
+  }
+  const std::byte* base = x + offset * static_cast<int64_t>(es);
+  if (dims.empty()) {
+    std::memcpy(y, base, es);
+    return;
+  }
+  const auto [inner, inner_stride] = dims.back();
+  dims.pop_back();
+  const size_t run = static_cast<size_t>(inner) * es;
+  std::vector<int64_t> index(dims.size(), 0);
+  for (;;) {
+    int64_t src = 0;
+    for (size_t d = 0; d < dims.size(); ++d) src += index[d] * dims[d].second;
+    const std::byte* from = base + src * static_cast<int64_t>(es);
+    if (inner_stride == 1) {
+      std::memcpy(y, from, run);
+    } else {
+      const int64_t step = inner_stride * static_cast<int64_t>(es);
+      switch (es) {
+        case 4:
+          for (int64_t j = 0; j < inner; ++j) std::memcpy(y + j * 4, from + j * step, 4);
+          break;
+        case 8:
+          for (int64_t j = 0; j < inner; ++j) std::memcpy(y + j * 8, from + j * step, 8);
+          break;
+        case 2:
+          for (int64_t j = 0; j < inner; ++j) std::memcpy(y + j * 2, from + j * step, 2);
+          break;
+        case 1:
+          for (int64_t j = 0; j < inner; ++j) y[j] = from[j * step];
+          break;
+        default:
+          for (int64_t j = 0; j < inner; ++j) std::memcpy(y + static_cast<int64_t>(es) * j, from + j * step, es);
+      }
+    }
+    y += run;
+    size_t d = dims.size();
+    for (; d-- > 0;) {
+      if (++index[d] < dims[d].first) break;
+      index[d] = 0;
+    }
+    if (d == static_cast<size_t>(-1)) return;
+  }
 }
 
 std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {

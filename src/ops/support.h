@@ -39,6 +39,13 @@ int64_t macs_per_output_times_weight(const CostCall& c);
 std::vector<int64_t> strides_of(const Shape& shape);
 std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 
+// y (contiguous, row-major of `shape`) = the elements of x at offset + sum_d index[d] * stride[d]
+// (in elements of `es` bytes): a Transpose, a Slice. Dimensions of size 1 are dropped and
+// neighbours that stay neighbours merged, and the innermost run is one memcpy when contiguous, so
+// a transpose that only moves size-1 axes is one copy.
+void strided_copy(const std::byte* x, int64_t offset, const Shape& shape, std::span<const int64_t> stride, size_t es,
+                  std::byte* y);
+
 void require_float(const OpContext& ctx, const Tensor& t, const char* what);
 
 // y = f(x) on float32, split over the pool for large tensors.

@@ -139,6 +139,28 @@ TEST(ActivationMath, ExpIsWithinTwoUlpOfLibm) {
   EXPECT_NEAR(sigmoid(1.0f), 1.0 / (1.0 + std::exp(-1.0)), 1e-7);
 }
 
+// erf_approx against libm over [-6, 6] and tiny arguments: within 3 ulp; odd; +-1 in the tails;
+// NaN stays NaN.
+TEST(ActivationMath, ErfIsWithinThreeUlpOfLibm) {
+  double worst = 0;
+  float at = 0;
+  auto check = [&](float x) {
+    const float want = std::erf(x), got = erf_approx(x);
+    ASSERT_EQ(erf_approx(-x), -got) << x;
+    if (want == 0.0f) return;
+    const double ulp = std::nextafter(std::fabs(want), 2.0f) - std::fabs(want);
+    const double e = std::fabs(static_cast<double>(got) - want) / ulp;
+    if (e > worst) worst = e, at = x;
+  };
+  for (int i = -600000; i <= 600000; ++i) check(static_cast<float>(i) * 1e-5f);
+  for (float x = 1e-30f; x < 1.0f; x *= 1.01f) check(x);
+  EXPECT_LE(worst, 3.0) << "at " << at;
+  EXPECT_EQ(erf_approx(0.0f), 0.0f);
+  EXPECT_EQ(erf_approx(10.0f), 1.0f);
+  EXPECT_EQ(erf_approx(-1e30f), -1.0f);
+  EXPECT_TRUE(std::isnan(erf_approx(std::nanf(""))));
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, RequantizeTest, ::testing::ValuesIn(testing::all_isas()), testing::isa_name);
 
 }  // namespace
