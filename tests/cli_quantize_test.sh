@@ -256,6 +256,7 @@ if sizes != sorted(sizes) or len(set(sizes)) != 4:
 PY
   "$tern" inspect "$levels" --level 2 >"$work/inspect.txt" 2>"$work/err" || fail "inspect --level 2 failed: $(cat "$work/err")"
   grep -q "level 2 of 3" "$work/inspect.txt" || fail "inspect --level 2 does not say 'level 2 of 3'"
+  grep -q "replaced by int8 weights" "$work/inspect.txt" && fail "inspect of a --fallback none model reports int8 fallbacks"
   "$tern" bench "$levels" --level 0 --seconds 0.01 >"$work/out" 2>"$work/err" || fail "bench --level 0 failed: $(cat "$work/err")"
   bad_level "outside the stored levels 0..3" run "$levels" --level 4 --input "$work/none.npy" --output "$work/y.npy"
   [ -e "$work/y.npy" ] && fail "run with a bad level left an output"
@@ -279,6 +280,9 @@ d = j["quantization"]["provenance"]["residual"]["drop"]
 assert d["target_pp"] == 0.5 and d["estimating_images"] == 200 and d["choosing_images"] == 200, d
 assert d["choosing_drop_pp"] <= 0.5, d
 assert d["met"] == (d["estimated_drop_pp"] <= 0.5), d
+q = j["quantization"]
+fallbacks = sum(1 for l in q["provenance"]["residual"]["layers"] if l["fallback"])
+assert q["int8_fallbacks"] == fallbacks, (q["int8_fallbacks"], fallbacks)
 PY
 else
   fail "quantize --max-drop failed: $(cat "$work/err")"

@@ -235,6 +235,17 @@ std::string example_dims(const tern::Shape& shape, int64_t batch) {
 }
 
 // A shape as JSON: dims the model leaves dynamic are null.
+// Layers a residual quantization replaced by int8 weights ("fallbacks"): fixed, at every level.
+int int8_fallbacks(const tern::quant::QuantizedModel& q) {
+  nlohmann::json prov = nlohmann::json::parse(q.provenance_json, nullptr, false);
+  if (!prov.is_object() || !prov.contains("residual") || !prov["residual"].is_object()) return 0;
+  const nlohmann::json& r = prov["residual"];
+  int count = 0;
+  if (r.contains("layers") && r["layers"].is_array())
+    for (const nlohmann::json& l : r["layers"]) count += l.is_object() && l.value("fallback", false);
+  return count;
+}
+
 nlohmann::json dims_json(const tern::Shape& s) {
   nlohmann::json j = nlohmann::json::array();
   for (int64_t d : s) j.push_back(d >= 0 ? nlohmann::json(d) : nlohmann::json(nullptr));
@@ -365,6 +376,7 @@ nlohmann::json quant_report_json(const tern::quant::QuantizedModel& q, int64_t f
   for (const ResidualEdge& e : q.edges)
     edges.push_back({{"layer", e.layer}, {"term", e.term}, {"bytes", e.bytes}, {"gain", e.gain}});
   j["edges"] = edges;
+  j["int8_fallbacks"] = int8_fallbacks(q);  // fixed: part of every level
   nlohmann::json prov = nlohmann::json::parse(q.provenance_json, nullptr, false);
   if (prov.is_object()) j["provenance"] = prov;
   if (file_bytes) j["file_bytes"] = file_bytes;
@@ -426,6 +438,9 @@ void print_quant_report(const tern::quant::QuantizedModel& q, int64_t file_bytes
     std::printf("levels      level %d of %d in use; all %d edge sets stored: %lld bytes (%.2fx smaller than int8)\n", q.level,
                 q.max_level(), q.max_level(), static_cast<long long>(size.stored),
                 static_cast<double>(size.int8) / static_cast<double>(size.stored));
+    if (const int f = int8_fallbacks(q); f > 0)
+      std::printf("            %d layer%s replaced by int8 weights (fallbacks): fixed, at every level, level 0 included\n", f,
+                  f == 1 ? "" : "s");
     int64_t cumulative = size.quantized;
     for (int k = q.level; k > 0; --k) cumulative -= q.edges[static_cast<size_t>(k - 1)].bytes;
     std::printf("            %5s  %-*s %5s %9s %12s %10s\n", "level", width, "adds layer", "term", "bytes", "total bytes",
