@@ -258,6 +258,17 @@ PY
   grep -q "level 2 of 3" "$work/inspect.txt" || fail "inspect --level 2 does not say 'level 2 of 3'"
   grep -q "replaced by int8 weights" "$work/inspect.txt" && fail "inspect of a --fallback none model reports int8 fallbacks"
   "$tern" bench "$levels" --level 0 --seconds 0.01 >"$work/out" 2>"$work/err" || fail "bench --level 0 failed: $(cat "$work/err")"
+  # The cost of a level switch (integer engine): 10 or more timed switches, fields present.
+  "$tern" bench "$levels" --engine integer --switch-levels --seconds 0.01 --json >"$work/switch.json" 2>"$work/err" ||
+    fail "bench --switch-levels failed: $(cat "$work/err")"
+  python3 - "$work/switch.json" <<'PY' || fail "bench --switch-levels output"
+import json, sys
+s = json.load(open(sys.argv[1]))["level_switch"]
+assert s["levels"] == [0, 3] and s["switches"] >= 10, s
+assert s["set_level_us"] >= 0 and all(v > 0 for v in s["first_run_ms"] + s["steady_run_ms"]), s
+PY
+  expect_usage() { "$tern" "$@" >"$work/out" 2>"$work/err"; [ $? -eq 2 ] && [ "$(wc -l <"$work/err")" -eq 1 ]; }
+  expect_usage bench "$levels" --switch-levels --seconds 0.01 || fail "bench --switch-levels on the simulated engine is not a usage error: $(cat "$work/err")"
   bad_level "outside the stored levels 0..3" run "$levels" --level 4 --input "$work/none.npy" --output "$work/y.npy"
   [ -e "$work/y.npy" ] && fail "run with a bad level left an output"
 else

@@ -134,9 +134,12 @@ commands:
   inspect MODEL [--json] [--level K|max]
       layers, output shapes, parameters and multiply-accumulates per layer, totals; for a quantized
       model also its per-layer quantization table, sizes and residual levels (JSON: "quantization").
-  bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max] [--engine simulated|integer]
+  bench MODEL [--batch B] [--seconds S] [--json] [--profile] [--level K|max] [--engine simulated|integer] [--switch-levels]
              [--verbose]
       end-to-end images/s on random inputs; --profile adds time per layer (on stderr).
+      --switch-levels (integer engine, a residual model): the cost of switching levels between
+      runs, alternating level 0 and every edge: set_level and the first run after it, beside the
+      steady runs at each level.
   export MODEL -o OUT.onnx [--level K|max] [--json]
       writes the model as standard ONNX (opset 17) for other runtimes: a quantized model as QDQ
       (int8 weights times a step per output channel behind DequantizeLinear, int32 biases, each
@@ -1027,7 +1030,8 @@ int64_t peak_rss_bytes() {
 }
 
 int cmd_bench(int argc, char** argv) {
-  Args args("bench", argc, argv, 2, {"batch", "seconds", "level", "engine", "input-shape"}, {"json", "profile", "verbose"});
+  Args args("bench", argc, argv, 2, {"batch", "seconds", "level", "engine", "input-shape"},
+            {"json", "profile", "verbose", "switch-levels"});
   std::string model = args.model("bench");
   int64_t batch = args.get_int("batch", 1, 1, 1 << 16);
   double seconds = args.get_double("seconds", 2.0, 0.01, 3600);
@@ -1065,6 +1069,49 @@ int cmd_bench(int argc, char** argv) {
     times.push_back(std::chrono::duration<double>(t1 - t0).count());
     elapsed = std::chrono::duration<double>(t1 - start).count();
   }
+  // --switch-levels: the cost of a level switch itself on the integer engine. Alternating between
+  // level 0 and every edge, each switch is timed (set_level) with the first run after it, beside
+  // the median of the runs that follow at that level.
+  nlohmann::json switching;
+  if (args.flag("switch-levels")) {
+    if (!runner.integer) throw UsageError("--switch-levels goes with --engine integer");
+    tern::IntegerExecutor& engine_levels = *runner.integer;
+    const int top = engine_levels.max_level();
+    check(top > 0, model + ": --switch-levels needs a model with residual levels (quantize with --residual)");
+    const int start_level = engine_levels.level();
+    std::vector<double> set_us, first_ms[2], steady_ms[2];
+    auto ms_since = [](auto t) { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count(); };
+    const auto begin = std::chrono::steady_clock::now();
+    for (int round = 0; round < 10 || ms_since(begin) < 1e3 * seconds; ++round) {
+      const int side = round % 2, level = side ? top : 0;
+      auto t0 = std::chrono::steady_clock::now();
+      engine_levels.set_level(level);
+      set_us.push_back(1e3 * ms_since(t0));
+      auto t1 = std::chrono::steady_clock::now();
+      executor.run(x);
+      first_ms[side].push_back(ms_since(t1));
+      for (int k = 0; k < 3; ++k) {
+        auto t2 = std::chrono::steady_clock::now();
+        executor.run(x);
+        steady_ms[side].push_back(ms_since(t2));
+      }
+    }
+    engine_levels.set_level(start_level);
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    switching = {{"levels", {0, top}},
+                 {"switches", set_us.size()},
+                 {"set_level_us", median(set_us)},
+                 {"first_run_ms", {median(first_ms[0]), median(first_ms[1])}},
+                 {"steady_run_ms", {median(steady_ms[0]), median(steady_ms[1])}}};
+    if (!args.flag("json"))
+      std::printf("level switch 0 <-> %d (%zu switches): set_level %.1f us; first run after it %.3f / %.3f ms, "
+                  "steady %.3f / %.3f ms (level 0 / %d)\n",
+                  top, set_us.size(), median(set_us), median(first_ms[0]), median(first_ms[1]), median(steady_ms[0]),
+                  median(steady_ms[1]), top);
+  }
   if (args.flag("profile")) {
     auto nodes = executor.profile();
     double total = 0;
@@ -1083,7 +1130,8 @@ int cmd_bench(int argc, char** argv) {
                                 {"median_ms", median * 1e3}, {"min_ms", times.front() * 1e3},
                                 {"images_per_s", ips}, {"peak_rss_bytes", peak_rss_bytes()},
                                 {"threads", tern::ThreadPool::global().size()},
-                                {"isa", tern::kernels::to_string(tern::kernels::active_isa())}}
+                                {"isa", tern::kernels::to_string(tern::kernels::active_isa())},
+                                {"level_switch", switching}}
                      .dump()
               << "\n";
   } else {
