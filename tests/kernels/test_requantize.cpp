@@ -100,6 +100,40 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
       }
 }
 
+// Codes round half away from zero exactly as std::round, on every ISA: ties, and the floats just
+// below a half (0.49999997 + 0.5 would round up to 1).
+TEST_P(RequantizeTest, CodesRoundLikeStdRound) {
+  const float below_half = std::nextafter(0.5f, 0.0f);
+  std::vector<float> values = {0.5f, -0.5f, 1.5f, -1.5f, 2.5f, -2.5f, 126.5f, -126.5f, below_half, -below_half,
+                               std::nextafter(1.5f, 0.0f), std::nextafter(2.5f, 0.0f), std::nextafter(0.25f, 0.0f),
+                               0.0f, -0.0f, 3.0f, 99.49999f, -7.5000005f};
+  while (values.size() % 16 != 5) values.push_back(std::nextafter(static_cast<float>(values.size()) + 0.5f, 0.0f));
+  const int64_t rows = static_cast<int64_t>(values.size());
+  const std::vector<float> zeros(static_cast<size_t>(rows), 0.0f);
+  const int32_t no_sums = 0;
+  RequantArgs a;
+  a.cols = 1;
+  a.rows = rows;
+  a.terms = 0;
+  a.acc = &no_sums;
+  a.bias = zeros.data();
+  a.residual = values.data();
+  a.residual_stride = rows;
+  a.inv_scale = 1.0f;
+  a.qlo = -127.0f;
+  a.qhi = 127.0f;
+  a.zero = 128;
+  std::vector<uint8_t> codes(static_cast<size_t>(rows));
+  a.codes = codes.data();
+  a.codes_stride = rows;
+  requantize_block(a);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float v = std::min(std::max(values[static_cast<size_t>(r)], -127.0f), 127.0f);
+    EXPECT_EQ(codes[static_cast<size_t>(r)], static_cast<uint8_t>(static_cast<int32_t>(std::round(v)) + 128))
+        << "value " << values[static_cast<size_t>(r)];
+  }
+}
+
 TEST_P(RequantizeTest, DepthwiseRowMatchesReference) {
   std::mt19937 gen(9);
   std::uniform_int_distribution<int> xd(0, 255), wd(-128, 127);

@@ -28,6 +28,10 @@ namespace tern::kernels {
 
 enum class Activation : uint8_t { kNone, kHardSigmoid, kHardSwish, kSigmoid, kSilu };
 
+// The float just below one half. Truncating t + copysign(kHalfBelow, t) rounds every float t half
+// away from zero, as std::round does; with 0.5 itself, 0.49999997 + 0.5 rounds (to even) to 1.
+inline constexpr float kHalfBelow = 0.49999997f;
+
 struct RequantArgs {
   int64_t cols = 0, rows = 0;
   int terms = 1;

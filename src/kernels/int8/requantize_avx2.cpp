@@ -51,7 +51,7 @@ void requantize_rows8(const RequantArgs& a, int64_t r) {
   const __m256 lo = _mm256_set1_ps(a.lo), hi = _mm256_set1_ps(a.hi);
   const __m256 lo2 = _mm256_set1_ps(a.lo2), hi2 = _mm256_set1_ps(a.hi2);
   const __m256 inv = _mm256_set1_ps(a.inv_scale), qlo = _mm256_set1_ps(a.qlo), qhi = _mm256_set1_ps(a.qhi);
-  const __m256 half = _mm256_set1_ps(0.5f);
+  const __m256 half = _mm256_set1_ps(kHalfBelow);
   const __m256 act_alpha = _mm256_set1_ps(a.act_alpha), act_beta = _mm256_set1_ps(a.act_beta);
   const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(0x80000000u)));
   const __m256i zero = _mm256_set1_epi32(a.zero);
@@ -87,7 +87,7 @@ void requantize_rows8(const RequantArgs& a, int64_t r) {
     if (a.out) _mm256_storeu_ps(a.out + col * a.out_stride + r, v);
     if (a.codes) {
       __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inv), qlo), qhi);
-      __m256 h = _mm256_or_ps(_mm256_and_ps(t, sign), half);  // copysign(0.5, t): half away from zero
+      __m256 h = _mm256_or_ps(_mm256_and_ps(t, sign), half);  // copysign(0.49999997, t): half away from zero
       __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_add_ps(t, h)), zero);  // 0..255
       __m256i q16 = _mm256_packus_epi32(q, q);      // per 128-bit lane: q0..q3 q0..q3 | q4..q7 q4..q7
       __m256i q8 = _mm256_packus_epi16(q16, q16);

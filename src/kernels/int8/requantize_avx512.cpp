@@ -56,7 +56,7 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
   const __m512 lo = _mm512_set1_ps(a.lo), hi = _mm512_set1_ps(a.hi);
   const __m512 lo2 = _mm512_set1_ps(a.lo2), hi2 = _mm512_set1_ps(a.hi2);
   const __m512 inv = _mm512_set1_ps(a.inv_scale), qlo = _mm512_set1_ps(a.qlo), qhi = _mm512_set1_ps(a.qhi);
-  const __m512 half = _mm512_set1_ps(0.5f);
+  const __m512 half = _mm512_set1_ps(kHalfBelow);
   const __m512 act_alpha = _mm512_set1_ps(a.act_alpha), act_beta = _mm512_set1_ps(a.act_beta);
   const __m512i zero = _mm512_set1_epi32(a.zero);
   const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
@@ -102,7 +102,7 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
     if (out) _mm512_mask_storeu_ps(out + col * out_stride, m, v);
     if (codes) {
       const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), qlo), qhi);
-      // Half away from zero: truncate t + copysign(0.5, t).
+      // Half away from zero: truncate t + copysign(0.49999997, t) (requantize.h: kHalfBelow).
       const __m512 h = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), sign), _mm512_castps_si512(half)));
       const __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_add_ps(t, h)), zero);
       _mm_mask_storeu_epi8(codes + col * codes_stride, m, _mm512_cvtepi32_epi8(q));
