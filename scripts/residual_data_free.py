@@ -55,7 +55,15 @@ def main(argv):
                     cmd = [args.tern, "quantize", onnx, "-o", out, *options]
                     if budget:
                         cmd += ["--residual", budget]
-                    q = run(cmd + ["--json"], " ".join(cmd))
+                    q, error, _ = run_json(cmd + ["--json"], 3600)
+                    if error and "below the plain quantized model" in error:  # the budget cannot be met
+                        rows.append({"model": model, "fp32": fp32, "budget": budget or "none", "mode": mode, "top1": None,
+                                     "int8_pct": None, "why": error.split(": ")[-1], "command": shlex.join(
+                                         ["tern", "quantize", f"models/{model}.onnx", "-o", "M.tern", *options, "--residual", budget])})
+                        print(f"{model} {budget} {mode}: {error}", flush=True)
+                        continue
+                    if error:
+                        sys.exit(f"residual_data_free: {' '.join(cmd)}: {error}")
                     e = run([args.tern, "eval", out, "--data", "fashion-mnist", "--json"], f"eval of {' '.join(cmd)}")
                     rows.append({"model": model, "fp32": fp32, "budget": budget or "none", "mode": mode,
                                  "top1": e["top1"], "int8_pct": 100.0 / q["ratio_to_int8"],
@@ -82,9 +90,11 @@ def main(argv):
     for model in MODELS:
         for budget in BUDGETS:
             r = {x["mode"]: x for x in rows if x["model"] == model and x["budget"] == (budget or "none")}
-            cells = [f"{r[m]['top1']:.2f} ({r[m]['int8_pct']:.1f})" for m, _ in MODES]
-            gap = r["data-free, dynamic"]["top1"] - r["calibrated"]["top1"]
-            lines.append(f"| {model} | {r['calibrated']['fp32']:.2f} | {budget or 'none'} | {' | '.join(cells)} | {gap:+.2f} |")
+            cells = [f"{r[m]['top1']:.2f} ({r[m]['int8_pct']:.1f})" if r[m]["top1"] is not None else "n/a (budget below the "
+                     "plain model)" for m, _ in MODES]
+            free, calibrated = r["data-free, dynamic"]["top1"], r["calibrated"]["top1"]
+            gap = f"{free - calibrated:+.2f}" if free is not None and calibrated is not None else "n/a"
+            lines.append(f"| {model} | {r['calibrated']['fp32']:.2f} | {budget or 'none'} | {' | '.join(cells)} | {gap} |")
     lines += ["", "Commands (`M.tern` a temporary file):", ""]
     lines += [f"- `{x['command']}`" for x in rows]
     os.makedirs(args.out, exist_ok=True)
