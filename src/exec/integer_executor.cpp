@@ -242,14 +242,24 @@ struct IntegerExecutor::Impl {
         else accumulate(0, cols);
       }
       // NHWC sums -> NCHW output, with bias and the fused clamp.
+      // The layout test and the bias presence hoisted out of the inner loop: a Gemm's row of
+      // outputs is contiguous, and that loop vectorizes.
       auto store = [&](int64_t begin, int64_t end) {
+        const float lo = L.clamp_lo, hi = L.clamp_hi;
+        const float* bias = L.bias.empty() ? nullptr : L.bias.data() + gi * rows;
+        float* out = y.data<float>();
         for (int64_t col = begin; col < end; ++col) {
-          int64_t n = col / positions, p = col % positions;
-          for (int64_t r = 0; r < rows; ++r) {
-            int64_t o = gi * rows + r;
-            float v = sum[static_cast<size_t>(col * rows + r)] + (L.bias.empty() ? 0.0f : L.bias[static_cast<size_t>(o)]);
-            int64_t at = L.gemm ? (n * positions + p) * L.out + o : (n * L.out + o) * positions + p;  // [..., N] or NCHW
-            y.data<float>()[at] = std::clamp(v, L.clamp_lo, L.clamp_hi);
+          const int64_t n = col / positions, p = col % positions;
+          const float* s = &sum[static_cast<size_t>(col * rows)];
+          if (L.gemm) {  // [..., N]: row (n, p), columns gi * rows + r
+            float* dst = out + (n * positions + p) * L.out + gi * rows;
+            if (bias)
+              for (int64_t r = 0; r < rows; ++r) dst[r] = std::min(std::max(s[r] + bias[r], lo), hi);
+            else
+              for (int64_t r = 0; r < rows; ++r) dst[r] = std::min(std::max(s[r] + 0.0f, lo), hi);
+          } else {  // NCHW
+            for (int64_t r = 0; r < rows; ++r)
+              out[(n * L.out + gi * rows + r) * positions + p] = std::min(std::max(s[r] + (bias ? bias[r] : 0.0f), lo), hi);
           }
         }
       };
