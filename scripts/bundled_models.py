@@ -16,7 +16,7 @@ import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import cpu_model, git_commit, rel, run_json  # noqa: E402
+from study_common import cpu_model, git_commit, rel, run_json, write_page  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,12 +58,7 @@ def main(argv):
         lines.append(f"| `{r['model']}` | {c['parameters']:,} | {mmacs(r['macs'])} | {c['epochs']} | "
                      f"{c['pytorch_test_top1']:.2f} | {r['eval']['top1']:.2f} | {r['eval']['images']:,} | "
                      f"`{c.get('command', '?')}` |")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "bundled_models.md")
-    with open(path + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
-    print(f"wrote {rel(path)}")
+    write_page(args.out, "bundled_models.md", lines)
 
 
 if __name__ == "__main__":

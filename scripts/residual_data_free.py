@@ -22,7 +22,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from study_common import cpu_model, git_commit, rel, run_json  # noqa: E402
+from study_common import cpu_model, git_commit, run_json, write_page  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("resnet20", "vgg_small", "mobilenetv2_small")
@@ -97,12 +97,7 @@ def main(argv):
             lines.append(f"| {model} | {r['calibrated']['fp32']:.2f} | {budget or 'none'} | {' | '.join(cells)} | {gap} |")
     lines += ["", "Commands (`M.tern` a temporary file):", ""]
     lines += [f"- `{x['command']}`" for x in rows]
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "residual_data_free.md")
-    with open(path + ".tmp", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
-    print(f"wrote {rel(path)}")
+    write_page(args.out, "residual_data_free.md", lines)
 
 
 if __name__ == "__main__":

@@ -161,6 +161,17 @@ def shown_command(cmd, tern, tmp):
     return shlex.join([rel(c) if c.startswith("/") and os.path.exists(c) else c for c in cmd])
 
 
+def write_page(out_dir, name, lines):
+    """Writes a results page (lines joined) atomically into out_dir; prints and returns its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name)
+    with open(path + ".tmp", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+    print(f"wrote {rel(path)}")
+    return path
+
+
 def save_json(path, rows):
     """Writes the rows atomically (a study saves after every row)."""
     tmp = path + ".tmp"

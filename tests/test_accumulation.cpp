@@ -244,8 +244,8 @@ TEST(MinMantissa, MonotoneInNAndChunkingHelps) {
 
 // The analytic model against the Monte-Carlo estimate of the same quantity, the accumulation
 // error's variance, over n, m, chunk sizes and both term distributions: within a factor 1.4 (a
-// quarter of a bit; measured with 2048 trials: 0.75..1.25, the low end where thousands of terms
-// are lost) wherever the simulation measures it to 10 %, from heavy swamping to a fraction of one
+// quarter of a bit; docs/accumulation.md gives the spread seen with 2048 trials, lowest where
+// thousands of terms are lost) wherever the simulation measures it to 10 %, from heavy swamping to a fraction of one
 // term's variance.
 TEST(AnalyticVrr, MatchesMonteCarloOverAGrid) {
   int compared = 0;

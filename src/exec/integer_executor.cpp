@@ -120,7 +120,7 @@ struct IntegerExecutor::Impl {
   static int32_t zero_code(const quant::ActivationQuant& a) { return a.is_unsigned ? a.zero_point : 128; }
 
   // Codes of `count` values at `scale` (the simulation's rounding: x / scale, clamped, half away
-  // from zero: truncation of v + copysign(kHalfBelow, v)), offset by zero_code. Branch-free, so the
+  // from zero: kernels::round_half_away), offset by zero_code. Branch-free, so the
   // compiler vectorizes it (with a branch per value it ran at 3-12 ns a value).
   static void quantize(const float* x, int64_t count, float scale, const quant::ActivationQuant& a, uint8_t* out) {
     const auto [lo, hi] = quant::code_bounds(quant::activation_qmax(a.bits, a.is_unsigned), a.is_unsigned, a.zero_point);
@@ -130,7 +130,7 @@ struct IntegerExecutor::Impl {
       float v = x[i] / scale;
       nan |= v != v;
       v = std::min(std::max(v, lo), hi);
-      out[i] = static_cast<uint8_t>(static_cast<int32_t>(v + std::copysign(kernels::kHalfBelow, v)) + offset);
+      out[i] = static_cast<uint8_t>(kernels::round_half_away(v) + offset);
     }
     if (nan) throw Error("integer engine: NaN input");
   }

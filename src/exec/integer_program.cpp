@@ -61,7 +61,7 @@ int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 // The simulation's rounding (FakeQuantize): x / scale, clamped, half away from zero.
 inline uint8_t quantize_code(float x, float scale, float lo, float hi, int32_t zero) {
   float v = std::min(std::max(x / scale, lo), hi);
-  return static_cast<uint8_t>(static_cast<int32_t>(v + (v >= 0.0f ? kernels::kHalfBelow : -kernels::kHalfBelow)) + zero);
+  return static_cast<uint8_t>(kernels::round_half_away(v) + zero);
 }
 
 // One image's dynamic scale, as the simulation picks it (an all-zero image keeps every code 0).

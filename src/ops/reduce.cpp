@@ -82,58 +82,41 @@ std::vector<Tensor> run_reduce(const OpContext& ctx, std::span<const Tensor* con
   std::vector<int64_t> ks = strides_of(kept);
   std::vector<int64_t> index(rank, 0);
   bool is_int = x.dtype() == DataType::kInt64;
+  // One element into an output's running value.
+  auto step = [op](double r, double v) {
+    switch (op) {
+      case OpType::kReduceMax: return std::isnan(v) || std::isnan(r) ? NAN : std::max(r, v);
+      case OpType::kReduceMin: return std::isnan(v) || std::isnan(r) ? NAN : std::min(r, v);
+      case OpType::kReduceProd: return r * v;
+      case OpType::kReduceL1: return r + std::fabs(v);
+      case OpType::kReduceL2:
+      case OpType::kReduceSumSquare: return r + v * v;
+      default: return r + v;  // Mean, Sum
+    }
+  };
   // Trailing axes only (a LayerNorm's last axis, a pool's H and W): each output reduces one
   // contiguous run, in the same order as the general loop below (so to the same bits).
   size_t first = rank;
   while (first > 0 && reduce[first - 1]) --first;
   const bool trailing = !is_int && std::none_of(reduce.begin(), reduce.begin() + static_cast<int64_t>(first), [](bool r) { return r; });
-  if (trailing && x.size() > 0) {
-    const int64_t inner = reduced_count, outer = x.size() / std::max<int64_t>(inner, 1);
+  if (trailing) {
+    const int64_t inner = reduced_count, outer = inner > 0 ? x.size() / inner : 0;
     const float* data = x.data<float>();
     for (int64_t o = 0; o < outer; ++o) {
-      const float* v = data + o * inner;
       double r = init;
-      switch (op) {
-        case OpType::kReduceMax:
-          for (int64_t j = 0; j < inner; ++j) r = std::isnan(v[j]) || std::isnan(r) ? NAN : std::max(r, static_cast<double>(v[j]));
-          break;
-        case OpType::kReduceMin:
-          for (int64_t j = 0; j < inner; ++j) r = std::isnan(v[j]) || std::isnan(r) ? NAN : std::min(r, static_cast<double>(v[j]));
-          break;
-        case OpType::kReduceProd:
-          for (int64_t j = 0; j < inner; ++j) r *= static_cast<double>(v[j]);
-          break;
-        case OpType::kReduceL1:
-          for (int64_t j = 0; j < inner; ++j) r += std::fabs(static_cast<double>(v[j]));
-          break;
-        case OpType::kReduceL2:
-        case OpType::kReduceSumSquare:
-          for (int64_t j = 0; j < inner; ++j) r += static_cast<double>(v[j]) * static_cast<double>(v[j]);
-          break;
-        default:
-          for (int64_t j = 0; j < inner; ++j) r += static_cast<double>(v[j]);
-          break;
-      }
+      for (int64_t j = 0; j < inner; ++j) r = step(r, static_cast<double>(data[o * inner + j]));
       acc[static_cast<size_t>(o)] = r;
     }
-  }
-  for (int64_t i = 0; i < (trailing ? 0 : x.size()); ++i) {
-    int64_t o = 0;
-    for (size_t d = 0; d < rank; ++d) o += reduce[d] ? 0 : index[d] * ks[d];
-    double v = is_int ? static_cast<double>(x.data<int64_t>()[i]) : static_cast<double>(x.data<float>()[i]);
-    double& r = acc[static_cast<size_t>(o)];
-    switch (op) {
-      case OpType::kReduceMax: r = std::isnan(v) || std::isnan(r) ? NAN : std::max(r, v); break;
-      case OpType::kReduceMin: r = std::isnan(v) || std::isnan(r) ? NAN : std::min(r, v); break;
-      case OpType::kReduceProd: r *= v; break;
-      case OpType::kReduceL1: r += std::fabs(v); break;
-      case OpType::kReduceL2:
-      case OpType::kReduceSumSquare: r += v * v; break;
-      default: r += v; break;  // Mean, Sum
-    }
-    for (size_t d = rank; d-- > 0;) {
-      if (++index[d] < x.dim(static_cast<int64_t>(d))) break;
-      index[d] = 0;
+  } else {
+    for (int64_t i = 0; i < x.size(); ++i) {
+      int64_t o = 0;
+      for (size_t d = 0; d < rank; ++d) o += reduce[d] ? 0 : index[d] * ks[d];
+      const double v = is_int ? static_cast<double>(x.data<int64_t>()[i]) : static_cast<double>(x.data<float>()[i]);
+      acc[static_cast<size_t>(o)] = step(acc[static_cast<size_t>(o)], v);
+      for (size_t d = rank; d-- > 0;) {
+        if (++index[d] < x.dim(static_cast<int64_t>(d))) break;
+        index[d] = 0;
+      }
     }
   }
   Tensor y = Tensor::uninitialized(x.dtype(), out[0]);

@@ -5,6 +5,7 @@
 #include <limits>
 #include <string>
 
+#include "kernels/int8/requantize.h"
 #include "tern/error.h"
 
 namespace tern::quant {
@@ -377,16 +378,13 @@ void fake_quantize(std::span<const float> x, std::span<float> y, float scale, in
                    int32_t zero_point) {
   const auto [lo, hi] = code_bounds(qmax, is_unsigned, zero_point);
   const size_t n = std::min(x.size(), y.size());
-  // std::round (half away from zero) of the clamped value, without a libm call so that the loop
-  // vectorizes: the truncation t of c is exact (|c| is a code, below 2^16), c - t too, and t moves
-  // one step away from zero when that remainder is at least one half. NaN stays NaN.
+  // std::round (half away from zero) of the clamped value as the integer engine rounds its codes
+  // (kernels::round_half_away: no libm call, so the loop vectorizes). NaN stays NaN.
   for (size_t i = 0; i < n; ++i) {
     const float v = x[i] / scale;
     const bool nan = v != v;
     const float c = nan ? 0.0f : (v < lo ? lo : (v > hi ? hi : v));
-    const float t = static_cast<float>(static_cast<int32_t>(c));
-    const float r = t + (std::fabs(c - t) >= 0.5f ? std::copysign(1.0f, c) : 0.0f);
-    y[i] = nan ? v : r * scale;
+    y[i] = nan ? v : static_cast<float>(kernels::round_half_away(c)) * scale;
   }
 }
 

@@ -22,6 +22,7 @@
 // compiler; contraction into FMA is off, so every ISA rounds the same way.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 namespace tern::kernels {
@@ -31,6 +32,10 @@ enum class Activation : uint8_t { kNone, kHardSigmoid, kHardSwish, kSigmoid, kSi
 // The float just below one half. Truncating t + copysign(kHalfBelow, t) rounds every float t half
 // away from zero, as std::round does; with 0.5 itself, 0.49999997 + 0.5 rounds (to even) to 1.
 inline constexpr float kHalfBelow = 0.49999997f;
+
+// t rounded half away from zero, exactly as std::round (for |t| < 2^31): the one rounding of every
+// code the simulation and the integer engine make.
+inline int32_t round_half_away(float t) { return static_cast<int32_t>(t + std::copysign(kHalfBelow, t)); }
 
 struct RequantArgs {
   int64_t cols = 0, rows = 0;

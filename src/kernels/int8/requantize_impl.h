@@ -61,10 +61,7 @@ void REQUANT_NAME(requantize_block)(const RequantArgs& a) {
         uint8_t* q = a.codes + col * a.codes_stride + r0;
         for (int64_t r = 0; r < n; ++r) {
           float t = std::min(std::max(v[r] * a.inv_scale, a.qlo), a.qhi);
-          // Half away from zero, as std::round: truncation of t + copysign(0.49999997, t) (the
-          // float below one half: with 0.5 itself, 0.49999997 + 0.5 would round up to 1).
-          int32_t code = static_cast<int32_t>(t + (t >= 0.0f ? kHalfBelow : -kHalfBelow));
-          q[r] = static_cast<uint8_t>(code + a.zero);
+          q[r] = static_cast<uint8_t>(round_half_away(t) + a.zero);
         }
       }
     }
