@@ -402,7 +402,7 @@ TEST(Passes, ClassTokenExpandedToTheBatchKeepsShapesKnown) {
   const Value& y = g.value(g.outputs[0]);
   ASSERT_TRUE(y.shape_known);
   EXPECT_EQ(y.shape, (Shape{kDynamicDim, 5, 5}));
-  EXPECT_TRUE(y.batch_leading);
+  EXPECT_TRUE(y.batch_leading());
   bool gemm = false;
   for (const Node& n : g.nodes) gemm = gemm || n.op == OpType::kGemm;
   EXPECT_TRUE(gemm) << "the MatMul by constant weights did not become a Gemm";

@@ -648,12 +648,125 @@ TEST(IntegerEngine, PerTokenScalesGiveEachTokenItsOwnGrid) {
   }
   Tensor want = Executor(sim).run(x);
   IntegerExecutor engine(m);
-  EXPECT_FALSE(engine.fused());  // per-token scales: the hybrid engine
-  for (const IntegerLayerInfo& l : engine.layers()) EXPECT_EQ(l.kernel.find("float"), std::string::npos) << l.kernel;
+  EXPECT_TRUE(engine.fused()) << engine.mode();  // a whole-tensor layer step of the fused program
+  for (const IntegerLayerInfo& l : engine.layers()) {
+    EXPECT_EQ(l.kernel.find("float"), std::string::npos) << l.kernel;
+    EXPECT_NE(l.kernel.find("per-token"), std::string::npos) << l.kernel;
+  }
   expect_close(engine.run(x), want, "per-token scales");
+  expect_close(IntegerExecutor(m, {}, IntegerEngineOptions{false}).run(x), want, "per-token scales (hybrid)");
   q::QuantizedModel back = q::load_quantized_model(TernFile::from_bytes(q::serialize_quantized_model(m), "tokens.tern"));
   EXPECT_TRUE(back.layers[0].input->per_token);
   expect_close(Executor(q::simulation_graph(back)).run(x), want, "reloaded");
+}
+
+// A linear layer on sequence-first tokens [T, N, D] (as exporters write nn.MultiheadAttention's
+// input projection): not a batch of images, so the fused program runs it as a whole-tensor layer
+// step, between the steps on batches of images, with static and with per-token scales; the
+// layer after it (on [N, T, D] again) stays an integer layer on codes.
+TEST(IntegerEngine, LayersOnSequenceFirstTokensStayInTheFusedProgram) {
+  OnnxBuilder b;
+  b.input("x", {-1, 5, 8});
+  b.floats("w1", {8, 8}, random_floats(64, 131));
+  b.floats("w2", {8, 6}, random_floats(48, 132));
+  auto& t1 = b.node("Transpose", {"x"}, {"xt"}, "to_sequence_first");
+  OnnxBuilder::attr(t1, "perm", std::vector<int64_t>{1, 0, 2});
+  b.node("MatMul", {"xt", "w1"}, {"h"}, "in_proj");
+  auto& t2 = b.node("Transpose", {"h"}, {"ht"}, "to_batch_first");
+  OnnxBuilder::attr(t2, "perm", std::vector<int64_t>{1, 0, 2});
+  b.node("Add", {"ht", "x"}, {"r"}, "residual");
+  b.node("MatMul", {"r", "w2"}, {"y"}, "out");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "sequence_first.onnx");
+  Tensor calib = Tensor::from_floats({16, 5, 8}, random_floats(640, 133));
+  Tensor x = Tensor::from_floats({3, 5, 8}, random_floats(120, 134));
+  for (bool per_token : {false, true}) {
+    const std::string what = per_token ? "per-token scales" : "static scales";
+    q::QuantizeOptions o;
+    o.plan.first_last_8bit = false;
+    o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, q::kWholeFilter};
+    o.per_token_scales = per_token;
+    q::QuantizedModel m = q::quantize_model(g, o, &calib);
+    ASSERT_EQ(m.layers.size(), 2u) << what;
+    Tensor want = Executor(q::simulation_graph(m)).run(x);
+    IntegerExecutor engine(m);
+    ASSERT_TRUE(engine.fused()) << what << ": " << engine.mode();
+    std::map<std::string, std::string> kernel;
+    for (const IntegerLayerInfo& l : engine.layers()) kernel[l.node] = l.kernel;
+    EXPECT_NE(kernel["in_proj"].find("whole-tensor"), std::string::npos) << what << ": " << kernel["in_proj"];
+    if (!per_token) EXPECT_EQ(kernel["out"].find("whole-tensor"), std::string::npos) << kernel["out"];
+    for (auto& [node, k] : kernel) EXPECT_EQ(k.find("float"), std::string::npos) << node << ": " << k;
+    expect_close(engine.run(x), want, what);
+    expect_close(engine.run(x), want, what + ", again");  // the scratch buffers reused
+    Tensor one = Tensor::from_floats({1, 5, 8}, std::vector<float>(x.floats().begin(), x.floats().begin() + 40));
+    expect_close(engine.run(one), Executor(q::simulation_graph(m)).run(one), what + ", batch 1");
+  }
+}
+
+// A transformer block's float parts as torch.onnx writes them below opset 17: the decomposed
+// LayerNorm (ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add) runs as one step, and
+// the decomposed GELU after a linear layer (Div, Erf, Add, Mul, Mul) in that layer's epilogue;
+// the engine's outputs are the simulation's.
+TEST(IntegerEngine, DecomposedLayerNormAndGeluFuse) {
+  OnnxBuilder b;
+  b.input("x", {-1, 5, 8});
+  b.floats("w1", {8, 16}, random_floats(128, 141));
+  b.floats("w2", {16, 8}, random_floats(128, 142));
+  std::vector<float> gamma = random_floats(8, 143), beta = random_floats(8, 144);
+  for (float& v : gamma) v += 1.0f;
+  b.floats("gamma", {8}, gamma);
+  b.floats("beta", {8}, beta);
+  b.floats("two", {}, {2.0f});
+  b.floats("eps", {}, {1e-6f});
+  b.floats("sqrt2", {}, {1.4142135f});
+  b.floats("one", {}, {1.0f});
+  b.floats("half", {}, {0.5f});
+  auto mean = [&](const std::string& in, const std::string& out) {
+    auto& n = b.node("ReduceMean", {in}, {out}, out);
+    OnnxBuilder::attr(n, "axes", std::vector<int64_t>{-1});
+    OnnxBuilder::attr(n, "keepdims", int64_t{1});
+  };
+  mean("x", "mu");
+  b.node("Sub", {"x", "mu"}, {"d"}, "sub");
+  b.node("Pow", {"d", "two"}, {"d2"}, "pow");
+  mean("d2", "var");
+  b.node("Add", {"var", "eps"}, {"ve"}, "add_eps");
+  b.node("Sqrt", {"ve"}, {"sd"}, "sqrt");
+  b.node("Div", {"d", "sd"}, {"n"}, "normalize");
+  b.node("Mul", {"n", "gamma"}, {"ng"}, "scale");
+  b.node("Add", {"ng", "beta"}, {"ln"}, "shift");
+  b.node("MatMul", {"ln", "w1"}, {"h"}, "fc1");
+  b.node("Div", {"h", "sqrt2"}, {"hs"}, "gelu_div");
+  b.node("Erf", {"hs"}, {"he"}, "gelu_erf");
+  b.node("Add", {"he", "one"}, {"h1"}, "gelu_add");
+  b.node("Mul", {"h", "h1"}, {"hm"}, "gelu_mul");
+  b.node("Mul", {"hm", "half"}, {"g"}, "gelu_half");
+  b.node("MatMul", {"g", "w2"}, {"m"}, "fc2");
+  b.node("Add", {"m", "x"}, {"y"}, "residual");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "block.onnx");
+  Tensor calib = Tensor::from_floats({16, 5, 8}, random_floats(640, 145));
+  Tensor x = Tensor::from_floats({3, 5, 8}, random_floats(120, 146));
+  for (const char* weights : {"int8", "ternary"}) {
+    q::QuantizeOptions o;
+    o.plan.first_last_8bit = false;
+    if (std::string(weights) == "int8") o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, 0};
+    q::QuantizedModel m = q::quantize_model(g, o, &calib);
+    ASSERT_EQ(m.layers.size(), 2u) << weights;
+    IntegerExecutor engine(m);
+    ASSERT_TRUE(engine.fused()) << engine.mode();
+    int layer_norms = 0, float_steps = 0;
+    for (const std::string& step : engine.steps()) {
+      layer_norms += step.find("LayerNorm") != std::string::npos;
+      float_steps += step.find("FP32 kernel") != std::string::npos;
+    }
+    EXPECT_EQ(layer_norms, 1) << weights;
+    EXPECT_EQ(float_steps, 0) << weights;  // nothing of the LayerNorm or the GELU left to run node by node
+    for (const IntegerLayerInfo& l : engine.layers())
+      if (l.node == "fc1") EXPECT_NE(l.kernel.find("GELU"), std::string::npos) << l.kernel;
+    Tensor want = Executor(q::simulation_graph(m)).run(x);
+    expect_close(engine.run(x), want, weights);
+  }
 }
 
 // A transformer's linear layers: MatMul by constant weights on [N, T, K] tokens (+ bias Add)

@@ -172,9 +172,12 @@ struct Value {
   // kSymbolicBatch (the graph's dynamic batch) or kUnknownElement. Empty: nothing known.
   std::vector<int64_t> known_content;
   bool has_known_content = false;
-  // Its first dim is dynamic and is the graph's batch (traced from the input through operators
-  // that keep it): Shape of it may say kSymbolicBatch, a Reshape of it may divide the batch out.
-  bool batch_leading = false;
+  // Which of its dims is dynamic and is the graph's batch, or -1 (traced from the input through
+  // operators that keep it in place, Transposes that move it, and Reshapes whose target names it):
+  // Shape of it may say kSymbolicBatch there, a Reshape of it may divide the batch out.
+  int batch_axis = -1;
+  // Its first dim is the graph's batch (a batch of images, samples or sequences).
+  bool batch_leading() const { return batch_axis == 0; }
 };
 
 struct Node {

@@ -13,8 +13,9 @@ namespace {
 
 // The batch dim at 1; any other dim the model leaves dynamic stays unknown (kDynamicDim, shown
 // as "?"), never a silent 1.
-Shape at_batch_one(Shape s, bool batch_leading) {
-  if (!s.empty() && s[0] < 0 && batch_leading) s[0] = 1;
+Shape at_batch_one(Shape s, int batch_axis) {
+  if (batch_axis >= 0 && static_cast<size_t>(batch_axis) < s.size() && s[static_cast<size_t>(batch_axis)] < 0)
+    s[static_cast<size_t>(batch_axis)] = 1;
   return s;
 }
 
@@ -27,7 +28,7 @@ std::map<ValueId, Shape> shapes_at_batch_one(const Graph& graph) {
   for (const Node& node : graph.nodes)
     for (ValueId v : node.outputs) {
       const Value& val = graph.value(v);
-      needed = needed || (val.shape_known && !val.shape.empty() && val.shape[0] < 0 && !val.batch_leading);
+      needed = needed || (val.shape_known && !val.shape.empty() && val.shape[0] < 0 && !val.batch_leading());
     }
   if (!needed) return {};
   std::vector<Tensor> inputs;
@@ -69,7 +70,7 @@ ModelSummary summarize(const Graph& graph) {
     layer.name = node.name;
     layer.op = to_string(node.op);
     const Value& out = graph.value(node.outputs[0]);
-    layer.output = at_batch_one(out.shape, out.batch_leading);
+    layer.output = at_batch_one(out.shape, out.batch_axis);
     const ops::OpRecord& rec = ops::record(node.op);
     if (rec.counts_parameters)
       for (ValueId id : node.inputs)
@@ -79,7 +80,7 @@ ModelSummary summarize(const Graph& graph) {
     // Per image: the output at batch 1. Any other dimension the model does not declare makes
     // the count unknown (-1), never a guess.
     int64_t per_image_out = -1;
-    if (auto it = concrete.find(node.outputs[0]); it != concrete.end() && !out.batch_leading && !out.shape.empty() &&
+    if (auto it = concrete.find(node.outputs[0]); it != concrete.end() && !out.batch_leading() && !out.shape.empty() &&
                                                   out.shape[0] < 0) {
       layer.output = it->second;
       per_image_out = ops::mac_elements(it->second, 0, who);

@@ -31,12 +31,7 @@ struct IntegerExecutor::Impl {
   std::string why_hybrid;
   std::unique_ptr<Executor> executor;         // the hybrid graph
   Graph graph;                                // the program's inputs and outputs
-  std::vector<int8_t> scratch;  // decoded ternary panels of the layer running now (ternary_qgemm)
-  // Work buffers of the layer running now, kept between layers and runs: allocating (and first
-  // touching) tens of MB per layer at batch 64 cost more than the arithmetic.
-  std::vector<uint8_t> codes, patches;
-  std::vector<int32_t> acc;
-  std::vector<float> sum;
+  integer::LayerScratch scratch;  // the work buffers of the layer running now
 
   Impl(quant::QuantizedModel m, ExecutorOptions options, const IntegerEngineOptions& engine) : model(std::move(m)) {
     Graph sim = quant::simulation_graph(model);
@@ -75,7 +70,7 @@ struct IntegerExecutor::Impl {
     for (size_t index = 0; index < layers.size(); ++index)
       options.node_kernels[layers[index].node] = [this, index](std::span<const Tensor* const> in,
                                                                const std::vector<Shape>& shapes, ThreadPool* pool) {
-        return std::vector<Tensor>{run_layer(layers[index], *in[0], shapes[0], pool)};
+        return std::vector<Tensor>{integer::run_layer(layers[index], *in[0], shapes[0], scratch, pool)};
       };
     for (IntegerLayerInfo& i : info)
       for (const IntLayer& L : layers)
@@ -114,159 +109,6 @@ struct IntegerExecutor::Impl {
     std::string s = L.weights_kind();
     if (L.terms.size() > 1) s += " x" + std::to_string(L.active) + "/" + std::to_string(L.terms.size());
     return s + " " + kernels::qgemm_kernel_name();
-  }
-
-  // The byte of value 0: the zero point, or 128 for signed codes (VNNI multiplies u8).
-  static int32_t zero_code(const quant::ActivationQuant& a) { return a.is_unsigned ? a.zero_point : 128; }
-
-  // Codes of `count` values at `scale` (the simulation's rounding: x / scale, clamped, half away
-  // from zero: kernels::round_half_away), offset by zero_code. Branch-free, so the
-  // compiler vectorizes it (with a branch per value it ran at 3-12 ns a value).
-  static void quantize(const float* x, int64_t count, float scale, const quant::ActivationQuant& a, uint8_t* out) {
-    const auto [lo, hi] = quant::code_bounds(quant::activation_qmax(a.bits, a.is_unsigned), a.is_unsigned, a.zero_point);
-    const int32_t offset = zero_code(a);
-    int32_t nan = 0;
-    for (int64_t i = 0; i < count; ++i) {
-      float v = x[i] / scale;
-      nan |= v != v;
-      v = std::min(std::max(v, lo), hi);
-      out[i] = static_cast<uint8_t>(kernels::round_half_away(v) + offset);
-    }
-    if (nan) throw Error("integer engine: NaN input");
-  }
-
-  float image_scale(const quant::ActivationQuant& a, const float* x, int64_t count) const {
-    if (!a.dynamic) return a.scale;
-    const int32_t qmax = quant::activation_qmax(a.bits, a.is_unsigned);
-    float t = 0.0f;
-    for (int64_t i = 0; i < count; ++i) t = std::max(t, a.is_unsigned ? x[i] : std::fabs(x[i]));
-    if (!std::isfinite(t)) throw Error("integer engine: an image holds an infinite value");
-    if (t == 0.0f) return 1.0f;  // every code is 0 at any scale
-    return a.power_of_two ? quant::power_of_two_scale(t, qmax) : t / static_cast<float>(qmax);
-  }
-
-  Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, ThreadPool* pool) {
-    check(x.dtype() == DataType::kFloat32, L.node + ": integer layer needs float input");
-    const int64_t images = x.dim(0), rows = L.out / L.groups, depth = L.in * L.taps;
-    const int64_t steps = (depth + kQStep - 1) / kQStep, stride = steps * kQStep;
-    const uint8_t zero = static_cast<uint8_t>(zero_code(L.input));
-    kernels::Conv2dShape cs;
-    int64_t positions = 1;  // output positions per image (a Gemm's rows per image: its input's [..., K])
-    const int64_t per_image = x.size() / std::max<int64_t>(images, 1);
-    if (!L.gemm) {
-      cs = ops::conv_shape(L.conv, x.shape(), L.weight_shape);
-      positions = cs.out_h() * cs.out_w();
-    } else {
-      positions = per_image / std::max<int64_t>(depth, 1);
-    }
-    std::vector<float> scales(static_cast<size_t>(images));
-    // Per-token scales (a Gemm on [N, T, K] tokens): one per row of codes, i.e. per column.
-    const bool per_token = L.input.per_token && L.gemm;
-    std::vector<float> token_scales(per_token ? static_cast<size_t>(images * positions) : 0);
-    // Activation codes, NHWC (one row of channels per pixel) for a Conv, [N][K] for a Gemm.
-    const int64_t channels = L.gemm ? depth : L.in * L.groups;
-    const int64_t pixels = L.gemm ? positions : cs.in_h * cs.in_w;
-    codes.resize(std::max(codes.size(), static_cast<size_t>(images * pixels * channels)));
-    auto quantize_images = [&](int64_t begin, int64_t end) {
-      std::vector<uint8_t> planar(static_cast<size_t>(per_image));
-      for (int64_t n = begin; n < end; ++n) {
-        const float* xn = x.data<float>() + n * per_image;
-        if (per_token) {
-          for (int64_t p = 0; p < positions; ++p) {
-            float s = image_scale(L.input, xn + p * depth, depth);
-            token_scales[static_cast<size_t>(n * positions + p)] = s;
-            quantize(xn + p * depth, depth, s, L.input, planar.data() + p * depth);
-          }
-        } else {
-          float s = image_scale(L.input, xn, per_image);
-          scales[static_cast<size_t>(n)] = s;
-          quantize(xn, per_image, s, L.input, planar.data());
-        }
-        uint8_t* dst = codes.data() + n * pixels * channels;  // NCHW -> NHWC (a Gemm's rows are already)
-        if (L.gemm) std::memcpy(dst, planar.data(), static_cast<size_t>(per_image));
-        else
-          for (int64_t c = 0; c < channels; ++c)
-            for (int64_t p = 0; p < pixels; ++p) dst[p * channels + c] = planar[static_cast<size_t>(c * pixels + p)];
-      }
-    };
-    if (pool && images > 1) pool->parallel_for(images, quantize_images);
-    else quantize_images(0, images);
-    Tensor y(DataType::kFloat32, out_shape);
-    const int64_t cols = images * positions;
-    // Every patch byte below `depth` is written below; the bytes up to `stride` meet zero weights.
-    patches.resize(std::max(patches.size(), static_cast<size_t>(cols * stride)));
-    acc.resize(std::max(acc.size(), static_cast<size_t>(cols * rows)));
-    sum.resize(std::max(sum.size(), static_cast<size_t>(cols * rows)));
-    for (int64_t gi = 0; gi < L.groups; ++gi) {
-      // im2col, tap-major: patch k = tap * in + channel.
-      if (L.gemm) {
-        for (int64_t col = 0; col < cols; ++col)
-          std::memcpy(&patches[static_cast<size_t>(col * stride)], &codes[static_cast<size_t>(col * depth)], static_cast<size_t>(depth));
-      } else {
-        auto im2col = [&](int64_t begin, int64_t end) {
-          for (int64_t col = begin; col < end; ++col) {
-              int64_t n = col / positions, oh = col % positions / cs.out_w(), ow = col % cs.out_w();
-              uint8_t* patch = &patches[static_cast<size_t>(col * stride)];
-              for (int64_t kh = 0; kh < cs.kernel_h; ++kh)
-                for (int64_t kw = 0; kw < cs.kernel_w; ++kw) {
-                  int64_t ih = oh * cs.stride_h - cs.pad_top + kh * cs.dilation_h;
-                  int64_t iw = ow * cs.stride_w - cs.pad_left + kw * cs.dilation_w;
-                  uint8_t* dst = patch + (kh * cs.kernel_w + kw) * L.in;
-                  if (ih < 0 || ih >= cs.in_h || iw < 0 || iw >= cs.in_w) std::memset(dst, zero, static_cast<size_t>(L.in));
-                  else
-                    std::memcpy(dst, &codes[static_cast<size_t>(((n * cs.in_h + ih) * cs.in_w + iw) * channels + gi * L.in)],
-                                static_cast<size_t>(L.in));
-                }
-          }
-        };
-        if (pool) pool->parallel_for(cols, im2col, 256);
-        else im2col(0, cols);
-      }
-      std::fill(sum.begin(), sum.begin() + cols * rows, 0.0f);
-      for (int j = 0; j < L.active; ++j) {
-        const IntTerm& term = L.terms[static_cast<size_t>(j)];
-        const TermGroup& tg = term.groups[static_cast<size_t>(gi)];
-        tg.gemm(cols, patches.data(), stride, acc.data(), rows, scratch, pool);
-        auto accumulate = [&](int64_t begin, int64_t end) {
-          const int32_t offset = zero_code(L.input);
-          for (int64_t col = begin; col < end; ++col) {
-            float s = per_token ? token_scales[static_cast<size_t>(col)] : scales[static_cast<size_t>(col / positions)];
-            const int32_t* a = &acc[static_cast<size_t>(col * rows)];
-            float* out = &sum[static_cast<size_t>(col * rows)];
-            const float* st = &term.step[static_cast<size_t>(gi * rows)];
-            for (int64_t r = 0; r < rows; ++r)
-              out[r] += static_cast<float>(a[r] - offset * tg.row_sums[static_cast<size_t>(r)]) * (s * st[r]);
-          }
-        };
-        if (pool) pool->parallel_for(cols, accumulate, 256);
-        else accumulate(0, cols);
-      }
-      // NHWC sums -> NCHW output, with bias and the fused clamp.
-      // The layout test and the bias presence hoisted out of the inner loop: a Gemm's row of
-      // outputs is contiguous, and that loop vectorizes.
-      auto store = [&](int64_t begin, int64_t end) {
-        const float lo = L.clamp_lo, hi = L.clamp_hi;
-        const float* bias = L.bias.empty() ? nullptr : L.bias.data() + gi * rows;
-        float* out = y.data<float>();
-        for (int64_t col = begin; col < end; ++col) {
-          const int64_t n = col / positions, p = col % positions;
-          const float* s = &sum[static_cast<size_t>(col * rows)];
-          if (L.gemm) {  // [..., N]: row (n, p), columns gi * rows + r
-            float* dst = out + (n * positions + p) * L.out + gi * rows;
-            if (bias)
-              for (int64_t r = 0; r < rows; ++r) dst[r] = std::min(std::max(s[r] + bias[r], lo), hi);
-            else
-              for (int64_t r = 0; r < rows; ++r) dst[r] = std::min(std::max(s[r] + 0.0f, lo), hi);
-          } else {  // NCHW
-            for (int64_t r = 0; r < rows; ++r)
-              out[(n * L.out + gi * rows + r) * positions + p] = std::min(std::max(s[r] + (bias ? bias[r] : 0.0f), lo), hi);
-          }
-        }
-      };
-      if (pool) pool->parallel_for(cols, store, 256);
-      else store(0, cols);
-    }
-    return y;
   }
 
   void set_level(int level) {

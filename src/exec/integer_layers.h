@@ -12,6 +12,7 @@
 #include "kernels/int8/ternary_panels.h"
 #include "tern/graph.h"
 #include "tern/quantized_model.h"
+#include "tern/thread_pool.h"
 
 namespace tern::integer {
 
@@ -80,5 +81,20 @@ std::optional<std::vector<int8_t>> term_integer_weights(const quant::QuantizedLa
 // none (float32 input, logarithmic or per-group float scales, codes times units above 127, ...).
 std::optional<IntLayer> build_int_layer(const quant::QuantizedLayer& l, const Node& node, const Graph& g,
                                         std::string& why);
+
+// The work buffers of run_layer, kept between layers and runs: allocating (and first touching)
+// tens of MB per layer at batch 64 cost more than the arithmetic.
+struct LayerScratch {
+  std::vector<uint8_t> codes, patches;
+  std::vector<int32_t> acc;
+  std::vector<float> sum;
+  std::vector<int8_t> panels;  // decoded ternary panels (ternary_qgemm)
+};
+
+// Layer L on a whole float tensor x (NCHW images for a Conv, [..., K] rows for a Gemm), quantized
+// as the simulation's FakeQuantize does it (the layer's scale, or per image or per token when
+// dynamic); out_shape is the output's. The hybrid graph's layers, and the fused program's layers
+// on values that are not batches of images (a sequence-first attention input, per-token scales).
+Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, LayerScratch& scratch, ThreadPool* pool);
 
 }  // namespace tern::integer

@@ -132,8 +132,9 @@ struct Program::Impl {
   std::map<std::string, std::string> kernels;
   std::vector<int8_t> panels;  // decoded/stacked weight panels of the layer running now
   // Values that are not batches of images (a Shape's int64 result, attention heads merged into
-  // the batch dim, ...): whole tensors, written and read only by FP32 steps.
+  // the batch dim, ...): whole tensors, written and read only by FP32 and whole-tensor layer steps.
   std::vector<std::unique_ptr<Tensor>> side;
+  LayerScratch scratch;  // the work buffers of the whole-tensor layer running now
 };
 
 namespace {
@@ -737,6 +738,19 @@ struct Compiler {
   // broadcasting Mul, Softmax, a layer kept float32): run by their FP32 kernel on the float
   // values between integer layers, as the simulation runs them.
   std::set<int> generic;
+  // Integer layers on whole float tensors (run_layer quantizes them as their FakeQuantize does):
+  // on a value that is not a batch of images (a sequence-first attention input), or with
+  // per-token scales. Their FakeQuantize nodes are absorbed (not run).
+  std::set<int> whole;
+  std::set<int> absorbed;
+  // LayerNorms as exporters below opset 17 write them (ReduceMean, Sub, Pow, ReduceMean, Add,
+  // Sqrt, Div, then Mul and Add by constants), one step each, by their first ReduceMean's index.
+  struct LayerNorm {
+    ValueId x = kNoValue, result = kNoValue;
+    float eps = 0;
+    std::vector<float> gamma, beta;  // empty: none
+  };
+  std::map<int, LayerNorm> layer_norms;
   std::map<ValueId, Tensor*> side;  // values kept as whole tensors (Impl::side)
   std::map<ValueId, LayerStep*> depthwise_writer;  // float outputs written by a depthwise layer's epilogue
 
@@ -767,7 +781,7 @@ struct Compiler {
     // Every buffer holds whole images: its first dim must be the graph input's batch.
     const Shape& in = g.value(g.inputs[0]).shape;
     if (!s.empty() && !in.empty() &&
-        (in[0] < 0 ? s[0] >= 0 || (!val.batch_leading && v != g.inputs[0]) : s[0] != in[0]))
+        (in[0] < 0 ? s[0] >= 0 || (!val.batch_leading() && v != g.inputs[0]) : s[0] != in[0]))
       return fail("value '" + val.name + "' does not lead with the batch");
     for (size_t i = 1; i < s.size(); ++i)
       if (s[i] < 0) return fail("value '" + val.name + "' has a dynamic dimension beyond the batch");
@@ -846,14 +860,21 @@ struct Compiler {
           const GemmAttrs& a = n.attr<GemmAttrs>();
           if (a.trans_a || !a.trans_b || a.alpha != 1.0f || a.beta != 1.0f) return fail(n.name + ": Gemm attributes");
           const size_t rank = g.value(n.inputs[0]).shape.size();
-          if (rank != 2 && rank != 3) return fail(n.name + ": a Gemm on rank-" + std::to_string(rank) + " rows");
+          if (rank != 2 && rank != 3 && !whole.count(static_cast<int>(i)))
+            return fail(n.name + ": a Gemm on rank-" + std::to_string(rank) + " rows");
         }
       } else if (n.op == OpType::kFakeQuantize) {
         if (is_output[static_cast<size_t>(n.outputs[0])]) return fail(n.name + ": a graph output");
-        if (n.attr<FakeQuantAttrs>().per_row) return fail(n.name + ": per-token scales (the hybrid engine runs them)");
+        const bool per_row = n.attr<FakeQuantAttrs>().per_row;
         bool layers_only = true;
         for (int r : readers[static_cast<size_t>(n.outputs[0])])
           layers_only = layers_only && layer_of.count(g.nodes[static_cast<size_t>(r)].name);
+        if (layers_only && (per_row || side.count(n.inputs[0]))) {
+          // Quantized by its readers, whole-tensor layers.
+          absorbed.insert(static_cast<int>(i));
+          for (int r : readers[static_cast<size_t>(n.outputs[0])]) whole.insert(r);
+          continue;
+        }
         if (!layers_only) generic.insert(static_cast<int>(i));  // an operand of a float operation (an attention MatMul)
         else if (!n.attr<FakeQuantAttrs>().dynamic) alias[static_cast<size_t>(n.outputs[0])] = n.inputs[0];
       } else if (n.op == OpType::kMaxPool) {
@@ -877,7 +898,7 @@ struct Compiler {
         if (n.outputs.size() != 1) return fail(n.name + ": " + to_string(n.op) + " with several outputs");
         generic.insert(static_cast<int>(i));
       }
-      const bool is_generic = generic.count(static_cast<int>(i)) > 0;
+      const bool is_generic = generic.count(static_cast<int>(i)) > 0 || whole.count(static_cast<int>(i)) > 0;
       if (!is_generic)
         for (ValueId v : n.inputs)
           if (v != kNoValue && side.count(v)) return fail(n.name + ": reads '" + g.value(v).name + "', which is not a batch of images");
@@ -905,7 +926,7 @@ struct Compiler {
       for (int k = 0; k < 2; ++k) {
         ValueId v = add.inputs[static_cast<size_t>(k)], other = add.inputs[static_cast<size_t>(1 - k)];
         int p = producer[static_cast<size_t>(v)];
-        if (p < 0 || !layer_of.count(g.nodes[static_cast<size_t>(p)].name) || fusion.count(p)) continue;
+        if (p < 0 || !layer_of.count(g.nodes[static_cast<size_t>(p)].name) || whole.count(p) || fusion.count(p)) continue;
         if (readers[static_cast<size_t>(v)].size() != 1 || is_output[static_cast<size_t>(v)]) continue;
         int po = other == kNoValue ? -2 : producer[static_cast<size_t>(other)];
         if (po >= p || g.is_constant(other)) continue;  // the residual must exist before the layer runs
@@ -933,7 +954,7 @@ struct Compiler {
     // the gate's only reader is a Mul of the output by it.
     for (size_t p = 0; p < g.nodes.size(); ++p) {
       const Node& n = g.nodes[p];
-      if (!layer_of.count(n.name) || fusion.count(static_cast<int>(p))) continue;
+      if (!layer_of.count(n.name) || whole.count(static_cast<int>(p)) || fusion.count(static_cast<int>(p))) continue;
       ValueId v = n.outputs[0];
       const std::vector<int>& r = readers[static_cast<size_t>(v)];
       if (is_output[static_cast<size_t>(v)] || r.empty() || r.size() > 2) continue;
@@ -951,6 +972,15 @@ struct Compiler {
         return true;
       };
       Fusion f;
+      if (std::vector<int> chain; r.size() == 2 && match_gelu(v, chain, f)) {
+        if (side.count(f.result) || !fits(f.result)) continue;
+        fusion[static_cast<int>(p)] = f;
+        for (int k : chain) {
+          fused.insert(k);
+          generic.erase(k);
+        }
+        continue;
+      }
       if (r.size() == 1) {
         if (!gate_of(r[0], f)) continue;
         f.act = r[0];
@@ -981,6 +1011,127 @@ struct Compiler {
       if (f.act2 >= 0) fused.insert(f.act2);
       generic.erase(f.act);
       generic.erase(f.act2);
+    }
+  }
+
+  // A whole-tensor layer's input: what its (absorbed) FakeQuantize reads.
+  ValueId whole_input(const Node& n) const { return g.nodes[static_cast<size_t>(producer[static_cast<size_t>(n.inputs[0])])].inputs[0]; }
+
+  // A float32 constant of one element.
+  std::optional<float> scalar(ValueId v) const {
+    if (v == kNoValue || !g.is_constant(v)) return std::nullopt;
+    const Tensor& t = g.constant(v);
+    if (t.dtype() != DataType::kFloat32 || t.size() != 1) return std::nullopt;
+    return t.data<float>()[0];
+  }
+  // The other operand of a two-input node that reads v, or kNoValue.
+  static ValueId other_operand(const Node& n, ValueId v) {
+    if (n.inputs.size() != 2) return kNoValue;
+    return n.inputs[0] == v ? n.inputs[1] : n.inputs[1] == v ? n.inputs[0] : kNoValue;
+  }
+  // The single reader of a value that is not a graph output, or -1.
+  int only_reader(ValueId v) const {
+    const std::vector<int>& r = readers[static_cast<size_t>(v)];
+    return r.size() == 1 && !is_output[static_cast<size_t>(v)] ? r[0] : -1;
+  }
+
+  // GELU as torch.onnx writes it, read from a layer's output v: Div(v, c) or Mul(v, c) -> Erf ->
+  // Add(1) -> Mul(v, .) -> Mul(0.5), each the only reader of the one before (activation_math.h:
+  // gelu_div / gelu_mul round exactly as these nodes do). The nodes go to `chain`.
+  bool match_gelu(ValueId v, std::vector<int>& chain, Fusion& f) const {
+    const std::vector<int>& r = readers[static_cast<size_t>(v)];
+    for (int k = 0; k < 2; ++k) {
+      const Node& scale = g.nodes[static_cast<size_t>(r[static_cast<size_t>(k)])];
+      const Node& product = g.nodes[static_cast<size_t>(r[static_cast<size_t>(1 - k)])];
+      std::optional<float> c;
+      if (scale.op == OpType::kDiv && scale.inputs.size() == 2 && scale.inputs[0] == v) c = scalar(scale.inputs[1]);
+      if (scale.op == OpType::kMul) c = scalar(other_operand(scale, v));
+      if (!c || product.op != OpType::kMul) continue;
+      const int erf = only_reader(scale.outputs[0]);
+      if (erf < 0 || g.nodes[static_cast<size_t>(erf)].op != OpType::kErf) continue;
+      const int add = only_reader(g.nodes[static_cast<size_t>(erf)].outputs[0]);
+      if (add < 0 || g.nodes[static_cast<size_t>(add)].op != OpType::kAdd) continue;
+      const Node& plus = g.nodes[static_cast<size_t>(add)];
+      if (scalar(other_operand(plus, g.nodes[static_cast<size_t>(erf)].outputs[0])) != 1.0f) continue;
+      if (only_reader(plus.outputs[0]) != r[static_cast<size_t>(1 - k)] || other_operand(product, v) != plus.outputs[0]) continue;
+      const int half = only_reader(product.outputs[0]);
+      if (half < 0 || g.nodes[static_cast<size_t>(half)].op != OpType::kMul ||
+          scalar(other_operand(g.nodes[static_cast<size_t>(half)], product.outputs[0])) != 0.5f)
+        continue;
+      f.function = scale.op == OpType::kDiv ? kernels::Activation::kGelu : kernels::Activation::kGeluMul;
+      f.alpha = *c;
+      f.act = r[static_cast<size_t>(k)];
+      f.result = g.nodes[static_cast<size_t>(half)].outputs[0];
+      chain = {r[static_cast<size_t>(k)], erf, add, r[static_cast<size_t>(1 - k)], half};
+      return true;
+    }
+    return false;
+  }
+
+  // The decomposed LayerNorm over the last axis that starts at node i (a ReduceMean), its nodes
+  // after the first to `chain`.
+  std::optional<LayerNorm> match_layer_norm(int i, std::vector<int>& chain) const {
+    auto node = [&](int k) -> const Node& { return g.nodes[static_cast<size_t>(k)]; };
+    auto last_axis_mean = [&](const Node& n) {
+      if (n.op != OpType::kReduceMean || n.inputs.size() != 1 || !n.attr<ReduceAttrs>().keepdims) return false;
+      const std::vector<int64_t>& axes = n.attr<ReduceAttrs>().axes;
+      const int64_t rank = static_cast<int64_t>(g.value(n.inputs[0]).shape.size());
+      return axes.size() == 1 && (axes[0] == -1 || axes[0] == rank - 1);
+    };
+    const Node& mean = node(i);
+    if (!last_axis_mean(mean) || side.count(mean.inputs[0])) return std::nullopt;
+    LayerNorm ln;
+    ln.x = mean.inputs[0];
+    const Shape& xs = g.value(ln.x).shape;
+    if (xs.size() != 2 && xs.size() != 3) return std::nullopt;
+    const int sub = only_reader(mean.outputs[0]);
+    if (sub < 0 || node(sub).op != OpType::kSub || node(sub).inputs[0] != ln.x || node(sub).inputs[1] != mean.outputs[0])
+      return std::nullopt;
+    const ValueId d = node(sub).outputs[0];
+    const std::vector<int>& dr = readers[static_cast<size_t>(d)];
+    if (dr.size() != 2 || is_output[static_cast<size_t>(d)]) return std::nullopt;
+    const int pow = node(dr[0]).op == OpType::kPow ? dr[0] : dr[1], div = pow == dr[0] ? dr[1] : dr[0];
+    if (node(pow).op != OpType::kPow || node(pow).inputs[0] != d || scalar(node(pow).inputs[1]) != 2.0f) return std::nullopt;
+    const int var = only_reader(node(pow).outputs[0]);
+    if (var < 0 || !last_axis_mean(node(var))) return std::nullopt;
+    const int add = only_reader(node(var).outputs[0]);
+    if (add < 0 || node(add).op != OpType::kAdd) return std::nullopt;
+    std::optional<float> eps = scalar(other_operand(node(add), node(var).outputs[0]));
+    const int sqrt = eps ? only_reader(node(add).outputs[0]) : -1;
+    if (sqrt < 0 || node(sqrt).op != OpType::kSqrt) return std::nullopt;
+    if (only_reader(node(sqrt).outputs[0]) != div || node(div).op != OpType::kDiv || node(div).inputs[0] != d ||
+        node(div).inputs[1] != node(sqrt).outputs[0])
+      return std::nullopt;
+    ln.eps = *eps;
+    chain = {sub, pow, var, add, sqrt, div};
+    ln.result = node(div).outputs[0];
+    // The affine part: constants of one value per channel.
+    auto per_channel = [&](int k, OpType op, std::vector<float>& out) {
+      if (k < 0 || node(k).op != op) return false;
+      const ValueId c = other_operand(node(k), ln.result);
+      if (c == kNoValue || !g.is_constant(c) || g.constant(c).dtype() != DataType::kFloat32 || g.constant(c).size() != xs.back())
+        return false;
+      out.assign(g.constant(c).floats().begin(), g.constant(c).floats().end());
+      chain.push_back(k);
+      ln.result = node(k).outputs[0];
+      return true;
+    };
+    if (per_channel(only_reader(ln.result), OpType::kMul, ln.gamma)) per_channel(only_reader(ln.result), OpType::kAdd, ln.beta);
+    if (g.value(ln.result).shape != xs || side.count(ln.result)) return std::nullopt;
+    return ln;
+  }
+
+  void find_layer_norms() {
+    for (int i = 0; i < static_cast<int>(g.nodes.size()); ++i) {
+      std::vector<int> chain;
+      std::optional<LayerNorm> ln = match_layer_norm(i, chain);
+      if (!ln) continue;
+      layer_norms[i] = *ln;
+      generic.erase(i);
+      for (int k : chain) {
+        fused.insert(k);
+        generic.erase(k);
+      }
     }
   }
 
@@ -1027,6 +1178,18 @@ struct Compiler {
       if (fused.count(i)) continue;
       const Node& n = g.nodes[static_cast<size_t>(i)];
       ValueId out = n.outputs[0];
+      if (absorbed.count(i)) continue;
+      if (auto ln = layer_norms.find(i); ln != layer_norms.end()) {
+        want_float(ln->second.x);
+        if (!need_codes[static_cast<size_t>(ln->second.result)].empty()) want_float(ln->second.result);
+        continue;
+      }
+      if (whole.count(i)) {  // float in (its FakeQuantize's input), float out
+        ValueId x = whole_input(n);
+        if (!side.count(x)) want_float(x);
+        if (!need_codes[static_cast<size_t>(out)].empty()) want_float(out);  // for a quantize step
+        continue;
+      }
       if (auto it = layer_of.find(n.name); it != layer_of.end()) {
         const IntLayer& L = *it->second;
         // Its result's forms are written by its epilogue; a fused Add's other operand is read in float.
@@ -1171,7 +1334,7 @@ struct Compiler {
       s->act = f->second.function;
       s->act_alpha = f->second.alpha;
       s->act_beta = f->second.beta;
-      static const char* const kNames[] = {"", "HardSigmoid", "HardSwish", "Sigmoid", "SiLU"};
+      static const char* const kNames[] = {"", "HardSigmoid", "HardSwish", "Sigmoid", "SiLU", "GELU", "GELU"};
       fused_note = std::string(" + ") + kNames[static_cast<int>(f->second.function)];
     } else if (f != fusion.end()) {
       s->residual = float_buffer(f->second.residual);
@@ -1213,6 +1376,86 @@ struct Compiler {
       if (s->mode == LayerStep::Mode::kGemm) run_gemm(*s, images, pool);
       else run_conv(*s, images, pool);
     });
+  }
+
+  // A layer on a whole float tensor (see `whole`): its input converted from a batch of NHWC
+  // images when it is one, its output kept whole or written back as one.
+  void build_whole_layer(int i) {
+    const Node& n = g.nodes[static_cast<size_t>(i)];
+    const IntLayer& L = *layer_of.at(n.name);
+    const ValueId x = whole_input(n), out = n.outputs[0];
+    Tensor* in_whole = side.count(x) ? side.at(x) : nullptr;
+    Buffer* in = in_whole ? nullptr : float_buffer(x);
+    const Shape in_shape = g.value(x).shape;
+    Tensor* out_whole = side.count(out) ? side.at(out) : nullptr;
+    Buffer* o = out_whole ? nullptr : float_buffer(out);
+    const Shape out_graph_shape = g.value(out).shape;
+    const std::string what = L.weights_kind() + " whole-tensor " + kernels::qgemm_kernel_name() +
+                             (L.input.per_token ? " (per-token scales)" : "");
+    P.kernels[L.node] = what;
+    add_step(L.node, what, [&L, in_whole, in, in_shape, out_whole, o, out_graph_shape, impl = &P](int64_t images) {
+      Tensor converted;
+      if (in) converted = buffer_to_tensor(*in, in_shape, images);
+      const Tensor& xt = in ? converted : *in_whole;
+      // The output's shape: the input's rows, L.out columns (a Conv's from its geometry).
+      Shape shape = out_graph_shape;
+      if (L.gemm) {
+        shape = xt.shape();
+        shape.back() = L.out;
+      } else {
+        shape[0] = xt.dim(0);
+      }
+      Tensor y = run_layer(L, xt, shape, impl->scratch, impl->pool);
+      if (out_whole) {
+        *out_whole = std::move(y);
+      } else {
+        o->allocate(images);
+        tensor_to_buffer(y, *o, images);
+      }
+    });
+    if (!out_whole) quantize_after(out, n.name);
+  }
+
+  // A LayerNorm over each token's channels, as its nodes compute it: the mean and the variance
+  // summed in double (four running sums: the float results equal the nodes' one running sum
+  // but where a sum of 2^29 ulps of its terms separates them), d = x - mean, d / sqrt(var + eps),
+  // times gamma plus beta, each rounded to float as the nodes round.
+  void build_layer_norm(int i) {
+    const LayerNorm ln = layer_norms.at(i);
+    Buffer* x = float_buffer(ln.x);
+    Buffer* o = float_buffer(ln.result);
+    add_step(g.nodes[static_cast<size_t>(i)].name, "LayerNorm on f32 (" + std::to_string(ln.gamma.empty() ? 7 : ln.beta.empty() ? 8 : 9) +
+             " nodes in one pass)", [x, o, ln, pool = P.pool](int64_t images) {
+      o->allocate(images);
+      const int64_t tokens = x->h * x->w, channels = x->c;
+      const double n = static_cast<double>(channels);
+      parallel(pool, images * tokens, [&](int64_t begin, int64_t end) {
+        std::vector<float> d(static_cast<size_t>(channels));
+        for (int64_t row = begin; row < end; ++row) {
+          const float* xr = x->float_at(row / tokens, 0, row % tokens);
+          float* yr = o->float_at(row / tokens, 0, row % tokens);
+          auto sum = [&](const float* v) {
+            double s[4] = {0, 0, 0, 0};
+            int64_t j = 0;
+            for (; j + 4 <= channels; j += 4)
+              for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(v[j + k]);
+            for (; j < channels; ++j) s[0] += static_cast<double>(v[j]);
+            return (s[0] + s[1]) + (s[2] + s[3]);
+          };
+          const float mean = static_cast<float>(sum(xr) / n);
+          for (int64_t j = 0; j < channels; ++j) d[static_cast<size_t>(j)] = xr[j] - mean;
+          for (int64_t j = 0; j < channels; ++j) yr[j] = d[static_cast<size_t>(j)] * d[static_cast<size_t>(j)];
+          const float var = static_cast<float>(sum(yr) / n);
+          const float root = std::sqrt(var + ln.eps);
+          for (int64_t j = 0; j < channels; ++j) yr[j] = d[static_cast<size_t>(j)] / root;
+          if (!ln.gamma.empty())
+            for (int64_t j = 0; j < channels; ++j) yr[j] = yr[j] * ln.gamma[static_cast<size_t>(j)];
+          if (!ln.beta.empty())
+            for (int64_t j = 0; j < channels; ++j) yr[j] = yr[j] + ln.beta[static_cast<size_t>(j)];
+        }
+      });
+    });
+    quantize_after(ln.result, g.nodes[static_cast<size_t>(i)].name);
   }
 
   void build_passthrough(int i) {
@@ -1444,12 +1687,16 @@ struct Compiler {
   bool compile() {
     if (!check_supported()) return false;
     find_fusions();
+    find_layer_norms();
     propagate();
     build_input();
     for (int i = 0; i < static_cast<int>(g.nodes.size()); ++i) {
       if (fused.count(i)) continue;
       const Node& n = g.nodes[static_cast<size_t>(i)];
-      if (layer_of.count(n.name)) build_layer(i);
+      if (absorbed.count(i)) continue;
+      if (layer_norms.count(i)) build_layer_norm(i);
+      else if (whole.count(i)) build_whole_layer(i);
+      else if (layer_of.count(n.name)) build_layer(i);
       else if (generic.count(i)) build_generic(i);
       else if (n.op == OpType::kFakeQuantize) {
         if (n.attr<FakeQuantAttrs>().dynamic) build_dynamic_quantize(i);

@@ -59,12 +59,12 @@ std::optional<ops::Content> node_content(const Graph& graph, const Node& node) {
   held.reserve(node.inputs.size());
   std::vector<const ops::Content*> in;
   std::vector<const Value*> values;
-  std::vector<uint8_t> leads;
+  std::vector<int8_t> leads;
   for (ValueId id : node.inputs) {
     held.push_back(content_of(graph, id));
     in.push_back(held.back() ? &*held.back() : nullptr);
     values.push_back(id == kNoValue ? nullptr : &graph.value(id));
-    leads.push_back(id != kNoValue && graph.value(id).batch_leading);
+    leads.push_back(static_cast<int8_t>(id == kNoValue ? -1 : graph.value(id).batch_axis));
   }
   std::optional<ops::Content> out = r.content({node, in, values, leads});
   if (out && out->size() > ops::kMaxContent) return std::nullopt;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <set>
 
 #include "ops/op.h"
 #include "tern/error.h"
@@ -95,10 +96,50 @@ DataType infer_output_type(const Node& node, std::span<const DataType> input_typ
   return input_types.empty() ? DataType::kFloat32 : input_types[0];
 }
 
+namespace {
+
+// Where the graph's batch is in a node's outputs, given where it is in input 0 (-1: nowhere):
+// dim 0 stays dim 0 through the operators whose record says so; a Transpose moves it with its
+// dim; a Reshape or Expand puts it where its target names it (kSymbolicBatch: a class token
+// expanded to the batch, a sequence-first view [T, N, D]), and any other known target loses it.
+int output_batch_axis(const Graph& graph, const Node& node, int in_axis, std::span<const Tensor* const> values,
+                      const std::vector<Shape>& out) {
+  if ((node.op == OpType::kReshape || node.op == OpType::kExpand) && values.size() == 2 && values[1] &&
+      values[1]->dtype() == DataType::kInt64 && values[1]->size() > 0) {
+    std::span<const int64_t> target(values[1]->data<int64_t>(), static_cast<size_t>(values[1]->size()));
+    if (std::count(target.begin(), target.end(), kSymbolicBatch) == 1)
+      return static_cast<int>(std::find(target.begin(), target.end(), kSymbolicBatch) - target.begin());
+    if (node.op == OpType::kReshape) return -1;
+  }
+  if (in_axis < 0) return -1;
+  if (node.op == OpType::kTranspose) {
+    const std::vector<int64_t>& perm = node.attr<TransposeAttrs>().perm;
+    const int64_t rank = static_cast<int64_t>(graph.value(node.inputs[0]).shape.size());
+    for (int64_t k = 0; k < rank; ++k)
+      if ((perm.empty() ? rank - 1 - k : perm[static_cast<size_t>(k)]) == in_axis) return static_cast<int>(k);
+    return -1;
+  }
+  const ops::OpRecord& r = ops::record(node.op);
+  if (in_axis == 0) return r.keeps_batch && r.keeps_batch(node, graph) ? 0 : -1;
+  // Elsewhere (sequence-first tokens [T, N, D]): kept by linear layers on the last dim and by
+  // element-wise operators of the same rank.
+  const size_t rank = graph.value(node.inputs[0]).shape.size();
+  if (out.empty() || out[0].size() != rank) return -1;
+  const bool last_dim_only = (node.op == OpType::kGemm && !node.attr<GemmAttrs>().trans_a) || node.op == OpType::kMatMul ||
+                             (node.op == OpType::kFakeQuantize && !node.attr<FakeQuantAttrs>().dynamic);
+  static const std::set<OpType> elementwise = {OpType::kRelu, OpType::kClip,    OpType::kSigmoid, OpType::kHardSigmoid,
+                                                OpType::kTanh, OpType::kErf,     OpType::kAdd,     OpType::kSub,
+                                                OpType::kMul,  OpType::kDiv,     OpType::kIdentity};
+  if ((last_dim_only && static_cast<size_t>(in_axis) + 1 < rank) || elementwise.count(node.op)) return in_axis;
+  return -1;
+}
+
+}  // namespace
+
 void mark_batch_leading_inputs(Graph& graph) {
   for (ValueId id : graph.inputs) {
     Value& v = graph.value(id);
-    v.batch_leading = v.shape_known && !v.shape.empty() && v.shape[0] < 0;
+    v.batch_axis = v.shape_known && !v.shape.empty() && v.shape[0] < 0 ? 0 : -1;
   }
 }
 
@@ -145,26 +186,19 @@ void infer_node_shapes(Graph& graph, Node& node) {
       }
       return;
     }
-    std::vector<uint8_t> leads;
-    for (ValueId id : node.inputs) leads.push_back(id != kNoValue && graph.value(id).batch_leading);
-    ctx.batch_leading = leads;
+    std::vector<int8_t> axes;
+    for (ValueId id : node.inputs) axes.push_back(static_cast<int8_t>(id == kNoValue ? -1 : graph.value(id).batch_axis));
+    ctx.batch_axis = axes;
     std::vector<Shape> out = infer_output_shapes(node, shapes, values, ctx);
-    // The batch stays the first dim through operators whose record says so, and Reshapes and
-    // Expands to a target that starts with it (a class token expanded to the batch).
-    const ops::OpRecord& r = ops::record(node.op);
-    bool keeps = !leads.empty() && leads[0] && r.keeps_batch && r.keeps_batch(node, graph);
-    if ((node.op == OpType::kReshape || node.op == OpType::kExpand) && values.size() == 2 && values[1] &&
-        values[1]->dtype() == DataType::kInt64 && values[1]->size() > 0 && values[1]->data<int64_t>()[0] == kSymbolicBatch)
-      keeps = true;
-    else if (node.op == OpType::kReshape && values.size() == 2 && values[1] && values[1]->dtype() == DataType::kInt64 &&
-             values[1]->size() > 0)
-      keeps = false;
+    const int out_axis = output_batch_axis(graph, node, axes.empty() ? -1 : axes[0], values, out);
     for (size_t i = 0; i < node.outputs.size() && i < out.size(); ++i) {
       Value& v = graph.value(node.outputs[i]);
       v.shape = out[i];
       v.shape_known = true;
       v.dtype = infer_output_type(node, types, i);
-      v.batch_leading = keeps && !v.shape.empty() && v.shape[0] < 0;
+      const bool dynamic = out_axis >= 0 && static_cast<size_t>(out_axis) < v.shape.size() &&
+                           v.shape[static_cast<size_t>(out_axis)] < 0;
+      v.batch_axis = dynamic ? out_axis : -1;
     }
   }
 }

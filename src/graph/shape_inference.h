@@ -13,9 +13,9 @@ struct InferenceContext {
   int64_t batch = kDynamicDim;
   // Where errors say the problem is: the model's path.
   const std::string* source = nullptr;
-  // At import: whether input i's dynamic first dim is the batch (Value::batch_leading); empty at
-  // run time, when every dim is known.
-  std::span<const uint8_t> batch_leading;
+  // At import: input i's dim that is the graph's dynamic batch, or -1 (Value::batch_axis); empty
+  // at run time, when every dim is known.
+  std::span<const int8_t> batch_axis;
 };
 
 // Output shapes of `node` given its input shapes; `input_values[i]` is non-null where input i's
@@ -28,7 +28,7 @@ std::vector<Shape> infer_output_shapes(Node& node, std::span<const Shape> input_
 DataType infer_output_type(const Node& node, std::span<const DataType> input_types, size_t output_index);
 
 // Infers every value's shape and type in topological order (import time), and which values lead
-// with the graph's dynamic batch (Value::batch_leading).
+// with the graph's dynamic batch, or hold it elsewhere (Value::batch_axis).
 void infer_shapes(Graph& graph);
 // Marks the graph inputs whose first dim is dynamic as batch-leading (what infer_shapes starts from).
 void mark_batch_leading_inputs(Graph& graph);

@@ -70,6 +70,11 @@ static inline float erf_approx(float x) {
   return x != x ? x : r;
 }
 
+// GELU in the order torch.onnx writes it (Div or Mul, Erf, Add 1, Mul by x, Mul by 0.5): the
+// simulation runs those nodes one by one, so the fused epilogue must round exactly as they do.
+static inline float gelu_div(float x, float divisor) { return (x * (erf_approx(x / divisor) + 1.0f)) * 0.5f; }
+static inline float gelu_mul(float x, float factor) { return (x * (erf_approx(x * factor) + 1.0f)) * 0.5f; }
+
 // clamp(alpha x + beta, 0, 1): HardSigmoid; HardSwish is x times it with alpha 1/6, beta 1/2.
 static inline float hard_sigmoid(float x, float alpha, float beta) { return std::min(std::max(alpha * x + beta, 0.0f), 1.0f); }
 

@@ -41,7 +41,7 @@ std::vector<Tensor> run_shape(const OpContext& ctx, std::span<const Tensor* cons
 }
 
 // The input's dims as far as they are known at import: a dynamic leading dim is the batch when
-// analysis traced it to the graph input's (ContentCall::batch_leading), else unknown.
+// analysis traced it to the graph input's (ContentCall::batch_axis), else unknown.
 std::optional<Content> shape_content(const ContentCall& c) {
   const Value* x = c.values.empty() ? nullptr : c.values[0];
   if (!x || !x->shape_known) return std::nullopt;
@@ -49,7 +49,7 @@ std::optional<Content> shape_content(const ContentCall& c) {
   Content out;
   for (int64_t i = begin; i < end; ++i) {
     int64_t d = x->shape[static_cast<size_t>(i)];
-    bool batch = i == 0 && !c.batch_leading.empty() && c.batch_leading[0];
+    bool batch = !c.batch_axis.empty() && i == c.batch_axis[0];
     out.push_back(d >= 0 ? d : batch ? kSymbolicBatch : kUnknownElement);
   }
   return out;

@@ -100,7 +100,7 @@ std::vector<Shape> reshape_shapes(ShapeCall& c) {
   }
   // Element counts with the dynamic batch divided out on both sides when it is the only unknown
   // and the input's first dim is that batch (x.view(x.size(0), -1) at import time).
-  bool input_batch = !x.empty() && x[0] < 0 && !c.context.batch_leading.empty() && c.context.batch_leading[0];
+  bool input_batch = !x.empty() && x[0] < 0 && !c.context.batch_axis.empty() && c.context.batch_axis[0] == 0;
   int64_t total = dims_product(x, 0, x.size(), who);
   int64_t known = 1;
   bool unknown = false;
@@ -136,7 +136,7 @@ void export_reshape(OnnxWriter& w) {
       const bool inferred = std::find(dims.begin(), dims.end(), int64_t{-1}) != dims.end();
       for (size_t d = 0; d < dims.size(); ++d) {
         if (dims[d] != kSymbolicBatch) continue;
-        if (d == 0 && x.batch_leading && !allow_zero) dims[d] = 0;
+        if (d == 0 && x.batch_leading() && !allow_zero) dims[d] = 0;
         else if (!inferred && std::count(dims.begin(), dims.end(), kSymbolicBatch) == 1) dims[d] = -1;
         else w.fail("a Reshape target with the batch at dim " + std::to_string(d));
       }

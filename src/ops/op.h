@@ -112,7 +112,7 @@ struct ContentCall {
   const Node& node;
   std::span<const Content* const> in;   // null: nothing known of input i's elements
   std::span<const Value* const> values; // the inputs' values (shape, type); null when omitted
-  std::span<const uint8_t> batch_leading;  // input i's dynamic dim 0 is the graph's batch (1) or not (0)
+  std::span<const int8_t> batch_axis;  // input i's dim that is the graph's batch, or -1 (Value::batch_axis)
 };
 using ContentRule = std::optional<Content> (*)(const ContentCall&);
 // Contents larger than this are not tracked (shapes have a handful of elements).

@@ -86,7 +86,8 @@ std::optional<Shape> CostCall::input(size_t i) const {
   const Value& v = graph.value(node.inputs[i]);
   if (!v.shape_known) return std::nullopt;
   Shape s = v.shape;
-  if (!s.empty() && s[0] < 0 && v.batch_leading) s[0] = 1;
+  if (v.batch_axis >= 0 && static_cast<size_t>(v.batch_axis) < s.size() && s[static_cast<size_t>(v.batch_axis)] < 0)
+    s[static_cast<size_t>(v.batch_axis)] = 1;
   return s;
 }
 

@@ -28,7 +28,7 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
   std::uniform_real_distribution<float> md(1e-4f, 3e-3f), bd(-2.0f, 2.0f), rd(-3.0f, 3.0f);
   for (int64_t rows : {1, 5, 8, 15, 16, 17, 33, 64, 70})
     for (int terms : {0, 1, 2, 4})
-      for (int variant = 0; variant < 10; ++variant) {
+      for (int variant = 0; variant < 12; ++variant) {
         const int64_t cols = 7, term_stride = rows + 3, acc_stride = terms * term_stride + 1;
         std::vector<int32_t> acc(static_cast<size_t>(cols * acc_stride)), offset(static_cast<size_t>(terms * term_stride));
         for (int32_t& v : acc) v = accd(gen);
@@ -64,10 +64,11 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
           a.lo2 = variant == 4 || terms == 0 ? -__builtin_inff() : 0.0f;  // negatives reach the zero point
           if (variant == 9) a.residual_scale = gate.data();  // a squeeze-excitation gate per channel
         }
-        // Variants 5-8: each fused activation, on sums spread over [-100, 100] (exp's clamps included).
-        if (variant >= 5) {
-          a.act = static_cast<Activation>(variant - 4);
-          a.act_alpha = variant == 5 ? 0.2f : 1.0f / 6.0f;
+        // Variants 5-8, 10, 11: each fused activation, on sums spread over [-100, 100] (exp's clamps
+        // included); 10 and 11 GELU, dividing by sqrt(2) and multiplying by 1/sqrt(2).
+        if (variant >= 5 && variant != 9) {
+          a.act = variant == 10 ? Activation::kGelu : variant == 11 ? Activation::kGeluMul : static_cast<Activation>(variant - 4);
+          a.act_alpha = variant == 5 ? 0.2f : variant == 10 ? 1.4142135f : variant == 11 ? 0.70710677f : 1.0f / 6.0f;
           a.act_beta = 0.5f;
           for (float& v : mult) v = 100.0f / 40000.0f;
         }
@@ -98,6 +99,38 @@ TEST_P(RequantizeTest, EpilogueMatchesReference) {
               ASSERT_EQ(out[i], bias[static_cast<size_t>(r)] + residual[i] * gate[static_cast<size_t>(r)]) << "col " << c << " row " << r;
             }
       }
+}
+
+// The fused GELU is the exporters' node chain (x / sqrt(2), Erf, + 1, * x, * 0.5) rounded as those
+// nodes round one by one, and within a few ulp of the exact function.
+TEST(RequantizeGelu, IsTheExportersChainAndCloseToExact) {
+  std::vector<float> x;
+  for (float v = -9.0f; v <= 9.0f; v += 0.0137f) x.push_back(v);
+  const int64_t rows = static_cast<int64_t>(x.size());
+  const int32_t no_sums = 0;
+  for (Activation act : {Activation::kGelu, Activation::kGeluMul}) {
+    RequantArgs a;
+    a.cols = 1;
+    a.rows = rows;
+    a.terms = 0;
+    a.acc = &no_sums;
+    a.bias = x.data();
+    a.act = act;
+    a.act_alpha = act == Activation::kGelu ? 1.4142135f : 0.70710677f;
+    std::vector<float> out(x.size());
+    a.out = out.data();
+    requantize_block(a);
+    for (size_t i = 0; i < x.size(); ++i) {
+      volatile float t = act == Activation::kGelu ? x[i] / 1.4142135f : x[i] * 0.70710677f;  // one node at a time
+      volatile float e = tern::kernels::erf_approx(t);
+      volatile float s1 = e + 1.0f;
+      volatile float m = x[i] * s1;
+      const float chain = m * 0.5f;
+      ASSERT_EQ(out[i], chain) << x[i];
+      const double exact = 0.5 * x[i] * (1.0 + std::erf(x[i] / std::sqrt(2.0)));
+      ASSERT_NEAR(out[i], exact, 4e-7 * std::max(1.0, std::fabs(exact))) << x[i];
+    }
+  }
 }
 
 // Codes round half away from zero exactly as std::round, on every ISA: ties, and the floats just

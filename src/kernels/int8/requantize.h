@@ -4,7 +4,7 @@
 // output channels, several residual-expansion terms stacked) into the layer's outputs:
 //     v = sum_j (acc_j[r] - offset_j[r]) * multiplier_j[r] + bias[r]
 //     v = clamp(v, lo, hi)
-//     v = act(v)                           (a fused HardSigmoid, HardSwish, Sigmoid or SiLU:
+//     v = act(v)                           (a fused HardSigmoid, HardSwish, Sigmoid, SiLU or GELU:
 //                                           activation_math.h, the FP32 operators' own functions)
 // (multiplier = input scale * weight step; offset = the activation zero point times the row's
 // weight sum, taken off in int32 so that it costs no precision)
@@ -27,7 +27,9 @@
 
 namespace tern::kernels {
 
-enum class Activation : uint8_t { kNone, kHardSigmoid, kHardSwish, kSigmoid, kSilu };
+// kGelu / kGeluMul: GELU as exporters write it, (v * (erf(v / alpha) + 1)) * 0.5, or with
+// v * alpha inside the erf (alpha = 1/sqrt(2) for the exact GELU), in that order (activation_math.h).
+enum class Activation : uint8_t { kNone, kHardSigmoid, kHardSwish, kSigmoid, kSilu, kGelu, kGeluMul };
 
 // The float just below one half. Truncating t + copysign(kHalfBelow, t) rounds every float t half
 // away from zero, as std::round does; with 0.5 itself, 0.49999997 + 0.5 rounds (to even) to 1.
@@ -48,7 +50,7 @@ struct RequantArgs {
   const float* bias = nullptr;        // [r]
   float lo = -__builtin_inff(), hi = __builtin_inff();
   Activation act = Activation::kNone;
-  float act_alpha = 0.0f, act_beta = 0.0f;  // HardSigmoid / HardSwish: clamp(alpha v + beta, 0, 1)
+  float act_alpha = 0.0f, act_beta = 0.0f;  // HardSigmoid / HardSwish: clamp(alpha v + beta, 0, 1); GELU: alpha
   const float* residual = nullptr;    // [col * residual_stride + r], or null
   int64_t residual_stride = 0;
   const float* residual_scale = nullptr;  // [r], or null (one)

@@ -103,6 +103,7 @@ void requantize_rows8(const RequantArgs& a, int64_t r) {
 }  // namespace
 
 void requantize_block_avx2(const RequantArgs& a) {
+  if (a.act == Activation::kGelu || a.act == Activation::kGeluMul) return requantize_block_avx2_loops(a);  // as AVX-512
   int64_t r = 0;
   for (; r + 8 <= a.rows; r += 8) {
     switch (a.terms) {

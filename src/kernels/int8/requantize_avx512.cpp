@@ -33,6 +33,41 @@ inline __m512 exp_approx16(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
+// erf_approx on 16 lanes, its operations in its order: both branches, one selected per lane.
+inline __m512 erf_approx16(__m512 x) {
+  const __m512 a = _mm512_abs_ps(x);
+  const __m512 z = _mm512_mul_ps(x, x);
+  auto step = [](__m512 p, __m512 t, float c) { return _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_set1_ps(c)); };
+  __m512 p = _mm512_set1_ps(-6.218505441211164e-04f);
+  p = step(p, z, 5.0351242534816265e-03f);
+  p = step(p, z, -2.6793455705046654e-02f);
+  p = step(p, z, 1.1282510310411453e-01f);
+  p = step(p, z, -3.761255443096161e-01f);
+  p = step(p, z, 1.1283791065216064e+00f);
+  const __m512 small = _mm512_mul_ps(x, p);
+  const __mmask16 is_small = _mm512_cmp_ps_mask(a, _mm512_set1_ps(0.875f), _CMP_LT_OQ);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512 t = _mm512_div_ps(one, _mm512_mask_blend_ps(is_small, a, one));
+  __m512 q = _mm512_set1_ps(-1.9284633919596672e-02f);
+  q = step(q, t, 1.457294374704361e-01f);
+  q = step(q, t, -4.814735949039459e-01f);
+  q = step(q, t, 8.963276147842407e-01f);
+  q = step(q, t, -9.820159077644348e-01f);
+  q = step(q, t, 5.272132754325867e-01f);
+  q = step(q, t, 1.0364840179681778e-01f);
+  q = step(q, t, -3.387681841850281e-01f);
+  q = step(q, t, 1.3607642613351345e-02f);
+  q = step(q, t, 5.625135898590088e-01f);
+  q = step(q, t, 8.595283725298941e-05f);
+  const __m512 big = _mm512_sub_ps(one, _mm512_mul_ps(exp_approx16(_mm512_xor_ps(z, _mm512_set1_ps(-0.0f))), q));
+  const __m512 magnitude = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, _mm512_set1_ps(4.0f), _CMP_LT_OQ), one, big);
+  // x < 0 ? -magnitude : magnitude (x = -0 is not below 0); a NaN x fails every compare.
+  const __mmask16 negative = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 large = _mm512_mask_xor_ps(magnitude, negative, magnitude, _mm512_set1_ps(-0.0f));
+  const __m512 r = _mm512_mask_blend_ps(is_small, large, small);
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, x);
+}
+
 template <Activation kAct>
 inline __m512 activate16(__m512 v, __m512 alpha, __m512 beta) {
   const __m512 one = _mm512_set1_ps(1.0f);
@@ -42,6 +77,9 @@ inline __m512 activate16(__m512 v, __m512 alpha, __m512 beta) {
   } else if constexpr (kAct == Activation::kSigmoid || kAct == Activation::kSilu) {
     const __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, exp_approx16(_mm512_xor_ps(v, _mm512_set1_ps(-0.0f)))));
     return kAct == Activation::kSilu ? _mm512_mul_ps(v, s) : s;
+  } else if constexpr (kAct == Activation::kGelu || kAct == Activation::kGeluMul) {
+    const __m512 t = kAct == Activation::kGelu ? _mm512_div_ps(v, alpha) : _mm512_mul_ps(v, alpha);
+    return _mm512_mul_ps(_mm512_mul_ps(v, _mm512_add_ps(erf_approx16(t), one)), _mm512_set1_ps(0.5f));
   } else {
     return v;
   }
@@ -128,6 +166,8 @@ void requantize_all_rows(const RequantArgs& a) {
 
 void requantize_block_avx512(const RequantArgs& a) {
   switch (a.act) {
+    case Activation::kGelu: return requantize_all_rows<Activation::kGelu>(a);
+    case Activation::kGeluMul: return requantize_all_rows<Activation::kGeluMul>(a);
     case Activation::kHardSigmoid: return requantize_all_rows<Activation::kHardSigmoid>(a);
     case Activation::kHardSwish: return requantize_all_rows<Activation::kHardSwish>(a);
     case Activation::kSigmoid: return requantize_all_rows<Activation::kSigmoid>(a);

@@ -43,6 +43,12 @@ void REQUANT_NAME(requantize_block)(const RequantArgs& a) {
         case Activation::kSilu:
           for (int64_t r = 0; r < n; ++r) v[r] = v[r] * sigmoid(v[r]);
           break;
+        case Activation::kGelu:
+          for (int64_t r = 0; r < n; ++r) v[r] = gelu_div(v[r], a.act_alpha);
+          break;
+        case Activation::kGeluMul:
+          for (int64_t r = 0; r < n; ++r) v[r] = gelu_mul(v[r], a.act_alpha);
+          break;
       }
       if (a.residual) {
         const float* res = a.residual + col * a.residual_stride + r0;
