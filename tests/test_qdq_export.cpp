@@ -263,5 +263,42 @@ TEST(QdqExport, AnOperatorWithoutAnOnnxFormIsAClearError) {
   }
 }
 
+// Linear layers on tokens [N, T, K] (MatMul by constant weights, imported as tern's Gemm): ONNX's
+// Gemm takes matrices only, so they are written back as MatMul (+ Add of the bias), in float and
+// in QDQ form, and compute what tern computes.
+TEST(QdqExport, GemmsOnTokensAreWrittenAsMatMul) {
+  OnnxBuilder b;
+  b.input("x", {-1, 5, 8});
+  b.floats("w1", {8, 6}, random_floats(48, 151));
+  b.floats("b1", {6}, random_floats(6, 152));
+  b.floats("w2", {6, 4}, random_floats(24, 153));
+  b.node("MatMul", {"x", "w1"}, {"m1"}, "fc1");
+  b.node("Add", {"m1", "b1"}, {"a1"}, "bias1");
+  b.node("Relu", {"a1"}, {"r1"}, "relu");
+  b.node("MatMul", {"r1", "w2"}, {"y"}, "fc2");
+  b.output("y");
+  const Graph g = import_onnx_bytes(b.bytes(), "tokens.onnx");
+  const Tensor x = Tensor::from_floats({3, 5, 8}, random_floats(120, 154));
+  const Tensor calib = Tensor::from_floats({16, 5, 8}, random_floats(640, 155));
+  auto count_ops = [](const std::string& bytes) {
+    std::map<std::string, int> ops;
+    const onnx::ModelProto proto = parse(bytes);
+    for (const auto& n : proto.graph().node()) ++ops[n.op_type()];
+    return ops;
+  };
+  std::string fp32 = graph_onnx_bytes(g);
+  std::map<std::string, int> ops = count_ops(fp32);
+  EXPECT_EQ(ops["Gemm"], 0);
+  EXPECT_EQ(ops["MatMul"], 2);
+  EXPECT_EQ(check_export(g, fp32, x).differing, 0);
+  q::QuantizeOptions o = options(q::WeightFormat::kInt, 8, 0);
+  o.calibration = q::CalibrationMethod::kMinMax;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ASSERT_EQ(m.layers.size(), 2u);
+  std::string qdq = qdq_onnx_bytes(m);
+  EXPECT_EQ(count_ops(qdq)["Gemm"], 0);
+  EXPECT_LE(check_export(q::simulation_graph(m), qdq, calib).max_abs_diff, 1e-5);
+}
+
 }  // namespace
 }  // namespace tern::testing

@@ -112,9 +112,39 @@ int64_t gemm_macs(const CostCall& c) {
 
 std::pair<float, float> gemm_clamp(const Node& n) { return {n.attr<GemmAttrs>().clamp_lo, n.attr<GemmAttrs>().clamp_hi}; }
 
+// ONNX's Gemm takes matrices only: tern's Gemm on rows of a higher rank ([N, T, K] tokens, a
+// MatMul by constant weights at import) is written back as MatMul (by B transposed where transB)
+// and Add of the bias, scaled where alpha or beta is not 1.
+void export_token_gemm(OnnxWriter& w, const GemmAttrs& a, const std::string& out) {
+  if (a.trans_a) w.fail("a Gemm with transA on rank-" + std::to_string(w.graph.value(w.node.inputs[0]).shape.size()) + " rows");
+  std::string b = w.inputs[1];
+  if (a.trans_b) {
+    const std::string t = w.temp(w.outputs[0] + "/weights_t");
+    w.attr(w.emit("Transpose", {b}, {t}), "perm", std::vector<int64_t>{1, 0});
+    b = t;
+  }
+  const bool bias = w.inputs.size() > 2 && !w.inputs[2].empty();
+  std::string product = bias || a.alpha != 1.0f ? w.temp(w.outputs[0] + "/matmul") : out;
+  w.emit("MatMul", {w.inputs[0], b}, {product});
+  if (a.alpha != 1.0f) {
+    const std::string scaled = bias ? w.temp(w.outputs[0] + "/alpha") : out;
+    w.emit("Mul", {product, w.constant(w.outputs[0] + "/alpha", Tensor::from_floats({}, std::vector<float>{a.alpha}))}, {scaled});
+    product = scaled;
+  }
+  if (!bias) return;
+  std::string c = w.inputs[2];
+  if (a.beta != 1.0f) {
+    const std::string scaled = w.temp(w.outputs[0] + "/beta");
+    w.emit("Mul", {c, w.constant(w.outputs[0] + "/beta", Tensor::from_floats({}, std::vector<float>{a.beta}))}, {scaled});
+    c = scaled;
+  }
+  w.emit("Add", {product, c}, {out});
+}
+
 void export_gemm(OnnxWriter& w) {
   const GemmAttrs& a = w.node.attr<GemmAttrs>();
   std::string out = w.clamped_output(a.clamp_lo, a.clamp_hi);
+  if (w.graph.value(w.node.inputs[0]).shape.size() != 2) return export_token_gemm(w, a, out);
   size_t n = w.emit("Gemm", w.inputs, {out});
   w.attr(n, "alpha", a.alpha);
   w.attr(n, "beta", a.beta);
