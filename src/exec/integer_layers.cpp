@@ -328,7 +328,8 @@ float image_scale(const quant::ActivationQuant& a, const float* x, int64_t count
 
 }  // namespace
 
-Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, LayerScratch& work, ThreadPool* pool) {
+Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, LayerScratch& work, ThreadPool* pool,
+                 DecodedPanels* decoded) {
   std::vector<uint8_t>& codes = work.codes;
   std::vector<uint8_t>& patches = work.patches;
   std::vector<int32_t>& acc = work.acc;
@@ -385,9 +386,34 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
   patches.resize(std::max(patches.size(), static_cast<size_t>(cols * stride)));
   acc.resize(std::max(acc.size(), static_cast<size_t>(cols * rows)));
   sum.resize(std::max(sum.size(), static_cast<size_t>(cols * rows)));
+  // A Gemm whose rows are whole K steps multiplies the codes where they are.
+  const bool in_place = L.gemm && depth == stride;
+  DecodedPanels local;
+  if (!decoded) decoded = &local;
+  if (decoded->layer != &L) {
+    decoded->panels.assign(static_cast<size_t>(L.groups) * L.terms.size(), {});
+    decoded->layer = &L;
+  }
+  // Term j of group gi: ternary and int4 weights stream their codes for few columns; for more,
+  // int8 panels, decoded once where the caller keeps them (a fused program's step) instead of
+  // on every run.
+  auto multiply_into = [&](const TermGroup& tg, size_t key, const uint8_t* xs, int32_t* c, int64_t ldc) {
+    const bool term_kernel =
+        (!tg.ternary && !tg.int4) || (tg.ternary ? kernels::ternary_streams(cols) : cols <= kernels::kInt4StreamMaxCols);
+    if (term_kernel) return tg.gemm(cols, xs, stride, c, ldc, scratch, pool);
+    std::vector<int8_t>& panels = decoded->panels[key];
+    if (panels.empty()) {
+      panels.resize(static_cast<size_t>(tg.panel_bytes()));
+      tg.panels(panels.data());
+    }
+    kernels::qgemm_panels(panels.data(), tg.row_sums.data(), rows, depth, cols, xs, stride, c, ldc, pool);
+  };
+  auto multiply = [&](const TermGroup& tg, size_t key, const uint8_t* xs) { multiply_into(tg, key, xs, acc.data(), rows); };
   for (int64_t gi = 0; gi < L.groups; ++gi) {
     // im2col, tap-major: patch k = tap * in + channel.
-    if (L.gemm) {
+    if (in_place) {
+      // (codes are the patches)
+    } else if (L.gemm) {
       for (int64_t col = 0; col < cols; ++col)
         std::memcpy(&patches[static_cast<size_t>(col * stride)], &codes[static_cast<size_t>(col * depth)], static_cast<size_t>(depth));
     } else {
@@ -410,11 +436,56 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
       if (pool) pool->parallel_for(cols, im2col, 256);
       else im2col(0, cols);
     }
+    if (L.gemm) {  // (one group) every term into its rows of one accumulator, then the epilogue
+      const int64_t padded = (rows + kQPanelRows - 1) / kQPanelRows * kQPanelRows, stacked = L.active * padded;
+      acc.resize(std::max(acc.size(), static_cast<size_t>(cols * stacked)));
+      for (int j = 0; j < L.active; ++j)
+        multiply_into(L.terms[static_cast<size_t>(j)].groups[0], static_cast<size_t>(j), in_place ? codes.data() : patches.data(),
+                      acc.data() + j * padded, stacked);
+      // One scale per image (static or dynamic), or per token: the columns that share it at once.
+      const int64_t run = per_token ? 1 : positions;
+      auto finish = [&](int64_t begin, int64_t end) {
+        std::vector<float> multiplier(static_cast<size_t>(stacked));
+        std::vector<int32_t> offset(static_cast<size_t>(stacked));
+        const int32_t zero_point = zero_code(L.input);
+        for (int64_t part = begin; part < end; ++part) {
+          const float sc = per_token ? token_scales[static_cast<size_t>(part)] : scales[static_cast<size_t>(part)];
+          for (int j = 0; j < L.active; ++j) {
+            const IntTerm& term = L.terms[static_cast<size_t>(j)];
+            for (int64_t r = 0; r < rows; ++r) {
+              multiplier[static_cast<size_t>(j * padded + r)] = sc * term.step[static_cast<size_t>(r)];
+              offset[static_cast<size_t>(j * padded + r)] = zero_point * term.groups[0].row_sums[static_cast<size_t>(r)];
+            }
+          }
+          kernels::RequantArgs a;
+          a.cols = run;
+          a.rows = rows;
+          a.terms = L.active;
+          a.acc = acc.data() + part * run * stacked;
+          a.acc_stride = stacked;
+          a.term_stride = padded;
+          a.multiplier = multiplier.data();
+          a.offset = offset.data();
+          a.multiplier_term_stride = padded;
+          const std::vector<float> zeros = L.bias.empty() ? std::vector<float>(static_cast<size_t>(rows), 0.0f) : std::vector<float>{};
+          a.bias = L.bias.empty() ? zeros.data() : L.bias.data();
+          a.lo = L.clamp_lo;
+          a.hi = L.clamp_hi;
+          a.out = y.data<float>() + part * run * L.out;
+          a.out_stride = L.out;
+          kernels::requantize_block(a);
+        }
+      };
+      const int64_t parts = cols / run;
+      if (pool && parts > 1) pool->parallel_for(parts, finish);
+      else finish(0, parts);
+      continue;
+    }
     std::fill(sum.begin(), sum.begin() + cols * rows, 0.0f);
     for (int j = 0; j < L.active; ++j) {
       const IntTerm& term = L.terms[static_cast<size_t>(j)];
       const TermGroup& tg = term.groups[static_cast<size_t>(gi)];
-      tg.gemm(cols, patches.data(), stride, acc.data(), rows, scratch, pool);
+      multiply(tg, static_cast<size_t>(gi) * L.terms.size() + static_cast<size_t>(j), in_place ? codes.data() : patches.data());
       auto accumulate = [&](int64_t begin, int64_t end) {
         const int32_t offset = zero_code(L.input);
         for (int64_t col = begin; col < end; ++col) {

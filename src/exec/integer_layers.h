@@ -91,10 +91,18 @@ struct LayerScratch {
   std::vector<int8_t> panels;  // decoded ternary panels (ternary_qgemm)
 };
 
+// A layer's ternary / int4 weights as int8 panels per (group, term), decoded on first use when
+// the columns are too many for the streaming kernels: kept by whoever runs that layer again.
+struct DecodedPanels {
+  const IntLayer* layer = nullptr;
+  std::vector<std::vector<int8_t>> panels;
+};
+
 // Layer L on a whole float tensor x (NCHW images for a Conv, [..., K] rows for a Gemm), quantized
 // as the simulation's FakeQuantize does it (the layer's scale, or per image or per token when
 // dynamic); out_shape is the output's. The hybrid graph's layers, and the fused program's layers
 // on values that are not batches of images (a sequence-first attention input, per-token scales).
-Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, LayerScratch& scratch, ThreadPool* pool);
+Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, LayerScratch& scratch, ThreadPool* pool,
+                 DecodedPanels* decoded = nullptr);
 
 }  // namespace tern::integer

@@ -111,6 +111,23 @@ struct Step {
   int64_t runs = 0;
 };
 
+// Whether an FP32 step on these inputs has work enough for the pool: below about 2^16 values
+// (a transformer's per-token operations at batch 1), handing half to another core costs more than
+// it saves; so do the operators that are mostly bookkeeping (Shape, Reshape, Concat of shapes).
+bool worth_threads(const std::vector<const Tensor*>& args) {
+  int64_t values = 0;
+  for (const Tensor* t : args)
+    if (t) values += t->size();
+  return values >= (int64_t{1} << 16);
+}
+
+// Whether a step of about this many multiply-accumulates (or element operations) gains from both
+// cores. Moving a cache line between the cores of this VM costs ~100 ns, so a step that reads
+// what the other core wrote pays more to share the work than it saves below some tens of
+// microseconds of work: a transformer's layers at batch 1 (1-3 M multiply-accumulates each, the
+// epilogue of a few thousand values) ran twice as slowly on two cores as on one.
+bool worth_both_cores(int64_t work) { return work >= (int64_t{1} << 23); }
+
 // Runs body(begin, end) over [0, count) on the pool (or inline).
 void parallel(ThreadPool* pool, int64_t count, const std::function<void(int64_t, int64_t)>& body, int64_t grain = 1) {
   if (pool && pool->size() > 1 && count > 1) pool->parallel_for(count, body, grain);
@@ -512,16 +529,41 @@ void run_gemm(LayerStep& s, int64_t images, ThreadPool* pool) {
   thread_local std::vector<int32_t> acc;
   acc.resize(static_cast<size_t>(cols * stacked_rows));
   std::vector<const int32_t*> row_sums;
-  for (int j = 0; j < L.active; ++j) {
-    const TermGroup& tg = L.terms[static_cast<size_t>(j)].groups[0];
-    row_sums.push_back(tg.row_sums.data());
-    tg.gemm(cols, in.q.data(), in.stride, acc.data() + j * padded_rows, stacked_rows, *s.panels, pool);
+  for (int j = 0; j < L.active; ++j) row_sums.push_back(L.terms[static_cast<size_t>(j)].groups[0].row_sums.data());
+  // Few columns (a GEMV, a small batch) stream the packed weights; more (tokens, large batches)
+  // multiply int8 panels that prepare_layer decodes once per level, every term in one pass,
+  // instead of decoding the weights on every run.
+  const TermGroup& first = L.terms[0].groups[0];
+  if (!worth_both_cores(cols * stacked_rows * L.depth())) pool = nullptr;
+  const bool term_kernels = L.active == 1 && !first.ternary && !first.int4 ? true
+                       : first.ternary                                 ? kernels::ternary_streams(cols)
+                       : first.int4                                    ? cols <= kernels::kInt4StreamMaxCols
+                                                                       : false;
+  if (!term_kernels) {
+    if (s.cached_active != L.active) prepare_layer(s);
+    const LayerStep::Group& g = s.groups[0];
+    kernels::qgemm_panels(g.panels.data(), g.stacked_sums.data(), stacked_rows, L.depth(), cols, in.q.data(), in.stride,
+                          acc.data(), stacked_rows, pool);
+  } else {
+    for (int j = 0; j < L.active; ++j)
+      L.terms[static_cast<size_t>(j)].groups[0].gemm(cols, in.q.data(), in.stride, acc.data() + j * padded_rows,
+                                                     stacked_rows, *s.panels, pool);
   }
-  Epilogue e;
-  for (int64_t n = 0; n < images; ++n) {
-    if (n == 0 || in.format.dynamic) make_epilogue(L, 0, rows, in.scales[static_cast<size_t>(n)], in.format.zero(), padded_rows, row_sums, e);
-    finish_pixels(s, e, 0, n, 0, 0, positions, acc.data() + n * positions * stacked_rows, stacked_rows, padded_rows);
-  }
+  // The epilogue over blocks of 16 rows (tokens, images) on the pool: with a GELU it costs
+  // about as much as the multiplication.
+  std::vector<Epilogue> e(static_cast<size_t>(in.format.dynamic ? images : 1));
+  for (int64_t n = 0; n < static_cast<int64_t>(e.size()); ++n)
+    make_epilogue(L, 0, rows, in.scales[static_cast<size_t>(n)], in.format.zero(), padded_rows, row_sums, e[static_cast<size_t>(n)]);
+  constexpr int64_t kBlock = 16;
+  const int64_t blocks = (positions + kBlock - 1) / kBlock;
+  const int32_t* sums = acc.data();  // acc is this thread's (thread_local): the workers get a pointer
+  parallel(pool, images * blocks, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, p0 = item % blocks * kBlock, count = std::min(kBlock, positions - p0);
+      const Epilogue& en = e[static_cast<size_t>(in.format.dynamic ? n : 0)];
+      finish_pixels(s, en, 0, n, 0, p0, count, sums + (n * positions + p0) * stacked_rows, stacked_rows, padded_rows);
+    }
+  }, worth_both_cores(cols * rows * (s.act == kernels::Activation::kNone ? 16 : 128)) ? 1 : images * blocks);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1291,8 +1333,9 @@ struct Compiler {
                    });
                    return;
                  }
-                 // Image rows over the pool: both cores at batch 1.
-                 parallel(impl->pool, images * b->h, [&](int64_t begin, int64_t end) {
+                 // Image rows over the pool: both cores at batch 1 (a large enough image).
+                 ThreadPool* pool = worth_both_cores(images * per_image * 64) ? impl->pool : nullptr;
+                 parallel(pool, images * b->h, [&](int64_t begin, int64_t end) {
                    std::vector<uint8_t> row(static_cast<size_t>(b->w * b->c));
                    for (int64_t r = begin; r < end; ++r) {
                      const int64_t n = r / b->h, y = r % b->h;
@@ -1393,7 +1436,8 @@ struct Compiler {
     const std::string what = L.weights_kind() + " whole-tensor " + kernels::qgemm_kernel_name() +
                              (L.input.per_token ? " (per-token scales)" : "");
     P.kernels[L.node] = what;
-    add_step(L.node, what, [&L, in_whole, in, in_shape, out_whole, o, out_graph_shape, impl = &P](int64_t images) {
+    auto decoded = std::make_shared<DecodedPanels>();  // this layer's, across runs
+    add_step(L.node, what, [&L, in_whole, in, in_shape, out_whole, o, out_graph_shape, decoded, impl = &P](int64_t images) {
       Tensor converted;
       if (in) converted = buffer_to_tensor(*in, in_shape, images);
       const Tensor& xt = in ? converted : *in_whole;
@@ -1405,7 +1449,8 @@ struct Compiler {
       } else {
         shape[0] = xt.dim(0);
       }
-      Tensor y = run_layer(L, xt, shape, impl->scratch, impl->pool);
+      const int64_t macs = xt.size() / std::max<int64_t>(L.depth(), 1) * L.out * L.depth() / std::max<int64_t>(L.groups, 1);
+      Tensor y = run_layer(L, xt, shape, impl->scratch, worth_both_cores(macs) ? impl->pool : nullptr, decoded.get());
       if (out_whole) {
         *out_whole = std::move(y);
       } else {
@@ -1429,7 +1474,7 @@ struct Compiler {
       o->allocate(images);
       const int64_t tokens = x->h * x->w, channels = x->c;
       const double n = static_cast<double>(channels);
-      parallel(pool, images * tokens, [&](int64_t begin, int64_t end) {
+      parallel(worth_both_cores(images * tokens * channels * 32) ? pool : nullptr, images * tokens, [&](int64_t begin, int64_t end) {
         std::vector<float> d(static_cast<size_t>(channels));
         for (int64_t row = begin; row < end; ++row) {
           const float* xr = x->float_at(row / tokens, 0, row % tokens);
@@ -1646,7 +1691,7 @@ struct Compiler {
                      args[k] = &flat_in[k];
                    }
                  }
-                 std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
+                 std::vector<Tensor> y = evaluate_node(node, args, images, worth_threads(args) ? pool : nullptr, source);
                  if (y[0].size() != count) throw Error(node.name + ": output size differs from the plan");
                  std::memcpy(o->f.data(), y[0].data<float>(), static_cast<size_t>(count) * sizeof(float));
                });
@@ -1665,7 +1710,7 @@ struct Compiler {
                  nchw[k] = buffer_to_tensor(*ins[k].buffer, ins[k].shape, images);
                  args[k] = &nchw[k];
                }
-               std::vector<Tensor> y = evaluate_node(node, args, images, pool, source);
+               std::vector<Tensor> y = evaluate_node(node, args, images, worth_threads(args) ? pool : nullptr, source);
                if (whole) *whole = std::move(y[0]);
                else tensor_to_buffer(y[0], *o, images);
              });

@@ -113,9 +113,10 @@ void qgemm_panels(const int8_t* panels, const int32_t* row_sums, int64_t rows, i
       k.block(b);
     }
   };
-  int64_t items = col_blocks * pairs;
-  if (pool && pool->size() > 1 && items > 1) pool->parallel_for(items, run);
-  else run(0, items);
+  // Items claimed as the threads go (parallel_chunks): a worker that wakes late finds less to do
+  // instead of holding the caller up (at batch 1 a transformer's layer is a few tens of us, as
+  // long as a wake-up on a VM).
+  parallel_chunks(col_blocks * pairs, pool, run);
 }
 
 }  // namespace tern::kernels
