@@ -81,4 +81,17 @@ class Executor : public InferenceEngine {
 std::vector<Tensor> evaluate_node(const Node& node, std::span<const Tensor* const> inputs, int64_t batch,
                                   ThreadPool* pool, const std::string& source = {});
 
+// evaluate_node for a node run again and again (the integer engine's float steps): the node's
+// copy (which shape inference may complete, as auto_pad) and its name for messages made once.
+class NodeRunner {
+ public:
+  NodeRunner(const Node& node, const std::string& source);
+  std::vector<Tensor> run(std::span<const Tensor* const> inputs, int64_t batch, ThreadPool* pool);
+  const std::string& name() const { return node_.name; }
+
+ private:
+  Node node_;
+  std::string source_, who_;
+};
+
 }  // namespace tern

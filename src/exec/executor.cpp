@@ -252,4 +252,16 @@ std::vector<Tensor> evaluate_node(const Node& node, std::span<const Tensor* cons
   return ops::run(ctx, inputs, out_shapes);
 }
 
+NodeRunner::NodeRunner(const Node& node, const std::string& source) : node_(node), source_(source), who_(node_who(source, node)) {}
+
+std::vector<Tensor> NodeRunner::run(std::span<const Tensor* const> inputs, int64_t batch, ThreadPool* pool) {
+  std::vector<Shape> shapes;
+  shapes.reserve(inputs.size());
+  for (const Tensor* t : inputs) shapes.push_back(t ? t->shape() : Shape{});
+  InferenceContext ictx{batch, &source_, {}};
+  std::vector<Shape> out_shapes = infer_output_shapes(node_, shapes, inputs, ictx);
+  ops::OpContext ctx{node_, who_, batch, pool};
+  return ops::run(ctx, inputs, out_shapes);
+}
+
 }  // namespace tern

@@ -1677,7 +1677,7 @@ struct Compiler {
     }
     if (flat) {
       add_step(n.name, to_string(n.op) + " on f32 (FP32 kernel, element-wise)",
-               [ins, o, node = n, source = g.source, pool = P.pool](int64_t images) {
+               [ins, o, runner = std::make_shared<NodeRunner>(n, g.source), pool = P.pool](int64_t images) {
                  o->allocate(images);
                  const int64_t count = images * o->image_elements();
                  std::vector<Tensor> flat_in(ins.size());
@@ -1691,15 +1691,15 @@ struct Compiler {
                      args[k] = &flat_in[k];
                    }
                  }
-                 std::vector<Tensor> y = evaluate_node(node, args, images, worth_threads(args) ? pool : nullptr, source);
-                 if (y[0].size() != count) throw Error(node.name + ": output size differs from the plan");
+                 std::vector<Tensor> y = runner->run(args, images, worth_threads(args) ? pool : nullptr);
+                 if (y[0].size() != count) throw Error(runner->name() + ": output size differs from the plan");
                  std::memcpy(o->f.data(), y[0].data<float>(), static_cast<size_t>(count) * sizeof(float));
                });
       quantize_after(out, n.name);
       return;
     }
     add_step(n.name, to_string(n.op) + " on " + (whole ? "a whole tensor" : "f32") + " (FP32 kernel)",
-             [ins, o, whole, node = n, source = g.source, pool = P.pool](int64_t images) {
+             [ins, o, whole, runner = std::make_shared<NodeRunner>(n, g.source), pool = P.pool](int64_t images) {
                if (o) o->allocate(images);
                std::vector<Tensor> nchw(ins.size());
                std::vector<const Tensor*> args(ins.size(), nullptr);
@@ -1710,7 +1710,7 @@ struct Compiler {
                  nchw[k] = buffer_to_tensor(*ins[k].buffer, ins[k].shape, images);
                  args[k] = &nchw[k];
                }
-               std::vector<Tensor> y = evaluate_node(node, args, images, worth_threads(args) ? pool : nullptr, source);
+               std::vector<Tensor> y = runner->run(args, images, worth_threads(args) ? pool : nullptr);
                if (whole) *whole = std::move(y[0]);
                else tensor_to_buffer(y[0], *o, images);
              });
