@@ -2,6 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <limits>
 
 #include "tern/error.h"
@@ -61,6 +64,18 @@ std::string to_string(const Shape& shape) {
 }
 
 std::shared_ptr<std::byte> allocate_aligned(size_t bytes) {
+#ifdef __GLIBC__
+  // glibc gives a freed block of more than 128 KiB (and free memory at the heap's top) back to the
+  // system, and the next allocation of that size faults its pages in again: a transformer's
+  // per-run tensors (~1 MB at batch 8) spent as long in page faults as in arithmetic. Blocks up to
+  // 64 MiB stay in the heap instead, as an inference runtime's arena keeps them.
+  static const bool kept_in_heap = [] {
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    return true;
+  }();
+  (void)kept_in_heap;
+#endif
   size_t rounded = (bytes + 63) / 64 * 64;
   if (rounded == 0) rounded = 64;
   void* p = std::aligned_alloc(64, rounded);

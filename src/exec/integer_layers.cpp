@@ -380,7 +380,7 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
   };
   if (pool && images > 1) pool->parallel_for(images, quantize_images);
   else quantize_images(0, images);
-  Tensor y(DataType::kFloat32, out_shape);
+  Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);  // every value is written below
   const int64_t cols = images * positions;
   // Every patch byte below `depth` is written below; the bytes up to `stride` meet zero weights.
   patches.resize(std::max(patches.size(), static_cast<size_t>(cols * stride)));
