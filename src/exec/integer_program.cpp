@@ -526,44 +526,58 @@ void run_gemm(LayerStep& s, int64_t images, ThreadPool* pool) {
   if (in.pad != 0) throw Error(L.node + ": a Gemm input with a border");  // (no message built per run)
   for (Buffer* b : s.out_codes) b->allocate(images);
   if (s.out_float) s.out_float->allocate(images);
-  thread_local std::vector<int32_t> acc;
-  acc.resize(static_cast<size_t>(cols * stacked_rows));
   std::vector<const int32_t*> row_sums;
   for (int j = 0; j < L.active; ++j) row_sums.push_back(L.terms[static_cast<size_t>(j)].groups[0].row_sums.data());
-  // Few columns (a GEMV, a small batch) stream the packed weights; more (tokens, large batches)
-  // multiply int8 panels that prepare_layer decodes once per level, every term in one pass,
-  // instead of decoding the weights on every run.
-  const TermGroup& first = L.terms[0].groups[0];
-  if (!worth_both_cores(cols * stacked_rows * L.depth())) pool = nullptr;
-  const bool term_kernels = L.active == 1 && !first.ternary && !first.int4 ? true
-                       : first.ternary                                 ? kernels::ternary_streams(cols)
-                       : first.int4                                    ? cols <= kernels::kInt4StreamMaxCols
-                                                                       : false;
-  if (!term_kernels) {
-    if (s.cached_active != L.active) prepare_layer(s);
-    const LayerStep::Group& g = s.groups[0];
-    kernels::qgemm_panels(g.panels.data(), g.stacked_sums.data(), stacked_rows, L.depth(), cols, in.q.data(), in.stride,
-                          acc.data(), stacked_rows, pool);
-  } else {
-    for (int j = 0; j < L.active; ++j)
-      L.terms[static_cast<size_t>(j)].groups[0].gemm(cols, in.q.data(), in.stride, acc.data() + j * padded_rows,
-                                                     stacked_rows, *s.panels, pool);
-  }
-  // The epilogue over blocks of 16 rows (tokens, images) on the pool: with a GELU it costs
-  // about as much as the multiplication.
   std::vector<Epilogue> e(static_cast<size_t>(in.format.dynamic ? images : 1));
   for (int64_t n = 0; n < static_cast<int64_t>(e.size()); ++n)
     make_epilogue(L, 0, rows, in.scales[static_cast<size_t>(n)], in.format.zero(), padded_rows, row_sums, e[static_cast<size_t>(n)]);
-  constexpr int64_t kBlock = 16;
-  const int64_t blocks = (positions + kBlock - 1) / kBlock;
-  const int32_t* sums = acc.data();  // acc is this thread's (thread_local): the workers get a pointer
-  parallel(pool, images * blocks, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / blocks, p0 = item % blocks * kBlock, count = std::min(kBlock, positions - p0);
-      const Epilogue& en = e[static_cast<size_t>(in.format.dynamic ? n : 0)];
-      finish_pixels(s, en, 0, n, 0, p0, count, sums + (n * positions + p0) * stacked_rows, stacked_rows, padded_rows);
+  // The epilogue of columns [c0, c0 + count) from their sums (acc: the first column's), split
+  // where an image ends.
+  auto finish = [&](int64_t c0, int64_t count, const int32_t* acc) {
+    for (int64_t c = c0; c < c0 + count;) {
+      const int64_t n = c / positions, p = c % positions, run = std::min(positions - p, c0 + count - c);
+      finish_pixels(s, e[static_cast<size_t>(in.format.dynamic ? n : 0)], 0, n, 0, p, run, acc + (c - c0) * stacked_rows,
+                    stacked_rows, padded_rows);
+      c += run;
     }
-  }, worth_both_cores(cols * rows * (s.act == kernels::Activation::kNone ? 16 : 128)) ? 1 : images * blocks);
+  };
+  if (!worth_both_cores(cols * stacked_rows * L.depth())) pool = nullptr;
+  // Few columns (a GEMV, a small batch) stream the packed weights, every term by its own kernel.
+  const TermGroup& first = L.terms[0].groups[0];
+  const bool term_kernels = L.active == 1 && !first.ternary && !first.int4 ? cols <= kernels::kTernaryStreamMaxCols
+                            : first.ternary                                ? kernels::ternary_streams(cols)
+                            : first.int4                                   ? cols <= kernels::kInt4StreamMaxCols
+                                                                           : false;
+  if (term_kernels) {
+    thread_local std::vector<int32_t> acc;
+    acc.resize(static_cast<size_t>(cols * stacked_rows));
+    for (int j = 0; j < L.active; ++j)
+      L.terms[static_cast<size_t>(j)].groups[0].gemm(cols, in.q.data(), in.stride, acc.data() + j * padded_rows,
+                                                     stacked_rows, *s.panels, pool);
+    finish(0, cols, acc.data());
+    return;
+  }
+  // More (tokens, large batches): int8 panels (prepare_layer decodes ternary and int4 once per
+  // level, every term stacked), over blocks of columns that each core multiplies and finishes
+  // while their sums are in its cache (split otherwise, the epilogue read half its sums from
+  // the other core, and with a GELU ran slower on two cores than on one).
+  if (s.cached_active != L.active) prepare_layer(s);
+  const LayerStep::Group& g = s.groups[0];
+  const int8_t* panels = g.panels.empty() ? nullptr : g.panels.data();
+  constexpr int64_t kCols = 48;
+  const int64_t blocks = (cols + kCols - 1) / kCols;
+  parallel(pool, blocks, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<int32_t> acc;
+    acc.resize(static_cast<size_t>(kCols * stacked_rows));
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t c0 = b * kCols, count = std::min(kCols, cols - c0);
+      const uint8_t* x = in.q.data() + c0 * in.stride;
+      if (panels) kernels::qgemm_panels(panels, g.stacked_sums.data(), stacked_rows, L.depth(), count, x, in.stride, acc.data(),
+                                        stacked_rows, nullptr);
+      else first.gemm(count, x, in.stride, acc.data(), stacked_rows, *s.panels, nullptr);  // one int8 term
+      finish(c0, count, acc.data());
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
