@@ -19,6 +19,9 @@ set(_tern_int8_avx512_sources ${_tern_kernels_dir}/int8/qgemm_avx512.cpp ${_tern
   ${_tern_kernels_dir}/int8/qgemm_indirect_avx512.cpp)
 
 list(APPEND TERN_KERNEL_SOURCES
+  ${_tern_kernels_dir}/fp32/rows.cpp
+  ${_tern_kernels_dir}/fp32/rows_avx2.cpp
+  ${_tern_kernels_dir}/fp32/rows_avx512.cpp
   ${_tern_kernels_dir}/int8/requantize_avx2.cpp
   ${_tern_kernels_dir}/int8/requantize_avx512.cpp
   ${_tern_kernels_dir}/cpu_features.cpp
@@ -48,5 +51,11 @@ set_source_files_properties(${_tern_kernels_dir}/int8/requantize_avx2.cpp PROPER
   COMPILE_OPTIONS "-O3;-mavx2;-ffp-contract=off")
 set_source_files_properties(${_tern_kernels_dir}/int8/requantize_avx512.cpp PROPERTIES
   COMPILE_OPTIONS "-O3;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mprefer-vector-width=512;-ffp-contract=off;-Wno-maybe-uninitialized")
+# The FP32 row kernels likewise (rows.h).
+set_source_files_properties(${_tern_kernels_dir}/fp32/rows.cpp PROPERTIES COMPILE_OPTIONS "-O3;-ffp-contract=off;-fno-trapping-math")
+set_source_files_properties(${_tern_kernels_dir}/fp32/rows_avx2.cpp PROPERTIES
+  COMPILE_OPTIONS "-O3;-mavx2;-ffp-contract=off;-fno-trapping-math")
+set_source_files_properties(${_tern_kernels_dir}/fp32/rows_avx512.cpp PROPERTIES
+  COMPILE_OPTIONS "-O3;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mprefer-vector-width=512;-ffp-contract=off;-fno-trapping-math")
 set_source_files_properties(${_tern_int8_avx512_sources} PROPERTIES
   COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512vnni")

@@ -3,6 +3,7 @@
 #include <limits>
 
 #include "kernels/activation_math.h"
+#include "kernels/fp32/rows.h"
 #include "ops/attrs_codec.h"
 #include "ops/support.h"
 
@@ -35,29 +36,10 @@ std::vector<Tensor> run_softmax(const OpContext& ctx, std::span<const Tensor* co
   Tensor y = Tensor::uninitialized(DataType::kFloat32, x.shape());
   // Rows of n values, split over the pool; e^x by activation_math.h's exp_approx (within 2 ulp,
   // vectorized, no libm call: as the FP32 Sigmoid and the integer engine's epilogues compute it).
-  // Contiguous rows (the last axis, as attention's): the maximum and the sum in eight running
-  // parts (element j into part j % 8, added in a fixed order: the same bits on every machine),
-  // so that the loops vectorize instead of waiting on one running sum.
+  // Contiguous rows (the last axis, as attention's): kernels/fp32/rows.h, the maximum and the sum
+  // in eight running parts (a fixed order: the same bits on every ISA), vectorized per ISA.
   auto last_axis_rows = [&](int64_t begin, int64_t end) {
-    constexpr int kParts = 8;
-    for (int64_t r = begin; r < end; ++r) {
-      const float* src = x.data<float>() + r * n;
-      float* dst = y.data<float>() + r * n;
-      float mp[kParts], sp[kParts];
-      for (int k = 0; k < kParts; ++k) mp[k] = -std::numeric_limits<float>::infinity(), sp[k] = 0.0f;
-      int64_t j = 0;
-      for (; j + kParts <= n; j += kParts)
-        for (int k = 0; k < kParts; ++k) mp[k] = std::max(mp[k], src[j + k]);
-      for (; j < n; ++j) mp[0] = std::max(mp[0], src[j]);
-      float m = mp[0];
-      for (int k = 1; k < kParts; ++k) m = std::max(m, mp[k]);
-      for (j = 0; j < n; ++j) dst[j] = kernels::exp_approx(src[j] - m);
-      for (j = 0; j + kParts <= n; j += kParts)
-        for (int k = 0; k < kParts; ++k) sp[k] += dst[j + k];
-      for (; j < n; ++j) sp[0] += dst[j];
-      const float sum = ((sp[0] + sp[1]) + (sp[2] + sp[3])) + ((sp[4] + sp[5]) + (sp[6] + sp[7]));
-      for (j = 0; j < n; ++j) dst[j] /= sum;
-    }
+    kernels::softmax_rows(x.data<float>() + begin * n, y.data<float>() + begin * n, end - begin, n);
   };
   auto rows = [&](int64_t begin, int64_t end) {
     if (inner == 1) return last_axis_rows(begin, end);

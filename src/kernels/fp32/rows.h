@@ -1,0 +1,20 @@
+// Row kernels of the FP32 operators that a transformer runs between its integer layers, built
+// per ISA from one loop source (rows_impl.h) without FMA contraction and with every reduction in
+// a fixed order, so each ISA computes the same bits.
+#pragma once
+
+#include <cstdint>
+
+namespace tern::kernels {
+
+// Softmax of each of `rows` contiguous rows of n values, x to y (may alias): the maximum and the
+// sum of e^(x - max) in eight running parts (value j into part j % 8, the parts added pairwise),
+// e^x by activation_math.h's exp_approx, then each value divided by the sum.
+void softmax_rows(const float* x, float* y, int64_t rows, int64_t n);
+
+// Internal: per-ISA builds of rows_impl.h.
+void softmax_rows_reference(const float* x, float* y, int64_t rows, int64_t n);
+void softmax_rows_avx2(const float* x, float* y, int64_t rows, int64_t n);
+void softmax_rows_avx512(const float* x, float* y, int64_t rows, int64_t n);
+
+}  // namespace tern::kernels
