@@ -442,14 +442,19 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
       for (int j = 0; j < L.active; ++j)
         multiply_into(L.terms[static_cast<size_t>(j)].groups[0], static_cast<size_t>(j), in_place ? codes.data() : patches.data(),
                       acc.data() + j * padded, stacked);
-      // One scale per image (static or dynamic), or per token: the columns that share it at once.
-      const int64_t run = per_token ? 1 : positions;
+      // Each column's scale: its image's (static or dynamic) or its token's. Runs of columns that
+      // share one (every column, with a static scale) go through the epilogue at once.
+      auto scale_of = [&](int64_t col) {
+        return per_token ? token_scales[static_cast<size_t>(col)] : scales[static_cast<size_t>(col / positions)];
+      };
+      const std::vector<float> zeros(L.bias.empty() ? static_cast<size_t>(rows) : 0, 0.0f);
       auto finish = [&](int64_t begin, int64_t end) {
         std::vector<float> multiplier(static_cast<size_t>(stacked));
         std::vector<int32_t> offset(static_cast<size_t>(stacked));
         const int32_t zero_point = zero_code(L.input);
-        for (int64_t part = begin; part < end; ++part) {
-          const float sc = per_token ? token_scales[static_cast<size_t>(part)] : scales[static_cast<size_t>(part)];
+        for (int64_t c0 = begin, c1; c0 < end; c0 = c1) {
+          const float sc = scale_of(c0);
+          for (c1 = c0 + 1; c1 < end && scale_of(c1) == sc;) ++c1;
           for (int j = 0; j < L.active; ++j) {
             const IntTerm& term = L.terms[static_cast<size_t>(j)];
             for (int64_t r = 0; r < rows; ++r) {
@@ -458,27 +463,25 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
             }
           }
           kernels::RequantArgs a;
-          a.cols = run;
+          a.cols = c1 - c0;
           a.rows = rows;
           a.terms = L.active;
-          a.acc = acc.data() + part * run * stacked;
+          a.acc = acc.data() + c0 * stacked;
           a.acc_stride = stacked;
           a.term_stride = padded;
           a.multiplier = multiplier.data();
           a.offset = offset.data();
           a.multiplier_term_stride = padded;
-          const std::vector<float> zeros = L.bias.empty() ? std::vector<float>(static_cast<size_t>(rows), 0.0f) : std::vector<float>{};
           a.bias = L.bias.empty() ? zeros.data() : L.bias.data();
           a.lo = L.clamp_lo;
           a.hi = L.clamp_hi;
-          a.out = y.data<float>() + part * run * L.out;
+          a.out = y.data<float>() + c0 * L.out;
           a.out_stride = L.out;
           kernels::requantize_block(a);
         }
       };
-      const int64_t parts = cols / run;
-      if (pool && parts > 1) pool->parallel_for(parts, finish);
-      else finish(0, parts);
+      if (pool && cols > 1) pool->parallel_for(cols, finish, 16);
+      else finish(0, cols);
       continue;
     }
     std::fill(sum.begin(), sum.begin() + cols * rows, 0.0f);
