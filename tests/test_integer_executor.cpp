@@ -769,6 +769,58 @@ TEST(IntegerEngine, DecomposedLayerNormAndGeluFuse) {
   }
 }
 
+// Reshape targets the graph computes at run time from the batch (Shape, Gather, Mul, Concat, as
+// exporters write attention's x.view(T, N * heads, d)): computed once per batch size, and again
+// for a batch of another size; the layer between the two views runs on the merged rows.
+TEST(IntegerEngine, ShapesComputedFromTheBatchFollowItsSize) {
+  OnnxBuilder b;
+  b.input("x", {-1, 5, 8});
+  b.floats("w1", {8, 6}, random_floats(48, 161));
+  b.floats("w2", {6, 4}, random_floats(24, 162));
+  b.ints("zero", {1}, {0});
+  b.ints("five", {1}, {5});
+  b.ints("six", {1}, {6});
+  b.ints("twenty", {1}, {20});
+  b.node("MatMul", {"x", "w1"}, {"h"}, "fc1");
+  b.node("Relu", {"h"}, {"r"}, "relu");
+  b.node("Shape", {"r"}, {"s"}, "shape");
+  b.node("Gather", {"s", "zero"}, {"n"}, "batch");
+  b.node("Mul", {"n", "five"}, {"n5"}, "rows");
+  auto& cat = b.node("Concat", {"n5", "six"}, {"target"}, "target");
+  OnnxBuilder::attr(cat, "axis", int64_t{0});
+  b.node("Reshape", {"r", "target"}, {"f"}, "merge");
+  b.node("MatMul", {"f", "w2"}, {"m"}, "fc2");
+  b.node("Shape", {"x"}, {"sx"}, "shape_x");
+  b.node("Gather", {"sx", "zero"}, {"nx"}, "batch_x");
+  auto& back = b.node("Concat", {"nx", "twenty"}, {"target2"}, "target2");
+  OnnxBuilder::attr(back, "axis", int64_t{0});
+  b.node("Reshape", {"m", "target2"}, {"y"}, "split");
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "view.onnx");
+  Tensor calib = Tensor::from_floats({16, 5, 8}, random_floats(640, 163));
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, 0};
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ASSERT_EQ(m.layers.size(), 2u);
+  IntegerExecutor engine(m);
+  ASSERT_TRUE(engine.fused()) << engine.mode();
+  std::string steps;
+  int once = 0;
+  for (const std::string& step : engine.steps()) {
+    steps += step + "\n";
+    once += step.find("once per batch size") != std::string::npos;
+  }
+  EXPECT_GE(once, 2) << steps;  // the Shape and what is computed from it
+  Executor sim(q::simulation_graph(m));
+  for (int64_t batch : {3, 1, 3, 2}) {
+    Tensor x = Tensor::from_floats({batch, 5, 8}, random_floats(static_cast<size_t>(batch * 40), 164 + static_cast<uint32_t>(batch)));
+    Tensor got = engine.run(x);
+    ASSERT_EQ(got.shape(), (Shape{batch, 20}));
+    expect_close(got, sim.run(x), "batch " + std::to_string(batch));
+  }
+}
+
 // A transformer's linear layers: MatMul by constant weights on [N, T, K] tokens (+ bias Add)
 // imports as tern's Gemm, quantizes like any fully connected layer (int8 and ternary weights) and
 // runs on the integer engine as the simulation does.

@@ -808,6 +808,7 @@ struct Compiler {
   };
   std::map<int, LayerNorm> layer_norms;
   std::map<ValueId, Tensor*> side;  // values kept as whole tensors (Impl::side)
+  std::set<ValueId> batch_only;     // side values the batch size alone determines (build_generic)
   std::map<ValueId, LayerStep*> depthwise_writer;  // float outputs written by a depthwise layer's epilogue
 
   std::vector<bool> need_float;
@@ -1712,8 +1713,17 @@ struct Compiler {
       quantize_after(out, n.name);
       return;
     }
-    add_step(n.name, to_string(n.op) + " on " + (whole ? "a whole tensor" : "f32") + " (FP32 kernel)",
-             [ins, o, whole, runner = std::make_shared<NodeRunner>(n, g.source), pool = P.pool](int64_t images) {
+    // Values the batch size alone determines (a Shape, and what is computed from shapes and
+    // constants only: the Reshape targets exporters build at run time) are computed once per batch
+    // size, not on every run.
+    bool by_batch = whole != nullptr;
+    for (size_t k = 0; k < n.inputs.size() && by_batch && n.op != OpType::kShape; ++k)
+      by_batch = n.inputs[k] == kNoValue || g.is_constant(n.inputs[k]) || batch_only.count(n.inputs[k]);
+    if (by_batch) batch_only.insert(out);
+    add_step(n.name, to_string(n.op) + " on " + (whole ? "a whole tensor" : "f32") + " (FP32 kernel" + (by_batch ? ", once per batch size)" : ")"),
+             [ins, o, whole, by_batch, computed_for = std::make_shared<int64_t>(-1),
+              runner = std::make_shared<NodeRunner>(n, g.source), pool = P.pool](int64_t images) {
+               if (by_batch && *computed_for == images) return;
                if (o) o->allocate(images);
                std::vector<Tensor> nchw(ins.size());
                std::vector<const Tensor*> args(ins.size(), nullptr);
@@ -1727,6 +1737,7 @@ struct Compiler {
                std::vector<Tensor> y = runner->run(args, images, worth_threads(args) ? pool : nullptr);
                if (whole) *whole = std::move(y[0]);
                else tensor_to_buffer(y[0], *o, images);
+               *computed_for = images;
              });
     if (!whole) quantize_after(out, n.name);
   }
