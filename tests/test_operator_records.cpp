@@ -321,5 +321,41 @@ TEST(OperatorRecords, InspectCountsEachOperatorsMultiplyAccumulates) {
   EXPECT_EQ(heads["per_head"].output, (Shape{2, 6, 5}));
 }
 
+// Transpose: where only axes of extent 1 move, the values keep their order and the output shares
+// the input's buffer; other permutations move values. Both against the index arithmetic.
+TEST(OperatorRecords, TransposeMovesValuesOrSharesTheBuffer) {
+  struct Case {
+    Shape shape;
+    std::vector<int64_t> perm;
+  };
+  for (const Case& c : {Case{{3, 1, 4}, {1, 0, 2}}, Case{{2, 1, 3}, {2, 1, 0}}, Case{{1, 4, 1, 2}, {2, 0, 1, 3}},
+                        Case{{2, 3, 4}, {0, 2, 1}}}) {
+    B b;
+    b.input("x", c.shape);
+    auto& t = b.node("Transpose", {"x"}, {"y"});
+    B::attr(t, "perm", c.perm);
+    b.output("y");
+    Graph g = import_onnx_bytes(b.bytes(), "t.onnx", {.optimize = false, .input_shapes = {}});
+    std::vector<float> v(static_cast<size_t>(element_count(c.shape)));
+    for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<float>(k);
+    Tensor x = Tensor::from_floats(c.shape, v);
+    Tensor y = Executor(g).run(x);
+    Shape out;
+    for (int64_t p : c.perm) out.push_back(c.shape[static_cast<size_t>(p)]);
+    ASSERT_EQ(y.shape(), out);
+    std::vector<int64_t> xs(c.shape.size(), 1), index(out.size(), 0);
+    for (size_t d = c.shape.size() - 1; d-- > 0;) xs[d] = xs[d + 1] * c.shape[d + 1];
+    for (int64_t k = 0; k < y.size(); ++k) {
+      int64_t src = 0;
+      for (size_t d = 0; d < out.size(); ++d) src += index[d] * xs[static_cast<size_t>(c.perm[d])];
+      ASSERT_EQ(y.data<float>()[k], v[static_cast<size_t>(src)]) << to_string(c.shape) << " element " << k;
+      for (size_t d = out.size(); d-- > 0;) {
+        if (++index[d] < out[d]) break;
+        index[d] = 0;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tern::testing

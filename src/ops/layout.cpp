@@ -196,6 +196,16 @@ std::vector<Tensor> run_transpose(const OpContext& ctx, std::span<const Tensor* 
   const Shape& out_shape = outs[0];
   const auto& perm = ctx.node.attr<TransposeAttrs>().perm;
   size_t rank = static_cast<size_t>(x.rank()), es = element_size(x.dtype());
+  // Only axes of extent 1 move (a sequence-first [T, 1, D] at batch 1 and back): the values keep
+  // their order, and the output is the input's buffer under the new shape (as a Reshape).
+  int64_t last = -1;
+  bool in_order = true;
+  for (size_t i = 0; i < rank && in_order; ++i) {
+    if (x.dim(perm[i]) == 1) continue;
+    in_order = perm[i] > last;
+    last = perm[i];
+  }
+  if (in_order) return {x.reshaped(out_shape)};
   Tensor y = Tensor::uninitialized(x.dtype(), out_shape);
   std::vector<int64_t> in_strides = strides_of(x.shape()), s(rank);
   for (size_t i = 0; i < rank; ++i) s[i] = in_strides[static_cast<size_t>(perm[i])];
