@@ -115,8 +115,18 @@ def provenance_header(rows, script, json_name, render_cmd, source_note, defaults
                   f"commands; each row's own commands and finish time are in `{json_name}`.", ""]
     if limit:
         lines += [f"**Smoke run: evaluated on the first {limit} test images only, not the full test set.**", ""]
-    lines += ["| | |", "|---|---|",
-              f"| tern | {first.get('tern_version', '?')} (commit `{first.get('commit', '?')}`) |",
+    # Rows from several runs (--resume, merged re-runs): each commit with the rows it made, per model.
+    made = {}
+    for r in rows:
+        per_model = made.setdefault(r.get("commit", "?"), {})
+        per_model[r.get("model", "?")] = per_model.get(r.get("model", "?"), 0) + 1
+    if len(made) > 1:
+        commits = "; ".join(f"`{c}`: " + ", ".join(f"{m} {n} rows" for m, n in per_model.items())
+                            for c, per_model in sorted(made.items(), key=lambda kv: -sum(kv[1].values())))
+        tern_line = f"| tern | {first.get('tern_version', '?')}, rows from {len(made)} commits: {commits} |"
+    else:
+        tern_line = f"| tern | {first.get('tern_version', '?')} (commit `{first.get('commit', '?')}`) |"
+    lines += ["| | |", "|---|---|", tern_line,
               f"| date | {dates[0] if dates else '?'} – {dates[-1] if dates else '?'} |",
               f"| CPU | {first.get('cpu', '?')} |",
               f"| data | {first.get('data', '?')} test split" + (f", first {limit} images" if limit else ", all images") + " |",
