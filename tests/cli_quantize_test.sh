@@ -204,6 +204,12 @@ PY
   python3 "$(dirname "$0")/write_npy.py" "$work/x1.npy" '<f4' 3,1,28,28
   "$tern" run "$good" --engine integer --input "$work/x1.npy" --output "$work/y1.npy" 2>"$work/err" || fail "run --engine integer failed: $(cat "$work/err")"
   "$tern" run "$good" --input "$work/x1.npy" --output "$work/y2.npy" 2>"$work/err" || fail "run (simulated) failed: $(cat "$work/err")"
+  # --verbose: the mode, each layer's kernel, and the fused program's steps in order.
+  "$tern" eval "$good" --data fashion-mnist --limit 4 --engine integer --verbose >"$work/out" 2>"$work/err" ||
+    fail "eval --verbose failed: $(cat "$work/err")"
+  grep -q "^integer engine: fused integer program" "$work/err" || fail "eval --verbose: no mode line: $(head -3 "$work/err")"
+  grep -qE "^program: [0-9]+ steps" "$work/err" || fail "eval --verbose: no step list"
+  grep -qE "^  [^ ].*: (ternary|int8|int4).*avx|^  [^ ].*: (ternary|int8|int4).*scalar" "$work/err" || fail "eval --verbose: no integer layer step"
   python3 - "$work/y1.npy" "$work/y2.npy" <<'PY' || fail "run --engine integer differs from the simulation"
 import struct, sys
 def floats(p):

@@ -119,7 +119,8 @@ commands:
       top-1/top-5 accuracy and images/s. A quantized model adds its per-layer table.
       --level all evaluates every residual level of one loaded model, switching between them.
       --engine integer runs a quantized model's Conv/Gemm layers on the integer kernels (default:
-      simulated, FP32 kernels on the exact quantized values); --verbose names each layer's kernel.
+      simulated, FP32 kernels on the exact quantized values); --verbose names each layer's kernel
+      and, in the fused integer program, every step in order.
   compare REFERENCE MODEL --data SPEC [--labels Y.npy] [--limit N] [--batch B] [--layer-images N]
              [preprocessing] [--level K|max] [--engine simulated|integer] [--json]
       how far MODEL's outputs are from REFERENCE's (an FP32 .onnx or .tern) on the same inputs
@@ -510,6 +511,11 @@ Runner make_runner(const Args& args, const std::string& model, tern::Graph graph
   if (args.flag("verbose")) {
     std::fprintf(stderr, "integer engine: %s\n", r.integer->mode().c_str());
     for (const tern::IntegerLayerInfo& l : r.integer->layers()) std::fprintf(stderr, "%-44s %s\n", l.node.c_str(), l.kernel.c_str());
+    // The fused program's steps in order, each with what runs it (integer kernels, fused
+    // float operations, FP32 kernels on the values between layers).
+    const std::vector<std::string> steps = r.integer->steps();
+    if (!steps.empty()) std::fprintf(stderr, "program: %zu steps\n", steps.size());
+    for (const std::string& step : steps) std::fprintf(stderr, "  %s\n", step.c_str());
   }
   return r;
 }
