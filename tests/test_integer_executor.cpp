@@ -708,64 +708,72 @@ TEST(IntegerEngine, LayersOnSequenceFirstTokensStayInTheFusedProgram) {
 // the decomposed GELU after a linear layer (Div, Erf, Add, Mul, Mul) in that layer's epilogue;
 // the engine's outputs are the simulation's.
 TEST(IntegerEngine, DecomposedLayerNormAndGeluFuse) {
-  OnnxBuilder b;
-  b.input("x", {-1, 5, 8});
-  b.floats("w1", {8, 16}, random_floats(128, 141));
-  b.floats("w2", {16, 8}, random_floats(128, 142));
-  std::vector<float> gamma = random_floats(8, 143), beta = random_floats(8, 144);
-  for (float& v : gamma) v += 1.0f;
-  b.floats("gamma", {8}, gamma);
-  b.floats("beta", {8}, beta);
-  b.floats("two", {}, {2.0f});
-  b.floats("eps", {}, {1e-6f});
-  b.floats("sqrt2", {}, {1.4142135f});
-  b.floats("one", {}, {1.0f});
-  b.floats("half", {}, {0.5f});
-  auto mean = [&](const std::string& in, const std::string& out) {
-    auto& n = b.node("ReduceMean", {in}, {out}, out);
-    OnnxBuilder::attr(n, "axes", std::vector<int64_t>{-1});
-    OnnxBuilder::attr(n, "keepdims", int64_t{1});
-  };
-  mean("x", "mu");
-  b.node("Sub", {"x", "mu"}, {"d"}, "sub");
-  b.node("Pow", {"d", "two"}, {"d2"}, "pow");
-  mean("d2", "var");
-  b.node("Add", {"var", "eps"}, {"ve"}, "add_eps");
-  b.node("Sqrt", {"ve"}, {"sd"}, "sqrt");
-  b.node("Div", {"d", "sd"}, {"n"}, "normalize");
-  b.node("Mul", {"n", "gamma"}, {"ng"}, "scale");
-  b.node("Add", {"ng", "beta"}, {"ln"}, "shift");
-  b.node("MatMul", {"ln", "w1"}, {"h"}, "fc1");
-  b.node("Div", {"h", "sqrt2"}, {"hs"}, "gelu_div");
-  b.node("Erf", {"hs"}, {"he"}, "gelu_erf");
-  b.node("Add", {"he", "one"}, {"h1"}, "gelu_add");
-  b.node("Mul", {"h", "h1"}, {"hm"}, "gelu_mul");
-  b.node("Mul", {"hm", "half"}, {"g"}, "gelu_half");
-  b.node("MatMul", {"g", "w2"}, {"m"}, "fc2");
-  b.node("Add", {"m", "x"}, {"y"}, "residual");
-  b.output("y");
-  Graph g = import_onnx_bytes(b.bytes(), "block.onnx");
-  Tensor calib = Tensor::from_floats({16, 5, 8}, random_floats(640, 145));
-  Tensor x = Tensor::from_floats({3, 5, 8}, random_floats(120, 146));
-  for (const char* weights : {"int8", "ternary"}) {
-    q::QuantizeOptions o;
-    o.plan.first_last_8bit = false;
-    if (std::string(weights) == "int8") o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, 0};
-    q::QuantizedModel m = q::quantize_model(g, o, &calib);
-    ASSERT_EQ(m.layers.size(), 2u) << weights;
-    IntegerExecutor engine(m);
-    ASSERT_TRUE(engine.fused()) << engine.mode();
-    int layer_norms = 0, float_steps = 0;
-    for (const std::string& step : engine.steps()) {
-      layer_norms += step.find("LayerNorm") != std::string::npos;
-      float_steps += step.find("FP32 kernel") != std::string::npos;
+  for (bool halve_first : {false, true}) {
+    SCOPED_TRACE(halve_first ? "GELU halved first" : "GELU halved last");
+    OnnxBuilder b;
+    b.input("x", {-1, 5, 8});
+    b.floats("w1", {8, 16}, random_floats(128, 141));
+    b.floats("w2", {16, 8}, random_floats(128, 142));
+    std::vector<float> gamma = random_floats(8, 143), beta = random_floats(8, 144);
+    for (float& v : gamma) v += 1.0f;
+    b.floats("gamma", {8}, gamma);
+    b.floats("beta", {8}, beta);
+    b.floats("two", {}, {2.0f});
+    b.floats("eps", {}, {1e-6f});
+    b.floats("sqrt2", {}, {1.4142135f});
+    b.floats("one", {}, {1.0f});
+    b.floats("half", {}, {0.5f});
+    auto mean = [&](const std::string& in, const std::string& out) {
+      auto& n = b.node("ReduceMean", {in}, {out}, out);
+      OnnxBuilder::attr(n, "axes", std::vector<int64_t>{-1});
+      OnnxBuilder::attr(n, "keepdims", int64_t{1});
+    };
+    mean("x", "mu");
+    b.node("Sub", {"x", "mu"}, {"d"}, "sub");
+    b.node("Pow", {"d", "two"}, {"d2"}, "pow");
+    mean("d2", "var");
+    b.node("Add", {"var", "eps"}, {"ve"}, "add_eps");
+    b.node("Sqrt", {"ve"}, {"sd"}, "sqrt");
+    b.node("Div", {"d", "sd"}, {"n"}, "normalize");
+    b.node("Mul", {"n", "gamma"}, {"ng"}, "scale");
+    b.node("Add", {"ng", "beta"}, {"ln"}, "shift");
+    b.node("MatMul", {"ln", "w1"}, {"h"}, "fc1");
+    b.node("Div", {"h", "sqrt2"}, {"hs"}, "gelu_div");
+    b.node("Erf", {"hs"}, {"he"}, "gelu_erf");
+    b.node("Add", {"he", "one"}, {"h1"}, "gelu_add");
+    if (halve_first) {  // paddle2onnx's order: (x * 0.5) * (erf + 1)
+      b.node("Mul", {"h", "half"}, {"hh"}, "gelu_half");
+      b.node("Mul", {"hh", "h1"}, {"g"}, "gelu_mul");
+    } else {  // torch.onnx's: (x * (erf + 1)) * 0.5
+      b.node("Mul", {"h", "h1"}, {"hm"}, "gelu_mul");
+      b.node("Mul", {"hm", "half"}, {"g"}, "gelu_half");
     }
-    EXPECT_EQ(layer_norms, 1) << weights;
-    EXPECT_EQ(float_steps, 0) << weights;  // nothing of the LayerNorm or the GELU left to run node by node
-    for (const IntegerLayerInfo& l : engine.layers())
-      if (l.node == "fc1") EXPECT_NE(l.kernel.find("GELU"), std::string::npos) << l.kernel;
-    Tensor want = Executor(q::simulation_graph(m)).run(x);
-    expect_close(engine.run(x), want, weights);
+    b.node("MatMul", {"g", "w2"}, {"m"}, "fc2");
+    b.node("Add", {"m", "x"}, {"y"}, "residual");
+    b.output("y");
+    Graph g = import_onnx_bytes(b.bytes(), "block.onnx");
+    Tensor calib = Tensor::from_floats({16, 5, 8}, random_floats(640, 145));
+    Tensor x = Tensor::from_floats({3, 5, 8}, random_floats(120, 146));
+    for (const char* weights : {"int8", "ternary"}) {
+      q::QuantizeOptions o;
+      o.plan.first_last_8bit = false;
+      if (std::string(weights) == "int8") o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, 0};
+      q::QuantizedModel m = q::quantize_model(g, o, &calib);
+      ASSERT_EQ(m.layers.size(), 2u) << weights;
+      IntegerExecutor engine(m);
+      ASSERT_TRUE(engine.fused()) << engine.mode();
+      int layer_norms = 0, float_steps = 0;
+      for (const std::string& step : engine.steps()) {
+        layer_norms += step.find("LayerNorm") != std::string::npos;
+        float_steps += step.find("FP32 kernel") != std::string::npos;
+      }
+      EXPECT_EQ(layer_norms, 1) << weights;
+      EXPECT_EQ(float_steps, 0) << weights;  // nothing of the LayerNorm or the GELU left to run node by node
+      for (const IntegerLayerInfo& l : engine.layers())
+        if (l.node == "fc1") EXPECT_NE(l.kernel.find("GELU"), std::string::npos) << l.kernel;
+      Tensor want = Executor(q::simulation_graph(m)).run(x);
+      expect_close(engine.run(x), want, weights);
+    }
   }
 }
 

@@ -1092,34 +1092,43 @@ struct Compiler {
     return r.size() == 1 && !is_output[static_cast<size_t>(v)] ? r[0] : -1;
   }
 
-  // GELU as torch.onnx writes it, read from a layer's output v: Div(v, c) or Mul(v, c) -> Erf ->
-  // Add(1) -> Mul(v, .) -> Mul(0.5), each the only reader of the one before (activation_math.h:
-  // gelu_div / gelu_mul round exactly as these nodes do). The nodes go to `chain`.
+  // GELU as exporters write it, read from a layer's output v: Div(v, c) or Mul(v, c) -> Erf ->
+  // Add(1), then either Mul(v, .) -> Mul(0.5) (torch.onnx) or Mul(Mul(v, 0.5), .) (paddle2onnx),
+  // each node the only reader of the one before. Halving is exact, so both orders round as
+  // activation_math.h's gelu_div / gelu_mul do. The nodes go to `chain`.
   bool match_gelu(ValueId v, std::vector<int>& chain, Fusion& f) const {
+    auto node = [&](int k) -> const Node& { return g.nodes[static_cast<size_t>(k)]; };
     const std::vector<int>& r = readers[static_cast<size_t>(v)];
     for (int k = 0; k < 2; ++k) {
-      const Node& scale = g.nodes[static_cast<size_t>(r[static_cast<size_t>(k)])];
-      const Node& product = g.nodes[static_cast<size_t>(r[static_cast<size_t>(1 - k)])];
+      const int scale_at = r[static_cast<size_t>(k)], other_at = r[static_cast<size_t>(1 - k)];
+      const Node& scale = node(scale_at);
       std::optional<float> c;
       if (scale.op == OpType::kDiv && scale.inputs.size() == 2 && scale.inputs[0] == v) c = scalar(scale.inputs[1]);
       if (scale.op == OpType::kMul) c = scalar(other_operand(scale, v));
-      if (!c || product.op != OpType::kMul) continue;
+      if (!c || node(other_at).op != OpType::kMul) continue;
       const int erf = only_reader(scale.outputs[0]);
-      if (erf < 0 || g.nodes[static_cast<size_t>(erf)].op != OpType::kErf) continue;
-      const int add = only_reader(g.nodes[static_cast<size_t>(erf)].outputs[0]);
-      if (add < 0 || g.nodes[static_cast<size_t>(add)].op != OpType::kAdd) continue;
-      const Node& plus = g.nodes[static_cast<size_t>(add)];
-      if (scalar(other_operand(plus, g.nodes[static_cast<size_t>(erf)].outputs[0])) != 1.0f) continue;
-      if (only_reader(plus.outputs[0]) != r[static_cast<size_t>(1 - k)] || other_operand(product, v) != plus.outputs[0]) continue;
-      const int half = only_reader(product.outputs[0]);
-      if (half < 0 || g.nodes[static_cast<size_t>(half)].op != OpType::kMul ||
-          scalar(other_operand(g.nodes[static_cast<size_t>(half)], product.outputs[0])) != 0.5f)
-        continue;
+      if (erf < 0 || node(erf).op != OpType::kErf) continue;
+      const int add = only_reader(node(erf).outputs[0]);
+      if (add < 0 || node(add).op != OpType::kAdd || scalar(other_operand(node(add), node(erf).outputs[0])) != 1.0f) continue;
+      const ValueId plus = node(add).outputs[0];
+      const Node& other = node(other_at);
+      int last = -1;
+      if (other_operand(other, v) == plus && only_reader(plus) == other_at) {  // v * (erf + 1), then * 0.5
+        const int half = only_reader(other.outputs[0]);
+        if (half >= 0 && node(half).op == OpType::kMul && scalar(other_operand(node(half), other.outputs[0])) == 0.5f)
+          last = half;
+      } else if (scalar(other_operand(other, v)) == 0.5f) {  // (v * 0.5) * (erf + 1)
+        const int product = only_reader(other.outputs[0]);
+        if (product >= 0 && node(product).op == OpType::kMul && only_reader(plus) == product &&
+            other_operand(node(product), other.outputs[0]) == plus)
+          last = product;
+      }
+      if (last < 0) continue;
       f.function = scale.op == OpType::kDiv ? kernels::Activation::kGelu : kernels::Activation::kGeluMul;
       f.alpha = *c;
-      f.act = r[static_cast<size_t>(k)];
-      f.result = g.nodes[static_cast<size_t>(half)].outputs[0];
-      chain = {r[static_cast<size_t>(k)], erf, add, r[static_cast<size_t>(1 - k)], half};
+      f.act = scale_at;
+      f.result = node(last).outputs[0];
+      chain = {scale_at, erf, add, other_at, last};
       return true;
     }
     return false;
