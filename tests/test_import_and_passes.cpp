@@ -1,6 +1,8 @@
 // ONNX import, shape inference and graph passes on small models built in the test.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <algorithm>
 #include <cmath>
 
@@ -450,6 +452,29 @@ TEST(Passes, ShapeArithmeticOnDynamicSpatialSizesRunsForEachInput) {
     EXPECT_EQ(out.shape(), (Shape{s[0], 3, s[2] * s[3]}));
     EXPECT_TRUE(std::equal(out.floats().begin(), out.floats().end(), x.floats().begin()));
   }
+}
+
+// Where the batch is: a Reshape that copies the batch dim (ONNX's 0) keeps it there; one that
+// names no batch (-1 merges it with other dims) loses it; a Transpose moves it and moves it back.
+TEST(Import, TracesTheBatchThroughReshapesAndTransposes) {
+  OnnxBuilder b;
+  b.input("x", {-1, 4, 6});
+  b.ints("copy_batch", {2}, {0, -1});
+  b.ints("merged", {2}, {-1, 6});
+  b.node("Reshape", {"x", "copy_batch"}, {"flat"}, "flat");
+  b.node("Reshape", {"x", "merged"}, {"rows"}, "rows");
+  auto& t1 = b.node("Transpose", {"x"}, {"seq"}, "to_sequence_first");
+  OnnxBuilder::attr(t1, "perm", std::vector<int64_t>{1, 0, 2});
+  auto& t2 = b.node("Transpose", {"seq"}, {"back"}, "to_batch_first");
+  OnnxBuilder::attr(t2, "perm", std::vector<int64_t>{1, 0, 2});
+  for (const char* out : {"flat", "rows", "seq", "back"}) b.output(out);
+  Graph g = import_onnx_bytes(b.bytes(), "batch.onnx", {.optimize = false, .input_shapes = {}});
+  std::map<std::string, int> axis;
+  for (ValueId v : g.outputs) axis[g.value(v).name] = g.value(v).batch_axis;
+  EXPECT_EQ(axis["flat"], 0);
+  EXPECT_EQ(axis["rows"], -1);
+  EXPECT_EQ(axis["seq"], 1);
+  EXPECT_EQ(axis["back"], 0);
 }
 
 }  // namespace

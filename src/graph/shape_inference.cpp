@@ -109,6 +109,10 @@ int output_batch_axis(const Graph& graph, const Node& node, int in_axis, std::sp
     std::span<const int64_t> target(values[1]->data<int64_t>(), static_cast<size_t>(values[1]->size()));
     if (std::count(target.begin(), target.end(), kSymbolicBatch) == 1)
       return static_cast<int>(std::find(target.begin(), target.end(), kSymbolicBatch) - target.begin());
+    // ONNX's 0: "copy this dim of the input" (without allowzero), so a batch there stays there.
+    if (node.op == OpType::kReshape && in_axis >= 0 && !node.attr<ReshapeAttrs>().allow_zero &&
+        static_cast<size_t>(in_axis) < target.size() && target[static_cast<size_t>(in_axis)] == 0)
+      return in_axis;
     if (node.op == OpType::kReshape) return -1;
   }
   if (in_axis < 0) return -1;
