@@ -319,6 +319,20 @@ TEST(OperatorRecords, InspectCountsEachOperatorsMultiplyAccumulates) {
   for (const auto& l : m.layers) heads[l.name] = l;
   EXPECT_EQ(heads["per_head"].macs, 2 * 6 * 5 * 4);
   EXPECT_EQ(heads["per_head"].output, (Shape{2, 6, 5}));
+  // Sequence-first tokens ([N, 6, 8] -> [6, N, 8], as nn.MultiheadAttention exports): the batch
+  // is dim 1, so a linear layer on them counts 6 tokens of one image.
+  B q(13);
+  q.input("x", {-1, 6, 8});
+  q.floats("k", {8, 5}, random_floats(40, 7));
+  B::attr(q.node("Transpose", {"x"}, {"t"}, "to_sequence_first"), "perm", std::vector<int64_t>{1, 0, 2});
+  q.node("MatMul", {"t", "k"}, {"y"}, "linear");
+  q.output("y");
+  ModelSummary sf = summarize(import_onnx_bytes(q.bytes(), "seq.onnx", {.optimize = false, .input_shapes = {}}));
+  std::map<std::string, LayerSummary> seq;
+  for (const auto& l : sf.layers) seq[l.name] = l;
+  EXPECT_EQ(seq["linear"].macs, 6 * 8 * 5);
+  EXPECT_EQ(seq["linear"].output, (Shape{6, 1, 5}));
+  EXPECT_EQ(sf.unknown_macs, 0);
 }
 
 // Transpose: where only axes of extent 1 move, the values keep their order and the output shares

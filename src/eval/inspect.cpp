@@ -85,8 +85,8 @@ ModelSummary summarize(const Graph& graph) {
       layer.output = it->second;
       per_image_out = ops::mac_elements(it->second, 0, who);
     } else if (out.shape_known && !out.shape.empty()) {
-      Shape one = out.shape;
-      if (one[0] < 0) one[0] = 1;  // the dynamic batch
+      Shape one = at_batch_one(out.shape, out.batch_axis);  // the batch where it is (a sequence-first [T, N, D])
+      if (one[0] < 0) one[0] = 1;                           // else a dynamic first dim
       per_image_out = ops::mac_elements(one, 0, who);
     }
     if (rec.macs) layer.macs = rec.macs(ops::CostCall{node, graph, per_image_out, who});
