@@ -777,6 +777,42 @@ TEST(IntegerEngine, DecomposedLayerNormAndGeluFuse) {
   }
 }
 
+// LayerNormalization as one operator (opset 17) runs as a LayerNorm step too, computing exactly
+// what its FP32 kernel computes.
+TEST(IntegerEngine, LayerNormalizationOperatorRunsAsOneStep) {
+  OnnxBuilder b(17);
+  b.input("x", {-1, 5, 8});
+  std::vector<float> gamma = random_floats(8, 171);
+  for (float& v : gamma) v += 1.0f;
+  b.floats("gamma", {8}, gamma);
+  b.floats("beta", {8}, random_floats(8, 172));
+  b.floats("w", {8, 6}, random_floats(48, 173));
+  auto& ln = b.node("LayerNormalization", {"x", "gamma", "beta"}, {"n"}, "ln");
+  OnnxBuilder::attr(ln, "axis", int64_t{-1});
+  OnnxBuilder::attr(ln, "epsilon", 1e-5f);
+  b.node("MatMul", {"n", "w"}, {"y"}, "fc");
+  b.output("y");
+  b.output("n");
+  Graph g = import_onnx_bytes(b.bytes(), "ln17.onnx");
+  Tensor calib = Tensor::from_floats({16, 5, 8}, random_floats(640, 174));
+  Tensor x = Tensor::from_floats({3, 5, 8}, random_floats(120, 175));
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights = {q::WeightFormat::kInt, q::TernaryMethod::kFgq, 8, 0};
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  IntegerExecutor engine(m);
+  ASSERT_TRUE(engine.fused()) << engine.mode();
+  int layer_norms = 0;
+  for (const std::string& step : engine.steps()) layer_norms += step.find("LayerNorm on f32 (LayerNormalization") != std::string::npos;
+  EXPECT_EQ(layer_norms, 1);
+  std::vector<Tensor> got = engine.run(std::span<const Tensor>(&x, 1));
+  std::vector<Tensor> want = Executor(q::simulation_graph(m)).run(std::span<const Tensor>(&x, 1));
+  ASSERT_EQ(got.size(), 2u);
+  expect_close(got[0], want[0], "LayerNormalization, then the layer");
+  ASSERT_EQ(got[1].shape(), want[1].shape());
+  for (int64_t k = 0; k < got[1].size(); ++k) ASSERT_EQ(got[1].data<float>()[k], want[1].data<float>()[k]) << "value " << k;  // bit for bit
+}
+
 // Reshape targets the graph computes at run time from the batch (Shape, Gather, Mul, Concat, as
 // exporters write attention's x.view(T, N * heads, d)): computed once per batch size, and again
 // for a batch of another size; the layer between the two views runs on the merged rows.

@@ -805,6 +805,7 @@ struct Compiler {
     ValueId x = kNoValue, result = kNoValue;
     float eps = 0;
     std::vector<float> gamma, beta;  // empty: none
+    bool op = false;  // a LayerNormalization node (opset 17), computed as its FP32 kernel computes it
   };
   std::map<int, LayerNorm> layer_norms;
   std::map<ValueId, Tensor*> side;  // values kept as whole tensors (Impl::side)
@@ -1145,6 +1146,27 @@ struct Compiler {
       return axes.size() == 1 && (axes[0] == -1 || axes[0] == rank - 1);
     };
     const Node& mean = node(i);
+    if (mean.op == OpType::kLayerNormalization) {  // the operator itself, over the last axis
+      LayerNorm ln;
+      ln.op = true;
+      ln.x = mean.inputs[0];
+      ln.result = mean.outputs[0];
+      const Shape& xs = g.value(ln.x).shape;
+      const int64_t axis = mean.attr<LayerNormAttrs>().axis, rank = static_cast<int64_t>(xs.size());
+      if (mean.outputs.size() != 1 || side.count(ln.x) || side.count(ln.result) || (rank != 2 && rank != 3) ||
+          (axis != -1 && axis != rank - 1))
+        return std::nullopt;
+      auto per_channel = [&](size_t k, std::vector<float>& out) {
+        if (k >= mean.inputs.size() || mean.inputs[k] == kNoValue) return k == 2;  // the bias is optional
+        const ValueId c = mean.inputs[k];
+        if (!g.is_constant(c) || g.constant(c).dtype() != DataType::kFloat32 || g.constant(c).size() != xs.back()) return false;
+        out.assign(g.constant(c).floats().begin(), g.constant(c).floats().end());
+        return true;
+      };
+      if (!per_channel(1, ln.gamma) || !per_channel(2, ln.beta)) return std::nullopt;
+      ln.eps = mean.attr<LayerNormAttrs>().epsilon;
+      return ln;
+    }
     if (!last_axis_mean(mean) || side.count(mean.inputs[0])) return std::nullopt;
     LayerNorm ln;
     ln.x = mean.inputs[0];
@@ -1493,8 +1515,10 @@ struct Compiler {
     const LayerNorm ln = layer_norms.at(i);
     Buffer* x = float_buffer(ln.x);
     Buffer* o = float_buffer(ln.result);
-    add_step(g.nodes[static_cast<size_t>(i)].name, "LayerNorm on f32 (" + std::to_string(ln.gamma.empty() ? 7 : ln.beta.empty() ? 8 : 9) +
-             " nodes in one pass)", [x, o, ln, pool = P.pool](int64_t images) {
+    const std::string what = ln.op ? "LayerNorm on f32 (LayerNormalization, one pass)"
+                                   : "LayerNorm on f32 (" + std::to_string(ln.gamma.empty() ? 7 : ln.beta.empty() ? 8 : 9) +
+                                         " nodes in one pass)";
+    add_step(g.nodes[static_cast<size_t>(i)].name, what, [x, o, ln, pool = P.pool](int64_t images) {
       o->allocate(images);
       const int64_t tokens = x->h * x->w, channels = x->c;
       const double n = static_cast<double>(channels);
@@ -1511,6 +1535,19 @@ struct Compiler {
             for (; j < channels; ++j) s[0] += static_cast<double>(v[j]);
             return (s[0] + s[1]) + (s[2] + s[3]);
           };
+          if (ln.op) {  // as run_layernorm: running sums in double, then float arithmetic
+            double mean = 0, var = 0;
+            for (int64_t j = 0; j < channels; ++j) mean += xr[j];
+            mean /= n;
+            for (int64_t j = 0; j < channels; ++j) var += (xr[j] - mean) * (xr[j] - mean);
+            var /= n;
+            const float inv = static_cast<float>(1.0 / std::sqrt(var + ln.eps)), m = static_cast<float>(mean);
+            for (int64_t j = 0; j < channels; ++j) {
+              const float v = (xr[j] - m) * inv * ln.gamma[static_cast<size_t>(j)];
+              yr[j] = ln.beta.empty() ? v : v + ln.beta[static_cast<size_t>(j)];
+            }
+            continue;
+          }
           const float mean = static_cast<float>(sum(xr) / n);
           for (int64_t j = 0; j < channels; ++j) d[static_cast<size_t>(j)] = xr[j] - mean;
           for (int64_t j = 0; j < channels; ++j) yr[j] = d[static_cast<size_t>(j)] * d[static_cast<size_t>(j)];
