@@ -1268,8 +1268,7 @@ struct Compiler {
       ValueId out = n.outputs[0];
       if (absorbed.count(i)) continue;
       if (auto ln = layer_norms.find(i); ln != layer_norms.end()) {
-        want_float(ln->second.x);
-        if (!need_codes[static_cast<size_t>(ln->second.result)].empty()) want_float(ln->second.result);
+        want_float(ln->second.x);  // (its static codes are written by the step itself)
         continue;
       }
       if (whole.count(i)) {  // float in (its FakeQuantize's input), float out
@@ -1514,19 +1513,28 @@ struct Compiler {
   void build_layer_norm(int i) {
     const LayerNorm ln = layer_norms.at(i);
     Buffer* x = float_buffer(ln.x);
-    Buffer* o = float_buffer(ln.result);
+    Buffer* o = need_float[static_cast<size_t>(ln.result)] ? float_buffer(ln.result) : nullptr;
+    std::vector<Buffer*> codes;  // the next layers' static codes, written row by row as well
+    for (auto& [format, b] : need_codes[static_cast<size_t>(ln.result)])
+      if (!format.dynamic) codes.push_back(code_buffer(ln.result, format));
     const std::string what = ln.op ? "LayerNorm on f32 (LayerNormalization, one pass)"
                                    : "LayerNorm on f32 (" + std::to_string(ln.gamma.empty() ? 7 : ln.beta.empty() ? 8 : 9) +
                                          " nodes in one pass)";
-    add_step(g.nodes[static_cast<size_t>(i)].name, what, [x, o, ln, pool = P.pool](int64_t images) {
-      o->allocate(images);
+    add_step(g.nodes[static_cast<size_t>(i)].name, what + (codes.empty() ? "" : " + quantize"), [x, o, codes, ln, pool = P.pool](int64_t images) {
+      if (o) o->allocate(images);
+      for (Buffer* b : codes) b->allocate(images);
       const int64_t tokens = x->h * x->w, channels = x->c;
       const double n = static_cast<double>(channels);
       parallel(worth_both_cores(images * tokens * channels * 32) ? pool : nullptr, images * tokens, [&](int64_t begin, int64_t end) {
-        std::vector<float> d(static_cast<size_t>(channels));
+        std::vector<float> d(static_cast<size_t>(channels)), scratch(o ? 0 : static_cast<size_t>(channels));
         for (int64_t row = begin; row < end; ++row) {
           const float* xr = x->float_at(row / tokens, 0, row % tokens);
-          float* yr = o->float_at(row / tokens, 0, row % tokens);
+          float* yr = o ? o->float_at(row / tokens, 0, row % tokens) : scratch.data();
+          // The row's codes for each reader (quantize_buffer's rounding), once its values are done.
+          auto quantize_row = [&] {
+            for (Buffer* b : codes)
+              quantize_pixels(yr, channels, 1, channels, b->format.scale, b->format, b->code_at(row / tokens, 0, row % tokens), b->stride);
+          };
           auto sum = [&](const float* v) {
             double s[4] = {0, 0, 0, 0};
             int64_t j = 0;
@@ -1546,6 +1554,7 @@ struct Compiler {
               const float v = (xr[j] - m) * inv * ln.gamma[static_cast<size_t>(j)];
               yr[j] = ln.beta.empty() ? v : v + ln.beta[static_cast<size_t>(j)];
             }
+            quantize_row();
             continue;
           }
           const float mean = static_cast<float>(sum(xr) / n);
@@ -1558,10 +1567,10 @@ struct Compiler {
             for (int64_t j = 0; j < channels; ++j) yr[j] = yr[j] * ln.gamma[static_cast<size_t>(j)];
           if (!ln.beta.empty())
             for (int64_t j = 0; j < channels; ++j) yr[j] = yr[j] + ln.beta[static_cast<size_t>(j)];
+          quantize_row();
         }
       });
     });
-    quantize_after(ln.result, g.nodes[static_cast<size_t>(i)].name);
   }
 
   void build_passthrough(int i) {
