@@ -1525,7 +1525,7 @@ struct Compiler {
       for (Buffer* b : codes) b->allocate(images);
       const int64_t tokens = x->h * x->w, channels = x->c;
       const double n = static_cast<double>(channels);
-      parallel(worth_both_cores(images * tokens * channels * 32) ? pool : nullptr, images * tokens, [&](int64_t begin, int64_t end) {
+      parallel(worth_both_cores(images * tokens * channels * 128) ? pool : nullptr, images * tokens, [&](int64_t begin, int64_t end) {
         std::vector<float> d(static_cast<size_t>(channels)), scratch(o ? 0 : static_cast<size_t>(channels));
         for (int64_t row = begin; row < end; ++row) {
           const float* xr = x->float_at(row / tokens, 0, row % tokens);
