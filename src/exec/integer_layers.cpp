@@ -382,12 +382,12 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
   else quantize_images(0, images);
   Tensor y = Tensor::uninitialized(DataType::kFloat32, out_shape);  // every value is written below
   const int64_t cols = images * positions;
-  // Every patch byte below `depth` is written below; the bytes up to `stride` meet zero weights.
-  patches.resize(std::max(patches.size(), static_cast<size_t>(cols * stride)));
-  acc.resize(std::max(acc.size(), static_cast<size_t>(cols * rows)));
-  sum.resize(std::max(sum.size(), static_cast<size_t>(cols * rows)));
   // A Gemm whose rows are whole K steps multiplies the codes where they are.
   const bool in_place = L.gemm && depth == stride;
+  // Every patch byte below `depth` is written below; the bytes up to `stride` meet zero weights.
+  if (!in_place) patches.resize(std::max(patches.size(), static_cast<size_t>(cols * stride)));
+  acc.resize(std::max(acc.size(), static_cast<size_t>(cols * rows)));
+  if (!L.gemm) sum.resize(std::max(sum.size(), static_cast<size_t>(cols * rows)));  // (a Gemm finishes in the epilogue)
   DecodedPanels local;
   if (!decoded) decoded = &local;
   if (decoded->layer != &L) {
@@ -503,9 +503,7 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
       if (pool) pool->parallel_for(cols, accumulate, 256);
       else accumulate(0, cols);
     }
-    // NHWC sums -> NCHW output, with bias and the fused clamp.
-    // The layout test and the bias presence hoisted out of the inner loop: a Gemm's row of
-    // outputs is contiguous, and that loop vectorizes.
+    // NHWC sums -> NCHW output, with bias and the fused clamp (a Gemm went through the epilogue).
     auto store = [&](int64_t begin, int64_t end) {
       const float lo = L.clamp_lo, hi = L.clamp_hi;
       const float* bias = L.bias.empty() ? nullptr : L.bias.data() + gi * rows;
@@ -513,16 +511,8 @@ Tensor run_layer(const IntLayer& L, const Tensor& x, const Shape& out_shape, Lay
       for (int64_t col = begin; col < end; ++col) {
         const int64_t n = col / positions, p = col % positions;
         const float* s = &sum[static_cast<size_t>(col * rows)];
-        if (L.gemm) {  // [..., N]: row (n, p), columns gi * rows + r
-          float* dst = out + (n * positions + p) * L.out + gi * rows;
-          if (bias)
-            for (int64_t r = 0; r < rows; ++r) dst[r] = std::min(std::max(s[r] + bias[r], lo), hi);
-          else
-            for (int64_t r = 0; r < rows; ++r) dst[r] = std::min(std::max(s[r] + 0.0f, lo), hi);
-        } else {  // NCHW
-          for (int64_t r = 0; r < rows; ++r)
-            out[(n * L.out + gi * rows + r) * positions + p] = std::min(std::max(s[r] + (bias ? bias[r] : 0.0f), lo), hi);
-        }
+        for (int64_t r = 0; r < rows; ++r)
+          out[(n * L.out + gi * rows + r) * positions + p] = std::min(std::max(s[r] + (bias ? bias[r] : 0.0f), lo), hi);
       }
     };
     if (pool) pool->parallel_for(cols, store, 256);
