@@ -453,13 +453,14 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     const Epilogue* fixed = dynamic ? nullptr : &*group.epilogue;
     // Work items: runs of output pixels within one output row, about 96 pixels each. Small maps
     // (batch 1, late layers) have too few rows to keep the threads busy: their items also split
-    // the channels into blocks of two panels.
+    // the channels into blocks of panels.
     const int64_t segment = std::min<int64_t>(out_w, 96);
     const int64_t per_row = (out_w + segment - 1) / segment;
     const int64_t row_items = images * out_h * per_row;
     const int64_t threads = pool ? pool->size() : 1;
     const bool split = threads > 1 && row_items < 8 * threads && padded_rows > 2 * kQPanelRows;
-    const int64_t block_rows = split ? 2 * kQPanelRows : padded_rows;
+    // Blocks of 4 panels (the kernel's widest tile) where there are enough, else 2.
+    const int64_t block_rows = !split ? padded_rows : padded_rows >= 8 * kQPanelRows ? 4 * kQPanelRows : 2 * kQPanelRows;
     const int64_t blocks = (padded_rows + block_rows - 1) / block_rows;
     const int64_t panel_bytes = steps * kQPanelRows * kQStep;
     const int64_t items = row_items * blocks;

@@ -75,7 +75,12 @@ TEST_P(QgemmIndirectTest, MatchesIm2colReference) {
            {30, 30, 16, 16, 3, 1, 1, 0, 16}, // many column blocks, a column tail
            {1, 1, 64, 48, 1, 1, 1, 0, 64},   // one column
            {5, 5, 16, 20, 3, 1, 1, 0, 16},   // 9 columns: tiles of 5 and 4
-           {3, 16, 8, 40, 3, 1, 1, 0, 8}})   // one row of 14: tiles of 7 and 7, evenly spaced
+           {3, 16, 8, 40, 3, 1, 1, 0, 8},    // one row of 14: tiles of 7 and 7, evenly spaced
+           {6, 10, 16, 64, 3, 1, 1, 0, 16},  // 4 panels: tiles of 6 columns (8 = 6 + 2 would not fit)
+           {8, 9, 8, 112, 1, 1, 1, 0, 8},    // 7 panels: a group of 4, then 3 (3 x 8 tiles)
+           {5, 12, 16, 100, 3, 1, 1, 0, 16}, // 4 + 3 panels, the last with a row tail
+           {4, 31, 8, 80, 1, 1, 1, 0, 8},    // 4 + 1 panels, 31-column rows over 24-column chunks
+           {5, 5, 16, 96, 3, 1, 1, 0, 16}})  // 4 + 2 panels on unevenly spaced columns
     check_conv(k, seed++);
 }
 
