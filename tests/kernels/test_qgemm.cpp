@@ -43,9 +43,9 @@ void check_shape(int64_t rows, int64_t depth, int64_t cols, uint32_t seed, Threa
 
 TEST_P(QgemmTest, MatchesReferenceOnEveryTail) {
   uint32_t seed = 1;
-  for (int64_t rows : {1, 3, 15, 16, 17, 31, 32, 33, 48, 70})
+  for (int64_t rows : {1, 3, 15, 16, 17, 31, 32, 33, 48, 64, 70, 80, 100, 112})
     for (int64_t depth : {1, 2, 3, 4, 5, 7, 8, 9, 36, 63, 64, 65, 147})
-      for (int64_t cols : {1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 25}) check_shape(rows, depth, cols, seed++, nullptr);
+      for (int64_t cols : {1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 25}) check_shape(rows, depth, cols, seed++, nullptr);
 }
 
 TEST_P(QgemmTest, ThreadedMatchesReference) {

@@ -67,9 +67,9 @@ void qgemm_block_scalar(const QgemmBlock& b) {
 QgemmMicroKernel qgemm_micro_kernel() {
   const CpuFeatures& f = cpu_features();
   const Isa isa = active_isa();
-  if (isa == Isa::kAvx512 && f.avx512vnni) return {"avx512-vnni", qgemm_block_avx512_vnni, 8};
-  if (isa >= Isa::kAvx2) return {"avx2", qgemm_block_avx2, 4};
-  return {"scalar", qgemm_block_scalar, 4};
+  if (isa == Isa::kAvx512 && f.avx512vnni) return {"avx512-vnni", qgemm_block_avx512_vnni, 6, 4};
+  if (isa >= Isa::kAvx2) return {"avx2", qgemm_block_avx2, 4, 2};
+  return {"scalar", qgemm_block_scalar, 4, 2};
 }
 
 const char* qgemm_kernel_name() { return qgemm_micro_kernel().name; }
@@ -87,28 +87,28 @@ void qgemm_panels(const int8_t* panels, const int32_t* row_sums, int64_t rows, i
   if (cols == 0 || rows == 0) return;
   const QgemmMicroKernel k = qgemm_micro_kernel();
   const int64_t panel_bytes = steps * kQPanelRows * kQStep;
-  const int64_t pairs = (panel_count + 1) / 2;
-  // Work items: (column block, panel pair). The larger operand goes in the outer loop, so that
-  // it is read from memory once while the smaller one stays in cache: columns outermost for a
-  // convolution (many patches, small weights), panels outermost for a GEMM whose weights are
+  const int64_t groups = (panel_count + k.panels - 1) / k.panels;
+  // Work items: (column block, group of panels). The larger operand goes in the outer loop, so
+  // that it is read from memory once while the smaller one stays in cache: columns outermost for
+  // a convolution (many patches, small weights), panels outermost for a GEMM whose weights are
   // larger than its activations (a transformer layer at batch 1..64). With few columns (a GEMV)
-  // the panel pairs spread over threads.
+  // the panel groups spread over threads.
   const int64_t col_blocks = (cols + k.cols - 1) / k.cols;
   const bool panels_outer = panel_count * panel_bytes > cols * x_stride;
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
-      int64_t cb = panels_outer ? item % col_blocks : item / pairs;
-      int64_t pp = panels_outer ? item / col_blocks : item % pairs;
+      int64_t cb = panels_outer ? item % col_blocks : item / groups;
+      int64_t first = (panels_outer ? item / col_blocks : item % groups) * k.panels;
       QgemmBlock b;
-      b.panels = panels + 2 * pp * panel_bytes;
+      b.panels = panels + first * panel_bytes;
       b.steps = steps;
-      b.panel_count = std::min<int64_t>(2, panel_count - 2 * pp);
-      b.rows_valid = std::min<int64_t>(rows - 2 * pp * kQPanelRows, b.panel_count * kQPanelRows);
-      b.row_sums = row_sums + 2 * pp * kQPanelRows;
+      b.panel_count = std::min<int64_t>(k.panels, panel_count - first);
+      b.rows_valid = std::min<int64_t>(rows - first * kQPanelRows, b.panel_count * kQPanelRows);
+      b.row_sums = row_sums + first * kQPanelRows;
       b.x = x + cb * k.cols * x_stride;
       b.x_stride = x_stride;
       b.cols = std::min(k.cols, cols - cb * k.cols);
-      b.c = c + cb * k.cols * ldc + 2 * pp * kQPanelRows;
+      b.c = c + cb * k.cols * ldc + first * kQPanelRows;
       b.ldc = ldc;
       k.block(b);
     }
@@ -116,7 +116,7 @@ void qgemm_panels(const int8_t* panels, const int32_t* row_sums, int64_t rows, i
   // Items claimed as the threads go (parallel_chunks): a worker that wakes late finds less to do
   // instead of holding the caller up (at batch 1 a transformer's layer is a few tens of us, as
   // long as a wake-up on a VM).
-  parallel_chunks(col_blocks * pairs, pool, run);
+  parallel_chunks(col_blocks * groups, pool, run);
 }
 
 }  // namespace tern::kernels

@@ -25,7 +25,7 @@ inline int32_t load_u32(const uint8_t* p) {
 struct QgemmBlock {
   const int8_t* panels;
   int64_t steps;
-  int64_t panel_count;  // 1 or 2
+  int64_t panel_count;  // 1 to the micro-kernel's `panels`
   int64_t rows_valid;
   const int32_t* row_sums;
   const uint8_t* x;
@@ -37,7 +37,7 @@ struct QgemmBlock {
 
 void qgemm_block_scalar(const QgemmBlock& b);
 void qgemm_block_avx2(const QgemmBlock& b);         // needs AVX2; cols <= 4
-void qgemm_block_avx512_vnni(const QgemmBlock& b);  // needs AVX-512 BW + VNNI; cols <= 8
+void qgemm_block_avx512_vnni(const QgemmBlock& b);  // needs AVX-512 BW + VNNI; cols <= 6 (4 panels) or 8
 
 // Calls run(begin, end) on chunks covering [0, count), claimed by pool's threads as they go (a
 // shared counter, `grain` items per claim): on a shared machine one thread can be slowed by
@@ -53,11 +53,13 @@ void parallel_chunks(int64_t count, ThreadPool* pool, const Run& run) {
   });
 }
 
-// The active ISA's micro-kernel and its column block width (what qgemm_panels runs).
+// The active ISA's micro-kernel (what qgemm_panels runs): blocks of up to `panels` panels by
+// `cols` columns.
 struct QgemmMicroKernel {
   const char* name;
   void (*block)(const QgemmBlock&);
   int64_t cols;
+  int64_t panels;
 };
 QgemmMicroKernel qgemm_micro_kernel();
 
