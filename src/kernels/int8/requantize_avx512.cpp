@@ -85,19 +85,68 @@ inline __m512 activate16(__m512 v, __m512 alpha, __m512 beta) {
   }
 }
 
+// The per-call constants, broadcast once.
+struct Constants {
+  __m512 lo, hi, lo2, hi2, inv, qlo, qhi, half, act_alpha, act_beta;
+  __m512i zero, sign;
+  explicit Constants(const RequantArgs& a)
+      : lo(_mm512_set1_ps(a.lo)), hi(_mm512_set1_ps(a.hi)), lo2(_mm512_set1_ps(a.lo2)), hi2(_mm512_set1_ps(a.hi2)),
+        inv(_mm512_set1_ps(a.inv_scale)), qlo(_mm512_set1_ps(a.qlo)), qhi(_mm512_set1_ps(a.qhi)),
+        half(_mm512_set1_ps(kHalfBelow)), act_alpha(_mm512_set1_ps(a.act_alpha)), act_beta(_mm512_set1_ps(a.act_beta)),
+        zero(_mm512_set1_epi32(a.zero)), sign(_mm512_set1_epi32(static_cast<int32_t>(0x80000000u))) {}
+};
+
+// One vector of 16 channels of one column: v from the terms' sums, then the clamp, the activation,
+// the residual and the stores (requantize.h's order).
+template <int kTerms, Activation kAct>
+inline void finish16(const Constants& k, __mmask16 m, __m512 v, const int32_t* acc, int64_t term_stride, int terms,
+                     const __m512* mult, const __m512i* offset, const float* multiplier, const int32_t* offsets,
+                     int64_t multiplier_term_stride, const float* residual, bool scaled, __m512 residual_scale,
+                     float* out, uint8_t* codes) {
+  for (int j = 0; j < terms; ++j) {
+    const __m512i oj = kTerms > 0 ? offset[kTerms > 0 ? j : 0]
+                                  : (offsets ? _mm512_maskz_loadu_epi32(m, offsets + j * multiplier_term_stride)
+                                             : _mm512_setzero_si512());
+    const __m512 s = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + j * term_stride), oj));
+    const __m512 mj = kTerms > 0 ? mult[kTerms > 0 ? j : 0] : _mm512_maskz_loadu_ps(m, multiplier + j * multiplier_term_stride);
+    v = _mm512_add_ps(v, _mm512_mul_ps(s, mj));
+  }
+  v = _mm512_min_ps(_mm512_max_ps(v, k.lo), k.hi);
+  v = activate16<kAct>(v, k.act_alpha, k.act_beta);
+  if (residual) {
+    __m512 res = _mm512_maskz_loadu_ps(m, residual);
+    if (scaled) res = _mm512_mul_ps(res, residual_scale);
+    v = _mm512_add_ps(v, res);
+    v = _mm512_min_ps(_mm512_max_ps(v, k.lo2), k.hi2);
+  }
+  // Whole vectors store unmasked: Zen 4 runs a masked vpmovdb to memory far slower than vpmovdb
+  // to a register and a plain 16-byte store.
+  const bool whole = m == 0xFFFF;
+  if (out) {
+    if (whole) _mm512_storeu_ps(out, v);
+    else _mm512_mask_storeu_ps(out, m, v);
+  }
+  if (codes) {
+    const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, k.inv), k.qlo), k.qhi);
+    // Half away from zero: truncate t + copysign(0.49999997, t) (requantize.h: kHalfBelow).
+    const __m512 h = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), k.sign), _mm512_castps_si512(k.half)));
+    const __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_add_ps(t, h)), k.zero);
+    if (whole) _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm512_cvtepi32_epi8(q));
+    else _mm_mask_storeu_epi8(codes, m, _mm512_cvtepi32_epi8(q));
+  }
+}
+
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
 // One block of 16 channels over every column: the channel constants stay in registers (up to 3
 // terms; more go through memory), the columns stream. The term count and the activation are
 // template arguments, and every field the loop reads is a local: a u8 store may alias anything,
 // so fields read through `a` would be loaded again after each one.
 template <int kTerms, Activation kAct>
 void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
-  const __m512 lo = _mm512_set1_ps(a.lo), hi = _mm512_set1_ps(a.hi);
-  const __m512 lo2 = _mm512_set1_ps(a.lo2), hi2 = _mm512_set1_ps(a.hi2);
-  const __m512 inv = _mm512_set1_ps(a.inv_scale), qlo = _mm512_set1_ps(a.qlo), qhi = _mm512_set1_ps(a.qhi);
-  const __m512 half = _mm512_set1_ps(kHalfBelow);
-  const __m512 act_alpha = _mm512_set1_ps(a.act_alpha), act_beta = _mm512_set1_ps(a.act_beta);
-  const __m512i zero = _mm512_set1_epi32(a.zero);
-  const __m512i sign = _mm512_set1_epi32(static_cast<int32_t>(0x80000000u));
+  const Constants k(a);
   const int terms = kTerms > 0 ? kTerms : a.terms;
   const __m512 bias = _mm512_maskz_loadu_ps(m, a.bias + r);
   const float* multiplier = a.multiplier + r;
@@ -119,40 +168,16 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
   uint8_t* codes = a.codes ? a.codes + r : nullptr;
   const int64_t codes_stride = a.codes_stride;
   const int32_t* acc = a.acc + r;
-  for (int64_t col = 0; col < cols; ++col, acc += acc_stride) {
-    __m512 v = bias;
-    for (int j = 0; j < terms; ++j) {
-      const __m512i oj = kTerms > 0 ? offset[kTerms > 0 ? j : 0]
-                                    : (offsets ? _mm512_maskz_loadu_epi32(m, offsets + j * multiplier_term_stride)
-                                               : _mm512_setzero_si512());
-      const __m512 s = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_maskz_loadu_epi32(m, acc + j * term_stride), oj));
-      const __m512 mj = kTerms > 0 ? mult[kTerms > 0 ? j : 0] : _mm512_maskz_loadu_ps(m, multiplier + j * multiplier_term_stride);
-      v = _mm512_add_ps(v, _mm512_mul_ps(s, mj));
-    }
-    v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
-    v = activate16<kAct>(v, act_alpha, act_beta);
-    if (residual) {
-      __m512 res = _mm512_maskz_loadu_ps(m, residual + col * residual_stride);
-      if (scaled) res = _mm512_mul_ps(res, residual_scale);
-      v = _mm512_add_ps(v, res);
-      v = _mm512_min_ps(_mm512_max_ps(v, lo2), hi2);
-    }
-    if (out) _mm512_mask_storeu_ps(out + col * out_stride, m, v);
-    if (codes) {
-      const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), qlo), qhi);
-      // Half away from zero: truncate t + copysign(0.49999997, t) (requantize.h: kHalfBelow).
-      const __m512 h = _mm512_castsi512_ps(_mm512_or_si512(_mm512_and_si512(_mm512_castps_si512(t), sign), _mm512_castps_si512(half)));
-      const __m512i q = _mm512_add_epi32(_mm512_cvttps_epi32(_mm512_add_ps(t, h)), zero);
-      _mm_mask_storeu_epi8(codes + col * codes_stride, m, _mm512_cvtepi32_epi8(q));
-    }
-  }
+  for (int64_t col = 0; col < cols; ++col, acc += acc_stride)
+    finish16<kTerms, kAct>(k, m, bias, acc, term_stride, terms, mult, offset, multiplier, offsets, multiplier_term_stride,
+                           residual ? residual + col * residual_stride : nullptr, scaled, residual_scale,
+                           out ? out + col * out_stride : nullptr, codes ? codes + col * codes_stride : nullptr);
 }
 
 template <Activation kAct>
 void requantize_all_rows(const RequantArgs& a) {
   for (int64_t r = 0; r < a.rows; r += 16) {
-    const int64_t left = a.rows - r;
-    const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+    const __mmask16 m = tail_mask(a.rows - r);
     switch (a.terms) {
       case 1: requantize_rows<1, kAct>(a, r, m); break;
       case 2: requantize_rows<2, kAct>(a, r, m); break;
