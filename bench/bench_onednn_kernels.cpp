@@ -8,6 +8,9 @@
 //   conv/{fp32,int8_u8}/C:*to*/HW:*/stride:*/batch:*/omp_threads:{1,2}
 //       3x3 pad-1 convolution + bias + ReLU, ResNet-20 (28x28 input) shapes; int8 is u8 src, s8
 //       weights, s32 bias, u8 dst with a per-channel output scale. Batch 1 and 64.
+//   conv/int8_u8/resnet50/C:*to*/HW:*/k:{1,3}/omp_threads:{1,2}
+//       ResNet-50's convolutions at batch 1 (224x224 input; 1x1 pad 0 and 3x3 pad 1, stride 1),
+//       one per stage and kind, as above.
 //
 // Every primitive is created once per benchmark (not timed) with format_tag::any for the weights
 // (and, for convolutions, the activations), so oneDNN picks its preferred layouts; the weights and
@@ -24,6 +27,11 @@
 //       tern's integer kernels on the same shapes (a Conv as the GEMM of its im2col; no im2col,
 //       requantization or bias in the time), tern's own thread pool. weight_GB/s counts the
 //       bytes the packed weights occupy (ternary: masks + units; int4: nibbles).
+//   tern-conv/int8/resnet50/C:*to*/HW:*/k:{1,3}/threads:{1,2}
+//       the integer engine's convolution kernel on ResNet-50's shapes: qgemm_indirect (implicit
+//       GEMM, read in place from a padded NHWC input) over output rows, split as the engine splits
+//       a layer (rows of output pixels; blocks of 4 panels where the map has few rows). No
+//       requantization in the time (oneDNN's includes its u8 output).
 //
 // usage: bench_onednn_kernels [--benchmark_filter=REGEX] [--benchmark_min_time=0.2]
 //                             [--benchmark_format=json] [...other --benchmark_* flags]
@@ -49,6 +57,7 @@
 #include "bench_support.h"
 #include "kernels/int8/int4_panels.h"
 #include "kernels/int8/qgemm.h"
+#include "kernels/int8/qgemm_indirect.h"
 #include "kernels/int8/ternary_panels.h"
 #include "tern/thread_pool.h"
 
@@ -242,14 +251,17 @@ OneDnnKernel make_matmul(const MatmulSpec& spec) {
 struct ConvSpec {
   int64_t batch, c_in, c_out, hw, stride;
   Precision precision;
-  int64_t out_hw() const { return (hw + 2 - 3) / stride + 1; }
+  int64_t kernel = 3;  // pad (kernel - 1) / 2
+  int64_t pad() const { return (kernel - 1) / 2; }
+  int64_t out_hw() const { return (hw + 2 * pad() - kernel) / stride + 1; }
 };
 
 OneDnnKernel make_conv(const ConvSpec& spec) {
   const Precision p = spec.precision;
   const int64_t oh = spec.out_hw();
   memory::desc src_any({spec.batch, spec.c_in, spec.hw, spec.hw}, activation_type(p), Tag::any);
-  memory::desc weights_any({spec.c_out, spec.c_in, 3, 3}, weight_type(p), Tag::any);
+  const int64_t k = spec.kernel, pad = spec.pad();
+  memory::desc weights_any({spec.c_out, spec.c_in, k, k}, weight_type(p), Tag::any);
   memory::desc bias_md({spec.c_out}, p == Precision::kFp32 ? Dt::f32 : Dt::s32, Tag::x);
   memory::desc dst_any({spec.batch, spec.c_out, oh, oh}, output_type(p), Tag::any);
   dnnl::primitive_attr attr;
@@ -257,17 +269,17 @@ OneDnnKernel make_conv(const ConvSpec& spec) {
   ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
   attr.set_post_ops(ops);
   if (p != Precision::kFp32)
-    attr.set_output_scales(1 << 1, std::vector<float>(static_cast<size_t>(spec.c_out), 1.0f / (64.0f * 9 * spec.c_in)));
+    attr.set_output_scales(1 << 1, std::vector<float>(static_cast<size_t>(spec.c_out), 1.0f / (64.0f * k * k * spec.c_in)));
   dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                                       src_any, weights_any, bias_md, dst_any, {spec.stride, spec.stride}, {1, 1},
-                                       {1, 1});
+                                       src_any, weights_any, bias_md, dst_any, {spec.stride, spec.stride}, {pad, pad},
+                                       {pad, pad});
   dnnl::convolution_forward::primitive_desc pd(desc, attr, cpu_engine());
 
   OneDnnKernel kernel;
   memory src = reordered(filled(memory::desc({spec.batch, spec.c_in, spec.hw, spec.hw}, activation_type(p), Tag::nhwc)),
                          pd.src_desc());
   memory weights =
-      reordered(filled(memory::desc({spec.c_out, spec.c_in, 3, 3}, weight_type(p), Tag::oihw)), pd.weights_desc());
+      reordered(filled(memory::desc({spec.c_out, spec.c_in, k, k}, weight_type(p), Tag::oihw)), pd.weights_desc());
   kernel.args = {{DNNL_ARG_SRC, src},
                  {DNNL_ARG_WEIGHTS, weights},
                  {DNNL_ARG_BIAS, filled(pd.bias_desc())},
@@ -275,7 +287,7 @@ OneDnnKernel make_conv(const ConvSpec& spec) {
   kernel.primitive = dnnl::convolution_forward(pd);
   kernel.impl = pd.impl_info_str();
   kernel.layouts = "src:" + layout(pd.src_desc()) + " wei:" + layout(pd.weights_desc()) + " dst:" + layout(pd.dst_desc());
-  kernel.macs = static_cast<double>(spec.batch * oh * oh * spec.c_out * spec.c_in * 9);
+  kernel.macs = static_cast<double>(spec.batch * oh * oh * spec.c_out * spec.c_in * k * k);
   kernel.weight_bytes = static_cast<double>(pd.weights_desc().get_size());
   return kernel;
 }
@@ -363,6 +375,28 @@ void register_convs() {
                            "/stride:" + std::to_string(s.stride) + "/batch:" + std::to_string(batch);
         register_kernel(name, [spec] { return make_conv(spec); }, false);
       }
+}
+
+// ResNet-50's convolutions at batch 1 (224x224 input): each stage's 3x3, its expanding and its
+// reducing 1x1 (stride 1; the stem and the strided ones left out).
+struct Resnet50Conv {
+  int64_t c_in, c_out, hw, kernel;
+};
+constexpr Resnet50Conv kResnet50Convs[] = {{64, 64, 56, 3},    {64, 256, 56, 1},  {256, 64, 56, 1},
+                                           {128, 128, 28, 3},  {128, 512, 28, 1}, {512, 128, 28, 1},
+                                           {256, 256, 14, 3},  {256, 1024, 14, 1}, {1024, 256, 14, 1},
+                                           {512, 512, 7, 3},   {512, 2048, 7, 1}, {2048, 512, 7, 1}};
+
+std::string resnet50_name(const Resnet50Conv& s) {
+  return "/resnet50/C:" + std::to_string(s.c_in) + "to" + std::to_string(s.c_out) + "/HW:" + std::to_string(s.hw) +
+         "/k:" + std::to_string(s.kernel);
+}
+
+void register_resnet50_convs() {
+  for (const Resnet50Conv& s : kResnet50Convs) {
+    ConvSpec spec{1, s.c_in, s.c_out, s.hw, 1, Precision::kInt8U8, s.kernel};
+    register_kernel("conv/int8_u8" + resnet50_name(s), [spec] { return make_conv(spec); }, false);
+  }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -523,6 +557,77 @@ void register_tern_kernels() {
     }
 }
 
+// The integer engine's convolution kernel on a padded NHWC input (random codes and weights).
+struct TernConvData {
+  Resnet50Conv spec{};
+  kernels::QPackedWeights w;
+  std::vector<uint8_t> x;  // (hw + 2 pad)^2 pixels of c_in codes
+  std::vector<int64_t> offset;
+  std::vector<int32_t> c;  // out pixels x c_out
+};
+
+std::unique_ptr<TernConvData> make_tern_conv(const Resnet50Conv& s) {
+  auto d = std::make_unique<TernConvData>();
+  d->spec = s;
+  FastRandom gen;
+  const int64_t depth = s.kernel * s.kernel * s.c_in, pad = (s.kernel - 1) / 2, wp = s.hw + 2 * pad;
+  std::vector<int8_t> w(static_cast<size_t>(s.c_out * depth));
+  for (int8_t& v : w) v = static_cast<int8_t>(gen.below(255) - 127);
+  d->w = kernels::QPackedWeights::pack(w.data(), s.c_out, depth, depth);
+  d->x.resize(static_cast<size_t>(wp * wp * s.c_in));
+  for (uint8_t& v : d->x) v = static_cast<uint8_t>(gen.next());
+  for (int64_t t = 0; t < s.kernel * s.kernel; ++t)  // tap-major K, 4 channels per step
+    for (int64_t ch = 0; ch < s.c_in; ch += 4) d->offset.push_back(((t / s.kernel) * wp + t % s.kernel) * s.c_in + ch);
+  d->c.resize(static_cast<size_t>(s.hw * s.hw * s.c_out));
+  return d;
+}
+
+void run_tern_conv(benchmark::State& state, const Resnet50Conv& s) {
+  const int threads = static_cast<int>(state.range(0));
+  ThreadPool pool(threads);
+  static std::unique_ptr<TernConvData> cached;
+  if (!cached || cached->spec.c_in != s.c_in || cached->spec.c_out != s.c_out || cached->spec.hw != s.hw ||
+      cached->spec.kernel != s.kernel)
+    cached = make_tern_conv(s);
+  TernConvData& d = *cached;
+  const int64_t pad = (s.kernel - 1) / 2, wp = s.hw + 2 * pad, steps = d.w.steps();
+  const int64_t panel_bytes = steps * kernels::kQPanelRows * kernels::kQStep;
+  // As the integer engine: one item per output row; a map with fewer rows than 8 per thread
+  // also splits the channels into blocks of 4 panels.
+  const bool split = threads > 1 && s.hw < 8 * threads && s.c_out > 2 * kernels::kQPanelRows;
+  const int64_t block_rows = split ? (s.c_out >= 8 * kernels::kQPanelRows ? 4 : 2) * kernels::kQPanelRows : s.c_out;
+  const int64_t blocks = (s.c_out + block_rows - 1) / block_rows;
+  auto once = [&] {
+    pool.parallel_for(s.hw * blocks, [&](int64_t begin, int64_t end) {
+      std::vector<const uint8_t*> base(static_cast<size_t>(s.hw));
+      for (int64_t item = begin; item < end; ++item) {
+        const int64_t oh = item / blocks, r0 = item % blocks * block_rows;
+        for (int64_t ow = 0; ow < s.hw; ++ow) base[static_cast<size_t>(ow)] = d.x.data() + (oh * wp + ow) * s.c_in;
+        kernels::qgemm_indirect(d.w.data() + r0 / kernels::kQPanelRows * panel_bytes, d.w.row_sums() + r0,
+                                std::min(block_rows, s.c_out - r0), steps, s.hw, base.data(), d.offset.data(),
+                                d.c.data() + oh * s.hw * s.c_out + r0, s.c_out);
+      }
+    });
+  };
+  once();
+  for (auto _ : state) once();
+  const double macs = static_cast<double>(s.hw * s.hw) * static_cast<double>(s.c_out) *
+                      static_cast<double>(s.kernel * s.kernel * s.c_in);
+  state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(kernels::qgemm_indirect_kernel_name()) + " implicit GEMM" + (split ? ", 4-panel blocks" : ""));
+}
+
+void register_tern_resnet50_convs() {
+  for (const Resnet50Conv& s : kResnet50Convs)
+    benchmark::RegisterBenchmark(("tern-conv/int8" + resnet50_name(s)).c_str(),
+                                 [s](benchmark::State& state) { run_tern_conv(state, s); })
+        ->ArgName("threads")
+        ->Arg(2)
+        ->Arg(1)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
+}
+
 int run(int argc, char** argv) {
   if (!tern::bench::initialize_with_defaults(argc, argv, {"--benchmark_min_time=0.2"})) return 1;
   benchmark::AddCustomContext("onednn_version", onednn_version());
@@ -531,7 +636,9 @@ int run(int argc, char** argv) {
   benchmark::AddCustomContext("omp_wait_policy", wait_policy ? wait_policy : "default");
   register_matmuls();
   register_convs();
+  register_resnet50_convs();
   register_tern_kernels();
+  register_tern_resnet50_convs();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -473,8 +473,9 @@ def shape_text(kind, shape):
         return f"GEMM N={d['N']} K={d['K']} M={d['M']}" + (" " + " ".join(rest) if rest else "")
     if kind == "conv" and "C" in d:
         cin, _, cout = d["C"].partition("to")
-        return (f"conv 3x3 {cin}→{cout} {d.get('HW', '?')}² s{d.get('stride', '?')} batch {d.get('batch', '?')}" +
-                "".join(f" {k}:{v}" for k, v in shape if k not in ("C", "HW", "stride", "batch")))
+        k = d.get("k", "3")
+        return (f"conv {k}x{k} {cin}→{cout} {d.get('HW', '?')}² s{d.get('stride', '1')} batch {d.get('batch', '1')}" +
+                "".join(f" {k}:{v}" for k, v in shape if k not in ("C", "HW", "stride", "batch", "k")))
     return f"{kind} " + " ".join(f"{k}:{v}" for k, v in shape)
 
 
@@ -523,8 +524,10 @@ def kernel_lines(args, peaks, rows, contexts):
               f"over the measured DRAM read bandwidth "
               f"({f'{dram:,.1f} GB/s, {dram_t} thread(s)' if dram else 'not measured'}) — above 100% means the weights "
               "came from cache. Ratios are this row's GMAC/s over the fastest oneDNN int8 variant and over oneDNN "
-              "fp32 on the same shape. tern's conv rows are the GEMM of the im2col (no im2col, requantization or "
-              "bias in the time).", "",
+              "fp32 on the same shape. tern's `tern-conv-gemm` rows are the GEMM of the im2col (no im2col, "
+              "requantization or bias in the time); its `tern-conv` rows (ResNet-50's shapes) are the integer "
+              "engine's implicit-GEMM kernel reading a padded NHWC input in place, split over threads as the engine "
+              "splits a layer (no requantization in the time; oneDNN's rows include their u8 output).", "",
               "| shape | implementation | GMAC/s | % VNNI | weight GB/s | % DRAM | / oneDNN int8 | / oneDNN fp32 |",
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     sel = [r for r in rows if r["threads"] in (None, str(threads))]
