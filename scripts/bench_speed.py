@@ -627,6 +627,37 @@ def best_of(figs, engines):
     return max(present, key=lambda ef: ef[1]["ips"]) if present else (None, None)
 
 
+def model_macs(tern, onnx_path):
+    """Multiply-adds per image (`tern inspect --json`), or None where some layer's count is unknown."""
+    try:
+        out = subprocess.run([tern, "inspect", onnx_path, "--json"], capture_output=True, text=True, timeout=300)
+        info = json.loads(out.stdout)
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        return None
+    return None if info.get("layers_with_unknown_macs") else info.get("macs")
+
+
+def vnni_peak(args, bins, kernels):
+    """(GMAC/s, label) of this machine's int8 multiply-add peak at --threads: the kernel section's
+    measurement when it ran, else bench_peaks' int8 rows alone (a few seconds)."""
+    peaks = kernels[0] if kernels else None
+    if peaks is None and os.access(bins["bench_peaks"], os.X_OK):
+        try:
+            out = subprocess.run([bins["bench_peaks"], "--benchmark_format=json", "--benchmark_filter=int8"],
+                                 capture_output=True, text=True, timeout=600)
+            peaks = {}
+            for b in json.loads(out.stdout)["benchmarks"]:
+                if b.get("run_type", "iteration") == "iteration" and not b.get("error_occurred") and "GMAC/s" in b:
+                    peaks[(b["name"].split("/")[0], int(b.get("threads", 1)))] = (b["GMAC/s"], b.get("label", ""))
+        except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError, KeyError):
+            return None
+    for key, label in (("BM_int8_vnni_zmm", "vpdpbusd zmm"), ("BM_int8_avxvnni_ymm", "vpdpbusd ymm"),
+                       ("BM_int8_avx2_maddubs", "vpmaddubsw+vpmaddwd")):
+        if (key, args.threads) in peaks:
+            return peaks[(key, args.threads)][0], f"{label}, {args.threads} thread(s), bench_peaks"
+    return None
+
+
 def write_report(path, args, models, figures, notes, meta, kernels):
     lines = ["# End-to-end speed: tern integer engine vs FP32 and int8 peers", ""]
     if args.quick:
@@ -692,6 +723,29 @@ def write_report(path, args, models, figures, notes, meta, kernels):
                  for e in TERN_QUANTIZED if e in m["tern_info"]]
         if sizes:
             lines += ["", f".tern files: {', '.join(sizes)}; ONNX {os.path.getsize(m['path']) / 1024:,.0f} KiB."]
+
+    # Arithmetic rate of tern's integer engine.
+    peak = meta.get("vnni_peak")
+    tern_int = [e for e in args.engine_list if e in TERN_QUANTIZED]
+    if tern_int and any(m.get("macs") for m in models):
+        lines += ["", "## Arithmetic rate", "",
+                  "Multiply-adds per second of tern's integer engine: images/s times the model's multiply-adds per "
+                  "image (`tern inspect`, every layer counted at full precision: ternary counts what it replaces), "
+                  "and that over the machine's measured int8 multiply-add peak"
+                  + (f" ({peak[0]:,.0f} GMAC/s: {peak[1]})" if peak else " (not measured)") +
+                  ". The whole network: depthwise layers, epilogues, pooling and float steps included.", "",
+                  "| model | MMAC/image | engine |" + "".join(f" batch {b}: GMAC/s | % peak |" for b in args.batch_list),
+                  "|---|---:|---|" + "---:|---:|" * len(args.batch_list)]
+        for m in models:
+            if not m.get("macs"):
+                continue
+            for e in tern_int:
+                cells = []
+                for b in args.batch_list:
+                    fig = figures.get((m["name"], b, e))
+                    rate = fig["ips"] * m["macs"] / 1e9 if fig else None
+                    cells += [f"{rate:,.0f}" if rate else "—", f"{100 * rate / peak[0]:.0f}%" if rate and peak else "—"]
+                lines.append(f"| {m['name']} | {m['macs'] / 1e6:,.0f} | {ENGINES[e][0]} | " + " | ".join(cells) + " |")
 
     # Ratios.
     lines += ["", "## Ratios", "",
@@ -978,6 +1032,9 @@ def main():
                     fail(f"{m['name']} {ENGINES['ort_int8'][0]}: {e}")
                 m["quantize_errors"]["ort_int8"] = str(e)
 
+    for m in models:
+        m["macs"] = model_macs(bins["tern"], m["path"])
+
     engines = args.engine_list
     meta = {**machine_meta(), "started": started, "compiler": compiler(args.build_dir),
             "baselines": baselines(args, engines), "onednn_plans": {}}
@@ -1070,6 +1127,7 @@ def main():
                 fail(f"kernels: {e}")
             notes.append(f"kernels: {e}")
 
+    meta["vnni_peak"] = vnni_peak(args, bins, kernels)
     meta["loads"] = {"before": load_before, "after": os.getloadavg()[0], "median": statistics.median(load_samples),
                      "max": max(load_samples)}
     meta["minutes"] = (time.monotonic() - t0) / 60
