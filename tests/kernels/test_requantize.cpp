@@ -170,20 +170,27 @@ TEST_P(RequantizeTest, CodesRoundLikeStdRound) {
 TEST_P(RequantizeTest, DepthwiseRowMatchesReference) {
   std::mt19937 gen(9);
   std::uniform_int_distribution<int> xd(0, 255), wd(-128, 127);
-  for (int64_t channels : {1, 7, 16, 31, 32, 33, 48, 96, 120})
-    for (int64_t kernel : {2, 3, 5}) {  // 4, 9 and 25 taps (an odd last tap pairs with zero)
-      const int64_t stride = (channels + 3) / 4 * 4, width = 11, out_w = 5, taps = kernel * kernel;
-      std::vector<uint8_t> x(static_cast<size_t>((kernel + 1) * width * stride));
-      for (uint8_t& v : x) v = static_cast<uint8_t>(xd(gen));
-      std::vector<int8_t> w(static_cast<size_t>(taps * channels));
-      for (int8_t& v : w) v = static_cast<int8_t>(wd(gen));
-      std::vector<int64_t> tap_offset;
-      for (int64_t t = 0; t < taps; ++t) tap_offset.push_back(((t / kernel) * width + t % kernel) * stride);
-      std::vector<int32_t> want(static_cast<size_t>(out_w * channels)), got(want);
-      depthwise_row_int8_reference(x.data(), 2 * stride, tap_offset.data(), taps, w.data(), channels, out_w, want.data());
-      depthwise_row_int8(x.data(), 2 * stride, tap_offset.data(), taps, w.data(), channels, out_w, got.data());
-      ASSERT_EQ(got, want) << "channels=" << channels << " taps=" << taps;
-    }
+  // Pixel steps of 2 pixels (stride 2) and of 1 (stride 1: with unpadded pixels, one run of
+  // out_w x channels elements on AVX-512 VNNI, its weights repeating every `channels`), rows of 5
+  // and 37 pixels, the extremes of u8 x s8 in some rows.
+  for (int64_t channels : {1, 7, 16, 24, 31, 32, 33, 48, 72, 96, 120, 144})
+    for (int64_t kernel : {2, 3, 5})  // 4, 9 and 25 taps (a last group of taps padded with zeros)
+      for (int64_t step : {2, 1})
+        for (int64_t out_w : {5, 37}) {
+          const int64_t stride = (channels + 3) / 4 * 4, width = step * out_w + kernel, taps = kernel * kernel;
+          const bool extremes = out_w == 37 && channels % 2 == 0;
+          std::vector<uint8_t> x(static_cast<size_t>((kernel + 1) * width * stride));
+          for (uint8_t& v : x) v = extremes ? 255 : static_cast<uint8_t>(xd(gen));
+          std::vector<int8_t> w(static_cast<size_t>(taps * channels));
+          for (int8_t& v : w) v = extremes ? -128 : static_cast<int8_t>(wd(gen));
+          std::vector<int64_t> tap_offset;
+          for (int64_t t = 0; t < taps; ++t) tap_offset.push_back(((t / kernel) * width + t % kernel) * stride);
+          std::vector<int32_t> want(static_cast<size_t>(out_w * channels), -7), got(want);
+          depthwise_row_int8_reference(x.data(), step * stride, tap_offset.data(), taps, w.data(), channels, out_w,
+                                       want.data());
+          depthwise_row_int8(x.data(), step * stride, tap_offset.data(), taps, w.data(), channels, out_w, got.data());
+          ASSERT_EQ(got, want) << "channels=" << channels << " taps=" << taps << " step=" << step << " out_w=" << out_w;
+        }
 }
 
 // The epilogue's e^x (activation_math.h, also the FP32 Sigmoid's) against libm: within 2 ulp over

@@ -80,5 +80,7 @@ void requantize_block_avx512(const RequantArgs& a);
 void depthwise_row_int8_avx2(const uint8_t*, int64_t, const int64_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
 void depthwise_row_int8_avx512(const uint8_t*, int64_t, const int64_t*, int64_t, const int8_t*, int64_t, int64_t,
                                int32_t*);
+void depthwise_row_int8_avx512_vnni(const uint8_t*, int64_t, const int64_t*, int64_t, const int8_t*, int64_t, int64_t,
+                                    int32_t*);  // depthwise_avx512_vnni.cpp: four taps per vpdpbusd
 
 }  // namespace tern::kernels
