@@ -21,8 +21,11 @@
 
 #include "kernels/int8/requantize.h"
 
-// GCC 12 warns inside its own _mm512_shuffle_i32x4 (an undefined vector it merges into).
+// GCC 12 warns inside its own _mm512_shuffle_i32x4 (an undefined vector it merges into); clang
+// has no such warning (and would warn about the unknown name).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace tern::kernels {
 
