@@ -123,7 +123,7 @@ def provenance_header(rows, script, json_name, render_cmd, source_note, defaults
         per_model = made.setdefault(r.get("commit", "?"), {})
         per_model[r.get("model", "?")] = per_model.get(r.get("model", "?"), 0) + 1
     if len(made) > 1:
-        commits = "; ".join(f"`{c}`: " + ", ".join(f"{m} {n} rows" for m, n in per_model.items())
+        commits = "; ".join(f"at `{c}`: " + ", ".join(f"{m} {n} rows" for m, n in per_model.items())
                             for c, per_model in sorted(made.items(), key=lambda kv: -sum(kv[1].values())))
         tern_line = f"| tern | {first.get('tern_version', '?')}, rows from {len(made)} commits: {commits} |"
     else:
