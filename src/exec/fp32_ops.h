@@ -16,6 +16,14 @@
 namespace tern::ops {
 
 
+// LayerNormalization's statistics of one row of n values as its FP32 kernel computes them (sums
+// in double): the mean, rounded to float, and 1 / sqrt(variance + eps). The integer program's
+// LayerNorm step uses them too, so that both give the same bits.
+struct RowMoments {
+  float mean, inv_std;
+};
+RowMoments layer_norm_moments(const float* x, int64_t n, float eps);
+
 // Maps an N-D (1-D or 2-D spatial) Conv onto the 2-D kernel's shape description.
 kernels::Conv2dShape conv_shape(const ConvAttrs& attrs, const Shape& input, const Shape& weights);
 

@@ -1544,15 +1544,10 @@ struct Compiler {
             for (; j < channels; ++j) s[0] += static_cast<double>(v[j]);
             return (s[0] + s[1]) + (s[2] + s[3]);
           };
-          if (ln.op) {  // as run_layernorm: running sums in double, then float arithmetic
-            double mean = 0, var = 0;
-            for (int64_t j = 0; j < channels; ++j) mean += xr[j];
-            mean /= n;
-            for (int64_t j = 0; j < channels; ++j) var += (xr[j] - mean) * (xr[j] - mean);
-            var /= n;
-            const float inv = static_cast<float>(1.0 / std::sqrt(var + ln.eps)), m = static_cast<float>(mean);
+          if (ln.op) {  // the LayerNormalization operator's own statistics and arithmetic
+            const ops::RowMoments m = ops::layer_norm_moments(xr, channels, ln.eps);
             for (int64_t j = 0; j < channels; ++j) {
-              const float v = (xr[j] - m) * inv * ln.gamma[static_cast<size_t>(j)];
+              const float v = (xr[j] - m.mean) * m.inv_std * ln.gamma[static_cast<size_t>(j)];
               yr[j] = ln.beta.empty() ? v : v + ln.beta[static_cast<size_t>(j)];
             }
             quantize_row();

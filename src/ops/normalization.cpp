@@ -1,9 +1,20 @@
 // BatchNormalization (inference: running statistics) and LayerNormalization.
 #ifndef TERN_OPS_TORCH
+#include "exec/fp32_ops.h"
 #include "ops/attrs_codec.h"
 #include "ops/support.h"
 
 namespace tern::ops {
+
+RowMoments layer_norm_moments(const float* x, int64_t n, float eps) {
+  double mean = 0, var = 0;
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= static_cast<double>(n);
+  return {static_cast<float>(mean), static_cast<float>(1.0 / std::sqrt(var + eps))};
+}
+
 namespace {
 
 void import_batchnorm(OnnxNode& n) {
@@ -120,14 +131,9 @@ std::vector<Tensor> run_layernorm(const OpContext& ctx, std::span<const Tensor* 
   for (int64_t o = 0; o < outer; ++o) {
     const float* src = x.data<float>() + o * inner;
     float* dst = y.data<float>() + o * inner;
-    double mean = 0, var = 0;
-    for (int64_t i = 0; i < inner; ++i) mean += src[i];
-    mean /= static_cast<double>(inner);
-    for (int64_t i = 0; i < inner; ++i) var += (src[i] - mean) * (src[i] - mean);
-    var /= static_cast<double>(inner);
-    float inv = static_cast<float>(1.0 / std::sqrt(var + a.epsilon));
-    means.data<float>()[o] = static_cast<float>(mean);
-    inv_stds.data<float>()[o] = inv;
+    const RowMoments m = layer_norm_moments(src, inner, a.epsilon);
+    means.data<float>()[o] = m.mean;
+    inv_stds.data<float>()[o] = m.inv_std;
     std::vector<int64_t> index(norm_shape.size(), 0);
     for (int64_t i = 0; i < inner; ++i) {
       int64_t si = 0, bi = 0;
@@ -135,7 +141,7 @@ std::vector<Tensor> run_layernorm(const OpContext& ctx, std::span<const Tensor* 
         si += index[d] * ss[d];
         if (bias) bi += index[d] * bs[d];
       }
-      float v = (src[i] - static_cast<float>(mean)) * inv * scale->data<float>()[si];
+      float v = (src[i] - m.mean) * m.inv_std * scale->data<float>()[si];
       dst[i] = bias ? v + bias->data<float>()[bi] : v;
       for (size_t d = index.size(); d-- > 0;) {
         if (++index[d] < norm_shape[d]) break;
