@@ -1382,23 +1382,42 @@ struct Compiler {
                  // Image rows over the pool: both cores at batch 1 (a large enough image).
                  ThreadPool* pool = worth_both_cores(images * per_image * 64) ? impl->pool : nullptr;
                  parallel(pool, images * b->h, [&](int64_t begin, int64_t end) {
-                   std::vector<uint8_t> row(static_cast<size_t>(b->w * b->c));
-                   for (int64_t r = begin; r < end; ++r) {
-                     const int64_t n = r / b->h, y = r % b->h;
-                     const float* xn = x + n * per_image + y * b->w;
-                     if (!b->codes) {  // NCHW row to NHWC
+                   if (!b->codes) {
+                     for (int64_t r = begin; r < end; ++r) {  // NCHW row to NHWC
+                       const int64_t n = r / b->h, y = r % b->h;
+                       const float* xn = x + n * per_image + y * b->w;
                        float* dst = b->float_at(n, y, 0);
                        for (int64_t c = 0; c < b->c; ++c)
                          for (int64_t px = 0; px < b->w; ++px) dst[px * b->c + c] = xn[c * hw + px];
-                       continue;
                      }
-                     // Each channel's row quantized where it lies (contiguous: vectorized even for
-                     // 3 channels), then the bytes moved to NHWC.
+                     return;
+                   }
+                   // The rows of one image this range holds, each channel's run of them quantized
+                   // in one call where it lies (contiguous), then the bytes moved to NHWC.
+                   std::vector<uint8_t> plane;
+                   for (int64_t r = begin; r < end;) {
+                     const int64_t n = r / b->h, y0 = r % b->h, rows = std::min(b->h - y0, end - r), run = rows * b->w;
+                     plane.resize(static_cast<size_t>(run * b->c));
                      for (int64_t c = 0; c < b->c; ++c)
-                       quantize_pixels(xn + c * hw, 0, 1, b->w, b->format.scale, b->format, row.data() + c * b->w, 0);
-                     uint8_t* dst = b->code_at(n, y, 0);
-                     for (int64_t px = 0; px < b->w; ++px)
-                       for (int64_t c = 0; c < b->c; ++c) dst[px * b->stride + c] = row[static_cast<size_t>(c * b->w + px)];
+                       quantize_pixels(x + n * per_image + c * hw + y0 * b->w, 0, 1, run, b->format.scale, b->format,
+                                       plane.data() + c * run, 0);
+                     for (int64_t y = 0; y < rows; ++y) {
+                       uint8_t* dst = b->code_at(n, y0 + y, 0);
+                       const uint8_t* src = plane.data() + y * b->w;
+                       if (b->c == 3 && b->stride == 4) {  // RGB: one 32-bit word per pixel, its padding byte kept
+                         for (int64_t px = 0; px < b->w; ++px) {
+                           uint32_t word;
+                           std::memcpy(&word, dst + px * 4, 4);
+                           word = (word & 0xFF000000u) | src[px] | static_cast<uint32_t>(src[run + px]) << 8 |
+                                  static_cast<uint32_t>(src[2 * run + px]) << 16;
+                           std::memcpy(dst + px * 4, &word, 4);
+                         }
+                         continue;
+                       }
+                       for (int64_t px = 0; px < b->w; ++px)
+                         for (int64_t c = 0; c < b->c; ++c) dst[px * b->stride + c] = src[c * run + px];
+                     }
+                     r += rows;
                    }
                  });
                });

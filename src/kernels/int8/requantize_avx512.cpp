@@ -199,8 +199,7 @@ inline __mmask16 tail_mask(int64_t left) {
 // activation are template arguments, and every field the loop reads is a local (Rows): a u8 store
 // may alias anything, so fields read through `a` would be loaded again after each one.
 template <int kTerms, Activation kAct>
-void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
-  const Constants k(a);
+void requantize_rows(const RequantArgs& a, const Constants& k, int64_t r, __mmask16 m) {
   Rows b;
   b.m = m;
   b.terms = kTerms > 0 ? kTerms : a.terms;
@@ -233,13 +232,14 @@ void requantize_rows(const RequantArgs& a, int64_t r, __mmask16 m) {
 
 template <Activation kAct>
 void requantize_all_rows(const RequantArgs& a) {
+  const Constants k(a);
   for (int64_t r = 0; r < a.rows; r += 16) {
     const __mmask16 m = tail_mask(a.rows - r);
     switch (a.terms) {
-      case 1: requantize_rows<1, kAct>(a, r, m); break;
-      case 2: requantize_rows<2, kAct>(a, r, m); break;
-      case 3: requantize_rows<3, kAct>(a, r, m); break;
-      default: requantize_rows<0, kAct>(a, r, m);
+      case 1: requantize_rows<1, kAct>(a, k, r, m); break;
+      case 2: requantize_rows<2, kAct>(a, k, r, m); break;
+      case 3: requantize_rows<3, kAct>(a, k, r, m); break;
+      default: requantize_rows<0, kAct>(a, k, r, m);
     }
   }
 }
