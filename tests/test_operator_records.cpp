@@ -2,6 +2,7 @@
 // promise: every unsupported operator named at once, attributes that survive a .tern round trip.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -369,6 +370,36 @@ TEST(OperatorRecords, TransposeMovesValuesOrSharesTheBuffer) {
       }
     }
   }
+}
+
+// The integer engine's float steps (NodeRunner) infer their output shapes once and again only when
+// the batch, an input's shape or a small input's contents (here a Reshape target) change.
+TEST(OperatorRecords, NodeRunnerInfersShapesAgainWhenWhatTheyDependOnChanges) {
+  Node n;
+  n.name = "reshape";
+  n.op = OpType::kReshape;
+  n.inputs = {0, 1};
+  n.outputs = {2};
+  n.attrs = ReshapeAttrs{};
+  NodeRunner runner(n, "test.onnx");
+  std::vector<float> values(24);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i);
+  auto shape_after = [&](Shape x_shape, std::vector<int64_t> target, int64_t batch) {
+    const Tensor x = Tensor::from_floats(x_shape, std::span<const float>(values.data(), 12 * static_cast<size_t>(batch)));
+    const Tensor t = Tensor::from_int64s({static_cast<int64_t>(target.size())}, target);
+    const Tensor* in[] = {&x, &t};
+    std::vector<Tensor> y = runner.run(in, batch, nullptr);
+    EXPECT_EQ(std::memcmp(y[0].data<float>(), values.data(), y[0].bytes()), 0);
+    return y[0].shape();
+  };
+  EXPECT_EQ(shape_after({1, 12}, {1, 3, 4}, 1), (Shape{1, 3, 4}));
+  EXPECT_EQ(shape_after({1, 12}, {1, 3, 4}, 1), (Shape{1, 3, 4}));
+  EXPECT_EQ(shape_after({1, 12}, {1, 4, 3}, 1), (Shape{1, 4, 3}));  // the target's contents changed
+  EXPECT_EQ(shape_after({2, 12}, {2, 4, 3}, 2), (Shape{2, 4, 3}));  // the batch and the input's shape
+  EXPECT_EQ(shape_after({2, 12}, {kSymbolicBatch, 6, 2}, 2), (Shape{2, 6, 2}));
+  EXPECT_EQ(shape_after({1, 12}, {kSymbolicBatch, 6, 2}, 1), (Shape{1, 6, 2}));  // the batch alone
+  EXPECT_THROW(shape_after({1, 12}, {1, 5, 3}, 1), Error);  // 15 values: refused, nothing cached
+  EXPECT_EQ(shape_after({1, 12}, {1, 6, 2}, 1), (Shape{1, 6, 2}));
 }
 
 }  // namespace

@@ -82,7 +82,10 @@ std::vector<Tensor> evaluate_node(const Node& node, std::span<const Tensor* cons
                                   ThreadPool* pool, const std::string& source = {});
 
 // evaluate_node for a node run again and again (the integer engine's float steps): the node's
-// copy (which shape inference may complete, as auto_pad) and its name for messages made once.
+// copy (which shape inference may complete, as auto_pad) and its name for messages made once, and
+// the output shapes inferred again only when what they can depend on changes: the batch, the
+// input shapes, and the contents of the small inputs (a shape rule reads only such: a Reshape
+// target, Slice starts, Resize scales, Range's scalars, at most a few values per dim).
 class NodeRunner {
  public:
   NodeRunner(const Node& node, const std::string& source);
@@ -90,8 +93,16 @@ class NodeRunner {
   const std::string& name() const { return node_.name; }
 
  private:
+  const std::vector<Shape>& output_shapes(std::span<const Tensor* const> inputs, int64_t batch);
+
   Node node_;
   std::string source_, who_;
+  // The last inference and what it saw.
+  bool inferred_ = false;
+  int64_t batch_ = 0;
+  std::vector<Shape> in_shapes_, out_shapes_;
+  std::vector<std::vector<std::byte>> small_inputs_;  // contents of inputs of at most kSmall elements (else empty)
+  std::vector<DataType> in_types_;
 };
 
 }  // namespace tern

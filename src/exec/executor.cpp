@@ -254,12 +254,36 @@ std::vector<Tensor> evaluate_node(const Node& node, std::span<const Tensor* cons
 
 NodeRunner::NodeRunner(const Node& node, const std::string& source) : node_(node), source_(source), who_(node_who(source, node)) {}
 
-std::vector<Tensor> NodeRunner::run(std::span<const Tensor* const> inputs, int64_t batch, ThreadPool* pool) {
-  std::vector<Shape> shapes;
-  shapes.reserve(inputs.size());
-  for (const Tensor* t : inputs) shapes.push_back(t ? t->shape() : Shape{});
+const std::vector<Shape>& NodeRunner::output_shapes(std::span<const Tensor* const> inputs, int64_t batch) {
+  constexpr int64_t kSmall = 64;
+  auto small = [](const Tensor* t) { return t && t->size() <= kSmall; };
+  bool same = inferred_ && batch == batch_ && inputs.size() == in_shapes_.size();
+  for (size_t i = 0; same && i < inputs.size(); ++i) {
+    const Tensor* t = inputs[i];
+    same = (t ? t->shape() : Shape{}) == in_shapes_[i] && (t ? t->dtype() : DataType::kFloat32) == in_types_[i] &&
+           (!small(t) || (t->bytes() == small_inputs_[i].size() &&
+                          std::equal(t->raw(), t->raw() + t->bytes(), small_inputs_[i].begin())));
+  }
+  if (same) return out_shapes_;
+  inferred_ = false;
+  in_shapes_.clear();
+  in_types_.clear();
+  small_inputs_.clear();
+  for (const Tensor* t : inputs) {
+    in_shapes_.push_back(t ? t->shape() : Shape{});
+    in_types_.push_back(t ? t->dtype() : DataType::kFloat32);
+    small_inputs_.emplace_back();
+    if (small(t)) small_inputs_.back().assign(t->raw(), t->raw() + t->bytes());
+  }
   InferenceContext ictx{batch, &source_, {}};
-  std::vector<Shape> out_shapes = infer_output_shapes(node_, shapes, inputs, ictx);
+  out_shapes_ = infer_output_shapes(node_, in_shapes_, inputs, ictx);  // throws: nothing cached
+  batch_ = batch;
+  inferred_ = true;
+  return out_shapes_;
+}
+
+std::vector<Tensor> NodeRunner::run(std::span<const Tensor* const> inputs, int64_t batch, ThreadPool* pool) {
+  const std::vector<Shape>& out_shapes = output_shapes(inputs, batch);
   ops::OpContext ctx{node_, who_, batch, pool};
   return ops::run(ctx, inputs, out_shapes);
 }
