@@ -41,8 +41,8 @@ void arith(const OpContext& ctx, const Tensor& a, const Tensor& b, Tensor& y) {
 std::vector<Tensor> run_arith(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
   const Tensor& a = *in[0];
   const Tensor& b = *in[1];
-  check(a.dtype() == b.dtype(), ctx.who + ": inputs have different types " + to_string(a.dtype()) + " and " +
-                                    to_string(b.dtype()));
+  if (a.dtype() != b.dtype())  // (the message built only on failure: this runs on every call)
+    throw Error(ctx.who + ": inputs have different types " + to_string(a.dtype()) + " and " + to_string(b.dtype()));
   Tensor y = Tensor::uninitialized(a.dtype(), out[0]);
   dispatch_numeric(ctx, a.dtype(), [&](auto tag) { arith<decltype(tag)>(ctx, a, b, y); });
   return {y};

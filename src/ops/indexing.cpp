@@ -110,8 +110,8 @@ std::vector<Tensor> run_gather(const OpContext& ctx, std::span<const Tensor* con
   for (int64_t o = 0; o < outer; ++o)
     for (int64_t i = 0; i < count; ++i) {
       int64_t idx = indices.dtype() == DataType::kInt64 ? indices.data<int64_t>()[i] : indices.data<int32_t>()[i];
-      check(idx >= -dim && idx < dim, ctx.who + ": index " + std::to_string(idx) + " out of range for dimension " +
-                                          std::to_string(dim));
+      if (idx < -dim || idx >= dim)  // (the message built only on failure: this runs per index)
+        throw Error(ctx.who + ": index " + std::to_string(idx) + " out of range for dimension " + std::to_string(dim));
       if (idx < 0) idx += dim;
       std::memcpy(y.raw() + ((o * count + i) * inner) * static_cast<int64_t>(es),
                   data.raw() + ((o * dim + idx) * inner) * static_cast<int64_t>(es), static_cast<size_t>(inner) * es);
@@ -677,7 +677,7 @@ std::vector<Tensor> run_scatter_nd(const OpContext& ctx, std::span<const Tensor*
   int64_t slice = 1;
   for (int64_t d = k; d < rank; ++d) slice *= data.dim(d);
   int64_t count = k ? idx.size() / k : 0;
-  check(upd.size() == count * slice, ctx.who + ": updates " + to_string(upd.shape()) + " do not fit the indices");
+  if (upd.size() != count * slice) throw Error(ctx.who + ": updates " + to_string(upd.shape()) + " do not fit the indices");
   Tensor y = Tensor::uninitialized(data.dtype(), data.shape());  // a copy of the data
   std::memcpy(y.raw(), data.raw(), data.bytes());
   std::vector<int64_t> ds = strides_of(data.shape());
@@ -686,7 +686,8 @@ std::vector<Tensor> run_scatter_nd(const OpContext& ctx, std::span<const Tensor*
     int64_t offset = 0;
     for (int64_t j = 0; j < k; ++j) {
       int64_t v = idx.data<int64_t>()[i * k + j], dim = data.dim(j);
-      check(v >= -dim && v < dim, ctx.who + ": index " + std::to_string(v) + " out of range for dimension " + std::to_string(dim));
+      if (v < -dim || v >= dim)
+        throw Error(ctx.who + ": index " + std::to_string(v) + " out of range for dimension " + std::to_string(dim));
       offset += (v < 0 ? v + dim : v) * ds[static_cast<size_t>(j)];
     }
     std::memcpy(y.raw() + offset * static_cast<int64_t>(es), upd.raw() + i * slice * static_cast<int64_t>(es),

@@ -25,8 +25,8 @@ bool compare(OpType op, T a, T b) {
 std::vector<Tensor> run_compare(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
   const Tensor& a = *in[0];
   const Tensor& b = *in[1];
-  check(a.dtype() == b.dtype(), ctx.who + ": inputs have different types " + to_string(a.dtype()) + " and " +
-                                    to_string(b.dtype()));
+  if (a.dtype() != b.dtype())
+    throw Error(ctx.who + ": inputs have different types " + to_string(a.dtype()) + " and " + to_string(b.dtype()));
   Tensor y = Tensor::uninitialized(DataType::kBool, out[0]);
   OpType op = ctx.node.op;
   DataType type = a.dtype() == DataType::kBool ? DataType::kUInt8 : a.dtype();  // bools compare as bytes
@@ -75,7 +75,7 @@ OpRecord greater_or_equal() { return comparison("GreaterOrEqual"); }
 // ---- Not, And, Or, Xor on bool tensors
 
 void require_bool(const OpContext& ctx, const Tensor& t) {
-  check(t.dtype() == DataType::kBool, ctx.who + ": inputs must be bool, got " + to_string(t.dtype()));
+  if (t.dtype() != DataType::kBool) throw Error(ctx.who + ": inputs must be bool, got " + to_string(t.dtype()));
 }
 
 std::vector<Tensor> run_logic(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
@@ -119,8 +119,8 @@ DataType where_type(const Node&, std::span<const DataType> in, size_t) { return 
 
 std::vector<Tensor> run_where(const OpContext& ctx, std::span<const Tensor* const> in, std::span<const Shape> out) {
   require_bool(ctx, *in[0]);
-  check(in[1]->dtype() == in[2]->dtype(), ctx.who + ": X and Y have different types " + to_string(in[1]->dtype()) +
-                                              " and " + to_string(in[2]->dtype()));
+  if (in[1]->dtype() != in[2]->dtype())
+    throw Error(ctx.who + ": X and Y have different types " + to_string(in[1]->dtype()) + " and " + to_string(in[2]->dtype()));
   DataType type = in[1]->dtype();
   Tensor y = Tensor::uninitialized(type, out[0]);
   std::vector<Shape> shapes = {in[0]->shape(), in[1]->shape(), in[2]->shape()};

@@ -114,7 +114,8 @@ std::vector<Tensor> run_min_max(const OpContext& ctx, std::span<const Tensor* co
   bool is_max = ctx.node.op == OpType::kMax;
   DataType type = in[0]->dtype();
   for (const Tensor* t : in)
-    check(t->dtype() == type, ctx.who + ": inputs have different types " + to_string(type) + " and " + to_string(t->dtype()));
+    if (t->dtype() != type)
+      throw Error(ctx.who + ": inputs have different types " + to_string(type) + " and " + to_string(t->dtype()));
   std::vector<Shape> shapes;
   for (const Tensor* t : in) shapes.push_back(t->shape());
   Tensor y = Tensor::uninitialized(type, out[0]);
