@@ -11,6 +11,7 @@
 #include <set>
 
 #include "exec/fp32_ops.h"
+#include "kernels/fp32/rows.h"
 #include "kernels/int8/qgemm_indirect.h"
 #include "kernels/int8/requantize.h"
 #include "tern/calibration.h"
@@ -1544,45 +1545,32 @@ struct Compiler {
       if (o) o->allocate(images);
       for (Buffer* b : codes) b->allocate(images);
       const int64_t tokens = x->h * x->w, channels = x->c;
-      const double n = static_cast<double>(channels);
       parallel(worth_both_cores(images * tokens * channels * 128) ? pool : nullptr, images * tokens, [&](int64_t begin, int64_t end) {
-        std::vector<float> d(static_cast<size_t>(channels)), scratch(o ? 0 : static_cast<size_t>(channels));
-        for (int64_t row = begin; row < end; ++row) {
-          const float* xr = x->float_at(row / tokens, 0, row % tokens);
-          float* yr = o ? o->float_at(row / tokens, 0, row % tokens) : scratch.data();
-          // The row's codes for each reader (quantize_buffer's rounding), once its values are done.
-          auto quantize_row = [&] {
-            for (Buffer* b : codes)
-              quantize_pixels(yr, channels, 1, channels, b->format.scale, b->format, b->code_at(row / tokens, 0, row % tokens), b->stride);
-          };
-          auto sum = [&](const float* v) {
-            double s[4] = {0, 0, 0, 0};
-            int64_t j = 0;
-            for (; j + 4 <= channels; j += 4)
-              for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(v[j + k]);
-            for (; j < channels; ++j) s[0] += static_cast<double>(v[j]);
-            return (s[0] + s[1]) + (s[2] + s[3]);
-          };
-          if (ln.op) {  // the LayerNormalization operator's own statistics and arithmetic
-            const ops::RowMoments m = ops::layer_norm_moments(xr, channels, ln.eps);
-            for (int64_t j = 0; j < channels; ++j) {
-              const float v = (xr[j] - m.mean) * m.inv_std * ln.gamma[static_cast<size_t>(j)];
-              yr[j] = ln.beta.empty() ? v : v + ln.beta[static_cast<size_t>(j)];
+        // Up to kBlock rows of one image at a time: their values, then their codes for each
+        // reader in one epilogue call (quantize_buffer's rounding).
+        constexpr int64_t kBlock = 32;
+        std::vector<float> d(static_cast<size_t>(channels)), scratch(o ? 0 : static_cast<size_t>(kBlock * channels));
+        for (int64_t row = begin; row < end;) {
+          const int64_t n = row / tokens, t0 = row % tokens, count = std::min({kBlock, tokens - t0, end - row});
+          float* y0 = o ? o->float_at(n, 0, t0) : scratch.data();
+          const int64_t y_stride = o ? o->stride : channels;
+          for (int64_t t = 0; t < count; ++t) {
+            const float* xr = x->float_at(n, 0, t0 + t);
+            float* yr = y0 + t * y_stride;
+            if (ln.op) {  // the LayerNormalization operator's own statistics and arithmetic
+              const ops::RowMoments m = ops::layer_norm_moments(xr, channels, ln.eps);
+              for (int64_t j = 0; j < channels; ++j) {
+                const float v = (xr[j] - m.mean) * m.inv_std * ln.gamma[static_cast<size_t>(j)];
+                yr[j] = ln.beta.empty() ? v : v + ln.beta[static_cast<size_t>(j)];
+              }
+            } else {  // the exporters' nodes, rounded as the FP32 operators round them
+              kernels::layer_norm_rows(xr, yr, 1, channels, ln.eps, ln.gamma.empty() ? nullptr : ln.gamma.data(),
+                                       ln.beta.empty() ? nullptr : ln.beta.data(), d.data());
             }
-            quantize_row();
-            continue;
           }
-          const float mean = static_cast<float>(sum(xr) / n);
-          for (int64_t j = 0; j < channels; ++j) d[static_cast<size_t>(j)] = xr[j] - mean;
-          for (int64_t j = 0; j < channels; ++j) yr[j] = d[static_cast<size_t>(j)] * d[static_cast<size_t>(j)];
-          const float var = static_cast<float>(sum(yr) / n);
-          const float root = std::sqrt(var + ln.eps);
-          for (int64_t j = 0; j < channels; ++j) yr[j] = d[static_cast<size_t>(j)] / root;
-          if (!ln.gamma.empty())
-            for (int64_t j = 0; j < channels; ++j) yr[j] = yr[j] * ln.gamma[static_cast<size_t>(j)];
-          if (!ln.beta.empty())
-            for (int64_t j = 0; j < channels; ++j) yr[j] = yr[j] + ln.beta[static_cast<size_t>(j)];
-          quantize_row();
+          for (Buffer* b : codes)
+            quantize_pixels(y0, y_stride, count, channels, b->format.scale, b->format, b->code_at(n, 0, t0), b->stride);
+          row += count;
         }
       });
     });

@@ -14,4 +14,13 @@ void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
   }
 }
 
+void layer_norm_rows(const float* x, float* y, int64_t rows, int64_t n, float eps, const float* gamma, const float* beta,
+                     float* d) {
+  switch (active_isa()) {
+    case Isa::kAvx512: return layer_norm_rows_avx512(x, y, rows, n, eps, gamma, beta, d);
+    case Isa::kAvx2: return layer_norm_rows_avx2(x, y, rows, n, eps, gamma, beta, d);
+    default: return layer_norm_rows_reference(x, y, rows, n, eps, gamma, beta, d);
+  }
+}
+
 }  // namespace tern::kernels

@@ -1,6 +1,7 @@
 // The loops behind rows.h, written once and included by one source file per ISA (each with its
 // own flags); ROWS_SUFFIX names that build's functions.
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "kernels/activation_math.h"
@@ -31,6 +32,31 @@ void ROWS_NAME(softmax_rows)(const float* x, float* y, int64_t rows, int64_t n) 
     for (; j < n; ++j) sp[0] += dst[j];
     const float sum = ((sp[0] + sp[1]) + (sp[2] + sp[3])) + ((sp[4] + sp[5]) + (sp[6] + sp[7]));
     for (j = 0; j < n; ++j) dst[j] /= sum;
+  }
+}
+
+void ROWS_NAME(layer_norm_rows)(const float* x, float* y, int64_t rows, int64_t n, float eps, const float* gamma,
+                                const float* beta, float* d) {
+  auto mean = [n](const float* v) {
+    double s[4] = {0, 0, 0, 0};
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4)
+      for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(v[j + k]);
+    for (; j < n; ++j) s[0] += static_cast<double>(v[j]);
+    return static_cast<float>(((s[0] + s[1]) + (s[2] + s[3])) / static_cast<double>(n));
+  };
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* src = x + r * n;
+    float* dst = y + r * n;
+    const float m = mean(src);
+    for (int64_t j = 0; j < n; ++j) d[j] = src[j] - m;
+    for (int64_t j = 0; j < n; ++j) dst[j] = d[j] * d[j];
+    const float root = std::sqrt(mean(dst) + eps);
+    for (int64_t j = 0; j < n; ++j) dst[j] = d[j] / root;
+    if (gamma)
+      for (int64_t j = 0; j < n; ++j) dst[j] = dst[j] * gamma[j];
+    if (beta)
+      for (int64_t j = 0; j < n; ++j) dst[j] = dst[j] + beta[j];
   }
 }
 
