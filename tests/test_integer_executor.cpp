@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "kernels/cpu_features.h"
@@ -313,6 +314,49 @@ TEST_P(IntegerEngine, LevelsSwitchLikeTheSimulation) {
   }
   EXPECT_THROW(engine.set_level(m.max_level() + 1), Error);
   EXPECT_EQ(engine.level(), m.max_level());
+}
+
+// A batch of several images, with a pool of two threads, runs each image whole on one thread's copy
+// of the program: the outputs equal those of each image run alone (to the bit) and the simulation's,
+// at every level (the copies follow set_level); inputs that do not fit are refused as before.
+TEST_P(IntegerEngine, BatchesRunImageByImageOnEachThread) {
+  Graph g = model();
+  Tensor calib = images(32, 91), x = images(7, 92);
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.residual = q::parse_residual_budget("all");
+  o.residual_fallback = false;
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  ThreadPool two(2), one(1);
+  ExecutorOptions on_two, on_one;
+  on_two.pool = &two;
+  on_one.pool = &one;
+  IntegerExecutor engine(m, on_two), alone(m, on_one);
+  EXPECT_NE(engine.mode().find("image by image"), std::string::npos) << engine.mode();
+  EXPECT_EQ(alone.mode(), "fused integer program");
+  q::QuantizedSession sim(m);
+  for (int k : {m.max_level(), 0, 1}) {
+    engine.set_level(k);
+    alone.set_level(k);
+    sim.set_level(k);
+    const Tensor y = engine.run(x);
+    ASSERT_EQ(y.shape(), (Shape{7, 5}));
+    expect_close(y, sim.run(x), "level " + std::to_string(k));
+    for (int64_t n = 0; n < 7; ++n) {
+      const Tensor image = Tensor::from_floats({1, 8, 6, 6}, std::span<const float>(x.data<float>() + n * 288, 288));
+      const Tensor want = alone.run(image);
+      EXPECT_EQ(std::memcmp(y.data<float>() + n * 5, want.data<float>(), 5 * sizeof(float)), 0) << "image " << n << " level " << k;
+    }
+  }
+  std::vector<float> bad(static_cast<size_t>(x.size()), 0.5f);
+  bad[4 * 288 + 17] = NAN;
+  EXPECT_THROW(engine.run(Tensor::from_floats(x.shape(), bad)), Error);
+  try {
+    engine.run(Tensor::from_floats({2, 8, 6, 5}, random_floats(480, 93)));
+    ADD_FAILURE() << "a batch of the wrong shape ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("[2,8,6,5]"), std::string::npos) << e.what();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, IntegerEngine, ::testing::Values(Isa::kScalar, Isa::kAvx2, Isa::kAvx512),

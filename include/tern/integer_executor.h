@@ -20,6 +20,9 @@
 //    between them, layers without an exact integer form (float32 group scales with several groups
 //    per filter, logarithmic units, int4 codes times units above 127) in float.
 // Both compute the simulation's values up to float rounding (tests: within 1e-4 of its outputs).
+// With a pool of several threads, the fused program is compiled once more per thread without one:
+// a batch of several images runs each image whole on one thread (its activations stay in that
+// core's caches, no layer waits for the other core), the same values as one image at a time.
 #pragma once
 
 #include <memory>
@@ -61,7 +64,9 @@ class IntegerExecutor : public InferenceEngine {
 
   const std::vector<IntegerLayerInfo>& layers() const;
   bool fused() const;
-  std::string mode() const;                // "fused integer program" or "hybrid (why)"
+  // "fused integer program" (with ", batches image by image ..." where a batch of several images
+  // runs each image through one thread's copy of the program) or "hybrid (why)".
+  std::string mode() const;
   std::vector<std::string> steps() const;  // the fused program's steps, one line each
 
  private:

@@ -3,6 +3,7 @@
 #include "tern/integer_executor.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -28,6 +29,10 @@ struct IntegerExecutor::Impl {
   std::vector<IntLayer> layers;
   std::vector<IntegerLayerInfo> info;
   std::unique_ptr<integer::Program> program;  // the fused program, or
+  // Batches of several images: one single-threaded copy of the program per thread of the pool,
+  // each taking whole images (empty: every batch runs on `program`).
+  std::vector<std::unique_ptr<integer::Program>> per_thread;
+  ThreadPool* pool = nullptr;
   std::string why_hybrid;
   std::unique_ptr<Executor> executor;         // the hybrid graph
   Graph graph;                                // the program's inputs and outputs
@@ -53,8 +58,21 @@ struct IntegerExecutor::Impl {
     }
     // The fused program when every layer has an integer form; else the hybrid graph.
     if (engine.fused && float_layers.empty()) {
-      ThreadPool* pool = options.pool ? options.pool : &ThreadPool::global();
+      pool = options.pool ? options.pool : &ThreadPool::global();
       program = integer::Program::compile(sim, layers, pool, options.profile, why_hybrid);
+      // A batch of images splits best by image: each core runs whole images through every layer
+      // on its own buffers (one image's activations stay in its caches, and no layer waits for
+      // the other core), rather than both cores on every layer of the whole batch. Not when
+      // profiling (one program's times) or when an output does not lead with the batch.
+      bool by_image = program && pool->size() > 1 && !options.profile && sim.inputs.size() == 1 &&
+                      sim.value(sim.inputs[0]).batch_leading();
+      for (ValueId out : sim.outputs) by_image = by_image && sim.value(out).batch_leading();
+      for (int t = 0; by_image && t < pool->size(); ++t) {
+        std::string why;
+        per_thread.push_back(integer::Program::compile(sim, layers, nullptr, false, why));
+        by_image = per_thread.back() != nullptr;
+      }
+      if (!by_image) per_thread.clear();
     } else {
       why_hybrid = engine.fused ? "layer " + float_layers.front() + " has no integer form" : "asked for";
     }
@@ -148,7 +166,40 @@ IntegerExecutor& IntegerExecutor::operator=(IntegerExecutor&&) noexcept = defaul
 
 const Graph& IntegerExecutor::graph() const { return impl_->program ? impl_->graph : impl_->executor->graph(); }
 std::vector<Tensor> IntegerExecutor::run(std::span<const Tensor> inputs) {
-  return impl_->program ? impl_->program->run(inputs) : impl_->executor->run(inputs);
+  Impl& I = *impl_;
+  if (!I.program) return I.executor->run(inputs);
+  bool by_image = !I.per_thread.empty() && inputs.size() == 1 && inputs[0].dtype() == DataType::kFloat32 &&
+                  inputs[0].rank() >= 2 && inputs[0].dim(0) >= 2;
+  if (by_image) {  // else the whole program checks the input, and says what does not fit
+    const Shape& want = I.graph.value(I.graph.inputs[0]).shape;
+    by_image = want.size() == inputs[0].shape().size() && std::equal(want.begin() + 1, want.end(), inputs[0].shape().begin() + 1);
+  }
+  if (!by_image) return I.program->run(inputs);
+  // Image n through one thread's program (its own buffers), the outputs stacked in image order.
+  const Tensor& x = inputs[0];
+  const int64_t images = x.dim(0), per_image = x.size() / images;
+  Shape one = x.shape();
+  one[0] = 1;
+  std::vector<std::vector<Tensor>> results(static_cast<size_t>(images));
+  std::atomic<int64_t> next{0};
+  I.pool->parallel_for(static_cast<int64_t>(I.per_thread.size()), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      for (int64_t n; (n = next.fetch_add(1)) < images;) {
+        const Tensor image = Tensor::from_floats(one, std::span<const float>(x.data<float>() + n * per_image,
+                                                                             static_cast<size_t>(per_image)));
+        results[static_cast<size_t>(n)] = I.per_thread[static_cast<size_t>(t)]->run(std::span<const Tensor>(&image, 1));
+      }
+  });
+  std::vector<Tensor> out;
+  for (size_t k = 0; k < results[0].size(); ++k) {
+    Shape shape = results[0][k].shape();
+    shape[0] = images;
+    Tensor y = Tensor::uninitialized(results[0][k].dtype(), shape);
+    const size_t bytes = results[0][k].bytes();
+    for (size_t n = 0; n < results.size(); ++n) std::memcpy(y.raw() + n * bytes, results[n][k].raw(), bytes);
+    out.push_back(std::move(y));
+  }
+  return out;
 }
 std::vector<NodeProfile> IntegerExecutor::profile() const {
   return impl_->program ? impl_->program->profile() : impl_->executor->profile();
@@ -159,7 +210,9 @@ int IntegerExecutor::max_level() const { return impl_->model.max_level(); }
 const std::vector<IntegerLayerInfo>& IntegerExecutor::layers() const { return impl_->info; }
 bool IntegerExecutor::fused() const { return impl_->program != nullptr; }
 std::string IntegerExecutor::mode() const {
-  return impl_->program ? "fused integer program" : "hybrid (" + impl_->why_hybrid + ")";
+  if (!impl_->program) return "hybrid (" + impl_->why_hybrid + ")";
+  if (impl_->per_thread.empty()) return "fused integer program";
+  return "fused integer program (batches image by image, one copy per thread: " + std::to_string(impl_->per_thread.size()) + ")";
 }
 std::vector<std::string> IntegerExecutor::steps() const {
   return impl_->program ? impl_->program->describe() : std::vector<std::string>{};
