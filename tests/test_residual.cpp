@@ -142,6 +142,43 @@ TEST(PropagationGains, ChainKeepsAndResidualAddDilutes) {
   }
 }
 
+// Squeeze-excitation blocks (x times a HardSigmoid or Sigmoid gate computed from x): the gates'
+// energies are bounded, so the gains stay finite and positive however many blocks there are
+// (passed through unbounded, the Muls squared the energies until they overflowed and every gain
+// came out 0, which left the data-free ranking with nothing to rank on MobileNetV3).
+TEST(PropagationGains, StayFiniteThroughSqueezeExcitationGates) {
+  OnnxBuilder b;
+  b.input("x", {-1, 16, 4, 4});
+  std::vector<std::string> layers;
+  std::string x = "x";
+  for (int k = 0; k < 12; ++k) {
+    const std::string i = std::to_string(k);
+    std::vector<float> w = random_floats(256, 20 + k), w1 = random_floats(64, 40 + k), w2 = random_floats(64, 60 + k);
+    for (float& v : w) v *= 4.0f;  // energies grow 16x per convolution
+    b.floats("w" + i, {16, 16, 1, 1}, w);
+    b.floats("a" + i, {4, 16, 1, 1}, w1);
+    b.floats("b" + i, {16, 4, 1, 1}, w2);
+    b.node("Conv", {x, "w" + i}, {"c" + i}, "conv" + i);
+    b.node("GlobalAveragePool", {"c" + i}, {"p" + i}, "pool" + i);
+    b.node("Conv", {"p" + i, "a" + i}, {"s" + i}, "squeeze" + i);
+    b.node("Relu", {"s" + i}, {"r" + i}, "relu" + i);
+    b.node("Conv", {"r" + i, "b" + i}, {"e" + i}, "excite" + i);
+    b.node(k % 2 ? "Sigmoid" : "HardSigmoid", {"e" + i}, {"g" + i}, "gate" + i);
+    b.node("Mul", {"c" + i, "g" + i}, {"m" + i}, "scale" + i);
+    x = "m" + i;
+    for (const char* l : {"conv", "squeeze", "excite"}) layers.push_back(l + i);
+  }
+  b.output(x);
+  Graph g = import_onnx_bytes(b.bytes(), "se.onnx");
+  std::vector<double> gains = q::propagation_gains(g, layers);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    EXPECT_TRUE(std::isfinite(gains[l])) << layers[l];
+    EXPECT_GT(gains[l], 0.0) << layers[l];
+  }
+  // The main path's convolutions matter more than the gates' layers feeding a slope of 1/4 or less.
+  EXPECT_GT(gains[layers.size() - 3], gains[layers.size() - 1]);
+}
+
 TEST(MeasuredSensitivity, ZeroForTheSameWeightsOneForNone) {
   OnnxBuilder b;
   b.input("x", {-1, 6});

@@ -258,6 +258,21 @@ std::vector<double> propagation_gains(const Graph& g, const std::vector<std::str
         break;
       }
       case OpType::kRelu: y = scaled(y, 0.5); break;
+      case OpType::kSigmoid:
+      case OpType::kHardSigmoid: {
+        if (n.op == OpType::kHardSigmoid && n.attr<AffineAttrs>().multiply_input) break;  // HardSwish: passes
+        // A gate: in its linear part the output's energy is its mean's (about 1/4) plus the slope
+        // squared times the input's, and a perturbation passes times the slope; the output lies in
+        // [0, 1], so past an energy of 1 the gate saturates and both shrink alike (the relative
+        // perturbation is what the linear part gives). Passed through unbounded, each
+        // squeeze-excitation Mul (x times a gate computed from x) squared the energies, and after
+        // a few blocks they overflowed.
+        const double slope = n.op == OpType::kSigmoid ? 0.25 : static_cast<double>(n.attr<AffineAttrs>().alpha);
+        const double linear = 0.25 + slope * slope * y.signal, bounded = std::min(1.0, linear);
+        for (double& noise : y.noise) noise *= slope * slope * bounded / linear;
+        y.signal = bounded;
+        break;
+      }
       case OpType::kClip:
         if (n.attr<ClipAttrs>().lo >= 0.0f) y = scaled(y, 0.5);
         break;
