@@ -295,14 +295,19 @@ TEST(IntegerEngine, RejectsInputsThatDoNotFit) {
   EXPECT_EQ(engine.run(Tensor::from_floats({2, 3, 8, 8}, random_floats(384, 75))).shape(), (Shape{2, 3}));
 }
 
-TEST_P(IntegerEngine, LevelsSwitchLikeTheSimulation) {
-  Graph g = model();
-  Tensor calib = images(32, 21), x = images(5, 22);
+// model() with every residual edge stored (levels 0..max), calibrated on 32 images from `seed`.
+q::QuantizedModel model_with_levels(uint32_t seed) {
+  Tensor calib = images(32, seed);
   q::QuantizeOptions o;
   o.plan.first_last_8bit = false;
   o.residual = q::parse_residual_budget("all");
   o.residual_fallback = false;
-  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  return q::quantize_model(model(), o, &calib);
+}
+
+TEST_P(IntegerEngine, LevelsSwitchLikeTheSimulation) {
+  Tensor x = images(5, 22);
+  q::QuantizedModel m = model_with_levels(21);
   ASSERT_GE(m.max_level(), 2);
   IntegerExecutor engine(m);
   q::QuantizedSession sim(m);
@@ -320,13 +325,8 @@ TEST_P(IntegerEngine, LevelsSwitchLikeTheSimulation) {
 // of the program: the outputs equal those of each image run alone (to the bit) and the simulation's,
 // at every level (the copies follow set_level); inputs that do not fit are refused as before.
 TEST_P(IntegerEngine, BatchesRunImageByImageOnEachThread) {
-  Graph g = model();
-  Tensor calib = images(32, 91), x = images(7, 92);
-  q::QuantizeOptions o;
-  o.plan.first_last_8bit = false;
-  o.residual = q::parse_residual_budget("all");
-  o.residual_fallback = false;
-  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  Tensor x = images(7, 92);
+  q::QuantizedModel m = model_with_levels(91);
   ThreadPool two(2), one(1);
   ExecutorOptions on_two, on_one;
   on_two.pool = &two;
