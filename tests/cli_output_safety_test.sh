@@ -173,6 +173,13 @@ run_tern run "$model" --input "$work/x.npy" --output "$work/fifo.npy"
 refused "run --output FIFO"
 check; [ -p "$work/fifo.npy" ] || fail "run --output FIFO: the FIFO was replaced"
 
+# ---- an output in a folder that does not exist: refused before any work, naming the folder
+run_tern quantize "$model" -o "$work/no/such/dir/out.tern" "${quick[@]}"
+refused "quantize -o MISSING-FOLDER/out.tern" && { check; grep -q "folder $work/no/such/dir does not exist" "$work/err" ||
+  fail "quantize -o MISSING-FOLDER/out.tern: the error does not name the missing folder: $(cat "$work/err")"; }
+run_tern run "$model" --input "$work/x.npy" --output "$work/no/such/y.npy"
+refused "run --output MISSING-FOLDER/y.npy"
+
 # ---- an existing file named OUT.tmp is left untouched
 echo "not tern's" >"$work/keep.tern.tmp"
 cp "$work/keep.tern.tmp" "$work/keep.orig"

@@ -231,6 +231,55 @@ TEST(Finetune, ResumeFromACheckpointReproducesTheUninterruptedRun) {
   }
 }
 
+// Gradient noise: zero when every minibatch is the whole (unaugmented) training set, and about
+// four times smaller at four times the batch (the variance of a mean of B draws falls as 1/B).
+TEST(Finetune, GradientNoiseVanishesOnTheFullSetAndFallsWithTheBatch) {
+  ThreadsGuard one_thread;
+  Graph g = training_graph(small_model_bytes());
+  Dataset data = synthetic_dataset(96);
+  train::FinetuneOptions o = small_options();
+  o.epochs = 2;  // two steps at batch 96: the end is measured too
+  o.max_steps = 2;
+  o.augment = false;
+  o.gradient_noise_batches = 12;
+  auto noise = [&](int64_t batch) {
+    o.batch = batch;
+    train::FinetuneResult r = train::finetune(g, data, Preprocess{}, o);
+    EXPECT_EQ(r.gradient_noise.size(), 3u);
+    for (const train::GradientNoise& n : r.gradient_noise) {
+      EXPECT_EQ(n.batches, 12);
+      EXPECT_EQ(n.batch, batch);
+      EXPECT_EQ(n.layers.size(), 3u);  // the Conv, Conv and Gemm weights
+      double v = 0;
+      for (const auto& l : n.layers) v += l.variance;
+      EXPECT_NEAR(v, n.variance, 1e-12 * n.variance);
+    }
+    return r.gradient_noise;
+  };
+  std::vector<train::GradientNoise> whole = noise(96);
+  ASSERT_EQ(whole.size(), 3u);
+  EXPECT_EQ(whole[0].network, "fp32 start");
+  EXPECT_EQ(whole[1].network, "quantized start");
+  EXPECT_EQ(whole[2].network, "quantized end");
+  for (const train::GradientNoise& n : whole) {
+    EXPECT_GT(n.signal, 0);
+    EXPECT_LT(n.variance, 1e-8 * n.signal) << n.network;  // the same images each time: summation order only
+  }
+  std::vector<train::GradientNoise> b4 = noise(4), b16 = noise(16);
+  ASSERT_EQ(b4.size(), 3u);
+  ASSERT_EQ(b16.size(), 3u);
+  for (size_t i = 0; i < 2; ++i) {  // the start points: the same weights at both batch sizes
+    EXPECT_GT(b4[i].variance, 0);
+    const double ratio = b4[i].variance / b16[i].variance;
+    EXPECT_GT(ratio, 2.0) << b4[i].network;
+    EXPECT_LT(ratio, 8.0) << b4[i].network;
+  }
+  o.max_steps = 1;  // one step: no end measurement
+  EXPECT_EQ(train::finetune(g, data, Preprocess{}, o).gradient_noise.size(), 2u);
+  o.gradient_noise_batches = 1;
+  EXPECT_THROW(train::finetune(g, data, Preprocess{}, o), Error);
+}
+
 TEST(Finetune, BadInputsAreClearErrors) {
   TempDir dir;
   Graph g = training_graph(small_model_bytes());

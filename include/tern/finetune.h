@@ -53,6 +53,10 @@ struct FinetuneOptions {
   int64_t checkpoint_every = 0;   // steps between checkpoints; 0: at the end of every epoch
   std::string resume_path;        // continue from this checkpoint (same model, data and options)
   bool progress = true;           // progress bar on stderr
+  // > 0: measure the gradient noise (see GradientNoise) over this many minibatches of `batch`
+  // images, for the FP32 and the quantized network at the start and (after more than one step)
+  // the quantized one at the end.
+  int64_t gradient_noise_batches = 0;
   // The graph input's range, as `tern quantize` derives it from the normalization.
   bool input_non_negative = false;
   std::optional<float> input_threshold;
@@ -64,6 +68,24 @@ struct EpochRecord {
   double loss = 0;         // mean training loss over the epoch (fake-quantized forward)
   double accuracy = 0;     // training top-1 %, augmented images
   double seconds = 0;      // wall time (this process's share when resumed mid-epoch)
+};
+
+// Gradient noise (FAQ, arXiv 1809.04191: quantization adds noise to the gradient estimates, larger
+// batches remove it): the K minibatch gradients g_i of the Conv/Gemm weights at fixed weights (the
+// training loss, augmentation and data order of the run's first K steps, no update), their mean
+// gbar; variance = sum_i ||g_i - gbar||^2 / (K - 1), the expected squared distance of one
+// minibatch's gradient from the full gradient; signal = ||gbar||^2 - variance / K, an unbiased
+// estimate of the full gradient's squared norm; relative = variance / signal.
+struct GradientNoise {
+  std::string network;   // "fp32 start", "quantized start", "quantized end"
+  int64_t batches = 0, batch = 0;
+  double variance = 0, signal = 0, relative = 0;
+  double loss = 0;       // mean training loss over the K minibatches
+  struct Layer {
+    std::string name;    // the weight's graph value
+    double variance = 0, signal = 0;
+  };
+  std::vector<Layer> layers;
 };
 
 struct FinetuneResult {
@@ -80,6 +102,7 @@ struct FinetuneResult {
   double min_layer_cosine = 1;
   std::string min_layer;
   std::string provenance_json;   // what the run did, merged into the model's provenance
+  std::vector<GradientNoise> gradient_noise;  // with FinetuneOptions::gradient_noise_batches
 };
 
 // `graph`: the FP32 model optimized with OptimizeOptions{.fold_batchnorm = false,

@@ -22,7 +22,7 @@ int cmd_finetune(int argc, char** argv) {
   Args args("finetune", argc, argv, 2,
             {"output", "weights", "method", "group", "acts", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
              "weight-decay", "label-smoothing", "data", "labels", "train-images", "calib-images", "percentile", "seed", "threads",
-             "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "input-shape"},
+             "checkpoint", "checkpoint-every", "resume", "onnx-out", "steps", "gradient-noise", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "input-shape"},
             {"all-layers", "no-augment", "no-progress", "eval", "json"});
   std::string in_path = args.model("finetune");
   if (!args.has("output")) throw UsageError("'tern finetune' needs -o OUT.tern");
@@ -77,6 +77,7 @@ int cmd_finetune(int argc, char** argv) {
   o.calibration_images = args.get_int("calib-images", 512, 1, 1 << 20);
   o.percentile = args.get_double("percentile", 0, 1e-9, 100);
   o.max_steps = args.get_int("steps", 0, 0, int64_t{1} << 40);
+  o.gradient_noise_batches = args.get_int("gradient-noise", 0, 2, 1 << 16);
   // Checkpoints go to OUT.ckpt by default (every epoch) and are removed once the run has finished.
   const bool keep_checkpoint = args.has("checkpoint");
   o.checkpoint_path = args.get("checkpoint", out_path + ".ckpt");
@@ -129,10 +130,17 @@ int cmd_finetune(int argc, char** argv) {
   for (const auto& e : r.epochs)
     epochs.push_back({{"epoch", e.epoch}, {"steps", e.steps}, {"loss", e.loss}, {"train_accuracy", e.accuracy}, {"seconds", e.seconds}});
   report["epochs"] = epochs;
+  if (!r.gradient_noise.empty()) report["gradient_noise"] = prov["finetune"]["gradient_noise"];
   if (!args.flag("json")) {
     std::printf("fine-tuned  %s -> %s, %s\n", in_path.c_str(), out_path.c_str(), onnx_out.c_str());
     std::printf("%lld steps in %.1f s; weights' cosine similarity to FP32 %.4f (lowest layer %.4f, %s)\n",
                 static_cast<long long>(r.steps), r.seconds, r.weight_cosine, r.min_layer_cosine, r.min_layer.c_str());
+    if (!r.gradient_noise.empty())
+      std::printf("\ngradient noise (%lld minibatches of %lld images; Conv/Gemm weights)\n%-16s %12s %12s %10s %8s\n",
+                  static_cast<long long>(r.gradient_noise[0].batches), static_cast<long long>(r.gradient_noise[0].batch),
+                  "network", "variance", "signal", "relative", "loss");
+    for (const train::GradientNoise& g : r.gradient_noise)
+      std::printf("%-16s %12.4g %12.4g %10.4g %8.4f\n", g.network.c_str(), g.variance, g.signal, g.relative, g.loss);
   }
   if (args.flag("eval")) {
     Dataset test = load_data(args, &graph, "test");

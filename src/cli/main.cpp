@@ -180,8 +180,8 @@ commands:
              [--lr LR] [--lr-final LR] [--schedule exp|cosine|step] [--momentum M] [--weight-decay WD] [--label-smoothing S]
              [--data fashion-mnist|DIR|X.npy --labels Y.npy] [--train-images N] [--calib-images N]
              [--percentile P] [--seed S] [--threads T] [--checkpoint PATH] [--checkpoint-every STEPS]
-             [--resume CKPT] [--onnx-out PATH] [--steps N] [--all-layers] [--no-augment] [--no-progress]
-             [--eval] [--json]
+             [--resume CKPT] [--onnx-out PATH] [--steps N] [--gradient-noise K] [--all-layers] [--no-augment]
+             [--no-progress] [--eval] [--json]
       fine-tuning after quantization (FAQ) on libtorch: quantize (activations at the 99.99th
       percentile for 8 bits, 99.9th for 4, rounded up to a power of two; first and last layers
       int8 unless --all-layers), then train with fake quantization and straight-through gradients,
@@ -191,6 +191,11 @@ commands:
       --checkpoint (default OUT.tern.ckpt, removed when the run completes); --resume continues one
       exactly. Deterministic for a seed with --threads 1. --eval: test top-1 of FP32, PTQ, FAQ
       (simulated) and FAQ on the integer engine.
+      --gradient-noise K: the gradient noise of FAQ's argument (quantization adds noise to the
+      gradient, larger batches remove it), measured over the run's first K minibatches at fixed
+      weights: the variance of one minibatch's Conv/Gemm weight gradient around their mean, and
+      relative to the mean's squared norm; for the FP32 and the quantized network at the start and,
+      after more than one step, the quantized one at the end (docs/finetune.md).
   train MODEL.onnx -o OUT.onnx [--init random|pretrained] [--numeric float32|fixed:IL.FL]
         [--gradient-numeric fixed:IL.FL] [--rounding stochastic|nearest] [--fixed-compute float64|float32] [--accumulate M | --accumulate-forward M --accumulate-backward M
         --accumulate-weight-grad M] [--accumulate-chunk C] [--epochs E] [--batch B] [--lr LR]

@@ -230,6 +230,15 @@ void check_output_paths(const std::vector<std::string>& inputs, const std::vecto
     if (exists && !S_ISREG(st.st_mode) && !S_ISCHR(st.st_mode))
       throw Error(p + ": will not replace " + file_kind(st.st_mode) + " with a file");
     if (exists && S_ISCHR(st.st_mode)) continue;  // /dev/null may take several outputs
+    if (!exists) {  // its folder must exist and take files now, not after the work
+      fs::path dir = fs::path(p).parent_path();
+      if (dir.empty()) dir = ".";
+      struct stat ds;
+      if (::stat(dir.c_str(), &ds) != 0 || !S_ISDIR(ds.st_mode))
+        throw Error(p + ": cannot write file (folder " + dir.string() + " does not exist)");
+      if (::access(dir.c_str(), W_OK | X_OK) != 0)
+        throw Error(p + ": cannot write file (folder " + dir.string() + " is not writable)");
+    }
     std::string c = canonical(p);
     for (const Seen& s : seen) {
       bool same = (exists && s.exists && s.dev == st.st_dev && s.ino == st.st_ino) || c == s.canonical;

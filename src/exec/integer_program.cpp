@@ -591,31 +591,55 @@ T* at(Buffer& b, int64_t n, int64_t y, int64_t x) {
   else return b.float_at(n, y, x);
 }
 
+// dst[c] = max(dst[c], src[c]). Separate restrict-qualified pointers: written through the
+// buffers' own uint8_t pointers, every store could alias the Buffer's fields (a char type aliases
+// anything), so the compiler reloaded them per byte and kept the loop scalar (ResNet-18's
+// 112x112x64 MaxPool took 1.1 ms).
+template <typename T>
+void max_into(T* __restrict dst, const T* __restrict a, const T* __restrict b, int64_t count) {
+  for (int64_t c = 0; c < count; ++c) {
+    const T m = a[c] > b[c] ? a[c] : b[c];
+    dst[c] = m > dst[c] ? m : dst[c];
+  }
+}
+
+template <typename T>
+void max_of(T* __restrict dst, const T* __restrict a, const T* __restrict b, int64_t count) {
+  for (int64_t c = 0; c < count; ++c) dst[c] = a[c] > b[c] ? a[c] : b[c];
+}
+
 template <typename T>
 void max_pool(Buffer& in, Buffer& out, const PoolAttrs& p, int64_t images, ThreadPool* pool) {
   const int64_t kh = p.kernel[0], kw = p.kernel[1];
   const int64_t sh = p.strides.empty() ? 1 : p.strides[0], sw = p.strides.empty() ? 1 : p.strides[1];
   const int64_t dh = p.dilations.empty() ? 1 : p.dilations[0], dw = p.dilations.empty() ? 1 : p.dilations[1];
   const int64_t pt = p.pads.empty() ? 0 : p.pads[0], pl = p.pads.empty() ? 0 : p.pads[1];
-  parallel(pool, images * out.h, [&](int64_t begin, int64_t end) {
+  const int64_t in_h = in.h, in_w = in.w, channels = in.c, out_h = out.h, out_w = out.w;
+  parallel(pool, images * out_h, [&](int64_t begin, int64_t end) {
+    std::vector<const T*> taps(static_cast<size_t>(kh * kw));
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t n = item / out.h, oh = item % out.h;
-      for (int64_t ow = 0; ow < out.w; ++ow) {
-        T* dst = at<T>(out, n, oh, ow);
-        bool first = true;
+      const int64_t n = item / out_h, oh = item % out_h;
+      for (int64_t ow = 0; ow < out_w; ++ow) {
+        size_t count = 0;
         for (int64_t i = 0; i < kh; ++i) {
           const int64_t ih = oh * sh - pt + i * dh;
-          if (ih < 0 || ih >= in.h) continue;
+          if (ih < 0 || ih >= in_h) continue;
           for (int64_t j = 0; j < kw; ++j) {
             const int64_t iw = ow * sw - pl + j * dw;
-            if (iw < 0 || iw >= in.w) continue;
-            const T* src = at<T>(in, n, ih, iw);
-            if (first) std::memcpy(dst, src, static_cast<size_t>(in.c) * sizeof(T));
-            else
-              for (int64_t c = 0; c < in.c; ++c) dst[c] = std::max(dst[c], src[c]);
-            first = false;
+            if (iw >= 0 && iw < in_w) taps[count++] = at<T>(in, n, ih, iw);
           }
         }
+        T* dst = at<T>(out, n, oh, ow);
+        if (count == 0) continue;  // a window wholly in the padding: left as allocated
+        if (count == 1) {
+          std::memcpy(dst, taps[0], static_cast<size_t>(channels) * sizeof(T));
+          continue;
+        }
+        // Taps two at a time: dst is read and written once per pair.
+        size_t t = 2;
+        max_of(dst, taps[0], taps[1], channels);
+        for (; t + 2 <= count; t += 2) max_into(dst, taps[t], taps[t + 1], channels);
+        if (t < count) max_into(dst, taps[t], taps[t], channels);
       }
     }
   });
@@ -623,6 +647,11 @@ void max_pool(Buffer& in, Buffer& out, const PoolAttrs& p, int64_t images, Threa
 
 // Relu / Clip / Identity: an elementwise clamp; on codes, the clamp of the codes of the bounds
 // (rounding is monotone, so it commutes with the clamp).
+template <typename T>
+void clamp_into(T* __restrict dst, const T* __restrict src, int64_t count, T lo, T hi) {
+  for (int64_t c = 0; c < count; ++c) dst[c] = std::min(std::max(src[c], lo), hi);
+}
+
 template <typename T>
 void clamp_copy(Buffer& in, Buffer& out, float lo, float hi, int64_t images) {
   T tlo, thi;
@@ -634,13 +663,10 @@ void clamp_copy(Buffer& in, Buffer& out, float lo, float hi, int64_t images) {
     tlo = lo;
     thi = hi;
   }
+  const int64_t h = in.h, w = in.w, channels = in.c;
   for (int64_t n = 0; n < images; ++n)
-    for (int64_t y = 0; y < in.h; ++y)
-      for (int64_t x = 0; x < in.w; ++x) {
-        const T* src = at<T>(in, n, y, x);
-        T* dst = at<T>(out, n, y, x);
-        for (int64_t c = 0; c < in.c; ++c) dst[c] = std::min(std::max(src[c], tlo), thi);
-      }
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) clamp_into(at<T>(out, n, y, x), at<T>(in, n, y, x), channels, tlo, thi);
 }
 
 // Flatten / Reshape to [N, C * H * W]: NCHW order, as the graph flattens.

@@ -119,6 +119,80 @@ const Tensor& constant_named(const Graph& g, const std::string& name) {
   throw Error(g.source + ": no constant '" + name + "'");
 }
 
+// The loss fine-tuning minimizes on images `indices` (step `step`'s augmentation).
+torch::Tensor training_loss(TrainableGraph& net, const TrainingData& data, const std::vector<int64_t>& indices, int64_t step,
+                            const FinetuneOptions& options, torch::Tensor* logits_out = nullptr) {
+  std::mt19937_64 augment_rng = augmentation_rng(options.seed, step);
+  torch::Tensor x = make_training_batch(data, indices, options.augment, augment_rng);
+  torch::Tensor y = batch_labels(data, indices);
+  torch::Tensor logits = net.forward(x);
+  if (logits_out) *logits_out = logits;
+  return torch::nn::functional::cross_entropy(
+      logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options.label_smoothing));
+}
+
+// GradientNoise of `net` at its current weights over the run's first `batches` minibatches.
+// Welford's update per element, in float64: no K copies of the gradient are kept.
+GradientNoise gradient_noise(TrainableGraph& net, const TrainingData& data, int64_t batches, int64_t batch,
+                             const FinetuneOptions& options, const std::string& network) {
+  GradientNoise r;
+  r.network = network;
+  r.batches = batches;
+  r.batch = batch;
+  std::vector<Parameter>& params = net.parameters();
+  std::vector<size_t> weights;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].decay) weights.push_back(i);
+  std::vector<torch::Tensor> mean;
+  std::vector<double> m2(weights.size(), 0.0);
+  for (size_t i : weights) mean.push_back(torch::zeros_like(params[i].value, torch::kFloat64));
+  const int64_t n = data.size(), per_epoch = n / batch;
+  std::vector<int64_t> order;
+  double loss_sum = 0;
+  for (int64_t k = 0; k < batches; ++k) {
+    const int64_t epoch = k / per_epoch, pos = k % per_epoch;
+    if (pos == 0) order = epoch_order(options.seed, epoch, n);
+    std::vector<int64_t> indices(order.begin() + pos * batch, order.begin() + (pos + 1) * batch);
+    for (Parameter& p : params)
+      if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+    torch::Tensor loss = training_loss(net, data, indices, k, options);
+    loss_sum += loss.item<double>();
+    loss.backward();
+    torch::NoGradGuard no_grad;
+    for (size_t j = 0; j < weights.size(); ++j) {
+      torch::Tensor g = params[weights[j]].value.grad();
+      g = g.defined() ? g.to(torch::kFloat64) : torch::zeros_like(mean[j]);
+      torch::Tensor delta = g - mean[j];
+      mean[j].add_(delta, 1.0 / static_cast<double>(k + 1));
+      m2[j] += (delta * (g - mean[j])).sum().item<double>();
+    }
+  }
+  for (Parameter& p : params)
+    if (p.value.grad().defined()) p.value.mutable_grad().zero_();
+  const double K = static_cast<double>(batches);
+  for (size_t j = 0; j < weights.size(); ++j) {
+    GradientNoise::Layer l;
+    l.name = params[weights[j]].name;
+    l.variance = batches > 1 ? m2[j] / (K - 1) : 0.0;
+    l.signal = mean[j].square().sum().item<double>() - l.variance / K;
+    r.variance += l.variance;
+    r.signal += l.signal;
+    r.layers.push_back(l);
+  }
+  r.relative = r.signal > 0 ? r.variance / r.signal : INFINITY;
+  r.loss = loss_sum / K;
+  return r;
+}
+
+nlohmann::json noise_json(const GradientNoise& g) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const GradientNoise::Layer& l : g.layers)
+    layers.push_back({{"name", l.name}, {"variance", l.variance}, {"signal", l.signal}});
+  return {{"network", g.network}, {"batches", g.batches}, {"batch", g.batch}, {"variance", g.variance},
+          {"signal", g.signal}, {"relative", std::isfinite(g.relative) ? nlohmann::json(g.relative) : nlohmann::json()},
+          {"loss", g.loss}, {"layers", layers}};
+}
+
 }  // namespace
 
 FinetuneResult finetune(const Graph& graph, const Dataset& train, const Preprocess& norm,
@@ -219,6 +293,17 @@ FinetuneResult finetune(const Graph& graph, const Dataset& train, const Preproce
     check(state.step <= total_steps, options.resume_path + ": checkpoint is past the end of this run");
   }
 
+  const int64_t noise_batches = options.gradient_noise_batches;
+  if (noise_batches > 0) {
+    check(noise_batches >= 2, "fine-tuning: --gradient-noise needs at least 2 minibatches");
+    check(noise_batches * batch <= 16 * n_train, "fine-tuning: --gradient-noise " + std::to_string(noise_batches) +
+                                                     " minibatches of " + std::to_string(batch) +
+                                                     " images is over 16 passes of the training images");
+    TrainableGraph fp32(graph, {});
+    result.gradient_noise.push_back(gradient_noise(fp32, data, noise_batches, batch, options, "fp32 start"));
+    result.gradient_noise.push_back(gradient_noise(net, data, noise_batches, batch, options, "quantized start"));
+  }
+
   ProgressBar bar(options.progress);
   auto t_start = std::chrono::steady_clock::now();
   auto epoch_start = t_start;
@@ -228,14 +313,10 @@ FinetuneResult finetune(const Graph& graph, const Dataset& train, const Preproce
     const int64_t epoch = state.step / steps_per_epoch, pos = state.step % steps_per_epoch;
     if (order_epoch != epoch) order = epoch_order(options.seed, epoch, n_train), order_epoch = epoch;
     std::vector<int64_t> indices(order.begin() + pos * batch, order.begin() + (pos + 1) * batch);
-    std::mt19937_64 augment_rng = augmentation_rng(options.seed, state.step);
-    torch::Tensor x = make_training_batch(data, indices, options.augment, augment_rng);
-    torch::Tensor y = batch_labels(data, indices);
-
     const double lr = learning_rate(options.schedule, options.lr, lr_final, state.step, total_steps);
-    torch::Tensor logits = net.forward(x);
-    torch::Tensor loss = torch::nn::functional::cross_entropy(
-        logits, y, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(options.label_smoothing));
+    torch::Tensor logits;
+    torch::Tensor loss = training_loss(net, data, indices, state.step, options, &logits);
+    torch::Tensor y = batch_labels(data, indices);
     const double loss_value = loss.item<double>();
     check(std::isfinite(loss_value), src + ": fine-tuning diverged at step " + std::to_string(state.step + 1) +
                                          " (loss " + std::to_string(loss_value) + "); lower --lr");
@@ -284,6 +365,9 @@ FinetuneResult finetune(const Graph& graph, const Dataset& train, const Preproce
                              state.loss_sum / state.seen, 100.0 * static_cast<double>(state.correct) / state.seen,
                              std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count()});
 
+  if (noise_batches > 0 && result.steps > 1)
+    result.gradient_noise.push_back(gradient_noise(net, data, noise_batches, batch, options, "quantized end"));
+
   // The fine-tuned model: fold, quantize with the same plan and the activation scales it trained with.
   result.trained = net.trained_graph();
   for (const Parameter& p : params) result.trained_values[p.name] = constant_named(result.trained, p.name).clone();
@@ -309,6 +393,11 @@ FinetuneResult finetune(const Graph& graph, const Dataset& train, const Preproce
              {"train_images", n_train}, {"threads", torch::get_num_threads()}, {"seconds", result.seconds},
              {"weight_cosine", result.weight_cosine}, {"min_layer_cosine", result.min_layer_cosine},
              {"history", epochs}};
+  if (!result.gradient_noise.empty()) {
+    json noise = json::array();
+    for (const GradientNoise& g : result.gradient_noise) noise.push_back(noise_json(g));
+    ft["gradient_noise"] = noise;
+  }
   json prov = json::parse(result.start.provenance_json);
   prov["finetune"] = ft;
   result.provenance_json = prov.dump();
