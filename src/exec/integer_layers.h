@@ -3,6 +3,9 @@
 #pragma once
 
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,6 +65,15 @@ struct IntLayer {
   std::vector<float> bias;     // dequantized, per filter (empty: none)
   float clamp_lo = -INFINITY, clamp_hi = INFINITY;
   std::string weights_kind() const;  // "ternary", "int4", "int8" or "mixed" (of every term)
+  // The active terms' weights as int8 panels (ternary and int4 decoded, terms stacked), per group
+  // and level, made once for every program that runs this layer (each thread's copy included):
+  // see integer_program.cpp's shared_panels.
+  struct DecodedCache {
+    std::mutex mutex;
+    int active = -1;
+    std::map<int64_t, std::shared_ptr<const std::vector<int8_t>>> groups;
+  };
+  std::shared_ptr<DecodedCache> decoded = std::make_shared<DecodedCache>();
 
   int64_t rows() const { return out / groups; }
   int64_t depth() const { return in * taps; }

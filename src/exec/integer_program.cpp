@@ -190,8 +190,8 @@ struct LayerStep {
     std::vector<int32_t> stacked_sums;           // the active terms' row sums, stacked like the panels
     std::vector<const int32_t*> row_sums;        // per active term
     std::optional<Epilogue> epilogue;            // with a static input scale: made once per level
-    std::vector<int8_t> panels;                  // the active terms' int8 panels, stacked (empty: one
-                                                 // int8 term, multiplied from its stored panels)
+    std::shared_ptr<const std::vector<int8_t>> panels;  // the active terms' int8 panels, stacked
+                                                        // (null: one int8 term, its stored panels)
   };
   std::vector<Group> groups;
   std::vector<std::vector<int32_t>> depthwise_sums;  // depthwise: each active term's sums per channel
@@ -322,6 +322,21 @@ void pad_channels(LayerStep& s) {
   }
 }
 
+// stacked_panels of group gi at the layer's active level, made once and shared by every program
+// running the layer: with a copy of the program per thread, each had decoded its own (a ternary
+// ResNet-50 at 2 threads held three int8 copies of its weights).
+std::shared_ptr<const std::vector<int8_t>> shared_panels(const LayerStep& s, int64_t gi) {
+  IntLayer::DecodedCache& cache = *s.L->decoded;
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  if (cache.active != s.L->active) {
+    cache.groups.clear();
+    cache.active = s.L->active;
+  }
+  auto& slot = cache.groups[gi];
+  if (!slot) slot = std::make_shared<const std::vector<int8_t>>(stacked_panels(s, gi));
+  return slot;
+}
+
 void prepare_layer(LayerStep& s) {
   const IntLayer& L = *s.L;
   const Buffer& in = *s.in;
@@ -354,7 +369,7 @@ void prepare_layer(LayerStep& s) {
     }
     // Ternary and int4 codes, and stacked terms, become int8 panels once per level (not per run).
     const TermGroup& only = s.group(0, static_cast<int64_t>(gi));
-    if (!(L.active == 1 && !only.ternary && !only.int4)) g.panels = stacked_panels(s, static_cast<int64_t>(gi));
+    if (!(L.active == 1 && !only.ternary && !only.int4)) g.panels = shared_panels(s, static_cast<int64_t>(gi));
     // Implicit GEMM: k = tap * in + channel, 4 channels per step.
     if (s.mode == LayerStep::Mode::kImplicit)
       for (int64_t st = 0; st < steps; ++st)
@@ -438,7 +453,7 @@ void run_conv(LayerStep& s, int64_t images, ThreadPool* pool) {
     LayerStep::Group& group = s.groups[static_cast<size_t>(gi)];
     // One int8 term is multiplied from its stored panels; stacked terms and ternary / int4 codes
     // from the int8 panels prepare_layer made for this level.
-    const int8_t* panels = group.panels.empty() ? s.group(0, gi).dense.data() : group.panels.data();
+    const int8_t* panels = group.panels ? group.panels->data() : s.group(0, gi).dense.data();
     const std::vector<int32_t>& stacked_sums = group.stacked_sums;
     const std::vector<int64_t>& step_offset = group.step_offset;
     std::vector<Epilogue>& per_image = s.epilogues;  // (not thread_local: the workers read it)
@@ -565,7 +580,7 @@ void run_gemm(LayerStep& s, int64_t images, ThreadPool* pool) {
   // the other core, and with a GELU ran slower on two cores than on one).
   if (s.cached_active != L.active) prepare_layer(s);
   const LayerStep::Group& g = s.groups[0];
-  const int8_t* panels = g.panels.empty() ? nullptr : g.panels.data();
+  const int8_t* panels = g.panels ? g.panels->data() : nullptr;
   constexpr int64_t kCols = 48;
   const int64_t blocks = (cols + kCols - 1) / kCols;
   parallel(pool, blocks, [&](int64_t begin, int64_t end) {

@@ -282,20 +282,25 @@ QuantizedModel load_quantized_model(const TernFile& file) {
         if (uses_filter_steps(grouping, l.config)) {
           check(!jt[k].contains("scales"), what + ": float scales where two-level scales belong");
           q.filter_steps = read_array<float>(payload, jt[k].at("filter_steps"), static_cast<size_t>(l.out), what + " filter steps");
-          for (float v : q.filter_steps) check(std::isfinite(v) && v >= 0.0f, what + ": filter steps must be finite and >= 0");
+          // (Messages are built only on failure: a check per element built one string per group.)
+          for (float v : q.filter_steps)
+            if (!(std::isfinite(v) && v >= 0.0f)) throw Error(what + ": filter steps must be finite and >= 0");
           std::vector<uint8_t> units = read_array<uint8_t>(payload, jt[k].at("scale_units"),
                                                            static_cast<size_t>(grouping.count() * spg), what + " scale units");
           const int64_t per_filter = grouping.groups_per_filter();
           for (size_t i = 0; i < units.size(); ++i)
-            check(l.config.log_scales || units[i] <= kScaleUnitMax,
-                  what + ": scale unit " + std::to_string(units[i]) + " above " + std::to_string(kScaleUnitMax));
+            if (!(l.config.log_scales || units[i] <= kScaleUnitMax))
+              throw Error(what + ": scale unit " + std::to_string(units[i]) + " above " + std::to_string(kScaleUnitMax));
+          s.reserve(units.size());
           for (size_t i = 0; i < units.size(); ++i)
             s.push_back(unit_scale(units[i], q.filter_steps[i / static_cast<size_t>(spg * per_filter)], l.config.log_scales));
         } else {
           check(!jt[k].contains("filter_steps"), what + ": two-level scales where float scales belong");
           s = read_array<float>(payload, jt[k].at("scales"), static_cast<size_t>(grouping.count() * spg), what + " scales");
-          for (float v : s) check(std::isfinite(v) && v >= 0.0f, what + ": scales must be finite and >= 0");
+          for (float v : s)
+            if (!(std::isfinite(v) && v >= 0.0f)) throw Error(what + ": scales must be finite and >= 0");
         }
+        q.scales.reserve(static_cast<size_t>(grouping.count()));
         for (int64_t gi = 0; gi < grouping.count(); ++gi) {
           float pos = s[static_cast<size_t>(gi * spg)];
           q.scales.push_back({pos, spg == 2 ? s[static_cast<size_t>(gi * spg + 1)] : pos, 0.0f});
@@ -316,7 +321,8 @@ QuantizedModel load_quantized_model(const TernFile& file) {
         check(!l.bias_value.empty() && l.input && !l.input->dynamic, who + ": int32 bias without a static input scale");
         l.bias = read_array<int32_t>(payload, jl.at("bias"), static_cast<size_t>(l.out), who + " bias");
         l.bias_scale = read_array<float>(payload, jl.at("bias_scale"), static_cast<size_t>(l.out), who + " bias scale");
-        for (float v : l.bias_scale) check(std::isfinite(v) && v > 0.0f, who + ": bias scales must be positive and finite");
+        for (float v : l.bias_scale)
+          if (!(std::isfinite(v) && v > 0.0f)) throw Error(who + ": bias scales must be positive and finite");
         Value& bv = claim(l.bias_value, who);
         int64_t bcount = element_count(bv.shape);
         check(bv.dtype == DataType::kFloat32 && bcount == l.out, who + ": bias shape does not match");
