@@ -46,12 +46,12 @@ set_source_files_properties(${_tern_int8_avx2_sources} PROPERTIES COMPILE_OPTION
 set_source_files_properties(${_tern_int8_avxvnni_sources} PROPERTIES COMPILE_OPTIONS "-mavx2;-mavxvnni")
 # The epilogue is one loop source built per ISA; no FMA contraction, so every ISA rounds alike.
 # (-Wno-maybe-uninitialized, -Wno-uninitialized: GCC 12 warns inside its own _mm512_max_ps /
-# _mm512_min_ps. -fno-tree-ter: the AVX-512 epilogue writes 4 columns' activation chains step by
+# _mm512_min_ps. -fno-tree-ter: the AVX-512 and AVX2 epilogues write 4 columns' activation chains step by
 # step, interleaved; GCC's temporary-expression replacement would rebuild each column's chain as
 # one expression tree and emit them one after the other.)
 set_source_files_properties(${_tern_kernels_dir}/int8/requantize.cpp PROPERTIES COMPILE_OPTIONS "-O3;-ffp-contract=off")
 set_source_files_properties(${_tern_kernels_dir}/int8/requantize_avx2.cpp PROPERTIES
-  COMPILE_OPTIONS "-O3;-mavx2;-ffp-contract=off")
+  COMPILE_OPTIONS "-O3;-mavx2;-ffp-contract=off;$<$<CXX_COMPILER_ID:GNU>:-fno-tree-ter>")
 set_source_files_properties(${_tern_kernels_dir}/int8/requantize_avx512.cpp PROPERTIES
   COMPILE_OPTIONS "-O3;-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mprefer-vector-width=512;-ffp-contract=off;-Wno-maybe-uninitialized;-Wno-uninitialized;$<$<CXX_COMPILER_ID:GNU>:-fno-tree-ter>")
 # The FP32 row kernels likewise (rows.h).

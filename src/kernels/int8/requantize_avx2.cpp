@@ -1,5 +1,6 @@
 // AVX2 epilogue (requantize.h): 8 channels per vector, the reference's operations in its order (no
-// FMA); a channel tail of fewer than 8 goes through the loop source.
+// FMA), several columns side by side for the long activations; a channel tail of fewer than 8
+// goes through the loop source.
 #include <immintrin.h>
 
 #include <vector>
@@ -11,107 +12,237 @@ namespace tern::kernels {
 
 namespace {
 
-// activation_math.h's functions on 8 lanes, the same operations in the same order (no FMA).
-inline __m256 exp_approx8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+// As the AVX-512 epilogue (requantize_avx512.cpp): the functions take N independent vectors and
+// run each step on all of them before the next, so that N columns' activation chains (a sigmoid or
+// an erf is some 30 dependent operations) overlap; every lane sees the operations of
+// activation_math.h in its order (no FMA). Forced inline: the N-vector arrays live in registers.
+#define EACH(i, N) _Pragma("GCC unroll 8") for (int i = 0; i < (N); ++i)
+#define TERN_INLINE __attribute__((always_inline)) inline
+
+// exp_approx on 8 lanes, in place on N vectors: n by the magic-number add and subtract, 2^n built
+// in the exponent bits, as the scalar code.
+template <int N>
+TERN_INLINE void exp_approx8(__m256 (&x)[N]) {
   const __m256 magic = _mm256_set1_ps(12582912.0f);
-  const __m256 n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), magic), magic);
-  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-  r = _mm256_sub_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(-2.12194440e-4f)));
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p, r), r), r), _mm256_set1_ps(1.0f));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  __m256 n[N], r[N], p[N];
+  EACH(i, N) { x[i] = _mm256_min_ps(_mm256_max_ps(x[i], _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f)); }
+  EACH(i, N) { n[i] = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x[i], _mm256_set1_ps(1.44269504088896341f)), magic), magic); }
+  EACH(i, N) { r[i] = _mm256_sub_ps(x[i], _mm256_mul_ps(n[i], _mm256_set1_ps(0.693359375f))); }
+  EACH(i, N) { r[i] = _mm256_sub_ps(r[i], _mm256_mul_ps(n[i], _mm256_set1_ps(-2.12194440e-4f))); }
+  EACH(i, N) { p[i] = _mm256_set1_ps(1.9875691500e-4f); }
+  _Pragma("GCC unroll 16") for (const float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    EACH(i, N) { p[i] = _mm256_add_ps(_mm256_mul_ps(p[i], r[i]), _mm256_set1_ps(c)); }
+  EACH(i, N) {
+    p[i] = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(p[i], r[i]), r[i]), r[i]), _mm256_set1_ps(1.0f));
+  }
+  EACH(i, N) {
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n[i]), _mm256_set1_epi32(127)), 23);
+    x[i] = _mm256_mul_ps(p[i], _mm256_castsi256_ps(e));
+  }
 }
 
-inline __m256 activate8(__m256 v, Activation act, __m256 alpha, __m256 beta) {
+// erf_approx on 8 lanes, its operations in its order: both branches, one selected per lane. In
+// place, on N vectors.
+template <int N>
+TERN_INLINE void erf_approx8(__m256 (&x)[N]) {
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  __m256 a[N], z[N], p[N], t[N], q[N], big[N], is_small[N];
+  EACH(i, N) {
+    a[i] = _mm256_andnot_ps(sign, x[i]);
+    z[i] = _mm256_mul_ps(x[i], x[i]);
+    p[i] = _mm256_set1_ps(-6.218505441211164e-04f);
+  }
+  _Pragma("GCC unroll 16") for (const float c : {5.0351242534816265e-03f, -2.6793455705046654e-02f, 1.1282510310411453e-01f,
+                        -3.761255443096161e-01f, 1.1283791065216064e+00f})
+    EACH(i, N) { p[i] = _mm256_add_ps(_mm256_mul_ps(p[i], z[i]), _mm256_set1_ps(c)); }
+  EACH(i, N) {
+    is_small[i] = _mm256_cmp_ps(a[i], _mm256_set1_ps(0.875f), _CMP_LT_OQ);
+    t[i] = _mm256_div_ps(one, _mm256_blendv_ps(a[i], one, is_small[i]));
+    q[i] = _mm256_set1_ps(-1.9284633919596672e-02f);
+  }
+  _Pragma("GCC unroll 16") for (const float c : {1.457294374704361e-01f, -4.814735949039459e-01f, 8.963276147842407e-01f, -9.820159077644348e-01f,
+                        5.272132754325867e-01f, 1.0364840179681778e-01f, -3.387681841850281e-01f, 1.3607642613351345e-02f,
+                        5.625135898590088e-01f, 8.595283725298941e-05f})
+    EACH(i, N) { q[i] = _mm256_add_ps(_mm256_mul_ps(q[i], t[i]), _mm256_set1_ps(c)); }
+  EACH(i, N) { big[i] = _mm256_xor_ps(z[i], sign); }
+  exp_approx8<N>(big);
+  EACH(i, N) {
+    const __m256 b = _mm256_sub_ps(one, _mm256_mul_ps(big[i], q[i]));
+    const __m256 magnitude = _mm256_blendv_ps(one, b, _mm256_cmp_ps(a[i], _mm256_set1_ps(4.0f), _CMP_LT_OQ));
+    // x < 0 ? -magnitude : magnitude (x = -0 is not below 0); a NaN x fails every compare.
+    const __m256 negative = _mm256_cmp_ps(x[i], _mm256_setzero_ps(), _CMP_LT_OQ);
+    const __m256 large = _mm256_xor_ps(magnitude, _mm256_and_ps(negative, sign));
+    const __m256 small = _mm256_mul_ps(x[i], p[i]);
+    const __m256 r = _mm256_blendv_ps(large, small, is_small[i]);
+    x[i] = _mm256_blendv_ps(r, x[i], _mm256_cmp_ps(x[i], x[i], _CMP_UNORD_Q));
+  }
+}
+
+// The fused activation, in place on N vectors.
+template <Activation kAct, int N>
+TERN_INLINE void activate8(__m256 (&v)[N], __m256 alpha, __m256 beta) {
   const __m256 one = _mm256_set1_ps(1.0f);
-  auto hard_sigmoid = [&](__m256 x) {
-    return _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(alpha, x), beta), _mm256_setzero_ps()), one);
-  };
-  auto sigmoid = [&](__m256 x) {
-    return _mm256_div_ps(one, _mm256_add_ps(one, exp_approx8(_mm256_xor_ps(x, _mm256_set1_ps(-0.0f)))));
-  };
-  switch (act) {
-    case Activation::kHardSigmoid: return hard_sigmoid(v);
-    case Activation::kHardSwish: return _mm256_mul_ps(v, hard_sigmoid(v));
-    case Activation::kSigmoid: return sigmoid(v);
-    case Activation::kSilu: return _mm256_mul_ps(v, sigmoid(v));
-    default: return v;
+  if constexpr (kAct == Activation::kHardSigmoid || kAct == Activation::kHardSwish) {
+    EACH(i, N) {
+      const __m256 h = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(_mm256_mul_ps(alpha, v[i]), beta), _mm256_setzero_ps()), one);
+      v[i] = kAct == Activation::kHardSwish ? _mm256_mul_ps(v[i], h) : h;
+    }
+  } else if constexpr (kAct == Activation::kSigmoid || kAct == Activation::kSilu) {
+    __m256 e[N];
+    EACH(i, N) { e[i] = _mm256_xor_ps(v[i], _mm256_set1_ps(-0.0f)); }
+    exp_approx8<N>(e);
+    EACH(i, N) {
+      const __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, e[i]));
+      v[i] = kAct == Activation::kSilu ? _mm256_mul_ps(v[i], s) : s;
+    }
+  } else if constexpr (kAct == Activation::kGelu || kAct == Activation::kGeluMul) {
+    __m256 t[N];
+    EACH(i, N) { t[i] = kAct == Activation::kGelu ? _mm256_div_ps(v[i], alpha) : _mm256_mul_ps(v[i], alpha); }
+    erf_approx8<N>(t);
+    EACH(i, N) { v[i] = _mm256_mul_ps(_mm256_mul_ps(v[i], _mm256_add_ps(t[i], one)), _mm256_set1_ps(0.5f)); }
   }
 }
 
-template <int kTerms>
-void requantize_rows8(const RequantArgs& a, int64_t r) {
-  const __m256 lo = _mm256_set1_ps(a.lo), hi = _mm256_set1_ps(a.hi);
-  const __m256 lo2 = _mm256_set1_ps(a.lo2), hi2 = _mm256_set1_ps(a.hi2);
-  const __m256 inv = _mm256_set1_ps(a.inv_scale), qlo = _mm256_set1_ps(a.qlo), qhi = _mm256_set1_ps(a.qhi);
-  const __m256 half = _mm256_set1_ps(kHalfBelow);
-  const __m256 act_alpha = _mm256_set1_ps(a.act_alpha), act_beta = _mm256_set1_ps(a.act_beta);
-  const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(0x80000000u)));
-  const __m256i zero = _mm256_set1_epi32(a.zero);
-  const int terms = kTerms > 0 ? kTerms : a.terms;
-  const __m256 bias = _mm256_loadu_ps(a.bias + r);
-  auto offset_of = [&](int j) {
-    return a.offset ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.offset + j * a.multiplier_term_stride + r))
-                    : _mm256_setzero_si256();
-  };
-  __m256 mult[kTerms > 0 ? kTerms : 1];
-  __m256i offset[kTerms > 0 ? kTerms : 1];
-  for (int j = 0; j < (kTerms > 0 ? kTerms : 0); ++j) {
-    mult[j] = _mm256_loadu_ps(a.multiplier + j * a.multiplier_term_stride + r);
-    offset[j] = offset_of(j);
+// Columns side by side: 4 where the activation is a long chain (sigmoid, erf), 1 otherwise.
+template <Activation kAct>
+inline constexpr int kColumns = (kAct == Activation::kSigmoid || kAct == Activation::kSilu || kAct == Activation::kGelu ||
+                                 kAct == Activation::kGeluMul) ? 4 : 1;
+
+// The per-call constants, broadcast once.
+struct Constants {
+  __m256 lo, hi, lo2, hi2, inv, qlo, qhi, half, act_alpha, act_beta, sign;
+  __m256i zero;
+  explicit Constants(const RequantArgs& a)
+      : lo(_mm256_set1_ps(a.lo)), hi(_mm256_set1_ps(a.hi)), lo2(_mm256_set1_ps(a.lo2)), hi2(_mm256_set1_ps(a.hi2)),
+        inv(_mm256_set1_ps(a.inv_scale)), qlo(_mm256_set1_ps(a.qlo)), qhi(_mm256_set1_ps(a.qhi)),
+        half(_mm256_set1_ps(kHalfBelow)), act_alpha(_mm256_set1_ps(a.act_alpha)), act_beta(_mm256_set1_ps(a.act_beta)),
+        sign(_mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(0x80000000u)))), zero(_mm256_set1_epi32(a.zero)) {}
+};
+
+// What one block of 8 channels reads and writes, column 0's addresses and each one's column step:
+// locals, since a u8 store may alias anything and fields read through RequantArgs would be loaded
+// again after each one.
+struct Rows {
+  __m256 bias;
+  const int32_t* acc;
+  int64_t acc_stride, term_stride;
+  int terms;
+  const float* multiplier;
+  const int32_t* offsets;
+  int64_t multiplier_term_stride;
+  const float* residual;
+  int64_t residual_stride;
+  bool scaled;
+  __m256 residual_scale;
+  float* out;
+  int64_t out_stride;
+  uint8_t* codes;
+  int64_t codes_stride;
+};
+
+// N columns of one block of 8 channels, from column `col` (requantize.h's order).
+template <int kTerms, Activation kAct, int N>
+TERN_INLINE void finish8(const Constants& k, const Rows& b, const __m256* mult, const __m256i* offset, int64_t col) {
+  __m256 v[N];
+  EACH(i, N) {
+    v[i] = b.bias;
+    const int32_t* acc = b.acc + (col + i) * b.acc_stride;
+    for (int j = 0; j < b.terms; ++j) {
+      const __m256i oj = kTerms > 0 ? offset[kTerms > 0 ? j : 0]
+                                    : (b.offsets ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.offsets + j * b.multiplier_term_stride))
+                                                 : _mm256_setzero_si256());
+      const __m256i sj = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j * b.term_stride)), oj);
+      const __m256 mj = kTerms > 0 ? mult[kTerms > 0 ? j : 0] : _mm256_loadu_ps(b.multiplier + j * b.multiplier_term_stride);
+      v[i] = _mm256_add_ps(v[i], _mm256_mul_ps(_mm256_cvtepi32_ps(sj), mj));
+    }
+    v[i] = _mm256_min_ps(_mm256_max_ps(v[i], k.lo), k.hi);
   }
-  const int32_t* acc = a.acc + r;
-  for (int64_t col = 0; col < a.cols; ++col, acc += a.acc_stride) {
-    __m256 v = bias;
-    for (int j = 0; j < terms; ++j) {
-      __m256i oj = kTerms > 0 ? offset[kTerms > 0 ? j : 0] : offset_of(j);
-      __m256 mj = kTerms > 0 ? mult[kTerms > 0 ? j : 0] : _mm256_loadu_ps(a.multiplier + j * a.multiplier_term_stride + r);
-      __m256i s = _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + j * a.term_stride)), oj);
-      v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_cvtepi32_ps(s), mj));
+  activate8<kAct, N>(v, k.act_alpha, k.act_beta);
+  EACH(i, N) {
+    if (b.residual) {
+      __m256 res = _mm256_loadu_ps(b.residual + (col + i) * b.residual_stride);
+      if (b.scaled) res = _mm256_mul_ps(res, b.residual_scale);
+      v[i] = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(v[i], res), k.lo2), k.hi2);
     }
-    v = _mm256_min_ps(_mm256_max_ps(v, lo), hi);
-    if (a.act != Activation::kNone) v = activate8(v, a.act, act_alpha, act_beta);
-    if (a.residual) {
-      __m256 res = _mm256_loadu_ps(a.residual + col * a.residual_stride + r);
-      if (a.residual_scale) res = _mm256_mul_ps(res, _mm256_loadu_ps(a.residual_scale + r));
-      v = _mm256_add_ps(v, res);
-      v = _mm256_min_ps(_mm256_max_ps(v, lo2), hi2);
-    }
-    if (a.out) _mm256_storeu_ps(a.out + col * a.out_stride + r, v);
-    if (a.codes) {
-      __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v, inv), qlo), qhi);
-      __m256 h = _mm256_or_ps(_mm256_and_ps(t, sign), half);  // copysign(0.49999997, t): half away from zero
-      __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_add_ps(t, h)), zero);  // 0..255
-      __m256i q16 = _mm256_packus_epi32(q, q);      // per 128-bit lane: q0..q3 q0..q3 | q4..q7 q4..q7
-      __m256i q8 = _mm256_packus_epi16(q16, q16);
-      uint8_t* dst = a.codes + col * a.codes_stride + r;
+    if (b.out) _mm256_storeu_ps(b.out + (col + i) * b.out_stride, v[i]);
+    if (b.codes) {
+      const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(v[i], k.inv), k.qlo), k.qhi);
+      const __m256 h = _mm256_or_ps(_mm256_and_ps(t, k.sign), k.half);  // copysign(0.49999997, t): half away from zero
+      const __m256i q = _mm256_add_epi32(_mm256_cvttps_epi32(_mm256_add_ps(t, h)), k.zero);  // 0..255
+      const __m256i q16 = _mm256_packus_epi32(q, q);  // per 128-bit lane: q0..q3 q0..q3 | q4..q7 q4..q7
+      const __m256i q8 = _mm256_packus_epi16(q16, q16);
       const int32_t low = _mm_cvtsi128_si32(_mm256_castsi256_si128(q8));
       const int32_t high = _mm_cvtsi128_si32(_mm256_extracti128_si256(q8, 1));
+      uint8_t* dst = b.codes + (col + i) * b.codes_stride;
       std::memcpy(dst, &low, 4);
       std::memcpy(dst + 4, &high, 4);
     }
   }
 }
 
-}  // namespace
+// One block of 8 channels over every column, kColumns at a time; the channel constants stay in
+// registers (up to 3 terms).
+template <int kTerms, Activation kAct>
+void requantize_rows8(const RequantArgs& a, const Constants& k, int64_t r) {
+  Rows b;
+  b.terms = kTerms > 0 ? kTerms : a.terms;
+  b.bias = _mm256_loadu_ps(a.bias + r);
+  b.multiplier = a.multiplier + r;
+  b.offsets = a.offset ? a.offset + r : nullptr;
+  b.multiplier_term_stride = a.multiplier_term_stride;
+  __m256 mult[kTerms > 0 ? kTerms : 1];
+  __m256i offset[kTerms > 0 ? kTerms : 1];
+  for (int j = 0; j < (kTerms > 0 ? kTerms : 0); ++j) {
+    mult[j] = _mm256_loadu_ps(b.multiplier + j * b.multiplier_term_stride);
+    offset[j] = b.offsets ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.offsets + j * b.multiplier_term_stride))
+                          : _mm256_setzero_si256();
+  }
+  b.acc = a.acc + r;
+  b.acc_stride = a.acc_stride;
+  b.term_stride = a.term_stride;
+  b.residual = a.residual ? a.residual + r : nullptr;
+  b.residual_stride = a.residual_stride;
+  b.scaled = a.residual_scale != nullptr;
+  b.residual_scale = b.scaled ? _mm256_loadu_ps(a.residual_scale + r) : _mm256_set1_ps(1.0f);
+  b.out = a.out ? a.out + r : nullptr;
+  b.out_stride = a.out_stride;
+  b.codes = a.codes ? a.codes + r : nullptr;
+  b.codes_stride = a.codes_stride;
+  constexpr int kN = kColumns<kAct>;
+  const int64_t cols = a.cols;
+  int64_t col = 0;
+  for (; col + kN <= cols; col += kN) finish8<kTerms, kAct, kN>(k, b, mult, offset, col);
+  for (; col < cols; ++col) finish8<kTerms, kAct, 1>(k, b, mult, offset, col);
+}
 
-void requantize_block_avx2(const RequantArgs& a) {
-  if (a.act == Activation::kGelu || a.act == Activation::kGeluMul) return requantize_block_avx2_loops(a);  // as AVX-512
+// Every whole block of 8 channels; returns the channels done.
+template <Activation kAct>
+int64_t requantize_all_rows8(const RequantArgs& a) {
+  const Constants k(a);
   int64_t r = 0;
   for (; r + 8 <= a.rows; r += 8) {
     switch (a.terms) {
-      case 1: requantize_rows8<1>(a, r); break;
-      case 2: requantize_rows8<2>(a, r); break;
-      case 3: requantize_rows8<3>(a, r); break;
-      default: requantize_rows8<0>(a, r);
+      case 1: requantize_rows8<1, kAct>(a, k, r); break;
+      case 2: requantize_rows8<2, kAct>(a, k, r); break;
+      case 3: requantize_rows8<3, kAct>(a, k, r); break;
+      default: requantize_rows8<0, kAct>(a, k, r);
     }
+  }
+  return r;
+}
+
+}  // namespace
+
+void requantize_block_avx2(const RequantArgs& a) {
+  int64_t r = 0;
+  switch (a.act) {
+    case Activation::kGelu: r = requantize_all_rows8<Activation::kGelu>(a); break;
+    case Activation::kGeluMul: r = requantize_all_rows8<Activation::kGeluMul>(a); break;
+    case Activation::kHardSigmoid: r = requantize_all_rows8<Activation::kHardSigmoid>(a); break;
+    case Activation::kHardSwish: r = requantize_all_rows8<Activation::kHardSwish>(a); break;
+    case Activation::kSigmoid: r = requantize_all_rows8<Activation::kSigmoid>(a); break;
+    case Activation::kSilu: r = requantize_all_rows8<Activation::kSilu>(a); break;
+    default: r = requantize_all_rows8<Activation::kNone>(a);
   }
   if (r == a.rows) return;
   RequantArgs tail = a;  // the last rows % 8 channels: every per-channel pointer moves by r
