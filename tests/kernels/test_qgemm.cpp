@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "kernel_test_util.h"
+#include "kernels/cpu_features.h"
 #include "kernels/int8/qgemm.h"
+#include "kernels/int8/qgemm_internal.h"
 #include "tern/error.h"
 #include "tern/thread_pool.h"
 
@@ -82,13 +84,53 @@ TEST_P(QgemmTest, NamesItsKernel) {
   if (GetParam() == Isa::kScalar) {
     EXPECT_EQ(name, "scalar");
   } else if (GetParam() == Isa::kAvx2) {
-    EXPECT_EQ(name, "avx2");
+    EXPECT_EQ(name, cpu_features().avx_vnni ? "avx2-vnni" : "avx2");
   } else {
-    EXPECT_TRUE(name == "avx512-vnni" || name == "avx2") << name;
+    EXPECT_TRUE(name == "avx512-vnni" || name == "avx2-vnni" || name == "avx2") << name;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, QgemmTest, ::testing::ValuesIn(testing::all_isas()), testing::isa_name);
+
+// The AVX2 micro-kernels directly: where the CPU has AVX-VNNI the avx2 ISA runs the vpdpbusd ymm
+// kernel, so the vpmaddubsw one (what AVX2 CPUs without it run) is checked here on its own, and
+// the AVX-VNNI one likewise, every block shape they take.
+TEST(QgemmAvx2Kernels, BothMicroKernelsMatchTheReference) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "CPU lacks avx2";
+  std::vector<std::pair<const char*, void (*)(const QgemmBlock&)>> kernels = {{"vpmaddubsw", qgemm_block_avx2}};
+  if (cpu_features().avx_vnni) kernels.push_back({"avx-vnni", qgemm_block_avxvnni});
+  std::mt19937 gen(5);
+  std::uniform_int_distribution<int> wdist(-127, 127), xdist(0, 255);
+  for (auto [name, block] : kernels)
+    for (int64_t rows : {1, 15, 16, 17, 32, 40})
+      for (int64_t depth : {4, 7, 64, 300})
+        for (int64_t cols = 1; cols <= (block == qgemm_block_avx2 ? 4 : 6); ++cols) {
+          std::vector<int8_t> w(static_cast<size_t>(rows * depth));
+          for (int8_t& v : w) v = static_cast<int8_t>(wdist(gen));
+          w[0] = 127;
+          QPackedWeights packed = QPackedWeights::pack(w.data(), rows, depth, depth);
+          const int64_t stride = packed.steps() * kQStep;
+          std::vector<uint8_t> x(static_cast<size_t>(cols * stride));
+          for (uint8_t& v : x) v = static_cast<uint8_t>(xdist(gen));
+          x[0] = 255;
+          const int64_t ldc = rows + 1;
+          std::vector<int32_t> want(static_cast<size_t>(cols * ldc), -7), got(want);
+          qgemm_reference(w.data(), rows, depth, depth, cols, x.data(), stride, want.data(), ldc);
+          QgemmBlock b;
+          b.panels = packed.data();
+          b.steps = packed.steps();
+          b.panel_count = (rows + kQPanelRows - 1) / kQPanelRows;
+          b.rows_valid = rows;
+          b.row_sums = packed.row_sums();
+          b.x = x.data();
+          b.x_stride = stride;
+          b.cols = cols;
+          b.c = got.data();
+          b.ldc = ldc;
+          block(b);
+          ASSERT_EQ(got, want) << name << " rows=" << rows << " depth=" << depth << " cols=" << cols;
+        }
+}
 
 TEST(QPackedWeights, RejectsMinus128) {
   int8_t w[4] = {1, -128, 3, 4};

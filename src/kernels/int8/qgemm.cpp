@@ -68,6 +68,7 @@ QgemmMicroKernel qgemm_micro_kernel() {
   const CpuFeatures& f = cpu_features();
   const Isa isa = active_isa();
   if (isa == Isa::kAvx512 && f.avx512vnni) return {"avx512-vnni", qgemm_block_avx512_vnni, 6, 4};
+  if (isa >= Isa::kAvx2 && f.avx_vnni) return {"avx2-vnni", qgemm_block_avxvnni, 6, 2};
   if (isa >= Isa::kAvx2) return {"avx2", qgemm_block_avx2, 4, 2};
   return {"scalar", qgemm_block_scalar, 4, 2};
 }

@@ -23,6 +23,7 @@ void qgemm_indirect_reference(const int8_t* panels, int64_t rows, int64_t steps,
 
 const char* qgemm_indirect_kernel_name() {
   if (active_isa() == Isa::kAvx512 && cpu_features().avx512vnni) return "avx512-vnni implicit";
+  if (active_isa() >= Isa::kAvx2 && cpu_features().avx_vnni) return "avx2-vnni implicit";
   return qgemm_kernel_name();
 }
 
@@ -30,6 +31,8 @@ void qgemm_indirect(const int8_t* panels, const int32_t* row_sums, int64_t rows,
                     const uint8_t* const* col_base, const int64_t* step_offset, int32_t* c, int64_t ldc) {
   if (active_isa() == Isa::kAvx512 && cpu_features().avx512vnni)
     return qgemm_indirect_avx512_vnni(panels, rows, steps, cols, col_base, step_offset, c, ldc);
+  if (active_isa() >= Isa::kAvx2 && cpu_features().avx_vnni)
+    return qgemm_indirect_avxvnni(panels, rows, steps, cols, col_base, step_offset, c, ldc);
   // Gather a few columns at a time into a buffer that stays in L1, then the packed kernel.
   constexpr int64_t kBlock = 16;
   const int64_t stride = steps * kQStep;

@@ -38,6 +38,7 @@ struct QgemmBlock {
 void qgemm_block_scalar(const QgemmBlock& b);
 void qgemm_block_avx2(const QgemmBlock& b);         // needs AVX2; cols <= 4
 void qgemm_block_avx512_vnni(const QgemmBlock& b);  // needs AVX-512 BW + VNNI; cols <= 6 (4 panels) or 8
+void qgemm_block_avxvnni(const QgemmBlock& b);      // needs AVX-VNNI (qgemm_avxvnni.cpp); cols <= 6
 
 // Calls run(begin, end) on chunks covering [0, count), claimed by pool's threads as they go (a
 // shared counter, `grain` items per claim): on a shared machine one thread can be slowed by
