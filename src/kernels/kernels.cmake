@@ -13,7 +13,8 @@ set(_tern_avx512_sources
 set(_tern_int8_avx2_sources ${_tern_kernels_dir}/int8/qgemm_avx2.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx2.cpp
   ${_tern_kernels_dir}/int8/int4_panels_avx2.cpp)
 # AVX-VNNI (vpdpbusd ymm) versions of the AVX2 streaming kernels, for AVX2 machines without AVX-512.
-set(_tern_int8_avxvnni_sources ${_tern_kernels_dir}/int8/stream_avxvnni.cpp ${_tern_kernels_dir}/int8/qgemm_avxvnni.cpp)
+set(_tern_int8_avxvnni_sources ${_tern_kernels_dir}/int8/stream_avxvnni.cpp ${_tern_kernels_dir}/int8/qgemm_avxvnni.cpp
+  ${_tern_kernels_dir}/int8/depthwise_avxvnni.cpp)
 set(_tern_int8_avx512_sources ${_tern_kernels_dir}/int8/qgemm_avx512.cpp ${_tern_kernels_dir}/int8/ternary_panels_avx512.cpp
   ${_tern_kernels_dir}/int8/int4_panels_avx512.cpp
   ${_tern_kernels_dir}/int8/qgemm_indirect_avx512.cpp ${_tern_kernels_dir}/int8/depthwise_avx512_vnni.cpp)

@@ -167,12 +167,14 @@ TEST_P(RequantizeTest, CodesRoundLikeStdRound) {
   }
 }
 
-TEST_P(RequantizeTest, DepthwiseRowMatchesReference) {
+using DepthwiseRow = void (*)(const uint8_t*, int64_t, const int64_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+
+// Pixel steps of 2 pixels (stride 2) and of 1 (stride 1: with unpadded pixels, one run of
+// out_w x channels elements on the VNNI kernels, its weights repeating every `channels`), rows of 5
+// and 37 pixels, the extremes of u8 x s8 in some rows.
+void check_depthwise_row(DepthwiseRow row, const char* name) {
   std::mt19937 gen(9);
   std::uniform_int_distribution<int> xd(0, 255), wd(-128, 127);
-  // Pixel steps of 2 pixels (stride 2) and of 1 (stride 1: with unpadded pixels, one run of
-  // out_w x channels elements on AVX-512 VNNI, its weights repeating every `channels`), rows of 5
-  // and 37 pixels, the extremes of u8 x s8 in some rows.
   for (int64_t channels : {1, 7, 16, 24, 31, 32, 33, 48, 72, 96, 120, 144})
     for (int64_t kernel : {2, 3, 5})  // 4, 9 and 25 taps (a last group of taps padded with zeros)
       for (int64_t step : {2, 1})
@@ -188,9 +190,21 @@ TEST_P(RequantizeTest, DepthwiseRowMatchesReference) {
           std::vector<int32_t> want(static_cast<size_t>(out_w * channels), -7), got(want);
           depthwise_row_int8_reference(x.data(), step * stride, tap_offset.data(), taps, w.data(), channels, out_w,
                                        want.data());
-          depthwise_row_int8(x.data(), step * stride, tap_offset.data(), taps, w.data(), channels, out_w, got.data());
-          ASSERT_EQ(got, want) << "channels=" << channels << " taps=" << taps << " step=" << step << " out_w=" << out_w;
+          row(x.data(), step * stride, tap_offset.data(), taps, w.data(), channels, out_w, got.data());
+          ASSERT_EQ(got, want) << name << " channels=" << channels << " taps=" << taps << " step=" << step
+                               << " out_w=" << out_w;
         }
+}
+
+TEST_P(RequantizeTest, DepthwiseRowMatchesReference) { check_depthwise_row(depthwise_row_int8, "dispatch"); }
+
+// The AVX2-level kernels directly: where the CPU has AVX-VNNI the avx2 ISA runs the vpdpbusd ymm
+// kernel, so the vpmaddwd one (AVX2 alone) is checked on its own, and the AVX-VNNI one for every
+// channel count (the dispatch gives it only runs of 32 elements or more).
+TEST(DepthwiseAvx2Kernels, BothMatchTheReference) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "CPU lacks avx2";
+  check_depthwise_row(depthwise_row_int8_avx2, "vpmaddwd");
+  if (cpu_features().avx_vnni) check_depthwise_row(depthwise_row_int8_avxvnni, "avx-vnni");
 }
 
 // The epilogue's e^x (activation_math.h, also the FP32 Sigmoid's) against libm: within 2 ulp over

@@ -82,5 +82,7 @@ void depthwise_row_int8_avx512(const uint8_t*, int64_t, const int64_t*, int64_t,
                                int32_t*);
 void depthwise_row_int8_avx512_vnni(const uint8_t*, int64_t, const int64_t*, int64_t, const int8_t*, int64_t, int64_t,
                                     int32_t*);  // depthwise_avx512_vnni.cpp: four taps per vpdpbusd
+void depthwise_row_int8_avxvnni(const uint8_t*, int64_t, const int64_t*, int64_t, const int8_t*, int64_t, int64_t,
+                                int32_t*);  // depthwise_avxvnni.cpp: the same on ymm (AVX-VNNI)
 
 }  // namespace tern::kernels
