@@ -282,7 +282,7 @@ def main():
         # Parts not run now keep their saved rows; --resume also keeps the finished rows of these.
         if args.resume or "configs" not in args.parts:
             rows = saved["rows"]
-        if "configs" not in args.parts and saved.get("study_cmd") and saved["study_cmd"] != study_cmd:
+        if (args.resume or "configs" not in args.parts) and saved.get("study_cmd") and saved["study_cmd"] != study_cmd:
             # the kept rows' command stays named beside this one (one per line)
             study_cmd = "\n".join(dict.fromkeys(saved["study_cmd"].split("\n") + [study_cmd]))
         if args.resume or "noise" not in args.parts:
