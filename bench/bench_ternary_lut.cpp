@@ -1,0 +1,297 @@
+// Issue 19's experiment: can a lookup-table ternary kernel (T-MAC / bitnet.cpp TL style) beat
+// tern's multiply-based ternary kernels on x86, with the engine's exact arithmetic (u8
+// activations, int32 results equal to the reference)?
+//
+//   tern/lut_avx2/...        the table kernel below (AVX2): for each pair of K values and each
+//                            column, a 9-entry table of t0*x0 + t1*x1 (t in {-1, 0, 1}) split into
+//                            a low and a high byte table; each row's 4-bit pair index (3(t0+1) +
+//                            (t1+1), 2 bits per weight, as tern's masks) picks its entry with two
+//                            vpshufb; vpunpck{l,h}bw makes int16 partial sums, summed over a
+//                            unit block (64 values of K: 32 pairs x 510 fits int16), then times
+//                            the row's unit into int32. The tables are built per call (timed).
+//   tern/stream_maddubs/...  ternary_stream_avx2_maddubs (AVX2 alone: decode in registers +
+//                            vpmaddubsw/vpmaddwd), what an AVX2 CPU without VNNI runs today
+//   tern/stream_avxvnni/...  ternary_stream_avxvnni (vpdpbusd ymm)
+//   tern/stream_avx512/...   ternary_stream_avx512 (vpdpbusd zmm)
+//   tern/int8_qgemm/...      qgemm on the same weights as int8 panels (the active ISA)
+//
+// Weights: ternary, one 7-bit unit per 64 values of K per row (FGQ N = 64: the table needs a
+// run of K without a unit change; with N = 4 every 4 values would need a multiply, and the table
+// saves nothing). One thread; N x K = 1024 x 1024 (weights in L2) and 4096 x 4096 (in L3);
+// M = 1, 4, 8 columns. Before timing, every kernel's result is compared with a scalar reference;
+// a mismatch ends the program with an error.
+//
+// usage: bench_ternary_lut [--benchmark_filter=REGEX] [--benchmark_min_time=0.2]
+#include <benchmark/benchmark.h>
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench_support.h"
+#include "kernels/cpu_features.h"
+#include "kernels/int8/qgemm.h"
+#include "kernels/int8/ternary_panels.h"
+
+namespace tern {
+namespace {
+
+constexpr int64_t kLutRows = 32;   // rows per block (one ymm of indices)
+constexpr int64_t kLutUnitK = 64;  // values of K per unit
+
+// Ternary weights in the table kernel's order: per 32-row block and 4 values of K, 32 bytes (byte
+// j: row j's index of pair 2q in the low nibble, of pair 2q + 1 in the high one); per row block
+// and unit block, the 32 rows' units.
+struct LutWeights {
+  int64_t rows = 0, depth = 0;
+  std::vector<uint8_t> index, units;
+};
+
+LutWeights make_lut_weights(const std::vector<int8_t>& t, const std::vector<uint8_t>& u, int64_t rows, int64_t depth) {
+  LutWeights w{rows, depth, std::vector<uint8_t>(static_cast<size_t>(rows * depth / 4)),
+               std::vector<uint8_t>(static_cast<size_t>(rows * depth / kLutUnitK))};
+  const int64_t quads = depth / 4, blocks = depth / kLutUnitK;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t rb = r / kLutRows, j = r % kLutRows;
+    for (int64_t q = 0; q < quads; ++q) {
+      auto code = [&](int64_t k) { return t[static_cast<size_t>(r * depth + k)] + 1; };
+      const int lo = 3 * code(4 * q) + code(4 * q + 1), hi = 3 * code(4 * q + 2) + code(4 * q + 3);
+      w.index[static_cast<size_t>((rb * quads + q) * kLutRows + j)] = static_cast<uint8_t>(lo | hi << 4);
+    }
+    for (int64_t b = 0; b < blocks; ++b)
+      w.units[static_cast<size_t>((rb * blocks + b) * kLutRows + j)] = u[static_cast<size_t>(r * blocks + b)];
+  }
+  return w;
+}
+
+// Per pair of K values, 32 bytes: the 16-byte low and high halves of t0*x0 + t1*x1 for index
+// 3(t0+1) + (t1+1) (entries 9..15 unused).
+void build_tables(const uint8_t* x, int64_t depth, uint8_t* tables) {
+  for (int64_t p = 0; p < depth / 2; ++p) {
+    const int x0 = x[2 * p], x1 = x[2 * p + 1];
+    uint8_t* lo = tables + 32 * p;
+    uint8_t* hi = lo + 16;
+    for (int a = 0; a < 3; ++a)
+      for (int b = 0; b < 3; ++b) {
+        const int v = (a - 1) * x0 + (b - 1) * x1;
+        lo[3 * a + b] = static_cast<uint8_t>(v & 0xFF);
+        hi[3 * a + b] = static_cast<uint8_t>((v >> 8) & 0xFF);
+      }
+    for (int e = 9; e < 16; ++e) lo[e] = hi[e] = 0;
+  }
+}
+
+// C columns at once: C[col][row] = sum_k u[row][k / 64] * t[row][k] * x[col][k].
+template <int C>
+__attribute__((target("avx2"))) void lut_columns(const LutWeights& w, const uint8_t* const* tables, int32_t* const* c) {
+  const int64_t quads = w.depth / 4, blocks = w.depth / kLutUnitK, quads_per_block = kLutUnitK / 4;
+  const __m256i nibble = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
+  for (int64_t rb = 0; rb < w.rows / kLutRows; ++rb) {
+    __m256i acc32[C][4];
+    for (int col = 0; col < C; ++col)
+      for (int i = 0; i < 4; ++i) acc32[col][i] = zero;
+    const uint8_t* index = w.index.data() + rb * quads * kLutRows;
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m256i acc16[C][2];
+      for (int col = 0; col < C; ++col) acc16[col][0] = acc16[col][1] = zero;
+      for (int64_t q = b * quads_per_block; q < (b + 1) * quads_per_block; ++q) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index + q * kLutRows));
+        const __m256i i0 = _mm256_and_si256(v, nibble), i1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+        for (int col = 0; col < C; ++col) {
+          const uint8_t* tp = tables[col] + 64 * q;
+          const __m256i l0 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp))), i0);
+          const __m256i h0 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + 16))), i0);
+          const __m256i l1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + 32))), i1);
+          const __m256i h1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + 48))), i1);
+          acc16[col][0] = _mm256_add_epi16(acc16[col][0], _mm256_add_epi16(_mm256_unpacklo_epi8(l0, h0), _mm256_unpacklo_epi8(l1, h1)));
+          acc16[col][1] = _mm256_add_epi16(acc16[col][1], _mm256_add_epi16(_mm256_unpackhi_epi8(l0, h0), _mm256_unpackhi_epi8(l1, h1)));
+        }
+      }
+      // acc16[.][0]: rows 0-7 | 16-23, acc16[.][1]: rows 8-15 | 24-31 (the unpacks' order).
+      const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.units.data() + (rb * blocks + b) * kLutRows));
+      const __m256i units[2] = {_mm256_unpacklo_epi8(u, zero), _mm256_unpackhi_epi8(u, zero)};
+      for (int col = 0; col < C; ++col)
+        for (int h = 0; h < 2; ++h) {
+          const __m256i lo = _mm256_mullo_epi16(acc16[col][h], units[h]), hi = _mm256_mulhi_epi16(acc16[col][h], units[h]);
+          acc32[col][2 * h] = _mm256_add_epi32(acc32[col][2 * h], _mm256_unpacklo_epi16(lo, hi));
+          acc32[col][2 * h + 1] = _mm256_add_epi32(acc32[col][2 * h + 1], _mm256_unpackhi_epi16(lo, hi));
+        }
+    }
+    // acc32[0]: rows 0-3 | 16-19, [1]: 4-7 | 20-23, [2]: 8-11 | 24-27, [3]: 12-15 | 28-31.
+    for (int col = 0; col < C; ++col) {
+      int32_t* out = c[col] + rb * kLutRows;
+      const __m256i* a = acc32[col];
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute2x128_si256(a[0], a[1], 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), _mm256_permute2x128_si256(a[2], a[3], 0x20));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), _mm256_permute2x128_si256(a[0], a[1], 0x31));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 24), _mm256_permute2x128_si256(a[2], a[3], 0x31));
+    }
+  }
+}
+
+void lut_gemm(const LutWeights& w, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
+              std::vector<uint8_t>& tables) {
+  tables.resize(static_cast<size_t>(4 * 16 * w.depth));
+  for (int64_t col0 = 0; col0 < cols; col0 += 4) {
+    const int n = static_cast<int>(std::min<int64_t>(4, cols - col0));
+    const uint8_t* tp[4];
+    int32_t* cp[4];
+    for (int i = 0; i < n; ++i) {
+      tp[i] = tables.data() + i * 16 * w.depth;
+      build_tables(x + (col0 + i) * x_stride, w.depth, tables.data() + i * 16 * w.depth);
+      cp[i] = c + (col0 + i) * ldc;
+    }
+    switch (n) {
+      case 1: lut_columns<1>(w, tp, cp); break;
+      case 2: lut_columns<2>(w, tp, cp); break;
+      case 3: lut_columns<3>(w, tp, cp); break;
+      default: lut_columns<4>(w, tp, cp); break;
+    }
+  }
+}
+
+enum class Kernel { kLutAvx2, kStreamMaddubs, kStreamAvxVnni, kStreamAvx512, kInt8Qgemm };
+
+struct Shape {
+  int64_t rows, depth, cols;
+};
+
+struct Data {
+  Shape shape{};
+  std::vector<int8_t> t;    // codes [rows][depth]
+  std::vector<uint8_t> u;   // units [rows][depth / 64]
+  std::vector<uint8_t> x;   // [cols][depth]
+  std::vector<int32_t> reference, c, row_sums;
+  kernels::TernaryPanels panels;
+  kernels::QPackedWeights dense;
+  LutWeights lut;
+  std::vector<uint8_t> tables;
+  std::vector<int8_t> scratch;
+};
+
+std::unique_ptr<Data> make_data(const Shape& s) {
+  auto d = std::make_unique<Data>();
+  d->shape = s;
+  uint64_t state = 0x9E3779B97F4A7C15ULL;
+  auto next = [&] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return static_cast<uint32_t>(state >> 32);
+  };
+  const int64_t blocks = s.depth / kLutUnitK;
+  d->t.resize(static_cast<size_t>(s.rows * s.depth));
+  for (int8_t& v : d->t) v = static_cast<int8_t>(static_cast<int>(next() % 3) - 1);
+  d->u.resize(static_cast<size_t>(s.rows * blocks));
+  for (uint8_t& v : d->u) v = static_cast<uint8_t>(1 + next() % 127);
+  d->x.resize(static_cast<size_t>(s.cols * s.depth));
+  for (uint8_t& v : d->x) v = static_cast<uint8_t>(next());
+  d->panels = kernels::TernaryPanels(s.rows, s.depth, kLutUnitK / 4);
+  std::vector<int8_t> dense(static_cast<size_t>(s.rows * s.depth));
+  for (int64_t r = 0; r < s.rows; ++r) {
+    for (int64_t k = 0; k < s.depth; ++k) {
+      const int t = d->t[static_cast<size_t>(r * s.depth + k)], u = d->u[static_cast<size_t>(r * blocks + k / kLutUnitK)];
+      d->panels.set_code(r, k, t);
+      dense[static_cast<size_t>(r * s.depth + k)] = static_cast<int8_t>(t * u);
+    }
+    for (int64_t b = 0; b < blocks; ++b) d->panels.set_unit(r, b * (kLutUnitK / 4), d->u[static_cast<size_t>(r * blocks + b)]);
+  }
+  d->dense = kernels::QPackedWeights::pack(dense.data(), s.rows, s.depth, s.depth);
+  d->row_sums.assign(static_cast<size_t>(s.rows), 0);
+  for (int64_t r = 0; r < s.rows; ++r)
+    for (int64_t k = 0; k < s.depth; ++k) d->row_sums[static_cast<size_t>(r)] += dense[static_cast<size_t>(r * s.depth + k)];
+  d->reference.assign(static_cast<size_t>(s.cols * s.rows), 0);
+  for (int64_t col = 0; col < s.cols; ++col)
+    for (int64_t r = 0; r < s.rows; ++r) {
+      int64_t sum = 0;
+      for (int64_t k = 0; k < s.depth; ++k)
+        sum += int64_t{dense[static_cast<size_t>(r * s.depth + k)]} * d->x[static_cast<size_t>(col * s.depth + k)];
+      d->reference[static_cast<size_t>(col * s.rows + r)] = static_cast<int32_t>(sum);
+    }
+  d->lut = make_lut_weights(d->t, d->u, s.rows, s.depth);
+  d->c.resize(d->reference.size());
+  return d;
+}
+
+void run(Data& d, Kernel kernel) {
+  const Shape& s = d.shape;
+  const int64_t panels = d.panels.panels();
+  switch (kernel) {
+    case Kernel::kLutAvx2: lut_gemm(d.lut, s.cols, d.x.data(), s.depth, d.c.data(), s.rows, d.tables); break;
+    case Kernel::kStreamMaddubs:
+      kernels::ternary_stream_avx2_maddubs(d.panels, d.row_sums.data(), 0, panels, s.cols, d.x.data(), s.depth, d.c.data(),
+                                           s.rows);
+      break;
+    case Kernel::kStreamAvxVnni:
+      kernels::ternary_stream_avxvnni(d.panels, 0, panels, s.cols, d.x.data(), s.depth, d.c.data(), s.rows);
+      break;
+    case Kernel::kStreamAvx512:
+      for (int64_t col = 0; col < s.cols; col += kernels::kTernaryStreamCols)
+        kernels::ternary_stream_avx512(d.panels, 0, panels, std::min(kernels::kTernaryStreamCols, s.cols - col),
+                                       d.x.data() + col * s.depth, s.depth, d.c.data() + col * s.rows, s.rows);
+      break;
+    case Kernel::kInt8Qgemm: kernels::qgemm(d.dense, s.cols, d.x.data(), s.depth, d.c.data(), s.rows, nullptr); break;
+  }
+}
+
+bool available(Kernel kernel) {
+  const kernels::CpuFeatures& f = kernels::cpu_features();
+  switch (kernel) {
+    case Kernel::kStreamAvxVnni: return f.avx_vnni;
+    case Kernel::kStreamAvx512: return f.avx512vnni && f.avx512bw;
+    default: return f.avx2;
+  }
+}
+
+void bench(benchmark::State& state, const std::string& name, Shape shape, Kernel kernel) {
+  static std::unique_ptr<Data> cached;
+  if (!cached || cached->shape.rows != shape.rows || cached->shape.depth != shape.depth || cached->shape.cols != shape.cols)
+    cached = make_data(shape);
+  Data& d = *cached;
+  if (!available(kernel)) {
+    state.SkipWithError("this CPU lacks the kernel's instructions");
+    return;
+  }
+  std::fill(d.c.begin(), d.c.end(), -1);
+  run(d, kernel);
+  if (d.c != d.reference) {
+    std::fprintf(stderr, "bench_ternary_lut: %s differs from the reference\n", name.c_str());
+    std::exit(1);
+  }
+  for (auto _ : state) run(d, kernel);
+  const double macs = static_cast<double>(shape.rows) * static_cast<double>(shape.depth) * static_cast<double>(shape.cols);
+  state.counters["GMAC/s"] = benchmark::Counter(macs * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void register_all() {
+  const std::pair<const char*, Kernel> kernels[] = {{"lut_avx2", Kernel::kLutAvx2},
+                                                    {"stream_maddubs", Kernel::kStreamMaddubs},
+                                                    {"stream_avxvnni", Kernel::kStreamAvxVnni},
+                                                    {"stream_avx512", Kernel::kStreamAvx512},
+                                                    {"int8_qgemm", Kernel::kInt8Qgemm}};
+  for (int64_t n : {1024, 4096})
+    for (int64_t m : {1, 4, 8})
+      for (const auto& [name, kernel] : kernels) {
+        const Shape s{n, n, m};
+        const std::string label = std::string("tern/") + name + "/N:" + std::to_string(n) + "/K:" + std::to_string(n) +
+                                  "/M:" + std::to_string(m);
+        benchmark::RegisterBenchmark(label.c_str(), [label, s, kernel = kernel](benchmark::State& st) { bench(st, label, s, kernel); })
+            ->UseRealTime()
+            ->Unit(benchmark::kMicrosecond);
+      }
+}
+
+}  // namespace
+}  // namespace tern
+
+int main(int argc, char** argv) {
+  tern::register_all();
+  if (!tern::bench::initialize_with_defaults(argc, argv, {"--benchmark_min_time=0.3"})) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
