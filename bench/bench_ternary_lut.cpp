@@ -2,7 +2,7 @@
 // tern's multiply-based ternary kernels on x86, with the engine's exact arithmetic (u8
 // activations, int32 results equal to the reference)?
 //
-//   tern/lut_avx2/...        the table kernel below (AVX2): for each pair of K values and each
+//   tern/lut_avx2/...        the table kernel (ternary_lut_avx2, AVX2): for each pair of K values and each
 //                            column, a 9-entry table of t0*x0 + t1*x1 (t in {-1, 0, 1}) split into
 //                            a low and a high byte table; each row's 4-bit pair index (3(t0+1) +
 //                            (t1+1), 2 bits per weight, as tern's masks) picks its entry with two
@@ -23,8 +23,8 @@
 //
 // usage: bench_ternary_lut [--benchmark_filter=REGEX] [--benchmark_min_time=0.2]
 #include <benchmark/benchmark.h>
-#include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -40,118 +40,16 @@
 namespace tern {
 namespace {
 
-constexpr int64_t kLutRows = 32;   // rows per block (one ymm of indices)
 constexpr int64_t kLutUnitK = 64;  // values of K per unit
 
-// Ternary weights in the table kernel's order: per 32-row block and 4 values of K, 32 bytes (byte
-// j: row j's index of pair 2q in the low nibble, of pair 2q + 1 in the high one); per row block
-// and unit block, the 32 rows' units.
-struct LutWeights {
-  int64_t rows = 0, depth = 0;
-  std::vector<uint8_t> index, units;
-};
-
-LutWeights make_lut_weights(const std::vector<int8_t>& t, const std::vector<uint8_t>& u, int64_t rows, int64_t depth) {
-  LutWeights w{rows, depth, std::vector<uint8_t>(static_cast<size_t>(rows * depth / 4)),
-               std::vector<uint8_t>(static_cast<size_t>(rows * depth / kLutUnitK))};
-  const int64_t quads = depth / 4, blocks = depth / kLutUnitK;
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t rb = r / kLutRows, j = r % kLutRows;
-    for (int64_t q = 0; q < quads; ++q) {
-      auto code = [&](int64_t k) { return t[static_cast<size_t>(r * depth + k)] + 1; };
-      const int lo = 3 * code(4 * q) + code(4 * q + 1), hi = 3 * code(4 * q + 2) + code(4 * q + 3);
-      w.index[static_cast<size_t>((rb * quads + q) * kLutRows + j)] = static_cast<uint8_t>(lo | hi << 4);
-    }
-    for (int64_t b = 0; b < blocks; ++b)
-      w.units[static_cast<size_t>((rb * blocks + b) * kLutRows + j)] = u[static_cast<size_t>(r * blocks + b)];
-  }
-  return w;
-}
-
-// Per pair of K values, 32 bytes: the 16-byte low and high halves of t0*x0 + t1*x1 for index
-// 3(t0+1) + (t1+1) (entries 9..15 unused).
-void build_tables(const uint8_t* x, int64_t depth, uint8_t* tables) {
-  for (int64_t p = 0; p < depth / 2; ++p) {
-    const int x0 = x[2 * p], x1 = x[2 * p + 1];
-    uint8_t* lo = tables + 32 * p;
-    uint8_t* hi = lo + 16;
-    for (int a = 0; a < 3; ++a)
-      for (int b = 0; b < 3; ++b) {
-        const int v = (a - 1) * x0 + (b - 1) * x1;
-        lo[3 * a + b] = static_cast<uint8_t>(v & 0xFF);
-        hi[3 * a + b] = static_cast<uint8_t>((v >> 8) & 0xFF);
-      }
-    for (int e = 9; e < 16; ++e) lo[e] = hi[e] = 0;
-  }
-}
-
-// C columns at once: C[col][row] = sum_k u[row][k / 64] * t[row][k] * x[col][k].
-template <int C>
-__attribute__((target("avx2"))) void lut_columns(const LutWeights& w, const uint8_t* const* tables, int32_t* const* c) {
-  const int64_t quads = w.depth / 4, blocks = w.depth / kLutUnitK, quads_per_block = kLutUnitK / 4;
-  const __m256i nibble = _mm256_set1_epi8(0x0F), zero = _mm256_setzero_si256();
-  for (int64_t rb = 0; rb < w.rows / kLutRows; ++rb) {
-    __m256i acc32[C][4];
-    for (int col = 0; col < C; ++col)
-      for (int i = 0; i < 4; ++i) acc32[col][i] = zero;
-    const uint8_t* index = w.index.data() + rb * quads * kLutRows;
-    for (int64_t b = 0; b < blocks; ++b) {
-      __m256i acc16[C][2];
-      for (int col = 0; col < C; ++col) acc16[col][0] = acc16[col][1] = zero;
-      for (int64_t q = b * quads_per_block; q < (b + 1) * quads_per_block; ++q) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(index + q * kLutRows));
-        const __m256i i0 = _mm256_and_si256(v, nibble), i1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
-        for (int col = 0; col < C; ++col) {
-          const uint8_t* tp = tables[col] + 64 * q;
-          const __m256i l0 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp))), i0);
-          const __m256i h0 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + 16))), i0);
-          const __m256i l1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + 32))), i1);
-          const __m256i h1 = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(tp + 48))), i1);
-          acc16[col][0] = _mm256_add_epi16(acc16[col][0], _mm256_add_epi16(_mm256_unpacklo_epi8(l0, h0), _mm256_unpacklo_epi8(l1, h1)));
-          acc16[col][1] = _mm256_add_epi16(acc16[col][1], _mm256_add_epi16(_mm256_unpackhi_epi8(l0, h0), _mm256_unpackhi_epi8(l1, h1)));
-        }
-      }
-      // acc16[.][0]: rows 0-7 | 16-23, acc16[.][1]: rows 8-15 | 24-31 (the unpacks' order).
-      const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.units.data() + (rb * blocks + b) * kLutRows));
-      const __m256i units[2] = {_mm256_unpacklo_epi8(u, zero), _mm256_unpackhi_epi8(u, zero)};
-      for (int col = 0; col < C; ++col)
-        for (int h = 0; h < 2; ++h) {
-          const __m256i lo = _mm256_mullo_epi16(acc16[col][h], units[h]), hi = _mm256_mulhi_epi16(acc16[col][h], units[h]);
-          acc32[col][2 * h] = _mm256_add_epi32(acc32[col][2 * h], _mm256_unpacklo_epi16(lo, hi));
-          acc32[col][2 * h + 1] = _mm256_add_epi32(acc32[col][2 * h + 1], _mm256_unpackhi_epi16(lo, hi));
-        }
-    }
-    // acc32[0]: rows 0-3 | 16-19, [1]: 4-7 | 20-23, [2]: 8-11 | 24-27, [3]: 12-15 | 28-31.
-    for (int col = 0; col < C; ++col) {
-      int32_t* out = c[col] + rb * kLutRows;
-      const __m256i* a = acc32[col];
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_permute2x128_si256(a[0], a[1], 0x20));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8), _mm256_permute2x128_si256(a[2], a[3], 0x20));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 16), _mm256_permute2x128_si256(a[0], a[1], 0x31));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 24), _mm256_permute2x128_si256(a[2], a[3], 0x31));
-    }
-  }
-}
-
-void lut_gemm(const LutWeights& w, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
+// The table kernel as ternary_qgemm runs it, on one thread: the columns' tables, then the kernel.
+void lut_gemm(const kernels::TernaryPanels& t, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
               std::vector<uint8_t>& tables) {
-  tables.resize(static_cast<size_t>(4 * 16 * w.depth));
-  for (int64_t col0 = 0; col0 < cols; col0 += 4) {
-    const int n = static_cast<int>(std::min<int64_t>(4, cols - col0));
-    const uint8_t* tp[4];
-    int32_t* cp[4];
-    for (int i = 0; i < n; ++i) {
-      tp[i] = tables.data() + i * 16 * w.depth;
-      build_tables(x + (col0 + i) * x_stride, w.depth, tables.data() + i * 16 * w.depth);
-      cp[i] = c + (col0 + i) * ldc;
-    }
-    switch (n) {
-      case 1: lut_columns<1>(w, tp, cp); break;
-      case 2: lut_columns<2>(w, tp, cp); break;
-      case 3: lut_columns<3>(w, tp, cp); break;
-      default: lut_columns<4>(w, tp, cp); break;
-    }
-  }
+  const kernels::TernaryLut& lut = t.lut();
+  tables.resize(static_cast<size_t>(cols * 64 * lut.steps));
+  for (int64_t col = 0; col < cols; ++col)
+    kernels::ternary_lut_tables(x + col * x_stride, lut.steps, tables.data() + col * 64 * lut.steps);
+  kernels::ternary_lut_avx2(lut, 0, lut.row_blocks(), cols, tables.data(), c, ldc);
 }
 
 enum class Kernel { kLutAvx2, kStreamMaddubs, kStreamAvxVnni, kStreamAvx512, kInt8Qgemm };
@@ -168,7 +66,6 @@ struct Data {
   std::vector<int32_t> reference, c, row_sums;
   kernels::TernaryPanels panels;
   kernels::QPackedWeights dense;
-  LutWeights lut;
   std::vector<uint8_t> tables;
   std::vector<int8_t> scratch;
 };
@@ -212,7 +109,6 @@ std::unique_ptr<Data> make_data(const Shape& s) {
         sum += int64_t{dense[static_cast<size_t>(r * s.depth + k)]} * d->x[static_cast<size_t>(col * s.depth + k)];
       d->reference[static_cast<size_t>(col * s.rows + r)] = static_cast<int32_t>(sum);
     }
-  d->lut = make_lut_weights(d->t, d->u, s.rows, s.depth);
   d->c.resize(d->reference.size());
   return d;
 }
@@ -221,7 +117,7 @@ void run(Data& d, Kernel kernel) {
   const Shape& s = d.shape;
   const int64_t panels = d.panels.panels();
   switch (kernel) {
-    case Kernel::kLutAvx2: lut_gemm(d.lut, s.cols, d.x.data(), s.depth, d.c.data(), s.rows, d.tables); break;
+    case Kernel::kLutAvx2: lut_gemm(d.panels, s.cols, d.x.data(), s.depth, d.c.data(), s.rows, d.tables); break;
     case Kernel::kStreamMaddubs:
       kernels::ternary_stream_avx2_maddubs(d.panels, d.row_sums.data(), 0, panels, s.cols, d.x.data(), s.depth, d.c.data(),
                                            s.rows);

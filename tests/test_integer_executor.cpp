@@ -90,6 +90,8 @@ std::vector<Config> configs() {
   };
   q::QuantizeOptions o = base();
   c.push_back({"ternary fgq N=4", o, "ternary"});
+  o.plan.weights.group_size = 64;
+  c.push_back({"ternary fgq N=64", o, "ternary"});
   o.plan.weights.group_size = 2;
   c.push_back({"ternary fgq N=2", o, "int8"});  // a step spans two groups: dense int8 panels
   o = base();
@@ -319,6 +321,40 @@ TEST_P(IntegerEngine, LevelsSwitchLikeTheSimulation) {
   }
   EXPECT_THROW(engine.set_level(m.max_level() + 1), Error);
   EXPECT_EQ(engine.level(), m.max_level());
+}
+
+// Fully connected layers with a unit per 64 weights along K (FGQ N = 64, K = 128 and 64): at ISA
+// avx2 they run the lookup-table kernel for a single image (ternary_qgemm's pick), the multiply
+// kernels for a batch and at the other ISAs; every way equals the simulation.
+TEST_P(IntegerEngine, TernaryGemmWithLongUnitsMatchesTheSimulation) {
+  OnnxBuilder b;
+  b.input("x", {-1, 128});
+  b.floats("w1", {64, 128}, random_floats(64 * 128, 31));
+  b.floats("b1", {64}, random_floats(64, 32));
+  b.floats("w2", {64, 64}, random_floats(64 * 64, 33));
+  b.floats("b2", {64}, random_floats(64, 34));
+  b.floats("w3", {10, 64}, random_floats(640, 35));
+  b.floats("b3", {10}, random_floats(10, 36));
+  for (const char* n : {"fc1", "fc2", "fc3"}) {
+    const std::string i(1, n[2]);
+    auto& fc = b.node("Gemm", {i == "1" ? "x" : "r" + std::to_string(i[0] - '1'), "w" + i, "b" + i},
+                      {i == "3" ? "y" : "h" + i}, n);
+    OnnxBuilder::attr(fc, "transB", int64_t{1});
+    if (i != "3") b.node("Relu", {"h" + i}, {"r" + i}, std::string("relu") + i);
+  }
+  b.output("y");
+  Graph g = import_onnx_bytes(b.bytes(), "mlp.onnx");
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights.group_size = 64;
+  Tensor calib = Tensor::from_floats({32, 128}, random_floats(32 * 128, 37));
+  q::QuantizedModel m = q::quantize_model(g, o, &calib);
+  Executor sim(q::simulation_graph(m));
+  IntegerExecutor engine(m);
+  for (int64_t n : {1, 6}) {
+    Tensor x = Tensor::from_floats({n, 128}, random_floats(static_cast<size_t>(n * 128), 38 + static_cast<uint32_t>(n)));
+    expect_close(engine.run(x), sim.run(x), "batch " + std::to_string(n));
+  }
 }
 
 // A batch of several images, with a pool of two threads, runs each image whole on one thread's copy

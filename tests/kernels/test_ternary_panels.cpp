@@ -73,7 +73,7 @@ TEST_P(TernaryDecodeTest, TernaryQgemmMatchesReference) {
   uint32_t seed = 500;
   for (int64_t rows : {1, 16, 17, 40, 100})
     for (int64_t depth : {3, 36, 64, 130})
-      for (int64_t spu : {1, 4})
+      for (int64_t spu : {1, 4, 16})  // 16: the table kernel at ISA avx2 for few columns
         for (int64_t cols : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 70}) {
           Case c = random_case(rows, depth, seed++, spu);
           const int64_t stride = c.panels.steps() * kQStep + 1;
@@ -121,6 +121,70 @@ TEST(TernaryStreamAvx2, BothKernelsMatchReference) {
           ternary_stream_avxvnni(c.panels, 0, c.panels.panels(), cols, g.x.data(), stride, got.data(), rows);
           ASSERT_EQ(got, g.want) << "avx-vnni rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
         }
+}
+
+// The lookup-table kernel directly, against the reference GEMM: rows not a multiple of its 32,
+// K tails, units spanning 1 to 40 steps (its int16 sums are cut every 32 steps), 1-9 columns (in
+// passes of 4) and x padding past K that the zero codes must ignore.
+std::vector<int32_t> run_lut(const TernaryPanels& t, const std::vector<uint8_t>& x, int64_t cols, int64_t stride) {
+  const TernaryLut& lut = t.lut();
+  std::vector<uint8_t> tables(static_cast<size_t>(cols * 64 * lut.steps));
+  for (int64_t col = 0; col < cols; ++col) ternary_lut_tables(x.data() + col * stride, lut.steps, tables.data() + col * 64 * lut.steps);
+  std::vector<int32_t> got(static_cast<size_t>(cols * t.rows()), -1);
+  ternary_lut_avx2(lut, 0, lut.row_blocks(), cols, tables.data(), got.data(), t.rows());
+  return got;
+}
+
+TEST(TernaryLut, MatchesReference) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "CPU lacks avx2";
+  uint32_t seed = 1300;
+  for (int64_t rows : {1, 31, 32, 33, 70})
+    for (int64_t depth : {3, 64, 130, 260})
+      for (int64_t spu : {1, 3, 16, 40})
+        for (int64_t cols : {1, 2, 4, 5, 9}) {
+          Case c = random_case(rows, depth, seed++, spu);
+          const int64_t stride = c.panels.steps() * kQStep + 2;
+          const testing::GemmCheck g = testing::gemm_check(c.dense, rows, depth, c.panels.panels(), cols, stride, seed);
+          ASSERT_EQ(run_lut(c.panels, g.x, cols, stride), g.want)
+              << "rows=" << rows << " depth=" << depth << " spu=" << spu << " cols=" << cols;
+        }
+}
+
+// The largest partial sums: every code +1 (then -1), every unit 127, every input 255, a unit over
+// 40 steps: 32 steps of 4 x 255 reach 32,640 in int16 before the unit multiplies them.
+TEST(TernaryLut, LargestSumsStayExact) {
+  if (!isa_supported(Isa::kAvx2)) GTEST_SKIP() << "CPU lacks avx2";
+  for (int sign : {1, -1}) {
+    const int64_t rows = 40, depth = 160, spu = 40;
+    TernaryPanels t(rows, depth, spu);
+    std::vector<int8_t> dense(static_cast<size_t>(rows * depth), static_cast<int8_t>(sign * 127));
+    for (int64_t r = 0; r < rows; ++r) {
+      t.set_unit(r, 0, 127);
+      for (int64_t k = 0; k < depth; ++k) t.set_code(r, k, sign);
+    }
+    const std::vector<uint8_t> x(static_cast<size_t>(depth), 255);
+    std::vector<int32_t> want(static_cast<size_t>(rows));
+    qgemm_reference(dense.data(), rows, depth, depth, 1, x.data(), depth, want.data(), rows);
+    EXPECT_EQ(run_lut(t, x, 1, depth), want) << "sign " << sign;
+  }
+}
+
+// The table copy is made on first use and made again after a setter, on the panels and on a copy
+// that shared it, never for the other.
+TEST(TernaryLut, CopyFollowsTheCodes) {
+  TernaryPanels p(40, 64, 16);
+  p.set_unit(5, 0, 3);
+  p.set_code(5, 0, 1);
+  const TernaryLut& before = p.lut();
+  EXPECT_EQ(&before, &p.lut());  // kept
+  EXPECT_EQ(before.index[5] & 0x0F, 3 * 2 + 1);  // row 5, first pair of step 0: (t0, t1) = (1, 0)
+  TernaryPanels copy = p;
+  copy.set_code(5, 1, -1);
+  EXPECT_EQ(copy.lut().index[5] & 0x0F, 3 * 2 + 0);
+  EXPECT_EQ(p.lut().index[5] & 0x0F, 3 * 2 + 1);
+  p.set_code(5, 0, 0);
+  EXPECT_EQ(p.lut().index[5] & 0x0F, 3 * 1 + 1);
+  EXPECT_EQ(p.lut().units[5], 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, TernaryDecodeTest, ::testing::ValuesIn(testing::all_isas()), testing::isa_name);

@@ -16,13 +16,30 @@
 // oracle.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "kernels/int8/qgemm.h"
 #include "tern/thread_pool.h"
 
 namespace tern::kernels {
+
+// The lookup-table kernel's layout of a TernaryPanels' weights (ternary_lut_avx2): K in pairs,
+// each row's pair (t0, t1) as the 4-bit index 3 (t0 + 1) + (t1 + 1). Per block of 32 rows and K
+// step (4 values), 32 bytes: byte j holds row j's index of the step's first pair in the low
+// nibble and of its second in the high one (2 bits per weight, like the masks). Per block of 32
+// rows and unit block, the 32 rows' units. Rows past the last are zero.
+struct TernaryLut {
+  static constexpr int64_t kRows = 32;
+  int64_t rows = 0, steps = 0, steps_per_unit = 1;
+  std::vector<uint8_t> index;  // [row block][step][32]
+  std::vector<uint8_t> units;  // [row block][unit block][32]
+  int64_t row_blocks() const { return (rows + kRows - 1) / kRows; }
+  int64_t unit_blocks() const { return (steps + steps_per_unit - 1) / steps_per_unit; }
+};
 
 class TernaryPanels {
  public:
@@ -52,14 +69,29 @@ class TernaryPanels {
   }
   int64_t bytes() const;  // storage: 2 bits per weight + one byte per row-step
 
+  // The table kernel's copy of these weights, made on first use (thread-safe) and kept; a setter
+  // called afterwards (or on a copy sharing it) starts a new one.
+  const TernaryLut& lut() const;
+
  private:
+  struct LutSlot {
+    std::once_flag once;
+    std::atomic<bool> made{false};
+    TernaryLut lut;
+  };
+  void detach_lut() {
+    if (lut_.use_count() > 1 || lut_->made.load(std::memory_order_relaxed)) lut_ = std::make_shared<LutSlot>();
+  }
   size_t index(int64_t row, int64_t step) const {
     return static_cast<size_t>((row / kQPanelRows) * steps() + step);
   }
   int64_t rows_ = 0, depth_ = 0, steps_per_unit_ = 1;
   std::vector<uint64_t> positive_, negative_;
   std::vector<uint8_t> units_;  // [panel][unit block][16]
+  mutable std::shared_ptr<LutSlot> lut_ = std::make_shared<LutSlot>();
 };
+
+TernaryLut make_ternary_lut(const TernaryPanels& t);
 
 // Writes int8 panels [panel_begin, panel_end) of w = u * t, in QPackedWeights' byte layout
 // (steps() * 64 bytes per panel), to `out`.
@@ -81,6 +113,22 @@ constexpr int64_t kTernaryStreamCols = 8;  // columns per streaming pass
 // 84-138 vs 52-56). Past it, the activations are large and qgemm's column-outer order
 // (convolutions) pays.
 constexpr int64_t kTernaryStreamMaxCols = 64;
+// The lookup-table kernel (docs/results/ternary_lut.md): per pair of K values and column, a
+// 9-entry table of t0 x0 + t1 x1 in a low- and a high-byte half, fetched for 32 rows at once by
+// their indexes (vpshufb), summed as int16 over up to 32 steps of one unit, then times the unit.
+// Exact. Measured on one Zen 4 core with units per 64 values of K: 1.7-2.9x the vpmaddubsw
+// streaming kernel at 1-8 columns, 1.7-1.9x the AVX-VNNI one at 1 column, even from 4, and well
+// behind AVX-512 VNNI. So ternary_qgemm takes it at ISA avx2 for units spanning at least
+// kTernaryLutMinStepsPerUnit steps, up to kTernaryLutMaxCols columns (1 with AVX-VNNI).
+constexpr int64_t kTernaryLutMinStepsPerUnit = 16;
+constexpr int64_t kTernaryLutMaxCols = 8;
+bool ternary_uses_lut(const TernaryPanels& t, int64_t cols);
+// Column x's tables: 64 bytes per K step (two pairs, each a 16-byte low and high half).
+void ternary_lut_tables(const uint8_t* x, int64_t steps, uint8_t* tables);
+// C[col][row] for the rows of blocks [block_begin, block_end) of `lut`, from each column's tables
+// (column i's at tables + i * 64 * lut.steps); AVX2.
+void ternary_lut_avx2(const TernaryLut& lut, int64_t block_begin, int64_t block_end, int64_t cols, const uint8_t* tables,
+                      int32_t* c, int64_t ldc);
 void ternary_qgemm(const TernaryPanels& t, const int32_t* row_sums, int64_t cols, const uint8_t* x, int64_t x_stride,
                    int32_t* c, int64_t ldc, std::vector<int8_t>& scratch, ThreadPool* pool);
 // Whether ternary_qgemm streams `cols` columns at the active ISA.
