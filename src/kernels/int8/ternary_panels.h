@@ -117,7 +117,7 @@ constexpr int64_t kTernaryStreamMaxCols = 64;
 // 9-entry table of t0 x0 + t1 x1 in a low- and a high-byte half, fetched for 32 rows at once by
 // their indexes (vpshufb), summed as int16 over up to 32 steps of one unit, then times the unit.
 // Exact. Measured on one Zen 4 core with units per 64 values of K: 1.7-2.9x the vpmaddubsw
-// streaming kernel at 1-8 columns, 1.7-1.9x the AVX-VNNI one at 1 column, even from 4, and well
+// streaming kernel at 1-8 columns, 1.9-2.0x the AVX-VNNI one at 1 column (behind it from 4), and
 // behind AVX-512 VNNI. So ternary_qgemm takes it at ISA avx2 for units spanning at least
 // kTernaryLutMinStepsPerUnit steps, up to kTernaryLutMaxCols columns (1 with AVX-VNNI).
 constexpr int64_t kTernaryLutMinStepsPerUnit = 16;
