@@ -351,6 +351,10 @@ TEST_P(IntegerEngine, TernaryGemmWithLongUnitsMatchesTheSimulation) {
   q::QuantizedModel m = q::quantize_model(g, o, &calib);
   Executor sim(q::simulation_graph(m));
   IntegerExecutor engine(m);
+  // --verbose names the table kernel where it runs (avx2), and only there.
+  const bool table = GetParam() == Isa::kAvx2;
+  for (const IntegerLayerInfo& l : engine.layers())
+    EXPECT_EQ(l.kernel.find("lookup table") != std::string::npos, table) << l.node << ": " << l.kernel;
   for (int64_t n : {1, 6}) {
     Tensor x = Tensor::from_floats({n, 128}, random_floats(static_cast<size_t>(n * 128), 38 + static_cast<uint32_t>(n)));
     expect_close(engine.run(x), sim.run(x), "batch " + std::to_string(n));

@@ -14,6 +14,7 @@
 #include "kernels/fp32/rows.h"
 #include "kernels/int8/qgemm_indirect.h"
 #include "kernels/int8/requantize.h"
+#include "kernels/int8/ternary_panels.h"
 #include "tern/calibration.h"
 #include "ops/op.h"
 #include "tern/error.h"
@@ -1525,6 +1526,9 @@ struct Compiler {
     std::string isa = s->mode == LayerStep::Mode::kImplicit ? kernels::qgemm_indirect_kernel_name()
                                                             : kernels::qgemm_kernel_name();
     std::string what = weights + " " + mode_name(s->mode) + " " + isa + fused_note;
+    // Images run one at a time (one column) through a Gemm step: ternary_qgemm's table kernel.
+    if (const auto& t = L.terms[0].groups[0].ternary; s->mode == LayerStep::Mode::kGemm && t && kernels::ternary_uses_lut(*t, 1))
+      what += " (lookup table)";
     if (L.terms.size() > 1) what += " (terms " + std::to_string(L.active) + "/" + std::to_string(L.terms.size()) + ")";
     P.kernels[L.node] = what;
     if (s->mode == LayerStep::Mode::kDepthwise && s->out_float) depthwise_writer[result] = s.get();
