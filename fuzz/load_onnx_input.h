@@ -28,16 +28,20 @@ namespace tern::fuzz {
 inline constexpr int64_t kMaxRunElements = int64_t{1} << 20;  // all activations at batch 1, summed
 inline constexpr int64_t kMaxRunMacs = int64_t{1} << 24;      // summarize()'s count at batch 1
 
-// Elements of all non-constant values at batch 1 (dynamic dims as 1), or -1 when a shape is
-// unknown or the sum passes kMaxRunElements (computed without overflow).
+// Elements of all non-constant values at batch 1 (the graph's dynamic batch as 1), or -1 when a
+// shape is unknown or the sum passes kMaxRunElements (computed without overflow). A dynamic dim
+// that is not the value's batch axis counts as unknown: it may be the batch grown by an operator
+// (a Pad of the batch axis made a 1-image run 33 s long).
 inline int64_t activation_elements(const Graph& g) {
   int64_t total = 0;
   for (const Value& v : g.values) {
     if (v.constant) continue;
     if (!v.shape_known) return -1;
     int64_t n = 1;
-    for (int64_t d : v.shape) {
+    for (size_t axis = 0; axis < v.shape.size(); ++axis) {
+      const int64_t d = v.shape[axis];
       if (d < 0 && d != kDynamicDim) return -1;
+      if (d == kDynamicDim && static_cast<int64_t>(axis) != v.batch_axis) return -1;
       int64_t e = d == kDynamicDim ? 1 : d;
       if (e != 0 && n > kMaxRunElements / e) return -1;
       n *= e;
