@@ -42,16 +42,6 @@ namespace {
 
 constexpr int64_t kLutUnitK = 64;  // values of K per unit
 
-// The table kernel as ternary_qgemm runs it, on one thread: the columns' tables, then the kernel.
-void lut_gemm(const kernels::TernaryPanels& t, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
-              std::vector<uint8_t>& tables) {
-  const kernels::TernaryLut& lut = t.lut();
-  tables.resize(static_cast<size_t>(cols * 64 * lut.steps));
-  for (int64_t col = 0; col < cols; ++col)
-    kernels::ternary_lut_tables(x + col * x_stride, lut.steps, tables.data() + col * 64 * lut.steps);
-  kernels::ternary_lut_avx2(lut, 0, lut.row_blocks(), cols, tables.data(), c, ldc);
-}
-
 enum class Kernel { kLutAvx2, kStreamMaddubs, kStreamAvxVnni, kStreamAvx512, kInt8Qgemm };
 
 struct Shape {
@@ -66,7 +56,6 @@ struct Data {
   std::vector<int32_t> reference, c, row_sums;
   kernels::TernaryPanels panels;
   kernels::QPackedWeights dense;
-  std::vector<uint8_t> tables;
   std::vector<int8_t> scratch;
 };
 
@@ -117,7 +106,7 @@ void run(Data& d, Kernel kernel) {
   const Shape& s = d.shape;
   const int64_t panels = d.panels.panels();
   switch (kernel) {
-    case Kernel::kLutAvx2: lut_gemm(d.panels, s.cols, d.x.data(), s.depth, d.c.data(), s.rows, d.tables); break;
+    case Kernel::kLutAvx2: kernels::ternary_lut_gemm(d.panels, s.cols, d.x.data(), s.depth, d.c.data(), s.rows, nullptr); break;
     case Kernel::kStreamMaddubs:
       kernels::ternary_stream_avx2_maddubs(d.panels, d.row_sums.data(), 0, panels, s.cols, d.x.data(), s.depth, d.c.data(),
                                            s.rows);

@@ -93,6 +93,17 @@ void ternary_lut_tables(const uint8_t* x, int64_t steps, uint8_t* tables) {
   }
 }
 
+void ternary_lut_gemm(const TernaryPanels& t, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
+                      ThreadPool* pool) {
+  const TernaryLut& lut = t.lut();
+  thread_local std::vector<uint8_t> tables;
+  tables.resize(static_cast<size_t>(cols * lut.table_bytes()));
+  for (int64_t col = 0; col < cols; ++col)
+    ternary_lut_tables(x + col * x_stride, lut.steps, tables.data() + col * lut.table_bytes());
+  const uint8_t* tp = tables.data();
+  parallel_chunks(lut.row_blocks(), pool, [&](int64_t begin, int64_t end) { ternary_lut_avx2(lut, begin, end, cols, tp, c, ldc); });
+}
+
 bool ternary_uses_lut(const TernaryPanels& t, int64_t cols) {
   return active_isa() == Isa::kAvx2 && t.steps_per_unit() >= kTernaryLutMinStepsPerUnit &&
          cols <= (cpu_features().avx_vnni ? 1 : kTernaryLutMaxCols);
@@ -135,18 +146,7 @@ void ternary_qgemm(const TernaryPanels& t, const int32_t* row_sums, int64_t cols
                    int32_t* c, int64_t ldc, std::vector<int8_t>& scratch, ThreadPool* pool) {
   check(cols >= 0 && x_stride >= t.steps() * kQStep && ldc >= t.rows(), "ternary qgemm: bad strides");
   if (cols == 0 || t.rows() == 0) return;
-  if (ternary_uses_lut(t, cols)) {
-    const TernaryLut& lut = t.lut();
-    thread_local std::vector<uint8_t> tables;
-    const int64_t table_bytes = 2 * kQStep * 8 * lut.steps;  // 64 bytes per step
-    tables.resize(static_cast<size_t>(cols * table_bytes));
-    for (int64_t col = 0; col < cols; ++col) ternary_lut_tables(x + col * x_stride, lut.steps, tables.data() + col * table_bytes);
-    const uint8_t* tp = tables.data();
-    parallel_chunks(lut.row_blocks(), pool, [&](int64_t begin, int64_t end) {
-      ternary_lut_avx2(lut, begin, end, cols, tp, c, ldc);
-    });
-    return;
-  }
+  if (ternary_uses_lut(t, cols)) return ternary_lut_gemm(t, cols, x, x_stride, c, ldc, pool);
   if (ternary_streams(cols)) {
     if (active_isa() == Isa::kAvx512) {
       auto stream = [&](int64_t begin, int64_t end, int64_t n, const uint8_t* xn, int32_t* cn) {

@@ -39,6 +39,7 @@ struct TernaryLut {
   std::vector<uint8_t> units;  // [row block][unit block][32]
   int64_t row_blocks() const { return (rows + kRows - 1) / kRows; }
   int64_t unit_blocks() const { return (steps + steps_per_unit - 1) / steps_per_unit; }
+  int64_t table_bytes() const { return 64 * steps; }  // one column's tables (ternary_lut_tables)
 };
 
 class TernaryPanels {
@@ -125,8 +126,12 @@ constexpr int64_t kTernaryLutMaxCols = 8;
 bool ternary_uses_lut(const TernaryPanels& t, int64_t cols);
 // Column x's tables: 64 bytes per K step (two pairs, each a 16-byte low and high half).
 void ternary_lut_tables(const uint8_t* x, int64_t steps, uint8_t* tables);
+// ternary_qgemm's contract on the table kernel (AVX2): the columns' tables, then the row blocks
+// split over the pool.
+void ternary_lut_gemm(const TernaryPanels& t, int64_t cols, const uint8_t* x, int64_t x_stride, int32_t* c, int64_t ldc,
+                      ThreadPool* pool);
 // C[col][row] for the rows of blocks [block_begin, block_end) of `lut`, from each column's tables
-// (column i's at tables + i * 64 * lut.steps); AVX2.
+// (column i's at tables + i * lut.table_bytes()); AVX2.
 void ternary_lut_avx2(const TernaryLut& lut, int64_t block_begin, int64_t block_end, int64_t cols, const uint8_t* tables,
                       int32_t* c, int64_t ldc);
 void ternary_qgemm(const TernaryPanels& t, const int32_t* row_sums, int64_t cols, const uint8_t* x, int64_t x_stride,

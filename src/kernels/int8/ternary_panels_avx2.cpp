@@ -60,10 +60,6 @@ void ternary_stream_avx2_maddubs(const TernaryPanels& t, const int32_t* row_sums
   stream_columns_avx2<false>(d, panel_begin, panel_end, t.rows(), t.steps(), row_sums, cols, x, x_stride, c, ldc);
 }
 
-}  // namespace tern::kernels
-
-namespace tern::kernels {
-
 namespace {
 
 // C columns of one 32-row block into out[col][32]. Partial sums stay int16 over up to 32 steps of
@@ -123,7 +119,7 @@ void lut_block(const TernaryLut& lut, int64_t block, const uint8_t* tables, int6
 void ternary_lut_avx2(const TernaryLut& lut, int64_t block_begin, int64_t block_end, int64_t cols, const uint8_t* tables,
                       int32_t* c, int64_t ldc) {
   constexpr int64_t R = TernaryLut::kRows;
-  const int64_t table_bytes = 64 * lut.steps;
+  const int64_t table_bytes = lut.table_bytes();
   alignas(32) int32_t out[4 * R];
   for (int64_t block = block_begin; block < block_end; ++block) {
     const int64_t rows = std::min(R, lut.rows - block * R);
