@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <limits>
 #include <map>
 #include <tuple>
@@ -5,7 +6,7 @@
 #include "ops/support.h"
 #include "tern/error.h"
 #include "tern/evaluate.h"
-#include "tern/executor.h"
+#include "tern/passes.h"
 
 namespace tern {
 
@@ -20,10 +21,11 @@ Shape at_batch_one(Shape s, int batch_axis) {
 }
 
 // Values whose first dim is dynamic but not the batch (attention heads merged into it: [N*H, T, d])
-// have a size per image the declared shapes do not give. Their shapes at batch 1 come from one run
-// of the graph on zeros, done only when such a value exists and every input's other dims are known;
-// empty when it cannot be done.
-std::map<ValueId, Shape> shapes_at_batch_one(const Graph& graph) {
+// have a size per image the declared shapes do not give. Their shapes at batch 1 come from shape
+// inference on a copy whose inputs have batch 1 (the shape computations then fold), by value name;
+// nothing runs, so a hostile graph costs no more than its import did. Empty when it cannot be done
+// (an input with another dim dynamic, or one the copy rejects).
+std::map<std::string, Shape> shapes_at_batch_one(const Graph& graph) {
   bool needed = false;
   for (const Node& node : graph.nodes)
     for (ValueId v : node.outputs) {
@@ -31,31 +33,29 @@ std::map<ValueId, Shape> shapes_at_batch_one(const Graph& graph) {
       needed = needed || (val.shape_known && !val.shape.empty() && val.shape[0] < 0 && !val.batch_leading());
     }
   if (!needed) return {};
-  std::vector<Tensor> inputs;
+  std::vector<InputShape> at_one;
   for (ValueId id : graph.inputs) {
+    if (graph.is_constant(id)) continue;
     const Value& in = graph.value(id);
     if (!in.shape_known) return {};
-    Shape s = in.shape;
-    for (size_t d = 0; d < s.size(); ++d)
-      if (s[d] < 0) {
+    InputShape s{in.name, in.shape};
+    for (size_t d = 0; d < s.dims.size(); ++d)
+      if (s.dims[d] < 0) {
         if (d > 0) return {};
-        s[d] = 1;
+        s.dims[d] = 1;
       }
-    inputs.emplace_back(in.dtype, s);
+    at_one.push_back(std::move(s));
   }
   Graph g = graph;
-  g.outputs.clear();
-  for (const Node& node : graph.nodes)
-    for (ValueId v : node.outputs)
-      if (!graph.is_constant(v)) g.outputs.push_back(v);
-  std::map<ValueId, Shape> shapes;
   try {
-    Executor exec(g);
-    std::vector<Tensor> out = exec.run(inputs);
-    for (size_t k = 0; k < out.size(); ++k) shapes[g.outputs[k]] = out[k].shape();
+    set_input_shapes(g, at_one);
   } catch (const Error&) {
     return {};
   }
+  std::map<std::string, Shape> shapes;
+  for (const Value& v : g.values)
+    if (v.shape_known && std::all_of(v.shape.begin(), v.shape.end(), [](int64_t d) { return d >= 0; }))
+      shapes[v.name] = v.shape;
   return shapes;
 }
 
@@ -63,7 +63,7 @@ std::map<ValueId, Shape> shapes_at_batch_one(const Graph& graph) {
 
 ModelSummary summarize(const Graph& graph) {
   ModelSummary summary;
-  const std::map<ValueId, Shape> concrete = shapes_at_batch_one(graph);
+  const std::map<std::string, Shape> concrete = shapes_at_batch_one(graph);
   for (const Node& node : graph.nodes) {
     std::string who = (graph.source.empty() ? "" : graph.source + ": ") + "node '" + node.name + "'";
     LayerSummary layer;
@@ -80,7 +80,7 @@ ModelSummary summarize(const Graph& graph) {
     // Per image: the output at batch 1. Any other dimension the model does not declare makes
     // the count unknown (-1), never a guess.
     int64_t per_image_out = -1;
-    if (auto it = concrete.find(node.outputs[0]); it != concrete.end() && !out.batch_leading() && !out.shape.empty() &&
+    if (auto it = concrete.find(out.name); it != concrete.end() && !out.batch_leading() && !out.shape.empty() &&
                                                   out.shape[0] < 0) {
       layer.output = it->second;
       per_image_out = ops::mac_elements(it->second, 0, who);
