@@ -1,12 +1,14 @@
 #include <algorithm>
 #include <limits>
 #include <map>
+#include <optional>
 #include <tuple>
 
+#include "graph/shape_inference.h"
 #include "ops/support.h"
 #include "tern/error.h"
 #include "tern/evaluate.h"
-#include "tern/passes.h"
+#include "tern/executor.h"
 
 namespace tern {
 
@@ -21,11 +23,14 @@ Shape at_batch_one(Shape s, int batch_axis) {
 }
 
 // Values whose first dim is dynamic but not the batch (attention heads merged into it: [N*H, T, d])
-// have a size per image the declared shapes do not give. Their shapes at batch 1 come from shape
-// inference on a copy whose inputs have batch 1 (the shape computations then fold), by value name;
-// nothing runs, so a hostile graph costs no more than its import did. Empty when it cannot be done
-// (an input with another dim dynamic, or one the copy rejects).
+// have a size per image the declared shapes do not give. Their shapes at batch 1 come from a walk
+// of the graph that infers every node's output shape at batch 1 and evaluates only the small shape
+// computations (Shape, and nodes whose inputs are all known and small: the Gather / Concat /
+// Unsqueeze that build a Reshape target). No activation is computed, so a hostile graph costs no
+// more here than at import. By value name; empty when it cannot be done (an input with another dim
+// dynamic, a shape rule that needs a content the walk did not compute).
 std::map<std::string, Shape> shapes_at_batch_one(const Graph& graph) {
+  constexpr int64_t kSmall = 64;  // elements of a shape computation's tensors
   bool needed = false;
   for (const Node& node : graph.nodes)
     for (ValueId v : node.outputs) {
@@ -33,30 +38,66 @@ std::map<std::string, Shape> shapes_at_batch_one(const Graph& graph) {
       needed = needed || (val.shape_known && !val.shape.empty() && val.shape[0] < 0 && !val.batch_leading());
     }
   if (!needed) return {};
-  std::vector<InputShape> at_one;
+  std::vector<Shape> shapes(graph.values.size());
+  std::vector<std::optional<Tensor>> contents(graph.values.size());  // the small values computed
   for (ValueId id : graph.inputs) {
-    if (graph.is_constant(id)) continue;
     const Value& in = graph.value(id);
+    if (graph.is_constant(id)) continue;
     if (!in.shape_known) return {};
-    InputShape s{in.name, in.shape};
-    for (size_t d = 0; d < s.dims.size(); ++d)
-      if (s.dims[d] < 0) {
+    Shape s = in.shape;
+    for (size_t d = 0; d < s.size(); ++d)
+      if (s[d] < 0) {
         if (d > 0) return {};
-        s.dims[d] = 1;
+        s[d] = 1;
       }
-    at_one.push_back(std::move(s));
+    shapes[static_cast<size_t>(id)] = s;
   }
-  Graph g = graph;
+  const InferenceContext one{1, &graph.source, {}};
+  auto small_shape = [&](const Shape& s) {
+    int64_t n = 1;
+    for (int64_t d : s) {
+      if (d < 0 || d > kSmall) return false;
+      n *= d;
+      if (n > kSmall) return false;
+    }
+    return true;
+  };
   try {
-    set_input_shapes(g, at_one);
+    for (const Node& node : graph.nodes) {
+      std::vector<Shape> in_shapes;
+      std::vector<const Tensor*> in_values;
+      bool all_small = true;
+      for (ValueId id : node.inputs) {
+        const Tensor* t = nullptr;
+        if (id != kNoValue && graph.is_constant(id)) t = &graph.constant(id);
+        else if (id != kNoValue && contents[static_cast<size_t>(id)]) t = &*contents[static_cast<size_t>(id)];
+        in_shapes.push_back(id == kNoValue ? Shape{} : t ? t->shape() : shapes[static_cast<size_t>(id)]);
+        in_values.push_back(t);
+        all_small = all_small && (id == kNoValue || (t && t->size() <= kSmall));
+      }
+      Node copy = node;
+      std::vector<Shape> out = infer_output_shapes(copy, in_shapes, in_values, one);
+      for (size_t i = 0; i < out.size() && i < node.outputs.size(); ++i) shapes[static_cast<size_t>(node.outputs[i])] = out[i];
+      if (node.op == OpType::kShape && !node.outputs.empty()) {
+        const Shape& x = in_shapes.at(0);
+        auto [b, e] = shape_slice(node.attr<ShapeAttrs>(), static_cast<int64_t>(x.size()));
+        Tensor dims(DataType::kInt64, {std::max<int64_t>(e - b, 0)});
+        for (int64_t d = b; d < e; ++d) dims.data<int64_t>()[d - b] = x[static_cast<size_t>(d)];
+        contents[static_cast<size_t>(node.outputs[0])] = std::move(dims);
+      } else if (all_small && !node.inputs.empty() &&
+                 std::all_of(out.begin(), out.end(), small_shape)) {
+        std::vector<Tensor> values = evaluate_node(node, in_values, 1, nullptr, graph.source);
+        for (size_t i = 0; i < values.size() && i < node.outputs.size(); ++i)
+          contents[static_cast<size_t>(node.outputs[i])] = std::move(values[i]);
+      }
+    }
   } catch (const Error&) {
     return {};
   }
-  std::map<std::string, Shape> shapes;
-  for (const Value& v : g.values)
-    if (v.shape_known && std::all_of(v.shape.begin(), v.shape.end(), [](int64_t d) { return d >= 0; }))
-      shapes[v.name] = v.shape;
-  return shapes;
+  std::map<std::string, Shape> at_one;
+  for (const Node& node : graph.nodes)
+    for (ValueId v : node.outputs) at_one[graph.value(v).name] = shapes[static_cast<size_t>(v)];
+  return at_one;
 }
 
 }  // namespace
