@@ -320,6 +320,30 @@ TEST(OperatorRecords, InspectCountsEachOperatorsMultiplyAccumulates) {
   for (const auto& l : m.layers) heads[l.name] = l;
   EXPECT_EQ(heads["per_head"].macs, 2 * 6 * 5 * 4);
   EXPECT_EQ(heads["per_head"].output, (Shape{2, 6, 5}));
+  // The same split as exporters write it: the target computed from the input's Shape (batch x 2
+  // heads), which the default import folds into a symbolic-batch constant. Both graphs count it.
+  B c(13);
+  c.input("x", {-1, 6, 8});
+  c.floats("k", {4, 5}, random_floats(20, 6));
+  c.ints("zero", {}, {0});
+  c.ints("two", {}, {2});
+  c.ints("axis0", {1}, {0});
+  c.ints("rest", {2}, {6, 4});
+  c.node("Shape", {"x"}, {"xs"}, "shape");
+  B::attr(c.node("Gather", {"xs", "zero"}, {"n"}, "batch"), "axis", int64_t{0});
+  c.node("Mul", {"n", "two"}, {"nh"}, "times_heads");
+  c.node("Unsqueeze", {"nh", "axis0"}, {"nh1"}, "as_dim");
+  B::attr(c.node("Concat", {"nh1", "rest"}, {"target"}, "target"), "axis", int64_t{0});
+  c.node("Reshape", {"x", "target"}, {"xh"}, "split_heads");
+  c.node("MatMul", {"xh", "k"}, {"y"}, "per_head");
+  c.output("y");
+  for (bool optimize : {false, true}) {
+    ModelSummary cs = summarize(import_onnx_bytes(c.bytes(), "computed.onnx", {.optimize = optimize, .input_shapes = {}}));
+    std::map<std::string, LayerSummary> computed;
+    for (const auto& l : cs.layers) computed[l.name] = l;
+    EXPECT_EQ(computed["per_head"].macs, 2 * 6 * 5 * 4) << "optimize " << optimize;
+    EXPECT_EQ(computed["per_head"].output, (Shape{2, 6, 5})) << "optimize " << optimize;
+  }
   // Sequence-first tokens ([N, 6, 8] -> [6, N, 8], as nn.MultiheadAttention exports): the batch
   // is dim 1, so a linear layer on them counts 6 tokens of one image.
   B q(13);
