@@ -1,10 +1,13 @@
 // A small persistent thread pool. parallel_for splits [0, count) into one contiguous chunk per
-// thread; the calling thread runs chunk 0, so a pool of T threads owns T-1 workers and never
-// oversubscribes the machine. Nested parallel_for calls run serially on the caller.
+// thread (the same bounds whichever thread runs a chunk); the calling thread claims chunks like
+// the workers do, so a pool of T threads owns T-1 workers and never oversubscribes the machine.
+// Nested parallel_for calls run serially on the caller.
 //
 // Waking a sleeping thread costs 20-100 us on a VM, as much as a whole batch-1 convolution, so
 // workers spin (with pause) for a short while after each job before they sleep, and the caller
-// spins while waiting for the last chunk.
+// spins while waiting for the last chunk. A worker still waking when the caller has run out of its
+// own chunk does not hold the job up: the caller claims the remaining chunks itself (the first
+// layer of a batch-1 run after an idle gap took 8x its time waiting for the worker).
 #pragma once
 
 #include <atomic>
@@ -36,19 +39,24 @@ class ThreadPool {
   static ThreadPool& global();
 
  private:
-  void worker_loop(int index);
+  void worker_loop();
+  // Claims and runs chunks of job `generation` until none is left; the caller's when `caller`.
+  void work_on(uint64_t generation, bool caller);
   void run_chunk(int index);
 
   std::vector<std::thread> workers_;
   std::mutex run_mutex_;  // one parallel_for at a time when several threads share a pool
   std::mutex mutex_;      // guards sleeping and waking
   std::condition_variable wake_, done_;
-  // The current job; written before generation_ is bumped (release), read after (acquire).
-  const std::function<void(int64_t, int64_t)>* job_ = nullptr;
-  int64_t job_count_ = 0;
-  int job_chunks_ = 0;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  // The current job; written before state_ names its generation (release), read after (acquire).
+  // A thread that read an older generation may read these while they change, but then fails to
+  // claim a chunk: its compare-exchange sees the new generation.
+  std::atomic<const std::function<void(int64_t, int64_t)>*> job_{nullptr};
+  std::atomic<int64_t> job_count_{0};
+  std::atomic<int> job_chunks_{0};
+  // The job's generation (high 32 bits) and its next unclaimed chunk (low 32 bits).
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int> chunks_done_{0};
   std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
   std::mutex error_mutex_;

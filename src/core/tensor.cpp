@@ -40,9 +40,9 @@ std::string to_string(DataType type) {
 
 int64_t element_count(const Shape& shape) {
   int64_t count = 1;
-  for (int64_t d : shape) {
-    check(d >= 0, "shape " + to_string(shape) + " has a dynamic or negative dimension");
-    check(d == 0 || count <= std::numeric_limits<int64_t>::max() / d, "shape " + to_string(shape) + " is too large");
+  for (int64_t d : shape) {  // (messages built only on failure: this runs on every tensor made)
+    if (d < 0) throw Error("shape " + to_string(shape) + " has a dynamic or negative dimension");
+    if (d != 0 && count > std::numeric_limits<int64_t>::max() / d) throw Error("shape " + to_string(shape) + " is too large");
     count *= d;
   }
   return count;
@@ -130,7 +130,7 @@ std::span<const int64_t> Tensor::int64s() const {
 }
 
 Tensor Tensor::reshaped(Shape shape) const {
-  check(element_count(shape) == size_, "cannot reshape " + to_string(shape_) + " to " + to_string(shape));
+  if (element_count(shape) != size_) throw Error("cannot reshape " + to_string(shape_) + " to " + to_string(shape));
   Tensor t = *this;
   t.shape_ = std::move(shape);
   return t;

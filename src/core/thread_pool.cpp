@@ -69,7 +69,7 @@ ThreadPool::ThreadPool(int threads) {
   const bool bind = !(bind_env && std::string(bind_env) == "0");
   std::vector<int> cpus = allowed_cpus();
   for (int i = 1; i < n; ++i) {
-    workers_.emplace_back([this, i] { worker_loop(i); });
+    workers_.emplace_back([this] { worker_loop(); });
     if (bind && static_cast<int>(cpus.size()) >= n) {
       cpu_set_t set;
       CPU_ZERO(&set);
@@ -95,12 +95,12 @@ ThreadPool& ThreadPool::global() {
 }
 
 void ThreadPool::run_chunk(int index) {
-  if (index >= job_chunks_) return;
   int64_t begin, end;
-  chunk_bounds(job_count_, job_chunks_, index, &begin, &end);
+  chunk_bounds(job_count_.load(std::memory_order_relaxed), job_chunks_.load(std::memory_order_relaxed), index, &begin,
+               &end);
   in_parallel_region = true;
   try {
-    (*job_)(begin, end);
+    (*job_.load(std::memory_order_relaxed))(begin, end);
   } catch (...) {
     std::lock_guard lock(error_mutex_);
     if (!error_) error_ = std::current_exception();
@@ -108,10 +108,27 @@ void ThreadPool::run_chunk(int index) {
   in_parallel_region = false;
 }
 
-void ThreadPool::worker_loop(int index) {
+void ThreadPool::work_on(uint64_t generation, bool caller) {
+  for (;;) {
+    uint64_t s = state_.load(std::memory_order_acquire);
+    const int chunks = job_chunks_.load(std::memory_order_relaxed);
+    const int next = static_cast<int>(s & 0xffffffffu);
+    if ((s >> 32) != (generation & 0xffffffffu) || next >= chunks) return;
+    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    run_chunk(next);
+    if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks && !caller) {
+      std::lock_guard lock(mutex_);  // the caller may be asleep in done_.wait
+      done_.notify_one();
+    }
+  }
+}
+
+void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
-    auto has_work = [&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+    auto has_work = [&] {
+      return stop_.load(std::memory_order_acquire) || (state_.load(std::memory_order_acquire) >> 32) != seen;
+    };
     if (!spin_until(has_work)) {
       sleepers_.fetch_add(1);
       std::unique_lock lock(mutex_);
@@ -120,12 +137,8 @@ void ThreadPool::worker_loop(int index) {
       sleepers_.fetch_sub(1);
     }
     if (stop_.load(std::memory_order_acquire)) return;
-    seen = generation_.load(std::memory_order_acquire);
-    run_chunk(index);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      std::lock_guard lock(mutex_);  // the caller may be asleep in done_.wait
-      done_.notify_one();
-    }
+    seen = state_.load(std::memory_order_acquire) >> 32;
+    work_on(seen, false);
   }
 }
 
@@ -138,18 +151,21 @@ void ThreadPool::parallel_for(int64_t count, const std::function<void(int64_t, i
     return;
   }
   std::lock_guard run_lock(run_mutex_);
-  job_ = &fn;
-  job_count_ = count;
-  job_chunks_ = chunks;
+  job_.store(&fn, std::memory_order_relaxed);
+  job_count_.store(count, std::memory_order_relaxed);
+  job_chunks_.store(chunks, std::memory_order_relaxed);
+  chunks_done_.store(0, std::memory_order_relaxed);
   error_ = nullptr;
-  pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+  uint64_t generation;
   {
     std::lock_guard lock(mutex_);  // pairs with a worker about to sleep: no lost wake-up
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+    generation = ((state_.load(std::memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
+    if (generation == 0) generation = 1;  // 0 is what a new worker has seen
+    state_.store(generation << 32, std::memory_order_release);
   }
   if (sleepers_.load() > 0) wake_.notify_all();
-  run_chunk(0);
-  auto finished = [&] { return pending_.load(std::memory_order_acquire) == 0; };
+  work_on(generation, true);
+  auto finished = [&] { return chunks_done_.load(std::memory_order_acquire) == chunks; };
   if (!spin_until(finished)) {
     std::unique_lock lock(mutex_);
     done_.wait(lock, finished);
@@ -160,7 +176,7 @@ void ThreadPool::parallel_for(int64_t count, const std::function<void(int64_t, i
     error = error_;
     error_ = nullptr;
   }
-  job_ = nullptr;
+  job_.store(nullptr, std::memory_order_relaxed);
   if (error) std::rethrow_exception(error);
 }
 

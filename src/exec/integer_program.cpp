@@ -1601,24 +1601,24 @@ struct Compiler {
         // Up to kBlock rows of one image at a time: their values, then their codes for each
         // reader in one epilogue call (quantize_buffer's rounding).
         constexpr int64_t kBlock = 32;
-        std::vector<float> d(static_cast<size_t>(channels)), scratch(o ? 0 : static_cast<size_t>(kBlock * channels));
+        std::vector<float> scratch(o ? 0 : static_cast<size_t>(kBlock * channels));
         for (int64_t row = begin; row < end;) {
           const int64_t n = row / tokens, t0 = row % tokens, count = std::min({kBlock, tokens - t0, end - row});
           float* y0 = o ? o->float_at(n, 0, t0) : scratch.data();
           const int64_t y_stride = o ? o->stride : channels;
-          for (int64_t t = 0; t < count; ++t) {
-            const float* xr = x->float_at(n, 0, t0 + t);
-            float* yr = y0 + t * y_stride;
-            if (ln.op) {  // the LayerNormalization operator's own statistics and arithmetic
+          if (ln.op) {  // the LayerNormalization operator's own statistics and arithmetic
+            for (int64_t t = 0; t < count; ++t) {
+              const float* xr = x->float_at(n, 0, t0 + t);
+              float* yr = y0 + t * y_stride;
               const ops::RowMoments m = ops::layer_norm_moments(xr, channels, ln.eps);
               for (int64_t j = 0; j < channels; ++j) {
                 const float v = (xr[j] - m.mean) * m.inv_std * ln.gamma[static_cast<size_t>(j)];
                 yr[j] = ln.beta.empty() ? v : v + ln.beta[static_cast<size_t>(j)];
               }
-            } else {  // the exporters' nodes, rounded as the FP32 operators round them
-              kernels::layer_norm_rows(xr, yr, 1, channels, ln.eps, ln.gamma.empty() ? nullptr : ln.gamma.data(),
-                                       ln.beta.empty() ? nullptr : ln.beta.data(), d.data());
             }
+          } else {  // the exporters' nodes, rounded as the FP32 operators round them
+            kernels::layer_norm_rows(x->float_at(n, 0, t0), x->stride, y0, y_stride, count, channels, ln.eps,
+                                     ln.gamma.empty() ? nullptr : ln.gamma.data(), ln.beta.empty() ? nullptr : ln.beta.data());
           }
           for (Buffer* b : codes)
             quantize_pixels(y0, y_stride, count, channels, b->format.scale, b->format, b->code_at(n, 0, t0), b->stride);

@@ -57,10 +57,17 @@ TEST_P(RowsTest, LayerNormIsTheNodeChainOnEveryIsa) {
     for (int variant = 0; variant < 3; ++variant) {  // gamma and beta, gamma alone, neither
       const float* g = variant < 2 ? gamma.data() : nullptr;
       const float* b = variant < 1 ? beta.data() : nullptr;
-      std::vector<float> y(x.size()), ref(x.size()), scratch(static_cast<size_t>(n));
-      layer_norm_rows_reference(x.data(), ref.data(), rows, n, 1e-5f, g, b, scratch.data());
-      layer_norm_rows(x.data(), y.data(), rows, n, 1e-5f, g, b, scratch.data());
+      std::vector<float> y(x.size()), ref(x.size());
+      layer_norm_rows_reference(x.data(), n, ref.data(), n, rows, n, 1e-5f, g, b);
+      layer_norm_rows(x.data(), n, y.data(), n, rows, n, 1e-5f, g, b);
       ASSERT_EQ(std::memcmp(y.data(), ref.data(), y.size() * sizeof(float)), 0) << "n=" << n << " variant " << variant;
+      // Rows apart in the output (a buffer's padded pixels): the same values, the gaps untouched.
+      std::vector<float> wide(static_cast<size_t>(rows * (n + 3)), -7.0f);
+      layer_norm_rows(x.data(), n, wide.data(), n + 3, rows, n, 1e-5f, g, b);
+      for (int64_t r = 0; r < rows; ++r) {
+        ASSERT_EQ(std::memcmp(wide.data() + r * (n + 3), y.data() + r * n, static_cast<size_t>(n) * sizeof(float)), 0) << "n=" << n;
+        for (int64_t j = n; j < n + 3; ++j) ASSERT_EQ(wide[static_cast<size_t>(r * (n + 3) + j)], -7.0f);
+      }
       for (int64_t r = 0; r < rows; ++r) {
         const float* xr = x.data() + r * n;
         auto mean = [n](const std::vector<float>& v) {

@@ -14,12 +14,12 @@ void softmax_rows(const float* x, float* y, int64_t rows, int64_t n) {
   }
 }
 
-void layer_norm_rows(const float* x, float* y, int64_t rows, int64_t n, float eps, const float* gamma, const float* beta,
-                     float* d) {
+void layer_norm_rows(const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t rows, int64_t n, float eps,
+                     const float* gamma, const float* beta) {
   switch (active_isa()) {
-    case Isa::kAvx512: return layer_norm_rows_avx512(x, y, rows, n, eps, gamma, beta, d);
-    case Isa::kAvx2: return layer_norm_rows_avx2(x, y, rows, n, eps, gamma, beta, d);
-    default: return layer_norm_rows_reference(x, y, rows, n, eps, gamma, beta, d);
+    case Isa::kAvx512: return layer_norm_rows_avx512(x, x_stride, y, y_stride, rows, n, eps, gamma, beta);
+    case Isa::kAvx2: return layer_norm_rows_avx2(x, x_stride, y, y_stride, rows, n, eps, gamma, beta);
+    default: return layer_norm_rows_reference(x, x_stride, y, y_stride, rows, n, eps, gamma, beta);
   }
 }
 

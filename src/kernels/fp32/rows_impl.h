@@ -35,29 +35,61 @@ void ROWS_NAME(softmax_rows)(const float* x, float* y, int64_t rows, int64_t n) 
   }
 }
 
-void ROWS_NAME(layer_norm_rows)(const float* x, float* y, int64_t rows, int64_t n, float eps, const float* gamma,
-                                const float* beta, float* d) {
-  auto mean = [n](const float* v) {
-    double s[4] = {0, 0, 0, 0};
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4)
-      for (int k = 0; k < 4; ++k) s[k] += static_cast<double>(v[j + k]);
-    for (; j < n; ++j) s[0] += static_cast<double>(v[j]);
-    return static_cast<float>(((s[0] + s[1]) + (s[2] + s[3])) / static_cast<double>(n));
-  };
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* src = x + r * n;
-    float* dst = y + r * n;
-    const float m = mean(src);
-    for (int64_t j = 0; j < n; ++j) d[j] = src[j] - m;
-    for (int64_t j = 0; j < n; ++j) dst[j] = d[j] * d[j];
-    const float root = std::sqrt(mean(dst) + eps);
-    for (int64_t j = 0; j < n; ++j) dst[j] = d[j] / root;
+namespace {
+
+// The means of kRows rows (each as layer_norm_rows says: a double sum in four running parts),
+// side by side: each row's sum is a chain of n / 4 dependent adds, so one row at a time runs at
+// the add's latency; kRows chains fill the pipes. Each row's operations and their order are
+// those of one row alone.
+template <int kRows>
+inline void ROWS_NAME(row_means)(const float* const (&v)[kRows], int64_t n, float (&mean)[kRows]) {
+  double s[kRows][4] = {};
+  int64_t j = 0;
+  for (; j + 4 <= n; j += 4)
+    for (int r = 0; r < kRows; ++r)
+      for (int k = 0; k < 4; ++k) s[r][k] += static_cast<double>(v[r][j + k]);
+  for (; j < n; ++j)
+    for (int r = 0; r < kRows; ++r) s[r][0] += static_cast<double>(v[r][j]);
+  for (int r = 0; r < kRows; ++r)
+    mean[r] = static_cast<float>(((s[r][0] + s[r][1]) + (s[r][2] + s[r][3])) / static_cast<double>(n));
+}
+
+template <int kRows>
+inline void ROWS_NAME(layer_norm_block)(const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t n,
+                                        float eps, const float* gamma, const float* beta) {
+  const float* src[kRows];
+  const float* sq[kRows];
+  for (int r = 0; r < kRows; ++r) src[r] = x + r * x_stride, sq[r] = y + r * y_stride;
+  float m[kRows], var[kRows];
+  ROWS_NAME(row_means)<kRows>(src, n, m);
+  for (int r = 0; r < kRows; ++r) {
+    float* dst = y + r * y_stride;
+    for (int64_t j = 0; j < n; ++j) {
+      const float d = src[r][j] - m[r];
+      dst[j] = d * d;
+    }
+  }
+  ROWS_NAME(row_means)<kRows>(sq, n, var);
+  for (int r = 0; r < kRows; ++r) {
+    float* dst = y + r * y_stride;
+    const float root = std::sqrt(var[r] + eps);
+    for (int64_t j = 0; j < n; ++j) dst[j] = (src[r][j] - m[r]) / root;  // d again: the same bits
     if (gamma)
       for (int64_t j = 0; j < n; ++j) dst[j] = dst[j] * gamma[j];
     if (beta)
       for (int64_t j = 0; j < n; ++j) dst[j] = dst[j] + beta[j];
   }
+}
+
+}  // namespace
+
+void ROWS_NAME(layer_norm_rows)(const float* x, int64_t x_stride, float* y, int64_t y_stride, int64_t rows, int64_t n,
+                                float eps, const float* gamma, const float* beta) {
+  constexpr int kRows = 4;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows)
+    ROWS_NAME(layer_norm_block)<kRows>(x + r * x_stride, x_stride, y + r * y_stride, y_stride, n, eps, gamma, beta);
+  for (; r < rows; ++r) ROWS_NAME(layer_norm_block)<1>(x + r * x_stride, x_stride, y + r * y_stride, y_stride, n, eps, gamma, beta);
 }
 
 }  // namespace tern::kernels
