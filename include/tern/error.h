@@ -16,5 +16,10 @@ class Error : public std::runtime_error {
 inline void check(bool condition, const std::string& message) {
   if (!condition) throw Error(message);
 }
+// The same for a literal message: no std::string is made unless it fails (a check on a hot path,
+// as every sgemm call's, would otherwise allocate its message each time).
+inline void check(bool condition, const char* message) {
+  if (!condition) throw Error(message);
+}
 
 }  // namespace tern

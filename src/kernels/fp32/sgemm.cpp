@@ -44,8 +44,9 @@ void generic_tile(const TileArgs& t) {
   constexpr int kMr = 4, kNr = 8;
   float acc[R][kNr] = {};
   const float* a = t.a;
+  const int64_t a_row = t.a_row_stride ? t.a_row_stride : 1, a_step = t.a_row_stride ? 1 : kMr;
   const bool partial_b = t.b_masked && t.cols < kNr;
-  for (int64_t k = 0; k < t.kc; ++k, a += kMr) {
+  for (int64_t k = 0; k < t.kc; ++k, a += a_step) {
     const float* b = t.b + (t.b_offsets ? t.b_offsets[k] : k * t.b_stride);
     float row[kNr] = {};
     if (partial_b) {
@@ -53,7 +54,7 @@ void generic_tile(const TileArgs& t) {
       b = row;
     }
     for (int r = 0; r < R; ++r) {
-      for (int j = 0; j < kNr; ++j) acc[r][j] += a[r] * b[j];
+      for (int j = 0; j < kNr; ++j) acc[r][j] += a[r * a_row] * b[j];
     }
   }
   for (int r = 0; r < R; ++r) {
@@ -152,7 +153,7 @@ bool worth_parallel(ThreadPool* pool, double flops) {
 }
 
 void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const float* a_panels, const BSource& bsrc,
-                 float* C, int64_t ldc, const GemmEpilogue& ep, ThreadPool* pool) {
+                 float* C, int64_t ldc, const GemmEpilogue& ep, ThreadPool* pool, int64_t a_row_stride) {
   if (M == 0 || N == 0) return;
   if (K == 0) return epilogue_only(M, N, C, ldc, ep);
   const int mr = ks.mr, nr = ks.nr;
@@ -174,6 +175,7 @@ void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const f
     t.hi = ep.clamp_hi;
     t.b_masked = !bsrc.packer && !bsrc.readable_to_panel_end;
     t.b_stride = bsrc.packer ? nr : bsrc.stride;
+    t.a_row_stride = a_row_stride;
     for (int64_t g0 = np_first; g0 <= np_last; g0 += group_panels) {
       const int64_t g1 = std::min(np_last + 1, g0 + group_panels);
       if (bsrc.packer) bsrc.packer->pack(g0 * nr, std::min(N, g1 * nr) - g0 * nr, nr, packed);
@@ -195,7 +197,7 @@ void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const f
           t.col_bias = ep.bias_kind == BiasKind::kPerColumn ? ep.bias + n0 : nullptr;
           for (int64_t mp = mp_begin; mp < mp_end; ++mp) {
             const int64_t m0 = mp * mr;
-            t.a = a_panels + mp * K * mr + k0 * mr;
+            t.a = a_row_stride ? a_panels + m0 * a_row_stride + k0 : a_panels + mp * K * mr + k0 * mr;
             t.c = C + m0 * ldc + n0;
             t.rows = static_cast<int>(std::min<int64_t>(mr, M - m0));
             t.row_bias = ep.bias_kind == BiasKind::kPerRow ? ep.bias + m0 : nullptr;
@@ -275,15 +277,15 @@ void sgemm_reference(int64_t M, int64_t N, int64_t K, MatrixView A, MatrixView B
   }
 }
 
-void sgemm(int64_t M, int64_t N, int64_t K, MatrixView A, MatrixView B, float* C, int64_t ldc,
-           const GemmEpilogue& epilogue, ThreadPool* pool) {
-  check(M >= 0 && N >= 0 && K >= 0, "sgemm: negative size");
-  sgemm_packed(PackedMatrixA(M, K, A), N, B, C, ldc, epilogue, pool);
-}
+namespace {
 
-void sgemm_packed(const PackedMatrixA& A, int64_t N, MatrixView B, float* C, int64_t ldc,
-                  const GemmEpilogue& epilogue, ThreadPool* pool) {
-  const int64_t M = A.rows(), K = A.depth();
+// A with rows of contiguous k up to this size is read in place rather than packed: it stays in
+// L2 while the B panels sweep over it, and a small product (attention's, one head at a time) spent
+// as long packing A as multiplying.
+constexpr int64_t kInPlaceAMaxFloats = 64 * 1024;
+
+void sgemm_with(const float* a, int64_t a_row_stride, Isa isa, int64_t M, int64_t N, int64_t K, MatrixView B, float* C,
+                int64_t ldc, const GemmEpilogue& epilogue, ThreadPool* pool) {
   check(N >= 0, "sgemm: negative N");
   check(ldc >= N, "sgemm: ldc is smaller than N");
   check_view("B", B, K, N);
@@ -297,7 +299,24 @@ void sgemm_packed(const PackedMatrixA& A, int64_t N, MatrixView B, float* C, int
   } else {
     bsrc.packer = &packer;
   }
-  detail::gemm_driver(detail::gemm_kernels(A.isa()), M, N, K, A.panels(), bsrc, C, ldc, epilogue, pool);
+  detail::gemm_driver(detail::gemm_kernels(isa), M, N, K, a, bsrc, C, ldc, epilogue, pool, a_row_stride);
+}
+
+}  // namespace
+
+void sgemm(int64_t M, int64_t N, int64_t K, MatrixView A, MatrixView B, float* C, int64_t ldc,
+           const GemmEpilogue& epilogue, ThreadPool* pool) {
+  check(M >= 0 && N >= 0 && K >= 0, "sgemm: negative size");
+  if (A.col_stride == 1 && A.row_stride >= K && A.row_stride > 0 && M * K <= kInPlaceAMaxFloats) {
+    check_view("A", A, M, K);
+    return sgemm_with(A.data, A.row_stride, active_isa(), M, N, K, B, C, ldc, epilogue, pool);
+  }
+  sgemm_packed(PackedMatrixA(M, K, A), N, B, C, ldc, epilogue, pool);
+}
+
+void sgemm_packed(const PackedMatrixA& A, int64_t N, MatrixView B, float* C, int64_t ldc,
+                  const GemmEpilogue& epilogue, ThreadPool* pool) {
+  sgemm_with(A.panels(), 0, A.isa(), A.rows(), N, A.depth(), B, C, ldc, epilogue, pool);
 }
 
 }  // namespace tern::kernels

@@ -18,7 +18,7 @@ inline __m256i column_mask(int left) {
 // B row k at b + offsets[k] (kTable) or b + k * stride; kMaskTail loads only the tile's columns.
 enum BMode { kStrided, kStridedMaskTail, kTable, kTableMaskTail };
 
-template <int R, int V, int kMode>
+template <int R, int V, int kMode, bool kInPlace>
 void tile(const TileArgs& t) {
   constexpr bool kMaskTail = kMode == kStridedMaskTail || kMode == kTableMaskTail;
   constexpr bool kUseTable = kMode == kTable || kMode == kTableMaskTail;
@@ -35,8 +35,9 @@ void tile(const TileArgs& t) {
   const float* b = t.b;
   const int64_t* offsets = t.b_offsets;
   const int64_t stride = t.b_stride;
+  const int64_t a_row = t.a_row_stride;
 #pragma GCC unroll 2
-  for (int64_t k = 0; k < t.kc; ++k, a += kMr) {
+  for (int64_t k = 0; k < t.kc; ++k, a += kInPlace ? 1 : kMr) {
     const float* bk = kUseTable ? b + offsets[k] : b + k * stride;
     __m256 bv[V];
 #pragma GCC unroll 2
@@ -45,7 +46,7 @@ void tile(const TileArgs& t) {
     }
 #pragma GCC unroll 6
     for (int r = 0; r < R; ++r) {
-      const __m256 ar = _mm256_broadcast_ss(a + r);
+      const __m256 ar = _mm256_broadcast_ss(kInPlace ? a + r * a_row : a + r);
 #pragma GCC unroll 2
       for (int v = 0; v < V; ++v) acc[r][v] = _mm256_fmadd_ps(ar, bv[v], acc[r][v]);
     }
@@ -75,10 +76,12 @@ void tile(const TileArgs& t) {
   }
 }
 
-// [rows - 1][vectors - 1][mode]
+// [rows - 1][vectors - 1][A in place * 4 + mode]
 template <int R, int V>
-constexpr UkernelFn kByMode[4] = {tile<R, V, kStrided>, tile<R, V, kStridedMaskTail>, tile<R, V, kTable>,
-                                  tile<R, V, kTableMaskTail>};
+constexpr UkernelFn kByMode[8] = {tile<R, V, kStrided, false>, tile<R, V, kStridedMaskTail, false>,
+                                  tile<R, V, kTable, false>,   tile<R, V, kTableMaskTail, false>,
+                                  tile<R, V, kStrided, true>,  tile<R, V, kStridedMaskTail, true>,
+                                  tile<R, V, kTable, true>,    tile<R, V, kTableMaskTail, true>};
 template <int R>
 constexpr const UkernelFn* kByCols[2] = {kByMode<R, 1>, kByMode<R, 2>};
 constexpr const UkernelFn* const* kByRows[kMr] = {kByCols<1>, kByCols<2>, kByCols<3>,
@@ -88,7 +91,7 @@ constexpr const UkernelFn* const* kByRows[kMr] = {kByCols<1>, kByCols<2>, kByCol
 
 void sgemm_ukernel_6x16__avx2(const TileArgs& t) {
   const int vectors = t.cols > 8 ? 2 : 1;
-  const int mode = (t.b_offsets ? kTable : kStrided) + (t.b_masked && t.cols < 8 * vectors ? 1 : 0);
+  const int mode = (t.a_row_stride ? 4 : 0) + (t.b_offsets ? kTable : kStrided) + (t.b_masked && t.cols < 8 * vectors ? 1 : 0);
   kByRows[t.rows - 1][vectors - 1][mode](t);
 }
 

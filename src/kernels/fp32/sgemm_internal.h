@@ -13,7 +13,10 @@ namespace tern::kernels::detail {
 // One micro-kernel call on a tile of at most mr x nr: C (+)= A_panel * B_rows, then bias + clamp.
 struct TileArgs {
   int64_t kc = 0;
-  const float* a = nullptr;  // A panel slice: a[k * mr + r]
+  // A packed (a_row_stride 0): the panel slice a[k * mr + r]; else A in place: row r at
+  // a + r * a_row_stride, its k contiguous. Either way the same multiply-adds in the same order.
+  const float* a = nullptr;
+  int64_t a_row_stride = 0;
   // Row k of B starts at b + b_offsets[k] when b_offsets is set, else at b + k * b_stride.
   const float* b = nullptr;
   const int64_t* b_offsets = nullptr;
@@ -73,9 +76,10 @@ struct BSource {
   bool readable_to_panel_end = false;  // in place: columns up to the next multiple of nr may be read
 };
 
-// C[M, N] = epilogue(A * B) with A pre-packed for ks (mr-row panels over all K).
-void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const float* a_panels, const BSource& b,
-                 float* C, int64_t ldc, const GemmEpilogue& epilogue, ThreadPool* pool);
+// C[M, N] = epilogue(A * B) with A pre-packed for ks (mr-row panels over all K), or, where
+// a_row_stride is not 0, A read in place (row m at a + m * a_row_stride, its k contiguous).
+void gemm_driver(const GemmKernels& ks, int64_t M, int64_t N, int64_t K, const float* a, const BSource& b,
+                 float* C, int64_t ldc, const GemmEpilogue& epilogue, ThreadPool* pool, int64_t a_row_stride = 0);
 
 // Whether to split work of this many flops over pool: below the threshold a worker's wake-up
 // costs more than it saves.
