@@ -4,6 +4,7 @@
 // bundled ResNet-20's predictions.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -415,6 +416,58 @@ TEST(IntegerEngine, LayersWithoutAnIntegerFormRunTheirSimulation) {
   EXPECT_TRUE(any_float);
   Executor sim(q::simulation_graph(m));
   expect_close(engine.run(x), sim.run(x), "log scales");
+}
+
+// A model loaded for the integer engine alone (no float weights, zero placeholders): the fused
+// program runs its codes exactly as from a full load, at every level; the hybrid engine and a
+// simulation session get the weights first; a simulation graph of it is refused.
+TEST(IntegerEngine, ModelsLoadedWithoutFloatWeightsRunTheSame) {
+  Tensor x = images(4, 52);
+  const std::vector<std::byte> bytes = q::serialize_quantized_model(model_with_levels(51));
+  auto load = [&](bool float_weights) {
+    return q::load_quantized_model(TernFile::from_bytes(bytes, "levels.tern"), {.float_weights = float_weights});
+  };
+  q::QuantizedModel full = load(true), codes = load(false);
+  EXPECT_TRUE(full.float_weights);
+  EXPECT_FALSE(codes.float_weights);
+  ASSERT_GE(codes.max_level(), 2);
+  // The placeholders are zeros, not the weights (so nothing below can pass by reading them).
+  const q::QuantizedLayer& first = codes.layers.front();
+  const Tensor& placeholder = codes.graph.constant(codes.graph.find_value(first.weight_value));
+  EXPECT_TRUE(std::all_of(placeholder.floats().begin(), placeholder.floats().end(), [](float v) { return v == 0.0f; }));
+  EXPECT_THROW(q::simulation_graph(codes), Error);
+  for (bool fused : {true, false}) {
+    IntegerExecutor a(full, {}, IntegerEngineOptions{fused}), b(codes, {}, IntegerEngineOptions{fused});
+    EXPECT_EQ(b.fused(), fused);
+    for (int k : {codes.max_level(), 0, 1}) {
+      a.set_level(k);
+      b.set_level(k);
+      Tensor ya = a.run(x), yb = b.run(x);
+      ASSERT_EQ(ya.shape(), yb.shape());
+      EXPECT_EQ(std::memcmp(ya.raw(), yb.raw(), ya.bytes()), 0) << (fused ? "fused" : "hybrid") << " level " << k;
+    }
+  }
+  q::QuantizedSession from_codes(codes), from_full(full);
+  from_codes.set_level(1);
+  from_full.set_level(1);
+  Tensor sa = from_full.run(x), sb = from_codes.run(x);
+  EXPECT_EQ(std::memcmp(sa.raw(), sb.raw(), sa.bytes()), 0);
+  q::dequantize_weights(codes);
+  EXPECT_TRUE(codes.float_weights);
+  Tensor want = Executor(q::simulation_graph(full)).run(x), got = Executor(q::simulation_graph(codes)).run(x);
+  EXPECT_EQ(std::memcmp(want.raw(), got.raw(), want.bytes()), 0);
+  // Layers without an integer form (logarithmic group scales) run their simulation in the hybrid
+  // engine: from real weights, not the placeholders.
+  q::QuantizeOptions o;
+  o.plan.first_last_8bit = false;
+  o.plan.weights.log_scales = true;
+  Tensor calib = images(16, 53);
+  q::QuantizedModel logs = q::quantize_model(model(), o, &calib);
+  q::QuantizedModel logs_codes =
+      q::load_quantized_model(TernFile::from_bytes(q::serialize_quantized_model(logs), "logs.tern"), {.float_weights = false});
+  IntegerExecutor hybrid(logs_codes);
+  EXPECT_FALSE(hybrid.fused());
+  expect_close(hybrid.run(x), Executor(q::simulation_graph(logs)).run(x), "log scales loaded without float weights");
 }
 
 // A layer output that is mostly positive with a short negative side (a conv with a large bias;

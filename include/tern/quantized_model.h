@@ -104,15 +104,22 @@ struct QuantizedModel {
   std::vector<ResidualEdge> edges;
   int level = 0;  // edges in use (0 .. max_level())
   std::string provenance_json = "{}";
+  // Whether `graph` holds the quantized layers' dequantized weights. A model loaded for the
+  // integer engine alone (LoadOptions::float_weights false) holds zero placeholders that cost no
+  // memory instead; dequantize_weights() makes them real.
+  bool float_weights = true;
 
   const QuantizedLayer* find(const std::string& node) const;
   int max_level() const { return static_cast<int>(edges.size()); }
 };
 
 // Switches the model to `level` (0 .. max_level()): each layer's active_terms and its dequantized
-// weights in `graph` follow. Returns the weight values that changed. Throws Error for a level
-// outside the stored range.
+// weights in `graph` follow (without float weights: only active_terms). Returns the weight values
+// that changed. Throws Error for a level outside the stored range.
 std::vector<std::string> set_level(QuantizedModel& model, int level);
+// Puts every quantized layer's dequantized weights (its active terms summed) into the graph of a
+// model loaded without them; nothing when it has them.
+void dequantize_weights(QuantizedModel& model);
 // The dequantized weights of a layer's active terms, summed (canonical layout).
 Tensor active_weights(const QuantizedLayer& layer, const Shape& shape);
 // Quantizes a layer's FP32 bias to int32 at bias_scale[o] = input scale * the largest group scale of
@@ -228,8 +235,11 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
 // Nullopt when more than one dim is dynamic or the count overflows.
 std::optional<int64_t> values_per_image(const Shape& shape);
 
-// The executable simulation of the quantized model (see the file comment).
-Graph simulation_graph(const QuantizedModel& model);
+// The executable simulation of the quantized model (see the file comment). A model without its
+// float weights throws Error, unless `placeholders` says the caller runs the quantized layers
+// some other way (the integer engine) and wants the graph for everything else.
+enum class Placeholders { kRejected, kAccepted };
+Graph simulation_graph(const QuantizedModel& model, Placeholders placeholders = Placeholders::kRejected);
 
 // Per-layer output SQNR (dB) of the simulated model against the FP32 `reference` graph on `images`,
 // indexed like model.layers (nullopt where the reference output is all zero).
@@ -267,9 +277,15 @@ std::vector<int8_t> unpack_codes(const uint8_t* packed, size_t packed_bytes, int
 // a kQuantization section describing every layer, and provenance. Atomic write.
 void save_quantized_model(const std::string& path, const QuantizedModel& model);
 std::vector<std::byte> serialize_quantized_model(const QuantizedModel& model);
+struct LoadOptions {
+  // false: the graph's quantized weights are zero placeholders (QuantizedModel::float_weights), for
+  // the integer engine, which runs the codes: its peak memory at load was the float weights (four
+  // bytes a weight: 102 MB for a ResNet-50 whose ternary file is 14 MB).
+  bool float_weights = true;
+};
 // Validates everything (see tern_file.h and model_io.h) and rebuilds the dequantized weights.
-QuantizedModel load_quantized_model(const TernFile& file);
-QuantizedModel load_quantized_model(const std::string& path);
+QuantizedModel load_quantized_model(const TernFile& file, const LoadOptions& options = {});
+QuantizedModel load_quantized_model(const std::string& path, const LoadOptions& options = {});
 bool is_quantized(const TernFile& file);
 
 // Text and names used by the CLI and reports.

@@ -40,6 +40,9 @@ class Tensor {
   Tensor(DataType type, Shape shape);  // zero-filled
   // For outputs the caller overwrites completely: skips the zero fill (a full pass over memory).
   static Tensor uninitialized(DataType type, Shape shape);
+  // Zero-filled, its pages mapped by the system on first write (reads see the shared zero page):
+  // a placeholder that costs no memory while nothing writes it.
+  static Tensor lazy_zeros(DataType type, Shape shape);
 
   static Tensor from_floats(Shape shape, std::span<const float> values);
   static Tensor from_int64s(Shape shape, std::span<const int64_t> values);

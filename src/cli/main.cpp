@@ -278,13 +278,15 @@ std::optional<int> level_option(const Args& args) {
   return static_cast<int>(args.get_int("level", 0, 0, 1 << 20));
 }
 
+// float_weights false: a quantized model for the integer engine alone, without its dequantized
+// weights (the engine runs the codes; tern::quant::LoadOptions).
 LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level,
-                               const std::vector<tern::InputShape>& shapes) {
+                               const std::vector<tern::InputShape>& shapes, bool float_weights) {
   LoadedModel m;
   if (tern::is_tern_file(path)) {
     tern::TernFile file = tern::TernFile::open(path);
     if (tern::quant::is_quantized(file)) {
-      m.quantized = tern::quant::load_quantized_model(file);
+      m.quantized = tern::quant::load_quantized_model(file, {.float_weights = float_weights});
       if (level) {
         try {
           tern::quant::set_level(*m.quantized, *level < 0 ? m.quantized->max_level() : *level);
@@ -292,7 +294,8 @@ LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level
           throw Error(path + ": " + e.what());
         }
       }
-      m.graph = tern::quant::simulation_graph(*m.quantized);
+      m.graph = tern::quant::simulation_graph(*m.quantized, float_weights ? tern::quant::Placeholders::kRejected
+                                                                          : tern::quant::Placeholders::kAccepted);
     } else {
       m.graph = tern::load_graph(file);
     }
@@ -309,8 +312,8 @@ LoadedModel load_model_unnamed(const std::string& path, std::optional<int> level
 }
 
 LoadedModel load_model(const std::string& path, std::optional<int> level = std::nullopt,
-                       const std::vector<tern::InputShape>& shapes = {}) {
-  return naming(path, [&] { return load_model_unnamed(path, level, shapes); });
+                       const std::vector<tern::InputShape>& shapes = {}, bool float_weights = true) {
+  return naming(path, [&] { return load_model_unnamed(path, level, shapes, float_weights); });
 }
 
 std::string db_text(const std::optional<double>& db) {
@@ -590,7 +593,7 @@ int cmd_eval(int argc, char** argv) {
   options.limit = args.get_int("limit", 0, 0, int64_t{1} << 40);
   options.batch = args.get_int("batch", 100, 1, 1 << 16);
   if (args.get("level") == "all") return eval_levels(args, model, options);
-  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args), !integer_engine(args));
   tern::Preprocess norm = preprocess(args, loaded.graph);
   tern::Dataset data = load_data(args, nullptr);
   Runner runner = make_runner(args, model, std::move(loaded.graph), loaded.quantized, loaded.engine());
@@ -902,7 +905,7 @@ int cmd_run(int argc, char** argv) {
   if (!args.has("input") || !args.has("output")) throw UsageError("'tern run' needs --input X.npy|IMAGE and --output Y.npy");
   const std::string in = args.get("input");
   tern::check_output_paths({model, in}, {args.get("output")});
-  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args), !integer_engine(args));
   // One rule with eval: pixels (a JPEG/PNG file, a uint8 array) go through the preprocessing; any
   // other array is the model input as it is.
   tern::Dataset pixels;
@@ -1046,7 +1049,7 @@ int cmd_bench(int argc, char** argv) {
   std::string model = args.model("bench");
   int64_t batch = args.get_int("batch", 1, 1, 1 << 16);
   double seconds = args.get_double("seconds", 2.0, 0.01, 3600);
-  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args));
+  LoadedModel loaded = load_model(model, level_option(args), input_shapes(args), !integer_engine(args));
   const char* engine = loaded.engine();
   tern::Graph graph = std::move(loaded.graph);
   check(graph.inputs.size() == 1, model + ": bench supports single-input models");

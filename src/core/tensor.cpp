@@ -5,6 +5,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <sys/mman.h>
 #include <limits>
 
 #include "tern/error.h"
@@ -91,6 +92,26 @@ Tensor Tensor::uninitialized(DataType type, Shape shape) {
   check_memory(static_cast<double>(t.size_) * static_cast<double>(element_size(type)),
                "a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data");
   t.buffer_ = allocate_aligned(t.bytes());
+  return t;
+}
+
+Tensor Tensor::lazy_zeros(DataType type, Shape shape) {
+  Tensor t;
+  t.dtype_ = type;
+  t.shape_ = std::move(shape);
+  t.size_ = element_count(t.shape_);
+  check_memory(static_cast<double>(t.size_) * static_cast<double>(element_size(type)),
+               "a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data");
+  constexpr size_t kPage = 4096;
+  if (t.bytes() < 16 * kPage) {  // small: an ordinary allocation
+    t.buffer_ = allocate_aligned(t.bytes());
+    std::memset(t.buffer_.get(), 0, t.bytes());
+    return t;
+  }
+  const size_t length = (t.bytes() + kPage - 1) / kPage * kPage;
+  void* p = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) throw Error("out of memory mapping " + std::to_string(t.bytes()) + " bytes");
+  t.buffer_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [length](std::byte* q) { ::munmap(q, length); });
   return t;
 }
 

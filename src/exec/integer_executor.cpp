@@ -39,7 +39,9 @@ struct IntegerExecutor::Impl {
   integer::LayerScratch scratch;  // the work buffers of the layer running now
 
   Impl(quant::QuantizedModel m, ExecutorOptions options, const IntegerEngineOptions& engine) : model(std::move(m)) {
-    Graph sim = quant::simulation_graph(model);
+    // A model loaded without float weights: the fused program runs the codes alone; the hybrid
+    // graph below gets the weights first.
+    Graph sim = quant::simulation_graph(model, quant::Placeholders::kAccepted);
     std::vector<std::string> float_layers;
     for (const quant::QuantizedLayer& l : model.layers) {
       const Node* node = nullptr;
@@ -93,6 +95,10 @@ struct IntegerExecutor::Impl {
     for (IntegerLayerInfo& i : info)
       for (const IntLayer& L : layers)
         if (L.node == i.node) i.kernel = describe(L) + " (hybrid)";
+    if (!model.float_weights) {  // the hybrid graph runs some quantized layers as their simulation
+      quant::dequantize_weights(model);
+      sim = quant::simulation_graph(model);
+    }
     drop_input_quantizers(sim);
     executor = std::make_unique<Executor>(std::move(sim), options);
   }

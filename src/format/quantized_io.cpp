@@ -205,7 +205,7 @@ void save_quantized_model(const std::string& path, const QuantizedModel& m) {
 
 bool is_quantized(const TernFile& file) { return file.has_section(SectionType::kQuantization); }
 
-QuantizedModel load_quantized_model(const TernFile& file) {
+QuantizedModel load_quantized_model(const TernFile& file, const LoadOptions& options) {
   const std::string& n = file.name();
   QuantizedModel m;
   try {
@@ -311,7 +311,7 @@ QuantizedModel load_quantized_model(const TernFile& file) {
         q.sqnr_db = db_from_json(jt[k].at("sqnr_db"));
         l.terms.push_back(std::move(q));
       }
-      wv.constant = Tensor(DataType::kFloat32, wv.shape);  // the level below sets the weights
+      wv.constant = Tensor::lazy_zeros(DataType::kFloat32, wv.shape);  // the level below sets the weights
       if (!jl.at("input").is_null()) l.input = activation_from(jl.at("input"));
       l.bias_value = jl.at("bias_value").get<std::string>();
       if (!l.bias_value.empty())
@@ -372,6 +372,7 @@ QuantizedModel load_quantized_model(const TernFile& file) {
                 std::to_string(edge_count[l.node]) + " residual edges");
       l.active_terms = 0;  // set_level below sets every layer's weights
     }
+    m.float_weights = options.float_weights;
     int level = jq.contains("level") ? jq.at("level").get<int>() : m.max_level();
     check(level >= 0 && level <= m.max_level(),
           "level " + std::to_string(level) + " is outside the stored levels 0.." + std::to_string(m.max_level()));
@@ -432,6 +433,8 @@ QuantizedModel load_quantized_model(const TernFile& file) {
   return m;
 }
 
-QuantizedModel load_quantized_model(const std::string& path) { return load_quantized_model(TernFile::open(path)); }
+QuantizedModel load_quantized_model(const std::string& path, const LoadOptions& options) {
+  return load_quantized_model(TernFile::open(path), options);
+}
 
 }  // namespace tern::quant

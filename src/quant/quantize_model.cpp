@@ -273,6 +273,7 @@ std::vector<std::string> set_level(QuantizedModel& m, int level) {
     check(want <= static_cast<int>(l.terms.size()), "layer '" + l.node + "': level needs more terms than stored");
     if (want == l.active_terms) continue;
     l.active_terms = want;
+    if (!m.float_weights) continue;  // placeholders: dequantize_weights() follows active_terms
     ValueId id = m.graph.find_value(l.weight_value);
     check(id != kNoValue && m.graph.is_constant(id), "layer '" + l.node + "': weight value is missing");
     *m.graph.value(id).constant = active_weights(l, m.graph.constant(id).shape());
@@ -282,8 +283,18 @@ std::vector<std::string> set_level(QuantizedModel& m, int level) {
   return changed;
 }
 
+void dequantize_weights(QuantizedModel& m) {
+  if (m.float_weights) return;
+  for (const QuantizedLayer& l : m.layers) {
+    ValueId id = m.graph.find_value(l.weight_value);
+    check(id != kNoValue && m.graph.is_constant(id), "layer '" + l.node + "': weight value is missing");
+    *m.graph.value(id).constant = active_weights(l, m.graph.constant(id).shape());
+  }
+  m.float_weights = true;
+}
+
 QuantizedSession::QuantizedSession(QuantizedModel model, ExecutorOptions options)
-    : model_(std::move(model)), executor_(simulation_graph(model_), options) {}
+    : model_(std::move(model)), executor_((dequantize_weights(model_), simulation_graph(model_)), options) {}
 
 void QuantizedSession::set_level(int level) {
   for (const std::string& name : quant::set_level(model_, level)) {
@@ -632,7 +643,9 @@ QuantizedModel quantize_model(const Graph& graph, const QuantizeOptions& options
   return m;
 }
 
-Graph simulation_graph(const QuantizedModel& model) {
+Graph simulation_graph(const QuantizedModel& model, Placeholders placeholders) {
+  check(model.float_weights || placeholders == Placeholders::kAccepted,
+        "internal: a simulation of a model loaded without its float weights (dequantize_weights first)");
   Graph g = model.graph;
   std::map<std::string, const QuantizedLayer*> by_node;
   for (const QuantizedLayer& l : model.layers) by_node[l.node] = &l;
