@@ -5,9 +5,9 @@
 //
 // Waking a sleeping thread costs 20-100 us on a VM, as much as a whole batch-1 convolution, so
 // workers spin (with pause) for a short while after each job before they sleep, and the caller
-// spins while waiting for the last chunk. A worker still waking when the caller has run out of its
-// own chunk does not hold the job up: the caller claims the remaining chunks itself (the first
-// layer of a batch-1 run after an idle gap took 8x its time waiting for the worker).
+// spins while waiting for the last chunk. A worker still asleep when the caller has run its own
+// chunk does not hold the job up: the caller claims the remaining chunks itself (the first layer
+// of a batch-1 run after an idle gap took 8x its time waiting for the worker).
 #pragma once
 
 #include <atomic>

@@ -109,12 +109,19 @@ void ThreadPool::run_chunk(int index) {
 }
 
 void ThreadPool::work_on(uint64_t generation, bool caller) {
-  for (;;) {
+  for (int claimed = 0;; ++claimed) {
+    // The caller takes a chunk beyond its first only from a worker still asleep: one that is
+    // awake claims it within a moment, and its chunk's data is in that worker's cache (the same
+    // split ran the layer before).
+    if (caller && claimed > 0 && sleepers_.load(std::memory_order_acquire) == 0) return;
     uint64_t s = state_.load(std::memory_order_acquire);
     const int chunks = job_chunks_.load(std::memory_order_relaxed);
     const int next = static_cast<int>(s & 0xffffffffu);
     if ((s >> 32) != (generation & 0xffffffffu) || next >= chunks) return;
-    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      --claimed;
+      continue;
+    }
     run_chunk(next);
     if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks && !caller) {
       std::lock_guard lock(mutex_);  // the caller may be asleep in done_.wait
