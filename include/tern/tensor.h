@@ -71,6 +71,9 @@ class Tensor {
   Tensor clone() const;
 
  private:
+  // Type, shape and size without data; throws Error for a shape past the memory limit.
+  static Tensor described(DataType type, Shape shape);
+
   DataType dtype_ = DataType::kUndefined;
   Shape shape_;
   int64_t size_ = 0;

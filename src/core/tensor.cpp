@@ -84,24 +84,25 @@ std::shared_ptr<std::byte> allocate_aligned(size_t bytes) {
   return std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
 }
 
-Tensor Tensor::uninitialized(DataType type, Shape shape) {
+Tensor Tensor::described(DataType type, Shape shape) {
   Tensor t;
   t.dtype_ = type;
   t.shape_ = std::move(shape);
   t.size_ = element_count(t.shape_);
-  check_memory(static_cast<double>(t.size_) * static_cast<double>(element_size(type)),
-               "a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data");
+  const double bytes = static_cast<double>(t.size_) * static_cast<double>(element_size(type));
+  if (!(bytes <= static_cast<double>(memory_limit())))  // (the message only then: this runs for every tensor)
+    check_memory(bytes, "a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data");
+  return t;
+}
+
+Tensor Tensor::uninitialized(DataType type, Shape shape) {
+  Tensor t = described(type, std::move(shape));
   t.buffer_ = allocate_aligned(t.bytes());
   return t;
 }
 
 Tensor Tensor::lazy_zeros(DataType type, Shape shape) {
-  Tensor t;
-  t.dtype_ = type;
-  t.shape_ = std::move(shape);
-  t.size_ = element_count(t.shape_);
-  check_memory(static_cast<double>(t.size_) * static_cast<double>(element_size(type)),
-               "a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data");
+  Tensor t = described(type, std::move(shape));
   constexpr size_t kPage = 4096;
   if (t.bytes() < 16 * kPage) {  // small: an ordinary allocation
     t.buffer_ = allocate_aligned(t.bytes());
