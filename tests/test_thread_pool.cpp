@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <set>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -64,6 +66,29 @@ TEST(ThreadPool, RapidJobsAndSleepWakeHandOff) {
   std::this_thread::sleep_for(std::chrono::milliseconds(5));  // let the worker fall asleep
   pool.parallel_for(2, [&](int64_t b, int64_t e) { sum += e - b; });
   EXPECT_EQ(sum.load(), 40002);
+}
+
+// Chunk i belongs to thread i: the caller always runs chunk 0, and chunk i >= 1 runs on worker i or,
+// when that worker is asleep, on the caller; never on another worker.
+TEST(ThreadPool, EachChunkRunsOnItsOwnThread) {
+  for (int threads : {2, 3}) {
+    ThreadPool pool(threads);
+    const std::thread::id caller = std::this_thread::get_id();
+    std::vector<std::set<std::thread::id>> workers_seen(static_cast<size_t>(threads));
+    for (int round = 0; round < 5000; ++round) {
+      std::vector<std::thread::id> ran(static_cast<size_t>(threads));
+      pool.parallel_for(threads, [&](int64_t b, int64_t) { ran[static_cast<size_t>(b)] = std::this_thread::get_id(); });
+      ASSERT_EQ(ran[0], caller) << "round " << round;
+      for (int i = 1; i < threads; ++i)
+        if (ran[static_cast<size_t>(i)] != caller) workers_seen[static_cast<size_t>(i)].insert(ran[static_cast<size_t>(i)]);
+      if (round == 2500) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // and once after the workers slept
+    }
+    std::set<std::thread::id> all;
+    for (int i = 1; i < threads; ++i) {
+      EXPECT_LE(workers_seen[static_cast<size_t>(i)].size(), 1u) << "chunk " << i << " ran on two workers";
+      for (auto id : workers_seen[static_cast<size_t>(i)]) EXPECT_TRUE(all.insert(id).second) << "a worker ran two chunks";
+    }
+  }
 }
 
 TEST(ThreadPool, ConcurrentCallersShareOnePool) {

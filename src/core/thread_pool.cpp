@@ -62,6 +62,9 @@ std::vector<int> allowed_cpus() {
 
 ThreadPool::ThreadPool(int threads) {
   int n = threads > 0 ? threads : default_thread_count();
+  n = std::min(n, kMaxThreads);
+  claimed_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) claimed_[i].store(0, std::memory_order_relaxed);
   // Worker i runs on the i-th allowed CPU (TERN_BIND=0: wherever the OS puts it). Unbound, the
   // scheduler of this 2-vCPU VM sometimes leaves a worker on the caller's CPU, and every
   // parallel_for then waits out a time slice: a batch-1 ResNet-20 took 8.7 ms instead of 0.24.
@@ -69,7 +72,7 @@ ThreadPool::ThreadPool(int threads) {
   const bool bind = !(bind_env && std::string(bind_env) == "0");
   std::vector<int> cpus = allowed_cpus();
   for (int i = 1; i < n; ++i) {
-    workers_.emplace_back([this] { worker_loop(); });
+    workers_.emplace_back([this, i] { worker_loop(i); });
     if (bind && static_cast<int>(cpus.size()) >= n) {
       cpu_set_t set;
       CPU_ZERO(&set);
@@ -94,10 +97,16 @@ ThreadPool& ThreadPool::global() {
   return pool;
 }
 
-void ThreadPool::run_chunk(int index) {
+bool ThreadPool::claim_and_run(uint64_t state, int index, bool caller) {
+  const uint64_t generation = state >> kChunkBits;
+  const int chunks = chunk_count(state);
+  if (index >= chunks) return false;
+  uint64_t last = claimed_[index].load(std::memory_order_acquire);
+  // Claimed in this generation already, or in a later one (then this thread read a finished job).
+  if (last >= generation) return false;
+  if (!claimed_[index].compare_exchange_strong(last, generation, std::memory_order_acq_rel)) return false;
   int64_t begin, end;
-  chunk_bounds(job_count_.load(std::memory_order_relaxed), job_chunks_.load(std::memory_order_relaxed), index, &begin,
-               &end);
+  chunk_bounds(job_count_.load(std::memory_order_relaxed), chunks, index, &begin, &end);
   in_parallel_region = true;
   try {
     (*job_.load(std::memory_order_relaxed))(begin, end);
@@ -106,35 +115,18 @@ void ThreadPool::run_chunk(int index) {
     if (!error_) error_ = std::current_exception();
   }
   in_parallel_region = false;
-}
-
-void ThreadPool::work_on(uint64_t generation, bool caller) {
-  for (int claimed = 0;; ++claimed) {
-    // The caller takes a chunk beyond its first only from a worker still asleep: one that is
-    // awake claims it within a moment, and its chunk's data is in that worker's cache (the same
-    // split ran the layer before).
-    if (caller && claimed > 0 && sleepers_.load(std::memory_order_acquire) == 0) return;
-    uint64_t s = state_.load(std::memory_order_acquire);
-    const int chunks = job_chunks_.load(std::memory_order_relaxed);
-    const int next = static_cast<int>(s & 0xffffffffu);
-    if ((s >> 32) != (generation & 0xffffffffu) || next >= chunks) return;
-    if (!state_.compare_exchange_weak(s, s + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      --claimed;
-      continue;
-    }
-    run_chunk(next);
-    if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks && !caller) {
-      std::lock_guard lock(mutex_);  // the caller may be asleep in done_.wait
-      done_.notify_one();
-    }
+  if (chunks_done_.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks && !caller) {
+    std::lock_guard lock(mutex_);  // the caller may be asleep in done_.wait
+    done_.notify_one();
   }
+  return true;
 }
 
-void ThreadPool::worker_loop() {
+void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     auto has_work = [&] {
-      return stop_.load(std::memory_order_acquire) || (state_.load(std::memory_order_acquire) >> 32) != seen;
+      return stop_.load(std::memory_order_acquire) || (state_.load(std::memory_order_acquire) >> kChunkBits) != seen;
     };
     if (!spin_until(has_work)) {
       sleepers_.fetch_add(1);
@@ -144,8 +136,9 @@ void ThreadPool::worker_loop() {
       sleepers_.fetch_sub(1);
     }
     if (stop_.load(std::memory_order_acquire)) return;
-    seen = state_.load(std::memory_order_acquire) >> 32;
-    work_on(seen, false);
+    const uint64_t state = state_.load(std::memory_order_acquire);
+    seen = state >> kChunkBits;
+    claim_and_run(state, index, false);
   }
 }
 
@@ -160,18 +153,19 @@ void ThreadPool::parallel_for(int64_t count, const std::function<void(int64_t, i
   std::lock_guard run_lock(run_mutex_);
   job_.store(&fn, std::memory_order_relaxed);
   job_count_.store(count, std::memory_order_relaxed);
-  job_chunks_.store(chunks, std::memory_order_relaxed);
   chunks_done_.store(0, std::memory_order_relaxed);
   error_ = nullptr;
-  uint64_t generation;
+  uint64_t state;
   {
     std::lock_guard lock(mutex_);  // pairs with a worker about to sleep: no lost wake-up
-    generation = ((state_.load(std::memory_order_relaxed) >> 32) + 1) & 0xffffffffu;
-    if (generation == 0) generation = 1;  // 0 is what a new worker has seen
-    state_.store(generation << 32, std::memory_order_release);
+    state = (((state_.load(std::memory_order_relaxed) >> kChunkBits) + 1) << kChunkBits) | static_cast<uint64_t>(chunks);
+    state_.store(state, std::memory_order_release);
   }
   if (sleepers_.load() > 0) wake_.notify_all();
-  work_on(generation, true);
+  claim_and_run(state, 0, true);
+  // A chunk beyond its own only from a worker still asleep: one that is awake claims its chunk
+  // within a moment, and that chunk's data is in its cache.
+  for (int i = 1; i < chunks && sleepers_.load(std::memory_order_acquire) > 0; ++i) claim_and_run(state, i, true);
   auto finished = [&] { return chunks_done_.load(std::memory_order_acquire) == chunks; };
   if (!spin_until(finished)) {
     std::unique_lock lock(mutex_);

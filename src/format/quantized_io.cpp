@@ -137,7 +137,8 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
           for (int k = 0; k < scales_per_group(l.config); ++k) {
             float v = k == 0 ? t.scales[gi].positive : t.scales[gi].negative;
             uint8_t u = scale_unit(v, step, l.config.log_scales);
-            check(unit_scale(u, step, l.config.log_scales) == v, "layer '" + l.node + "': a group scale is off its 8-bit grid");
+            if (unit_scale(u, step, l.config.log_scales) != v)  // per group: the message only on failure
+              throw Error("layer '" + l.node + "': a group scale is off its 8-bit grid");
             units.push_back(u);
           }
         }

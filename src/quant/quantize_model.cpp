@@ -771,8 +771,8 @@ std::vector<int8_t> unpack_codes(const uint8_t* packed, size_t packed_bytes, int
     unsigned field = (packed[i / per_byte] >> ((i % per_byte) * w)) & mask;
     int v = format == WeightFormat::kBinary ? (field ? 1 : -1)
                                             : static_cast<int>(field) - ((field >> (w - 1)) ? (1 << w) : 0);
-    check(v >= lo && v <= hi, what + ": code " + std::to_string(v) + " at index " + std::to_string(i) +
-                                  " is outside the format's range");
+    if (v < lo || v > hi)  // the message is built only on failure: this loop runs once per weight
+      throw Error(what + ": code " + std::to_string(v) + " at index " + std::to_string(i) + " is outside the format's range");
     codes[static_cast<size_t>(i)] = static_cast<int8_t>(v);
   }
   // Bits after the last code must be zero: a stray bit means corruption, not a code.
