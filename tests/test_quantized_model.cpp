@@ -515,7 +515,7 @@ void check_conv2_by_hand(const Config& c) {
         int code = w.codes[i];
         ASSERT_GE(code, -1);
         ASSERT_LE(code, 1);
-        const q::GroupScales& s = w.scales[static_cast<size_t>((o * blocks + ch / n) * 9 + t)];
+        const q::ScalePair& s = w.scales[static_cast<size_t>((o * blocks + ch / n) * 9 + t)];
         wq[i] = code > 0 ? code * static_cast<double>(s.positive) : code * static_cast<double>(s.negative);
       }
 
@@ -617,7 +617,7 @@ float reference_scale(const q::QuantizedLayer& l, int64_t o) {
   float s = 0.0f;
   for (int64_t ch = 0; ch < l.in; ++ch)
     for (int64_t t = 0; t < l.taps; ++t) {
-      const q::GroupScales& g = w.scales[static_cast<size_t>(w.grouping.group_of(o, ch, t))];
+      const q::ScalePair& g = w.scales[static_cast<size_t>(w.grouping.group_of(o, ch, t))];
       s = std::max({s, g.positive, g.negative});
     }
   return s;

@@ -97,8 +97,8 @@ TEST(QuantizeWeights, TwoLevelScalesAreEightBitMultiplesOfAFilterStep) {
   for (int64_t o = 0; o < out; ++o) {
     float step = q.filter_steps[static_cast<size_t>(o)], top = 0;
     for (int64_t g = o * per_filter; g < (o + 1) * per_filter; ++g) {
-      const GroupScales& s = q.scales[static_cast<size_t>(g)];
-      const GroupScales& e = exact.scales[static_cast<size_t>(g)];
+      const ScalePair& s = q.scales[static_cast<size_t>(g)];
+      const ScalePair& e = exact.scales[static_cast<size_t>(g)];
       top = std::max(top, e.positive);
       float u = std::round(s.positive / step);
       EXPECT_TRUE(u >= 0 && u <= kScaleUnitMax && u * step == s.positive) << "group " << g;

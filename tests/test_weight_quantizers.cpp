@@ -128,7 +128,7 @@ TEST(Ternarize, L2AtLeastAsGoodAsTwnAndTnt) {
       double k = 0, dot = 0;
       for (size_t i = 0; i < w.size(); ++i) dot += b[i] * static_cast<double>(w[i]), k += b[i] != 0;
       float alpha = static_cast<float>(k ? std::max(0.0, dot / k) : 0.0);
-      EXPECT_LE(l2, reconstruction_error(w, b, {alpha, alpha, 0}) * (1 + 1e-6) + 1e-30);
+      EXPECT_LE(l2, reconstruction_error(w, b, {alpha, alpha}) * (1 + 1e-6) + 1e-30);
       // Their own scales (TNT's are per sign): asymmetric FGQ is at least as good.
       EXPECT_LE(l2_asym, reconstruction_error(w, b, own) * (1 + 1e-6) + 1e-30);
     }

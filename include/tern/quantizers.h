@@ -12,9 +12,16 @@
 
 namespace tern::quant {
 
-struct GroupScales {
+// What a quantized layer keeps of each group (QuantizedWeights::scales): 8 bytes a group.
+struct ScalePair {
   float positive = 0.0f;  // scale of +codes
   float negative = 0.0f;  // scale of -codes (a magnitude: w ~= -negative for code -1)
+};
+static_assert(sizeof(ScalePair) == 8, "a layer keeps 8 bytes of scales a group");
+
+// A quantizer's result for one group: its scales and the threshold it chose, which only the
+// quantizers' tests read (a layer keeps the ScalePair).
+struct GroupScales : ScalePair {
   float threshold = 0.0f; // |w| above it became non-zero (ternary methods); 0 otherwise
 };
 
@@ -41,6 +48,6 @@ GroupScales binarize(std::span<const float> w, std::span<int8_t> codes);
 GroupScales quantize_symmetric(std::span<const float> w, int bits, std::span<int8_t> codes);
 
 // sum (w_i - code_i * scale_i)^2, in double.
-double reconstruction_error(std::span<const float> w, std::span<const int8_t> codes, const GroupScales& scales);
+double reconstruction_error(std::span<const float> w, std::span<const int8_t> codes, const ScalePair& scales);
 
 }  // namespace tern::quant

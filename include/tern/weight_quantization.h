@@ -63,7 +63,7 @@ struct QuantizedWeights {
   WeightFormat format = WeightFormat::kTernary;
   int bits = 2;
   std::vector<int8_t> codes;  // canonical [out][in][taps] order, as the FP32 weights
-  std::vector<GroupScales> scales;  // one per group
+  std::vector<ScalePair> scales;  // one per group
   double zero_fraction = 0;   // share of zero codes
   double sqnr_db = 0;         // 10 log10(||W||^2 / ||W - Q(W)||^2); +inf when exact
   // Two-level scales, used when a filter has several groups (fine-grained groups along channels or

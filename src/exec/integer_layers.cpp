@@ -98,11 +98,11 @@ std::optional<std::vector<int8_t>> term_integer_weights(const quant::QuantizedLa
   std::vector<int8_t> w(static_cast<size_t>(out * in * taps));
   if (units) units->assign(w.size(), 1);
   for (int64_t o = 0; o < out; ++o) {
-    const GroupScales& first = q.scales[static_cast<size_t>(g.group_of(o, 0, 0))];
+    const ScalePair& first = q.scales[static_cast<size_t>(g.group_of(o, 0, 0))];
     step[static_cast<size_t>(o)] = two_level ? q.filter_steps[static_cast<size_t>(o)] : first.positive;
     for (int64_t c = 0; c < in; ++c)
       for (int64_t t = 0; t < taps; ++t) {
-        const GroupScales& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
+        const ScalePair& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
         int code = q.codes[static_cast<size_t>((o * in + c) * taps + t)];
         int value = code;
         if (two_level) {

@@ -124,7 +124,7 @@ std::vector<std::pair<SectionType, std::vector<std::byte>>> quantized_sections(c
             "layer '" + l.node + "': scale layout does not match its configuration");
       if (t.filter_steps.empty()) {
         std::vector<float> scales;
-        for (const GroupScales& s : t.scales) {
+        for (const ScalePair& s : t.scales) {
           scales.push_back(s.positive);
           if (scales_per_group(l.config) == 2) scales.push_back(s.negative);
         }
@@ -304,7 +304,7 @@ QuantizedModel load_quantized_model(const TernFile& file, const LoadOptions& opt
         q.scales.reserve(static_cast<size_t>(grouping.count()));
         for (int64_t gi = 0; gi < grouping.count(); ++gi) {
           float pos = s[static_cast<size_t>(gi * spg)];
-          q.scales.push_back({pos, spg == 2 ? s[static_cast<size_t>(gi * spg + 1)] : pos, 0.0f});
+          q.scales.push_back({pos, spg == 2 ? s[static_cast<size_t>(gi * spg + 1)] : pos});
         }
         int64_t zeros = 0;
         for (int8_t c : q.codes) zeros += c == 0;

@@ -68,7 +68,7 @@ std::vector<double> inverse_hessian_factor(std::vector<double> h, int64_t n, dou
 }
 
 // The code of the level of `s` nearest to w (ties to the smaller magnitude for ternary).
-int8_t nearest_code(double w, const GroupScales& s, const WeightQuantConfig& c) {
+int8_t nearest_code(double w, const ScalePair& s, const WeightQuantConfig& c) {
   switch (c.format) {
     case WeightFormat::kBinary: return w >= 0 ? 1 : -1;
     case WeightFormat::kInt: {
@@ -84,7 +84,7 @@ int8_t nearest_code(double w, const GroupScales& s, const WeightQuantConfig& c) 
   return 0;
 }
 
-double level(int8_t code, const GroupScales& s) { return code > 0 ? code * double(s.positive) : code * double(s.negative); }
+double level(int8_t code, const ScalePair& s) { return code > 0 ? code * double(s.positive) : code * double(s.negative); }
 
 }  // namespace
 
@@ -210,7 +210,7 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
   }
   std::vector<double> current(weights.begin(), weights.end());
   q.codes.assign(weights.size(), 0);
-  q.scales.assign(static_cast<size_t>(grouping.count()), GroupScales{});
+  q.scales.assign(static_cast<size_t>(grouping.count()), ScalePair{});
   std::vector<bool> scale_set(static_cast<size_t>(grouping.count()), false);
   std::vector<float> group_w;
   std::vector<int8_t> group_codes;
@@ -239,7 +239,7 @@ QuantizedWeights quantize_weights_output_aware(const std::vector<float>& weights
           scale_set[static_cast<size_t>(gi)] = true;
         }
         double* row = current.data() + o * d;
-        const GroupScales& s = q.scales[static_cast<size_t>(gi)];
+        const ScalePair& s = q.scales[static_cast<size_t>(gi)];
         int8_t code = nearest_code(row[col], s, config);
         q.codes[static_cast<size_t>(o * d + col)] = code;
         double err = (row[col] - level(code, s)) / u[i * d + i];

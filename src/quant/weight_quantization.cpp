@@ -63,7 +63,7 @@ std::string WeightGrouping::describe() const {
 
 float QuantizedWeights::dequantized(int64_t o, int64_t c, int64_t t) const {
   int8_t q = codes[static_cast<size_t>((o * grouping.in + c) * grouping.taps + t)];
-  const GroupScales& s = scales[static_cast<size_t>(grouping.group_of(o, c, t))];
+  const ScalePair& s = scales[static_cast<size_t>(grouping.group_of(o, c, t))];
   return q > 0 ? q * s.positive : q * s.negative;
 }
 
@@ -215,7 +215,7 @@ void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights, 
     float step = log_scales ? top : top / static_cast<float>(kScaleUnitMax);
     q.filter_steps[static_cast<size_t>(o)] = step;
     for (int64_t i = o * per_filter; i < (o + 1) * per_filter; ++i) {
-      GroupScales& s = q.scales[static_cast<size_t>(i)];
+      ScalePair& s = q.scales[static_cast<size_t>(i)];
       s.positive = round_to_step(s.positive, step, log_scales);
       s.negative = round_to_step(s.negative, step, log_scales);
     }
@@ -226,7 +226,7 @@ void round_group_scales(QuantizedWeights& q, const std::vector<float>& weights, 
     for (int64_t c = 0; c < g.in; ++c)
       for (int64_t t = 0; t < g.taps; ++t) {
         int8_t& code = q.codes[static_cast<size_t>((o * g.in + c) * g.taps + t)];
-        const GroupScales& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
+        const ScalePair& s = q.scales[static_cast<size_t>(g.group_of(o, c, t))];
         if ((code > 0 && s.positive == 0.0f) || (code < 0 && s.negative == 0.0f)) code = 0;
       }
   measure(q, weights);

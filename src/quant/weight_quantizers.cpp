@@ -159,7 +159,7 @@ GroupScales quantize_symmetric(std::span<const float> w, int bits, std::span<int
   return {scale, scale, 0.0f};
 }
 
-double reconstruction_error(std::span<const float> w, std::span<const int8_t> codes, const GroupScales& s) {
+double reconstruction_error(std::span<const float> w, std::span<const int8_t> codes, const ScalePair& s) {
   double e = 0;
   for (size_t i = 0; i < w.size(); ++i) {
     double r = codes[i] > 0 ? codes[i] * static_cast<double>(s.positive)
