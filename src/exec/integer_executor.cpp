@@ -103,14 +103,14 @@ struct IntegerExecutor::Impl {
     executor = std::make_unique<Executor>(std::move(sim), options);
   }
 
-  // The dequantized float weights and int8 codes of the loaded model: the program has its own
-  // packed form, and switching levels only changes which terms run.
+  // The dequantized float weights, int8 codes and group scales of the loaded model: the program
+  // has its own packed form, and switching levels only changes which terms run.
   void release_weights() {
     for (Value& v : model.graph.values) v.constant.reset();
     for (quant::QuantizedLayer& l : model.layers)
       for (quant::QuantizedWeights& q : l.terms) {
-        q.codes.clear();
-        q.codes.shrink_to_fit();
+        std::vector<int8_t>().swap(q.codes);
+        std::vector<quant::ScalePair>().swap(q.scales);
       }
   }
 
