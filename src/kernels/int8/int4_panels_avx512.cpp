@@ -50,10 +50,13 @@ struct Int4Decoder {
   }
   int64_t steps_per_unit() const { return Units ? w.steps_per_unit() : 0; }
   void units_at(Panel& p, int64_t block) const {
+    if ((block & 3) == 0) prefetch_ahead(p.units + block * kQPanelRows);  // 4 blocks of units to a line
     p.u = spread_units(p.units + block * kQPanelRows, index);
     p.u_odd = _mm512_srli_epi16(p.u, 8);
   }
   __m512i weights(const Panel& p, int64_t s) const {
+    if ((s & 1) == 0)  // a 64-byte line holds two steps
+      prefetch_ahead(p.codes + s * Int4Panels::kBytesPerStep);
     if constexpr (Units) return times_units(codes_step(p.codes + s * Int4Panels::kBytesPerStep), p.u, p.u_odd);
     else return nibbles_step(p.codes + s * Int4Panels::kBytesPerStep);
   }

@@ -24,6 +24,12 @@ inline __m512i row_spread_index() {
   return _mm512_load_si512(spread);
 }
 
+// A block of panels reads 2-3 streams per panel (codes, or + and - masks, and units): 8-12 at
+// once, more than the hardware prefetchers follow well, so the decoders prefetch each stream this
+// far ahead (once per 64-byte line). Ternary N=4 at one thread went from about 18 to 23 GB/s of
+// its packed bytes on 8192-wide layers beyond the L3 (ad hoc); 256, 512 and 1024 bytes did alike.
+inline void prefetch_ahead(const void* at) { _mm_prefetch(static_cast<const char*>(at) + 512, _MM_HINT_T0); }
+
 // 16 row units -> each row's unit in its 4 bytes. (The zero-masked broadcast with a full mask is
 // the plain one; GCC 12 warns about the plain intrinsic's undefined pass-through.)
 inline __m512i spread_units(const uint8_t* units16, __m512i index) {

@@ -32,8 +32,17 @@ struct TernaryDecoder {
             _mm512_setzero_si512()};
   }
   int64_t steps_per_unit() const { return t.steps_per_unit(); }
-  void units_at(Panel& p, int64_t block) const { p.u = spread_units(p.units + block * kQPanelRows, index); }
-  __m512i weights(const Panel& p, int64_t s) const { return decode_step(p.pos[s], p.neg[s], p.u); }
+  void units_at(Panel& p, int64_t block) const {
+    if ((block & 3) == 0) prefetch_ahead(p.units + block * kQPanelRows);  // 4 blocks of units to a line
+    p.u = spread_units(p.units + block * kQPanelRows, index);
+  }
+  __m512i weights(const Panel& p, int64_t s) const {
+    if ((s & 7) == 0) {  // 8 steps of masks to a line
+      prefetch_ahead(p.pos + s);
+      prefetch_ahead(p.neg + s);
+    }
+    return decode_step(p.pos[s], p.neg[s], p.u);
+  }
   __m512i adjust(__m512i sums, int) const { return sums; }
 };
 
