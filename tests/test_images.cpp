@@ -212,6 +212,26 @@ TEST(Images, ResizesAndBatchesOverTheMemoryLimitAreRefused) {
   EXPECT_EQ(ok, "no error");
 }
 
+// The hot-path form of the check: describes the request only when it fails, and a tensor over the
+// limit is refused naming its type and shape.
+TEST(Limits, LazyMemoryCheckDescribesOnlyOnFailure) {
+  int64_t before = memory_limit();
+  set_memory_limit(int64_t{1} << 20);
+  int described = 0;
+  auto describe = [&] {
+    ++described;
+    return std::pair<std::string, std::string>{"a test", "its bytes"};
+  };
+  std::string within = error_of([&] { check_memory(1024.0, describe); });
+  std::string over = error_of([&] { check_memory(4.0 * (1 << 20), describe); });
+  std::string tensor = error_of([&] { Tensor::uninitialized(DataType::kFloat32, {1024, 1024}); });
+  set_memory_limit(before);
+  EXPECT_EQ(within, "no error");
+  EXPECT_EQ(described, 1);
+  EXPECT_NE(over.find("a test needs 4.0 MiB (its bytes), above the memory limit"), std::string::npos) << over;
+  EXPECT_NE(tensor.find("float32 tensor of shape [1024,1024] needs 4.0 MiB (its data), above the memory limit"), std::string::npos) << tensor;
+}
+
 TEST(Images, SpecsRoundTripThroughMetadataAndBadValuesAreNamed) {
   Preprocess p = spec({{"resize", "256"}, {"crop", "224x224"}, {"channels", "bgr"}, {"mean", "0.485,0.456,0.406"},
                        {"std", "0.229,0.224,0.225"}, {"layout", "nhwc"}});

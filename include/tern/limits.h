@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 namespace tern {
 
@@ -24,6 +25,15 @@ std::string format_bytes(double bytes);
 
 // Error "WHO needs N (what), above the memory limit of L (TERN_MAX_MEMORY ...)" when bytes exceed it.
 void check_memory(double bytes, const std::string& who, const std::string& what);
+
+// The same for hot paths (a check per tensor, per node run): describe() returns {who, what} and is
+// called only when the check fails, so no message is built otherwise.
+template <typename Describe>
+void check_memory(double bytes, Describe&& describe) {
+  if (bytes <= static_cast<double>(memory_limit())) return;
+  const auto [who, what] = describe();
+  check_memory(bytes, who, what);
+}
 
 // TERN_THREADS when set: an integer in [1, 1024]; Error naming the variable otherwise. 0: not set.
 int threads_from_environment();

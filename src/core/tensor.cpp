@@ -89,9 +89,9 @@ Tensor Tensor::described(DataType type, Shape shape) {
   t.dtype_ = type;
   t.shape_ = std::move(shape);
   t.size_ = element_count(t.shape_);
-  const double bytes = static_cast<double>(t.size_) * static_cast<double>(element_size(type));
-  if (!(bytes <= static_cast<double>(memory_limit())))  // (the message only then: this runs for every tensor)
-    check_memory(bytes, "a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data");
+  check_memory(static_cast<double>(t.size_) * static_cast<double>(element_size(type)), [&] {
+    return std::pair<std::string, std::string>{"a " + to_string(type) + " tensor of shape " + to_string(t.shape_), "its data"};
+  });
   return t;
 }
 

@@ -164,7 +164,6 @@ struct Executor::Impl {
     InferenceContext ictx{batch, &graph.source, {}};
     double live_bytes = 0;  // what this run holds now: the backstop when the plan could not see a size
     for (const Tensor& t : inputs) live_bytes += static_cast<double>(t.bytes());
-    const double limit = static_cast<double>(memory_limit());
     auto get = [&](ValueId id) -> const Tensor* {
       if (id == kNoValue) return nullptr;
       if (graph.is_constant(id)) return &graph.constant(id);
@@ -185,9 +184,10 @@ struct Executor::Impl {
       double out_bytes = 0;
       for (size_t i = 0; i < out_shapes.size() && i < node.outputs.size(); ++i)
         out_bytes += value_bytes(out_shapes[i], graph.value(node.outputs[i]).dtype, batch);
-      if (live_bytes + out_bytes > limit)  // the message is built only when it is needed
-        check_memory(live_bytes + out_bytes, node_who(graph.source, node) + " on a batch of " + std::to_string(batch),
-                     "activations held at that node");
+      check_memory(live_bytes + out_bytes, [&] {
+        return std::pair<std::string, std::string>{node_who(graph.source, node) + " on a batch of " + std::to_string(batch),
+                                                   "activations held at that node"};
+      });
       live_bytes += out_bytes;
       ops::OpContext ctx{node, node_who(graph.source, node), batch, pool};
       auto start = profiling ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};

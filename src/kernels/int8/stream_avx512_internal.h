@@ -26,8 +26,9 @@ inline __m512i row_spread_index() {
 
 // A block of panels reads 2-3 streams per panel (codes, or + and - masks, and units): 8-12 at
 // once, more than the hardware prefetchers follow well, so the decoders prefetch each stream this
-// far ahead (once per 64-byte line). Ternary N=4 at one thread went from about 18 to 23 GB/s of
-// its packed bytes on 8192-wide layers beyond the L3 (ad hoc); 256, 512 and 1024 bytes did alike.
+// far ahead (once per 64-byte line). Ternary N=4 at one thread went from 19.9 to 24.6 GB/s of its
+// packed bytes on 8192-wide layers beyond the L3 (docs/results/streaming.md at 5efa636 and 41908df);
+// 256, 512 and 1024 bytes ahead did alike.
 inline void prefetch_ahead(const void* at) { _mm_prefetch(static_cast<const char*>(at) + 512, _MM_HINT_T0); }
 
 // 16 row units -> each row's unit in its 4 bytes. (The zero-masked broadcast with a full mask is
