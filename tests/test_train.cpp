@@ -219,6 +219,31 @@ TEST(Train, RandomInitIsSeededAndResumeIsExact) {
   EXPECT_GE(full.epochs.back().test_top1, 0.0);
 }
 
+TEST(Train, TestEveryEvaluatesOnlyEveryKthEpochAndTheLast) {
+  ThreadsGuard one_thread;
+  Graph g = training_graph(small_model_bytes());
+  Dataset data = synthetic_dataset(32);
+  Dataset held_out = synthetic_dataset(20);
+  train::TrainOptions o = small_options();
+  o.epochs = 5;
+  o.test = &held_out;
+  train::TrainResult every = train::train_network(g, data, plain_normalization(), o);
+  o.test_every = 2;
+  train::TrainResult sparse = train::train_network(g, data, plain_normalization(), o);
+  ASSERT_EQ(sparse.epochs.size(), 5u);
+  for (const train::TrainEpoch& e : sparse.epochs) {
+    const bool due = e.epoch % 2 == 0 || e.epoch == 5;
+    SCOPED_TRACE(e.epoch);
+    if (due) {
+      EXPECT_EQ(e.test_top1, every.epochs[static_cast<size_t>(e.epoch - 1)].test_top1);  // evaluation changes nothing
+      EXPECT_GE(e.test_top1, 0.0);
+    } else {
+      EXPECT_EQ(e.test_top1, -1.0);
+    }
+  }
+  EXPECT_EQ(sparse.epochs.back().weights_hash, every.epochs.back().weights_hash);
+}
+
 TEST(Train, BadOptionsAreClearErrors) {
   Graph g = training_graph(small_model_bytes());
   Dataset data = synthetic_dataset(32);

@@ -83,6 +83,7 @@ struct TrainOptions {
   int64_t max_steps = 0;             // stop after this many steps (0: the epochs' worth)
   const Dataset* test = nullptr;     // evaluated after every epoch when set
   int64_t test_images = 0;           // 0: all
+  int test_every = 1;                // evaluate after every this many epochs, and after the last
   int64_t curve_every = 0;           // loss curve point every this many steps (0: ~20 per epoch)
   std::string checkpoint_path;       // "" : no checkpoints
   int64_t checkpoint_every = 0;      // steps; 0: at the end of every epoch

@@ -201,7 +201,7 @@ commands:
         --accumulate-weight-grad M] [--accumulate-chunk C] [--epochs E] [--batch B] [--lr LR]
         [--lr-final LR] [--schedule cosine|exp|step] [--momentum M] [--weight-decay WD]
         [--label-smoothing S] [--data fashion-mnist|DIR|X.npy --labels Y.npy] [--train-images N]
-        [--test-images N] [--no-test] [--seed S] [--threads T] [--checkpoint PATH]
+        [--test-images N] [--test-every K] [--no-test] [--seed S] [--threads T] [--checkpoint PATH]
         [--checkpoint-every STEPS] [--resume CKPT] [--steps N] [--curve-every STEPS] [--no-augment]
         [--no-progress] [--json] [--timeline]
         [--distributed [--compress none|adacomp] [--bin-conv 50] [--bin-fc 500] [--threshold-scale 1]

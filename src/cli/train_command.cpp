@@ -79,7 +79,7 @@ int cmd_train(int argc, char** argv) {
   Args args("train", argc, argv, 2,
             {"output", "init", "numeric", "gradient-numeric", "rounding", "fixed-compute", "accumulate", "accumulate-forward", "accumulate-backward",
              "accumulate-weight-grad", "accumulate-chunk", "epochs", "batch", "lr", "lr-final", "schedule", "momentum",
-             "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "seed", "threads",
+             "weight-decay", "label-smoothing", "data", "labels", "train-images", "test-images", "test-every", "seed", "threads",
              "checkpoint", "checkpoint-every", "resume", "steps", "curve-every", "compress", "bin-conv", "bin-fc",
              "threshold-scale", "bucket-kb", "timeout", "scale", "mean", "std", "resize", "crop", "pad", "channels", "layout", "input-shape"},
             {"no-augment", "no-progress", "no-test", "json", "distributed", "exact-values", "timeline"});
@@ -112,6 +112,7 @@ int cmd_train(int argc, char** argv) {
   o.augment = !args.flag("no-augment");
   o.train_images = args.get_int("train-images", 0, 0, int64_t{1} << 40);
   o.test_images = args.get_int("test-images", 0, 0, int64_t{1} << 40);
+  o.test_every = static_cast<int>(args.get_int("test-every", 1, 1, 1 << 20));
   o.max_steps = args.get_int("steps", 0, 0, int64_t{1} << 40);
   o.curve_every = args.get_int("curve-every", 0, 1, int64_t{1} << 40);
   const bool keep_checkpoint = args.has("checkpoint");
@@ -189,7 +190,10 @@ int cmd_train(int argc, char** argv) {
                     o.numeric.name().c_str(), ranks, ranks == 1 ? "" : "s", static_cast<long long>(r.steps), r.seconds);
         std::printf("%6s %10s %10s %10s\n", "epoch", "loss", "train %", "test %");
         for (const train::TrainEpoch& e : r.epochs)
-          std::printf("%6d %10.4f %10.2f %10.2f\n", e.epoch, e.loss, e.train_accuracy, e.test_top1);
+          if (e.test_top1 < 0)
+            std::printf("%6d %10.4f %10.2f %10s\n", e.epoch, e.loss, e.train_accuracy, "-");
+          else
+            std::printf("%6d %10.4f %10.2f %10.2f\n", e.epoch, e.loss, e.train_accuracy, e.test_top1);
       }
     }
   } catch (const Error& e) {

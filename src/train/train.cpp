@@ -370,8 +370,9 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Prepro
                    100.0 * static_cast<double>(state.correct) / static_cast<double>(state.seen), -1,
                    std::chrono::duration<double>(now - epoch_start).count(), weights_hash(params)};
       sync.check_same_weights(e.weights_hash, e.epoch);
-      if (options.test) e.test_top1 = evaluate_top1(net, test, n_test, active, options.seed, e.epoch);
-      if (rank == 0 && options.progress && options.test)
+      const bool test_due = e.epoch % std::max(1, options.test_every) == 0 || e.epoch == options.epochs;
+      if (options.test && test_due) e.test_top1 = evaluate_top1(net, test, n_test, active, options.seed, e.epoch);
+      if (rank == 0 && options.progress && options.test && test_due)
         std::fprintf(stderr, "epoch %d: test top-1 %.2f%%\n", e.epoch, e.test_top1);
       state.epochs.push_back(e);
       epoch_start = std::chrono::steady_clock::now();
