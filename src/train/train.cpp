@@ -145,6 +145,94 @@ double evaluate_top1(TrainableGraph& net, const TrainingData& test, int64_t coun
   return 100.0 * static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(1, count));
 }
 
+// The run's numerics: rounders on every value and update (fixed point, computed in float64 unless
+// float32 sums were asked for), or emulated accumulators in the Conv/Gemm products; float32 when
+// neither. `active` is the rounder the value transform reads (evaluation swaps in its own), so the
+// object must stay where it is while `net` runs.
+struct RunNumerics {
+  std::unique_ptr<FixedPointRounder> value_rounder, update_rounder;
+  FixedPointRounder* active = nullptr;
+
+  RunNumerics(const NumericOptions& numeric, TrainableGraph& net, std::vector<Parameter>& params, uint64_t seed,
+              int rank) {
+    if (numeric.fixed) {
+      if (numeric.exact_compute) net.set_dtype(torch::kFloat64);
+      // Activations and their gradients differ per rank; the update draws must agree on every rank.
+      value_rounder = std::make_unique<FixedPointRounder>(
+          numeric.format, numeric.rounding, seed * 2 + 1 + 0x10000ull * static_cast<uint64_t>(rank), numeric.gradient());
+      update_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding, seed * 2 + 2,
+                                                           numeric.gradient());
+      active = value_rounder.get();
+      net.set_value_transform([this](const torch::Tensor& x) { return active->values(x); });
+      torch::NoGradGuard no_grad;
+      for (Parameter& p : params) p.value.copy_(update_rounder->round(p.value));
+    }
+    if (numeric.accumulate_forward || numeric.accumulate_backward || numeric.accumulate_weight_grad) {
+      AccumulationBits bits{numeric.accumulate_forward, numeric.accumulate_backward, numeric.accumulate_weight_grad,
+                            numeric.accumulate_chunk};
+      net.set_layer_product([bits](const TrainableGraph::LayerProduct& p) { return reduced_accumulation_product(p, bits); });
+    }
+  }
+  RunNumerics(const RunNumerics&) = delete;
+  RunNumerics& operator=(const RunNumerics&) = delete;
+};
+
+json epoch_to_json(const TrainEpoch& e) {
+  return json{{"epoch", e.epoch}, {"steps", e.steps}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy},
+              {"test_top1", e.test_top1}, {"seconds", e.seconds}, {"weights_hash", e.weights_hash}};
+}
+
+// The loop's counters, epochs and curve as a checkpoint holds them (tensors travel beside).
+json state_to_json(const TrainingState& s) {
+  json epochs = json::array(), curve = json::array();
+  for (const TrainEpoch& e : s.epochs) epochs.push_back(epoch_to_json(e));
+  for (const auto& [step, loss] : s.curve) curve.push_back({step, loss});
+  return {{"step", s.step},       {"loss_sum", s.loss_sum},       {"curve_sum", s.curve_sum},
+          {"correct", s.correct}, {"seen", s.seen},               {"epoch_steps", s.epoch_steps},
+          {"curve_steps", s.curve_steps}, {"epochs", epochs},     {"curve", curve}};
+}
+
+void state_from_json(const json& j, const std::string& path, TrainingState& s) {
+  try {
+    s.step = j.at("step").get<int64_t>();
+    s.loss_sum = j.at("loss_sum").get<double>();
+    s.curve_sum = j.at("curve_sum").get<double>();
+    s.correct = j.at("correct").get<int64_t>();
+    s.seen = j.at("seen").get<int64_t>();
+    s.epoch_steps = j.at("epoch_steps").get<int64_t>();
+    s.curve_steps = j.at("curve_steps").get<int64_t>();
+    for (const json& e : j.at("epochs"))
+      s.epochs.push_back({e.at("epoch").get<int>(), e.at("steps").get<int64_t>(), e.at("loss").get<double>(),
+                          e.at("train_accuracy").get<double>(), e.at("test_top1").get<double>(),
+                          e.at("seconds").get<double>(), e.at("weights_hash").get<std::string>()});
+    for (const json& c : j.at("curve")) s.curve.emplace_back(c.at(0).get<int64_t>(), c.at(1).get<double>());
+  } catch (const json::exception& e) {
+    throw Error(path + ": malformed checkpoint: " + e.what());
+  }
+}
+
+// One momentum-SGD step from the gradients (the exchanged ones with several ranks, else .grad),
+// weight decay on the layers that take it. Fixed point: gradient and momentum rounded to the
+// gradient format, the weights to theirs.
+void apply_update(std::vector<Parameter>& params, const std::vector<torch::Tensor>& exchanged, bool use_exchanged,
+                  std::vector<torch::Tensor>& momentum, const TrainOptions& options, double lr,
+                  FixedPointRounder* update_rounder) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    torch::Tensor g = use_exchanged ? exchanged[i] : params[i].value.grad();
+    if (!g.defined()) continue;
+    if (params[i].decay && options.weight_decay > 0) g = g + options.weight_decay * params[i].value;
+    if (update_rounder) {
+      g = update_rounder->round_gradient(g);
+      momentum[i].copy_(update_rounder->round_gradient(momentum[i] * options.momentum + g));
+      params[i].value.copy_(update_rounder->round(params[i].value - lr * momentum[i]));
+    } else {
+      momentum[i].mul_(options.momentum).add_(g);
+      params[i].value.sub_(momentum[i], lr);
+    }
+  }
+}
+
 }  // namespace
 
 TrainResult train_network(const Graph& graph, const Dataset& train, const Preprocess& norm,
@@ -165,30 +253,10 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Prepro
   std::vector<Parameter>& params = net.parameters();
   if (options.init == Init::kRandom) initialize_randomly(params, net.residual_branch_weights(), options.seed);
 
-  // Numerics: fixed point runs in float64 with rounders on every value; accumulation emulation
-  // replaces the Conv/Gemm products.
-  std::unique_ptr<FixedPointRounder> value_rounder, update_rounder;
-  FixedPointRounder* active = nullptr;
-  if (numeric.fixed) {
-    if (numeric.exact_compute) net.set_dtype(torch::kFloat64);
-    // Activations and their gradients differ per rank; the update draws must agree on every rank.
-    value_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding,
-                                                        options.seed * 2 + 1 + 0x10000ull * static_cast<uint64_t>(rank),
-                                                        numeric.gradient());
-    update_rounder = std::make_unique<FixedPointRounder>(numeric.format, numeric.rounding, options.seed * 2 + 2,
-                                                         numeric.gradient());
-    active = value_rounder.get();
-    net.set_value_transform([&active](const torch::Tensor& x) { return active->values(x); });
-    torch::NoGradGuard no_grad;
-    for (Parameter& p : params) p.value.copy_(update_rounder->round(p.value));
-  }
-  const bool reduced_accumulation =
-      numeric.accumulate_forward || numeric.accumulate_backward || numeric.accumulate_weight_grad;
-  if (reduced_accumulation) {
-    AccumulationBits bits{numeric.accumulate_forward, numeric.accumulate_backward, numeric.accumulate_weight_grad,
-                          numeric.accumulate_chunk};
-    net.set_layer_product([bits](const TrainableGraph::LayerProduct& p) { return reduced_accumulation_product(p, bits); });
-  }
+  RunNumerics run_numerics(numeric, net, params, options.seed, rank);
+  FixedPointRounder*& active = run_numerics.active;
+  FixedPointRounder* const value_rounder = run_numerics.value_rounder.get();
+  FixedPointRounder* const update_rounder = run_numerics.update_rounder.get();
 
   sync.set_parameters(params);
 
@@ -252,29 +320,10 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Prepro
     for (CheckpointTensor& r : sync.state_tensors()) t.push_back(r);
     return t;
   };
-  auto epoch_json = [](const TrainEpoch& e) {
-    return json{{"epoch", e.epoch}, {"steps", e.steps}, {"loss", e.loss}, {"train_accuracy", e.train_accuracy},
-                {"test_top1", e.test_top1}, {"seconds", e.seconds}, {"weights_hash", e.weights_hash}};
-  };
   if (!options.resume_path.empty()) {
     std::vector<CheckpointTensor> t = checkpoint_tensors();
     json j = load_checkpoint(options.resume_path, kCheckpointKind, kCheckpointVersion, fp.hex(), t);
-    try {
-      state.step = j.at("step").get<int64_t>();
-      state.loss_sum = j.at("loss_sum").get<double>();
-      state.curve_sum = j.at("curve_sum").get<double>();
-      state.correct = j.at("correct").get<int64_t>();
-      state.seen = j.at("seen").get<int64_t>();
-      state.epoch_steps = j.at("epoch_steps").get<int64_t>();
-      state.curve_steps = j.at("curve_steps").get<int64_t>();
-      for (const json& e : j.at("epochs"))
-        state.epochs.push_back({e.at("epoch").get<int>(), e.at("steps").get<int64_t>(), e.at("loss").get<double>(),
-                                e.at("train_accuracy").get<double>(), e.at("test_top1").get<double>(),
-                                e.at("seconds").get<double>(), e.at("weights_hash").get<std::string>()});
-      for (const json& c : j.at("curve")) state.curve.emplace_back(c.at(0).get<int64_t>(), c.at(1).get<double>());
-    } catch (const json::exception& e) {
-      throw Error(options.resume_path + ": malformed checkpoint: " + e.what());
-    }
+    state_from_json(j, options.resume_path, state);
     check(state.step >= 0 && state.step <= total_steps, options.resume_path + ": checkpoint is past the end of this run");
     if (value_rounder) {
       value_rounder->set_generator_state(t[2 * params.size()].tensor);
@@ -333,22 +382,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Prepro
     const auto [loss_value, correct] =
         sync.sum_metrics(loss.item<double>() * static_cast<double>(local), logits.argmax(1).eq(y).sum().item<int64_t>());
     check(std::isfinite(loss_value), src + ": training diverged at step " + std::to_string(state.step + 1) + "; lower --lr");
-    {
-      torch::NoGradGuard no_grad;
-      for (size_t i = 0; i < params.size(); ++i) {
-        torch::Tensor g = ranks > 1 ? grads[i] : params[i].value.grad();
-        if (!g.defined()) continue;
-        if (params[i].decay && options.weight_decay > 0) g = g + options.weight_decay * params[i].value;
-        if (update_rounder) {  // gradient and momentum rounded to the gradient format, the weights to theirs
-          g = update_rounder->round_gradient(g);
-          state.momentum[i].copy_(update_rounder->round_gradient(state.momentum[i] * options.momentum + g));
-          params[i].value.copy_(update_rounder->round(params[i].value - lr * state.momentum[i]));
-        } else {
-          state.momentum[i].mul_(options.momentum).add_(g);
-          params[i].value.sub_(state.momentum[i], lr);
-        }
-      }
-    }
+    apply_update(params, grads, ranks > 1, state.momentum, options, lr, update_rounder);
     state.loss_sum += loss_value;
     state.curve_sum += loss_value / static_cast<double>(batch);
     state.correct += correct;
@@ -384,12 +418,8 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Prepro
       std::vector<CheckpointTensor> t = checkpoint_tensors();
       sync.gather_state(t);  // every rank's exchange state (AdaComp residuals) to rank 0
       if (rank == 0) {
-        json epochs = json::array(), curve = json::array();
-        for (const TrainEpoch& e : state.epochs) epochs.push_back(epoch_json(e));
-        for (const auto& [s, l] : state.curve) curve.push_back({s, l});
-        json j = {{"step", state.step + 1},  {"loss_sum", state.loss_sum},       {"curve_sum", state.curve_sum},
-                  {"correct", state.correct}, {"seen", state.seen},             {"epoch_steps", state.epoch_steps},
-                  {"curve_steps", state.curve_steps}, {"epochs", epochs},       {"curve", curve}};
+        json j = state_to_json(state);
+        j["step"] = state.step + 1;  // (this step is done; the loop's counter moves on after it)
         save_checkpoint(options.checkpoint_path, kCheckpointKind, kCheckpointVersion, fp.hex(), j, t);
       }
     }
@@ -426,7 +456,7 @@ TrainResult train_network(const Graph& graph, const Dataset& train, const Prepro
   }
 
   json history = json::array();
-  for (const TrainEpoch& e : result.epochs) history.push_back(epoch_json(e));
+  for (const TrainEpoch& e : result.epochs) history.push_back(epoch_to_json(e));
   json prov = {{"method", "tern train (momentum SGD on libtorch)"},
                {"init", options.init == Init::kRandom ? "random" : "pretrained"},
                {"numeric", numeric.name()},
